@@ -1,0 +1,46 @@
+"""Development sessions: ``nox -s tests typecheck`` (the README's test command), ``lint``, ``bench``."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["tests", "typecheck", "lint"]
+
+CONSTRAINTS = ("-c", "constraints.txt")
+
+
+def _drop_torchaudio(session: nox.Session) -> None:
+    """The originals drag in a torchaudio build that fails against torch 2.13 and breaks
+    transformers' wav2vec2-family imports; nothing here needs it."""
+    session.run("python", "-m", "pip", "uninstall", "-y", "-q", "torchaudio")
+
+
+@nox.session(python="3.11")
+def tests(session: nox.Session) -> None:
+    """Unit, property, CLI and parity tests (parity builds the original implementations)."""
+    session.install(*CONSTRAINTS, "-e", ".[originals,dev]")
+    _drop_torchaudio(session)
+    session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session(python="3.11")
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over src, tests, benchmarks and scripts."""
+    session.install(*CONSTRAINTS, "-e", ".[dev]")
+    session.run("mypy", "--strict")
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff."""
+    session.install("ruff")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "scripts", "noxfile.py")
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Planning and conversion benchmarks against the seed-style and raw-copy baselines."""
+    session.install(*CONSTRAINTS, "-e", ".[dev]", "psutil")
+    session.run("python", "benchmarks/run.py", *session.posargs)

@@ -1,0 +1,58 @@
+"""Apply: a plan plus tensors -> the target state dict, and strict loading into the target model.
+
+Apply never re-decides anything the plan decided; it only checks that the
+tensors it is handed are the ones the plan was made from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from returns.result import Failure, Result, Success
+from torch import nn
+
+from wmap.errors import LoadFailed, PlanNotClean, TensorMismatch
+from wmap.plan import Accept, MappingPlan
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "shape " + str(list(shape))
+
+
+def apply_plan(
+    plan: MappingPlan,
+    tensors: Mapping[str, torch.Tensor],
+    *,
+    accept: Accept = Accept(),
+    dtype: torch.dtype | None = None,
+) -> Result[dict[str, torch.Tensor], PlanNotClean | TensorMismatch]:
+    """Build the target state dict the plan describes.
+
+    Refuses a plan that is not clean unless its problems are all named in
+    ``accept``. Tensors are moved, not copied (a floating tensor is converted
+    only when ``dtype`` differs); a tied target gets its own copy so the output
+    can be saved as safetensors whether or not the target model ties it.
+    """
+    if not plan.is_clean(accept):
+        return Failure(PlanNotClean(plan))
+    state: dict[str, torch.Tensor] = {}
+    for item in plan.applied:
+        value = tensors.get(item.source)
+        if value is None:
+            return Failure(TensorMismatch(item.source, f"a tensor of {_shape(item.shape)}", "no such key"))
+        if tuple(value.shape) != item.shape:
+            return Failure(TensorMismatch(item.source, _shape(item.shape), _shape(tuple(value.shape))))
+        if dtype is not None and value.is_floating_point() and value.dtype != dtype:
+            value = value.to(dtype)
+        state[item.target] = value.clone() if item.tied_to is not None else value
+    return Success(state)
+
+
+def load_into(model: nn.Module, state: Mapping[str, torch.Tensor]) -> Result[nn.Module, LoadFailed]:
+    """``load_state_dict(strict=True, assign=True)``: the tensors become the model's, no copy."""
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except (RuntimeError, ValueError, KeyError) as error:
+        return Failure(LoadFailed(type(model).__name__, str(error).strip().splitlines()[0]))
+    return Success(model)

@@ -1,0 +1,114 @@
+"""The ``wmap`` command: ``models``, ``preview`` (dry run) and ``convert``, on the library only.
+
+Exit codes: 0 success / clean plan; 1 plan not clean or conversion refused;
+2 bad usage or unreadable input. Errors are one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+import torch
+from returns.result import Failure
+from rich.console import Console
+
+from wmap.convert import convert, preview
+from wmap.errors import INPUT_ERRORS, WmapError
+from wmap.models import registered
+from wmap.plan import MappingPlan
+from wmap.render import print_plan
+
+EXIT_OK, EXIT_REFUSED, EXIT_INPUT = 0, 1, 2
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, width=None if sys.stdout.isatty() else 160)
+
+
+def _fail(error: WmapError) -> int:
+    print(f"wmap: error: {error.message}", file=sys.stderr)
+    return EXIT_INPUT if isinstance(error, INPUT_ERRORS) else EXIT_REFUSED
+
+
+def _models(_: argparse.Namespace) -> int:
+    console = _console()
+    for spec in registered():
+        console.print(f"[bold]{spec.name}[/bold]\n  from: {spec.source}\n  to:   {spec.target}")
+    return EXIT_OK
+
+
+def _preview(args: argparse.Namespace) -> int:
+    result = preview(args.model, args.checkpoint, args.config)
+    if isinstance(result, Failure):
+        return _fail(result.failure())
+    plan = result.unwrap().plan
+    if args.json:
+        print(json.dumps(plan.to_json(), indent=2))
+    else:
+        source = args.checkpoint or "bundled reference layout"
+        print_plan(plan, _console(), title=f"{args.model} ← {source}")
+    return EXIT_OK if plan.is_clean() else EXIT_REFUSED
+
+
+def _convert(args: argparse.Namespace) -> int:
+    console = _console(stderr=True)
+
+    def show_if_refused(plan: MappingPlan) -> None:
+        if not plan.is_clean():
+            print_plan(plan, console, title=f"{args.model}: conversion refused")
+
+    with console.status(f"converting {args.checkpoint} with {args.model} …"):
+        result = convert(
+            args.model,
+            args.checkpoint,
+            args.out_dir,
+            args.config,
+            overwrite=args.overwrite,
+            dtype=DTYPES[args.dtype] if args.dtype else None,
+            on_plan=show_if_refused,
+        )
+    if isinstance(result, Failure):
+        return _fail(result.failure())
+    print(f"wrote {result.unwrap()}")
+    return EXIT_OK
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser (exits 2 on bad usage, as argparse does)."""
+    top = argparse.ArgumentParser(prog="wmap", description=__doc__.splitlines()[0] if __doc__ else None)
+    verbs = top.add_subparsers(dest="verb", required=True)
+
+    models = verbs.add_parser("models", help="list the registered model names")
+    models.set_defaults(run=_models)
+
+    pre = verbs.add_parser("preview", help="dry run: show the mapping plan (names and shapes only)")
+    pre.add_argument("model")
+    pre.add_argument("checkpoint", nargs="?", help="checkpoint file; default: the bundled reference layout")
+    pre.add_argument("--config", help="a transformers config JSON to use instead of the translated one")
+    pre.add_argument("--json", action="store_true", help="print the plan as JSON")
+    pre.set_defaults(run=_preview)
+
+    con = verbs.add_parser("convert", help="convert a checkpoint into a save_pretrained directory")
+    con.add_argument("model")
+    con.add_argument("checkpoint")
+    con.add_argument("out_dir")
+    con.add_argument("--config", help="a transformers config JSON to use instead of the translated one")
+    con.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
+    con.add_argument("--dtype", choices=sorted(DTYPES), help="cast floating tensors")
+    con.set_defaults(run=_convert)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``wmap`` console script."""
+    args = parser().parse_args(argv)
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

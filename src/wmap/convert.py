@@ -1,0 +1,168 @@
+"""End-to-end entry points over a registered model family: preview (dry run) and convert.
+
+This module only orchestrates: reading goes through :mod:`wmap.io`, deciding
+through :mod:`wmap.plan`, tensors through :mod:`wmap.apply`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from returns.result import Failure, Result, Success
+from torch import nn
+from transformers import PretrainedConfig
+
+from wmap.apply import apply_plan, load_into
+from wmap.errors import BadConfig, WmapError, WrongFamily
+from wmap.io import check_output, read_checkpoint, read_layout, write_directory_atomically
+from wmap.layout import build_on_meta, layout_of
+from wmap.models import get_model
+from wmap.models.base import ModelSpec
+from wmap.plan import Accept, MappingPlan, make_plan
+from wmap.transforms import Layout, Transform
+
+ConfigSource = str | os.PathLike[str] | PretrainedConfig | None
+"""A ``--config`` JSON file, a ready config object, or ``None`` (from the checkpoint / defaults)."""
+
+
+@attrs.frozen
+class Prepared:
+    """Everything decided before any tensor is touched."""
+
+    spec: ModelSpec
+    config: PretrainedConfig
+    pipeline: Transform
+    target: nn.Module
+    plan: MappingPlan
+
+
+def resolve_config(
+    spec: ModelSpec, meta: Mapping[str, Any], layout: Layout, config: ConfigSource
+) -> Result[PretrainedConfig, BadConfig]:
+    """The override if given (a JSON file or a config object), else the family's translation."""
+    if isinstance(config, PretrainedConfig):
+        return Success(config)
+    if config is not None:
+        path = os.fspath(config)
+        try:
+            return Success(spec.config_class.from_json_file(path))
+        except (OSError, ValueError, TypeError) as error:
+            return Failure(BadConfig(path, "<file>", f"a {spec.config_class.__name__} JSON file", str(error)))
+    return spec.config_from_checkpoint(meta, layout)
+
+
+def prepare(
+    spec: ModelSpec,
+    layout: Layout,
+    meta: Mapping[str, Any],
+    config: ConfigSource = None,
+    *,
+    lint: bool = True,
+) -> Result[Prepared, WmapError]:
+    """Config, pipeline, target model on ``meta`` and the plan, from a source layout."""
+    resolved = resolve_config(spec, meta, layout, config)
+    if isinstance(resolved, Failure):
+        return Failure(resolved.failure())
+    hf_config = resolved.unwrap()
+    try:
+        target = build_on_meta(lambda: spec.build(hf_config))
+    except (ValueError, TypeError, AttributeError, RuntimeError) as error:
+        return Failure(BadConfig(spec.name, "<config>", f"a config {spec.target} can be built from", str(error)))
+    pipeline = spec.pipeline(hf_config, meta)
+    plan = make_plan(pipeline, layout, layout_of(target), lint=lint)
+    return Success(Prepared(spec, hf_config, pipeline, target, plan))
+
+
+def _wrong_family(spec: ModelSpec, path: str, plan: MappingPlan, layout: Layout) -> WrongFamily | None:
+    if layout and not plan.applied and not plan.skipped and not plan.refused:
+        return WrongFamily(spec.name, path, tuple(list(layout)[:3]))
+    return None
+
+
+def preview(
+    model: str,
+    checkpoint: str | os.PathLike[str] | None = None,
+    config: ConfigSource = None,
+) -> Result[Prepared, WmapError]:
+    """The dry run: plan a conversion from names and shapes only.
+
+    Without ``checkpoint`` the family's bundled reference layout is used.
+    """
+    found = get_model(model)
+    if isinstance(found, Failure):
+        return Failure(found.failure())
+    spec = found.unwrap()
+    if checkpoint is None:
+        layout, meta = spec.reference_layout()
+        where = f"<bundled {spec.name} reference layout>"
+    else:
+        read = read_layout(checkpoint)
+        if isinstance(read, Failure):
+            return Failure(read.failure())
+        layout, meta = read.unwrap()
+        where = os.fspath(checkpoint)
+    prepared = prepare(spec, layout, meta, config)
+    if isinstance(prepared, Success):
+        wrong = _wrong_family(spec, where, prepared.unwrap().plan, layout)
+        if wrong is not None:
+            return Failure(wrong)
+    return prepared
+
+
+def convert(
+    model: str,
+    checkpoint: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    config: ConfigSource = None,
+    *,
+    overwrite: bool = False,
+    dtype: torch.dtype | None = None,
+    accept: Accept = Accept(),
+    on_plan: Callable[[MappingPlan], None] | None = None,
+) -> Result[Path, WmapError]:
+    """Read, plan, refuse unless clean, apply, load strictly, and write ``out_dir`` atomically.
+
+    ``out_dir`` becomes a ``save_pretrained`` directory (safetensors) plus the
+    processor files the original script wrote. Nothing is written on failure.
+    """
+    found = get_model(model)
+    if isinstance(found, Failure):
+        return Failure(found.failure())
+    spec = found.unwrap()
+    checked = check_output(out_dir, overwrite=overwrite)  # before the (possibly large) read
+    if isinstance(checked, Failure):
+        return Failure(checked.failure())
+    read = read_checkpoint(checkpoint)
+    if isinstance(read, Failure):
+        return Failure(read.failure())
+    source = read.unwrap()
+    layout = source.layout
+    prepared_result = prepare(spec, layout, source.meta, config, lint=False)
+    if isinstance(prepared_result, Failure):
+        return Failure(prepared_result.failure())
+    prepared = prepared_result.unwrap()
+    if on_plan is not None:
+        on_plan(prepared.plan)
+    wrong = _wrong_family(spec, source.path, prepared.plan, layout)
+    if wrong is not None:
+        return Failure(wrong)
+    state = apply_plan(prepared.plan, source.tensors, accept=accept, dtype=dtype)
+    if isinstance(state, Failure):
+        return Failure(state.failure())
+    loaded = load_into(prepared.target, state.unwrap())
+    if isinstance(loaded, Failure):
+        return Failure(loaded.failure())
+    target_model = loaded.unwrap()
+
+    def write(directory: Path) -> None:
+        save = getattr(target_model, "save_pretrained")
+        save(directory)
+        spec.write_extras(prepared.config, directory)
+
+    written: Result[Path, WmapError] = write_directory_atomically(out_dir, write, overwrite=overwrite)
+    return written

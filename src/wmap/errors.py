@@ -1,0 +1,158 @@
+"""Error values: one frozen type per failure a user can meet, each with a one-line message.
+
+The public API returns these inside ``returns`` containers; an exception
+escaping the library is a bug.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, TypeAlias
+
+import attrs
+
+if TYPE_CHECKING:
+    from wmap.plan import MappingPlan
+
+
+@attrs.frozen
+class UnreadableCheckpoint:
+    """The file is missing, empty, truncated, corrupt, or not a checkpoint at all."""
+
+    path: str
+    expected: str
+    detail: str
+
+    @property
+    def message(self) -> str:
+        return f"{self.path}: cannot read checkpoint ({self.detail}); expected {self.expected}"
+
+
+@attrs.frozen
+class UnsafePickle:
+    """Unpickling the file would need classes or code beyond plain tensors and containers."""
+
+    path: str
+    detail: str
+
+    @property
+    def message(self) -> str:
+        return (
+            f"{self.path}: refused to unpickle: {self.detail}. Only tensors, plain containers "
+            "and the known config classes (argparse.Namespace, omegaconf) are allowed; "
+            "convert the file to safetensors if you trust it"
+        )
+
+
+@attrs.frozen
+class UnknownModel:
+    """The model name is not registered."""
+
+    name: str
+    known: tuple[str, ...]
+
+    @property
+    def message(self) -> str:
+        return f"unknown model {self.name!r}; known models: {', '.join(self.known)}"
+
+
+@attrs.frozen
+class WrongFamily:
+    """The checkpoint's keys do not belong to the named model family."""
+
+    model: str
+    path: str
+    example_keys: tuple[str, ...]
+
+    @property
+    def message(self) -> str:
+        shown = ", ".join(self.example_keys)
+        return (
+            f"{self.path}: no key matches the {self.model} rules; is it a checkpoint of another "
+            f"family? (first keys: {shown})"
+        )
+
+
+@attrs.frozen
+class BadConfig:
+    """A config value is missing or has an unexpected value."""
+
+    source: str
+    key: str
+    expected: str
+    found: str
+
+    @property
+    def message(self) -> str:
+        return f"{self.source}: config {self.key!r} is {self.found}; expected {self.expected}"
+
+
+@attrs.frozen
+class PlanNotClean:
+    """The plan has problems and the caller did not accept them."""
+
+    plan: MappingPlan
+
+    @property
+    def message(self) -> str:
+        return "mapping plan is not clean: " + "; ".join(self.plan.problems(limit=5))
+
+
+@attrs.frozen
+class TensorMismatch:
+    """The tensors handed to apply differ from the layout the plan was made from."""
+
+    key: str
+    expected: str
+    found: str
+
+    @property
+    def message(self) -> str:
+        return f"tensor {self.key!r}: expected {self.expected}, found {self.found}"
+
+
+@attrs.frozen
+class LoadFailed:
+    """Strict loading into the target model failed."""
+
+    target: str
+    detail: str
+
+    @property
+    def message(self) -> str:
+        return f"loading into {self.target} failed: {self.detail}"
+
+
+@attrs.frozen
+class OutputRefused:
+    """The output location exists (and overwrite was not asked) or cannot be written."""
+
+    path: str
+    detail: str
+
+    @property
+    def message(self) -> str:
+        return f"{self.path}: {self.detail}"
+
+
+WmapError: TypeAlias = (
+    UnreadableCheckpoint
+    | UnsafePickle
+    | UnknownModel
+    | WrongFamily
+    | BadConfig
+    | PlanNotClean
+    | TensorMismatch
+    | LoadFailed
+    | OutputRefused
+)
+"""Every error value the public API can return."""
+
+INPUT_ERRORS: tuple[type, ...] = (
+    UnreadableCheckpoint,
+    UnsafePickle,
+    UnknownModel,
+    WrongFamily,
+    BadConfig,
+    OutputRefused,
+)
+"""Errors caused by bad input or usage (the CLI exits 2); the others are refusals (exit 1)."""

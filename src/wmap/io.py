@@ -1,0 +1,268 @@
+"""Safe reading of checkpoints and atomic writing of output directories.
+
+Reading never executes pickled code: ``.pt``/``.ckpt`` files go through
+``torch.load(weights_only=True)``, with exactly the config classes that real
+checkpoints carry (``argparse.Namespace``, omegaconf containers) allowed on
+top. Safetensors files are memory-mapped; for a layout only their header is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from returns.result import Failure, Result, Success
+from safetensors import SafetensorError, safe_open
+
+from wmap.errors import OutputRefused, UnreadableCheckpoint, UnsafePickle
+from wmap.layout import tensors_layout
+from wmap.transforms import Layout
+
+CONTAINER_KEYS = ("best_state", "model", "state_dict", "Distiller")
+"""Where the state dict lives in the containers we know: EnCodec, fairseq, lightning-style, s3prl."""
+
+EXPECTED = "a safetensors file or a torch checkpoint (.pt/.ckpt/.bin) holding a state dict"
+
+
+@attrs.frozen
+class Checkpoint:
+    """A checkpoint's tensors (lazily mapped where the format allows) and its other top-level entries."""
+
+    path: str
+    tensors: Mapping[str, torch.Tensor]
+    meta: Mapping[str, Any]
+
+    @property
+    def layout(self) -> Layout:
+        return tensors_layout(self.tensors)
+
+
+def _omegaconf_classes() -> list[Any]:
+    try:
+        import omegaconf
+        from omegaconf import nodes
+        from omegaconf.base import ContainerMetadata, Metadata
+    except ImportError:
+        return []
+    classes: list[Any] = [omegaconf.DictConfig, omegaconf.ListConfig, ContainerMetadata, Metadata]
+    classes += [getattr(nodes, name) for name in dir(nodes) if name.endswith("Node")]
+    return classes
+
+
+def allowed_globals() -> list[Any]:
+    """The classes beyond tensors and plain containers a checkpoint may unpickle.
+
+    Exactly the config holders of real speech checkpoints: ``argparse.Namespace``
+    (older fairseq ``args``, s3prl ``Args``) and omegaconf's containers; plus
+    ``typing.Any`` and the builtins omegaconf's metadata refers to.
+    """
+    import collections
+    import typing
+
+    return [
+        argparse.Namespace,
+        collections.defaultdict,
+        typing.Any,
+        dict,
+        list,
+        int,
+        float,
+        str,
+        bool,
+        type(None),
+        *_omegaconf_classes(),
+    ]
+
+
+def flatten_tensors(value: object, prefix: str = "") -> dict[str, torch.Tensor] | None:
+    """A (possibly nested) mapping whose leaves are all tensors, flattened to dotted keys; else None.
+
+    Nested state dicts occur in real files, e.g. data2vec's EMA teacher under ``_ema``.
+    """
+    if not isinstance(value, Mapping) or not value:
+        return None
+    flat: dict[str, torch.Tensor] = {}
+    for key, item in value.items():
+        if not isinstance(key, str):
+            return None
+        name = prefix + key
+        if isinstance(item, torch.Tensor):
+            flat[name] = item
+            continue
+        inner = flatten_tensors(item, name + ".")
+        if inner is None:
+            return None
+        flat.update(inner)
+    return flat
+
+
+def unwrap(
+    container: object, path: str
+) -> Result[tuple[dict[str, torch.Tensor], dict[str, Any]], UnreadableCheckpoint]:
+    """Find the state dict in a loaded container; the other top-level entries become metadata."""
+    top = flatten_tensors(container)
+    if top is not None:
+        return Success((top, {}))
+    if isinstance(container, Mapping):
+        for name in CONTAINER_KEYS:
+            inner = flatten_tensors(container.get(name))
+            if inner is not None:
+                meta = {k: v for k, v in container.items() if k != name and isinstance(k, str)}
+                return Success((inner, meta))
+        return Failure(
+            UnreadableCheckpoint(
+                path,
+                f"a state dict at the top level or under one of {', '.join(CONTAINER_KEYS)}",
+                f"top-level keys are {sorted(map(str, container))[:8]}",
+            )
+        )
+    return Failure(UnreadableCheckpoint(path, EXPECTED, f"it holds a {type(container).__name__}"))
+
+
+def _classify_load_error(path: str, error: BaseException) -> UnreadableCheckpoint | UnsafePickle:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if "Weights only load failed" in str(error) or "Unsupported global" in str(error):
+        detail = next(
+            (line.strip() for line in str(error).splitlines() if "Unsupported global" in line or "GLOBAL" in line),
+            text,
+        )
+        return UnsafePickle(path, detail)
+    return UnreadableCheckpoint(path, EXPECTED, f"{type(error).__name__}: {text}")
+
+
+def _load_pickle(path: str) -> Result[object, UnreadableCheckpoint | UnsafePickle]:
+    mmap = zipfile.is_zipfile(path)
+    try:
+        with torch.serialization.safe_globals(allowed_globals()):
+            return Success(torch.load(path, map_location="cpu", weights_only=True, mmap=mmap))
+    except Exception as error:  # noqa: BLE001 - classified into error values
+        return Failure(_classify_load_error(path, error))
+
+
+def _is_safetensors(path: str) -> bool:
+    return path.endswith(".safetensors")
+
+
+def _check_file(path: str) -> Result[str, UnreadableCheckpoint]:
+    if not os.path.isfile(path):
+        return Failure(UnreadableCheckpoint(path, EXPECTED, "no such file"))
+    if os.path.getsize(path) == 0:
+        return Failure(UnreadableCheckpoint(path, EXPECTED, "the file is empty"))
+    return Success(path)
+
+
+def _read_safetensors(path: str) -> Result[Checkpoint, UnreadableCheckpoint | UnsafePickle]:
+    try:
+        tensors: dict[str, torch.Tensor] = {}
+        with safe_open(path, framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            for key in handle.keys():
+                tensors[key] = handle.get_tensor(key)
+        return Success(Checkpoint(path, tensors, dict(metadata)))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        return Failure(UnreadableCheckpoint(path, "a valid safetensors file", f"{type(error).__name__}: {error}"))
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> Result[Checkpoint, UnreadableCheckpoint | UnsafePickle]:
+    """Read a checkpoint safely; tensors stay memory-mapped where the format allows."""
+    where = os.fspath(path)
+    checked = _check_file(where)
+    if isinstance(checked, Failure):
+        return Failure(checked.failure())
+    if _is_safetensors(where):
+        return _read_safetensors(where)
+    loaded = _load_pickle(where)
+    if isinstance(loaded, Failure):
+        return Failure(loaded.failure())
+    unwrapped = unwrap(loaded.unwrap(), where)
+    if isinstance(unwrapped, Failure):
+        return Failure(unwrapped.failure())
+    tensors, meta = unwrapped.unwrap()
+    return Success(Checkpoint(where, tensors, meta))
+
+
+def read_layout(path: str | os.PathLike[str]) -> Result[tuple[Layout, Mapping[str, Any]], UnreadableCheckpoint | UnsafePickle]:
+    """Names and shapes (and metadata) only: for safetensors just the header is read."""
+    where = os.fspath(path)
+    checked = _check_file(where)
+    if isinstance(checked, Failure):
+        return Failure(checked.failure())
+    if _is_safetensors(where):
+        try:
+            with safe_open(where, framework="pt") as handle:
+                layout = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+                return Success((layout, dict(handle.metadata() or {})))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+            return Failure(
+                UnreadableCheckpoint(where, "a valid safetensors file", f"{type(error).__name__}: {error}")
+            )
+    read = read_checkpoint(where)
+    if isinstance(read, Failure):
+        return Failure(read.failure())
+    checkpoint = read.unwrap()
+    return Success((checkpoint.layout, checkpoint.meta))
+
+
+@contextlib.contextmanager
+def _staging(out_dir: Path) -> Iterator[Path]:
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.wmap-", dir=out_dir.parent))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_output(out_dir: str | os.PathLike[str], *, overwrite: bool) -> Result[Path, OutputRefused]:
+    """The absolute output path, unless it exists and may not be replaced."""
+    target = Path(out_dir).absolute()
+    if target.exists() and not overwrite:
+        return Failure(OutputRefused(str(target), "already exists; pass overwrite (--overwrite) to replace it"))
+    if target.exists() and not target.is_dir():
+        return Failure(OutputRefused(str(target), "exists and is not a directory"))
+    return Success(target)
+
+
+def write_directory_atomically(
+    out_dir: str | os.PathLike[str],
+    write: Callable[[Path], None],
+    *,
+    overwrite: bool = False,
+) -> Result[Path, OutputRefused]:
+    """Call ``write`` on a staging directory beside ``out_dir`` and rename it into place at the end.
+
+    An existing ``out_dir`` is left alone unless ``overwrite``; then it is
+    replaced only after the new one is complete. Any failure leaves no staging
+    directory behind and the old ``out_dir`` (if any) unchanged.
+    """
+    checked = check_output(out_dir, overwrite=overwrite)
+    if isinstance(checked, Failure):
+        return checked
+    target = checked.unwrap()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _staging(target) as staging:
+            write(staging)
+            if target.exists():
+                backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.wmap-old-", dir=target.parent))
+                os.replace(target, backup / target.name)
+                try:
+                    os.replace(staging, target)
+                except OSError:
+                    os.replace(backup / target.name, target)
+                    raise
+                finally:
+                    shutil.rmtree(backup, ignore_errors=True)
+            else:
+                os.replace(staging, target)
+    except Exception as error:  # noqa: BLE001 - every failure becomes an error value
+        return Failure(OutputRefused(str(target), f"could not write output: {type(error).__name__}: {error}"))
+    return Success(target)

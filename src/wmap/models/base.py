@@ -1,0 +1,78 @@
+"""What a model family is made of: data plus small functions, and a registry by name."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import attrs
+from returns.result import Failure, Result, Success
+from torch import nn
+from transformers import PretrainedConfig
+
+from wmap.errors import BadConfig, UnknownModel
+from wmap.transforms import Layout, Transform
+
+ConfigFromCheckpoint = Callable[[Mapping[str, Any], Layout], Result[PretrainedConfig, BadConfig]]
+"""(checkpoint metadata, source layout) -> the transformers config."""
+
+
+def _no_extras(config: PretrainedConfig, out_dir: Path) -> None:
+    """Families without processor files write nothing extra."""
+
+
+@attrs.frozen
+class ModelSpec:
+    """One convertible model family.
+
+    - ``config_from_checkpoint``: the transformers config, from the checkpoint's own config where it
+      carries one (fairseq ``cfg``, s3prl ``Config``) and the family's defaults otherwise;
+    - ``config_class``: how a ``--config`` JSON file is read instead;
+    - ``pipeline``: the rules, chosen from the config and the checkpoint's metadata (whose
+      variants the target cannot represent become refusals);
+    - ``build``: the target model for a config (called on the ``meta`` device for layouts);
+    - ``write_extras``: processor / feature-extractor files the original script wrote.
+    """
+
+    name: str
+    source: str
+    target: str
+    config_class: type[PretrainedConfig]
+    config_from_checkpoint: ConfigFromCheckpoint
+    pipeline: Callable[[PretrainedConfig, Mapping[str, Any]], Transform]
+    build: Callable[[PretrainedConfig], nn.Module]
+    write_extras: Callable[[PretrainedConfig, Path], None] = _no_extras
+
+    def reference_layout(self) -> tuple[Layout, dict[str, Any]]:
+        """The bundled names and shapes of the original at its default config (and its metadata)."""
+        text = resources.files("wmap.models").joinpath("reference", f"{self.name}.json").read_text()
+        data = json.loads(text)
+        layout = {key: tuple(shape) for key, shape in data["layout"].items()}
+        return layout, dict(data.get("meta", {}))
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    """Add a family to the registry (names are unique)."""
+    if spec.name in _REGISTRY:
+        raise ValueError(f"model {spec.name!r} registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def registered() -> tuple[ModelSpec, ...]:
+    """All registered families, by name."""
+    return tuple(_REGISTRY[name] for name in sorted(_REGISTRY))
+
+
+def get_model(name: str) -> Result[ModelSpec, UnknownModel]:
+    """The family called ``name``, or an :class:`UnknownModel` listing the known ones."""
+    spec = _REGISTRY.get(name)
+    if spec is None:
+        return Failure(UnknownModel(name, tuple(sorted(_REGISTRY))))
+    return Success(spec)

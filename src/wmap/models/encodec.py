@@ -1,0 +1,141 @@
+"""EnCodec 24 kHz, 32 kHz and 48 kHz: the original ``encodec`` code -> ``transformers.EncodecModel``.
+
+Each model name has its own config and its own rule table; only the 48 kHz
+table has the time-group norms (the seed's ``or`` bug used the 24 kHz table
+for every model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from returns.result import Result, Success
+from torch import nn
+from transformers import EncodecConfig, EncodecFeatureExtractor, EncodecModel, PretrainedConfig
+
+from wmap.errors import BadConfig
+from wmap.models.base import ModelSpec, register
+from wmap.pipeline import first_match, seq
+from wmap.transforms import (
+    PARAMS,
+    WEIGHT_NORM,
+    Layout,
+    Leaves,
+    Transform,
+    lstm_leaves,
+    rename,
+    route_weight_norm,
+)
+
+CONV = WEIGHT_NORM | PARAMS
+"""A SEANet conv: weight-norm pair (24/32 kHz) or plain weight (48 kHz), and bias."""
+
+CODEBOOK = Leaves("codebook buffers", frozenset({"inited", "cluster_size", "embed", "embed_avg"}))
+
+QUANTIZER = (rename("quantizer.vq.layers.*._codebook", "quantizer.layers.*.codebook", CODEBOOK),)
+
+
+def _seanet(side: str, num_lstm_layers: int) -> tuple[Transform, ...]:
+    lstm = lstm_leaves(num_lstm_layers)
+    return (
+        rename(f"{side}.model.*.conv.conv", f"{side}.layers.*.conv", CONV),
+        rename(f"{side}.model.*.convtr.convtr", f"{side}.layers.*.conv", CONV),
+        rename(f"{side}.model.*.block.*.conv.conv", f"{side}.layers.*.block.*.conv", CONV),
+        rename(f"{side}.model.*.shortcut.conv.conv", f"{side}.layers.*.shortcut.conv", CONV),
+        rename(f"{side}.model.*.lstm", f"{side}.layers.*.lstm", lstm),
+    )
+
+
+def _seanet_norms(side: str) -> tuple[Transform, ...]:
+    """48 kHz only: the time-group norms beside every conv."""
+    return (
+        rename(f"{side}.model.*.conv.norm", f"{side}.layers.*.norm", PARAMS),
+        rename(f"{side}.model.*.convtr.norm", f"{side}.layers.*.norm", PARAMS),
+        rename(f"{side}.model.*.block.*.conv.norm", f"{side}.layers.*.block.*.norm", PARAMS),
+        rename(f"{side}.model.*.shortcut.conv.norm", f"{side}.layers.*.shortcut.norm", PARAMS),
+    )
+
+
+def encodec_pipeline(config: PretrainedConfig, *, with_norms: bool) -> Transform:
+    """The rule table: quantizer, encoder and decoder (with norms for 48 kHz), then weight-norm routing."""
+    assert isinstance(config, EncodecConfig)
+    layers = int(config.num_lstm_layers)
+    rules = (*QUANTIZER, *_seanet("encoder", layers), *_seanet("decoder", layers))
+    if with_norms:
+        rules += (*_seanet_norms("encoder"), *_seanet_norms("decoder"))
+    name = "encodec 48 kHz" if with_norms else "encodec 24/32 kHz"
+    return seq(first_match(name, rules), route_weight_norm())
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "encodec_24khz": {},
+    "encodec_32khz": {
+        "upsampling_ratios": [8, 5, 4, 4],
+        "target_bandwidths": [2.2],
+        "num_filters": 64,
+        "sampling_rate": 32_000,
+        "codebook_size": 2048,
+        "use_causal_conv": False,
+        "normalize": False,
+        "use_conv_shortcut": False,
+    },
+    "encodec_48khz": {
+        "upsampling_ratios": [8, 5, 4, 2],
+        "target_bandwidths": [3.0, 6.0, 12.0, 24.0],
+        "sampling_rate": 48_000,
+        "audio_channels": 2,
+        "use_causal_conv": False,
+        "norm_type": "time_group_norm",
+        "normalize": True,
+        "chunk_length_s": 1.0,
+        "overlap": 0.01,
+    },
+}
+
+
+def preset_config(name: str) -> EncodecConfig:
+    """The transformers config of one published EnCodec model."""
+    return EncodecConfig(**PRESETS[name])
+
+
+def _config_for(name: str) -> Any:
+    def config_from_checkpoint(meta: Mapping[str, Any], layout: Layout) -> Result[PretrainedConfig, BadConfig]:
+        return Success(preset_config(name))
+
+    return config_from_checkpoint
+
+
+def write_feature_extractor(config: PretrainedConfig, out_dir: Path) -> None:
+    """The feature extractor the seed writes beside the model."""
+    assert isinstance(config, EncodecConfig)
+    EncodecFeatureExtractor(
+        feature_size=config.audio_channels,
+        sampling_rate=config.sampling_rate,
+        chunk_length_s=config.chunk_length_s,
+        overlap=config.overlap,
+    ).save_pretrained(out_dir)
+
+
+def _build(config: PretrainedConfig) -> nn.Module:
+    assert isinstance(config, EncodecConfig)
+    return EncodecModel(config)
+
+
+def _spec(name: str, rate: str, *, with_norms: bool) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        source=f"original EnCodec {rate} state dict (plain or under best_state)",
+        target=f"transformers EncodecModel ({rate})",
+        config_class=EncodecConfig,
+        config_from_checkpoint=_config_for(name),
+        pipeline=lambda config, meta: encodec_pipeline(config, with_norms=with_norms),
+        build=_build,
+        write_extras=write_feature_extractor,
+    )
+
+
+ENCODEC_24KHZ = register(_spec("encodec_24khz", "24 kHz", with_norms=False))
+ENCODEC_32KHZ = register(_spec("encodec_32khz", "32 kHz", with_norms=False))
+ENCODEC_48KHZ = register(_spec("encodec_48khz", "48 kHz", with_norms=True))

@@ -1,0 +1,213 @@
+"""The planner: (pipeline, source layout, target layout) -> :class:`MappingPlan`. Pure; no tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+from returns.result import Failure, Result, Success
+
+from wmap.errors import PlanNotClean
+from wmap.transforms import Layout, Mapped, Refused, Shape, Skipped, Transform
+
+
+@attrs.frozen
+class Applied:
+    """``source`` is written to ``target`` (shape ``shape``) by ``rules``."""
+
+    source: str
+    target: str
+    shape: Shape
+    rules: tuple[str, ...]
+    tied_to: str | None = None
+
+
+@attrs.frozen
+class SkippedKey:
+    key: str
+    reason: str
+    rule: str
+
+
+@attrs.frozen
+class RefusedKey:
+    key: str
+    reason: str
+    rule: str
+
+
+@attrs.frozen
+class Conflict:
+    """Several sources would write ``target``; the first one listed is the one applied."""
+
+    target: str
+    sources: tuple[str, ...]
+
+
+@attrs.frozen
+class ShapeMismatch:
+    source: str
+    target: str
+    source_shape: Shape
+    target_shape: Shape
+    rules: tuple[str, ...]
+
+
+@attrs.frozen
+class UnknownTarget:
+    """A rule produced a target key the target model does not have."""
+
+    source: str
+    target: str
+    rules: tuple[str, ...]
+
+
+@attrs.frozen
+class Ambiguity:
+    """More than one rule of a first-match group matches ``key``; the first listed wins."""
+
+    key: str
+    rules: tuple[str, ...]
+
+
+@attrs.frozen
+class Accept:
+    """Named exceptions a caller accepts in a plan that is otherwise not clean."""
+
+    unused: frozenset[str] = frozenset()
+    missing: frozenset[str] = frozenset()
+
+
+@attrs.frozen
+class MappingPlan:
+    """What a conversion will do, decided from names and shapes only."""
+
+    applied: tuple[Applied, ...]
+    skipped: tuple[SkippedKey, ...]
+    refused: tuple[RefusedKey, ...]
+    unused: tuple[str, ...]
+    missing: tuple[str, ...]
+    conflicts: tuple[Conflict, ...]
+    shape_mismatches: tuple[ShapeMismatch, ...]
+    unknown_targets: tuple[UnknownTarget, ...]
+    ambiguous: tuple[Ambiguity, ...] = ()
+
+    def problems(self, limit: int | None = None, accept: Accept = Accept()) -> list[str]:
+        """One line per problem that keeps the plan from being clean (ambiguity is a warning)."""
+        lines: list[str] = []
+        lines += [f"refused {r.key}: {r.reason} ({r.rule})" for r in self.refused]
+        lines += [f"unused source key {k}" for k in self.unused if k not in accept.unused]
+        lines += [f"missing target key {k}" for k in self.missing if k not in accept.missing]
+        lines += [f"conflict: {c.target} written by {', '.join(c.sources)}" for c in self.conflicts]
+        lines += [
+            f"shape mismatch {m.source} {list(m.source_shape)} -> {m.target} {list(m.target_shape)}"
+            f" ({' / '.join(m.rules)})"
+            for m in self.shape_mismatches
+        ]
+        lines += [
+            f"{u.source} -> {u.target}: no such key in the target model ({' / '.join(u.rules)})"
+            for u in self.unknown_targets
+        ]
+        return lines if limit is None else lines[:limit]
+
+    def is_clean(self, accept: Accept = Accept()) -> bool:
+        return not self.problems(limit=1, accept=accept)
+
+    def result(self, accept: Accept = Accept()) -> Result[MappingPlan, PlanNotClean]:
+        """Success when clean (given the accepted exceptions), else a :class:`PlanNotClean`."""
+        return Success(self) if self.is_clean(accept) else Failure(PlanNotClean(self))
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict with one list per category."""
+        return {
+            "clean": self.is_clean(),
+            "applied": [
+                {"source": a.source, "target": a.target, "shape": list(a.shape), "rules": list(a.rules)}
+                | ({"tied_to": a.tied_to} if a.tied_to else {})
+                for a in self.applied
+            ],
+            "skipped": [{"key": s.key, "reason": s.reason, "rule": s.rule} for s in self.skipped],
+            "refused": [{"key": r.key, "reason": r.reason, "rule": r.rule} for r in self.refused],
+            "unused": list(self.unused),
+            "missing": list(self.missing),
+            "conflicts": [{"target": c.target, "sources": list(c.sources)} for c in self.conflicts],
+            "shape_mismatches": [
+                {
+                    "source": m.source,
+                    "target": m.target,
+                    "source_shape": list(m.source_shape),
+                    "target_shape": list(m.target_shape),
+                    "rules": list(m.rules),
+                }
+                for m in self.shape_mismatches
+            ],
+            "unknown_targets": [
+                {"source": u.source, "target": u.target, "rules": list(u.rules)}
+                for u in self.unknown_targets
+            ],
+            "ambiguous": [{"key": a.key, "rules": list(a.rules)} for a in self.ambiguous],
+        }
+
+
+def make_plan(
+    pipeline: Transform,
+    source: Layout,
+    target: Layout,
+    *,
+    lint: bool = True,
+) -> MappingPlan:
+    """Decide, for every source key, where it goes. Reads names and shapes only.
+
+    Every source key lands in exactly one of applied, skipped, refused, unused,
+    conflicts (as a later source), shape mismatches or unknown targets; every
+    target key nothing writes is listed as missing.
+    """
+    applied: list[Applied] = []
+    skipped: list[SkippedKey] = []
+    refused: list[RefusedKey] = []
+    unused: list[str] = []
+    mismatches: list[ShapeMismatch] = []
+    unknown: list[UnknownTarget] = []
+    written: dict[str, str] = {}
+    clashes: dict[str, list[str]] = {}
+    apply = pipeline.apply
+    for key, shape in source.items():
+        outcome = apply(key, target)
+        if isinstance(outcome, Mapped):
+            for item in outcome.targets:
+                want = target.get(item.key)
+                if want is None:
+                    unknown.append(UnknownTarget(key, item.key, outcome.rules))
+                elif item.key in written:
+                    clashes.setdefault(item.key, [written[item.key]]).append(key)
+                elif want != shape:
+                    mismatches.append(ShapeMismatch(key, item.key, shape, want, outcome.rules))
+                else:
+                    written[item.key] = key
+                    applied.append(Applied(key, item.key, shape, outcome.rules, item.tied_to))
+        elif isinstance(outcome, Skipped):
+            skipped.append(SkippedKey(key, outcome.reason, outcome.rule))
+        elif isinstance(outcome, Refused):
+            refused.append(RefusedKey(key, outcome.reason, outcome.rule))
+        else:
+            unused.append(key)
+    claimed = written.keys() | {m.target for m in mismatches}
+    missing = tuple(k for k in target if k not in claimed)
+    return MappingPlan(
+        applied=tuple(applied),
+        skipped=tuple(skipped),
+        refused=tuple(refused),
+        unused=tuple(unused),
+        missing=missing,
+        conflicts=tuple(Conflict(t, tuple(s)) for t, s in clashes.items()),
+        shape_mismatches=tuple(mismatches),
+        unknown_targets=tuple(unknown),
+        ambiguous=tuple(_ambiguities(pipeline, source, target)) if lint else (),
+    )
+
+
+def _ambiguities(pipeline: Transform, source: Iterable[str], target: Layout) -> Iterable[Ambiguity]:
+    for key in source:
+        for rules in pipeline.lint(key, target):
+            yield Ambiguity(key, rules)

@@ -1,0 +1,128 @@
+"""Render a :class:`MappingPlan` for people: a rich table with layer indices collapsed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from wmap.plan import MappingPlan
+
+
+def _is_index(segment: str) -> bool:
+    """A layer index: ASCII digits in canonical form (so ``int`` round-trips it)."""
+    return segment.isascii() and segment.isdigit() and (segment == "0" or not segment.startswith("0"))
+
+
+def _ranges(values: Iterable[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``0..2,5``."""
+    runs: list[tuple[int, int]] = []
+    for value in sorted(set(values)):
+        if runs and value == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], value)
+        else:
+            runs.append((value, value))
+    return ",".join(str(a) if a == b else f"{a}..{b}" for a, b in runs)
+
+
+Template = tuple[tuple[str | None, ...], ...]
+"""Per key column, its segments with ``None`` where a numeric index stood."""
+
+
+def collapse(rows: Sequence[tuple[str, ...]], keys: int | None = None) -> list[tuple[str, ...]]:
+    """Merge rows that differ only in numeric key segments into one row with ``{0..11}``.
+
+    The first ``keys`` columns (all by default) are dotted keys whose numeric
+    segments are replaced by the set of indices they take across the merged
+    rows, per position; a later column keeps its value if all merged rows
+    agree, else reads ``(various)``.
+    """
+    width = len(rows[0]) if rows else 0
+    keys = width if keys is None else keys
+    groups: dict[Template, list[tuple[list[int], tuple[str, ...]]]] = {}
+    for row in rows:
+        template: list[tuple[str | None, ...]] = []
+        indices: list[int] = []
+        for column in row[:keys]:
+            segments = column.split(".")
+            template.append(tuple(None if _is_index(s) else s for s in segments))
+            indices.extend(int(s) for s in segments if _is_index(s))
+        groups.setdefault(tuple(template), []).append((indices, row[keys:]))
+    out: list[tuple[str, ...]] = []
+    for template_key, members in groups.items():
+        first = members[0][0]
+        fills = iter(
+            "{" + _ranges(m[0][pos] for m in members) + "}"
+            if len({m[0][pos] for m in members}) > 1
+            else str(first[pos])
+            for pos in range(len(first))
+        )
+        merged = tuple(".".join(next(fills) if s is None else s for s in column) for column in template_key)
+        extras = tuple(
+            members[0][1][i] if len({m[1][i] for m in members}) == 1 else "(various)"
+            for i in range(width - keys)
+        )
+        out.append(merged + extras)
+    return out
+
+
+def plan_renderable(plan: MappingPlan, title: str = "mapping plan") -> Group:
+    """The plan as rich tables: one per non-empty category, then a summary line."""
+    parts: list[Table | Text] = []
+
+    def table(
+        name: str, style: str, headers: Sequence[str], rows: Sequence[tuple[str, ...]], keys: int = 1
+    ) -> None:
+        if not rows:
+            return
+        t = Table(title=f"{name} ({len(rows)} keys)", title_style=style, title_justify="left")
+        for header in headers:
+            t.add_column(header, overflow="fold")
+        for row in collapse(rows, keys):
+            t.add_row(*row)
+        parts.append(t)
+
+    table(
+        "applied",
+        "green",
+        ("source", "target", "shape", "rule"),
+        [(a.source, a.target, "x".join(map(str, a.shape)) or "scalar", " then ".join(a.rules)) for a in plan.applied],
+        keys=2,
+    )
+    table("skipped", "cyan", ("source", "reason", "rule"), [(s.key, s.reason, s.rule) for s in plan.skipped])
+    table("refused", "bold red", ("source", "reason", "rule"), [(r.key, r.reason, r.rule) for r in plan.refused])
+    table("unused", "red", ("source key no rule matched",), [(k,) for k in plan.unused])
+    table("missing", "red", ("target key nothing writes",), [(k,) for k in plan.missing])
+    table("conflicts", "red", ("target", "sources"), [(c.target, ", ".join(c.sources)) for c in plan.conflicts], 2)
+    table(
+        "shape mismatches",
+        "red",
+        ("source", "target", "source shape", "target shape"),
+        [(m.source, m.target, str(list(m.source_shape)), str(list(m.target_shape))) for m in plan.shape_mismatches],
+        keys=2,
+    )
+    table(
+        "unknown targets",
+        "red",
+        ("source", "target (not in model)", "rule"),
+        [(u.source, u.target, " then ".join(u.rules)) for u in plan.unknown_targets],
+        keys=2,
+    )
+    table("ambiguous (first rule wins)", "yellow", ("key", "rules"), [(a.key, " | ".join(a.rules)) for a in plan.ambiguous])
+    verdict = "[green]clean[/green]" if plan.is_clean() else "[bold red]NOT clean[/bold red]"
+    parts.append(
+        Text.from_markup(
+            f"{title}: {verdict} — {len(plan.applied)} applied, {len(plan.skipped)} skipped, "
+            f"{len(plan.refused)} refused, {len(plan.unused)} unused, {len(plan.missing)} missing, "
+            f"{len(plan.conflicts)} conflicts, {len(plan.shape_mismatches)} shape mismatches, "
+            f"{len(plan.unknown_targets)} unknown targets, {len(plan.ambiguous)} ambiguous"
+        )
+    )
+    return Group(*parts)
+
+
+def print_plan(plan: MappingPlan, console: Console | None = None, title: str = "mapping plan") -> None:
+    """Print the plan's tables to ``console`` (stdout by default)."""
+    (console or Console()).print(plan_renderable(plan, title))

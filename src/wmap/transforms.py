@@ -1,0 +1,262 @@
+"""Primitive transforms: pure functions of a source key (and of the target layout when routing).
+
+Every transform answers one source key with an :data:`Outcome`: the key is
+mapped to one or more target keys, deliberately skipped, refused (recognised
+but not representable by the target), or not matched. Nothing here touches a
+tensor: value operations such as tying ride on the outcome as data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final, Protocol, TypeAlias
+
+import attrs
+
+from wmap.keys import Pattern, PatternError, join_key, pattern, split_key
+
+Shape: TypeAlias = tuple[int, ...]
+Layout: TypeAlias = Mapping[str, Shape]
+"""Key -> shape: all the planner ever sees of a checkpoint or a model."""
+
+
+@attrs.frozen
+class Target:
+    """One target key; ``tied_to`` names the primary target when this one shares its tensor."""
+
+    key: str
+    tied_to: str | None = None
+
+
+@attrs.frozen
+class Mapped:
+    """The key goes to ``targets``; ``rules`` are the rules that decided, outermost first."""
+
+    targets: tuple[Target, ...]
+    rules: tuple[str, ...]
+
+
+@attrs.frozen
+class Skipped:
+    """The key is deliberately not converted."""
+
+    reason: str
+    rule: str
+
+
+@attrs.frozen
+class Refused:
+    """The key is recognised, but the target cannot represent it: conversion must not go on."""
+
+    reason: str
+    rule: str
+
+
+@attrs.frozen
+class NoMatchType:
+    """No rule spoke about the key."""
+
+
+NO_MATCH: Final = NoMatchType()
+Outcome: TypeAlias = Mapped | Skipped | Refused | NoMatchType
+
+
+class Transform(Protocol):
+    """A pure function from a source key (and the target layout) to an :data:`Outcome`."""
+
+    def apply(self, key: str, target: Layout) -> Outcome:
+        """Decide what happens to ``key``."""
+        ...
+
+    def lint(self, key: str, target: Layout) -> tuple[tuple[str, ...], ...]:
+        """Groups of rules that all match ``key`` where only the first one wins."""
+        ...
+
+
+class _Leaf:
+    """Mixin: transforms without inner groups have nothing to lint."""
+
+    def lint(self, key: str, target: Layout) -> tuple[tuple[str, ...], ...]:
+        return ()
+
+
+@attrs.frozen(repr=False)
+class Leaves:
+    """A named set of allowed remainders (suffixes) after a pattern, e.g. LSTM parameters."""
+
+    name: str
+    names: frozenset[str]
+
+    def __repr__(self) -> str:
+        return self.name
+
+    def __or__(self, other: Leaves) -> Leaves:
+        return Leaves(f"{self.name}|{other.name}", self.names | other.names)
+
+
+EXACT: Final = Leaves("exact", frozenset({""}))
+"""Only the key itself (a bare parameter such as ``mask_emb``), nothing below it."""
+PARAMS: Final = Leaves("weight/bias", frozenset({"weight", "bias"}))
+BATCH_NORM: Final = Leaves(
+    "batch-norm",
+    frozenset({"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}),
+)
+WEIGHT_NORM_NAMES: Final = (
+    ("weight_g", "parametrizations.weight.original0"),
+    ("weight_v", "parametrizations.weight.original1"),
+)
+WEIGHT_NORM: Final = Leaves(
+    "weight-norm",
+    frozenset({"bias", *(name for pair in WEIGHT_NORM_NAMES for name in pair)}),
+)
+
+
+def lstm_leaves(num_layers: int, *, bidirectional: bool = False) -> Leaves:
+    """LSTM parameter names (``weight_ih_l0`` ... ``bias_hh_l{n-1}``, with ``_reverse`` if bidirectional)."""
+    suffixes = ("", "_reverse") if bidirectional else ("",)
+    names = frozenset(
+        f"{kind}_{gate}_l{layer}{suffix}"
+        for kind in ("weight", "bias")
+        for gate in ("ih", "hh")
+        for layer in range(num_layers)
+        for suffix in suffixes
+    )
+    return Leaves(f"lstm[{num_layers}]", names)
+
+
+def _remainder(segments: tuple[str, ...], start: int) -> str:
+    return join_key(segments[start:])
+
+
+def _leaf_ok(leaves: Leaves | None, remainder: str) -> bool:
+    return leaves is None or remainder in leaves.names
+
+
+@attrs.frozen(repr=False)
+class Rename(_Leaf):
+    """Prefix rename with wildcard substitution: ``source`` prefix -> ``target`` prefix, remainder kept.
+
+    With ``also`` the same source tensor also feeds further targets (embedding-to-linear tying).
+    """
+
+    source: Pattern
+    target: Pattern
+    leaves: Leaves | None = None
+    also: tuple[Pattern, ...] = ()
+
+    def __attrs_post_init__(self) -> None:
+        for other in (self.target, *self.also):
+            if other.wildcards != self.source.wildcards:
+                raise PatternError(
+                    f"rule {self.source.text!r} -> {other.text!r}: the two sides have "
+                    f"{self.source.wildcards} and {other.wildcards} '*'"
+                )
+
+    def __repr__(self) -> str:
+        extra = "".join(f" +tie {p!r}" for p in self.also)
+        leaves = f" [{self.leaves!r}]" if self.leaves else ""
+        return f"{self.source!r} -> {self.target!r}{extra}{leaves}"
+
+    def apply(self, key: str, target: Layout) -> Outcome:
+        segments = split_key(key)
+        found = self.source.match_prefix(segments)
+        if found is None:
+            return NO_MATCH
+        captures, length = found
+        rest = segments[length:]
+        if not _leaf_ok(self.leaves, join_key(rest)):
+            return NO_MATCH
+        primary = join_key(self.target.substitute(captures) + rest)
+        tied = tuple(
+            Target(join_key(p.substitute(captures) + rest), tied_to=primary) for p in self.also
+        )
+        return Mapped((Target(primary), *tied), (repr(self),))
+
+
+@attrs.frozen(repr=False)
+class Skip(_Leaf):
+    """Deliberately skip every key under ``source`` (the seeds' ``prefix.*`` / ``a.*.b`` ignore rules)."""
+
+    source: Pattern
+    reason: str
+    leaves: Leaves | None = None
+
+    def __repr__(self) -> str:
+        return f"skip {self.source!r}"
+
+    def apply(self, key: str, target: Layout) -> Outcome:
+        segments = split_key(key)
+        found = self.source.match_prefix(segments)
+        if found is None or not _leaf_ok(self.leaves, _remainder(segments, found[1])):
+            return NO_MATCH
+        return Skipped(self.reason, repr(self))
+
+
+@attrs.frozen(repr=False)
+class Refuse(_Leaf):
+    """Keys under ``source`` exist in a variant the target class cannot represent."""
+
+    source: Pattern
+    reason: str
+
+    def __repr__(self) -> str:
+        return f"refuse {self.source!r}"
+
+    def apply(self, key: str, target: Layout) -> Outcome:
+        if self.source.match_prefix(split_key(key)) is None:
+            return NO_MATCH
+        return Refused(self.reason, repr(self))
+
+
+@attrs.frozen(repr=False)
+class RouteWeightNorm(_Leaf):
+    """Route weight-norm leaves to whichever form the target layout has.
+
+    ``weight_g``/``weight_v`` and ``parametrizations.weight.original0/1`` are
+    the same two tensors; the target layout decides which names it wants.
+    Keys that are not weight-norm leaves, or already present, pass unchanged.
+    """
+
+    def __repr__(self) -> str:
+        return "route weight-norm"
+
+    def apply(self, key: str, target: Layout) -> Outcome:
+        if key in target:
+            return Mapped((Target(key),), ())
+        for old, new in WEIGHT_NORM_NAMES:
+            for have, want in ((old, new), (new, old)):
+                suffix = "." + have
+                if key.endswith(suffix):
+                    routed = key[: -len(have)] + want
+                    if routed in target:
+                        return Mapped((Target(routed),), (repr(self),))
+        return Mapped((Target(key),), ())
+
+
+def rename(source: str, target: str, leaves: Leaves | None = None) -> Rename:
+    """Prefix rename, with ``*`` capturing one segment each side (validated now)."""
+    return Rename(pattern(source), pattern(target), leaves)
+
+
+def tie(source: str, target: str, *also: str) -> Rename:
+    """One source tensor feeding ``target`` and, tied to it, each of ``also``."""
+    return Rename(pattern(source), pattern(target), None, tuple(pattern(p) for p in also))
+
+
+def skip(source: str, reason: str, leaves: Leaves | None = None) -> Skip:
+    """Skip keys under ``source`` with a stated reason."""
+    if not reason:
+        raise PatternError(f"skip rule {source!r} needs a reason")
+    return Skip(pattern(source), reason, leaves)
+
+
+def refuse(source: str, reason: str) -> Refuse:
+    """Refuse keys under ``source``: the target cannot represent them."""
+    if not reason:
+        raise PatternError(f"refuse rule {source!r} needs a reason")
+    return Refuse(pattern(source), reason)
+
+
+def route_weight_norm() -> RouteWeightNorm:
+    """Route ``weight_g``/``weight_v`` to the form the target layout uses."""
+    return RouteWeightNorm()

@@ -1,0 +1,186 @@
+"""Builders for the original implementations (the ``originals`` extra), with random weights.
+
+Used by the parity tests (small configs) and by ``scripts/make_reference_layouts.py``
+(default configs). Each builder returns the original module in eval mode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def import_encodec() -> Any:
+    """Import the original ``encodec`` package.
+
+    ``encodec`` imports torchaudio at import time but uses it only for audio
+    file I/O, which nothing here does; the torchaudio wheel pip pulls in is
+    broken against torch 2.13. So a minimal stand-in module sits in
+    ``sys.modules`` just for the import, and is removed right after (so that
+    transformers still sees no torchaudio).
+    """
+    if "encodec" in sys.modules:
+        return sys.modules["encodec"]
+    had = sys.modules.get("torchaudio")
+    sys.modules["torchaudio"] = types.ModuleType("torchaudio")
+    try:
+        import encodec
+    finally:
+        if had is None:
+            del sys.modules["torchaudio"]
+        else:
+            sys.modules["torchaudio"] = had
+    return encodec
+
+
+def encodec_original(name: str) -> nn.Module:
+    """The original EnCodec model for ``encodec_24khz`` / ``encodec_32khz`` / ``encodec_48khz``."""
+    encodec = import_encodec()
+    if name == "encodec_24khz":
+        model = encodec.EncodecModel.encodec_model_24khz(pretrained=False)
+    elif name == "encodec_48khz":
+        model = encodec.EncodecModel.encodec_model_48khz(pretrained=False)
+    elif name == "encodec_32khz":
+        # No packaged 32 kHz builder: the SEANet encoder/decoder with the 32 kHz settings.
+        from encodec.modules import SEANetDecoder, SEANetEncoder
+        from encodec.quantization import ResidualVectorQuantizer
+
+        ratios = [8, 5, 4, 4]
+        common: dict[str, Any] = {
+            "channels": 1,
+            "n_filters": 64,
+            "ratios": ratios,
+            "causal": False,
+            "true_skip": True,
+            "norm": "weight_norm",
+        }
+        encoder, decoder = SEANetEncoder(**common), SEANetDecoder(**common)
+        frame_rate = 32_000 // (8 * 5 * 4 * 4)
+        n_q = int(1000 * 2.2 // (frame_rate * 11))  # 11 bits per 2048-entry codebook
+        quantizer = ResidualVectorQuantizer(dimension=encoder.dimension, n_q=n_q, bins=2048)
+        model = encodec.EncodecModel(
+            encoder, decoder, quantizer, target_bandwidths=[2.2], sample_rate=32_000, channels=1, normalize=False
+        )
+    else:
+        raise ValueError(name)
+    randomize_buffers(model)
+    return model.eval()
+
+
+def randomize_buffers(model: nn.Module) -> None:
+    """Fill float buffers (codebooks, norm stats) with random values so a wrong mapping shows."""
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if buffer.is_floating_point():
+                if name.endswith("inited"):
+                    buffer.fill_(1.0)
+                elif name.endswith(("cluster_size", "running_var")):
+                    buffer.uniform_(0.5, 1.5)
+                else:
+                    buffer.normal_()
+
+
+def randomize_parameters(model: nn.Module) -> None:
+    """Random weights everywhere (fairseq zero-inits some biases; a wrong mapping must show)."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(("weight_g",)) or "layer_norm" in name or "norm" in name.split(".")[-2:][0]:
+                param.uniform_(0.5, 1.5)
+            else:
+                param.normal_(0.0, 0.2)
+
+
+# --- fairseq -----------------------------------------------------------------------------------
+
+
+def data2vec_audio_config(**overrides: Any) -> Any:
+    """A fairseq ``Data2VecAudioConfig``; small by default for tests."""
+    from fairseq.examples.data2vec.models.data2vec_audio import Data2VecAudioConfig
+
+    small: dict[str, Any] = {
+        "encoder_layers": 2,
+        "encoder_embed_dim": 32,
+        "encoder_ffn_embed_dim": 64,
+        "encoder_attention_heads": 4,
+        "conv_feature_layers": "[(16, 10, 5)] + [(16, 3, 2)] * 2",
+        "extractor_mode": "layer_norm",
+        "pos_conv_depth": 3,
+        "conv_pos": 12,
+        "conv_pos_groups": 4,
+        "layer_norm_first": False,
+    }
+    return Data2VecAudioConfig(**{**small, **overrides})
+
+
+def data2vec_audio_original(cfg: Any) -> nn.Module:
+    """fairseq's data2vec-audio (headless) with random weights."""
+    from fairseq.examples.data2vec.models.data2vec_audio import Data2VecAudioModel
+
+    model = Data2VecAudioModel(cfg)
+    randomize_parameters(model)
+    return model.eval()
+
+
+def as_container(cfg: Any) -> dict[str, Any]:
+    """A fairseq dataclass config as the plain containers fairseq's trainer saves."""
+    from omegaconf import OmegaConf
+
+    structured = OmegaConf.structured(cfg) if dataclasses.is_dataclass(cfg) else cfg
+    out: dict[str, Any] = _resolve(OmegaConf.to_container(structured, resolve=False, enum_to_str=True))
+    return out
+
+
+# Interpolations into other config groups (a trainer resolves them before saving).
+KNOWN_INTERPOLATIONS: dict[str, Any] = {
+    "${optimization.max_update}": 100_000,
+    "${distributed_training.ddp_backend}": "pytorch_ddp",
+    "${common.tpu}": False,
+    "${task.data}": "",
+    "${task.normalize}": False,
+    "${optimization.update_freq}": [1],
+    "${common.seed}": 1,
+    "${checkpoint.save_dir}": "",
+    "${model.encoder_embed_dim}": 32,
+}
+
+
+def _resolve(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _resolve(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v) for v in value]
+    if isinstance(value, str) and value.startswith("${"):
+        if value not in KNOWN_INTERPOLATIONS:
+            raise KeyError(f"add a value for the interpolation {value} to KNOWN_INTERPOLATIONS")
+        return KNOWN_INTERPOLATIONS[value]
+    return value
+
+
+def data2vec_ctc_original(cfg: Any, vocab_size: int, data_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """fairseq ``Wav2VecCtc`` around a data2vec-audio encoder; also returns its saved ``cfg.model``."""
+    from fairseq.models.wav2vec.wav2vec2_asr import Wav2Vec2CtcConfig, Wav2VecCtc, Wav2VecEncoder
+    from omegaconf import OmegaConf
+
+    w2v_args = OmegaConf.create(
+        {
+            "task": {"_name": "audio_pretraining", "data": str(data_dir), "normalize": False},
+            "model": {**as_container(cfg), "_name": "data2vec_audio"},
+        }
+    )
+    ctc_cfg = Wav2Vec2CtcConfig(w2v_args=w2v_args, normalize=False, data=str(data_dir), apply_mask=False)
+    encoder = Wav2VecEncoder(ctc_cfg, output_size=vocab_size)
+    model = Wav2VecCtc(ctc_cfg, encoder)
+    randomize_parameters(model)
+    return model.eval(), as_container(ctc_cfg)
+
+
+def save_fairseq_checkpoint(path: Path, model_cfg: dict[str, Any], model: nn.Module) -> Path:
+    """Write ``{"cfg": {"model": ...}, "model": state_dict}`` as fairseq's trainer does (plain containers)."""
+    torch.save({"args": None, "cfg": {"model": model_cfg}, "model": model.state_dict()}, path)
+    return path

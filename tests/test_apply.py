@@ -1,0 +1,96 @@
+"""End to end on a real small module pair: plan, apply, strict load, equal outputs."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrizations, weight_norm
+
+from wmap.apply import apply_plan, load_into
+from wmap.errors import PlanNotClean, TensorMismatch
+from wmap.layout import build_on_meta, layout_of
+from wmap.pipeline import first_match, seq
+from wmap.plan import make_plan
+from wmap.transforms import PARAMS, WEIGHT_NORM, lstm_leaves, rename, route_weight_norm
+
+
+class Original(nn.Module):
+    """An 'original' naming: Sequential indices, old-style weight norm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = nn.Sequential(weight_norm(nn.Conv1d(2, 4, 3, padding=1)), nn.ReLU(), nn.Conv1d(4, 4, 1))
+        self.lstm = nn.LSTM(4, 4, num_layers=2, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.model(x)
+        out, _ = self.lstm(y.transpose(1, 2))
+        return out
+
+
+class Ported(nn.Module):
+    """The 'transformers' naming: named layers, parametrized weight norm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv_in = parametrizations.weight_norm(nn.Conv1d(2, 4, 3, padding=1))
+        self.conv_out = nn.Conv1d(4, 4, 1)
+        self.rnn = nn.LSTM(4, 4, num_layers=2, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv_out(torch.relu(self.conv_in(x)))
+        out, _ = self.rnn(y.transpose(1, 2))
+        return out
+
+
+PIPELINE = seq(
+    first_match(
+        "toy",
+        [
+            rename("model.0", "conv_in", WEIGHT_NORM),
+            rename("model.2", "conv_out", PARAMS),
+            rename("lstm", "rnn", lstm_leaves(2)),
+        ],
+    ),
+    route_weight_norm(),
+)
+
+
+def test_plan_apply_load_gives_equal_outputs() -> None:
+    torch.manual_seed(0)
+    original = Original().eval()
+    target = build_on_meta(Ported)
+    plan = make_plan(PIPELINE, layout_of(original), layout_of(target))
+    assert plan.is_clean(), plan.problems()
+    state = apply_plan(plan, original.state_dict()).unwrap()
+    ported = load_into(target, state).unwrap()
+    x = torch.randn(3, 2, 10)
+    torch.testing.assert_close(ported(x), original(x), rtol=0, atol=1e-6)
+
+
+def test_apply_refuses_an_unclean_plan_and_mismatched_tensors() -> None:
+    original = Original()
+    target = build_on_meta(Ported)
+    partial = first_match("partial", [rename("model.2", "conv_out", PARAMS)])
+    plan = make_plan(partial, layout_of(original), layout_of(target))
+    assert isinstance(apply_plan(plan, original.state_dict()).failure(), PlanNotClean)
+
+    good = make_plan(PIPELINE, layout_of(original), layout_of(target))
+    tensors = dict(original.state_dict())
+    tensors["model.2.bias"] = torch.zeros(7)
+    error = apply_plan(good, tensors).failure()
+    assert isinstance(error, TensorMismatch) and error.key == "model.2.bias"
+    del tensors["model.2.bias"]
+    assert "no such key" in apply_plan(good, tensors).failure().message
+
+
+def test_tied_targets_get_their_own_storage() -> None:
+    from wmap.transforms import tie
+
+    plan = make_plan(first_match("t", [tie("emb", "a", "b")]), {"emb.weight": (2, 2)}, {"a.weight": (2, 2),
+                                                                                          "b.weight": (2, 2)})
+    value = torch.randn(2, 2)
+    state = apply_plan(plan, {"emb.weight": value}).unwrap()
+    assert state["a.weight"] is value
+    torch.testing.assert_close(state["b.weight"], value)
+    assert state["b.weight"].data_ptr() != value.data_ptr()
