@@ -109,15 +109,15 @@ def unwrap(
     container: object, path: str
 ) -> Result[tuple[dict[str, torch.Tensor], dict[str, Any]], UnreadableCheckpoint]:
     """Find the state dict in a loaded container; the other top-level entries become metadata."""
-    top = flatten_tensors(container)
-    if top is not None:
-        return Success((top, {}))
     if isinstance(container, Mapping):
         for name in CONTAINER_KEYS:
             inner = flatten_tensors(container.get(name))
             if inner is not None:
                 meta = {k: v for k, v in container.items() if k != name and isinstance(k, str)}
                 return Success((inner, meta))
+        top = flatten_tensors(container)
+        if top is not None:
+            return Success((top, {}))
         return Failure(
             UnreadableCheckpoint(
                 path,

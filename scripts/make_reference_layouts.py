@@ -1,0 +1,89 @@
+"""Generate the bundled reference layouts (``src/wmap/models/reference/*.json``).
+
+Each is the names and shapes of the *original* implementation at its default
+(published) config, built with random weights, plus the checkpoint metadata
+(config) the original would save beside them. Needs the ``originals`` extra:
+
+    python scripts/make_reference_layouts.py [MODEL ...]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+import originals  # noqa: E402
+
+OUT = ROOT / "src" / "wmap" / "models" / "reference"
+
+# data2vec-audio base (fairseq examples/data2vec/config/audio/pretraining/base_librispeech.yaml).
+DATA2VEC_BASE: dict[str, Any] = {
+    "encoder_layers": 12,
+    "encoder_embed_dim": 768,
+    "encoder_ffn_embed_dim": 3072,
+    "encoder_attention_heads": 12,
+    "conv_feature_layers": "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2",
+    "extractor_mode": "layer_norm",
+    "pos_conv_depth": 5,
+    "conv_pos": 95,
+    "conv_pos_groups": 16,
+    "layer_norm_first": False,
+}
+
+
+def _entry(source: str, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "source": source,
+        "layout": {key: list(value.shape) for key, value in state.items()},
+        "meta": meta,
+    }
+
+
+def encodec(name: str) -> dict[str, Any]:
+    model = originals.encodec_original(name)
+    return _entry(f"encodec package, {name}, pretrained=False", model.state_dict(), {})
+
+
+def data2vec_audio() -> dict[str, Any]:
+    cfg = originals.data2vec_audio_config(**DATA2VEC_BASE)
+    model = originals.data2vec_audio_original(cfg)
+    state = model.state_dict()
+    return _entry("fairseq data2vec-audio base", state, {"cfg": {"model": originals.as_container(cfg)}})
+
+
+def data2vec_audio_ctc() -> dict[str, Any]:
+    cfg = originals.data2vec_audio_config(**DATA2VEC_BASE)
+    with tempfile.TemporaryDirectory() as data:
+        model, saved = originals.data2vec_ctc_original(cfg, 32, Path(data))
+    return _entry("fairseq Wav2VecCtc around data2vec-audio base, 32 labels", model.state_dict(), {"cfg": {"model": saved}})
+
+
+BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
+    "encodec_24khz": lambda: encodec("encodec_24khz"),
+    "encodec_32khz": lambda: encodec("encodec_32khz"),
+    "encodec_48khz": lambda: encodec("encodec_48khz"),
+    "data2vec_audio": data2vec_audio,
+    "data2vec_audio_ctc": data2vec_audio_ctc,
+}
+
+
+def main(names: list[str]) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name in names or list(BUILDERS):
+        data = BUILDERS[name]()
+        path = OUT / f"{name}.json"
+        path.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
+        print(f"{path.relative_to(ROOT)}: {len(data['layout'])} keys")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
