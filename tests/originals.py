@@ -184,3 +184,51 @@ def save_fairseq_checkpoint(path: Path, model_cfg: dict[str, Any], model: nn.Mod
     """Write ``{"cfg": {"model": ...}, "model": state_dict}`` as fairseq's trainer does (plain containers)."""
     torch.save({"args": None, "cfg": {"model": model_cfg}, "model": model.state_dict()}, path)
     return path
+
+
+# --- s3prl -------------------------------------------------------------------------------------
+
+
+def distiller_config(**overrides: Any) -> dict[str, Any]:
+    """An s3prl distiller config dict (as saved under ``Config.distiller``); small by default."""
+    small: dict[str, Any] = {
+        "extractor_mode": "default",
+        "extractor_conv_feature_layers": "[(16,10,5)] + [(16,3,2)] * 2",
+        "conv_pos": 12,
+        "conv_pos_groups": 4,
+        "encoder_layers": 2,
+        "encoder_embed_dim": 32,
+        "encoder_ffn_embed_dim": 64,
+        "encoder_attention_heads": 4,
+        "final_dim": 24,
+        "n_tasks": 3,
+        "pred_layer_id": [1, 2, 2],
+        "task_emb_type": "expand-last",
+        "out_layer_type": "expand-last",
+    }
+    return {**small, **overrides}
+
+
+def distiller_original(config: dict[str, Any]) -> nn.Module:
+    """s3prl's ``DistillerModel`` with random weights."""
+    from s3prl.upstream.distiller.model import DistillerConfig, DistillerModel
+
+    model = DistillerModel(DistillerConfig(config))
+    randomize_parameters(model)
+    return model.eval()
+
+
+def save_s3prl_checkpoint(path: Path, config: dict[str, Any], model: nn.Module) -> Path:
+    """Write the checkpoint as s3prl's distiller pre-training saves it."""
+    import argparse
+
+    torch.save(
+        {
+            "Distiller": model.state_dict(),
+            "Config": {"distiller": config, "task": {"sequence_length": 250000}},
+            "Args": argparse.Namespace(mode="train", upstream="distiller", seed=1337),
+            "Step": 200000,
+        },
+        path,
+    )
+    return path

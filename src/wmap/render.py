@@ -51,7 +51,7 @@ def collapse(rows: Sequence[tuple[str, ...]], keys: int | None = None) -> list[t
             indices.extend(int(s) for s in segments if _is_index(s))
         groups.setdefault(tuple(template), []).append((indices, row[keys:]))
     out: list[tuple[str, ...]] = []
-    for template_key, members in groups.items():
+    for template_key, members in _complete_grids(groups):
         first = members[0][0]
         fills = iter(
             "{" + _ranges(m[0][pos] for m in members) + "}"
@@ -66,6 +66,31 @@ def collapse(rows: Sequence[tuple[str, ...]], keys: int | None = None) -> list[t
         )
         out.append(merged + extras)
     return out
+
+
+def _complete_grids(
+    groups: dict[Template, list[tuple[list[int], tuple[str, ...]]]],
+) -> Iterable[tuple[Template, list[tuple[list[int], tuple[str, ...]]]]]:
+    """Yield groups whose index tuples form a full grid (so ``{0..2}.{0,2}`` means all 6);
+    a group that does not is split on its first varying index until each part does."""
+    pending = list(groups.items())
+    while pending:
+        template, members = pending.pop(0)
+        distinct = {tuple(m[0]) for m in members}
+        positions = len(members[0][0])
+        # Positions that always carry the same index (source and target layer) are one dimension.
+        dimensions = {tuple(m[0][pos] for m in members) for pos in range(positions)}
+        size = 1
+        for values in dimensions:
+            size *= len(set(values))
+        if size == len(distinct) or positions < 2:
+            yield template, members
+            continue
+        split_at = next(pos for pos in range(positions) if len({m[0][pos] for m in members}) > 1)
+        parts: dict[int, list[tuple[list[int], tuple[str, ...]]]] = {}
+        for member in members:
+            parts.setdefault(member[0][split_at], []).append(member)
+        pending[:0] = [(template, part) for part in parts.values()]
 
 
 def plan_renderable(plan: MappingPlan, title: str = "mapping plan") -> Group:
