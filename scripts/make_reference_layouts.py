@@ -67,7 +67,71 @@ def data2vec_audio_ctc() -> dict[str, Any]:
     return _entry("fairseq Wav2VecCtc around data2vec-audio base, 32 labels", model.state_dict(), {"cfg": {"model": saved}})
 
 
+# s3prl's published DistilHuBERT (upstream/distiller/config_distilhubert.yaml, the distiller section).
+DISTILHUBERT: dict[str, Any] = {
+    "extractor_mode": "default",
+    "extractor_conv_feature_layers": "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2",
+    "conv_pos": 128,
+    "conv_pos_groups": 16,
+    "encoder_layers": 2,
+    "encoder_embed_dim": 768,
+    "encoder_ffn_embed_dim": 3072,
+    "encoder_attention_heads": 12,
+    "layer_norm_first": False,
+    "final_dim": 768,
+    "out_layer_type": "expand-last",
+    "n_tasks": 3,
+    "task_emb_type": "expand-last",
+    "pred_layer_id": [4, 8, 12],
+}
+
+# XLS-R 300M encoder (wav2vec2 large, pre-LN) with fairseq xm_transformer's default decoder and adaptor,
+# and mBART-50's vocabulary size.
+XLSR_300M: dict[str, Any] = {
+    "encoder_layers": 24,
+    "encoder_embed_dim": 1024,
+    "encoder_ffn_embed_dim": 4096,
+    "encoder_attention_heads": 16,
+    "conv_feature_layers": "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2",
+    "extractor_mode": "layer_norm",
+    "conv_pos": 128,
+    "conv_pos_groups": 16,
+    "layer_norm_first": True,
+    "conv_bias": True,
+    "final_dim": 768,
+}
+XM_DECODER: dict[str, Any] = {
+    "decoder_embed_dim": 1024,
+    "decoder_ffn_embed_dim": 4096,
+    "decoder_layers": 12,
+    "decoder_attention_heads": 16,
+    "max_target_positions": 1024,
+    "adaptor_n_layers": 3,
+}
+
+
+def distilhubert() -> dict[str, Any]:
+    model = originals.distiller_original(DISTILHUBERT)
+    meta = {"Config": {"distiller": DISTILHUBERT}}
+    return _entry("s3prl DistilHuBERT (DistillerModel)", model.state_dict(), meta)
+
+
+def wav2vec2_mbart() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as data:
+        model, args = originals.xm_transformer_original(
+            originals.wav2vec2_config(**XLSR_300M), Path(data), vocab=250054, **XM_DECODER
+        )
+        path = Path(data) / "xm.pt"
+        originals.save_xm_checkpoint(path, args, model)
+        saved = torch.load(path, weights_only=False)
+    layout = {key: list(value.shape) for key, value in saved["model"].items()}
+    return {"source": "fairseq xm_transformer: XLS-R 300M + adaptor + 12-layer decoder, mBART-50 vocabulary",
+            "layout": layout, "meta": {"cfg": saved["cfg"]}}
+
+
 BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
+    "distilhubert": distilhubert,
+    "wav2vec2_mbart": wav2vec2_mbart,
     "encodec_24khz": lambda: encodec("encodec_24khz"),
     "encodec_32khz": lambda: encodec("encodec_32khz"),
     "encodec_48khz": lambda: encodec("encodec_48khz"),

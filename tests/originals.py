@@ -232,3 +232,100 @@ def save_s3prl_checkpoint(path: Path, config: dict[str, Any], model: nn.Module) 
         path,
     )
     return path
+
+
+def wav2vec2_config(**overrides: Any) -> Any:
+    """A fairseq ``Wav2Vec2Config`` (pre-training); small by default."""
+    from fairseq.models.wav2vec.wav2vec2 import Wav2Vec2Config
+
+    small: dict[str, Any] = {
+        "encoder_layers": 2,
+        "encoder_embed_dim": 32,
+        "encoder_ffn_embed_dim": 64,
+        "encoder_attention_heads": 4,
+        "conv_feature_layers": "[(16, 10, 5)] + [(16, 3, 2)] * 2",
+        "extractor_mode": "layer_norm",
+        "conv_pos": 16,
+        "conv_pos_groups": 4,
+        "layer_norm_first": True,
+        "conv_bias": True,
+        "final_dim": 16,
+    }
+    return Wav2Vec2Config(**{**small, **overrides})
+
+
+def xm_transformer_original(
+    w2v_cfg: Any, data_dir: Path, *, vocab: int = 40, **overrides: Any
+) -> tuple[nn.Module, Any]:
+    """fairseq's ``XMTransformerModel`` (wav2vec2 encoder + conv adaptor + transformer decoder).
+
+    Returns the model and its ``args`` namespace (the legacy config fairseq saves for it).
+    """
+    import argparse
+
+    from fairseq.data import Dictionary
+    from fairseq.models.speech_to_text.xm_transformer import XMTransformerModel
+    from fairseq.models.wav2vec.wav2vec2_asr import Wav2Vec2AsrConfig
+    from omegaconf import OmegaConf
+
+    dictionary = Dictionary()
+    for i in range(vocab - len(dictionary)):
+        dictionary.add_symbol(f"tok{i}")
+    asr = as_container(Wav2Vec2AsrConfig())
+    w2v_args = OmegaConf.create(
+        {
+            "task": {"_name": "audio_pretraining", "data": str(data_dir), "normalize": False},
+            "model": {**as_container(w2v_cfg), "_name": "wav2vec2"},
+        }
+    )
+    settings: dict[str, Any] = {
+        **asr,
+        "w2v_path": None,
+        "w2v_args": w2v_args,
+        "data": str(data_dir),
+        "normalize": False,
+        "apply_mask": False,
+        "encoder_embed_dim": w2v_cfg.encoder_embed_dim,
+        "decoder_embed_dim": w2v_cfg.encoder_embed_dim,
+        "decoder_ffn_embed_dim": 48,
+        "decoder_layers": 2,
+        "decoder_attention_heads": 4,
+        "decoder_normalize_before": True,
+        "decoder_learned_pos": True,
+        "layernorm_embedding": True,
+        "max_target_positions": 64,
+        "share_decoder_input_output_embed": True,
+        "adaptor_n_layers": 2,
+        "adaptor_kernel_size": 3,
+        "adaptor_stride": 2,
+        "adaptor_proj": False,
+        "encoder_proj": False,
+        "load_pretrained_decoder_from": None,
+        "load_pretrained_encoder_from": None,
+        "activation_fn": "gelu",
+    }
+    settings.update(overrides)
+    args = argparse.Namespace(**settings)
+    task = argparse.Namespace(target_dictionary=dictionary, source_dictionary=None, multitask_tasks={})
+    model = XMTransformerModel.build_model(args, task)
+    randomize_parameters(model)
+    return model.eval(), args
+
+
+def save_xm_checkpoint(path: Path, args: Any, model: nn.Module, *, legacy_args: bool = False) -> Path:
+    """As fairseq saves it: ``cfg.model`` as plain containers, or (older files) an ``args`` namespace."""
+    import argparse
+
+    from omegaconf import OmegaConf
+
+    plain = {
+        key: (OmegaConf.to_container(value, resolve=False) if OmegaConf.is_config(value) else value)
+        for key, value in vars(args).items()
+    }
+    plain["w2v_args"] = _resolve(plain["w2v_args"])
+    state = {key: value for key, value in model.state_dict().items()}
+    if legacy_args:
+        torch.save({"args": argparse.Namespace(**plain), "model": state}, path)
+    else:
+        torch.save({"cfg": {"model": plain}, "model": state}, path)
+    return path

@@ -86,11 +86,14 @@ class BadConfig:
         return f"{self.source}: config {self.key!r} is {self.found}; expected {self.expected}"
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class PlanNotClean:
     """The plan has problems and the caller did not accept them."""
 
     plan: MappingPlan
+
+    def __repr__(self) -> str:
+        return f"PlanNotClean({self.message!r})"
 
     @property
     def message(self) -> str:

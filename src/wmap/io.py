@@ -264,5 +264,6 @@ def write_directory_atomically(
             else:
                 os.replace(staging, target)
     except Exception as error:  # noqa: BLE001 - every failure becomes an error value
-        return Failure(OutputRefused(str(target), f"could not write output: {type(error).__name__}: {error}"))
+        detail = " ".join(str(error).split())
+        return Failure(OutputRefused(str(target), f"could not write output: {type(error).__name__}: {detail}"))
     return Success(target)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from transformers import PretrainedConfig
 
 from wmap.pipeline import when
-from wmap.transforms import EXACT, PARAMS, WEIGHT_NORM, Transform, refuse, rename
+from wmap.transforms import EXACT, PARAMS, WEIGHT_NORM, Transform, refuse, rename, skip
 
 CONV_LAYERS = (rename("feature_extractor.conv_layers.*.0", "feature_extractor.conv_layers.*.conv", PARAMS),)
 """The conv of every feature-extractor layer (``conv_layers.N.0``), weight and optional bias."""
@@ -67,3 +67,11 @@ PROJECTIONS = (
     rename("mask_emb", "masked_spec_embed", EXACT),
 )
 """Feature projection (and its layer norm, fairseq's top-level ``layer_norm``) and the mask embedding."""
+
+PRETRAINING_HEADS = (
+    skip("quantizer", "wav2vec2 pre-training quantizer; not used by the fine-tuned encoder"),
+    skip("project_q", "wav2vec2 pre-training projection; not used by the fine-tuned encoder"),
+    skip("final_proj", "wav2vec2 pre-training projection; not used by the fine-tuned encoder"),
+    skip("target_glu", "wav2vec2 pre-training head; not used by the fine-tuned encoder"),
+)
+"""Pre-training-only modules a fine-tuned checkpoint may still carry."""
