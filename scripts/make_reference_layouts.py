@@ -19,9 +19,9 @@ from typing import Any
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
-import originals  # noqa: E402
+from tests import originals  # noqa: E402
 
 OUT = ROOT / "src" / "wmap" / "models" / "reference"
 

@@ -39,7 +39,7 @@ def import_encodec() -> Any:
     return encodec
 
 
-def encodec_original(name: str) -> nn.Module:
+def encodec_original(name: str) -> Any:
     """The original EnCodec model for ``encodec_24khz`` / ``encodec_32khz`` / ``encodec_48khz``."""
     encodec = import_encodec()
     if name == "encodec_24khz":
@@ -48,8 +48,8 @@ def encodec_original(name: str) -> nn.Module:
         model = encodec.EncodecModel.encodec_model_48khz(pretrained=False)
     elif name == "encodec_32khz":
         # No packaged 32 kHz builder: the SEANet encoder/decoder with the 32 kHz settings.
-        from encodec.modules import SEANetDecoder, SEANetEncoder
-        from encodec.quantization import ResidualVectorQuantizer
+        from encodec.modules.seanet import SEANetDecoder, SEANetEncoder
+        from encodec.quantization.vq import ResidualVectorQuantizer
 
         ratios = [8, 5, 4, 4]
         common: dict[str, Any] = {
@@ -118,7 +118,7 @@ def data2vec_audio_config(**overrides: Any) -> Any:
     return Data2VecAudioConfig(**{**small, **overrides})
 
 
-def data2vec_audio_original(cfg: Any) -> nn.Module:
+def data2vec_audio_original(cfg: Any) -> Any:
     """fairseq's data2vec-audio (headless) with random weights."""
     from fairseq.examples.data2vec.models.data2vec_audio import Data2VecAudioModel
 
@@ -162,7 +162,7 @@ def _resolve(value: Any) -> Any:
     return value
 
 
-def data2vec_ctc_original(cfg: Any, vocab_size: int, data_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
+def data2vec_ctc_original(cfg: Any, vocab_size: int, data_dir: Path) -> tuple[Any, dict[str, Any]]:
     """fairseq ``Wav2VecCtc`` around a data2vec-audio encoder; also returns its saved ``cfg.model``."""
     from fairseq.models.wav2vec.wav2vec2_asr import Wav2Vec2CtcConfig, Wav2VecCtc, Wav2VecEncoder
     from omegaconf import OmegaConf
@@ -209,7 +209,7 @@ def distiller_config(**overrides: Any) -> dict[str, Any]:
     return {**small, **overrides}
 
 
-def distiller_original(config: dict[str, Any]) -> nn.Module:
+def distiller_original(config: dict[str, Any]) -> Any:
     """s3prl's ``DistillerModel`` with random weights."""
     from s3prl.upstream.distiller.model import DistillerConfig, DistillerModel
 
@@ -256,7 +256,7 @@ def wav2vec2_config(**overrides: Any) -> Any:
 
 def xm_transformer_original(
     w2v_cfg: Any, data_dir: Path, *, vocab: int = 40, **overrides: Any
-) -> tuple[nn.Module, Any]:
+) -> tuple[Any, Any]:
     """fairseq's ``XMTransformerModel`` (wav2vec2 encoder + conv adaptor + transformer decoder).
 
     Returns the model and its ``args`` namespace (the legacy config fairseq saves for it).

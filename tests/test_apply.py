@@ -24,7 +24,7 @@ class Original(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.model(x)
-        out, _ = self.lstm(y.transpose(1, 2))
+        out: torch.Tensor = self.lstm(y.transpose(1, 2))[0]
         return out
 
 
@@ -39,7 +39,7 @@ class Ported(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv_out(torch.relu(self.conv_in(x)))
-        out, _ = self.rnn(y.transpose(1, 2))
+        out: torch.Tensor = self.rnn(y.transpose(1, 2))[0]
         return out
 
 

@@ -97,6 +97,7 @@ def preview(
     if isinstance(found, Failure):
         return Failure(found.failure())
     spec = found.unwrap()
+    meta: Mapping[str, Any]
     if checkpoint is None:
         layout, meta = spec.reference_layout()
         where = f"<bundled {spec.name} reference layout>"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import torch
@@ -26,8 +26,8 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor]:
     return x, mask
 
 
-def _headless(tmp_path: Path, **overrides: Any) -> tuple[torch.nn.Module, Path]:
-    from originals import as_container, data2vec_audio_config, data2vec_audio_original, save_fairseq_checkpoint
+def _headless(tmp_path: Path, **overrides: Any) -> tuple[Any, Path]:
+    from tests.originals import as_container, data2vec_audio_config, data2vec_audio_original, save_fairseq_checkpoint
 
     cfg = data2vec_audio_config(**overrides)
     model = data2vec_audio_original(cfg)
@@ -44,12 +44,12 @@ def test_headless_parity(tmp_path: Path) -> None:
     with torch.no_grad():
         theirs = original(source=x, padding_mask=(1 - mask).bool(), mask=False, features_only=True)["x"]
         ours = ported.eval()(x, attention_mask=mask).last_hidden_state
-    valid = ported._get_feature_vector_attention_mask(ours.shape[1], mask).bool()
+    valid = ported._get_feature_vector_attention_mask(ours.shape[1], cast(torch.LongTensor, mask)).bool()
     torch.testing.assert_close(ours[valid], theirs[valid], rtol=0, atol=ATOL)
 
 
 def test_ctc_parity(tmp_path: Path) -> None:
-    from originals import data2vec_audio_config, data2vec_ctc_original, save_fairseq_checkpoint
+    from tests.originals import data2vec_audio_config, data2vec_ctc_original, save_fairseq_checkpoint
 
     original, saved = data2vec_ctc_original(data2vec_audio_config(conv_bias=True), 12, tmp_path)
     checkpoint = save_fairseq_checkpoint(tmp_path / "ctc.pt", saved, original)
@@ -61,7 +61,7 @@ def test_ctc_parity(tmp_path: Path) -> None:
     with torch.no_grad():
         theirs = original(source=x, padding_mask=(1 - mask).bool())["encoder_out"].transpose(0, 1)
         ours = ported.eval()(x, attention_mask=mask).logits
-    valid = ported.data2vec_audio._get_feature_vector_attention_mask(ours.shape[1], mask).bool()
+    valid = ported.data2vec_audio._get_feature_vector_attention_mask(ours.shape[1], cast(torch.LongTensor, mask)).bool()
     torch.testing.assert_close(ours[valid], theirs[valid], rtol=0, atol=ATOL)
 
 
@@ -69,7 +69,7 @@ def test_ema_teacher_is_skipped_with_a_reason(tmp_path: Path) -> None:
     original, _ = _headless(tmp_path)
     state = dict(original.state_dict())
     state["_ema"] = {"encoder.layers.0.fc1.weight": torch.zeros(1)}  # as fairseq nests the teacher
-    from originals import as_container, data2vec_audio_config
+    from tests.originals import as_container, data2vec_audio_config
 
     torch.save({"cfg": {"model": as_container(data2vec_audio_config())}, "model": state}, tmp_path / "ema.pt")
     plan = preview("data2vec_audio", tmp_path / "ema.pt").unwrap().plan

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import EncodecFeatureExtractor, EncodecModel
 
-from originals import encodec_original
+from tests.originals import encodec_original
 from wmap.convert import convert, preview
 from wmap.models import get_model
 from wmap.models.encodec import preset_config
@@ -53,7 +53,7 @@ def _input(name: str) -> torch.Tensor:
         length = config.sampling_rate // 4
     else:  # whole chunks, as transformers requires for chunked encoding
         chunk = int(config.chunk_length_s * config.sampling_rate)
-        stride = max(1, int((1.0 - config.overlap) * chunk))
+        stride = max(1, int((1.0 - (config.overlap or 0.0)) * chunk))
         length = chunk + stride
     return torch.randn(1, config.audio_channels, length) * 0.3
 

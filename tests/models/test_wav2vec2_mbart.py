@@ -16,8 +16,8 @@ ATOL = 1e-5
 pytestmark = pytest.mark.parity
 
 
-def _build(tmp_path: Path, *, legacy_args: bool = False, **overrides: Any) -> tuple[torch.nn.Module, Path]:
-    from originals import save_xm_checkpoint, wav2vec2_config, xm_transformer_original
+def _build(tmp_path: Path, *, legacy_args: bool = False, **overrides: Any) -> tuple[Any, Path]:
+    from tests.originals import save_xm_checkpoint, wav2vec2_config, xm_transformer_original
 
     model, args = xm_transformer_original(wav2vec2_config(), tmp_path, **overrides)
     return model, save_xm_checkpoint(tmp_path / "xm.pt", args, model, legacy_args=legacy_args)

@@ -63,7 +63,6 @@ def translate_config(meta: Mapping[str, Any], layout: Layout, *, ctc: bool) -> R
             conv_dim=[c[0] for c in layers],
             conv_kernel=[c[1] for c in layers],
             conv_stride=[c[2] for c in layers],
-            num_feat_extract_layers=len(layers),
             conv_bias=bool(field(enc, "conv_bias", False)),
             num_conv_pos_embeddings=depth,
             conv_pos_kernel_size=max(3, conv_pos // depth),

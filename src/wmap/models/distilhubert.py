@@ -32,7 +32,8 @@ SOURCE = "s3prl Config.distiller"
 
 def distiller_config(meta: Mapping[str, Any]) -> object | None:
     """The distiller section of an s3prl checkpoint's config."""
-    return field(meta.get("Config"), "distiller", None)
+    config: object = field(meta.get("Config"), "distiller", None)
+    return config
 
 
 def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[PretrainedConfig, BadConfig]:
@@ -74,7 +75,6 @@ def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[Pretrain
             conv_dim=[c[0] for c in layers],
             conv_kernel=[c[1] for c in layers],
             conv_stride=[c[2] for c in layers],
-            num_feat_extract_layers=len(layers),
             conv_bias=False,
             feat_extract_norm="layer" if mode == "layer_norm" else "group",
             feat_extract_activation="gelu",

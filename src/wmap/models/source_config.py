@@ -84,7 +84,7 @@ def fairseq_model_config(meta: Mapping[str, Any]) -> object | None:
     both are returned merged, the inner one first (it describes the encoder).
     """
     cfg = meta.get("cfg")
-    model = field(cfg, "model", None) if cfg is not None else None
+    model: object = field(cfg, "model", None) if cfg is not None else None
     if model is None:
         model = meta.get("args")
     return model
@@ -93,7 +93,8 @@ def fairseq_model_config(meta: Mapping[str, Any]) -> object | None:
 def fairseq_encoder_config(meta: Mapping[str, Any]) -> object | None:
     """The wav2vec2-style encoder's config: ``w2v_args.model`` when fine-tuned, else the model config."""
     model = fairseq_model_config(meta)
-    inner = field(model, "w2v_args", None)
+    inner: object = field(model, "w2v_args", None)
     if inner is not None:
-        return field(inner, "model", None) or inner
+        encoder: object = field(inner, "model", None)
+        return encoder if encoder is not None else inner
     return model
