@@ -64,7 +64,9 @@ def data2vec_audio_ctc() -> dict[str, Any]:
     cfg = originals.data2vec_audio_config(**DATA2VEC_BASE)
     with tempfile.TemporaryDirectory() as data:
         model, saved = originals.data2vec_ctc_original(cfg, 32, Path(data))
-    return _entry("fairseq Wav2VecCtc around data2vec-audio base, 32 labels", model.state_dict(), {"cfg": {"model": saved}})
+    return _entry(
+        "fairseq Wav2VecCtc around data2vec-audio base, 32 labels", model.state_dict(), {"cfg": {"model": saved}}
+    )
 
 
 # s3prl's published DistilHuBERT (upstream/distiller/config_distilhubert.yaml, the distiller section).
@@ -125,8 +127,11 @@ def wav2vec2_mbart() -> dict[str, Any]:
         originals.save_xm_checkpoint(path, args, model)
         saved = torch.load(path, weights_only=False)
     layout = {key: list(value.shape) for key, value in saved["model"].items()}
-    return {"source": "fairseq xm_transformer: XLS-R 300M + adaptor + 12-layer decoder, mBART-50 vocabulary",
-            "layout": layout, "meta": {"cfg": saved["cfg"]}}
+    return {
+        "source": "fairseq xm_transformer: XLS-R 300M + adaptor + 12-layer decoder, mBART-50 vocabulary",
+        "layout": layout,
+        "meta": {"cfg": saved["cfg"]},
+    }
 
 
 BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {

@@ -254,9 +254,7 @@ def wav2vec2_config(**overrides: Any) -> Any:
     return Wav2Vec2Config(**{**small, **overrides})
 
 
-def xm_transformer_original(
-    w2v_cfg: Any, data_dir: Path, *, vocab: int = 40, **overrides: Any
-) -> tuple[Any, Any]:
+def xm_transformer_original(w2v_cfg: Any, data_dir: Path, *, vocab: int = 40, **overrides: Any) -> tuple[Any, Any]:
     """fairseq's ``XMTransformerModel`` (wav2vec2 encoder + conv adaptor + transformer decoder).
 
     Returns the model and its ``args`` namespace (the legacy config fairseq saves for it).

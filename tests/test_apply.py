@@ -87,8 +87,9 @@ def test_apply_refuses_an_unclean_plan_and_mismatched_tensors() -> None:
 def test_tied_targets_get_their_own_storage() -> None:
     from wmap.transforms import tie
 
-    plan = make_plan(first_match("t", [tie("emb", "a", "b")]), {"emb.weight": (2, 2)}, {"a.weight": (2, 2),
-                                                                                          "b.weight": (2, 2)})
+    plan = make_plan(
+        first_match("t", [tie("emb", "a", "b")]), {"emb.weight": (2, 2)}, {"a.weight": (2, 2), "b.weight": (2, 2)}
+    )
     value = torch.randn(2, 2)
     state = apply_plan(plan, {"emb.weight": value}).unwrap()
     assert state["a.weight"] is value

@@ -29,8 +29,29 @@ PIPELINE = seq(
 )
 
 SEGMENT = st.one_of(
-    st.sampled_from(["encoder", "layers", "fc1", "fc10", "fc2", "weight", "bias", "embed", "embed_avg", "_ema",
-                     "quantizer", "vq", "_codebook", "weight_proj", "groupnorm", "0", "1", "11", ""]),
+    st.sampled_from(
+        [
+            "encoder",
+            "layers",
+            "fc1",
+            "fc10",
+            "fc2",
+            "weight",
+            "bias",
+            "embed",
+            "embed_avg",
+            "_ema",
+            "quantizer",
+            "vq",
+            "_codebook",
+            "weight_proj",
+            "groupnorm",
+            "0",
+            "1",
+            "11",
+            "",
+        ]
+    ),
     st.text(min_size=0, max_size=12),
 )
 KEYS = st.lists(SEGMENT, min_size=1, max_size=7).map(".".join)
@@ -52,8 +73,12 @@ def test_every_source_key_lands_in_exactly_one_category(source: Layout, target: 
         {s for c in plan.conflicts for s in c.sources[1:]},
     ]
     # A tied source may be applied to one target and mismatch/unknown on another: count decisions.
-    decided = {a.source for a in plan.applied} | {m.source for m in plan.shape_mismatches} | {
-        u.source for u in plan.unknown_targets} | {s for c in plan.conflicts for s in c.sources[1:]}
+    decided = (
+        {a.source for a in plan.applied}
+        | {m.source for m in plan.shape_mismatches}
+        | {u.source for u in plan.unknown_targets}
+        | {s for c in plan.conflicts for s in c.sources[1:]}
+    )
     others = [categories[1], categories[2], categories[3]]
     for key in source:
         assert sum(key in c for c in others) + (key in decided) == 1, key
@@ -106,13 +131,18 @@ def test_adversarial_names_go_to_their_own_targets() -> None:
 
 
 def test_problems_are_reported_not_applied() -> None:
-    source = {"encoder.layers.0.fc1.weight": (2, 3), "encoder.layers.0.fc1.bias": (9,), "groupnorm.weight": (1,),
-              "nothing": (1,)}
+    source = {
+        "encoder.layers.0.fc1.weight": (2, 3),
+        "encoder.layers.0.fc1.bias": (9,),
+        "groupnorm.weight": (1,),
+        "nothing": (1,),
+    }
     target = {"enc.layers.0.ff.dense1.weight": (2, 3), "enc.layers.0.ff.dense1.bias": (2,), "extra": (1,)}
     plan = make_plan(PIPELINE, source, target)
     assert [a.source for a in plan.applied] == ["encoder.layers.0.fc1.weight"]
     assert [(m.source, m.source_shape, m.target_shape) for m in plan.shape_mismatches] == [
-        ("encoder.layers.0.fc1.bias", (9,), (2,))]
+        ("encoder.layers.0.fc1.bias", (9,), (2,))
+    ]
     assert [r.key for r in plan.refused] == ["groupnorm.weight"]
     assert plan.unused == ("nothing",)
     assert plan.missing == ("extra",)

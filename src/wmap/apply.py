@@ -7,13 +7,14 @@ tensors it is handed are the ones the plan was made from.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TypeVar
 
 import torch
 from returns.result import Failure, Result, Success
 from torch import nn
 
 from wmap.errors import LoadFailed, PlanNotClean, TensorMismatch
-from wmap.plan import Accept, MappingPlan
+from wmap.plan import NO_EXCEPTIONS, Accept, MappingPlan
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -24,7 +25,7 @@ def apply_plan(
     plan: MappingPlan,
     tensors: Mapping[str, torch.Tensor],
     *,
-    accept: Accept = Accept(),
+    accept: Accept = NO_EXCEPTIONS,
     dtype: torch.dtype | None = None,
 ) -> Result[dict[str, torch.Tensor], PlanNotClean | TensorMismatch]:
     """Build the target state dict the plan describes.
@@ -49,7 +50,10 @@ def apply_plan(
     return Success(state)
 
 
-def load_into(model: nn.Module, state: Mapping[str, torch.Tensor]) -> Result[nn.Module, LoadFailed]:
+M = TypeVar("M", bound=nn.Module)
+
+
+def load_into(model: M, state: Mapping[str, torch.Tensor]) -> Result[M, LoadFailed]:
     """``load_state_dict(strict=True, assign=True)``: the tensors become the model's, no copy."""
     try:
         model.load_state_dict(state, strict=True, assign=True)

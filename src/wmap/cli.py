@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import torch
 from returns.result import Failure
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from transformers.utils import logging as hf_logging
 
 from wmap.convert import convert, preview
 from wmap.errors import INPUT_ERRORS, WmapError
@@ -54,6 +56,9 @@ def _preview(args: argparse.Namespace) -> int:
     return EXIT_OK if plan.is_clean() else EXIT_REFUSED
 
 
+CONVERT_STEPS = ("reading checkpoint", "planning", "applying plan", "writing output")
+
+
 def _convert(args: argparse.Namespace) -> int:
     console = _console(stderr=True)
 
@@ -61,7 +66,13 @@ def _convert(args: argparse.Namespace) -> int:
         if not plan.is_clean():
             print_plan(plan, console, title=f"{args.model}: conversion refused")
 
-    with console.status(f"converting {args.checkpoint} with {args.model} …"):
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(f"{args.model}: starting", total=len(CONVERT_STEPS))
+
+        def on_step(name: str) -> None:
+            progress.update(task, description=f"{args.model}: {name}", completed=CONVERT_STEPS.index(name))
+
         result = convert(
             args.model,
             args.checkpoint,
@@ -70,7 +81,9 @@ def _convert(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             dtype=DTYPES[args.dtype] if args.dtype else None,
             on_plan=show_if_refused,
+            on_step=on_step,
         )
+        progress.update(task, completed=len(CONVERT_STEPS))
     if isinstance(result, Failure):
         return _fail(result.failure())
     print(f"wrote {result.unwrap()}")
@@ -103,10 +116,19 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+EXIT_INTERRUPTED = 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``wmap`` console script."""
     args = parser().parse_args(argv)
-    code: int = args.run(args)
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        code: int = args.run(args)
+    except KeyboardInterrupt:
+        print("wmap: interrupted; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return code
 
 

@@ -14,8 +14,7 @@ from typing import Any
 import attrs
 import torch
 from returns.result import Failure, Result, Success
-from torch import nn
-from transformers import PretrainedConfig
+from transformers import PretrainedConfig, PreTrainedModel
 
 from wmap.apply import apply_plan, load_into
 from wmap.errors import BadConfig, WmapError, WrongFamily
@@ -23,7 +22,7 @@ from wmap.io import check_output, read_checkpoint, read_layout, write_directory_
 from wmap.layout import build_on_meta, layout_of
 from wmap.models import get_model
 from wmap.models.base import ModelSpec
-from wmap.plan import Accept, MappingPlan, make_plan
+from wmap.plan import NO_EXCEPTIONS, Accept, MappingPlan, make_plan
 from wmap.transforms import Layout, Transform
 
 ConfigSource = str | os.PathLike[str] | PretrainedConfig | None
@@ -37,7 +36,7 @@ class Prepared:
     spec: ModelSpec
     config: PretrainedConfig
     pipeline: Transform
-    target: nn.Module
+    target: PreTrainedModel
     plan: MappingPlan
 
 
@@ -123,14 +122,18 @@ def convert(
     *,
     overwrite: bool = False,
     dtype: torch.dtype | None = None,
-    accept: Accept = Accept(),
+    accept: Accept = NO_EXCEPTIONS,
     on_plan: Callable[[MappingPlan], None] | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> Result[Path, WmapError]:
     """Read, plan, refuse unless clean, apply, load strictly, and write ``out_dir`` atomically.
 
     ``out_dir`` becomes a ``save_pretrained`` directory (safetensors) plus the
     processor files the original script wrote. Nothing is written on failure.
+    ``on_plan`` sees the plan before anything is applied; ``on_step`` is told
+    each stage as it starts (for progress displays).
     """
+    step = on_step or (lambda _: None)
     found = get_model(model)
     if isinstance(found, Failure):
         return Failure(found.failure())
@@ -138,11 +141,13 @@ def convert(
     checked = check_output(out_dir, overwrite=overwrite)  # before the (possibly large) read
     if isinstance(checked, Failure):
         return Failure(checked.failure())
+    step("reading checkpoint")
     read = read_checkpoint(checkpoint)
     if isinstance(read, Failure):
         return Failure(read.failure())
     source = read.unwrap()
     layout = source.layout
+    step("planning")
     prepared_result = prepare(spec, layout, source.meta, config, lint=False)
     if isinstance(prepared_result, Failure):
         return Failure(prepared_result.failure())
@@ -152,6 +157,7 @@ def convert(
     wrong = _wrong_family(spec, source.path, prepared.plan, layout)
     if wrong is not None:
         return Failure(wrong)
+    step("applying plan")
     state = apply_plan(prepared.plan, source.tensors, accept=accept, dtype=dtype)
     if isinstance(state, Failure):
         return Failure(state.failure())
@@ -161,9 +167,9 @@ def convert(
     target_model = loaded.unwrap()
 
     def write(directory: Path) -> None:
-        save = getattr(target_model, "save_pretrained")
-        save(directory)
+        target_model.save_pretrained(directory)
         spec.write_extras(prepared.config, directory)
 
+    step("writing output")
     written: Result[Path, WmapError] = write_directory_atomically(out_dir, write, overwrite=overwrite)
     return written

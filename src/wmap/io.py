@@ -130,12 +130,13 @@ def unwrap(
 
 def _classify_load_error(path: str, error: BaseException) -> UnreadableCheckpoint | UnsafePickle:
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    if "Weights only load failed" in str(error) or "Unsupported global" in str(error):
-        detail = next(
-            (line.strip() for line in str(error).splitlines() if "Unsupported global" in line or "GLOBAL" in line),
-            text,
-        )
-        return UnsafePickle(path, detail)
+    message = str(error)
+    if "Weights only load failed" in message or "Unsupported global" in message:
+        # torch wraps the unpickler's own reason in advice (including "weights_only=False") we do not repeat.
+        boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+        lines = (line.replace("WeightsUnpickler error:", "").strip() for line in message.splitlines())
+        reason = next((line for line in lines if line and not line.startswith(boilerplate)), "unsupported content")
+        return UnsafePickle(path, reason)
     return UnreadableCheckpoint(path, EXPECTED, f"{type(error).__name__}: {text}")
 
 
@@ -144,7 +145,7 @@ def _load_pickle(path: str) -> Result[object, UnreadableCheckpoint | UnsafePickl
     try:
         with torch.serialization.safe_globals(allowed_globals()):
             return Success(torch.load(path, map_location="cpu", weights_only=True, mmap=mmap))
-    except Exception as error:  # noqa: BLE001 - classified into error values
+    except Exception as error:
         return Failure(_classify_load_error(path, error))
 
 
@@ -165,7 +166,7 @@ def _read_safetensors(path: str) -> Result[Checkpoint, UnreadableCheckpoint | Un
         tensors: dict[str, torch.Tensor] = {}
         with safe_open(path, framework="pt") as handle:
             metadata = handle.metadata() or {}
-            for key in handle.keys():
+            for key in handle.keys():  # noqa: SIM118 - safe_open is not iterable
                 tensors[key] = handle.get_tensor(key)
         return Success(Checkpoint(path, tensors, dict(metadata)))
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
@@ -190,7 +191,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Result[Checkpoint, Unreadab
     return Success(Checkpoint(where, tensors, meta))
 
 
-def read_layout(path: str | os.PathLike[str]) -> Result[tuple[Layout, Mapping[str, Any]], UnreadableCheckpoint | UnsafePickle]:
+def read_layout(
+    path: str | os.PathLike[str],
+) -> Result[tuple[Layout, Mapping[str, Any]], UnreadableCheckpoint | UnsafePickle]:
     """Names and shapes (and metadata) only: for safetensors just the header is read."""
     where = os.fspath(path)
     checked = _check_file(where)
@@ -199,12 +202,10 @@ def read_layout(path: str | os.PathLike[str]) -> Result[tuple[Layout, Mapping[st
     if _is_safetensors(where):
         try:
             with safe_open(where, framework="pt") as handle:
-                layout = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+                layout = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
                 return Success((layout, dict(handle.metadata() or {})))
         except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-            return Failure(
-                UnreadableCheckpoint(where, "a valid safetensors file", f"{type(error).__name__}: {error}")
-            )
+            return Failure(UnreadableCheckpoint(where, "a valid safetensors file", f"{type(error).__name__}: {error}"))
     read = read_checkpoint(where)
     if isinstance(read, Failure):
         return Failure(read.failure())
@@ -263,7 +264,7 @@ def write_directory_atomically(
                     shutil.rmtree(backup, ignore_errors=True)
             else:
                 os.replace(staging, target)
-    except Exception as error:  # noqa: BLE001 - every failure becomes an error value
+    except Exception as error:
         detail = " ".join(str(error).split())
         return Failure(OutputRefused(str(target), f"could not write output: {type(error).__name__}: {detail}"))
     return Success(target)

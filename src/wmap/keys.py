@@ -42,9 +42,7 @@ class Pattern:
             if not segment:
                 raise PatternError(f"pattern {self.text!r} has an empty segment")
             if WILDCARD in segment and segment != WILDCARD:
-                raise PatternError(
-                    f"pattern {self.text!r}: '*' must be a whole segment, not part of {segment!r}"
-                )
+                raise PatternError(f"pattern {self.text!r}: '*' must be a whole segment, not part of {segment!r}")
         object.__setattr__(self, "segments", segments)
         object.__setattr__(self, "wildcards", segments.count(WILDCARD))
 
@@ -64,7 +62,7 @@ class Pattern:
         if len(own) > len(segments):
             return None
         captures: list[str] = []
-        for mine, theirs in zip(own, segments):
+        for mine, theirs in zip(own, segments, strict=False):
             if mine == WILDCARD:
                 if not theirs:
                     return None
@@ -76,9 +74,7 @@ class Pattern:
     def substitute(self, captures: tuple[str, ...]) -> tuple[str, ...]:
         """Fill the wildcards, in order, with ``captures``."""
         if len(captures) != self.wildcards:
-            raise PatternError(
-                f"pattern {self.text!r} has {self.wildcards} wildcards, got {len(captures)} values"
-            )
+            raise PatternError(f"pattern {self.text!r} has {self.wildcards} wildcards, got {len(captures)} values")
         values = iter(captures)
         return tuple(next(values) if seg == WILDCARD else seg for seg in self.segments)
 

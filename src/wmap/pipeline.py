@@ -22,9 +22,9 @@ from wmap.transforms import (
     Mapped,
     NoMatchType,
     Outcome,
+    Refuse,
     Rename,
     Skip,
-    Refuse,
     Target,
     Transform,
 )
@@ -43,10 +43,9 @@ def _index(rules: tuple[Transform, ...]) -> dict[str | None, tuple[int, ...]]:
         first = rule.source.first if isinstance(rule, _Indexed) else None
         buckets.setdefault(first, []).append(position)
     anywhere = buckets.get(None, [])
-    return {
-        first: tuple(sorted({*positions, *anywhere}))
-        for first, positions in buckets.items()
-    } | {None: tuple(anywhere)}
+    return {first: tuple(sorted({*positions, *anywhere})) for first, positions in buckets.items()} | {
+        None: tuple(anywhere)
+    }
 
 
 @attrs.frozen(repr=False, eq=False)
@@ -196,7 +195,7 @@ class Scoped:
         found = self.source.match_prefix(segments)
         if found is None or found[1] == len(segments):
             return None
-        return join_key(segments[found[1]:])
+        return join_key(segments[found[1] :])
 
     def apply(self, key: str, target: Layout) -> Outcome:
         inner_key = self._strip(key)
@@ -208,8 +207,7 @@ class Scoped:
         if not isinstance(outcome, Mapped):
             return outcome
         targets = tuple(
-            Target(prefix + t.key, None if t.tied_to is None else prefix + t.tied_to)
-            for t in outcome.targets
+            Target(prefix + t.key, None if t.tied_to is None else prefix + t.tied_to) for t in outcome.targets
         )
         return Mapped(targets, (f"under {self.source!r}", *outcome.rules))
 

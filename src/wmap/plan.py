@@ -79,6 +79,10 @@ class Accept:
     missing: frozenset[str] = frozenset()
 
 
+NO_EXCEPTIONS = Accept()
+"""Accept nothing: the plan must be clean."""
+
+
 @attrs.frozen
 class MappingPlan:
     """What a conversion will do, decided from names and shapes only."""
@@ -93,7 +97,7 @@ class MappingPlan:
     unknown_targets: tuple[UnknownTarget, ...]
     ambiguous: tuple[Ambiguity, ...] = ()
 
-    def problems(self, limit: int | None = None, accept: Accept = Accept()) -> list[str]:
+    def problems(self, limit: int | None = None, accept: Accept = NO_EXCEPTIONS) -> list[str]:
         """One line per problem that keeps the plan from being clean (ambiguity is a warning)."""
         lines: list[str] = []
         lines += [f"refused {r.key}: {r.reason} ({r.rule})" for r in self.refused]
@@ -111,10 +115,10 @@ class MappingPlan:
         ]
         return lines if limit is None else lines[:limit]
 
-    def is_clean(self, accept: Accept = Accept()) -> bool:
+    def is_clean(self, accept: Accept = NO_EXCEPTIONS) -> bool:
         return not self.problems(limit=1, accept=accept)
 
-    def result(self, accept: Accept = Accept()) -> Result[MappingPlan, PlanNotClean]:
+    def result(self, accept: Accept = NO_EXCEPTIONS) -> Result[MappingPlan, PlanNotClean]:
         """Success when clean (given the accepted exceptions), else a :class:`PlanNotClean`."""
         return Success(self) if self.is_clean(accept) else Failure(PlanNotClean(self))
 
@@ -143,8 +147,7 @@ class MappingPlan:
                 for m in self.shape_mismatches
             ],
             "unknown_targets": [
-                {"source": u.source, "target": u.target, "rules": list(u.rules)}
-                for u in self.unknown_targets
+                {"source": u.source, "target": u.target, "rules": list(u.rules)} for u in self.unknown_targets
             ],
             "ambiguous": [{"key": a.key, "rules": list(a.rules)} for a in self.ambiguous],
         }

@@ -61,8 +61,7 @@ def collapse(rows: Sequence[tuple[str, ...]], keys: int | None = None) -> list[t
         )
         merged = tuple(".".join(next(fills) if s is None else s for s in column) for column in template_key)
         extras = tuple(
-            members[0][1][i] if len({m[1][i] for m in members}) == 1 else "(various)"
-            for i in range(width - keys)
+            members[0][1][i] if len({m[1][i] for m in members}) == 1 else "(various)" for i in range(width - keys)
         )
         out.append(merged + extras)
     return out
@@ -97,9 +96,7 @@ def plan_renderable(plan: MappingPlan, title: str = "mapping plan") -> Group:
     """The plan as rich tables: one per non-empty category, then a summary line."""
     parts: list[Table | Text] = []
 
-    def table(
-        name: str, style: str, headers: Sequence[str], rows: Sequence[tuple[str, ...]], keys: int = 1
-    ) -> None:
+    def table(name: str, style: str, headers: Sequence[str], rows: Sequence[tuple[str, ...]], keys: int = 1) -> None:
         if not rows:
             return
         t = Table(title=f"{name} ({len(rows)} keys)", title_style=style, title_justify="left")
@@ -135,7 +132,12 @@ def plan_renderable(plan: MappingPlan, title: str = "mapping plan") -> Group:
         [(u.source, u.target, " then ".join(u.rules)) for u in plan.unknown_targets],
         keys=2,
     )
-    table("ambiguous (first rule wins)", "yellow", ("key", "rules"), [(a.key, " | ".join(a.rules)) for a in plan.ambiguous])
+    table(
+        "ambiguous (first rule wins)",
+        "yellow",
+        ("key", "rules"),
+        [(a.key, " | ".join(a.rules)) for a in plan.ambiguous],
+    )
     verdict = "[green]clean[/green]" if plan.is_clean() else "[bold red]NOT clean[/bold red]"
     parts.append(
         Text.from_markup(

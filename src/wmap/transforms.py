@@ -167,9 +167,7 @@ class Rename(_Leaf):
         if not _leaf_ok(self.leaves, join_key(rest)):
             return NO_MATCH
         primary = join_key(self.target.substitute(captures) + rest)
-        tied = tuple(
-            Target(join_key(p.substitute(captures) + rest), tied_to=primary) for p in self.also
-        )
+        tied = tuple(Target(join_key(p.substitute(captures) + rest), tied_to=primary) for p in self.also)
         return Mapped((Target(primary), *tied), (repr(self),))
 
 

@@ -100,7 +100,10 @@ def test_variants_the_target_cannot_represent_are_refused(
 
 def test_conv_spec_is_parsed_without_eval() -> None:
     assert parse_conv_layers("cfg", "c", "[(512, 10, 5)] + [(512, 3, 2)] * 2").unwrap() == (
-        (512, 10, 5), (512, 3, 2), (512, 3, 2))
+        (512, 10, 5),
+        (512, 3, 2),
+        (512, 3, 2),
+    )
     for bad in ["__import__('os').system('true')", "[(1, 2)]", "[(1,2,3)] * 10**9", 42]:
         error = parse_conv_layers("cfg", "conv_feature_layers", bad).failure()
         assert isinstance(error, BadConfig) and error.key == "conv_feature_layers"

@@ -83,7 +83,9 @@ def test_parity_with_the_original(name: str, container: str, tmp_path: Path) -> 
         frames: list[Any] = original.encode(x)
         encoded = ported.encode(x, bandwidth=bandwidth)
         assert encoded.audio_codes.shape[0] == len(frames)
-        for (codes, scale), ported_codes, ported_scale in zip(frames, encoded.audio_codes, encoded.audio_scales):
+        for (codes, scale), ported_codes, ported_scale in zip(
+            frames, encoded.audio_codes, encoded.audio_scales, strict=True
+        ):
             # transformers pads a shorter last chunk's codes with zeros to stack them
             assert torch.equal(ported_codes[..., : codes.shape[-1]], codes)
             if scale is not None:

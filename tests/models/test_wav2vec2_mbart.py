@@ -65,10 +65,16 @@ def test_parity_with_fairseq(variant: dict[str, Any], tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("overrides", "refused_prefix", "reason"),
     [
-        ({"encoder_proj": True, "decoder_embed_dim": 24, "decoder_attention_heads": 4},
-         "encoder.w2v_encoder.proj", "encoder projection without the layer norm"),
-        ({"adaptor_proj": True, "decoder_embed_dim": 24, "decoder_attention_heads": 4},
-         "encoder.adaptor.proj", "adaptor projection layers"),
+        (
+            {"encoder_proj": True, "decoder_embed_dim": 24, "decoder_attention_heads": 4},
+            "encoder.w2v_encoder.proj",
+            "encoder projection without the layer norm",
+        ),
+        (
+            {"adaptor_proj": True, "decoder_embed_dim": 24, "decoder_attention_heads": 4},
+            "encoder.adaptor.proj",
+            "adaptor projection layers",
+        ),
         ({"adaptor_layernorm": True}, "encoder.adaptor.layernorm", "adaptor input layer norm"),
         ({"decoder_normalize_before": False}, "decoder.layers.0", "post-LN decoder"),
     ],

@@ -10,8 +10,7 @@ from typing import Any
 
 import attrs
 from returns.result import Failure, Result, Success
-from torch import nn
-from transformers import PretrainedConfig
+from transformers import PretrainedConfig, PreTrainedModel
 
 from wmap.errors import BadConfig, UnknownModel
 from wmap.transforms import Layout, Transform
@@ -43,7 +42,7 @@ class ModelSpec:
     config_class: type[PretrainedConfig]
     config_from_checkpoint: ConfigFromCheckpoint
     pipeline: Callable[[PretrainedConfig, Mapping[str, Any]], Transform]
-    build: Callable[[PretrainedConfig], nn.Module]
+    build: Callable[[PretrainedConfig], PreTrainedModel]
     write_extras: Callable[[PretrainedConfig, Path], None] = _no_extras
 
     def reference_layout(self) -> tuple[Layout, dict[str, Any]]:

@@ -11,12 +11,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from returns.result import Failure, Result, Success
-from torch import nn
-from transformers import Data2VecAudioConfig, Data2VecAudioForCTC, Data2VecAudioModel, PretrainedConfig
+from transformers import Data2VecAudioConfig, Data2VecAudioForCTC, Data2VecAudioModel, PretrainedConfig, PreTrainedModel
 
 from wmap.errors import BadConfig
 from wmap.models.base import ModelSpec, register
-from wmap.models.source_config import field, fairseq_encoder_config, parse_conv_layers, require
+from wmap.models.source_config import fairseq_encoder_config, field, parse_conv_layers, require
 from wmap.models.wav2vec2_family import (
     PROJECTIONS,
     STACKED_POS_CONV,
@@ -114,12 +113,12 @@ def ctc_pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform
     )
 
 
-def _build_ctc(config: PretrainedConfig) -> nn.Module:
+def _build_ctc(config: PretrainedConfig) -> PreTrainedModel:
     assert isinstance(config, Data2VecAudioConfig)
     return Data2VecAudioForCTC(config)
 
 
-def _build_headless(config: PretrainedConfig) -> nn.Module:
+def _build_headless(config: PretrainedConfig) -> PreTrainedModel:
     assert isinstance(config, Data2VecAudioConfig)
     return Data2VecAudioModel(config)
 

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from returns.result import Failure, Result, Success
-from torch import nn
-from transformers import HubertConfig, HubertModel, PretrainedConfig, Wav2Vec2FeatureExtractor
+from transformers import HubertConfig, HubertModel, PretrainedConfig, PreTrainedModel, Wav2Vec2FeatureExtractor
 
 from wmap.errors import BadConfig
 from wmap.models.base import ModelSpec, register
@@ -40,7 +39,9 @@ def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[Pretrain
     """s3prl's ``DistillerConfig`` (as saved: a dict) -> ``HubertConfig`` (the seed's ``convert_config``)."""
     cfg = distiller_config(meta)
     if cfg is None:
-        return Failure(BadConfig("checkpoint", "Config.distiller", "an s3prl distiller config; or pass --config", "none"))
+        return Failure(
+            BadConfig("checkpoint", "Config.distiller", "an s3prl distiller config; or pass --config", "none")
+        )
     ints: dict[str, int] = {}
     for name, default in (
         ("encoder_embed_dim", 768),
@@ -120,7 +121,7 @@ def write_feature_extractor(config: PretrainedConfig, out_dir: Path) -> None:
     ).save_pretrained(out_dir)
 
 
-def _build(config: PretrainedConfig) -> nn.Module:
+def _build(config: PretrainedConfig) -> PreTrainedModel:
     assert isinstance(config, HubertConfig)
     return HubertModel(config)
 

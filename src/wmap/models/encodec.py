@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from returns.result import Result, Success
-from torch import nn
-from transformers import EncodecConfig, EncodecFeatureExtractor, EncodecModel, PretrainedConfig
+from transformers import EncodecConfig, EncodecFeatureExtractor, EncodecModel, PretrainedConfig, PreTrainedModel
 
 from wmap.errors import BadConfig
 from wmap.models.base import ModelSpec, register
@@ -118,7 +117,7 @@ def write_feature_extractor(config: PretrainedConfig, out_dir: Path) -> None:
     ).save_pretrained(out_dir)
 
 
-def _build(config: PretrainedConfig) -> nn.Module:
+def _build(config: PretrainedConfig) -> PreTrainedModel:
     assert isinstance(config, EncodecConfig)
     return EncodecModel(config)
 

@@ -69,9 +69,13 @@ def parse_conv_layers(source: str, name: str, spec: object) -> Result[tuple[tupl
         value = _evaluate(ast.parse(spec, mode="eval"))
     except (SyntaxError, ValueError, RecursionError) as error:
         return Failure(BadConfig(source, name, expected, f"{spec!r} ({error})"))
-    if not isinstance(value, list) or not value or not all(
-        isinstance(layer, tuple) and len(layer) == 3 and all(isinstance(v, int) and v > 0 for v in layer)
-        for layer in value
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(
+            isinstance(layer, tuple) and len(layer) == 3 and all(isinstance(v, int) and v > 0 for v in layer)
+            for layer in value
+        )
     ):
         return Failure(BadConfig(source, name, expected, repr(spec)))
     return Success(tuple((layer[0], layer[1], layer[2]) for layer in value))

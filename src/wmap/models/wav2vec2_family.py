@@ -14,9 +14,7 @@ from wmap.transforms import EXACT, PARAMS, WEIGHT_NORM, Transform, refuse, renam
 CONV_LAYERS = (rename("feature_extractor.conv_layers.*.0", "feature_extractor.conv_layers.*.conv", PARAMS),)
 """The conv of every feature-extractor layer (``conv_layers.N.0``), weight and optional bias."""
 
-LAYER_NORMS = rename(
-    "feature_extractor.conv_layers.*.2.1", "feature_extractor.conv_layers.*.layer_norm", PARAMS
-)
+LAYER_NORMS = rename("feature_extractor.conv_layers.*.2.1", "feature_extractor.conv_layers.*.layer_norm", PARAMS)
 """Layer-norm mode: every layer has ``conv_layers.N.2`` = (transpose, LayerNorm, transpose)."""
 
 GROUP_NORM = rename("feature_extractor.conv_layers.0.2", "feature_extractor.conv_layers.0.layer_norm", PARAMS)
@@ -41,9 +39,7 @@ def layer_norm_feature_extractor(target: str) -> tuple[Transform, ...]:
     )
 
 
-STACKED_POS_CONV = (
-    rename("encoder.pos_conv.*.0", "encoder.pos_conv_embed.layers.*.conv", PARAMS),
-)
+STACKED_POS_CONV = (rename("encoder.pos_conv.*.0", "encoder.pos_conv_embed.layers.*.conv", PARAMS),)
 """data2vec's positional conv: a stack ``pos_conv.N.0`` of plain convs."""
 
 WEIGHT_NORM_POS_CONV = (rename("encoder.pos_conv.0", "encoder.pos_conv_embed.conv", WEIGHT_NORM),)

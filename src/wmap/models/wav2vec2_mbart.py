@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from returns.result import Failure, Result, Success
-from torch import nn
 from transformers import (
     GenerationConfig,
     MBartConfig,
     PretrainedConfig,
+    PreTrainedModel,
     SpeechEncoderDecoderConfig,
     SpeechEncoderDecoderModel,
     Wav2Vec2Config,
@@ -105,8 +105,9 @@ def encoder_config(model: object, layout: Layout) -> Result[Wav2Vec2Config, BadC
 
 def decoder_config(model: object, layout: Layout) -> Result[MBartConfig, BadConfig]:
     """fairseq's transformer decoder -> ``MBartConfig`` (vocabulary and positions from the weights)."""
-    found = _ints(SOURCE, model, ("decoder_embed_dim", "decoder_layers", "decoder_ffn_embed_dim",
-                                  "decoder_attention_heads"))
+    found = _ints(
+        SOURCE, model, ("decoder_embed_dim", "decoder_layers", "decoder_ffn_embed_dim", "decoder_attention_heads")
+    )
     if isinstance(found, Failure):
         return Failure(found.failure())
     ints = found.unwrap()
@@ -166,8 +167,10 @@ def encoder_rules(model: object) -> tuple[Transform, ...]:
         (
             *feature_extractor_rules(),
             *WEIGHT_NORM_POS_CONV,
-            refuse("encoder.pos_conv", "stacked positional conv (fairseq pos_conv_depth > 1); "
-                                       "Wav2Vec2 has one weight-norm conv"),
+            refuse(
+                "encoder.pos_conv",
+                "stacked positional conv (fairseq pos_conv_depth > 1); Wav2Vec2 has one weight-norm conv",
+            ),
             *TRANSFORMER_LAYERS,
             *PROJECTIONS,
             *PRETRAINING_HEADS,
@@ -176,8 +179,9 @@ def encoder_rules(model: object) -> tuple[Transform, ...]:
     return (
         scoped(W2V, "encoder", wav2vec2),
         rename("encoder.adaptor.layers.*", "encoder.adapter.layers.*.conv", PARAMS),
-        refuse("encoder.adaptor.layernorm", "adaptor input layer norm (--adaptor-layernorm); "
-                                            "Wav2Vec2's adapter has none"),
+        refuse(
+            "encoder.adaptor.layernorm", "adaptor input layer norm (--adaptor-layernorm); Wav2Vec2's adapter has none"
+        ),
         refuse("encoder.adaptor", "adaptor projection layers (--adaptor-proj); Wav2Vec2's adapter has none"),
         when(
             "adaptor_proj (encoder projection followed by w2v_proj_ln)",
@@ -270,7 +274,7 @@ def write_extras(config: PretrainedConfig, out_dir: Path) -> None:
     generation_config(config).save_pretrained(out_dir)
 
 
-def _build(config: PretrainedConfig) -> nn.Module:
+def _build(config: PretrainedConfig) -> PreTrainedModel:
     assert isinstance(config, SpeechEncoderDecoderConfig)
     return SpeechEncoderDecoderModel(config=config)
 

@@ -1,0 +1,24 @@
+"""Real checkpoint files for tests that need no original package: the bundled reference layout of a
+family (the original's real names and shapes), filled with random values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from wmap.models import get_model
+
+
+def reference_state(model: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Random tensors with the original's names and shapes, and the checkpoint metadata."""
+    layout, meta = get_model(model).unwrap().reference_layout()
+    return {key: torch.randn(*shape) if shape else torch.randn(()) for key, shape in layout.items()}, meta
+
+
+def reference_checkpoint(path: Path, model: str = "encodec_32khz") -> Path:
+    """Write a checkpoint file as the original would (the metadata beside the state dict)."""
+    state, meta = reference_state(model)
+    torch.save({**meta, "model": state} if meta else state, path)
+    return path

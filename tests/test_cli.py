@@ -1,0 +1,137 @@
+"""The ``wmap`` command as a user runs it: a subprocess on real files, every exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from transformers import EncodecModel
+
+from tests.helpers import reference_checkpoint
+
+
+def wmap(*args: str, limit_file_bytes: int | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``wmap`` script (or the module, when not installed as a script)."""
+    script = shutil.which("wmap", path=str(Path(sys.executable).parent))
+    command = [script] if script else [sys.executable, "-m", "wmap.cli"]
+
+    def limit() -> None:  # a disk that fills up: writes past the limit fail with EFBIG
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        if limit_file_bytes is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_bytes, limit_file_bytes))
+
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(
+        [*command, *args], capture_output=True, text=True, timeout=300, env=env, preexec_fn=limit, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return reference_checkpoint(tmp_path_factory.mktemp("ckpt") / "encodec_32khz.pt")
+
+
+def test_models_lists_every_family() -> None:
+    result = wmap("models")
+    assert result.returncode == 0
+    for name in ("encodec_24khz", "encodec_48khz", "data2vec_audio_ctc", "distilhubert", "wav2vec2_mbart"):
+        assert name in result.stdout
+
+
+def test_preview_of_the_bundled_layout_is_clean() -> None:
+    result = wmap("preview", "encodec_48khz")
+    assert result.returncode == 0, result.stderr
+    assert "clean" in result.stdout and "encoder.model.{0,3,6,9,12,15}.conv.norm.weight" in result.stdout
+
+
+def test_preview_json_has_every_category(checkpoint: Path) -> None:
+    result = wmap("preview", "encodec_32khz", str(checkpoint), "--json")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    expected = {"applied", "skipped", "refused", "unused", "missing", "conflicts", "shape_mismatches"}
+    assert expected <= plan.keys()
+    assert plan["clean"] is True and len(plan["applied"]) == 116
+
+
+def test_preview_of_an_unclean_plan_exits_1(checkpoint: Path) -> None:
+    result = wmap("preview", "encodec_24khz", str(checkpoint), "--json")
+    assert result.returncode == 1
+    plan = json.loads(result.stdout)
+    assert plan["clean"] is False and plan["shape_mismatches"] and plan["missing"]
+
+
+def test_convert_writes_a_loadable_directory(checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "hf"
+    result = wmap("convert", "encodec_32khz", str(checkpoint), str(out), "--dtype", "float16")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "preprocessor_config.json"]
+    loaded: Any = EncodecModel.from_pretrained(out, output_loading_info=True)
+    model, info = loaded
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert model.encoder.layers[0].conv.bias.dtype == torch.float16
+    assert not list(tmp_path.glob(".hf.wmap-*")), "staging directory left behind"
+
+
+def test_convert_refuses_an_unclean_plan_with_the_table(checkpoint: Path, tmp_path: Path) -> None:
+    result = wmap("convert", "encodec_24khz", str(checkpoint), str(tmp_path / "hf"))
+    assert result.returncode == 1
+    assert "conversion refused" in result.stderr and "shape mismatch" in result.stderr
+    assert not (tmp_path / "hf").exists()
+
+
+def test_existing_output_is_never_touched_without_overwrite(checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "hf"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = wmap("convert", "encodec_32khz", str(checkpoint), str(out))
+    assert result.returncode == 2 and "--overwrite" in result.stderr
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert wmap("convert", "encodec_32khz", str(checkpoint), str(out), "--overwrite").returncode == 0
+    assert not (out / "keep.txt").exists() and (out / "model.safetensors").exists()
+
+
+def test_a_failure_in_the_middle_of_writing_leaves_nothing(checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "hf"
+    result = wmap("convert", "encodec_32khz", str(checkpoint), str(out), limit_file_bytes=1_000_000)
+    assert result.returncode == 2 and "could not write output" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists() and not list(tmp_path.glob(".hf.wmap-*"))
+
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = wmap("convert", "encodec_32khz", str(checkpoint), str(out), "--overwrite", limit_file_bytes=1_000_000)
+    assert result.returncode == 2
+    assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
+    assert not list(tmp_path.glob(".hf.wmap-*"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["preview", "nope"], "known models: data2vec_audio"),
+        (["preview", "encodec_24khz", "/no/such/file.pt"], "no such file"),
+        (["convert", "encodec_24khz"], "usage"),
+        (["frobnicate"], "usage"),
+    ],
+)
+def test_bad_usage_and_input_exit_2_with_one_line(args: list[str], message: str) -> None:
+    result = wmap(*args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unwritable_output_location(checkpoint: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = wmap("convert", "encodec_32khz", str(checkpoint), str(blocker / "out"))
+    assert result.returncode == 2 and "could not write output" in result.stderr
+    assert blocker.read_text() == "not a directory"

@@ -1,0 +1,171 @@
+"""Bad input never crashes, never runs code, never loses or half-writes data (library level)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from omegaconf import OmegaConf
+from safetensors.torch import save_file
+
+from tests.helpers import reference_checkpoint, reference_state
+from wmap.convert import convert, preview
+from wmap.errors import OutputRefused, PlanNotClean, UnknownModel, UnreadableCheckpoint, UnsafePickle, WrongFamily
+from wmap.io import read_checkpoint, read_layout, write_directory_atomically
+
+
+class Payload:
+    """Unpickling this would create ``path``: the file must never appear."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.path}",))
+
+
+def test_truncated_empty_and_foreign_files(tmp_path: Path) -> None:
+    good = reference_checkpoint(tmp_path / "good.pt")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    empty = tmp_path / "empty.pt"
+    empty.touch()
+    text = tmp_path / "notes.pt"
+    text.write_text("these are not weights\n")
+    for path, detail in ((truncated, ""), (empty, "empty"), (text, ""), (tmp_path / "missing.pt", "no such file")):
+        error = read_checkpoint(path).failure()
+        assert isinstance(error, UnreadableCheckpoint), (path, error)
+        assert str(path) in error.message and detail in error.message
+        assert isinstance(preview("encodec_32khz", path).failure(), UnreadableCheckpoint)
+
+
+def test_corrupt_safetensors_header(tmp_path: Path) -> None:
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(struct.pack("<Q", 40) + b'{"a": {"dtype": "F32", "shape": [2], "da')
+    for read in (read_checkpoint, read_layout):
+        error = read(path).failure()
+        assert isinstance(error, UnreadableCheckpoint) and "safetensors" in error.message
+
+
+def test_safetensors_layout_reads_the_header_only(tmp_path: Path) -> None:
+    state, _ = reference_state("encodec_32khz")
+    path = tmp_path / "ok.safetensors"
+    save_file(state, path)
+    layout, _ = read_layout(path).unwrap()
+    assert layout == {k: tuple(v.shape) for k, v in state.items()}
+    assert preview("encodec_32khz", path).unwrap().plan.is_clean()
+
+
+@pytest.mark.parametrize("container", ["raw pickle protocol 2", "raw pickle protocol 5", "torch zip"])
+def test_a_pickle_that_would_run_code_is_refused(tmp_path: Path, container: str) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    if container == "torch zip":
+        torch.save({"model": {"w": torch.zeros(1)}, "extra": Payload(marker)}, path)
+    else:
+        protocol = int(container[-1])
+        path.write_bytes(pickle.dumps({"model": {"w": Payload(marker)}}, protocol=protocol))
+    error = read_checkpoint(path).failure()
+    assert isinstance(error, UnsafePickle), error
+    assert str(path) in error.message and "weights_only" not in error.message
+    if container != "raw pickle protocol 5":  # protocol 5 is refused at an opcode before any global
+        assert "system" in error.message
+    assert not marker.exists()
+    assert isinstance(preview("encodec_24khz", path).failure(), UnsafePickle)
+    assert not marker.exists()
+
+
+def test_known_config_classes_are_allowed_and_nothing_else(tmp_path: Path) -> None:
+    state, _ = reference_state("encodec_32khz")
+    legacy = tmp_path / "legacy.pt"
+    torch.save(
+        {"args": argparse.Namespace(arch="x"), "cfg": OmegaConf.create({"model": {"a": 1}}), "model": state}, legacy
+    )
+    checkpoint = read_checkpoint(legacy).unwrap()
+    assert checkpoint.meta["args"].arch == "x" and checkpoint.meta["cfg"].model.a == 1
+    other = tmp_path / "other.pt"
+    torch.save({"model": state, "odd": Path("/etc/passwd")}, other)
+    assert isinstance(read_checkpoint(other).failure(), UnsafePickle)
+
+
+def test_unknown_model_lists_the_known_ones(tmp_path: Path) -> None:
+    error = preview("encodec_96khz").failure()
+    assert isinstance(error, UnknownModel) and "encodec_24khz" in error.message
+
+
+def test_a_checkpoint_of_another_family(tmp_path: Path) -> None:
+    path = reference_checkpoint(tmp_path / "d2v.pt", "distilhubert")
+    torch.save(torch.load(path)["model"], path)  # a plain state dict of another family
+    error = convert("encodec_24khz", path, tmp_path / "out").failure()
+    assert isinstance(error, WrongFamily) and "another family" in error.message
+    assert not (tmp_path / "out").exists()
+
+
+def test_plan_problems_assign_nothing(tmp_path: Path) -> None:
+    state, _ = reference_state("encodec_32khz")
+    del state["encoder.model.0.conv.conv.bias"]  # missing
+    state["encoder.model.3.conv.conv.bias"] = torch.zeros(3)  # shape mismatch
+    state["extra.weight"] = torch.zeros(1)  # extra key
+    path = tmp_path / "bad.pt"
+    torch.save(state, path)
+    plan = preview("encodec_32khz", path).unwrap().plan
+    assert plan.missing == ("encoder.layers.0.conv.bias",)
+    assert [m.source for m in plan.shape_mismatches] == ["encoder.model.3.conv.conv.bias"]
+    assert plan.unused == ("extra.weight",)
+    error = convert("encodec_32khz", path, tmp_path / "out").failure()
+    assert isinstance(error, PlanNotClean) and "missing target key" in error.message
+    assert not (tmp_path / "out").exists()
+
+
+def test_injected_failure_mid_write_leaves_no_directory_and_keeps_the_old_one(tmp_path: Path) -> None:
+    def half_then_fail(directory: Path) -> None:
+        (directory / "model.safetensors").write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    out = tmp_path / "out"
+    error = write_directory_atomically(out, half_then_fail).failure()
+    assert isinstance(error, OutputRefused) and "No space left" in error.message
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    assert isinstance(write_directory_atomically(out, half_then_fail, overwrite=True).failure(), OutputRefused)
+    assert [p.name for p in out.iterdir()] == ["old.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_interrupt_mid_write_leaves_nothing(tmp_path: Path) -> None:
+    def interrupted(directory: Path) -> None:
+        (directory / "model.safetensors").write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_directory_atomically(tmp_path / "out", interrupted)
+    assert list(tmp_path.iterdir()) == []
+
+
+KEY_TEXT = st.text(min_size=0, max_size=300)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.one_of(KEY_TEXT, st.just(""), st.just("a..b"), st.just("." * 50), st.just("x" * 10_000)), max_size=20)
+)
+def test_odd_keys_never_raise_and_are_all_accounted_for(keys: list[str]) -> None:
+    from wmap.models import get_model
+    from wmap.models.encodec import preset_config
+    from wmap.plan import make_plan
+
+    spec = get_model("encodec_24khz").unwrap()
+    target, _ = spec.reference_layout()
+    source = {key: (1,) for key in keys}
+    plan = make_plan(spec.pipeline(preset_config("encodec_24khz"), {}), source, target)
+    assert set(plan.unused) | {u.source for u in plan.unknown_targets} | {m.source for m in plan.shape_mismatches} | {
+        a.source for a in plan.applied
+    } == set(source)
