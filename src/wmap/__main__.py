@@ -1,0 +1,7 @@
+"""``python -m wmap``: the ``wmap`` command."""
+
+import sys
+
+from wmap.cli import main
+
+sys.exit(main())
