@@ -69,6 +69,12 @@ class FirstMatch:
         inner = "\n".join("  " + line for rule in self.rules for line in repr(rule).splitlines())
         return f"first_match {self.name!r}:\n{inner}"
 
+    def literals(self) -> frozenset[str]:
+        return frozenset().union(*(rule.literals() for rule in self.rules))
+
+    def target_dependent(self) -> bool:
+        return any(rule.target_dependent() for rule in self.rules)
+
     def _candidates(self, key: str) -> tuple[int, ...]:
         first = key.split(".", 1)[0]
         found = self._by_first.get(first)
@@ -102,6 +108,12 @@ class Seq:
 
     def __repr__(self) -> str:
         return "\n".join(f"then {stage!r}" if i else repr(stage) for i, stage in enumerate(self.stages))
+
+    def literals(self) -> frozenset[str]:
+        return frozenset().union(*(stage.literals() for stage in self.stages))
+
+    def target_dependent(self) -> bool:
+        return any(stage.target_dependent() for stage in self.stages)
 
     def apply(self, key: str, target: Layout) -> Outcome:
         current: tuple[Target, ...] = (Target(key),)
@@ -142,6 +154,12 @@ class Optional:
     def __repr__(self) -> str:
         return f"optional {self.inner!r}"
 
+    def literals(self) -> frozenset[str]:
+        return self.inner.literals()
+
+    def target_dependent(self) -> bool:
+        return self.inner.target_dependent()
+
     def apply(self, key: str, target: Layout) -> Outcome:
         outcome = self.inner.apply(key, target)
         return Mapped((Target(key),), ()) if outcome is NO_MATCH else outcome
@@ -162,6 +180,12 @@ class When:
     def __repr__(self) -> str:
         chosen = self.then if self.holds else self.otherwise
         return f"when {self.condition} ({'yes' if self.holds else 'no'}): {chosen!r}"
+
+    def literals(self) -> frozenset[str]:
+        return self.then.literals() | (self.otherwise.literals() if self.otherwise else frozenset())
+
+    def target_dependent(self) -> bool:
+        return self.then.target_dependent() or bool(self.otherwise and self.otherwise.target_dependent())
 
     def _chosen(self) -> Transform | None:
         return self.then if self.holds else self.otherwise
@@ -189,6 +213,12 @@ class Scoped:
     def __repr__(self) -> str:
         inner = "\n".join("  " + line for line in repr(self.inner).splitlines())
         return f"under {self.source!r} -> {self.target!r}:\n{inner}"
+
+    def literals(self) -> frozenset[str]:
+        return frozenset(self.source.segments) | frozenset(self.target.segments) | self.inner.literals()
+
+    def target_dependent(self) -> bool:
+        return self.inner.target_dependent()
 
     def _strip(self, key: str) -> str | None:
         segments = split_key(key)

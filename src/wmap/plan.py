@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import gc
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import attrs
 from returns.result import Failure, Result, Success
 
 from wmap.errors import PlanNotClean
-from wmap.transforms import Layout, Mapped, Refused, Shape, Skipped, Transform
+from wmap.compiled import compile_pipeline
+from wmap.transforms import Layout, Refused, Shape, Skipped, Transform
 
 
 @attrs.frozen
@@ -174,27 +177,29 @@ def make_plan(
     unknown: list[UnknownTarget] = []
     written: dict[str, str] = {}
     clashes: dict[str, list[str]] = {}
-    apply = pipeline.apply
-    for key, shape in source.items():
-        outcome = apply(key, target)
-        if isinstance(outcome, Mapped):
-            for item in outcome.targets:
-                want = target.get(item.key)
-                if want is None:
-                    unknown.append(UnknownTarget(key, item.key, outcome.rules))
-                elif item.key in written:
-                    clashes.setdefault(item.key, [written[item.key]]).append(key)
-                elif want != shape:
-                    mismatches.append(ShapeMismatch(key, item.key, shape, want, outcome.rules))
-                else:
-                    written[item.key] = key
-                    applied.append(Applied(key, item.key, shape, outcome.rules, item.tied_to))
-        elif isinstance(outcome, Skipped):
-            skipped.append(SkippedKey(key, outcome.reason, outcome.rule))
-        elif isinstance(outcome, Refused):
-            refused.append(RefusedKey(key, outcome.reason, outcome.rule))
-        else:
-            unused.append(key)
+    decide = compile_pipeline(pipeline)
+    with _no_cyclic_gc():  # millions of small acyclic records: collection passes only cost time
+        for key, shape in source.items():
+            outcome = decide(key, target)
+            if type(outcome) is tuple:
+                targets, rules = outcome
+                for name, tied_to in targets:
+                    want = target.get(name)
+                    if want is None:
+                        unknown.append(UnknownTarget(key, name, rules))
+                    elif name in written:
+                        clashes.setdefault(name, [written[name]]).append(key)
+                    elif want != shape:
+                        mismatches.append(ShapeMismatch(key, name, shape, want, rules))
+                    else:
+                        written[name] = key
+                        applied.append(Applied(key, name, shape, rules, tied_to))
+            elif isinstance(outcome, Skipped):
+                skipped.append(SkippedKey(key, outcome.reason, outcome.rule))
+            elif isinstance(outcome, Refused):
+                refused.append(RefusedKey(key, outcome.reason, outcome.rule))
+            else:
+                unused.append(key)
     claimed = written.keys() | {m.target for m in mismatches}
     missing = tuple(k for k in target if k not in claimed)
     return MappingPlan(
@@ -208,6 +213,17 @@ def make_plan(
         unknown_targets=tuple(unknown),
         ambiguous=tuple(_ambiguities(pipeline, source, target)) if lint else (),
     )
+
+
+@contextlib.contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _ambiguities(pipeline: Transform, source: Iterable[str], target: Layout) -> Iterable[Ambiguity]:

@@ -72,12 +72,28 @@ class Transform(Protocol):
         """Groups of rules that all match ``key`` where only the first one wins."""
         ...
 
+    def literals(self) -> frozenset[str]:
+        """Every literal segment the transform compares or writes (patterns and leaf names)."""
+        ...
+
+    def target_dependent(self) -> bool:
+        """Whether the outcome for a key depends on the target layout (routing does)."""
+        ...
+
 
 class _Leaf:
-    """Mixin: transforms without inner groups have nothing to lint."""
+    """Mixin: transforms without inner groups have nothing to lint; most ignore the target layout."""
 
     def lint(self, key: str, target: Layout) -> tuple[tuple[str, ...], ...]:
         return ()
+
+    def target_dependent(self) -> bool:
+        return False
+
+
+def _segments_of(patterns: tuple[Pattern, ...], leaves: Leaves | None) -> frozenset[str]:
+    names = leaves.names if leaves is not None else frozenset()
+    return frozenset(s for p in patterns for s in p.segments) | frozenset(s for name in names for s in name.split("."))
 
 
 @attrs.frozen(repr=False)
@@ -152,6 +168,9 @@ class Rename(_Leaf):
                     f"{self.source.wildcards} and {other.wildcards} '*'"
                 )
 
+    def literals(self) -> frozenset[str]:
+        return _segments_of((self.source, self.target, *self.also), self.leaves)
+
     def __repr__(self) -> str:
         extra = "".join(f" +tie {p!r}" for p in self.also)
         leaves = f" [{self.leaves!r}]" if self.leaves else ""
@@ -179,6 +198,9 @@ class Skip(_Leaf):
     reason: str
     leaves: Leaves | None = None
 
+    def literals(self) -> frozenset[str]:
+        return _segments_of((self.source,), self.leaves)
+
     def __repr__(self) -> str:
         return f"skip {self.source!r}"
 
@@ -197,6 +219,9 @@ class Refuse(_Leaf):
     source: Pattern
     reason: str
 
+    def literals(self) -> frozenset[str]:
+        return _segments_of((self.source,), None)
+
     def __repr__(self) -> str:
         return f"refuse {self.source!r}"
 
@@ -214,6 +239,12 @@ class RouteWeightNorm(_Leaf):
     the same two tensors; the target layout decides which names it wants.
     Keys that are not weight-norm leaves, or already present, pass unchanged.
     """
+
+    def literals(self) -> frozenset[str]:
+        return frozenset(s for pair in WEIGHT_NORM_NAMES for name in pair for s in name.split("."))
+
+    def target_dependent(self) -> bool:
+        return True
 
     def __repr__(self) -> str:
         return "route weight-norm"
