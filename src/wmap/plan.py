@@ -10,8 +10,8 @@ from typing import Any
 import attrs
 from returns.result import Failure, Result, Success
 
-from wmap.errors import PlanNotClean
 from wmap.compiled import compile_pipeline
+from wmap.errors import PlanNotClean
 from wmap.transforms import Layout, Refused, Shape, Skipped, Transform
 
 

@@ -1,0 +1,72 @@
+"""The memoised planner decides exactly as the pipeline does, key by key."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wmap.compiled import CompiledPipeline
+from wmap.pipeline import first_match, optional, scoped, seq
+from wmap.transforms import PARAMS, WEIGHT_NORM, Layout, Mapped, lstm_leaves, refuse, rename, route_weight_norm, skip, tie
+
+PIPELINE = seq(
+    optional(rename("final_proj.0", "final_proj")),
+    first_match(
+        "mixed",
+        [
+            rename("encoder.model.0.conv", "encoder.layers.0.first", WEIGHT_NORM),
+            rename("encoder.model.*.conv", "encoder.layers.*.conv", WEIGHT_NORM | PARAMS),
+            rename("encoder.model.*.lstm", "encoder.layers.*.lstm", lstm_leaves(2)),
+            rename("conv_layers.*.2.1", "conv_layers.*.layer_norm", PARAMS),
+            rename("conv_layers.0.2", "conv_layers.0.layer_norm", PARAMS),
+            refuse("conv_layers.*.2", "group norm"),
+            rename("blocks.*.sub.*", "b.*.s.*"),
+            rename("swap.*.*", "swapped.*.*"),
+            tie("embed", "emb", "head.7"),
+            scoped("w2v.model", "inner", first_match("in", [rename("layers.*.fc1", "layers.*.dense", PARAMS)])),
+            skip("final_proj", "head"),
+        ],
+    ),
+    route_weight_norm(),
+)
+
+SEGMENT = st.one_of(
+    st.sampled_from(["encoder", "model", "conv", "lstm", "weight_g", "weight", "bias", "weight_ih_l1", "conv_layers",
+                     "blocks", "sub", "swap", "embed", "w2v", "layers", "fc1", "final_proj", "2", "1", "0", "7"]),
+    st.integers(min_value=0, max_value=12).map(str),
+    st.text(alphabet="0123456789.{}x", max_size=4),
+)
+KEYS = st.lists(SEGMENT, min_size=1, max_size=6).map(".".join)
+
+
+def _direct(key: str, target: Layout) -> object:
+    outcome = PIPELINE.apply(key, target)
+    if isinstance(outcome, Mapped):
+        return tuple((t.key, t.tied_to) for t in outcome.targets), outcome.rules
+    return outcome
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(KEYS, max_size=40), st.lists(KEYS, max_size=20))
+def test_memoised_decisions_equal_direct_ones(keys: list[str], target_keys: list[str]) -> None:
+    target = {k: (1,) for k in target_keys} | {
+        "encoder.layers.3.conv.parametrizations.weight.original0": (1,),
+        "encoder.layers.5.conv.weight_g": (1,),
+    }
+    compiled = CompiledPipeline(PIPELINE)
+    for key in [*keys, *keys]:  # the second pass is served from the memo
+        assert compiled.decide(key, target) == _direct(key, target), key
+
+
+def test_literal_indices_are_not_generalised() -> None:
+    compiled = CompiledPipeline(PIPELINE)
+    target: Layout = {}
+    assert compiled.decide("encoder.model.5.conv.weight_g", target) == _direct("encoder.model.5.conv.weight_g", target)
+    # 0 is a literal in a rule: not served from the memo entry for 5
+    assert compiled.decide("encoder.model.0.conv.weight_g", target) == (
+        (("encoder.layers.0.first.weight_g", None),),
+        ("encoder.model.0.conv -> encoder.layers.0.first [weight-norm]",),
+    )
+    assert compiled.decide("swap.3.4.x", target) == ((("swapped.3.4.x", None),), ("swap.*.* -> swapped.*.*",))
+    assert compiled.decide("swap.4.3.x", target) == ((("swapped.4.3.x", None),), ("swap.*.* -> swapped.*.*",))
+    assert compiled.decide("swap.5.5.x", target) == ((("swapped.5.5.x", None),), ("swap.*.* -> swapped.*.*",))
