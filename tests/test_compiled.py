@@ -7,7 +7,18 @@ from hypothesis import strategies as st
 
 from wmap.compiled import CompiledPipeline
 from wmap.pipeline import first_match, optional, scoped, seq
-from wmap.transforms import PARAMS, WEIGHT_NORM, Layout, Mapped, lstm_leaves, refuse, rename, route_weight_norm, skip, tie
+from wmap.transforms import (
+    PARAMS,
+    WEIGHT_NORM,
+    Layout,
+    Mapped,
+    lstm_leaves,
+    refuse,
+    rename,
+    route_weight_norm,
+    skip,
+    tie,
+)
 
 PIPELINE = seq(
     optional(rename("final_proj.0", "final_proj")),
@@ -31,8 +42,31 @@ PIPELINE = seq(
 )
 
 SEGMENT = st.one_of(
-    st.sampled_from(["encoder", "model", "conv", "lstm", "weight_g", "weight", "bias", "weight_ih_l1", "conv_layers",
-                     "blocks", "sub", "swap", "embed", "w2v", "layers", "fc1", "final_proj", "2", "1", "0", "7"]),
+    st.sampled_from(
+        [
+            "encoder",
+            "model",
+            "conv",
+            "lstm",
+            "weight_g",
+            "weight",
+            "bias",
+            "weight_ih_l1",
+            "conv_layers",
+            "blocks",
+            "sub",
+            "swap",
+            "embed",
+            "w2v",
+            "layers",
+            "fc1",
+            "final_proj",
+            "2",
+            "1",
+            "0",
+            "7",
+        ]
+    ),
     st.integers(min_value=0, max_value=12).map(str),
     st.text(alphabet="0123456789.{}x", max_size=4),
 )

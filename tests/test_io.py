@@ -169,3 +169,24 @@ def test_odd_keys_never_raise_and_are_all_accounted_for(keys: list[str]) -> None
     assert set(plan.unused) | {u.source for u in plan.unknown_targets} | {m.source for m in plan.shape_mismatches} | {
         a.source for a in plan.applied
     } == set(source)
+
+
+def test_streamed_safetensors_read_back_exactly(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from wmap.io import write_safetensors
+
+    tensors = {
+        "f32": torch.randn(3, 4),
+        "bf16": torch.randn(5).to(torch.bfloat16),
+        "f16.scalar": torch.tensor(2.5, dtype=torch.float16),
+        "i64": torch.arange(7),
+        "mask": torch.tensor([True, False, True]),
+        "empty": torch.zeros(0, 3),
+        "strided": torch.randn(4, 6)[:, ::2],
+    }
+    write_safetensors(tmp_path / "t.safetensors", tensors, {"format": "pt"})
+    loaded = load_file(tmp_path / "t.safetensors")
+    assert loaded.keys() == tensors.keys()
+    for name, tensor in tensors.items():
+        assert loaded[name].dtype == tensor.dtype and torch.equal(loaded[name], tensor), name

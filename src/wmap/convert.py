@@ -18,7 +18,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 
 from wmap.apply import apply_plan, load_into
 from wmap.errors import BadConfig, WmapError, WrongFamily
-from wmap.io import check_output, read_checkpoint, read_layout, write_directory_atomically
+from wmap.io import check_output, read_checkpoint, read_layout, save_pretrained_streaming, write_directory_atomically
 from wmap.layout import build_on_meta, layout_of
 from wmap.models import get_model
 from wmap.models.base import ModelSpec
@@ -161,13 +161,14 @@ def convert(
     state = apply_plan(prepared.plan, source.tensors, accept=accept, dtype=dtype)
     if isinstance(state, Failure):
         return Failure(state.failure())
-    loaded = load_into(prepared.target, state.unwrap())
+    tensors = state.unwrap()
+    loaded = load_into(prepared.target, tensors)  # strict: the state is exactly the model's
     if isinstance(loaded, Failure):
         return Failure(loaded.failure())
     target_model = loaded.unwrap()
 
     def write(directory: Path) -> None:
-        target_model.save_pretrained(directory)
+        save_pretrained_streaming(target_model, tensors, directory)
         spec.write_extras(prepared.config, directory)
 
     step("writing output")

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
+import struct
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
@@ -22,6 +24,7 @@ import attrs
 import torch
 from returns.result import Failure, Result, Success
 from safetensors import SafetensorError, safe_open
+from transformers import PreTrainedModel
 
 from wmap.errors import OutputRefused, UnreadableCheckpoint, UnsafePickle
 from wmap.layout import tensors_layout
@@ -211,6 +214,67 @@ def read_layout(
         return Failure(read.failure())
     checkpoint = read.unwrap()
     return Success((checkpoint.layout, checkpoint.meta))
+
+
+SAFETENSORS_DTYPES: dict[torch.dtype, str] = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+
+
+def write_safetensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> None:
+    """Write a safetensors file tensor by tensor, straight from each tensor's memory.
+
+    ``safetensors.torch.save_file`` first copies every tensor into a bytes
+    object, holding a second copy of the whole checkpoint; streaming keeps
+    conversion at one copy (the source, memory-mapped). The format is the
+    published one: an 8-byte little-endian header length, a JSON header with
+    dtype, shape and byte offsets, then the data.
+    """
+    header: dict[str, Any] = {}
+    offset = 0
+    for name, tensor in tensors.items():
+        size = tensor.numel() * tensor.element_size()
+        header[name] = {
+            "dtype": SAFETENSORS_DTYPES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    header["__metadata__"] = dict(metadata)
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", len(blob)))
+        handle.write(blob)
+        for tensor in tensors.values():
+            flat = tensor.detach().contiguous().reshape(-1)
+            if flat.numel():
+                handle.write(memoryview(flat.view(torch.uint8).numpy()))
+
+
+def save_pretrained_streaming(model: PreTrainedModel, state: Mapping[str, torch.Tensor], directory: Path) -> None:
+    """What ``model.save_pretrained(directory)`` writes, with the weights streamed from ``state``.
+
+    ``state`` is what was loaded into ``model`` (strictly, by assignment), so
+    the two agree; writing from it avoids the second in-memory copy that
+    ``save_pretrained`` makes through ``safetensors.torch.save_file``.
+    """
+    floating = next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
+    model.config.dtype = str(floating).split(".")[1]
+    model.config.architectures = [type(model).__name__]
+    model.config.save_pretrained(directory)
+    if model.can_generate() and model.generation_config is not None:
+        model.generation_config.save_pretrained(directory)
+    write_safetensors(directory / "model.safetensors", state, {"format": "pt"})
 
 
 @contextlib.contextmanager
