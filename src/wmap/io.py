@@ -258,7 +258,7 @@ def write_safetensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata:
         for tensor in tensors.values():
             flat = tensor.detach().contiguous().reshape(-1)
             if flat.numel():
-                handle.write(memoryview(flat.view(torch.uint8).numpy()))
+                handle.write(flat.view(torch.uint8).numpy().data)
 
 
 def save_pretrained_streaming(model: PreTrainedModel, state: Mapping[str, torch.Tensor], directory: Path) -> None:
