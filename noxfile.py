@@ -42,5 +42,6 @@ def lint(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     """Planning and conversion benchmarks against the seed-style and raw-copy baselines."""
-    session.install(*CONSTRAINTS, "-e", ".[dev]", "psutil")
+    session.install(*CONSTRAINTS, "-e", ".[originals,dev]")
+    _drop_torchaudio(session)
     session.run("python", "benchmarks/run.py", *session.posargs)

@@ -1,0 +1,250 @@
+"""Benchmarks: planning and conversion, each against baselines measured in the same run.
+
+    python benchmarks/run.py [--repeats 3] [--skip-conversion] [--data bench-data]
+
+Planning: wmap's planner vs the seed's ``recursively_load_weights`` decisions
+(``benchmarks/seed_style.py``) on the same synthetic fine-tuned data2vec-audio
+key sets (10k, 100k, 1M keys).
+
+Conversion: a fairseq data2vec-audio CTC checkpoint of a large wav2vec2-style
+layout (24 layers x 1024, ~1.26 GB float32, random values) converted by wmap,
+by a plain ``torch.load`` + ``safetensors`` save of the same tensors (the
+physical baseline), and by the seed's method (random-init model, load,
+assign, ``save_pretrained``). Each run is a fresh process; peak memory is the
+process's peak RSS minus its RSS just before the work starts (imports excluded).
+Figures are medians over ``--repeats`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+LAYER_KEYS = (
+    ("self_attn.k_proj", "attention.k_proj"),
+    ("self_attn.v_proj", "attention.v_proj"),
+    ("self_attn.q_proj", "attention.q_proj"),
+    ("self_attn.out_proj", "attention.out_proj"),
+    ("self_attn_layer_norm", "layer_norm"),
+    ("fc1", "feed_forward.intermediate_dense"),
+    ("fc2", "feed_forward.output_dense"),
+    ("final_layer_norm", "final_layer_norm"),
+)
+SRC = "w2v_encoder.w2v_model."
+DST = "data2vec_audio."
+
+
+def key_sets(n_keys: int) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
+    """Source (fairseq CTC names) and target (transformers names) layouts with ``n_keys`` keys."""
+    source: dict[str, tuple[int, ...]] = {}
+    target: dict[str, tuple[int, ...]] = {}
+    layer = 0
+    while len(source) < n_keys:
+        for old, new in LAYER_KEYS:
+            for leaf in ("weight", "bias"):
+                source[f"{SRC}encoder.layers.{layer}.{old}.{leaf}"] = (8,)
+                target[f"{DST}encoder.layers.{layer}.{new}.{leaf}"] = (8,)
+        layer += 1
+    return source, target
+
+
+def median_time(function: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def planning(repeats: int) -> dict[str, Any]:
+    from transformers import Data2VecAudioConfig
+
+    from benchmarks.seed_style import seed_decisions
+    from wmap.models.data2vec_audio import ctc_pipeline
+    from wmap.plan import make_plan
+
+    pipeline = ctc_pipeline(Data2VecAudioConfig(), {})
+    rows: dict[str, Any] = {}
+    for n in (10_000, 100_000, 1_000_000):
+        source, target = key_sets(n)
+        plan = make_plan(pipeline, source, target, lint=False)
+        assert plan.is_clean(), plan.problems(limit=3)
+        decisions, unused = seed_decisions(source)
+        assert not unused and len(decisions) == len(source)
+        wmap_s = median_time(partial(make_plan, pipeline, source, target, lint=False), repeats)
+        seed_s = median_time(partial(seed_decisions, source), 1 if n >= 1_000_000 else repeats)
+        rows[str(n)] = {"keys": len(source), "wmap_s": wmap_s, "seed_s": seed_s, "speedup": seed_s / wmap_s}
+    rows["scaling_1M_over_100k"] = rows["1000000"]["wmap_s"] / rows["100000"]["wmap_s"]
+    return rows
+
+
+# --- conversion -----------------------------------------------------------------------------------
+
+BIG = {
+    "encoder_layers": 24,
+    "encoder_embed_dim": 1024,
+    "encoder_ffn_embed_dim": 4096,
+    "encoder_attention_heads": 16,
+    "conv_feature_layers": "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2",
+    "extractor_mode": "layer_norm",
+    "pos_conv_depth": 5,
+    "conv_pos": 95,
+    "conv_pos_groups": 16,
+    "layer_norm_first": False,
+}
+
+
+def make_checkpoint(path: Path) -> int:
+    """A fairseq data2vec-audio CTC checkpoint of the big layout, built by fairseq itself (random values)."""
+    if not path.exists():
+        import tempfile
+
+        from tests.originals import data2vec_audio_config, data2vec_ctc_original, save_fairseq_checkpoint
+
+        with tempfile.TemporaryDirectory() as data:
+            model, saved = data2vec_ctc_original(data2vec_audio_config(**BIG), 32, Path(data))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_fairseq_checkpoint(path, saved, model)
+    return path.stat().st_size
+
+
+WORKERS = {
+    "wmap": """
+from wmap.convert import convert
+result = convert("data2vec_audio_ctc", CKPT, OUT)
+assert result.unwrap()
+""",
+    "raw copy": """
+import torch
+from safetensors.torch import save_file
+state = torch.load(CKPT, weights_only=True, map_location="cpu")["model"]
+os.makedirs(OUT)
+save_file(state, os.path.join(OUT, "model.safetensors"))
+""",
+    "seed style": """
+import torch
+from transformers import Data2VecAudioForCTC
+from benchmarks.seed_style import seed_assign
+from wmap.models.data2vec_audio import translate_config
+from wmap.layout import tensors_layout
+checkpoint = torch.load(CKPT, weights_only=True, map_location="cpu")
+config = translate_config({"cfg": checkpoint["cfg"]}, tensors_layout(checkpoint["model"]), ctc=True).unwrap()
+model = Data2VecAudioForCTC(config)
+with torch.no_grad():
+    seed_assign(checkpoint["model"], model)
+model.save_pretrained(OUT)
+""",
+}
+
+PRELUDE = """
+import json, os, resource, sys, time
+sys.path.insert(0, {root!r}); sys.path.insert(0, {src!r})
+import torch, transformers, safetensors  # imports are not part of the measurement
+from transformers import Data2VecAudioForCTC
+import wmap.convert
+CKPT, OUT = {ckpt!r}, {out!r}
+def rss():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmRSS"))
+before = rss()
+start = time.perf_counter()
+"""
+EPILOGUE = """
+elapsed = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"seconds": elapsed, "peak_bytes": peak - before}))
+"""
+
+
+def conversion(data: Path, repeats: int) -> dict[str, Any]:
+    checkpoint = data / "data2vec_audio_ctc_large.pt"
+    size = make_checkpoint(checkpoint)
+    subprocess.run(["cat", str(checkpoint)], stdout=subprocess.DEVNULL, check=True)  # warm the page cache
+    results: dict[str, Any] = {"checkpoint_bytes": size}
+    for name, body in WORKERS.items():
+        runs = []
+        for _ in range(repeats):
+            out = data / "out"
+            shutil.rmtree(out, ignore_errors=True)
+            code = PRELUDE.format(root=str(ROOT), src=str(ROOT / "src"), ckpt=str(checkpoint), out=str(out))
+            done = subprocess.run(
+                [sys.executable, "-c", code + body + EPILOGUE], capture_output=True, text=True, check=False
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"{name} failed:\n{done.stderr[-3000:]}")
+            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            shutil.rmtree(out, ignore_errors=True)
+        results[name] = {
+            "seconds": statistics.median(r["seconds"] for r in runs),
+            "peak_bytes": statistics.median(r["peak_bytes"] for r in runs),
+        }
+    raw = results["raw copy"]
+    for name in WORKERS:
+        results[name]["time_vs_raw"] = results[name]["seconds"] / raw["seconds"]
+        results[name]["peak_vs_checkpoint"] = results[name]["peak_bytes"] / size
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data", type=Path, default=ROOT / "bench-data")
+    parser.add_argument("--skip-conversion", action="store_true")
+    args = parser.parse_args()
+
+    from rich.console import Console
+    from rich.table import Table
+
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    report: dict[str, Any] = {"machine": machine, "planning": planning(args.repeats)}
+    console = Console()
+    table = Table(title=f"planning (median of {args.repeats}; {machine})")
+    for column in ("keys", "wmap", "seed-style", "seed / wmap"):
+        table.add_column(column, justify="right")
+    for n in ("10000", "100000", "1000000"):
+        row = report["planning"][n]
+        table.add_row(f"{row['keys']:,}", f"{row['wmap_s']:.3f} s", f"{row['seed_s']:.3f} s", f"{row['speedup']:.1f}x")
+    console.print(table)
+    console.print(f"10x the keys (100k -> 1M) costs {report['planning']['scaling_1M_over_100k']:.2f}x the time")
+
+    if not args.skip_conversion:
+        report["conversion"] = conversion(args.data, args.repeats)
+        conv = report["conversion"]
+        table = Table(
+            title=f"conversion of a {conv['checkpoint_bytes'] / 1e9:.2f} GB checkpoint (median of {args.repeats})"
+        )
+        for column in ("method", "time", "time / raw copy", "peak RSS", "peak / checkpoint"):
+            table.add_column(column, justify="right")
+        for name in WORKERS:
+            row = conv[name]
+            table.add_row(
+                name,
+                f"{row['seconds']:.2f} s",
+                f"{row['time_vs_raw']:.2f}x",
+                f"{row['peak_bytes'] / 1e9:.2f} GB",
+                f"{row['peak_vs_checkpoint']:.2f}x",
+            )
+        console.print(table)
+    out = args.data / "results.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    console.print(f"results written to {out}")
+
+
+if __name__ == "__main__":
+    main()
