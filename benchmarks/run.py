@@ -90,7 +90,55 @@ def planning(repeats: int) -> dict[str, Any]:
         seed_s = median_time(partial(seed_decisions, source), 1 if n >= 1_000_000 else repeats)
         rows[str(n)] = {"keys": len(source), "wmap_s": wmap_s, "seed_s": seed_s, "speedup": seed_s / wmap_s}
     rows["scaling_1M_over_100k"] = rows["1000000"]["wmap_s"] / rows["100000"]["wmap_s"]
+    rows["100000"]["seed_as_written_s"] = seed_as_written(100_000)
+    rows["100000"]["speedup_as_written"] = rows["100000"]["seed_as_written_s"] / rows["100000"]["wmap_s"]
     return rows
+
+
+def seed_as_written(n_keys: int) -> float:
+    """The seed's whole ``recursively_load_weights`` on ``n_keys`` keys: decisions, attribute walks,
+    shape checks and assignments into a model of that many layers (on the ``meta`` device, so that
+    memory is no limit) and the INFO log line per key (to a null stream)."""
+    import logging
+
+    import torch
+    from transformers import Data2VecAudioConfig
+
+    from benchmarks.seed_style import seed_assign
+    from wmap.layout import build_on_meta
+    from wmap.models.data2vec_audio import _build_ctc
+
+    source, _ = key_sets(n_keys)
+    layers = 1 + max(int(k.split(".")[4]) for k in source)
+    config = Data2VecAudioConfig(
+        hidden_size=8,
+        intermediate_size=8,
+        num_attention_heads=1,
+        num_hidden_layers=layers,
+        num_conv_pos_embedding_groups=1,
+    )
+    model = build_on_meta(lambda: _build_ctc(config))
+    state = {key: torch.empty(shape, device="meta") for key, shape in _shapes(model, source).items()}
+    logger = logging.getLogger("seed")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    with open(os.devnull, "w") as null:
+        logger.addHandler(logging.StreamHandler(null))
+        start = time.perf_counter()
+        seed_assign(state, model, logger)
+        return time.perf_counter() - start
+
+
+def _shapes(model: Any, source: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """The real shapes of the small model's parameters, by source key."""
+    target = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    out = {}
+    for key in source:
+        name = key.replace(SRC, DST, 1)
+        for old, new in LAYER_KEYS:
+            name = name.replace(f".{old}.", f".{new}.")
+        out[key] = target[name]
+    return out
 
 
 # --- conversion -----------------------------------------------------------------------------------

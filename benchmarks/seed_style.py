@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from functools import reduce
+from logging import Logger
 from typing import Any
 
 MAPPING = {
@@ -106,25 +107,27 @@ def seed_decisions(names: Iterable[str], *, is_headless: bool = False) -> tuple[
     return decisions, unused
 
 
-def _set(hf_model: Any, key: str, value: Any, weight_type: str | None) -> None:
+def _set(hf_model: Any, key: str, value: Any, weight_type: str | None, name: str, logger: Logger | None) -> None:
     pointer = reduce(getattr, key.split("."), hf_model)
     if weight_type is not None:
         pointer = getattr(pointer, weight_type)
     if tuple(pointer.shape) != tuple(value.shape):
         raise ValueError(f"shape of {key} is {pointer.shape}, but should be {value.shape}")
     pointer.data = value
+    if logger is not None:  # the seed logs every assignment at INFO, with verbosity set to INFO
+        logger.info(f"{key + '.' + weight_type if weight_type is not None else ''} was initialized from {name}.")
 
 
-def seed_assign(state: dict[str, Any], hf_model: Any) -> list[str]:
+def seed_assign(state: dict[str, Any], hf_model: Any, logger: Logger | None = None) -> list[str]:
     """The seed's assignment into a (CTC) model: conv layers and pos conv by path, the rest by mapping."""
     decisions, unused = seed_decisions(state)
     extractor = hf_model.data2vec_audio.feature_extractor
     pos_conv = hf_model.data2vec_audio.encoder.pos_conv_embed
     for name, path, weight_type in decisions:
         if "conv_layers" in name:
-            _set(extractor, path, state[name], None)
+            _set(extractor, path, state[name], None, name, logger)
         elif "pos_conv" in name:
-            _set(pos_conv, path, state[name], None)
+            _set(pos_conv, path, state[name], None, name, logger)
         else:
-            _set(hf_model, path, state[name], weight_type)
+            _set(hf_model, path, state[name], weight_type, name, logger)
     return unused

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from functools import partial
+
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from wmap.compiled import CompiledPipeline
@@ -104,3 +106,49 @@ def test_literal_indices_are_not_generalised() -> None:
     assert compiled.decide("swap.3.4.x", target) == ((("swapped.3.4.x", None),), ("swap.*.* -> swapped.*.*",))
     assert compiled.decide("swap.4.3.x", target) == ((("swapped.4.3.x", None),), ("swap.*.* -> swapped.*.*",))
     assert compiled.decide("swap.5.5.x", target) == ((("swapped.5.5.x", None),), ("swap.*.* -> swapped.*.*",))
+
+
+TARGET_NAMES = st.lists(KEYS, max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(KEYS, max_size=40, unique=True), TARGET_NAMES, st.booleans())
+def test_bulk_planning_equals_key_by_key(keys: list[str], target_keys: list[str], mirror: bool) -> None:
+    from wmap.bulk import bulk_plan
+    from wmap.compiled import CompiledPipeline
+    from wmap.plan import _plan_key_by_key
+
+    source = {key: (2,) for key in keys}
+    target: dict[str, tuple[int, ...]] = {k: (2,) for k in target_keys}
+    if mirror:  # make most plans clean, so that the bulk path is taken
+        for key in keys:
+            decision = CompiledPipeline(PIPELINE).decide(key, {})
+            if isinstance(decision, tuple):
+                target.update({name: (2,) for name, _ in decision[0]})
+    bulk = bulk_plan(CompiledPipeline(PIPELINE), source, target, min_keys=0)
+    event("bulk" if bulk is not None else "key by key")
+    if bulk is not None:
+        assert bulk == _plan_key_by_key(CompiledPipeline(PIPELINE), source, target)
+
+
+def test_bulk_planning_of_a_real_layout_equals_key_by_key() -> None:
+    from wmap.bulk import bulk_plan
+    from wmap.compiled import CompiledPipeline
+    from wmap.models import get_model
+    from wmap.plan import _plan_key_by_key
+
+    for name in ("data2vec_audio_ctc", "distilhubert", "wav2vec2_mbart", "encodec_48khz"):
+        spec = get_model(name).unwrap()
+        layout, meta = spec.reference_layout()
+        prepared_config = spec.config_from_checkpoint(meta, layout).unwrap()
+        from wmap.layout import build_on_meta, layout_of
+
+        target = layout_of(build_on_meta(partial(spec.build, prepared_config)))
+        pipeline = spec.pipeline(prepared_config, meta)
+        bulk = bulk_plan(CompiledPipeline(pipeline), layout, target, min_keys=0)
+        expected = _plan_key_by_key(CompiledPipeline(pipeline), layout, target)
+        assert expected.is_clean()
+        if name.startswith("data2vec"):
+            assert bulk is not None, "a clean layout without routing is planned in bulk"
+        if bulk is not None:
+            assert bulk == expected, name

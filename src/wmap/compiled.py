@@ -36,6 +36,9 @@ class _Template:
 
     formats: tuple[tuple[str, str | None], ...]
     rules: tuple[str, ...]
+    holes: str | None = None
+    """For bulk planning: the one untied target with ``HOLE`` where the source's free values go,
+    in the source's order, each once; ``None`` where the template is not of that form."""
     single: str | None = attrs.field(init=False)
     """The one untied target's format, for the common case (filled without a generator)."""
 
@@ -58,6 +61,20 @@ def _template_key(key: str, positions: dict[str, int]) -> str:
     )
 
 
+HOLE = "\x00"
+"""Marks a free value's place in a key shape (keys containing it are planned key by key)."""
+
+
+def _holes(outcome: Mapped, positions: dict[str, int]) -> str | None:
+    if len(outcome.targets) != 1 or outcome.targets[0].tied_to is not None:
+        return None
+    segments = outcome.targets[0].key.split(".")
+    order = [positions[s] for s in segments if s in positions]
+    if order != list(range(len(positions))) or any(HOLE in s or "\n" in s for s in segments):
+        return None
+    return ".".join(HOLE if s in positions else s for s in segments)
+
+
 def _split_tail(pipeline: Transform) -> tuple[Transform, tuple[Transform, ...]]:
     """A ``Seq``'s trailing target-dependent stages, and the rest."""
     if not isinstance(pipeline, Seq):
@@ -69,10 +86,28 @@ def _split_tail(pipeline: Transform) -> tuple[Transform, tuple[Transform, ...]]:
     return (stages[0] if len(stages) == 1 else Seq(tuple(stages))), tuple(tail)
 
 
-def _free_segment_pattern(literals: frozenset[str]) -> re.Pattern[str]:
+KEY_END = r"(?:\.|$)"
+LINE_END = r"(?:[.\n]|$)"
+
+
+def _excluded(literals: frozenset[str], end: str) -> str:
+    """A negative lookahead for the numeric segments the rules name literally."""
     digits = sorted((s for s in literals if s.isascii() and s.isdigit()), key=len, reverse=True)
-    excluded = f"(?!(?:{'|'.join(map(re.escape, digits))})(?:\\.|$))" if digits else ""
-    return re.compile(rf"(?<![^.]){excluded}([0-9]+)(?![^.])")
+    return "(?!(?:" + "|".join(map(re.escape, digits)) + ")" + end + ")" if digits else ""
+
+
+def _free_segment_pattern(literals: frozenset[str]) -> re.Pattern[str]:
+    """Whole numeric segments of a key whose value no rule names (captured)."""
+    return re.compile(r"(?<![^.])" + _excluded(literals, KEY_END) + r"([0-9]+)(?![^.])")
+
+
+def _free_segment_in_lines_pattern(literals: frozenset[str]) -> re.Pattern[str]:
+    """The same in newline-joined keys that start with a newline: captures (separator, value).
+
+    Starting at the separator lets the regex engine skip ahead to separators,
+    which makes it several times faster than a lookbehind over a large text.
+    """
+    return re.compile(r"([.\n])" + _excluded(literals, LINE_END) + r"([0-9]+)(?=[.\n]|$)")
 
 
 class CompiledPipeline:
@@ -83,7 +118,17 @@ class CompiledPipeline:
         self.core, self.tail = _split_tail(pipeline)
         self.memoise = not self.core.target_dependent()
         self.free = _free_segment_pattern(pipeline.literals())
+        self.free_in_lines = _free_segment_in_lines_pattern(pipeline.literals())
         self.cache: dict[tuple[str, ...], _Template | Outcome] = {}
+
+    def entry(self, key: str, target: Layout) -> _Template | Outcome | None:
+        """The memo entry for ``key``'s shape (learnt from ``key`` if new); ``None`` if not memoisable."""
+        if not self.memoise:
+            return None
+        parts = self.free.split(key)
+        shape = tuple(parts[0::2])
+        found = self.cache.get(shape)
+        return found if found is not None else self._learn(key, parts[1::2], shape, target)
 
     def decide(self, key: str, target: Layout) -> Decision:
         """The decision for ``key``, as :data:`Decision`."""
@@ -96,9 +141,9 @@ class CompiledPipeline:
         if entry is None:
             entry = self._learn(key, values, shape, target)
             if entry is None:  # a shape whose free values repeat: decided key by key
-                return self._route(self._as_decision(self.core.apply(key, target)), target)
+                return self.route(self._as_decision(self.core.apply(key, target)), target)
         if isinstance(entry, _Template):
-            return self._route(entry.fill(values), target)
+            return self.route(entry.fill(values), target)
         return entry
 
     def _learn(self, key: str, values: list[str], shape: tuple[str, ...], target: Layout) -> _Template | Outcome | None:
@@ -115,6 +160,7 @@ class CompiledPipeline:
                 for t in outcome.targets
             ),
             outcome.rules,
+            _holes(outcome, positions),
         )
         self.cache[shape] = template
         return template
@@ -125,7 +171,7 @@ class CompiledPipeline:
             return tuple((t.key, t.tied_to) for t in outcome.targets), outcome.rules
         return outcome
 
-    def _route(self, decision: Decision, target: Layout) -> Decision:
+    def route(self, decision: Decision, target: Layout) -> Decision:
         """Apply the trailing target-dependent stages to every target key."""
         if not self.tail or not isinstance(decision, tuple):
             return decision

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, overload
 
 import attrs
 from returns.result import Failure, Result, Success
 
-from wmap.compiled import compile_pipeline
+from wmap.compiled import CompiledPipeline
 from wmap.errors import PlanNotClean
 from wmap.transforms import Layout, Refused, Shape, Skipped, Transform
 
@@ -24,6 +24,83 @@ class Applied:
     shape: Shape
     rules: tuple[str, ...]
     tied_to: str | None = None
+
+
+class AppliedTable(Sequence[Applied]):
+    """The applied entries of a plan, stored as columns.
+
+    A plan of a million keys holds five tuples instead of a million records;
+    :class:`Applied` values are made when an entry is read. It is an immutable
+    sequence, equal to another sequence with the same entries.
+    """
+
+    __slots__ = ("_columns",)
+
+    def __init__(
+        self,
+        sources: Iterable[str] = (),
+        targets: Iterable[str] = (),
+        shapes: Iterable[Shape] = (),
+        rules: Iterable[tuple[str, ...]] = (),
+        tied_to: Iterable[str | None] | None = None,
+    ) -> None:
+        columns = (tuple(sources), tuple(targets), tuple(shapes), tuple(rules))
+        tied = (None,) * len(columns[0]) if tied_to is None else tuple(tied_to)
+        if any(len(column) != len(tied) for column in columns):
+            raise ValueError("applied columns differ in length")
+        self._columns = (*columns, tied)
+
+    @classmethod
+    def of(cls, entries: Iterable[Applied]) -> AppliedTable:
+        items = list(entries)
+        return cls(
+            (a.source for a in items),
+            (a.target for a in items),
+            (a.shape for a in items),
+            (a.rules for a in items),
+            (a.tied_to for a in items),
+        )
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return self._columns[0]
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return self._columns[1]
+
+    def __len__(self) -> int:
+        return len(self._columns[0])
+
+    @overload
+    def __getitem__(self, index: int) -> Applied: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> AppliedTable: ...
+
+    def __getitem__(self, index: int | slice) -> Applied | AppliedTable:
+        sources, targets, shapes, rules, tied = self._columns
+        if isinstance(index, slice):
+            return AppliedTable(sources[index], targets[index], shapes[index], rules[index], tied[index])
+        return Applied(sources[index], targets[index], shapes[index], rules[index], tied[index])
+
+    def __iter__(self) -> Iterator[Applied]:
+        return map(Applied, *self._columns)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, AppliedTable):
+            return self._columns == other._columns
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    def __hash__(self) -> int:
+        return hash(self._columns)
+
+    def __repr__(self) -> str:
+        return f"AppliedTable({len(self)} entries)"
+
+
+def _applied_table(value: Iterable[Applied]) -> AppliedTable:
+    return value if isinstance(value, AppliedTable) else AppliedTable.of(value)
 
 
 @attrs.frozen
@@ -90,7 +167,7 @@ NO_EXCEPTIONS = Accept()
 class MappingPlan:
     """What a conversion will do, decided from names and shapes only."""
 
-    applied: tuple[Applied, ...]
+    applied: AppliedTable = attrs.field(converter=_applied_table)
     skipped: tuple[SkippedKey, ...]
     refused: tuple[RefusedKey, ...]
     unused: tuple[str, ...]
@@ -162,13 +239,29 @@ def make_plan(
     target: Layout,
     *,
     lint: bool = True,
+    bulk_min_keys: int | None = None,
 ) -> MappingPlan:
     """Decide, for every source key, where it goes. Reads names and shapes only.
 
     Every source key lands in exactly one of applied, skipped, refused, unused,
     conflicts (as a later source), shape mismatches or unknown targets; every
-    target key nothing writes is listed as missing.
+    target key nothing writes is listed as missing. Large layouts are planned
+    in bulk (:mod:`wmap.bulk`) when that gives the same plan; ``bulk_min_keys``
+    overrides the size from which it is tried.
     """
+    from wmap.bulk import BULK_MIN_KEYS, bulk_plan  # bulk builds plan values: imported late
+
+    compiled = CompiledPipeline(pipeline)
+    with _no_cyclic_gc():  # millions of small acyclic records: collection passes only cost time
+        plan = bulk_plan(compiled, source, target, min_keys=BULK_MIN_KEYS if bulk_min_keys is None else bulk_min_keys)
+        if plan is None:
+            plan = _plan_key_by_key(compiled, source, target)
+    if lint:
+        plan = attrs.evolve(plan, ambiguous=tuple(_ambiguities(pipeline, source, target)))
+    return plan
+
+
+def _plan_key_by_key(compiled: CompiledPipeline, source: Layout, target: Layout) -> MappingPlan:
     applied: list[Applied] = []
     skipped: list[SkippedKey] = []
     refused: list[RefusedKey] = []
@@ -177,41 +270,38 @@ def make_plan(
     unknown: list[UnknownTarget] = []
     written: dict[str, str] = {}
     clashes: dict[str, list[str]] = {}
-    decide = compile_pipeline(pipeline)
-    with _no_cyclic_gc():  # millions of small acyclic records: collection passes only cost time
-        for key, shape in source.items():
-            outcome = decide(key, target)
-            if type(outcome) is tuple:
-                targets, rules = outcome
-                for name, tied_to in targets:
-                    want = target.get(name)
-                    if want is None:
-                        unknown.append(UnknownTarget(key, name, rules))
-                    elif name in written:
-                        clashes.setdefault(name, [written[name]]).append(key)
-                    elif want != shape:
-                        mismatches.append(ShapeMismatch(key, name, shape, want, rules))
-                    else:
-                        written[name] = key
-                        applied.append(Applied(key, name, shape, rules, tied_to))
-            elif isinstance(outcome, Skipped):
-                skipped.append(SkippedKey(key, outcome.reason, outcome.rule))
-            elif isinstance(outcome, Refused):
-                refused.append(RefusedKey(key, outcome.reason, outcome.rule))
-            else:
-                unused.append(key)
+    decide = compiled.decide
+    for key, shape in source.items():
+        outcome = decide(key, target)
+        if type(outcome) is tuple:
+            targets, rules = outcome
+            for name, tied_to in targets:
+                want = target.get(name)
+                if want is None:
+                    unknown.append(UnknownTarget(key, name, rules))
+                elif name in written:
+                    clashes.setdefault(name, [written[name]]).append(key)
+                elif want != shape:
+                    mismatches.append(ShapeMismatch(key, name, shape, want, rules))
+                else:
+                    written[name] = key
+                    applied.append(Applied(key, name, shape, rules, tied_to))
+        elif isinstance(outcome, Skipped):
+            skipped.append(SkippedKey(key, outcome.reason, outcome.rule))
+        elif isinstance(outcome, Refused):
+            refused.append(RefusedKey(key, outcome.reason, outcome.rule))
+        else:
+            unused.append(key)
     claimed = written.keys() | {m.target for m in mismatches}
-    missing = tuple(k for k in target if k not in claimed)
     return MappingPlan(
-        applied=tuple(applied),
+        applied=AppliedTable.of(applied),
         skipped=tuple(skipped),
         refused=tuple(refused),
         unused=tuple(unused),
-        missing=missing,
+        missing=tuple(k for k in target if k not in claimed),
         conflicts=tuple(Conflict(t, tuple(s)) for t, s in clashes.items()),
         shape_mismatches=tuple(mismatches),
         unknown_targets=tuple(unknown),
-        ambiguous=tuple(_ambiguities(pipeline, source, target)) if lint else (),
     )
 
 
