@@ -22,3 +22,11 @@ def reference_checkpoint(path: Path, model: str = "encodec_32khz") -> Path:
     state, meta = reference_state(model)
     torch.save({**meta, "model": state} if meta else state, path)
     return path
+
+
+def load_pretrained_strictly(model_class: Any, directory: Path) -> Any:
+    """``from_pretrained`` that fails on any missing, unexpected or mismatched key."""
+    model, info = model_class.from_pretrained(directory, output_loading_info=True)
+    problems = {name: keys for name, keys in info.items() if keys and name != "error_msgs"}
+    assert not problems and not info.get("error_msgs"), problems
+    return model.eval()

@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import Data2VecAudioForCTC, Data2VecAudioModel
 
+from tests.helpers import load_pretrained_strictly
 from wmap.convert import convert, preview
 from wmap.errors import BadConfig
 from wmap.models.source_config import parse_conv_layers
@@ -39,7 +40,9 @@ def test_headless_parity(tmp_path: Path) -> None:
     plan = preview("data2vec_audio", checkpoint).unwrap().plan
     assert plan.is_clean(), plan.problems(limit=5)
     assert {s.key for s in plan.skipped} == {"final_proj.weight", "final_proj.bias"}
-    ported = Data2VecAudioModel.from_pretrained(convert("data2vec_audio", checkpoint, tmp_path / "hf").unwrap())
+    ported = load_pretrained_strictly(
+        Data2VecAudioModel, convert("data2vec_audio", checkpoint, tmp_path / "hf").unwrap()
+    )
     x, mask = _batch()
     with torch.no_grad():
         theirs = original(source=x, padding_mask=(1 - mask).bool(), mask=False, features_only=True)["x"]
@@ -55,7 +58,9 @@ def test_ctc_parity(tmp_path: Path) -> None:
     checkpoint = save_fairseq_checkpoint(tmp_path / "ctc.pt", saved, original)
     plan = preview("data2vec_audio_ctc", checkpoint).unwrap().plan
     assert plan.is_clean(), plan.problems(limit=5)
-    ported = Data2VecAudioForCTC.from_pretrained(convert("data2vec_audio_ctc", checkpoint, tmp_path / "hf").unwrap())
+    ported = load_pretrained_strictly(
+        Data2VecAudioForCTC, convert("data2vec_audio_ctc", checkpoint, tmp_path / "hf").unwrap()
+    )
     assert ported.config.vocab_size == 12 and ported.config.conv_bias
     x, mask = _batch()
     with torch.no_grad():

@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import HubertModel, Wav2Vec2FeatureExtractor
 
+from tests.helpers import load_pretrained_strictly
 from wmap.convert import convert, preview
 
 ATOL = 1e-5
@@ -29,7 +30,7 @@ def test_parity_with_s3prl(mode: str, layer_norm_first: bool, tmp_path: Path) ->
     assert plan.is_clean(), plan.problems(limit=5)
     assert {s.key.split(".")[0] for s in plan.skipped} == {"output_layer"}
     out = convert("distilhubert", checkpoint, tmp_path / "hf").unwrap()
-    ported = HubertModel.from_pretrained(out).eval()
+    ported = load_pretrained_strictly(HubertModel, out)
     extractor = Wav2Vec2FeatureExtractor.from_pretrained(out)
     assert extractor.sampling_rate == 16000 and not extractor.do_normalize and not extractor.return_attention_mask
     assert ported.config.feat_extract_norm == ("group" if mode == "default" else "layer")

@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import EncodecFeatureExtractor, EncodecModel
 
+from tests.helpers import load_pretrained_strictly
 from tests.originals import encodec_original
 from wmap.convert import convert, preview
 from wmap.models import get_model
@@ -72,7 +73,7 @@ def test_parity_with_the_original(name: str, container: str, tmp_path: Path) -> 
     plan = preview(name, checkpoint).unwrap().plan
     assert plan.is_clean(), plan.problems(limit=5)
     out = convert(name, checkpoint, tmp_path / "hf").unwrap()
-    ported = EncodecModel.from_pretrained(out).eval()
+    ported = load_pretrained_strictly(EncodecModel, out)
     EncodecFeatureExtractor.from_pretrained(out)
 
     bandwidth = max(ported.config.target_bandwidths)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import GenerationConfig, SpeechEncoderDecoderModel
 
+from tests.helpers import load_pretrained_strictly
 from wmap.convert import convert, preview
 
 ATOL = 1e-5
@@ -43,7 +44,7 @@ def test_parity_with_fairseq(variant: dict[str, Any], tmp_path: Path) -> None:
     assert (lm_head.tied_to is not None) == shared
 
     out = convert("wav2vec2_mbart", checkpoint, tmp_path / "hf").unwrap()
-    ported = SpeechEncoderDecoderModel.from_pretrained(out).eval()
+    ported = load_pretrained_strictly(SpeechEncoderDecoderModel, out)
     assert ported.config.decoder.tie_word_embeddings == shared
     decoder = ported.decoder
     assert torch.equal(decoder.lm_head.weight, decoder.model.decoder.embed_tokens.weight) == shared
