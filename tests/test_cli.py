@@ -135,3 +135,26 @@ def test_unwritable_output_location(checkpoint: Path, tmp_path: Path) -> None:
     result = wmap("convert", "encodec_32khz", str(checkpoint), str(blocker / "out"))
     assert result.returncode == 2 and "could not write output" in result.stderr
     assert blocker.read_text() == "not a directory"
+
+
+def test_a_checkpoint_of_another_family_exits_2(tmp_path: Path) -> None:
+    other = reference_checkpoint(tmp_path / "distilhubert.ckpt", "distilhubert")
+    state = torch.load(other)["model"]
+    torch.save(state, other)
+    result = wmap("preview", "encodec_24khz", str(other))
+    assert result.returncode == 2 and "another family" in result.stderr
+
+
+def test_config_file_overrides_the_translated_config(checkpoint: Path, tmp_path: Path) -> None:
+    from wmap.models.encodec import preset_config
+
+    config = preset_config("encodec_32khz")
+    config.num_lstm_layers = 1  # a config that does not fit the checkpoint: the plan must say so
+    config.to_json_file(tmp_path / "config.json")
+    result = wmap("preview", "encodec_32khz", str(checkpoint), "--config", str(tmp_path / "config.json"), "--json")
+    assert result.returncode == 1
+    assert any("lstm.weight_ih_l1" in key for key in json.loads(result.stdout)["unused"])
+    bad = tmp_path / "broken.json"
+    bad.write_text("{not json")
+    result = wmap("preview", "encodec_32khz", str(checkpoint), "--config", str(bad))
+    assert result.returncode == 2 and "broken.json" in result.stderr

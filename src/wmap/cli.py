@@ -82,6 +82,7 @@ def _convert(args: argparse.Namespace) -> int:
             dtype=DTYPES[args.dtype] if args.dtype else None,
             on_plan=show_if_refused,
             on_step=on_step,
+            tokenizer=args.tokenizer,
         )
         progress.update(task, completed=len(CONVERT_STEPS))
     if isinstance(result, Failure):
@@ -112,6 +113,7 @@ def parser() -> argparse.ArgumentParser:
     con.add_argument("--config", help="a transformers config JSON to use instead of the translated one")
     con.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
     con.add_argument("--dtype", choices=sorted(DTYPES), help="cast floating tensors")
+    con.add_argument("--tokenizer", help="wav2vec2_mbart: the sentencepiece model to write an MBart50Tokenizer from")
     con.set_defaults(run=_convert)
     return top
 

@@ -125,13 +125,16 @@ def convert(
     accept: Accept = NO_EXCEPTIONS,
     on_plan: Callable[[MappingPlan], None] | None = None,
     on_step: Callable[[str], None] | None = None,
+    tokenizer: str | os.PathLike[str] | None = None,
 ) -> Result[Path, WmapError]:
     """Read, plan, refuse unless clean, apply, load strictly, and write ``out_dir`` atomically.
 
     ``out_dir`` becomes a ``save_pretrained`` directory (safetensors) plus the
     processor files the original script wrote. Nothing is written on failure.
     ``on_plan`` sees the plan before anything is applied; ``on_step`` is told
-    each stage as it starts (for progress displays).
+    each stage as it starts (for progress displays). ``tokenizer`` is a file the
+    family turns into a tokenizer (``wav2vec2_mbart``: a sentencepiece model, the
+    seed's ``dict_path``); it is read before anything is written.
     """
     step = on_step or (lambda _: None)
     found = get_model(model)
@@ -141,6 +144,18 @@ def convert(
     checked = check_output(out_dir, overwrite=overwrite)  # before the (possibly large) read
     if isinstance(checked, Failure):
         return Failure(checked.failure())
+    write_tokenizer: Callable[[Path], None] = lambda _: None  # noqa: E731
+    if tokenizer is not None:
+        if spec.load_tokenizer is None:
+            return Failure(
+                BadConfig(
+                    spec.name, "--tokenizer", "a family that writes a tokenizer (wav2vec2_mbart)", os.fspath(tokenizer)
+                )
+            )
+        loaded_tokenizer = spec.load_tokenizer(Path(tokenizer))
+        if isinstance(loaded_tokenizer, Failure):
+            return Failure(loaded_tokenizer.failure())
+        write_tokenizer = loaded_tokenizer.unwrap()
     step("reading checkpoint")
     read = read_checkpoint(checkpoint)
     if isinstance(read, Failure):
@@ -170,6 +185,7 @@ def convert(
     def write(directory: Path) -> None:
         save_pretrained_streaming(target_model, tensors, directory)
         spec.write_extras(prepared.config, directory)
+        write_tokenizer(directory)
 
     step("writing output")
     written: Result[Path, WmapError] = write_directory_atomically(out_dir, write, overwrite=overwrite)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import GenerationConfig, SpeechEncoderDecoderModel
+from transformers import GenerationConfig, SpeechEncoderDecoderConfig, SpeechEncoderDecoderModel
 
 from tests.helpers import load_pretrained_strictly
 from wmap.convert import convert, preview
@@ -91,4 +91,43 @@ def test_variants_without_an_equivalent_are_refused(
     assert all(reason in r.reason for r in refused)
     error = convert("wav2vec2_mbart", checkpoint, tmp_path / "hf").failure()
     assert refused_prefix in error.message
+    assert not (tmp_path / "hf").exists()
+
+
+def _sentencepiece_model(directory: Path) -> Path:
+    import sentencepiece
+
+    corpus = directory / "corpus.txt"
+    corpus.write_text("\n".join(f"speech to text sentence number {i} for a tiny test model" for i in range(200)))
+    prefix = directory / "spm"
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(prefix), vocab_size=40, model_type="unigram", minloglevel=2
+    )
+    return prefix.with_suffix(".model")
+
+
+def test_tokenizer_is_written_from_a_sentencepiece_model(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    _, checkpoint = _build(tmp_path)
+    model_file = _sentencepiece_model(tmp_path)
+    out = convert("wav2vec2_mbart", checkpoint, tmp_path / "hf", tokenizer=model_file).unwrap()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert type(tokenizer).__name__.startswith("MBart50Tokenizer")
+    config = SpeechEncoderDecoderConfig.from_pretrained(out)
+    assert (tokenizer.pad_token_id, tokenizer.eos_token_id) == (config.pad_token_id, config.eos_token_id)
+    assert tokenizer("speech to text").input_ids[-1] == tokenizer.eos_token_id
+
+
+def test_bad_tokenizer_input_is_refused_before_writing(tmp_path: Path) -> None:
+    from tests.helpers import reference_checkpoint
+
+    _, checkpoint = _build(tmp_path)
+    garbage = tmp_path / "not.model"
+    garbage.write_bytes(b"not a sentencepiece model")
+    error = convert("wav2vec2_mbart", checkpoint, tmp_path / "hf", tokenizer=garbage).failure()
+    assert "--tokenizer" in error.message and str(garbage) in error.message
+    encodec = reference_checkpoint(tmp_path / "encodec.pt")
+    error = convert("encodec_32khz", encodec, tmp_path / "hf", tokenizer=garbage).failure()
+    assert "writes a tokenizer" in error.message
     assert not (tmp_path / "hf").exists()

@@ -23,6 +23,12 @@ def _no_extras(config: PretrainedConfig, out_dir: Path) -> None:
     """Families without processor files write nothing extra."""
 
 
+TokenizerWriter = Callable[[Path], None]
+"""Writes a prepared tokenizer into an output directory."""
+LoadTokenizer = Callable[[Path], Result[TokenizerWriter, BadConfig]]
+"""Reads the user's tokenizer file (e.g. a sentencepiece model) before anything is written."""
+
+
 @attrs.frozen
 class ModelSpec:
     """One convertible model family.
@@ -33,7 +39,8 @@ class ModelSpec:
     - ``pipeline``: the rules, chosen from the config and the checkpoint's metadata (whose
       variants the target cannot represent become refusals);
     - ``build``: the target model for a config (called on the ``meta`` device for layouts);
-    - ``write_extras``: processor / feature-extractor files the original script wrote.
+    - ``write_extras``: processor / feature-extractor files the original script wrote;
+    - ``load_tokenizer``: for families whose original script wrote a tokenizer from a user's file.
     """
 
     name: str
@@ -44,6 +51,7 @@ class ModelSpec:
     pipeline: Callable[[PretrainedConfig, Mapping[str, Any]], Transform]
     build: Callable[[PretrainedConfig], PreTrainedModel]
     write_extras: Callable[[PretrainedConfig, Path], None] = _no_extras
+    load_tokenizer: LoadTokenizer | None = None
 
     def reference_layout(self) -> tuple[Layout, dict[str, Any]]:
         """The bundled names and shapes of the original at its default config (and its metadata)."""

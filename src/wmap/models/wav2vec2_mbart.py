@@ -9,7 +9,9 @@ stacked positional conv, a post-LN decoder.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -274,6 +276,34 @@ def write_extras(config: PretrainedConfig, out_dir: Path) -> None:
     generation_config(config).save_pretrained(out_dir)
 
 
+def load_tokenizer(path: Path) -> Result[Callable[[Path], None], BadConfig]:
+    """``MBart50Tokenizer`` from a sentencepiece model (the seed's ``dict_path``), checked before writing."""
+    where = str(path)
+    if not path.is_file():
+        return Failure(BadConfig(where, "--tokenizer", "an existing sentencepiece model file", "no such file"))
+    try:
+        from transformers import MBart50Tokenizer
+
+        # transformers 5 converts a sentencepiece model found under its conventional name in a directory.
+        with tempfile.TemporaryDirectory() as staging:
+            shutil.copyfile(path, Path(staging) / "sentencepiece.bpe.model")
+            tokenizer = MBart50Tokenizer.from_pretrained(staging)
+    except ImportError as error:
+        return Failure(
+            BadConfig(where, "--tokenizer", "sentencepiece installed (pip install 'wmap[tokenizer]')", str(error))
+        )
+    except Exception as error:
+        return Failure(BadConfig(where, "--tokenizer", "a sentencepiece model file", " ".join(str(error).split())))
+    if (tokenizer.pad_token_id, tokenizer.eos_token_id) != (1, 2):
+        found = f"pad/eos = {tokenizer.pad_token_id}/{tokenizer.eos_token_id}"
+        return Failure(BadConfig(where, "--tokenizer", "fairseq's pad/eos ids 1/2 (as the config has)", found))
+
+    def write(out_dir: Path) -> None:
+        tokenizer.save_pretrained(out_dir)
+
+    return Success(write)
+
+
 def _build(config: PretrainedConfig) -> PreTrainedModel:
     assert isinstance(config, SpeechEncoderDecoderConfig)
     return SpeechEncoderDecoderModel(config=config)
@@ -289,5 +319,6 @@ WAV2VEC2_MBART = register(
         pipeline=pipeline,
         build=_build,
         write_extras=write_extras,
+        load_tokenizer=load_tokenizer,
     )
 )
