@@ -99,17 +99,23 @@ def randomize_parameters(model: nn.Module) -> None:
 # --- fairseq -----------------------------------------------------------------------------------
 
 
+SMALL_ENCODER: dict[str, Any] = {
+    "encoder_layers": 2,
+    "encoder_embed_dim": 32,
+    "encoder_ffn_embed_dim": 64,
+    "encoder_attention_heads": 4,
+    "conv_feature_layers": "[(16, 10, 5)] + [(16, 3, 2)] * 2",
+    "extractor_mode": "layer_norm",
+}
+"""A small fairseq wav2vec2-family encoder: fast to build, every kind of weight present."""
+
+
 def data2vec_audio_config(**overrides: Any) -> Any:
     """A fairseq ``Data2VecAudioConfig``; small by default for tests."""
     from fairseq.examples.data2vec.models.data2vec_audio import Data2VecAudioConfig
 
     small: dict[str, Any] = {
-        "encoder_layers": 2,
-        "encoder_embed_dim": 32,
-        "encoder_ffn_embed_dim": 64,
-        "encoder_attention_heads": 4,
-        "conv_feature_layers": "[(16, 10, 5)] + [(16, 3, 2)] * 2",
-        "extractor_mode": "layer_norm",
+        **SMALL_ENCODER,
         "pos_conv_depth": 3,
         "conv_pos": 12,
         "conv_pos_groups": 4,
@@ -239,12 +245,7 @@ def wav2vec2_config(**overrides: Any) -> Any:
     from fairseq.models.wav2vec.wav2vec2 import Wav2Vec2Config
 
     small: dict[str, Any] = {
-        "encoder_layers": 2,
-        "encoder_embed_dim": 32,
-        "encoder_ffn_embed_dim": 64,
-        "encoder_attention_heads": 4,
-        "conv_feature_layers": "[(16, 10, 5)] + [(16, 3, 2)] * 2",
-        "extractor_mode": "layer_norm",
+        **SMALL_ENCODER,
         "conv_pos": 16,
         "conv_pos_groups": 4,
         "layer_norm_first": True,

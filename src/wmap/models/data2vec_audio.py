@@ -15,7 +15,7 @@ from transformers import Data2VecAudioConfig, Data2VecAudioForCTC, Data2VecAudio
 
 from wmap.errors import BadConfig
 from wmap.models.base import ModelSpec, register
-from wmap.models.source_config import fairseq_encoder_config, field, parse_conv_layers, require
+from wmap.models.source_config import encoder_kwargs, fairseq_encoder_config, field
 from wmap.models.wav2vec2_family import (
     PROJECTIONS,
     STACKED_POS_CONV,
@@ -35,16 +35,9 @@ def translate_config(meta: Mapping[str, Any], layout: Layout, *, ctc: bool) -> R
     enc = fairseq_encoder_config(meta)
     if enc is None:
         return Failure(BadConfig("checkpoint", "cfg.model", "a fairseq config (cfg or args); or pass --config", "none"))
-    ints: dict[str, int] = {}
-    for name in ("encoder_embed_dim", "encoder_layers", "encoder_ffn_embed_dim", "encoder_attention_heads"):
-        found = require(SOURCE, enc, name, int)
-        if isinstance(found, Failure):
-            return Failure(found.failure())
-        ints[name] = found.unwrap()
-    conv = parse_conv_layers(SOURCE, "conv_feature_layers", field(enc, "conv_feature_layers", None))
-    if isinstance(conv, Failure):
-        return Failure(conv.failure())
-    layers = conv.unwrap()
+    shared = encoder_kwargs(SOURCE, enc, "conv_feature_layers")
+    if isinstance(shared, Failure):
+        return Failure(shared.failure())
     depth = int(field(enc, "pos_conv_depth", 1) or 1)
     conv_pos = int(field(enc, "conv_pos", 128))
     extra: dict[str, Any] = {}
@@ -54,19 +47,11 @@ def translate_config(meta: Mapping[str, Any], layout: Layout, *, ctc: bool) -> R
         extra["vocab_size"] = layout[CTC_HEAD][0]
     return Success(
         Data2VecAudioConfig(
-            hidden_size=ints["encoder_embed_dim"],
-            num_hidden_layers=ints["encoder_layers"],
-            intermediate_size=ints["encoder_ffn_embed_dim"],
-            num_attention_heads=ints["encoder_attention_heads"],
-            hidden_act=str(field(enc, "activation_fn", "gelu")),
-            conv_dim=[c[0] for c in layers],
-            conv_kernel=[c[1] for c in layers],
-            conv_stride=[c[2] for c in layers],
+            **shared.unwrap(),
             conv_bias=bool(field(enc, "conv_bias", False)),
             num_conv_pos_embeddings=depth,
             conv_pos_kernel_size=max(3, conv_pos // depth),
             num_conv_pos_embedding_groups=int(field(enc, "conv_pos_groups", 16)),
-            layer_norm_eps=1e-5,
             **extra,
         )
     )

@@ -16,7 +16,7 @@ from transformers import HubertConfig, HubertModel, PretrainedConfig, PreTrained
 
 from wmap.errors import BadConfig
 from wmap.models.base import ModelSpec, register
-from wmap.models.source_config import field, parse_conv_layers, require
+from wmap.models.source_config import encoder_kwargs, field, require_ints
 from wmap.models.wav2vec2_family import (
     PROJECTIONS,
     TRANSFORMER_LAYERS,
@@ -27,6 +27,16 @@ from wmap.pipeline import first_match, seq
 from wmap.transforms import Layout, Transform, route_weight_norm, skip
 
 SOURCE = "s3prl Config.distiller"
+S3PRL_DEFAULTS = {
+    "encoder_embed_dim": 768,
+    "encoder_layers": 1,
+    "encoder_ffn_embed_dim": 3072,
+    "encoder_attention_heads": 12,
+    "conv_pos": 128,
+    "conv_pos_groups": 16,
+}
+"""s3prl's ``DistillerConfig`` defaults, used where the saved config leaves a value out."""
+S3PRL_CONV_LAYERS = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
 
 
 def distiller_config(meta: Mapping[str, Any]) -> object | None:
@@ -42,40 +52,21 @@ def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[Pretrain
         return Failure(
             BadConfig("checkpoint", "Config.distiller", "an s3prl distiller config; or pass --config", "none")
         )
-    ints: dict[str, int] = {}
-    for name, default in (
-        ("encoder_embed_dim", 768),
-        ("encoder_layers", 1),
-        ("encoder_ffn_embed_dim", 3072),
-        ("encoder_attention_heads", 12),
-        ("conv_pos", 128),
-        ("conv_pos_groups", 16),
-    ):
-        if field(cfg, name) is None:
-            ints[name] = default  # s3prl's own default
-            continue
-        found = require(SOURCE, cfg, name, int)
-        if isinstance(found, Failure):
-            return Failure(found.failure())
-        ints[name] = found.unwrap()
-    spec = field(cfg, "extractor_conv_feature_layers", "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2")
-    conv = parse_conv_layers(SOURCE, "extractor_conv_feature_layers", spec)
-    if isinstance(conv, Failure):
-        return Failure(conv.failure())
-    layers = conv.unwrap()
+    shared = encoder_kwargs(
+        SOURCE, cfg, "extractor_conv_feature_layers", defaults=S3PRL_DEFAULTS, conv_default=S3PRL_CONV_LAYERS
+    )
+    if isinstance(shared, Failure):
+        return Failure(shared.failure())
+    positional = require_ints(SOURCE, cfg, ("conv_pos", "conv_pos_groups"), S3PRL_DEFAULTS)
+    if isinstance(positional, Failure):
+        return Failure(positional.failure())
+    ints = positional.unwrap()
     mode = str(field(cfg, "extractor_mode", "default"))
     if mode not in ("default", "layer_norm"):
         return Failure(BadConfig(SOURCE, "extractor_mode", "'default' (group norm) or 'layer_norm'", repr(mode)))
     return Success(
         HubertConfig(
-            hidden_size=ints["encoder_embed_dim"],
-            num_hidden_layers=ints["encoder_layers"],
-            intermediate_size=ints["encoder_ffn_embed_dim"],
-            num_attention_heads=ints["encoder_attention_heads"],
-            hidden_act=str(field(cfg, "activation_fn", "gelu")),
-            conv_dim=[c[0] for c in layers],
-            conv_kernel=[c[1] for c in layers],
-            conv_stride=[c[2] for c in layers],
+            **shared.unwrap(),
             conv_bias=False,
             feat_extract_norm="layer" if mode == "layer_norm" else "group",
             feat_extract_activation="gelu",
@@ -83,7 +74,6 @@ def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[Pretrain
             num_conv_pos_embeddings=ints["conv_pos"],
             num_conv_pos_embedding_groups=ints["conv_pos_groups"],
             do_stable_layer_norm=bool(field(cfg, "layer_norm_first", False)),
-            layer_norm_eps=1e-5,
             apply_spec_augment=False,
             mask_time_prob=0.0,
             hidden_dropout=float(field(cfg, "dropout", 0.1)),

@@ -102,3 +102,49 @@ def fairseq_encoder_config(meta: Mapping[str, Any]) -> object | None:
         encoder: object = field(inner, "model", None)
         return encoder if encoder is not None else inner
     return model
+
+
+def require_ints(
+    source: str, container: object, names: tuple[str, ...], defaults: Mapping[str, int] | None = None
+) -> Result[dict[str, int], BadConfig]:
+    """Several integer settings at once; a name in ``defaults`` may be absent (the original's default)."""
+    out: dict[str, int] = {}
+    for name in names:
+        if defaults is not None and name in defaults and field(container, name, None) is None:
+            out[name] = defaults[name]
+            continue
+        found = require(source, container, name, int)
+        if isinstance(found, Failure):
+            return Failure(found.failure())
+        out[name] = found.unwrap()
+    return Success(out)
+
+
+ENCODER_SIZES = ("encoder_embed_dim", "encoder_layers", "encoder_ffn_embed_dim", "encoder_attention_heads")
+
+
+def encoder_kwargs(
+    source: str, cfg: object, conv_field: str, *, defaults: Mapping[str, int] | None = None, conv_default: str = ""
+) -> Result[dict[str, Any], BadConfig]:
+    """A fairseq-style wav2vec2 encoder config (fairseq's own, or s3prl's distiller) as the keyword
+    arguments every transformers wav2vec2-family config shares: sizes, activation, conv feature layers."""
+    sizes = require_ints(source, cfg, ENCODER_SIZES, defaults)
+    if isinstance(sizes, Failure):
+        return Failure(sizes.failure())
+    conv = parse_conv_layers(source, conv_field, field(cfg, conv_field, conv_default or None))
+    if isinstance(conv, Failure):
+        return Failure(conv.failure())
+    ints, layers = sizes.unwrap(), conv.unwrap()
+    return Success(
+        {
+            "hidden_size": ints["encoder_embed_dim"],
+            "num_hidden_layers": ints["encoder_layers"],
+            "intermediate_size": ints["encoder_ffn_embed_dim"],
+            "num_attention_heads": ints["encoder_attention_heads"],
+            "hidden_act": str(field(cfg, "activation_fn", "gelu")),
+            "conv_dim": [c[0] for c in layers],
+            "conv_kernel": [c[1] for c in layers],
+            "conv_stride": [c[2] for c in layers],
+            "layer_norm_eps": 1e-5,
+        }
+    )

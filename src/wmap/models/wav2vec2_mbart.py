@@ -29,7 +29,7 @@ from transformers import (
 
 from wmap.errors import BadConfig
 from wmap.models.base import ModelSpec, register
-from wmap.models.source_config import fairseq_model_config, field, parse_conv_layers, require
+from wmap.models.source_config import encoder_kwargs, fairseq_model_config, field, require_ints
 from wmap.models.wav2vec2_family import (
     PRETRAINING_HEADS,
     PROJECTIONS,
@@ -48,53 +48,29 @@ MBART50_EN_XX = 250004
 """The seed's ``forced_bos_token_id`` (``en_XX`` in mBART-50's vocabulary)."""
 
 
-def _ints(source: str, container: object, names: tuple[str, ...]) -> Result[dict[str, int], BadConfig]:
-    out: dict[str, int] = {}
-    for name in names:
-        found = require(source, container, name, int)
-        if isinstance(found, Failure):
-            return Failure(found.failure())
-        out[name] = found.unwrap()
-    return Success(out)
-
-
 def encoder_config(model: object, layout: Layout) -> Result[Wav2Vec2Config, BadConfig]:
     """The wav2vec2 encoder (``w2v_args.model``) and the adaptor -> ``Wav2Vec2Config``."""
     w2v = field(field(model, "w2v_args", None), "model", None)
     source = SOURCE + ".w2v_args.model"
     if w2v is None:
         return Failure(BadConfig(SOURCE, "w2v_args", "the wav2vec2 encoder config; or pass --config", "missing"))
-    found = _ints(
-        source, w2v, ("encoder_embed_dim", "encoder_layers", "encoder_ffn_embed_dim", "encoder_attention_heads")
-    )
-    if isinstance(found, Failure):
-        return Failure(found.failure())
-    ints = found.unwrap()
-    conv = parse_conv_layers(source, "conv_feature_layers", field(w2v, "conv_feature_layers", None))
-    if isinstance(conv, Failure):
-        return Failure(conv.failure())
-    layers = conv.unwrap()
+    shared = encoder_kwargs(source, w2v, "conv_feature_layers")
+    if isinstance(shared, Failure):
+        return Failure(shared.failure())
+    kwargs = shared.unwrap()
     n_adapter = int(field(model, "adaptor_n_layers", 3))
     kernel = int(field(model, "adaptor_kernel_size", 3))
     if n_adapter and kernel != 3:
         return Failure(BadConfig(SOURCE, "adaptor_kernel_size", "3 (Wav2Vec2's adapter pads by 1)", str(kernel)))
-    hidden = ints["encoder_embed_dim"]
+    hidden = kwargs["hidden_size"]
     return Success(
         Wav2Vec2Config(
-            hidden_size=hidden,
-            num_hidden_layers=ints["encoder_layers"],
-            intermediate_size=ints["encoder_ffn_embed_dim"],
-            num_attention_heads=ints["encoder_attention_heads"],
-            hidden_act=str(field(w2v, "activation_fn", "gelu")),
-            conv_dim=[c[0] for c in layers],
-            conv_kernel=[c[1] for c in layers],
-            conv_stride=[c[2] for c in layers],
+            **kwargs,
             conv_bias=bool(field(w2v, "conv_bias", False)),
             feat_extract_norm="layer" if field(w2v, "extractor_mode", "default") == "layer_norm" else "group",
             num_conv_pos_embeddings=int(field(w2v, "conv_pos", 128)),
             num_conv_pos_embedding_groups=int(field(w2v, "conv_pos_groups", 16)),
             do_stable_layer_norm=bool(field(w2v, "layer_norm_first", False)),
-            layer_norm_eps=1e-5,
             add_adapter=n_adapter > 0,
             num_adapter_layers=max(n_adapter, 1),
             adapter_kernel_size=kernel,
@@ -107,7 +83,7 @@ def encoder_config(model: object, layout: Layout) -> Result[Wav2Vec2Config, BadC
 
 def decoder_config(model: object, layout: Layout) -> Result[MBartConfig, BadConfig]:
     """fairseq's transformer decoder -> ``MBartConfig`` (vocabulary and positions from the weights)."""
-    found = _ints(
+    found = require_ints(
         SOURCE, model, ("decoder_embed_dim", "decoder_layers", "decoder_ffn_embed_dim", "decoder_attention_heads")
     )
     if isinstance(found, Failure):
