@@ -15,6 +15,7 @@ import os
 import shutil
 import struct
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -146,7 +147,9 @@ def _classify_load_error(path: str, error: BaseException) -> UnreadableCheckpoin
 def _load_pickle(path: str) -> Result[object, UnreadableCheckpoint | UnsafePickle]:
     mmap = zipfile.is_zipfile(path)
     try:
-        with torch.serialization.safe_globals(allowed_globals()):
+        with torch.serialization.safe_globals(allowed_globals()), warnings.catch_warnings():
+            # torch's note on the pickle protocol of a file it then refuses or reads anyway is noise here
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             return Success(torch.load(path, map_location="cpu", weights_only=True, mmap=mmap))
     except Exception as error:
         return Failure(_classify_load_error(path, error))
