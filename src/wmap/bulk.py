@@ -17,7 +17,7 @@ mismatches, conflicts) that the key-by-key planner reports in detail.
 from __future__ import annotations
 
 import operator
-from itertools import chain, compress, filterfalse, repeat
+from itertools import chain, compress, filterfalse
 
 from wmap.compiled import HOLE, CompiledPipeline, _Template
 from wmap.plan import AppliedTable, MappingPlan, RefusedKey, SkippedKey
@@ -35,13 +35,12 @@ def bulk_plan(
     count = len(keys)
     if count < max(min_keys, 1) or not compiled.memoise:
         return None
-    text = "\n" + "\n".join(keys)
+    text = "\n." + "\n.".join(keys)
     if HOLE in text or text.count("\n") != count:
         return None
-    parts = compiled.free_in_lines.split(text)  # text, separator, value, text, separator, value, ..., text
-    values = parts[2::3]
-    marked = chain.from_iterable(zip(parts[0::3], parts[1::3], repeat(HOLE)))
-    shapes_of_keys = "".join(chain(marked, (parts[-1],)))[1:].split("\n")
+    parts = compiled.free_in_lines.split(text)  # text, value, text, value, ..., text (each value's dot dropped)
+    values = parts[1::2]
+    shapes_of_keys = ("." + HOLE).join(parts[0::2])[2:].split("\n.")
 
     lines: dict[str, str] = {}
     is_mapped: dict[str, bool] = {}
@@ -54,14 +53,14 @@ def bulk_plan(
         if isinstance(entry, _Template):
             if entry.holes is None:
                 return None
-            lines[shape], is_mapped[shape], rules[shape] = entry.holes, True, entry.rules
+            lines[shape], is_mapped[shape], rules[shape] = "." + entry.holes, True, entry.rules
         else:  # skipped, refused or unused: the line keeps the key's own values in place
-            lines[shape], is_mapped[shape], outcomes[shape] = shape, False, entry
+            lines[shape], is_mapped[shape], outcomes[shape] = "." + shape, False, entry
 
-    pieces = "\n".join(map(lines.__getitem__, shapes_of_keys)).split(HOLE)
+    pieces = "\n".join(map(lines.__getitem__, shapes_of_keys)).split(HOLE)  # every hole follows its dot
     if len(pieces) != len(values) + 1:
         return None
-    names = "".join(chain.from_iterable(zip(pieces, chain(values, ("",)), strict=True))).split("\n")
+    names = "".join(chain.from_iterable(zip(pieces, chain(values, ("",)), strict=True)))[1:].split("\n.")
 
     mapped = list(map(is_mapped.__getitem__, shapes_of_keys))
     sources = list(compress(keys, mapped))
@@ -82,12 +81,14 @@ def bulk_plan(
         else:
             unused.append(key)
     written = set(targets)
+    # every target written is in the target layout and written once: equal sizes mean nothing is missing
+    missing = () if len(written) == len(target) else tuple(filterfalse(written.__contains__, target))
     return MappingPlan(
         applied=AppliedTable(sources, targets, shapes, map(rules.__getitem__, compress(shapes_of_keys, mapped))),
         skipped=tuple(skipped),
         refused=tuple(refused),
         unused=tuple(unused),
-        missing=tuple(filterfalse(written.__contains__, target)),
+        missing=missing,
         conflicts=(),
         shape_mismatches=(),
         unknown_targets=(),
