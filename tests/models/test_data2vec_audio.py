@@ -119,3 +119,36 @@ def test_missing_config_is_a_clear_error(tmp_path: Path) -> None:
     torch.save({"model": original.state_dict()}, tmp_path / "nocfg.pt")
     error = preview("data2vec_audio", tmp_path / "nocfg.pt").failure()
     assert isinstance(error, BadConfig) and "--config" in error.message
+
+
+def test_a_wrong_rule_table_is_caught_by_the_comparison(tmp_path: Path) -> None:
+    """Negative control: swapping two same-shaped targets keeps the plan clean but changes the outputs."""
+    from wmap.apply import apply_plan, load_into
+    from wmap.io import read_checkpoint
+    from wmap.layout import build_on_meta, layout_of
+    from wmap.models import get_model
+    from wmap.pipeline import first_match
+    from wmap.plan import make_plan
+    from wmap.transforms import PARAMS, rename
+
+    original, checkpoint = _headless(tmp_path)
+    spec = get_model("data2vec_audio").unwrap()
+    source = read_checkpoint(checkpoint).unwrap()
+    config = spec.config_from_checkpoint(source.meta, source.layout).unwrap()
+    swapped = first_match(
+        "sabotage",
+        [
+            rename("encoder.layers.*.self_attn.q_proj", "encoder.layers.*.attention.k_proj", PARAMS),
+            rename("encoder.layers.*.self_attn.k_proj", "encoder.layers.*.attention.q_proj", PARAMS),
+            spec.pipeline(config, source.meta),
+        ],
+    )
+    target = build_on_meta(lambda: spec.build(config))
+    plan = make_plan(swapped, source.layout, layout_of(target))
+    assert plan.is_clean(), plan.problems(limit=3)
+    ported = load_into(target, apply_plan(plan, source.tensors).unwrap()).unwrap().eval()
+    x, mask = _batch()
+    with torch.no_grad():
+        theirs = original(source=x, padding_mask=(1 - mask).bool(), mask=False, features_only=True)["x"]
+        ours = ported(x, attention_mask=mask).last_hidden_state
+    assert (ours - theirs).abs().max() > 1e-2
