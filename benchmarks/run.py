@@ -34,6 +34,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.originals import LARGE_ENCODER  # noqa: E402
+
 LAYER_KEYS = (
     ("self_attn.k_proj", "attention.k_proj"),
     ("self_attn.v_proj", "attention.v_proj"),
@@ -144,12 +146,7 @@ def _shapes(model: Any, source: dict[str, tuple[int, ...]]) -> dict[str, tuple[i
 # --- conversion -----------------------------------------------------------------------------------
 
 BIG = {
-    "encoder_layers": 24,
-    "encoder_embed_dim": 1024,
-    "encoder_ffn_embed_dim": 4096,
-    "encoder_attention_heads": 16,
-    "conv_feature_layers": "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2",
-    "extractor_mode": "layer_norm",
+    **LARGE_ENCODER,
     "pos_conv_depth": 5,
     "conv_pos": 95,
     "conv_pos_groups": 16,

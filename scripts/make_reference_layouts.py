@@ -90,12 +90,7 @@ DISTILHUBERT: dict[str, Any] = {
 # XLS-R 300M encoder (wav2vec2 large, pre-LN) with fairseq xm_transformer's default decoder and adaptor,
 # and mBART-50's vocabulary size.
 XLSR_300M: dict[str, Any] = {
-    "encoder_layers": 24,
-    "encoder_embed_dim": 1024,
-    "encoder_ffn_embed_dim": 4096,
-    "encoder_attention_heads": 16,
-    "conv_feature_layers": "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2",
-    "extractor_mode": "layer_norm",
+    **originals.LARGE_ENCODER,
     "conv_pos": 128,
     "conv_pos_groups": 16,
     "layer_norm_first": True,

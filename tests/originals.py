@@ -109,6 +109,16 @@ SMALL_ENCODER: dict[str, Any] = {
 }
 """A small fairseq wav2vec2-family encoder: fast to build, every kind of weight present."""
 
+LARGE_ENCODER: dict[str, Any] = {
+    "encoder_layers": 24,
+    "encoder_embed_dim": 1024,
+    "encoder_ffn_embed_dim": 4096,
+    "encoder_attention_heads": 16,
+    "conv_feature_layers": "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2",
+    "extractor_mode": "layer_norm",
+}
+"""wav2vec2 large / XLS-R 300M sizes (reference layouts and benchmarks)."""
+
 
 def data2vec_audio_config(**overrides: Any) -> Any:
     """A fairseq ``Data2VecAudioConfig``; small by default for tests."""
