@@ -78,6 +78,7 @@ def test_convert_writes_a_loadable_directory(checkpoint: Path, tmp_path: Path) -
     model, info = loaded
     assert not info["missing_keys"] and not info["unexpected_keys"]
     assert model.encoder.layers[0].conv.bias.dtype == torch.float16
+    assert wmap("verify", "encodec_32khz", str(checkpoint), str(out)).returncode == 0
     assert not list(tmp_path.glob(".hf.wmap-*")), "staging directory left behind"
 
 
@@ -158,3 +159,17 @@ def test_config_file_overrides_the_translated_config(checkpoint: Path, tmp_path:
     bad.write_text("{not json")
     result = wmap("preview", "encodec_32khz", str(checkpoint), "--config", str(bad))
     assert result.returncode == 2 and "broken.json" in result.stderr
+
+
+def test_verify_finds_a_tampered_tensor(checkpoint: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path / "hf"
+    assert wmap("convert", "encodec_32khz", str(checkpoint), str(out)).returncode == 0
+    result = wmap("verify", "encodec_32khz", str(checkpoint), str(out))
+    assert result.returncode == 0 and "all 116 tensors" in result.stdout
+    weights = load_file(out / "model.safetensors")
+    weights["encoder.layers.0.conv.bias"] = weights["encoder.layers.0.conv.bias"] + 1
+    save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
+    result = wmap("verify", "encodec_32khz", str(checkpoint), str(out))
+    assert result.returncode == 1 and "encoder.layers.0.conv.bias" in result.stderr

@@ -1,4 +1,4 @@
-"""The ``wmap`` command: ``models``, ``preview`` (dry run) and ``convert``, on the library only.
+"""The ``wmap`` command: ``models``, ``preview`` (dry run), ``convert`` and ``verify``, on the library only.
 
 Exit codes: 0 success / clean plan; 1 plan not clean or conversion refused;
 2 bad usage or unreadable input. Errors are one line, never a traceback.
@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from transformers.utils import logging as hf_logging
 
-from wmap.convert import convert, preview
+from wmap.convert import convert, preview, verify
 from wmap.errors import INPUT_ERRORS, WmapError
 from wmap.models import registered
 from wmap.plan import MappingPlan
@@ -91,6 +91,22 @@ def _convert(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _verify(args: argparse.Namespace) -> int:
+    result = verify(args.model, args.checkpoint, args.out_dir)
+    if isinstance(result, Failure):
+        return _fail(result.failure())
+    found = result.unwrap()
+    if found.ok:
+        print(f"verified: all {found.checked} tensors in {args.out_dir} equal their sources")
+        return EXIT_OK
+    for key in found.differing:
+        print(f"differs from its source: {key}", file=sys.stderr)
+    for key in found.absent:
+        print(f"absent from the output: {key}", file=sys.stderr)
+    print(f"wmap: {len(found.differing)} differing, {len(found.absent)} absent of {found.checked}", file=sys.stderr)
+    return EXIT_REFUSED
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser (exits 2 on bad usage, as argparse does)."""
     top = argparse.ArgumentParser(prog="wmap", description=__doc__.splitlines()[0] if __doc__ else None)
@@ -115,6 +131,12 @@ def parser() -> argparse.ArgumentParser:
     con.add_argument("--dtype", choices=sorted(DTYPES), help="cast floating tensors")
     con.add_argument("--tokenizer", help="wav2vec2_mbart: the sentencepiece model to write an MBart50Tokenizer from")
     con.set_defaults(run=_convert)
+
+    ver = verbs.add_parser("verify", help="check a converted directory's tensors against the source checkpoint")
+    ver.add_argument("model")
+    ver.add_argument("checkpoint")
+    ver.add_argument("out_dir")
+    ver.set_defaults(run=_verify)
     return top
 
 

@@ -190,3 +190,53 @@ def convert(
     step("writing output")
     written: Result[Path, WmapError] = write_directory_atomically(out_dir, write, overwrite=overwrite)
     return written
+
+
+@attrs.frozen
+class Verification:
+    """What ``verify`` found: every applied target compared with its source tensor."""
+
+    checked: int
+    differing: tuple[str, ...]
+    absent: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.differing and not self.absent
+
+
+def verify(
+    model: str,
+    checkpoint: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+) -> Result[Verification, WmapError]:
+    """Check a converted directory against its source: plan again with the directory's own
+    ``config.json``, then compare every written tensor with the source tensor the plan maps to it
+    (cast to the written dtype). Needs neither the original package nor the target model's code."""
+    found = get_model(model)
+    if isinstance(found, Failure):
+        return Failure(found.failure())
+    spec = found.unwrap()
+    read = read_checkpoint(checkpoint)
+    if isinstance(read, Failure):
+        return Failure(read.failure())
+    source = read.unwrap()
+    prepared = prepare(spec, source.layout, source.meta, Path(out_dir) / "config.json", lint=False)
+    if isinstance(prepared, Failure):
+        return Failure(prepared.failure())
+    plan_result = prepared.unwrap().plan.result()
+    if isinstance(plan_result, Failure):
+        return Failure(plan_result.failure())
+    written = read_checkpoint(Path(out_dir) / "model.safetensors")
+    if isinstance(written, Failure):
+        return Failure(written.failure())
+    outputs = written.unwrap().tensors
+    differing: list[str] = []
+    absent: list[str] = []
+    for item in plan_result.unwrap().applied:
+        out = outputs.get(item.target)
+        if out is None:
+            absent.append(item.target)
+        elif not torch.equal(out, source.tensors[item.source].to(out.dtype)):
+            differing.append(item.target)
+    return Success(Verification(len(plan_result.unwrap().applied), tuple(differing), tuple(absent)))

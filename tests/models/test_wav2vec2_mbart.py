@@ -11,7 +11,7 @@ import torch
 from transformers import GenerationConfig, SpeechEncoderDecoderConfig, SpeechEncoderDecoderModel
 
 from tests.helpers import load_pretrained_strictly
-from wmap.convert import convert, preview
+from wmap.convert import convert, preview, verify
 
 ATOL = 1e-5
 pytestmark = pytest.mark.parity
@@ -44,6 +44,7 @@ def test_parity_with_fairseq(variant: dict[str, Any], tmp_path: Path) -> None:
     assert (lm_head.tied_to is not None) == shared
 
     out = convert("wav2vec2_mbart", checkpoint, tmp_path / "hf").unwrap()
+    assert verify("wav2vec2_mbart", checkpoint, out).unwrap().ok
     ported = load_pretrained_strictly(SpeechEncoderDecoderModel, out)
     assert ported.config.decoder.tie_word_embeddings == shared
     decoder = ported.decoder
