@@ -173,3 +173,17 @@ def test_verify_finds_a_tampered_tensor(checkpoint: Path, tmp_path: Path) -> Non
     save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
     result = wmap("verify", "encodec_32khz", str(checkpoint), str(out))
     assert result.returncode == 1 and "encoder.layers.0.conv.bias" in result.stderr
+
+
+@pytest.mark.parametrize("model", ["data2vec_audio_ctc", "distilhubert"])
+def test_converting_needs_no_original_package(model: str, tmp_path: Path) -> None:
+    """fairseq, s3prl and encodec are made unimportable; the conversion still works."""
+    checkpoint = reference_checkpoint(tmp_path / "original.pt", model)
+    code = (
+        "import sys; sys.modules.update(dict.fromkeys(['fairseq', 's3prl', 'encodec'])); "
+        "from wmap.cli import main; "
+        f"sys.exit(main(['convert', {model!r}, {str(checkpoint)!r}, {str(tmp_path / 'hf')!r}]))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "hf" / "model.safetensors").exists()
