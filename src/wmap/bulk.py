@@ -19,7 +19,7 @@ from __future__ import annotations
 import operator
 from itertools import chain, compress, filterfalse
 
-from wmap.compiled import HOLE, CompiledPipeline, _Template
+from wmap.compiled import HOLE, CompiledPipeline, Template
 from wmap.plan import AppliedTable, MappingPlan, RefusedKey, SkippedKey
 from wmap.transforms import Layout, Outcome, Refused, Skipped
 
@@ -50,7 +50,7 @@ def bulk_plan(
         entry = compiled.entry(keys[index], target)
         if entry is None:
             return None
-        if isinstance(entry, _Template):
+        if isinstance(entry, Template):
             if entry.holes is None:
                 return None
             lines[shape], is_mapped[shape], rules[shape] = "." + entry.holes, True, entry.rules

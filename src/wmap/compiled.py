@@ -15,7 +15,7 @@ and a pipeline with such a stage anywhere else is evaluated key by key.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import attrs
 
@@ -31,7 +31,7 @@ def _escape(text: str) -> str:
 
 
 @attrs.frozen
-class _Template:
+class Template:
     """Target keys with the free values of the source key as ``{0}``, ``{1}`` ... placeholders."""
 
     formats: tuple[tuple[str, str | None], ...]
@@ -119,9 +119,9 @@ class CompiledPipeline:
         self.memoise = not self.core.target_dependent()
         self.free = _free_segment_pattern(pipeline.literals())
         self.free_in_lines = _free_segment_in_lines_pattern(pipeline.literals())
-        self.cache: dict[tuple[str, ...], _Template | Outcome] = {}
+        self.cache: dict[tuple[str, ...], Template | Outcome] = {}
 
-    def entry(self, key: str, target: Layout) -> _Template | Outcome | None:
+    def entry(self, key: str, target: Layout) -> Template | Outcome | None:
         """The memo entry for ``key``'s shape (learnt from ``key`` if new); ``None`` if not memoisable."""
         if not self.memoise:
             return None
@@ -142,11 +142,11 @@ class CompiledPipeline:
             entry = self._learn(key, values, shape, target)
             if entry is None:  # a shape whose free values repeat: decided key by key
                 return self.route(self._as_decision(self.core.apply(key, target)), target)
-        if isinstance(entry, _Template):
+        if isinstance(entry, Template):
             return self.route(entry.fill(values), target)
         return entry
 
-    def _learn(self, key: str, values: list[str], shape: tuple[str, ...], target: Layout) -> _Template | Outcome | None:
+    def _learn(self, key: str, values: list[str], shape: tuple[str, ...], target: Layout) -> Template | Outcome | None:
         outcome = self.core.apply(key, target)
         if not isinstance(outcome, Mapped):
             self.cache[shape] = outcome
@@ -154,7 +154,7 @@ class CompiledPipeline:
         if len(set(values)) != len(values):
             return None
         positions = {value: index for index, value in enumerate(values)}
-        template = _Template(
+        template = Template(
             tuple(
                 (_template_key(t.key, positions), None if t.tied_to is None else _template_key(t.tied_to, positions))
                 for t in outcome.targets
@@ -193,8 +193,3 @@ class CompiledPipeline:
                 current = produced
             routed.extend(current)
         return tuple(routed), rules
-
-
-def compile_pipeline(pipeline: Transform) -> Callable[[str, Layout], Decision]:
-    """The fast, memoising decision function for ``pipeline``."""
-    return CompiledPipeline(pipeline).decide

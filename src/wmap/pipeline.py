@@ -20,7 +20,6 @@ from wmap.transforms import (
     NO_MATCH,
     Layout,
     Mapped,
-    NoMatchType,
     Outcome,
     Refuse,
     Rename,
@@ -269,8 +268,3 @@ def when(condition: str, holds: bool, then: Transform, otherwise: Transform | No
 def scoped(source: str, target: str, inner: Transform) -> Scoped:
     """Run ``inner`` under a source prefix, writing under a target prefix."""
     return Scoped(pattern(source), pattern(target), inner)
-
-
-def is_no_match(outcome: Outcome) -> bool:
-    """True if no rule spoke about the key."""
-    return isinstance(outcome, NoMatchType)
