@@ -167,6 +167,10 @@ def _check_file(path: str) -> Result[str, UnreadableCheckpoint]:
     return Success(path)
 
 
+def _bad_safetensors(path: str, error: BaseException) -> UnreadableCheckpoint:
+    return UnreadableCheckpoint(path, "a valid safetensors file", f"{type(error).__name__}: {error}")
+
+
 def _read_safetensors(path: str) -> Result[Checkpoint, UnreadableCheckpoint | UnsafePickle]:
     try:
         tensors: dict[str, torch.Tensor] = {}
@@ -176,7 +180,7 @@ def _read_safetensors(path: str) -> Result[Checkpoint, UnreadableCheckpoint | Un
                 tensors[key] = handle.get_tensor(key)
         return Success(Checkpoint(path, tensors, dict(metadata)))
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        return Failure(UnreadableCheckpoint(path, "a valid safetensors file", f"{type(error).__name__}: {error}"))
+        return Failure(_bad_safetensors(path, error))
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> Result[Checkpoint, UnreadableCheckpoint | UnsafePickle]:
@@ -211,7 +215,7 @@ def read_layout(
                 layout = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
                 return Success((layout, dict(handle.metadata() or {})))
         except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-            return Failure(UnreadableCheckpoint(where, "a valid safetensors file", f"{type(error).__name__}: {error}"))
+            return Failure(_bad_safetensors(where, error))
     read = read_checkpoint(where)
     if isinstance(read, Failure):
         return Failure(read.failure())
