@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from functools import partial
 
+import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from wmap.bulk import NATIVE
 from wmap.compiled import CompiledPipeline
 from wmap.pipeline import first_match, optional, scoped, seq
 from wmap.transforms import (
@@ -71,6 +74,7 @@ SEGMENT = st.one_of(
     ),
     st.integers(min_value=0, max_value=12).map(str),
     st.text(alphabet="0123456789.{}x", max_size=4),
+    st.sampled_from(["\x00", "é", "7\n", "٣"]),  # the kernels' separators, non-ASCII, a non-ASCII digit
 )
 KEYS = st.lists(SEGMENT, min_size=1, max_size=6).map(".".join)
 
@@ -94,6 +98,19 @@ def test_memoised_decisions_equal_direct_ones(keys: list[str], target_keys: list
         assert compiled.decide(key, target) == _direct(key, target), key
 
 
+CORE = seq(*PIPELINE.stages[:-1])  # without the target-dependent routing: lint is memoised
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(KEYS, max_size=40), st.lists(KEYS, max_size=20))
+def test_memoised_lint_equals_direct_lint(keys: list[str], target_keys: list[str]) -> None:
+    target = {k: (1,) for k in target_keys}
+    for pipeline in (CORE, PIPELINE):  # memoised per shape, and (routing) key by key
+        compiled = CompiledPipeline(pipeline)
+        for key in [*keys, *keys]:
+            assert compiled.lint(key, target) == pipeline.lint(key, target), key
+
+
 def test_literal_indices_are_not_generalised() -> None:
     compiled = CompiledPipeline(PIPELINE)
     target: Layout = {}
@@ -111,9 +128,28 @@ def test_literal_indices_are_not_generalised() -> None:
 TARGET_NAMES = st.lists(KEYS, max_size=30)
 
 
+KERNELS = [
+    pytest.param(False, id="python"),
+    pytest.param(
+        True,
+        id="native",
+        marks=pytest.mark.skipif(not NATIVE and not os.environ.get("WMAP_REQUIRE_NATIVE"), reason="C kernel not built"),
+    ),
+]
+
+
+def test_the_c_kernel_is_built_where_required() -> None:
+    """The tests session sets WMAP_REQUIRE_NATIVE: there the C kernel must have been built and be used."""
+    if os.environ.get("WMAP_REQUIRE_NATIVE"):
+        assert NATIVE
+
+
+@pytest.mark.parametrize("native", KERNELS)
 @settings(max_examples=300, deadline=None)
-@given(st.lists(KEYS, max_size=40, unique=True), TARGET_NAMES, st.booleans())
-def test_bulk_planning_equals_key_by_key(keys: list[str], target_keys: list[str], mirror: bool) -> None:
+@given(keys=st.lists(KEYS, max_size=40, unique=True), target_keys=TARGET_NAMES, mirror=st.booleans(), data=st.data())
+def test_bulk_planning_equals_key_by_key(
+    native: bool, keys: list[str], target_keys: list[str], mirror: bool, data: st.DataObject
+) -> None:
     from wmap.bulk import bulk_plan
     from wmap.compiled import CompiledPipeline
     from wmap.plan import _plan_key_by_key
@@ -125,13 +161,39 @@ def test_bulk_planning_equals_key_by_key(keys: list[str], target_keys: list[str]
             decision = CompiledPipeline(PIPELINE).decide(key, {})
             if isinstance(decision, tuple):
                 target.update({name: (2,) for name, _ in decision[0]})
-    bulk = bulk_plan(CompiledPipeline(PIPELINE), source, target, min_keys=0)
+        # the target's own order: as the source's, or shuffled (the C kernel's order guess then fails)
+        target = dict(data.draw(st.permutations(list(target.items()))))
+    bulk = bulk_plan(CompiledPipeline(PIPELINE), source, target, min_keys=0, native=native)
     event("bulk" if bulk is not None else "key by key")
     if bulk is not None:
         assert bulk == _plan_key_by_key(CompiledPipeline(PIPELINE), source, target)
 
 
-def test_bulk_planning_of_a_real_layout_equals_key_by_key() -> None:
+@pytest.mark.parametrize("native", KERNELS)
+@pytest.mark.parametrize("order", ["same", "reversed"])
+def test_bulk_planning_of_many_shapes_and_long_keys(native: bool, order: str) -> None:
+    """Thousands of distinct shapes (the C shape table grows), keys longer than any buffer's first
+    size, a source order unlike the target's: the same plan as key by key, and in bulk."""
+    from wmap.bulk import bulk_plan
+    from wmap.plan import _plan_key_by_key
+
+    pipeline = first_match("all", [rename("src.*", "dst.*")])
+    long = "x" * 3000
+    keys = [f"src.{i}.k{i % 3000}.{long if i % 7 == 0 else 'w'}.v{i % 5}" for i in range(9000)]
+    source = {key: (i % 4,) for i, key in enumerate(keys)}
+    target = {key.replace("src.", "dst.", 1): shape for key, shape in source.items()}
+    if order == "reversed":
+        target = dict(reversed(target.items()))
+    bulk = bulk_plan(CompiledPipeline(pipeline), source, target, min_keys=0, native=native)
+    assert bulk is not None and bulk.is_clean()
+    assert bulk == _plan_key_by_key(CompiledPipeline(pipeline), source, target)
+    # one wrong shape: bulk gives up, the detailed planner reports it
+    source[keys[-1]] = (99,)
+    assert bulk_plan(CompiledPipeline(pipeline), source, target, min_keys=0, native=native) is None
+
+
+@pytest.mark.parametrize("native", KERNELS)
+def test_bulk_planning_of_a_real_layout_equals_key_by_key(native: bool) -> None:
     from wmap.bulk import bulk_plan
     from wmap.compiled import CompiledPipeline
     from wmap.models import get_model
@@ -145,10 +207,23 @@ def test_bulk_planning_of_a_real_layout_equals_key_by_key() -> None:
 
         target = layout_of(build_on_meta(partial(spec.build, prepared_config)))
         pipeline = spec.pipeline(prepared_config, meta)
-        bulk = bulk_plan(CompiledPipeline(pipeline), layout, target, min_keys=0)
+        bulk = bulk_plan(CompiledPipeline(pipeline), layout, target, min_keys=0, native=native)
         expected = _plan_key_by_key(CompiledPipeline(pipeline), layout, target)
         assert expected.is_clean()
         if name.startswith("data2vec"):
             assert bulk is not None, "a clean layout without routing is planned in bulk"
         if bulk is not None:
             assert bulk == expected, name
+
+
+def test_a_large_plan_lists_every_ambiguous_key() -> None:
+    """Bulk planning leaves an ambiguous layout to the key-by-key planner, which lists every key."""
+    from wmap.plan import make_plan
+
+    pipeline = first_match("g", [rename("a.*", "x.*"), rename("a.*.w", "y.*.w")])  # both write a.N.w
+    source = {f"a.{i}.w": (1,) for i in range(5000)} | {f"a.{i}.v": (1,) for i in range(5000)}
+    target = {f"x.{i}.{leaf}": (1,) for i in range(5000) for leaf in "wv"}
+    plan = make_plan(pipeline, source, target)
+    assert plan.is_clean() and len(plan.applied) == 10_000
+    assert [a.key for a in plan.ambiguous] == [f"a.{i}.w" for i in range(5000)]
+    assert make_plan(pipeline, source, target, lint=False).ambiguous == ()

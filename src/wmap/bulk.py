@@ -1,11 +1,16 @@
-"""Planning a large layout in bulk: one pass of C-level string operations over all keys.
+"""Planning a large layout in bulk: one pass over all keys, each distinct key shape decided once.
 
 Keys of one shape (``encoder.layers.N.fc1.weight`` for every ``N``) share one
-decision (see :mod:`wmap.compiled`). Here all keys are joined into one text;
-a regex marks their free layer indices, so every key's shape and values come
-out of two C-level passes; each distinct shape is decided once; the target
-names are produced by splicing the values back into the target shapes, again
-in one pass; checks against the target layout are list operations.
+decision (see :mod:`wmap.compiled`). The per-key work is: find the key's shape
+and free values, look the shape's decision up, splice the values into the
+target shape, check the target's name and tensor shape against the target
+layout. Two kernels do it and give the same result (property-tested):
+
+- :mod:`wmap._bulk_native`, a small C extension (built at install when a C
+  compiler is there; optional): a scan of each key's bytes and a C hash table
+  of shapes, so that only the target names become Python objects;
+- the pure-Python kernel below, when the extension is not built: all keys
+  joined into one text, regex-split and spliced in a few C-level string passes.
 
 Bulk planning gives up — returning ``None`` so that the caller plans key by
 key — whenever its result could differ in any way: keys containing its
@@ -17,24 +22,125 @@ mismatches, conflicts) that the key-by-key planner reports in detail.
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from itertools import chain, compress, filterfalse
+from typing import Any
+
+import attrs
 
 from wmap.compiled import HOLE, CompiledPipeline, Template
 from wmap.plan import AppliedTable, MappingPlan, RefusedKey, SkippedKey
-from wmap.transforms import Layout, Outcome, Refused, Skipped
+from wmap.transforms import Layout, Outcome, Refused, Shape, Skipped
+
+_native_plan_keys: Callable[..., Any] | None
+try:
+    from wmap._bulk_native import plan_keys as _native_plan_keys
+except ImportError:  # not built (no C compiler at install): the pure-Python kernel does the same
+    _native_plan_keys = None
+
+NATIVE = _native_plan_keys is not None
+"""Whether the C kernel is built and used by default."""
 
 BULK_MIN_KEYS = 4096
-"""Below this, key-by-key planning is as fast and the bulk set-up is not worth it."""
+"""Below this, key-by-key planning is as fast as the pure-Python kernel and its set-up is not worth it."""
+
+NATIVE_MIN_KEYS = 64
+"""Below this, the C kernel's gain is lost in the noise of a plan's set-up."""
+
+
+@attrs.frozen
+class _Shapes:
+    """The holes templates the kernels learnt, one per key shape.
+
+    Keys of one shape never share a target: the template holds all their free
+    values, in order. Keys of two shapes can only if both shapes have the same
+    template: where two templates differ, one has a literal segment, and a
+    numeric literal is one the rules name, which is never a free value (see
+    :mod:`wmap.compiled`). So conflicts need looking for only then.
+    """
+
+    lint: bool
+    seen: list[str] = attrs.field(factory=list)
+
+    def add(self, holes: str) -> None:
+        self.seen.append(holes)
+
+    def may_collide(self) -> bool:
+        return len(set(self.seen)) != len(self.seen)
+
+
+@attrs.frozen
+class _Columns:
+    """The kernels' common result: mapped keys as columns, the rest with their outcomes, in key order."""
+
+    sources: list[str]
+    targets: list[str]
+    shapes: list[Shape]
+    rules: list[tuple[str, ...]]
+    other_keys: list[str]
+    other_outcomes: list[Outcome]
 
 
 def bulk_plan(
-    compiled: CompiledPipeline, source: Layout, target: Layout, *, min_keys: int = BULK_MIN_KEYS
+    compiled: CompiledPipeline,
+    source: Layout,
+    target: Layout,
+    *,
+    min_keys: int | None = None,
+    native: bool = NATIVE,
+    lint: bool = False,
 ) -> MappingPlan | None:
-    """The plan of ``source``, or ``None`` where only key-by-key planning can make it."""
+    """The plan of ``source``, or ``None`` where only key-by-key planning can make it.
+
+    ``native=False`` uses the pure-Python kernel even where the C one is built.
+    ``lint``: gives up as well if any key shape is ambiguous, so that a bulk
+    plan has no ambiguities to list."""
+    if not compiled.memoise:
+        return None
+    use_native = native and _native_plan_keys is not None
+    if len(source) < max(1, (NATIVE_MIN_KEYS if use_native else BULK_MIN_KEYS) if min_keys is None else min_keys):
+        return None
+    learnt = _Shapes(lint)
+    columns = (_native_columns if use_native else _python_columns)(compiled, source, target, learnt)
+    if columns is None:
+        return None
+    if learnt.may_collide() and len(set(columns.targets)) != len(columns.targets):
+        return None  # conflicts: planned key by key in detail
+    return _plan_of(columns, target)
+
+
+def _learner(compiled: CompiledPipeline, target: Layout, learnt: _Shapes) -> Callable[[str], Any]:
+    """The C kernel's ``learn``: a key's memo entry as ``(holes, rules)``, ``(None, outcome)`` or ``None``."""
+
+    def learn(key: str) -> tuple[str | None, object] | None:
+        entry = compiled.entry(key, target)
+        if entry is None or (learnt.lint and compiled.lint(key, target)):
+            return None
+        if isinstance(entry, Template):
+            if entry.holes is None:
+                return None
+            learnt.add(entry.holes)
+            return entry.holes, entry.rules
+        return None, entry
+
+    return learn
+
+
+def _native_columns(compiled: CompiledPipeline, source: Layout, target: Layout, learnt: _Shapes) -> _Columns | None:
+    assert _native_plan_keys is not None
+    literals = tuple(sorted(s for s in compiled.pipeline.literals() if s.isascii() and s.isdigit()))
+    found = _native_plan_keys(
+        source if type(source) is dict else dict(source),
+        literals,
+        _learner(compiled, target, learnt),
+        target if type(target) is dict else dict(target),
+    )
+    return None if found is None else _Columns(*found)
+
+
+def _python_columns(compiled: CompiledPipeline, source: Layout, target: Layout, learnt: _Shapes) -> _Columns | None:
     keys = list(source)
     count = len(keys)
-    if count < max(min_keys, 1) or not compiled.memoise:
-        return None
     text = "\n." + "\n.".join(keys)
     if HOLE in text or text.count("\n") != count:
         return None
@@ -48,11 +154,12 @@ def bulk_plan(
     rules: dict[str, tuple[str, ...]] = {}
     for shape, index in dict(zip(reversed(shapes_of_keys), range(count - 1, -1, -1), strict=True)).items():
         entry = compiled.entry(keys[index], target)
-        if entry is None:
+        if entry is None or (learnt.lint and compiled.lint(keys[index], target)):
             return None
         if isinstance(entry, Template):
             if entry.holes is None:
                 return None
+            learnt.add(entry.holes)
             lines[shape], is_mapped[shape], rules[shape] = "." + entry.holes, True, entry.rules
         else:  # skipped, refused or unused: the line keeps the key's own values in place
             lines[shape], is_mapped[shape], outcomes[shape] = "." + shape, False, entry
@@ -63,28 +170,39 @@ def bulk_plan(
     names = "".join(chain.from_iterable(zip(pieces, chain(values, ("",)), strict=True)))[1:].split("\n.")
 
     mapped = list(map(is_mapped.__getitem__, shapes_of_keys))
-    sources = list(compress(keys, mapped))
     targets = list(compress(names, mapped))
     shapes = list(compress(source.values(), mapped))
-    if list(map(target.get, targets)) != shapes or len(set(targets)) != len(targets):
-        return None  # unknown targets, routing, mismatches or conflicts: planned key by key in detail
+    if list(map(target.get, targets)) != shapes:
+        return None  # unknown targets, routing or mismatches: planned key by key in detail
+    others = list(map(operator.not_, mapped))
+    return _Columns(
+        list(compress(keys, mapped)),
+        targets,
+        shapes,
+        list(map(rules.__getitem__, compress(shapes_of_keys, mapped))),
+        list(compress(keys, others)),
+        list(map(outcomes.__getitem__, compress(shapes_of_keys, others))),
+    )
 
+
+def _plan_of(columns: _Columns, target: Layout) -> MappingPlan:
+    """The plan, given that every target is in the target layout, of the right shape, and written once."""
     skipped: list[SkippedKey] = []
     refused: list[RefusedKey] = []
     unused: list[str] = []
-    for key, shape in compress(zip(keys, shapes_of_keys, strict=True), map(operator.not_, mapped)):
-        kind = outcomes[shape]
+    for key, kind in zip(columns.other_keys, columns.other_outcomes, strict=True):
         if isinstance(kind, Skipped):
             skipped.append(SkippedKey(key, kind.reason, kind.rule))
         elif isinstance(kind, Refused):
             refused.append(RefusedKey(key, kind.reason, kind.rule))
         else:
             unused.append(key)
-    written = set(targets)
     # every target written is in the target layout and written once: equal sizes mean nothing is missing
-    missing = () if len(written) == len(target) else tuple(filterfalse(written.__contains__, target))
+    missing = (
+        () if len(columns.targets) == len(target) else tuple(filterfalse(set(columns.targets).__contains__, target))
+    )
     return MappingPlan(
-        applied=AppliedTable(sources, targets, shapes, map(rules.__getitem__, compress(shapes_of_keys, mapped))),
+        applied=AppliedTable.adopt(columns.sources, columns.targets, columns.shapes, columns.rules),
         skipped=tuple(skipped),
         refused=tuple(refused),
         unused=tuple(unused),

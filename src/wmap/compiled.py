@@ -120,6 +120,20 @@ class CompiledPipeline:
         self.free = _free_segment_pattern(pipeline.literals())
         self.free_in_lines = _free_segment_in_lines_pattern(pipeline.literals())
         self.cache: dict[tuple[str, ...], Template | Outcome] = {}
+        self.lint_memo: dict[tuple[str, ...], tuple[tuple[str, ...], ...]] | None = (
+            None if pipeline.target_dependent() else {}
+        )
+
+    def lint(self, key: str, target: Layout) -> tuple[tuple[str, ...], ...]:
+        """``pipeline.lint(key, target)``, memoised per key shape when no stage depends on the target
+        (which rules match a key does not depend on its free values)."""
+        if self.lint_memo is None:
+            return self.pipeline.lint(key, target)
+        shape = tuple(self.free.split(key)[0::2])
+        found = self.lint_memo.get(shape)
+        if found is None:
+            found = self.lint_memo[shape] = self.pipeline.lint(key, target)
+        return found
 
     def entry(self, key: str, target: Layout) -> Template | Outcome | None:
         """The memo entry for ``key``'s shape (learnt from ``key`` if new); ``None`` if not memoisable."""

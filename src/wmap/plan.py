@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import repeat
 from typing import Any, overload
 
 import attrs
@@ -29,12 +30,13 @@ class Applied:
 class AppliedTable(Sequence[Applied]):
     """The applied entries of a plan, stored as columns.
 
-    A plan of a million keys holds five tuples instead of a million records;
+    A plan of a million keys holds five lists instead of a million records;
     :class:`Applied` values are made when an entry is read. It is an immutable
-    sequence, equal to another sequence with the same entries.
+    sequence (its lists are private and never changed), equal to another
+    sequence with the same entries.
     """
 
-    __slots__ = ("_columns",)
+    __slots__ = ("_columns", "_tied")
 
     def __init__(
         self,
@@ -44,11 +46,28 @@ class AppliedTable(Sequence[Applied]):
         rules: Iterable[tuple[str, ...]] = (),
         tied_to: Iterable[str | None] | None = None,
     ) -> None:
-        columns = (tuple(sources), tuple(targets), tuple(shapes), tuple(rules))
-        tied = (None,) * len(columns[0]) if tied_to is None else tuple(tied_to)
-        if any(len(column) != len(tied) for column in columns):
+        tied = None if tied_to is None else list(tied_to)
+        self._set((list(sources), list(targets), list(shapes), list(rules)), tied)
+
+    def _set(
+        self, columns: tuple[list[str], list[str], list[Shape], list[tuple[str, ...]]], tied: list[str | None] | None
+    ) -> None:
+        if any(len(column) != len(columns[0]) for column in columns) or (
+            tied is not None and len(tied) != len(columns[0])
+        ):
             raise ValueError("applied columns differ in length")
-        self._columns = (*columns, tied)
+        self._columns = columns
+        self._tied = None if tied is None or not any(tied) else tied  # None: no entry is tied
+
+    @classmethod
+    def adopt(
+        cls, sources: list[str], targets: list[str], shapes: list[Shape], rules: list[tuple[str, ...]]
+    ) -> AppliedTable:
+        """A table over these lists, without copying them: the caller hands them over and keeps no
+        reference (a million-key plan then costs no second pass over its keys)."""
+        table = cls.__new__(cls)
+        table._set((sources, targets, shapes, rules), None)
+        return table
 
     @classmethod
     def of(cls, entries: Iterable[Applied]) -> AppliedTable:
@@ -63,11 +82,14 @@ class AppliedTable(Sequence[Applied]):
 
     @property
     def sources(self) -> tuple[str, ...]:
-        return self._columns[0]
+        return tuple(self._columns[0])
 
     @property
     def targets(self) -> tuple[str, ...]:
-        return self._columns[1]
+        return tuple(self._columns[1])
+
+    def _tied_column(self) -> Iterable[str | None]:
+        return repeat(None, len(self)) if self._tied is None else self._tied
 
     def __len__(self) -> int:
         return len(self._columns[0])
@@ -79,21 +101,30 @@ class AppliedTable(Sequence[Applied]):
     def __getitem__(self, index: slice) -> AppliedTable: ...
 
     def __getitem__(self, index: int | slice) -> Applied | AppliedTable:
-        sources, targets, shapes, rules, tied = self._columns
+        sources, targets, shapes, rules = self._columns
         if isinstance(index, slice):
-            return AppliedTable(sources[index], targets[index], shapes[index], rules[index], tied[index])
-        return Applied(sources[index], targets[index], shapes[index], rules[index], tied[index])
+            tied = None if self._tied is None else self._tied[index]
+            return AppliedTable(sources[index], targets[index], shapes[index], rules[index], tied)
+        return Applied(
+            sources[index],
+            targets[index],
+            shapes[index],
+            rules[index],
+            None if self._tied is None else self._tied[index],
+        )
 
     def __iter__(self) -> Iterator[Applied]:
-        return map(Applied, *self._columns)
+        return map(Applied, *self._columns, self._tied_column())
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, AppliedTable):
-            return self._columns == other._columns
+            return self._columns == other._columns and self._tied == other._tied
         return isinstance(other, Sequence) and list(self) == list(other)
 
     def __hash__(self) -> int:
-        return hash(self._columns)
+        sources, targets, shapes, rules = self._columns
+        tied = None if self._tied is None else tuple(self._tied)
+        return hash((tuple(sources), tuple(targets), tuple(shapes), tuple(rules), tied))
 
     def __repr__(self) -> str:
         return f"AppliedTable({len(self)} entries)"
@@ -247,17 +278,18 @@ def make_plan(
     conflicts (as a later source), shape mismatches or unknown targets; every
     target key nothing writes is listed as missing. Large layouts are planned
     in bulk (:mod:`wmap.bulk`) when that gives the same plan; ``bulk_min_keys``
-    overrides the size from which it is tried.
+    overrides the size from which it is tried. ``lint`` lists keys that more
+    than one writing rule matches (:class:`Ambiguity`, a warning).
     """
-    from wmap.bulk import BULK_MIN_KEYS, bulk_plan  # bulk builds plan values: imported late
+    from wmap.bulk import bulk_plan  # bulk builds plan values: imported late
 
     compiled = CompiledPipeline(pipeline)
     with _no_cyclic_gc():  # millions of small acyclic records: collection passes only cost time
-        plan = bulk_plan(compiled, source, target, min_keys=BULK_MIN_KEYS if bulk_min_keys is None else bulk_min_keys)
+        plan = bulk_plan(compiled, source, target, min_keys=bulk_min_keys, lint=lint)
         if plan is None:
             plan = _plan_key_by_key(compiled, source, target)
-    if lint:
-        plan = attrs.evolve(plan, ambiguous=tuple(_ambiguities(pipeline, source, target)))
+            if lint:
+                plan = attrs.evolve(plan, ambiguous=tuple(_ambiguities(compiled, source, target)))
     return plan
 
 
@@ -316,7 +348,7 @@ def _no_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _ambiguities(pipeline: Transform, source: Iterable[str], target: Layout) -> Iterable[Ambiguity]:
+def _ambiguities(compiled: CompiledPipeline, source: Iterable[str], target: Layout) -> Iterable[Ambiguity]:
     for key in source:
-        for rules in pipeline.lint(key, target):
+        for rules in compiled.lint(key, target):
             yield Ambiguity(key, rules)
