@@ -2,9 +2,12 @@
 
     python benchmarks/run.py [--repeats 3] [--skip-conversion] [--data bench-data]
 
-Planning: wmap's planner vs the seed's ``recursively_load_weights`` decisions
-(``benchmarks/seed_style.py``) on the same synthetic fine-tuned data2vec-audio
-key sets (10k, 100k, 1M keys).
+Planning: wmap's planner (``make_plan``, lint on, as users call it; also with
+the target layout shuffled, and with the pure-Python kernel) vs the seed's
+``recursively_load_weights`` (``benchmarks/seed_style.py``: its decisions at
+every size; at 100k keys also with its attribute walks and shape checks, and
+as written) on the same synthetic fine-tuned data2vec-audio key sets (10k,
+100k, 1M keys).
 
 Conversion: a fairseq data2vec-audio CTC checkpoint of a large wav2vec2-style
 layout (24 layers x 1024, ~1.26 GB float32, random values) converted by wmap,
@@ -74,33 +77,64 @@ def median_time(function: Callable[[], object], repeats: int) -> float:
 
 
 def planning(repeats: int) -> dict[str, Any]:
+    import random
+
     from transformers import Data2VecAudioConfig
 
     from benchmarks.seed_style import seed_decisions
+    from wmap.bulk import NATIVE
     from wmap.models.data2vec_audio import ctc_pipeline
     from wmap.plan import make_plan
 
     pipeline = ctc_pipeline(Data2VecAudioConfig(), {})
-    rows: dict[str, Any] = {}
+    rows: dict[str, Any] = {"native_kernel_built": NATIVE}
     for n in (10_000, 100_000, 1_000_000):
         source, target = key_sets(n)
-        plan = make_plan(pipeline, source, target, lint=False)
-        assert plan.is_clean(), plan.problems(limit=3)
+        items = list(target.items())
+        random.Random(0).shuffle(items)
+        shuffled = dict(items)  # the target layout in another order than the source's: the C kernel's worst case
+        for layout in (target, shuffled):
+            plan = make_plan(pipeline, source, layout)
+            assert plan.is_clean(), plan.problems(limit=3)
+        assert python_kernel_plan(pipeline, source, target) == plan
         decisions, unused = seed_decisions(source)
         assert not unused and len(decisions) == len(source)
-        wmap_s = median_time(partial(make_plan, pipeline, source, target, lint=False), repeats)
+        wmap_s = median_time(partial(make_plan, pipeline, source, target), repeats)
+        shuffled_s = median_time(partial(make_plan, pipeline, source, shuffled), repeats)
+        python_s = median_time(partial(python_kernel_plan, pipeline, source, target), repeats)
         seed_s = median_time(partial(seed_decisions, source), 1 if n >= 1_000_000 else repeats)
-        rows[str(n)] = {"keys": len(source), "wmap_s": wmap_s, "seed_s": seed_s, "speedup": seed_s / wmap_s}
-    rows["scaling_1M_over_100k"] = rows["1000000"]["wmap_s"] / rows["100000"]["wmap_s"]
-    rows["100000"]["seed_as_written_s"] = seed_as_written(100_000)
-    rows["100000"]["speedup_as_written"] = rows["100000"]["seed_as_written_s"] / rows["100000"]["wmap_s"]
+        rows[str(n)] = {
+            "keys": len(source),
+            "wmap_s": wmap_s,
+            "wmap_shuffled_target_s": shuffled_s,
+            "wmap_python_kernel_s": python_s,
+            "seed_s": seed_s,
+            "speedup": seed_s / wmap_s,
+        }
+    for name in ("wmap_s", "wmap_shuffled_target_s", "wmap_python_kernel_s"):
+        rows[f"scaling_1M_over_100k_{name}"] = rows["1000000"][name] / rows["100000"][name]
+    rows["scaling_1M_over_100k"] = rows["scaling_1M_over_100k_wmap_s"]
+    hundred_k = rows["100000"]
+    hundred_k["seed_checks_s"] = seed_as_written(100_000, assign=False, log=False)
+    hundred_k["seed_as_written_s"] = seed_as_written(100_000)
+    hundred_k["speedup_checks"] = hundred_k["seed_checks_s"] / hundred_k["wmap_s"]
+    hundred_k["speedup_as_written"] = hundred_k["seed_as_written_s"] / hundred_k["wmap_s"]
     return rows
 
 
-def seed_as_written(n_keys: int) -> float:
+def python_kernel_plan(pipeline: Any, source: dict[str, Any], target: dict[str, Any]) -> object:
+    """The plan as made where the C kernel is not built (bulk, pure-Python kernel, lint on)."""
+    from wmap.bulk import bulk_plan
+    from wmap.compiled import CompiledPipeline
+
+    return bulk_plan(CompiledPipeline(pipeline), source, target, native=False, lint=True)
+
+
+def seed_as_written(n_keys: int, *, assign: bool = True, log: bool = True) -> float:
     """The seed's whole ``recursively_load_weights`` on ``n_keys`` keys: decisions, attribute walks,
     shape checks and assignments into a model of that many layers (on the ``meta`` device, so that
-    memory is no limit) and the INFO log line per key (to a null stream)."""
+    memory is no limit) and the INFO log line per key (to a null stream). ``assign=False, log=False``:
+    the decisions, walks and shape checks only, the work a plan does."""
     import logging
 
     import torch
@@ -125,10 +159,14 @@ def seed_as_written(n_keys: int) -> float:
     logger.setLevel(logging.INFO)
     logger.propagate = False
     with open(os.devnull, "w") as null:
-        logger.addHandler(logging.StreamHandler(null))
-        start = time.perf_counter()
-        seed_assign(state, model, logger)
-        return time.perf_counter() - start
+        handler = logging.StreamHandler(null)
+        logger.addHandler(handler)
+        try:
+            start = time.perf_counter()
+            seed_assign(state, model, logger if log else None, assign=assign)
+            return time.perf_counter() - start
+        finally:
+            logger.removeHandler(handler)
 
 
 def _shapes(model: Any, source: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
@@ -258,17 +296,32 @@ def main() -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     report: dict[str, Any] = {"machine": machine, "planning": planning(args.repeats)}
     console = Console()
-    table = Table(title=f"planning (median of {args.repeats}; {machine})")
-    for column in ("keys", "wmap", "seed-style", "seed / wmap"):
+    planned = report["planning"]
+    kernel = "C kernel" if planned["native_kernel_built"] else "pure-Python kernel (C kernel not built)"
+    table = Table(title=f"planning, make_plan with lint (median of {args.repeats}; {machine}; {kernel})")
+    for column in ("keys", "wmap", "target shuffled", "pure-Python kernel", "seed decisions", "seed / wmap"):
         table.add_column(column, justify="right")
     for n in ("10000", "100000", "1000000"):
-        row = report["planning"][n]
-        table.add_row(f"{row['keys']:,}", f"{row['wmap_s']:.3f} s", f"{row['seed_s']:.3f} s", f"{row['speedup']:.1f}x")
+        row = planned[n]
+        table.add_row(
+            f"{row['keys']:,}",
+            f"{row['wmap_s']:.4f} s",
+            f"{row['wmap_shuffled_target_s']:.4f} s",
+            f"{row['wmap_python_kernel_s']:.4f} s",
+            f"{row['seed_s']:.3f} s",
+            f"{row['speedup']:.1f}x",
+        )
     console.print(table)
-    console.print(f"10x the keys (100k -> 1M) costs {report['planning']['scaling_1M_over_100k']:.2f}x the time")
-    hundred_k = report["planning"]["100000"]
     console.print(
-        f"seed as written at 100k keys (decisions + attribute walks + assignments + INFO logging): "
+        "10x the keys (100k -> 1M) costs "
+        f"{planned['scaling_1M_over_100k_wmap_s']:.2f}x the time "
+        f"(target shuffled: {planned['scaling_1M_over_100k_wmap_shuffled_target_s']:.2f}x, "
+        f"pure-Python kernel: {planned['scaling_1M_over_100k_wmap_python_kernel_s']:.2f}x)"
+    )
+    hundred_k = planned["100000"]
+    console.print(
+        f"at 100k keys, seed decisions + attribute walks + shape checks: {hundred_k['seed_checks_s']:.3f} s = "
+        f"{hundred_k['speedup_checks']:.1f}x wmap; seed as written (+ assignments + INFO logging): "
         f"{hundred_k['seed_as_written_s']:.3f} s = {hundred_k['speedup_as_written']:.1f}x wmap"
     )
 

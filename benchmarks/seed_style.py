@@ -107,27 +107,34 @@ def seed_decisions(names: Iterable[str], *, is_headless: bool = False) -> tuple[
     return decisions, unused
 
 
-def _set(hf_model: Any, key: str, value: Any, weight_type: str | None, name: str, logger: Logger | None) -> None:
+def _set(
+    hf_model: Any, key: str, value: Any, weight_type: str | None, name: str, logger: Logger | None, assign: bool
+) -> None:
     pointer = reduce(getattr, key.split("."), hf_model)
     if weight_type is not None:
         pointer = getattr(pointer, weight_type)
     if tuple(pointer.shape) != tuple(value.shape):
         raise ValueError(f"shape of {key} is {pointer.shape}, but should be {value.shape}")
+    if not assign:  # the checks only: the same work as a plan
+        return
     pointer.data = value
     if logger is not None:  # the seed logs every assignment at INFO, with verbosity set to INFO
         logger.info(f"{key + '.' + weight_type if weight_type is not None else ''} was initialized from {name}.")
 
 
-def seed_assign(state: dict[str, Any], hf_model: Any, logger: Logger | None = None) -> list[str]:
-    """The seed's assignment into a (CTC) model: conv layers and pos conv by path, the rest by mapping."""
+def seed_assign(
+    state: dict[str, Any], hf_model: Any, logger: Logger | None = None, *, assign: bool = True
+) -> list[str]:
+    """The seed's assignment into a (CTC) model: conv layers and pos conv by path, the rest by mapping.
+    ``assign=False`` stops each key after the attribute walk and the shape check."""
     decisions, unused = seed_decisions(state)
     extractor = hf_model.data2vec_audio.feature_extractor
     pos_conv = hf_model.data2vec_audio.encoder.pos_conv_embed
     for name, path, weight_type in decisions:
         if "conv_layers" in name:
-            _set(extractor, path, state[name], None, name, logger)
+            _set(extractor, path, state[name], None, name, logger, assign)
         elif "pos_conv" in name:
-            _set(pos_conv, path, state[name], None, name, logger)
+            _set(pos_conv, path, state[name], None, name, logger, assign)
         else:
-            _set(hf_model, path, state[name], weight_type, name, logger)
+            _set(hf_model, path, state[name], weight_type, name, logger, assign)
     return unused
