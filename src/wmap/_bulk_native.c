@@ -1,11 +1,13 @@
 /* wmap._bulk_native: the per-key loop of bulk planning (wmap.bulk), in C.
  *
- * The Python bulk path spends its time creating, hashing and looking up
- * Python strings for every key's shape. Here a key's shape (its free numeric
- * segments replaced by '\0') is found by one scan of its bytes and looked up
- * in a C hash table; only the target name, which the plan must hold anyway,
- * becomes a Python object. Decisions stay in Python: the first key of each new
- * shape is passed to `learn`, whose answer is cached for the shape.
+ * The pure-Python kernel spends its time creating, hashing and looking up
+ * Python strings for every key's shape and target name. Here a key's shape
+ * (its free numeric segments replaced by '\0') is found by one scan of its
+ * bytes and looked up in a C hash table; the target name is spliced into a
+ * buffer and found in an index of the target layout's keys, so the plan holds
+ * the layout's own key objects: no Python object is made per key. Decisions
+ * stay in Python: the first key of each new shape is passed to `learn`, whose
+ * answer is kept for the shape.
  *
  * plan_keys(source, excluded, learn, target) ->
  *     (sources, targets, shapes, rules, other_keys, other_outcomes) or None
@@ -231,7 +233,7 @@ static int index_build(TargetIndex *index, PyObject *target) {
     }
     PyObject *key, *shape;
     while (PyDict_Next(target, &position, &key, &shape)) {
-        if (!PyUnicode_Check(key) || !PyUnicode_IS_COMPACT_ASCII(key)) continue;
+        if (!PyUnicode_CheckExact(key) || !PyUnicode_IS_COMPACT_ASCII(key)) continue;
         index->entries[index->count].key = key;
         index->entries[index->count].shape = shape;
         index->count++;
@@ -351,7 +353,7 @@ static PyObject *plan_keys(PyObject *module, PyObject *const *args, Py_ssize_t n
     Py_ssize_t position = 0;
     PyObject *key, *shape; /* borrowed from source, which learn leaves alone */
     while (PyDict_Next(source, &position, &key, &shape)) {
-        if (!PyUnicode_Check(key) || !PyUnicode_IS_COMPACT_ASCII(key)) goto fall_back;
+        if (!PyUnicode_CheckExact(key) || !PyUnicode_IS_COMPACT_ASCII(key)) goto fall_back;
         const char *bytes = (const char *)PyUnicode_1BYTE_DATA(key);
         Py_ssize_t len = PyUnicode_GET_LENGTH(key), value_count = 0;
         if (scratch_fit(&scratch, len + 1) < 0) {
