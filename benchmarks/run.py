@@ -115,11 +115,32 @@ def planning(repeats: int) -> dict[str, Any]:
         rows[f"scaling_1M_over_100k_{name}"] = rows["1000000"][name] / rows["100000"][name]
     rows["scaling_1M_over_100k"] = rows["scaling_1M_over_100k_wmap_s"]
     hundred_k = rows["100000"]
+    rows["order_agreement"] = order_agreement()
     hundred_k["seed_checks_s"] = seed_as_written(100_000, assign=False, log=False)
     hundred_k["seed_as_written_s"] = seed_as_written(100_000)
     hundred_k["speedup_checks"] = hundred_k["seed_checks_s"] / hundred_k["wmap_s"]
     hundred_k["speedup_as_written"] = hundred_k["seed_as_written_s"] / hundred_k["wmap_s"]
     return rows
+
+
+def order_agreement() -> dict[str, float]:
+    """For each bundled reference layout: the share of applied keys whose target follows the previous
+    one's in the target model's order (where the C kernel's guess is right and no hashing is needed)."""
+    from wmap.layout import build_on_meta, layout_of
+    from wmap.models import registered
+    from wmap.plan import make_plan
+
+    shares: dict[str, float] = {}
+    for spec in registered():
+        name = spec.name
+        layout, meta = spec.reference_layout()
+        config = spec.config_from_checkpoint(meta, layout).unwrap()
+        target = layout_of(build_on_meta(partial(spec.build, config)))
+        position = {key: index for index, key in enumerate(target)}
+        plan = make_plan(spec.pipeline(config, meta), layout, target)
+        places = [position[entry.target] for entry in plan.applied]
+        shares[name] = sum(b == a + 1 for a, b in zip([-2, *places], places, strict=False)) / len(places)
+    return shares
 
 
 def python_kernel_plan(pipeline: Any, source: dict[str, Any], target: dict[str, Any]) -> object:
@@ -324,6 +345,8 @@ def main() -> None:
         f"{hundred_k['speedup_checks']:.1f}x wmap; seed as written (+ assignments + INFO logging): "
         f"{hundred_k['seed_as_written_s']:.3f} s = {hundred_k['speedup_as_written']:.1f}x wmap"
     )
+    shares = ", ".join(f"{name} {share:.0%}" for name, share in planned["order_agreement"].items())
+    console.print(f"real layouts: the next target follows the previous one in the model's order for {shares}")
 
     if not args.skip_conversion:
         report["conversion"] = conversion(args.data, args.repeats)
