@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from functools import partial
 
 import pytest
@@ -170,10 +171,10 @@ def test_bulk_planning_equals_key_by_key(
 
 
 @pytest.mark.parametrize("native", KERNELS)
-@pytest.mark.parametrize("order", ["same", "reversed"])
+@pytest.mark.parametrize("order", ["same", "reversed", "blocks", "shuffled"])
 def test_bulk_planning_of_many_shapes_and_long_keys(native: bool, order: str) -> None:
     """Thousands of distinct shapes (the C shape table grows), keys longer than any buffer's first
-    size, a source order unlike the target's: the same plan as key by key, and in bulk."""
+    size, target orders unlike the source's: the same plan as key by key, and in bulk."""
     from wmap.bulk import bulk_plan
     from wmap.plan import _plan_key_by_key
 
@@ -182,8 +183,14 @@ def test_bulk_planning_of_many_shapes_and_long_keys(native: bool, order: str) ->
     keys = [f"src.{i}.k{i % 3000}.{long if i % 7 == 0 else 'w'}.v{i % 5}" for i in range(9000)]
     source = {key: (i % 4,) for i, key in enumerate(keys)}
     target = {key.replace("src.", "dst.", 1): shape for key, shape in source.items()}
+    items = list(target.items())
     if order == "reversed":
-        target = dict(reversed(target.items()))
+        items.reverse()
+    elif order == "blocks":  # runs in order, the runs out of order: the C kernel switches between guessing and hashing
+        items = [item for start in range(0, len(items), 50)[::-1] for item in items[start : start + 50]]
+    elif order == "shuffled":
+        random.Random(0).shuffle(items)
+    target = dict(items)
     bulk = bulk_plan(CompiledPipeline(pipeline), source, target, min_keys=0, native=native)
     assert bulk is not None and bulk.is_clean()
     assert bulk == _plan_key_by_key(CompiledPipeline(pipeline), source, target)

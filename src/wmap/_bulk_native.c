@@ -107,8 +107,6 @@ typedef struct {
     char *shape;
     Span *values;
     Py_ssize_t capacity; /* bytes of shape; values has capacity / 2 + 1 entries */
-    char *name;
-    Py_ssize_t name_capacity;
 } Scratch;
 
 static int scratch_fit(Scratch *scratch, Py_ssize_t len) {
@@ -241,6 +239,21 @@ static int index_build(TargetIndex *index, PyObject *target) {
     return 0;
 }
 
+static void prefetch_str(PyObject *key) {
+    __builtin_prefetch(key);
+    __builtin_prefetch((const char *)key + 64);
+}
+
+#define AHEAD 16
+
+/* entry's hash, its slot fetched early. */
+static uint64_t index_prefetch(const TargetIndex *index, Py_ssize_t entry) {
+    PyObject *key = index->entries[entry].key;
+    uint64_t hash = hash_bytes((const char *)PyUnicode_1BYTE_DATA(key), PyUnicode_GET_LENGTH(key));
+    __builtin_prefetch(&index->slots[hash & (uint64_t)index->mask], 1);
+    return hash;
+}
+
 /* The hash slots, made the first time a name is not where the order predicts. */
 static int index_hash(TargetIndex *index) {
     Py_ssize_t capacity = 16;
@@ -250,9 +263,18 @@ static int index_hash(TargetIndex *index) {
         PyErr_NoMemory();
         return -1;
     }
+    /* Keys and slots are scattered in memory: each key's bytes are fetched 2 * AHEAD entries, and its
+     * slot AHEAD entries, before its insertion, so that the cache misses overlap instead of adding up. */
+    uint64_t ahead[AHEAD];
+    for (Py_ssize_t entry = 0; entry < 2 * AHEAD && entry < index->count; entry++)
+        prefetch_str(index->entries[entry].key);
+    for (Py_ssize_t entry = 0; entry < AHEAD && entry < index->count; entry++) ahead[entry] = index_prefetch(index, entry);
     for (Py_ssize_t entry = 0; entry < index->count; entry++) {
-        PyObject *key = index->entries[entry].key;
-        uint64_t hash = hash_bytes((const char *)PyUnicode_1BYTE_DATA(key), PyUnicode_GET_LENGTH(key));
+        uint64_t hash = ahead[entry % AHEAD];
+        if (entry + AHEAD < index->count) {
+            if (entry + 2 * AHEAD < index->count) prefetch_str(index->entries[entry + 2 * AHEAD].key);
+            ahead[entry % AHEAD] = index_prefetch(index, entry + AHEAD);
+        }
         Py_ssize_t i = (Py_ssize_t)(hash & (uint64_t)index->mask);
         while (index->slots[i] != 0) i = (i + 1) & index->mask;
         index->slots[i] = (hash & 0xFFFFFFFF00000000ULL) | (uint64_t)(entry + 1);
@@ -264,40 +286,115 @@ static int named_is(const Named *named, const char *bytes, Py_ssize_t len) {
     return PyUnicode_GET_LENGTH(named->key) == len && memcmp(PyUnicode_1BYTE_DATA(named->key), bytes, (size_t)len) == 0;
 }
 
-/* The entry named bytes, or NULL. `*next` is where the previous name was found, plus one: source
- * and target layouts usually list their keys in the same order, and trying that entry first keeps
- * the walk through the target's keys sequential in memory (and linear in time) for large layouts. */
-/* The entry named bytes, or NULL (and an error set if hashing failed). `*next` is where the previous
- * name was found, plus one: source and target layouts usually list their keys in the same order, and
- * trying that entry first keeps the walk through the target's keys sequential in memory (and linear
- * in time) for large layouts; the hash slots are only made when that guess fails. */
-static const Named *index_find(TargetIndex *index, const char *bytes, Py_ssize_t len, Py_ssize_t *next) {
-    if (*next < index->count && named_is(&index->entries[*next], bytes, len)) return &index->entries[(*next)++];
-    if (index->slots == NULL && index_hash(index) < 0) return NULL;
-    uint64_t hash = hash_bytes(bytes, len);
+/* The entry whose key is bytes (the slow, exact probe), or -1. */
+static Py_ssize_t index_probe(const TargetIndex *index, uint64_t hash, const char *bytes, Py_ssize_t len) {
     uint64_t tag = hash & 0xFFFFFFFF00000000ULL;
     for (Py_ssize_t i = (Py_ssize_t)(hash & (uint64_t)index->mask); index->slots[i] != 0; i = (i + 1) & index->mask) {
         if ((index->slots[i] & 0xFFFFFFFF00000000ULL) != tag) continue;
         Py_ssize_t entry = (Py_ssize_t)(index->slots[i] & 0xFFFFFFFFULL) - 1;
-        if (named_is(&index->entries[entry], bytes, len)) {
-            *next = entry + 1;
-            return &index->entries[entry];
-        }
+        if (named_is(&index->entries[entry], bytes, len)) return entry;
     }
-    return NULL;
+    return -1;
 }
 
-/* The target name, in scratch->name: slot's holes with the key's free values spliced in, in order. */
-static Py_ssize_t splice(const Slot *slot, Scratch *scratch, Py_ssize_t value_count) {
-    Py_ssize_t len = slot->holes_len - value_count;
-    for (Py_ssize_t i = 0; i < value_count; i++) len += scratch->values[i].len;
-    if (len > scratch->name_capacity) {
-        char *name = PyMem_Realloc(scratch->name, (size_t)len * 2);
-        if (name == NULL) return -1;
-        scratch->name = name;
-        scratch->name_capacity = len * 2;
+/* The first entry whose hash tag matches (almost always the one), or -1: reads the slots only. */
+static Py_ssize_t index_candidate(const TargetIndex *index, uint64_t hash) {
+    uint64_t tag = hash & 0xFFFFFFFF00000000ULL;
+    for (Py_ssize_t i = (Py_ssize_t)(hash & (uint64_t)index->mask); index->slots[i] != 0; i = (i + 1) & index->mask) {
+        if ((index->slots[i] & 0xFFFFFFFF00000000ULL) == tag) return (Py_ssize_t)(index->slots[i] & 0xFFFFFFFFULL) - 1;
     }
-    char *out = scratch->name;
+    return -1;
+}
+
+/* Mapped keys wait in batches for their target entry, so that a batch's lookups can overlap.
+ *
+ * Source and target layouts usually list their keys in the same order: the entry after the last
+ * one found is tried first (the *guess*), which walks the target's keys sequentially in memory.
+ * Where the orders differ, each lookup is a few cache misses (slot, entry, key) that, one after
+ * the other, dominate the time of a large layout; in *hashing* mode a batch's names are hashed
+ * and its slots, entries and keys fetched in three overlapping rounds before they are compared.
+ * A batch whose guesses mostly fail switches the next one to hashing, and a hashing batch whose
+ * guesses would mostly have been right switches back. The hash slots are made on the first
+ * failed guess. */
+#define BATCH 16
+
+typedef struct {
+    PyObject *key, *shape, *rules; /* borrowed: from source, and from the shape table */
+    Py_ssize_t name_at, name_len;  /* the target name, in the batch's names */
+    Py_ssize_t candidate;
+} Pending;
+
+typedef struct {
+    Pending items[BATCH];
+    int count;
+    int hashing;
+    char *names;
+    Py_ssize_t used, capacity;
+} Batch;
+
+/* Room for a name of len bytes at the end of the batch's names; NULL when out of memory. */
+static char *batch_room(Batch *batch, Py_ssize_t len) {
+    if (batch->used + len > batch->capacity) {
+        Py_ssize_t capacity = (batch->used + len) * 2 + 256;
+        char *names = PyMem_Realloc(batch->names, (size_t)capacity);
+        if (names == NULL) return NULL;
+        batch->names = names;
+        batch->capacity = capacity;
+    }
+    return batch->names + batch->used;
+}
+
+/* Find every pending name's entry, check shapes, append to the plan's columns. 0 done, 1 not plannable
+ * here (a name the target lacks, a shape that differs), -1 error. `*next`: the guess. */
+static int batch_resolve(Batch *batch, TargetIndex *index, Py_ssize_t *next, PyObject *const *columns) {
+    if (batch->hashing) {
+        uint64_t hashes[BATCH];
+        for (int i = 0; i < batch->count; i++) {
+            hashes[i] = hash_bytes(batch->names + batch->items[i].name_at, batch->items[i].name_len);
+            __builtin_prefetch(&index->slots[hashes[i] & (uint64_t)index->mask]);
+        }
+        for (int i = 0; i < batch->count; i++) {
+            Py_ssize_t candidate = batch->items[i].candidate = index_candidate(index, hashes[i]);
+            if (candidate >= 0) __builtin_prefetch(&index->entries[candidate]);
+        }
+        for (int i = 0; i < batch->count; i++) {
+            if (batch->items[i].candidate >= 0) prefetch_str(index->entries[batch->items[i].candidate].key);
+        }
+    }
+    int guessed = 0;
+    for (int i = 0; i < batch->count; i++) {
+        Pending *item = &batch->items[i];
+        const char *name = batch->names + item->name_at;
+        Py_ssize_t entry = -1;
+        if (batch->hashing) {
+            if (item->candidate >= 0 && named_is(&index->entries[item->candidate], name, item->name_len))
+                entry = item->candidate;
+            else
+                entry = index_probe(index, hash_bytes(name, item->name_len), name, item->name_len);
+        } else if (*next < index->count && named_is(&index->entries[*next], name, item->name_len)) {
+            entry = *next;
+        } else {
+            if (index->slots == NULL && index_hash(index) < 0) return -1;
+            entry = index_probe(index, hash_bytes(name, item->name_len), name, item->name_len);
+        }
+        if (entry < 0) return 1;
+        guessed += entry == *next;
+        *next = entry + 1;
+        const Named *found = &index->entries[entry];
+        int same = PyObject_RichCompareBool(found->shape, item->shape, Py_EQ);
+        if (same <= 0) return same < 0 ? -1 : 1;
+        if (PyList_Append(columns[0], item->key) < 0 || PyList_Append(columns[1], found->key) < 0 ||
+            PyList_Append(columns[2], item->shape) < 0 || PyList_Append(columns[3], item->rules) < 0)
+            return -1;
+    }
+    batch->hashing = index->slots != NULL && guessed * 4 < batch->count * 3;
+    batch->count = 0;
+    batch->used = 0;
+    return 0;
+}
+
+/* The target name, at out: slot's holes with the key's free values spliced in, in order. */
+static void splice(const Slot *slot, const Scratch *scratch, Py_ssize_t value_count, char *out) {
     const char *piece = slot->holes, *end = slot->holes + slot->holes_len;
     for (Py_ssize_t value = 0; value < value_count; value++) {
         const char *hole = memchr(piece, '\0', (size_t)(end - piece));
@@ -308,6 +405,11 @@ static Py_ssize_t splice(const Slot *slot, Scratch *scratch, Py_ssize_t value_co
         piece = hole + 1;
     }
     memcpy(out, piece, (size_t)(end - piece));
+}
+
+static Py_ssize_t spliced_len(const Slot *slot, const Scratch *scratch, Py_ssize_t value_count) {
+    Py_ssize_t len = slot->holes_len - value_count;
+    for (Py_ssize_t i = 0; i < value_count; i++) len += scratch->values[i].len;
     return len;
 }
 
@@ -328,7 +430,8 @@ static PyObject *plan_keys(PyObject *module, PyObject *const *args, Py_ssize_t n
 
     PyObject *result = NULL, *outputs[OUTPUTS] = {NULL};
     Table table = {NULL, 0, 0};
-    Scratch scratch = {NULL, NULL, 0, NULL, 0};
+    Scratch scratch = {NULL, NULL, 0};
+    Batch batch = {.count = 0, .hashing = 0, .names = NULL, .used = 0, .capacity = 0};
     TargetIndex index = {NULL, NULL, 0, 0};
     Py_ssize_t next_entry = 0;
     Excluded excluded = {PyMem_Calloc((size_t)PyTuple_GET_SIZE(excluded_strings) + 1, sizeof(Span)), 0};
@@ -347,8 +450,7 @@ static PyObject *plan_keys(PyObject *module, PyObject *const *args, Py_ssize_t n
         if ((outputs[i] = PyList_New(0)) == NULL) goto done;
     }
     if (index_build(&index, target) < 0) goto done;
-    PyObject *sources = outputs[0], *targets = outputs[1], *shapes = outputs[2], *rules = outputs[3],
-             *other_keys = outputs[4], *other_outcomes = outputs[5];
+    PyObject *other_keys = outputs[4], *other_outcomes = outputs[5]; /* 0-3: sources, targets, shapes, rules */
 
     Py_ssize_t position = 0;
     PyObject *key, *shape; /* borrowed from source, which learn leaves alone */
@@ -388,22 +490,25 @@ static PyObject *plan_keys(PyObject *module, PyObject *const *args, Py_ssize_t n
             if (PyList_Append(other_keys, key) < 0 || PyList_Append(other_outcomes, slot->payload) < 0) goto done;
             continue;
         }
-        Py_ssize_t name_len = splice(slot, &scratch, value_count);
-        if (name_len < 0) {
+        Py_ssize_t name_len = spliced_len(slot, &scratch, value_count);
+        char *name = batch_room(&batch, name_len);
+        if (name == NULL) {
             PyErr_NoMemory();
             goto done;
         }
-        const Named *found = index_find(&index, scratch.name, name_len, &next_entry);
-        if (found == NULL) {
-            if (PyErr_Occurred()) goto done;
-            goto fall_back;
+        splice(slot, &scratch, value_count, name);
+        batch.items[batch.count] = (Pending){key, shape, slot->payload, batch.used, name_len, -1};
+        batch.used += name_len;
+        if (++batch.count == BATCH) {
+            int resolved = batch_resolve(&batch, &index, &next_entry, outputs);
+            if (resolved < 0) goto done;
+            if (resolved > 0) goto fall_back;
         }
-        int same = PyObject_RichCompareBool(found->shape, shape, Py_EQ);
-        if (same < 0) goto done;
-        if (same == 0) goto fall_back;
-        if (PyList_Append(sources, key) < 0 || PyList_Append(targets, found->key) < 0 ||
-            PyList_Append(shapes, shape) < 0 || PyList_Append(rules, slot->payload) < 0)
-            goto done;
+    }
+    if (batch.count > 0) {
+        int resolved = batch_resolve(&batch, &index, &next_entry, outputs);
+        if (resolved < 0) goto done;
+        if (resolved > 0) goto fall_back;
     }
     result = PyTuple_New(OUTPUTS);
     if (result != NULL) {
@@ -420,7 +525,7 @@ done:
     table_free(&table);
     PyMem_Free(scratch.shape);
     PyMem_Free(scratch.values);
-    PyMem_Free(scratch.name);
+    PyMem_Free(batch.names);
     index_free(&index);
     PyMem_Free(excluded.items);
     return result;
