@@ -313,9 +313,9 @@ static Py_ssize_t index_candidate(const TargetIndex *index, uint64_t hash) {
  * Where the orders differ, each lookup is a few cache misses (slot, entry, key) that, one after
  * the other, dominate the time of a large layout; in *hashing* mode a batch's names are hashed
  * and its slots, entries and keys fetched in three overlapping rounds before they are compared.
- * A batch whose guesses mostly fail switches the next one to hashing, and a hashing batch whose
- * guesses would mostly have been right switches back. The hash slots are made on the first
- * failed guess. */
+ * While guessing, each key is resolved at once (a batch of one); a failed guess switches to hashing
+ * in batches, and a hashing batch whose guesses would mostly have been right switches back. The
+ * hash slots are made on the first failed guess. */
 #define BATCH 16
 
 typedef struct {
@@ -499,7 +499,7 @@ static PyObject *plan_keys(PyObject *module, PyObject *const *args, Py_ssize_t n
         splice(slot, &scratch, value_count, name);
         batch.items[batch.count] = (Pending){key, shape, slot->payload, batch.used, name_len, -1};
         batch.used += name_len;
-        if (++batch.count == BATCH) {
+        if (++batch.count == BATCH || !batch.hashing) { /* while guessing, each key is resolved at once */
             int resolved = batch_resolve(&batch, &index, &next_entry, outputs);
             if (resolved < 0) goto done;
             if (resolved > 0) goto fall_back;
