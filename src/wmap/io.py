@@ -285,6 +285,15 @@ def save_pretrained_streaming(model: PreTrainedModel, state: Mapping[str, torch.
 
 
 @contextlib.contextmanager
+def staged_copy(path: Path, name: str) -> Iterator[Path]:
+    """A temporary directory holding a copy of ``path`` under ``name``, removed afterwards (for
+    loaders that only look for a file by its conventional name in a directory)."""
+    with tempfile.TemporaryDirectory() as staging:
+        shutil.copyfile(path, Path(staging) / name)
+        yield Path(staging)
+
+
+@contextlib.contextmanager
 def _staging(out_dir: Path) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.wmap-", dir=out_dir.parent))
     try:

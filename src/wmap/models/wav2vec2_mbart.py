@@ -9,8 +9,6 @@ stacked positional conv, a post-LN decoder.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from transformers import (
 )
 
 from wmap.errors import BadConfig
+from wmap.io import staged_copy
 from wmap.models.base import ModelSpec, register
 from wmap.models.source_config import encoder_kwargs, fairseq_model_config, field, require_ints
 from wmap.models.wav2vec2_family import (
@@ -261,8 +260,7 @@ def load_tokenizer(path: Path) -> Result[Callable[[Path], None], BadConfig]:
         from transformers import MBart50Tokenizer
 
         # transformers 5 converts a sentencepiece model found under its conventional name in a directory.
-        with tempfile.TemporaryDirectory() as staging:
-            shutil.copyfile(path, Path(staging) / "sentencepiece.bpe.model")
+        with staged_copy(path, "sentencepiece.bpe.model") as staging:
             tokenizer = MBart50Tokenizer.from_pretrained(staging)
     except ImportError as error:
         return Failure(
