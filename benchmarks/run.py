@@ -61,8 +61,9 @@ def key_sets(n_keys: int) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[i
     while len(source) < n_keys:
         for old, new in LAYER_KEYS:
             for leaf in ("weight", "bias"):
-                source[f"{SRC}encoder.layers.{layer}.{old}.{leaf}"] = (8,)
-                target[f"{DST}encoder.layers.{layer}.{new}.{leaf}"] = (8,)
+                # one shape object per key, as layouts read from files and models have (not one shared constant)
+                source[f"{SRC}encoder.layers.{layer}.{old}.{leaf}"] = tuple([8])
+                target[f"{DST}encoder.layers.{layer}.{new}.{leaf}"] = tuple([8])
         layer += 1
     return source, target
 

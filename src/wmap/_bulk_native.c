@@ -312,7 +312,7 @@ static Py_ssize_t index_candidate(const TargetIndex *index, uint64_t hash) {
  * one found is tried first (the *guess*), which walks the target's keys sequentially in memory.
  * Where the orders differ, each lookup is a few cache misses (slot, entry, key) that, one after
  * the other, dominate the time of a large layout; in *hashing* mode a batch's names are hashed
- * and its slots, entries and keys fetched in three overlapping rounds before they are compared.
+ * and its slots, entries, keys and shapes fetched in three overlapping rounds before they are compared.
  * While guessing, each key is resolved at once (a batch of one); a failed guess switches to hashing
  * in batches, and a hashing batch whose guesses would mostly have been right switches back. The
  * hash slots are made on the first failed guess. */
@@ -358,7 +358,9 @@ static int batch_resolve(Batch *batch, TargetIndex *index, Py_ssize_t *next, PyO
             if (candidate >= 0) __builtin_prefetch(&index->entries[candidate]);
         }
         for (int i = 0; i < batch->count; i++) {
-            if (batch->items[i].candidate >= 0) prefetch_str(index->entries[batch->items[i].candidate].key);
+            if (batch->items[i].candidate < 0) continue;
+            prefetch_str(index->entries[batch->items[i].candidate].key);
+            __builtin_prefetch(index->entries[batch->items[i].candidate].shape);
         }
     }
     int guessed = 0;
