@@ -235,6 +235,10 @@ class MappingPlan:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict with one list per category."""
+        with no_cyclic_gc():  # a dict per key: collection passes only cost time
+            return self._json()
+
+    def _json(self) -> dict[str, Any]:
         return {
             "clean": self.is_clean(),
             "applied": [
@@ -284,7 +288,7 @@ def make_plan(
     from wmap.bulk import bulk_plan  # bulk builds plan values: imported late
 
     compiled = CompiledPipeline(pipeline)
-    with _no_cyclic_gc():  # millions of small acyclic records: collection passes only cost time
+    with no_cyclic_gc():  # millions of small acyclic records: collection passes only cost time
         plan = bulk_plan(compiled, source, target, min_keys=bulk_min_keys, lint=lint)
         if plan is None:
             plan = _plan_key_by_key(compiled, source, target)
@@ -338,7 +342,9 @@ def _plan_key_by_key(compiled: CompiledPipeline, source: Layout, target: Layout)
 
 
 @contextlib.contextmanager
-def _no_cyclic_gc() -> Iterator[None]:
+def no_cyclic_gc() -> Iterator[None]:
+    """Cyclic GC off for a block that makes many small acyclic objects (plans, their JSON, their
+    rendering): its collection passes would only cost time, growing with the objects alive."""
     enabled = gc.isenabled()
     gc.disable()
     try:

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from wmap.plan import MappingPlan
+from wmap.plan import MappingPlan, no_cyclic_gc
 
-
-def _is_index(segment: str) -> bool:
-    """A layer index: ASCII digits in canonical form (so ``int`` round-trips it)."""
-    return segment.isascii() and segment.isdigit() and (segment == "0" or not segment.startswith("0"))
+INDEX = re.compile(r"(?<![^.])(0|[1-9][0-9]*)(?![^.])")
+"""A whole key segment that is a layer index: ASCII digits in canonical form (so ``int`` round-trips it)."""
 
 
 def _ranges(values: Iterable[int]) -> str:
@@ -28,7 +27,7 @@ def _ranges(values: Iterable[int]) -> str:
 
 
 Template = tuple[tuple[str | None, ...], ...]
-"""Per key column, its segments with ``None`` where a numeric index stood."""
+"""Per key column, its text pieces with ``None`` where a numeric index stood."""
 
 
 def collapse(rows: Sequence[tuple[str, ...]], keys: int | None = None) -> list[tuple[str, ...]]:
@@ -46,9 +45,9 @@ def collapse(rows: Sequence[tuple[str, ...]], keys: int | None = None) -> list[t
         template: list[tuple[str | None, ...]] = []
         indices: list[int] = []
         for column in row[:keys]:
-            segments = column.split(".")
-            template.append(tuple(None if _is_index(s) else s for s in segments))
-            indices.extend(int(s) for s in segments if _is_index(s))
+            pieces = INDEX.split(column)  # text, index, text, ..., text: one regex pass per column
+            template.append(tuple(None if i % 2 else piece for i, piece in enumerate(pieces)))
+            indices.extend(map(int, pieces[1::2]))
         groups.setdefault(tuple(template), []).append((indices, row[keys:]))
     out: list[tuple[str, ...]] = []
     for template_key, members in _complete_grids(groups):
@@ -59,7 +58,7 @@ def collapse(rows: Sequence[tuple[str, ...]], keys: int | None = None) -> list[t
             else str(first[pos])
             for pos in range(len(first))
         )
-        merged = tuple(".".join(next(fills) if s is None else s for s in column) for column in template_key)
+        merged = tuple("".join(next(fills) if s is None else s for s in column) for column in template_key)
         extras = tuple(
             members[0][1][i] if len({m[1][i] for m in members}) == 1 else "(various)" for i in range(width - keys)
         )
@@ -94,6 +93,11 @@ def _complete_grids(
 
 def plan_renderable(plan: MappingPlan, title: str = "mapping plan") -> Group:
     """The plan as rich tables: one per non-empty category, then a summary line."""
+    with no_cyclic_gc():
+        return _plan_renderable(plan, title)
+
+
+def _plan_renderable(plan: MappingPlan, title: str) -> Group:
     parts: list[Table | Text] = []
 
     def table(name: str, style: str, headers: Sequence[str], rows: Sequence[tuple[str, ...]], keys: int = 1) -> None:
