@@ -7,8 +7,9 @@ target shape, check the target's name and tensor shape against the target
 layout. Two kernels do it and give the same result (property-tested):
 
 - :mod:`wmap._bulk_native`, a small C extension (built at install when a C
-  compiler is there; optional): a scan of each key's bytes and a C hash table
-  of shapes, so that only the target names become Python objects;
+  compiler is there; optional): a scan of each key's bytes, a C hash table of
+  shapes, and a lookup of the spliced name among the target layout's own keys
+  (in their order first), so that no Python object is made per key;
 - the pure-Python kernel below, when the extension is not built: all keys
   joined into one text, regex-split and spliced in a few C-level string passes.
 
@@ -60,6 +61,7 @@ class _Shapes:
     """
 
     lint: bool
+    """Whether an ambiguous shape makes bulk planning give up (see :func:`bulk_plan`)."""
     seen: list[str] = attrs.field(factory=list)
 
     def add(self, holes: str) -> None:
