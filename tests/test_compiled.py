@@ -234,3 +234,33 @@ def test_a_large_plan_lists_every_ambiguous_key() -> None:
     assert plan.is_clean() and len(plan.applied) == 10_000
     assert [a.key for a in plan.ambiguous] == [f"a.{i}.w" for i in range(5000)]
     assert make_plan(pipeline, source, target, lint=False).ambiguous == ()
+
+
+def _c_kernel_hash(data: bytes) -> int:
+    """The C kernel's shape hash (``hash_bytes`` in ``_bulk_native.c``), to craft colliding shapes."""
+    mask = (1 << 64) - 1
+    value = (0x9E3779B97F4A7C15 ^ len(data)) & mask
+    whole = len(data) - len(data) % 8
+    for start in range(0, whole, 8):
+        value = ((value ^ int.from_bytes(data[start : start + 8], "little")) * 0xFF51AFD7ED558CCD) & mask
+        value ^= value >> 32
+    value = ((value ^ int.from_bytes(data[whole:], "little")) * 0xC4CEB9FE1A85EC53) & mask
+    return value ^ (value >> 29)
+
+
+@pytest.mark.skipif(not NATIVE, reason="C kernel not built")
+def test_colliding_key_shapes_are_planned_key_by_key() -> None:
+    """Key shapes crafted to collide in the C kernel's (unkeyed) shape table: it gives up after a
+    bounded probe instead of probing quadratically, and the plan is still the key-by-key one."""
+    from wmap.bulk import bulk_plan
+    from wmap.plan import _plan_key_by_key, make_plan
+
+    colliding = [key for key in (f"p{n}x.w" for n in range(400_000)) if _c_kernel_hash(key.encode()) & 0x3FF == 0]
+    assert len(colliding) >= 150
+    control = [f"q{n}x.w" for n in range(len(colliding))]
+    pipeline = first_match("all", [rename("r", "s")])  # every key unused: one memo entry per shape
+    for keys, collides in ((colliding, True), (control, False)):
+        source = {key: (1,) for key in keys}
+        bulk = bulk_plan(CompiledPipeline(pipeline), source, {}, min_keys=0)
+        assert (bulk is None) is collides
+        assert make_plan(pipeline, source, {}) == _plan_key_by_key(CompiledPipeline(pipeline), source, {})

@@ -77,21 +77,36 @@ static void table_free(Table *table) {
     table->slots = NULL;
 }
 
+/* The hash is cheap, not keyed: key shapes crafted to collide could make probing quadratic. A probe
+ * longer than this (never seen with real keys: the table is at most half full) gives up instead,
+ * and the caller plans key by key, with Python's keyed string hashing. */
+#define MAX_PROBES 64
+
+/* The slot of the shape bytes, or the empty slot where it goes; NULL past MAX_PROBES. */
 static Slot *table_find(Table *table, uint64_t hash, const char *bytes, Py_ssize_t len) {
     Py_ssize_t mask = table->capacity - 1;
-    for (Py_ssize_t i = (Py_ssize_t)(hash & (uint64_t)mask);; i = (i + 1) & mask) {
+    Py_ssize_t i = (Py_ssize_t)(hash & (uint64_t)mask);
+    for (int probes = 0; probes < MAX_PROBES; probes++, i = (i + 1) & mask) {
         Slot *slot = &table->slots[i];
         if (slot->bytes == NULL) return slot;
         if (slot->hash == hash && slot->len == len && memcmp(slot->bytes, bytes, (size_t)len) == 0) return slot;
     }
+    return NULL;
 }
 
+/* Twice the slots; 0 done, 1 gave up (a probe too long; the table is left as it was), -1 no memory. */
 static int table_grow(Table *table) {
     Table bigger = {PyMem_Calloc((size_t)table->capacity * 2, sizeof(Slot)), table->capacity * 2, table->used};
     if (bigger.slots == NULL) return -1;
     for (Py_ssize_t i = 0; i < table->capacity; i++) {
         Slot *old = &table->slots[i];
-        if (old->bytes != NULL) *table_find(&bigger, old->hash, old->bytes, old->len) = *old;
+        if (old->bytes == NULL) continue;
+        Slot *slot = table_find(&bigger, old->hash, old->bytes, old->len);
+        if (slot == NULL) {
+            PyMem_Free(bigger.slots); /* the old table still owns every entry */
+            return 1;
+        }
+        *slot = *old;
     }
     PyMem_Free(table->slots);
     *table = bigger;
@@ -468,6 +483,7 @@ static PyObject *plan_keys(PyObject *module, PyObject *const *args, Py_ssize_t n
         if (shape_len < 0) goto fall_back;
         uint64_t hash = hash_bytes(scratch.shape, shape_len);
         Slot *slot = table_find(&table, hash, scratch.shape, shape_len);
+        if (slot == NULL) goto fall_back;
         if (slot->bytes == NULL) {
             int learnt = learn_shape(slot, learn, key, value_count);
             if (learnt < 0) goto done;
@@ -481,11 +497,13 @@ static PyObject *plan_keys(PyObject *module, PyObject *const *args, Py_ssize_t n
             slot->hash = hash;
             slot->len = shape_len;
             if (++table.used * 2 > table.capacity) {
-                if (table_grow(&table) < 0) {
+                int grown = table_grow(&table);
+                if (grown < 0) {
                     PyErr_NoMemory();
                     goto done;
                 }
-                slot = table_find(&table, hash, scratch.shape, shape_len);
+                if (grown > 0) goto fall_back;
+                if ((slot = table_find(&table, hash, scratch.shape, shape_len)) == NULL) goto fall_back;
             }
         }
         if (slot->holes == NULL) {
