@@ -30,8 +30,8 @@ from typing import Any
 import attrs
 
 from wmap.compiled import HOLE, CompiledPipeline, Template
-from wmap.plan import AppliedTable, MappingPlan, RefusedKey, SkippedKey
-from wmap.transforms import Layout, Outcome, Refused, Shape, Skipped
+from wmap.plan import AppliedTable, MappingPlan, RefusedKey, SkippedKey, file_unmapped
+from wmap.transforms import Layout, Outcome, Shape
 
 _native_plan_keys: Callable[..., Any] | None
 try:
@@ -50,8 +50,9 @@ NATIVE_MIN_KEYS = 64
 
 
 @attrs.frozen
-class _Shapes:
-    """The holes templates the kernels learnt, one per key shape.
+class _Learner:
+    """Each key shape's decision, learnt from its first key (for both kernels), and the holes
+    templates learnt.
 
     Keys of one shape never share a target: the template holds all their free
     values, in order. Keys of two shapes can only if both shapes have the same
@@ -60,12 +61,30 @@ class _Shapes:
     :mod:`wmap.compiled`). So conflicts need looking for only then.
     """
 
+    compiled: CompiledPipeline
+    target: Layout
     lint: bool
     """Whether an ambiguous shape makes bulk planning give up (see :func:`bulk_plan`)."""
     seen: list[str] = attrs.field(factory=list)
 
-    def add(self, holes: str) -> None:
-        self.seen.append(holes)
+    def learn(self, key: str) -> Template | Outcome | None:
+        """The memo entry of ``key``'s shape; ``None`` where bulk planning must give up (a shape
+        decided key by key, a target that is not one plain rename in order, an ambiguity)."""
+        entry = self.compiled.entry(key, self.target)
+        if entry is None or (self.lint and self.compiled.lint(key, self.target)):
+            return None
+        if isinstance(entry, Template):
+            if entry.holes is None:
+                return None
+            self.seen.append(entry.holes)
+        return entry
+
+    def __call__(self, key: str) -> tuple[str | None, object] | None:
+        """The C kernel's ``learn``: ``(holes, rules)``, ``(None, outcome)`` or ``None``."""
+        entry = self.learn(key)
+        if entry is None:
+            return None
+        return (entry.holes, entry.rules) if isinstance(entry, Template) else (None, entry)
 
     def may_collide(self) -> bool:
         return len(set(self.seen)) != len(self.seen)
@@ -102,51 +121,34 @@ def bulk_plan(
     use_native = native and _native_plan_keys is not None
     if len(source) < max(1, (NATIVE_MIN_KEYS if use_native else BULK_MIN_KEYS) if min_keys is None else min_keys):
         return None
-    learnt = _Shapes(lint)
-    columns = (_native_columns if use_native else _python_columns)(compiled, source, target, learnt)
+    learner = _Learner(compiled, target, lint)
+    columns = (_native_columns if use_native else _python_columns)(learner, source)
     if columns is None:
         return None
-    if learnt.may_collide() and len(set(columns.targets)) != len(columns.targets):
+    if learner.may_collide() and len(set(columns.targets)) != len(columns.targets):
         return None  # conflicts: planned key by key in detail
     return _plan_of(columns, target)
 
 
-def _learner(compiled: CompiledPipeline, target: Layout, learnt: _Shapes) -> Callable[[str], Any]:
-    """The C kernel's ``learn``: a key's memo entry as ``(holes, rules)``, ``(None, outcome)`` or ``None``."""
-
-    def learn(key: str) -> tuple[str | None, object] | None:
-        entry = compiled.entry(key, target)
-        if entry is None or (learnt.lint and compiled.lint(key, target)):
-            return None
-        if isinstance(entry, Template):
-            if entry.holes is None:
-                return None
-            learnt.add(entry.holes)
-            return entry.holes, entry.rules
-        return None, entry
-
-    return learn
-
-
-def _native_columns(compiled: CompiledPipeline, source: Layout, target: Layout, learnt: _Shapes) -> _Columns | None:
+def _native_columns(learner: _Learner, source: Layout) -> _Columns | None:
     assert _native_plan_keys is not None
-    literals = tuple(sorted(s for s in compiled.pipeline.literals() if s.isascii() and s.isdigit()))
+    literals = tuple(sorted(s for s in learner.compiled.pipeline.literals() if s.isascii() and s.isdigit()))
     found = _native_plan_keys(
         source if type(source) is dict else dict(source),
         literals,
-        _learner(compiled, target, learnt),
-        target if type(target) is dict else dict(target),
+        learner,
+        learner.target if type(learner.target) is dict else dict(learner.target),
     )
     return None if found is None else _Columns(*found)
 
 
-def _python_columns(compiled: CompiledPipeline, source: Layout, target: Layout, learnt: _Shapes) -> _Columns | None:
+def _python_columns(learner: _Learner, source: Layout) -> _Columns | None:
     keys = list(source)
     count = len(keys)
     text = "\n." + "\n.".join(keys)
     if HOLE in text or text.count("\n") != count:
         return None
-    parts = compiled.free_in_lines.split(text)  # text, value, text, value, ..., text (each value's dot dropped)
+    parts = learner.compiled.free_in_lines.split(text)  # text, value, text, value, ..., text (each value's dot dropped)
     values = parts[1::2]
     shapes_of_keys = ("." + HOLE).join(parts[0::2])[2:].split("\n.")
 
@@ -155,13 +157,11 @@ def _python_columns(compiled: CompiledPipeline, source: Layout, target: Layout, 
     outcomes: dict[str, Outcome] = {}
     rules: dict[str, tuple[str, ...]] = {}
     for shape, index in dict(zip(reversed(shapes_of_keys), range(count - 1, -1, -1), strict=True)).items():
-        entry = compiled.entry(keys[index], target)
-        if entry is None or (learnt.lint and compiled.lint(keys[index], target)):
+        entry = learner.learn(keys[index])
+        if entry is None:
             return None
         if isinstance(entry, Template):
-            if entry.holes is None:
-                return None
-            learnt.add(entry.holes)
+            assert entry.holes is not None  # learn gives up on templates without holes
             lines[shape], is_mapped[shape], rules[shape] = "." + entry.holes, True, entry.rules
         else:  # skipped, refused or unused: the line keeps the key's own values in place
             lines[shape], is_mapped[shape], outcomes[shape] = "." + shape, False, entry
@@ -174,7 +174,7 @@ def _python_columns(compiled: CompiledPipeline, source: Layout, target: Layout, 
     mapped = list(map(is_mapped.__getitem__, shapes_of_keys))
     targets = list(compress(names, mapped))
     shapes = list(compress(source.values(), mapped))
-    if list(map(target.get, targets)) != shapes:
+    if list(map(learner.target.get, targets)) != shapes:
         return None  # unknown targets, routing or mismatches: planned key by key in detail
     others = list(map(operator.not_, mapped))
     return _Columns(
@@ -192,13 +192,8 @@ def _plan_of(columns: _Columns, target: Layout) -> MappingPlan:
     skipped: list[SkippedKey] = []
     refused: list[RefusedKey] = []
     unused: list[str] = []
-    for key, kind in zip(columns.other_keys, columns.other_outcomes, strict=True):
-        if isinstance(kind, Skipped):
-            skipped.append(SkippedKey(key, kind.reason, kind.rule))
-        elif isinstance(kind, Refused):
-            refused.append(RefusedKey(key, kind.reason, kind.rule))
-        else:
-            unused.append(key)
+    for key, outcome in zip(columns.other_keys, columns.other_outcomes, strict=True):
+        file_unmapped(key, outcome, skipped, refused, unused)
     # every target written is in the target layout and written once: equal sizes mean nothing is missing
     missing = (
         () if len(columns.targets) == len(target) else tuple(filterfalse(set(columns.targets).__contains__, target))

@@ -297,6 +297,19 @@ def make_plan(
     return plan
 
 
+def file_unmapped(
+    key: str, outcome: object, skipped: list[SkippedKey], refused: list[RefusedKey], unused: list[str]
+) -> None:
+    """File a key no rule writes (``outcome`` is not a write): skipped or refused with the rule's
+    reason, else unused."""
+    if isinstance(outcome, Skipped):
+        skipped.append(SkippedKey(key, outcome.reason, outcome.rule))
+    elif isinstance(outcome, Refused):
+        refused.append(RefusedKey(key, outcome.reason, outcome.rule))
+    else:
+        unused.append(key)
+
+
 def _plan_key_by_key(compiled: CompiledPipeline, source: Layout, target: Layout) -> MappingPlan:
     applied: list[Applied] = []
     skipped: list[SkippedKey] = []
@@ -322,12 +335,8 @@ def _plan_key_by_key(compiled: CompiledPipeline, source: Layout, target: Layout)
                 else:
                     written[name] = key
                     applied.append(Applied(key, name, shape, rules, tied_to))
-        elif isinstance(outcome, Skipped):
-            skipped.append(SkippedKey(key, outcome.reason, outcome.rule))
-        elif isinstance(outcome, Refused):
-            refused.append(RefusedKey(key, outcome.reason, outcome.rule))
         else:
-            unused.append(key)
+            file_unmapped(key, outcome, skipped, refused, unused)
     claimed = written.keys() | {m.target for m in mismatches}
     return MappingPlan(
         applied=AppliedTable.of(applied),
