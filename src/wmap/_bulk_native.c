@@ -336,7 +336,8 @@ static Py_ssize_t index_candidate(const TargetIndex *index, uint64_t hash) {
 typedef struct {
     PyObject *key, *shape, *rules; /* borrowed: from source, and from the shape table */
     Py_ssize_t name_at, name_len;  /* the target name, in the batch's names */
-    Py_ssize_t candidate;
+    uint64_t hash;                 /* in hashing mode */
+    Py_ssize_t candidate;          /* in hashing mode: the first entry whose hash tag matches, or -1 */
 } Pending;
 
 typedef struct {
@@ -363,13 +364,13 @@ static char *batch_room(Batch *batch, Py_ssize_t len) {
  * here (a name the target lacks, a shape that differs), -1 error. `*next`: the guess. */
 static int batch_resolve(Batch *batch, TargetIndex *index, Py_ssize_t *next, PyObject *const *columns) {
     if (batch->hashing) {
-        uint64_t hashes[BATCH];
         for (int i = 0; i < batch->count; i++) {
-            hashes[i] = hash_bytes(batch->names + batch->items[i].name_at, batch->items[i].name_len);
-            __builtin_prefetch(&index->slots[hashes[i] & (uint64_t)index->mask]);
+            Pending *item = &batch->items[i];
+            item->hash = hash_bytes(batch->names + item->name_at, item->name_len);
+            __builtin_prefetch(&index->slots[item->hash & (uint64_t)index->mask]);
         }
         for (int i = 0; i < batch->count; i++) {
-            Py_ssize_t candidate = batch->items[i].candidate = index_candidate(index, hashes[i]);
+            Py_ssize_t candidate = batch->items[i].candidate = index_candidate(index, batch->items[i].hash);
             if (candidate >= 0) __builtin_prefetch(&index->entries[candidate]);
         }
         for (int i = 0; i < batch->count; i++) {
@@ -387,7 +388,7 @@ static int batch_resolve(Batch *batch, TargetIndex *index, Py_ssize_t *next, PyO
             if (item->candidate >= 0 && named_is(&index->entries[item->candidate], name, item->name_len))
                 entry = item->candidate;
             else
-                entry = index_probe(index, hash_bytes(name, item->name_len), name, item->name_len);
+                entry = index_probe(index, item->hash, name, item->name_len);
         } else if (*next < index->count && named_is(&index->entries[*next], name, item->name_len)) {
             entry = *next;
         } else {
@@ -517,7 +518,7 @@ static PyObject *plan_keys(PyObject *module, PyObject *const *args, Py_ssize_t n
             goto done;
         }
         splice(slot, &scratch, value_count, name);
-        batch.items[batch.count] = (Pending){key, shape, slot->payload, batch.used, name_len, -1};
+        batch.items[batch.count] = (Pending){key, shape, slot->payload, batch.used, name_len, 0, -1};
         batch.used += name_len;
         if (++batch.count == BATCH || !batch.hashing) { /* while guessing, each key is resolved at once */
             int resolved = batch_resolve(&batch, &index, &next_entry, outputs);
