@@ -164,7 +164,7 @@ def seed_as_written(n_keys: int, *, assign: bool = True, log: bool = True) -> fl
 
     from benchmarks.seed_style import seed_assign
     from wmap.layout import build_on_meta
-    from wmap.models.data2vec_audio import _build_ctc
+    from wmap.models.data2vec_audio import DATA2VEC_AUDIO_CTC
 
     source, _ = key_sets(n_keys)
     layers = 1 + max(int(k.split(".")[4]) for k in source)
@@ -175,7 +175,7 @@ def seed_as_written(n_keys: int, *, assign: bool = True, log: bool = True) -> fl
         num_hidden_layers=layers,
         num_conv_pos_embedding_groups=1,
     )
-    model = build_on_meta(lambda: _build_ctc(config))
+    model = build_on_meta(lambda: DATA2VEC_AUDIO_CTC.build(config))
     state = {key: torch.empty(shape, device="meta") for key, shape in _shapes(model, source).items()}
     logger = logging.getLogger("seed")
     logger.setLevel(logging.INFO)

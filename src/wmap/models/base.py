@@ -38,7 +38,7 @@ class ModelSpec:
     - ``config_class``: how a ``--config`` JSON file is read instead;
     - ``pipeline``: the rules, chosen from the config and the checkpoint's metadata (whose
       variants the target cannot represent become refusals);
-    - ``build``: the target model for a config (called on the ``meta`` device for layouts);
+    - ``model_class``: the target model's class, which :meth:`build` makes from a ``config_class`` config;
     - ``write_extras``: processor / feature-extractor files the original script wrote;
     - ``load_tokenizer``: for families whose original script wrote a tokenizer from a user's file.
     """
@@ -49,9 +49,15 @@ class ModelSpec:
     config_class: type[PretrainedConfig]
     config_from_checkpoint: ConfigFromCheckpoint
     pipeline: Callable[[PretrainedConfig, Mapping[str, Any]], Transform]
-    build: Callable[[PretrainedConfig], PreTrainedModel]
+    model_class: type[PreTrainedModel]
     write_extras: Callable[[PretrainedConfig, Path], None] = _no_extras
     load_tokenizer: LoadTokenizer | None = None
+
+    def build(self, config: PretrainedConfig) -> PreTrainedModel:
+        """The target model for ``config`` (called on the ``meta`` device for layouts)."""
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{self.name} builds from a {self.config_class.__name__}, not a {type(config).__name__}")
+        return self.model_class(config=config)
 
     def reference_layout(self) -> tuple[Layout, dict[str, Any]]:
         """The bundled names and shapes of the original at its default config (and its metadata)."""

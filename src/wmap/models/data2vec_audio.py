@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from returns.result import Failure, Result, Success
-from transformers import Data2VecAudioConfig, Data2VecAudioForCTC, Data2VecAudioModel, PretrainedConfig, PreTrainedModel
+from transformers import Data2VecAudioConfig, Data2VecAudioForCTC, Data2VecAudioModel, PretrainedConfig
 
 from wmap.errors import BadConfig
 from wmap.models.base import ModelSpec, register
@@ -98,16 +98,6 @@ def ctc_pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform
     )
 
 
-def _build_ctc(config: PretrainedConfig) -> PreTrainedModel:
-    assert isinstance(config, Data2VecAudioConfig)
-    return Data2VecAudioForCTC(config)
-
-
-def _build_headless(config: PretrainedConfig) -> PreTrainedModel:
-    assert isinstance(config, Data2VecAudioConfig)
-    return Data2VecAudioModel(config)
-
-
 DATA2VEC_AUDIO_CTC = register(
     ModelSpec(
         name="data2vec_audio_ctc",
@@ -116,7 +106,7 @@ DATA2VEC_AUDIO_CTC = register(
         config_class=Data2VecAudioConfig,
         config_from_checkpoint=lambda meta, layout: translate_config(meta, layout, ctc=True),
         pipeline=ctc_pipeline,
-        build=_build_ctc,
+        model_class=Data2VecAudioForCTC,
     )
 )
 
@@ -128,6 +118,6 @@ DATA2VEC_AUDIO = register(
         config_class=Data2VecAudioConfig,
         config_from_checkpoint=lambda meta, layout: translate_config(meta, layout, ctc=False),
         pipeline=headless_pipeline,
-        build=_build_headless,
+        model_class=Data2VecAudioModel,
     )
 )

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from returns.result import Failure, Result, Success
-from transformers import HubertConfig, HubertModel, PretrainedConfig, PreTrainedModel, Wav2Vec2FeatureExtractor
+from transformers import HubertConfig, HubertModel, PretrainedConfig, Wav2Vec2FeatureExtractor
 
 from wmap.errors import BadConfig
 from wmap.models.base import ModelSpec, register
@@ -111,11 +111,6 @@ def write_feature_extractor(config: PretrainedConfig, out_dir: Path) -> None:
     ).save_pretrained(out_dir)
 
 
-def _build(config: PretrainedConfig) -> PreTrainedModel:
-    assert isinstance(config, HubertConfig)
-    return HubertModel(config)
-
-
 DISTILHUBERT = register(
     ModelSpec(
         name="distilhubert",
@@ -124,7 +119,7 @@ DISTILHUBERT = register(
         config_class=HubertConfig,
         config_from_checkpoint=translate_config,
         pipeline=pipeline,
-        build=_build,
+        model_class=HubertModel,
         write_extras=write_feature_extractor,
     )
 )

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from returns.result import Result, Success
-from transformers import EncodecConfig, EncodecFeatureExtractor, EncodecModel, PretrainedConfig, PreTrainedModel
+from transformers import EncodecConfig, EncodecFeatureExtractor, EncodecModel, PretrainedConfig
 
 from wmap.errors import BadConfig
 from wmap.models.base import ModelSpec, register
@@ -117,11 +117,6 @@ def write_feature_extractor(config: PretrainedConfig, out_dir: Path) -> None:
     ).save_pretrained(out_dir)
 
 
-def _build(config: PretrainedConfig) -> PreTrainedModel:
-    assert isinstance(config, EncodecConfig)
-    return EncodecModel(config)
-
-
 def _spec(name: str, rate: str, *, with_norms: bool) -> ModelSpec:
     return ModelSpec(
         name=name,
@@ -130,7 +125,7 @@ def _spec(name: str, rate: str, *, with_norms: bool) -> ModelSpec:
         config_class=EncodecConfig,
         config_from_checkpoint=_config_for(name),
         pipeline=lambda config, meta: encodec_pipeline(config, with_norms=with_norms),
-        build=_build,
+        model_class=EncodecModel,
         write_extras=write_feature_extractor,
     )
 

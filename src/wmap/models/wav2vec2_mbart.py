@@ -18,7 +18,6 @@ from transformers import (
     GenerationConfig,
     MBartConfig,
     PretrainedConfig,
-    PreTrainedModel,
     SpeechEncoderDecoderConfig,
     SpeechEncoderDecoderModel,
     Wav2Vec2Config,
@@ -278,11 +277,6 @@ def load_tokenizer(path: Path) -> Result[Callable[[Path], None], BadConfig]:
     return Success(write)
 
 
-def _build(config: PretrainedConfig) -> PreTrainedModel:
-    assert isinstance(config, SpeechEncoderDecoderConfig)
-    return SpeechEncoderDecoderModel(config=config)
-
-
 WAV2VEC2_MBART = register(
     ModelSpec(
         name="wav2vec2_mbart",
@@ -291,7 +285,7 @@ WAV2VEC2_MBART = register(
         config_class=SpeechEncoderDecoderConfig,
         config_from_checkpoint=translate_config,
         pipeline=pipeline,
-        build=_build,
+        model_class=SpeechEncoderDecoderModel,
         write_extras=write_extras,
         load_tokenizer=load_tokenizer,
     )
