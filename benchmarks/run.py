@@ -134,7 +134,7 @@ def order_agreement() -> dict[str, float]:
     for spec in registered():
         name = spec.name
         layout, meta = spec.reference_layout()
-        config = spec.config_from_checkpoint(meta, layout).unwrap()
+        config = spec.config_from_checkpoint(meta, layout).unwrap().config
         target = layout_of(build_on_meta(partial(spec.build, config)))
         position = {key: index for index, key in enumerate(target)}
         plan = make_plan(spec.pipeline(config, meta), layout, target)

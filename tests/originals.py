@@ -338,3 +338,143 @@ def save_xm_checkpoint(path: Path, args: Any, model: nn.Module, *, legacy_args: 
     else:
         torch.save({"cfg": {"model": plain}, "model": state}, path)
     return path
+
+
+# --- fairseq trainer checkpoints -----------------------------------------------------------------
+
+LETTERS = [
+    "|",
+    "E",
+    "T",
+    "A",
+    "O",
+    "N",
+    "I",
+    "H",
+    "S",
+    "R",
+    "D",
+    "L",
+    "U",
+    "M",
+    "W",
+    "C",
+    "F",
+    "G",
+    "Y",
+    "P",
+    "B",
+    "V",
+    "K",
+    "'",
+    "X",
+    "J",
+    "Q",
+    "Z",
+]
+"""fairseq's letter vocabulary for English CTC (``dict.ltr.txt``), most frequent first."""
+
+
+def write_letter_dictionary(data_dir: Path) -> Path:
+    """``dict.ltr.txt`` as fairseq's wav2vec2 fine-tuning recipe writes it (symbol, count)."""
+    path = data_dir / "dict.ltr.txt"
+    path.write_text("".join(f"{symbol} {1000 - i}\n" for i, symbol in enumerate(LETTERS)))
+    return path
+
+
+def _named(config: Any, name: str) -> Any:
+    config._name = name
+    return config
+
+
+TRAINED_ENCODER: dict[str, Any] = {
+    "dropout": 0.05,
+    "attention_dropout": 0.02,
+    "activation_dropout": 0.03,
+    "dropout_input": 0.04,
+    "encoder_layerdrop": 0.07,
+    "conv_bias": True,
+}
+"""Settings a fine-tuned encoder carries (none at transformers' defaults, so a lost one shows)."""
+
+
+def data2vec_ctc_trainer_checkpoint(path: Path, data_dir: Path, *, normalize: bool = True, **encoder: Any) -> Any:
+    """A fine-tuned data2vec-audio CTC checkpoint written by fairseq's own ``Trainer``.
+
+    The task (``audio_finetuning``, letters) is built from its cfg by ``tasks.setup_task``; the model
+    by the task; one real training step with the CTC criterion and Adam fills the optimizer state;
+    ``Trainer.save_checkpoint`` writes it through ``checkpoint_utils.torch_persistent_save``, with
+    ``task_state`` (the pickled target ``Dictionary``), ``last_optimizer_state``,
+    ``optimizer_history`` and ``extra_state``. Returns the trainer's task.
+    """
+    import fairseq.examples.data2vec.models.data2vec_audio  # noqa: F401 - registers data2vec_audio
+    from fairseq import tasks
+    from fairseq.criterions.ctc import CtcCriterionConfig
+    from fairseq.dataclass.configs import FairseqConfig
+    from fairseq.models.wav2vec.wav2vec2_asr import Wav2Vec2CtcConfig
+    from fairseq.optim.adam import FairseqAdamConfig
+    from fairseq.optim.lr_scheduler.fixed_schedule import FixedLRScheduleConfig
+    from fairseq.tasks.audio_finetuning import AudioFinetuningConfig
+    from fairseq.trainer import Trainer
+    from omegaconf import OmegaConf
+
+    write_letter_dictionary(data_dir)
+    task_cfg = _named(AudioFinetuningConfig(data=str(data_dir), labels="ltr", normalize=normalize), "audio_finetuning")
+    w2v_args = OmegaConf.create(
+        {
+            "task": {"_name": "audio_pretraining", "data": str(data_dir), "normalize": normalize},
+            "model": {
+                **as_container(data2vec_audio_config(**{**TRAINED_ENCODER, **encoder})),
+                "_name": "data2vec_audio",
+            },
+        }
+    )
+    model_cfg = _named(
+        Wav2Vec2CtcConfig(
+            w2v_args=w2v_args,
+            w2v_path=str(data_dir / "pretrained.pt"),  # where fine-tuning started (not read again)
+            normalize=normalize,
+            data=str(data_dir),
+            final_dropout=0.06,
+        ),
+        "wav2vec_ctc",
+    )
+    cfg = OmegaConf.structured(
+        FairseqConfig(
+            task=task_cfg,
+            model=model_cfg,
+            criterion=_named(CtcCriterionConfig(), "ctc"),
+            optimizer=_named(FairseqAdamConfig(), "adam"),
+            lr_scheduler=_named(FixedLRScheduleConfig(), "fixed"),
+        )
+    )
+    cfg.common.cpu = True
+    cfg.optimization.lr = [1e-4]
+    cfg.optimization.max_update = 100
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    randomize_parameters(model)
+    with torch.no_grad():  # as a trained model: norms near identity, the blank often, never pad/eos/unk
+        for module in model.modules():
+            if isinstance(module, nn.LayerNorm) and module.weight is not None:
+                module.weight.uniform_(0.8, 1.2)
+                module.bias.normal_(0.0, 0.05)
+        model.w2v_encoder.proj.bias[0] += 1.0
+        model.w2v_encoder.proj.bias[1:4] = -30.0
+    criterion = task.build_criterion(cfg.criterion)
+    trainer = Trainer(cfg, task, model, criterion)
+    dictionary = task.target_dictionary
+    target = torch.tensor([[dictionary.index(c) for c in "HE|SAW"], [dictionary.index(c) for c in "IT|IS|"]])
+    sample = {
+        "id": torch.tensor([0, 1]),
+        "net_input": {"source": torch.randn(2, 4000), "padding_mask": torch.zeros(2, 4000, dtype=torch.bool)},
+        "target": target,
+        "target_lengths": torch.tensor([6, 6]),
+        "ntokens": 12,
+    }
+    trainer.train_step([sample])
+    trainer.consolidate_optimizer()  # as checkpoint_utils.save_checkpoint does first
+    trainer.save_checkpoint(
+        str(path), {"train_iterator": {"version": 2, "epoch": 1, "iterations_in_epoch": 1, "shuffle": True}}
+    )
+    return task

@@ -16,7 +16,8 @@ import pytest
 import torch
 from transformers import EncodecModel
 
-from tests.helpers import reference_checkpoint
+from tests.helpers import reference_checkpoint, reference_state
+from tests.originals import write_letter_dictionary
 
 
 def wmap(*args: str, limit_file_bytes: int | None = None) -> subprocess.CompletedProcess[str]:
@@ -179,11 +180,45 @@ def test_verify_finds_a_tampered_tensor(checkpoint: Path, tmp_path: Path) -> Non
 def test_converting_needs_no_original_package(model: str, tmp_path: Path) -> None:
     """fairseq, s3prl and encodec are made unimportable; the conversion still works."""
     checkpoint = reference_checkpoint(tmp_path / "original.pt", model)
+    vocabulary = ["--dict", str(write_letter_dictionary(tmp_path))] if model.endswith("_ctc") else []
     code = (
         "import sys; sys.modules.update(dict.fromkeys(['fairseq', 's3prl', 'encodec'])); "
         "from wmap.cli import main; "
-        f"sys.exit(main(['convert', {model!r}, {str(checkpoint)!r}, {str(tmp_path / 'hf')!r}]))"
+        f"sys.exit(main(['convert', {model!r}, {str(checkpoint)!r}, {str(tmp_path / 'hf')!r}, *{vocabulary!r}]))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "hf" / "model.safetensors").exists()
+
+
+def test_preview_lists_the_config_fields_it_does_not_carry_over(tmp_path: Path) -> None:
+    result = wmap("preview", "data2vec_audio_ctc")
+    assert result.returncode == 0, result.stderr
+    assert "config fields not carried over" in result.stdout and "freeze_finetune_updates" in result.stdout
+    result = wmap("preview", "data2vec_audio_ctc", "--json")
+    ignored = {f["name"]: f["reason"] for f in json.loads(result.stdout)["config_fields_ignored"]}
+    assert "training" in ignored["freeze_finetune_updates"]
+
+
+@pytest.mark.parametrize(
+    ("model", "field", "value"),
+    [
+        ("data2vec_audio", "dropout", "abc"),
+        ("data2vec_audio", "conv_pos", "wide"),
+        ("data2vec_audio", "encoder_layers", 10**9),
+        ("wav2vec2_mbart", "adaptor_n_layers", None),
+        ("distilhubert", "encoder_attention_heads", 0),
+    ],
+)
+def test_an_odd_config_value_is_one_line_and_exit_2(model: str, field: str, value: Any, tmp_path: Path) -> None:
+    state, meta = reference_state(model)
+    section = meta["Config"]["distiller"] if "Config" in meta else meta["cfg"]["model"]
+    section[field] = value
+    path = tmp_path / "odd.pt"
+    torch.save({**meta, "Distiller" if "Config" in meta else "model": state}, path)
+    for verb in (("preview", model, str(path)), ("convert", model, str(path), str(tmp_path / "hf"))):
+        result = wmap(*verb)
+        assert result.returncode == 2, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+        assert repr(field) in result.stderr
+    assert not (tmp_path / "hf").exists()

@@ -209,7 +209,7 @@ def test_bulk_planning_of_a_real_layout_equals_key_by_key(native: bool) -> None:
     for name in ("data2vec_audio_ctc", "distilhubert", "wav2vec2_mbart", "encodec_48khz"):
         spec = get_model(name).unwrap()
         layout, meta = spec.reference_layout()
-        prepared_config = spec.config_from_checkpoint(meta, layout).unwrap()
+        prepared_config = spec.config_from_checkpoint(meta, layout).unwrap().config
         from wmap.layout import build_on_meta, layout_of
 
         target = layout_of(build_on_meta(partial(spec.build, prepared_config)))

@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+import attrs
 import torch
 from returns.result import Failure
 from rich.console import Console
@@ -21,7 +22,7 @@ from wmap.convert import convert, preview, verify
 from wmap.errors import INPUT_ERRORS, WmapError
 from wmap.models import registered
 from wmap.plan import MappingPlan
-from wmap.render import print_plan
+from wmap.render import print_ignored_fields, print_plan
 
 EXIT_OK, EXIT_REFUSED, EXIT_INPUT = 0, 1, 2
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -47,12 +48,16 @@ def _preview(args: argparse.Namespace) -> int:
     result = preview(args.model, args.checkpoint, args.config)
     if isinstance(result, Failure):
         return _fail(result.failure())
-    plan = result.unwrap().plan
+    prepared = result.unwrap()
+    plan = prepared.plan
     if args.json:
-        print(json.dumps(plan.to_json(), indent=2))
+        ignored = [attrs.asdict(f) for f in prepared.ignored]
+        print(json.dumps({**plan.to_json(), "config_fields_ignored": ignored}, indent=2))
     else:
         source = args.checkpoint or "bundled reference layout"
-        print_plan(plan, _console(), title=f"{args.model} ← {source}")
+        console = _console()
+        print_plan(plan, console, title=f"{args.model} ← {source}")
+        print_ignored_fields(prepared.ignored, console)
     return EXIT_OK if plan.is_clean() else EXIT_REFUSED
 
 
@@ -82,7 +87,7 @@ def _convert(args: argparse.Namespace) -> int:
             dtype=DTYPES[args.dtype] if args.dtype else None,
             on_plan=show_if_refused,
             on_step=on_step,
-            tokenizer=args.tokenizer,
+            processor_file=args.processor_file,
         )
         progress.update(task, completed=len(CONVERT_STEPS))
     if isinstance(result, Failure):
@@ -129,7 +134,14 @@ def parser() -> argparse.ArgumentParser:
     con.add_argument("--config", help="a transformers config JSON to use instead of the translated one")
     con.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
     con.add_argument("--dtype", choices=sorted(DTYPES), help="cast floating tensors")
-    con.add_argument("--tokenizer", help="wav2vec2_mbart: the sentencepiece model to write an MBart50Tokenizer from")
+    con.add_argument(
+        "--dict",
+        "--tokenizer",
+        dest="processor_file",
+        metavar="FILE",
+        help="the tokenizer's source where the checkpoint lacks it: CTC families, fairseq's dict.ltr.txt; "
+        "wav2vec2_mbart, the sentencepiece model",
+    )
     con.set_defaults(run=_convert)
 
     ver = verbs.add_parser("verify", help="check a converted directory's tensors against the source checkpoint")
@@ -141,6 +153,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 EXIT_INTERRUPTED = 130
+EXIT_INTERNAL = 70  # EX_SOFTWARE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -153,6 +166,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("wmap: interrupted; nothing was written", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as error:  # a bug: the library returns errors as values; still one line, no traceback
+        detail = " ".join(str(error).split())[:300]
+        print(f"wmap: internal error (please report it): {type(error).__name__}: {detail}", file=sys.stderr)
+        return EXIT_INTERNAL
     return code
 
 

@@ -17,11 +17,12 @@ from returns.result import Failure, Result, Success
 from transformers import PretrainedConfig, PreTrainedModel
 
 from wmap.apply import apply_plan, load_into
+from wmap.config_fields import IgnoredField
 from wmap.errors import BadConfig, WmapError, WrongFamily
 from wmap.io import check_output, read_checkpoint, read_layout, save_pretrained_streaming, write_directory_atomically
 from wmap.layout import build_on_meta, layout_of
 from wmap.models import get_model
-from wmap.models.base import ModelSpec
+from wmap.models.base import ModelSpec, TranslatedConfig
 from wmap.plan import NO_EXCEPTIONS, Accept, MappingPlan, make_plan
 from wmap.transforms import Layout, Transform
 
@@ -38,18 +39,20 @@ class Prepared:
     pipeline: Transform
     target: PreTrainedModel
     plan: MappingPlan
+    ignored: tuple[IgnoredField, ...] = ()
+    """Fields of the checkpoint's config that the conversion does not carry over, with the reasons."""
 
 
 def resolve_config(
     spec: ModelSpec, meta: Mapping[str, Any], layout: Layout, config: ConfigSource
-) -> Result[PretrainedConfig, BadConfig]:
+) -> Result[TranslatedConfig, BadConfig]:
     """The override if given (a JSON file or a config object), else the family's translation."""
     if isinstance(config, PretrainedConfig):
-        return Success(config)
+        return Success(TranslatedConfig(config))
     if config is not None:
         path = os.fspath(config)
         try:
-            return Success(spec.config_class.from_json_file(path))
+            return Success(TranslatedConfig(spec.config_class.from_json_file(path)))
         except (OSError, ValueError, TypeError) as error:
             return Failure(BadConfig(path, "<file>", f"a {spec.config_class.__name__} JSON file", str(error)))
     return spec.config_from_checkpoint(meta, layout)
@@ -67,14 +70,15 @@ def prepare(
     resolved = resolve_config(spec, meta, layout, config)
     if isinstance(resolved, Failure):
         return Failure(resolved.failure())
-    hf_config = resolved.unwrap()
+    translated = resolved.unwrap()
+    hf_config = translated.config
     try:
         target = build_on_meta(lambda: spec.build(hf_config))
     except (ValueError, TypeError, AttributeError, RuntimeError) as error:
         return Failure(BadConfig(spec.name, "<config>", f"a config {spec.target} can be built from", str(error)))
     pipeline = spec.pipeline(hf_config, meta)
     plan = make_plan(pipeline, layout, layout_of(target), lint=lint)
-    return Success(Prepared(spec, hf_config, pipeline, target, plan))
+    return Success(Prepared(spec, hf_config, pipeline, target, plan, translated.ignored))
 
 
 def _wrong_family(spec: ModelSpec, path: str, plan: MappingPlan, layout: Layout) -> WrongFamily | None:
@@ -125,16 +129,18 @@ def convert(
     accept: Accept = NO_EXCEPTIONS,
     on_plan: Callable[[MappingPlan], None] | None = None,
     on_step: Callable[[str], None] | None = None,
-    tokenizer: str | os.PathLike[str] | None = None,
+    processor_file: str | os.PathLike[str] | None = None,
 ) -> Result[Path, WmapError]:
     """Read, plan, refuse unless clean, apply, load strictly, and write ``out_dir`` atomically.
 
     ``out_dir`` becomes a ``save_pretrained`` directory (safetensors) plus the
-    processor files the original script wrote. Nothing is written on failure.
-    ``on_plan`` sees the plan before anything is applied; ``on_step`` is told
-    each stage as it starts (for progress displays). ``tokenizer`` is a file the
-    family turns into a tokenizer (``wav2vec2_mbart``: a sentencepiece model, the
-    seed's ``dict_path``); it is read before anything is written.
+    processor files the original script wrote (for CTC families a
+    ``Wav2Vec2Processor`` with the checkpoint's own vocabulary). Nothing is
+    written on failure. ``on_plan`` sees the plan before anything is applied;
+    ``on_step`` is told each stage as it starts (for progress displays).
+    ``processor_file`` is the file the family builds its tokenizer from where the
+    checkpoint lacks it (``--dict dict.ltr.txt`` for CTC families, ``--tokenizer``
+    a sentencepiece model for ``wav2vec2_mbart``); it is read before anything is written.
     """
     step = on_step or (lambda _: None)
     found = get_model(model)
@@ -144,18 +150,15 @@ def convert(
     checked = check_output(out_dir, overwrite=overwrite)  # before the (possibly large) read
     if isinstance(checked, Failure):
         return Failure(checked.failure())
-    write_tokenizer: Callable[[Path], None] = lambda _: None  # noqa: E731
-    if tokenizer is not None:
-        if spec.load_tokenizer is None:
-            return Failure(
-                BadConfig(
-                    spec.name, "--tokenizer", "a family that writes a tokenizer (wav2vec2_mbart)", os.fspath(tokenizer)
-                )
+    if processor_file is not None and spec.takes_file is None:
+        return Failure(
+            BadConfig(
+                spec.name,
+                "--dict/--tokenizer",
+                "no file: this family takes none (it writes no tokenizer)",
+                os.fspath(processor_file),
             )
-        loaded_tokenizer = spec.load_tokenizer(Path(tokenizer))
-        if isinstance(loaded_tokenizer, Failure):
-            return Failure(loaded_tokenizer.failure())
-        write_tokenizer = loaded_tokenizer.unwrap()
+        )
     step("reading checkpoint")
     read = read_checkpoint(checkpoint)
     if isinstance(read, Failure):
@@ -172,6 +175,10 @@ def convert(
     wrong = _wrong_family(spec, source.path, prepared.plan, layout)
     if wrong is not None:
         return Failure(wrong)
+    extras = spec.extras(prepared.config, source.meta, None if processor_file is None else Path(processor_file))
+    if isinstance(extras, Failure):
+        return Failure(extras.failure())
+    write_extras = extras.unwrap()
     step("applying plan")
     state = apply_plan(prepared.plan, source.tensors, accept=accept, dtype=dtype)
     if isinstance(state, Failure):
@@ -184,8 +191,7 @@ def convert(
 
     def write(directory: Path) -> None:
         save_pretrained_streaming(target_model, tensors, directory)
-        spec.write_extras(prepared.config, directory)
-        write_tokenizer(directory)
+        write_extras(directory)
 
     step("writing output")
     written: Result[Path, WmapError] = write_directory_atomically(out_dir, write, overwrite=overwrite)

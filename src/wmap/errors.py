@@ -29,17 +29,19 @@ class UnreadableCheckpoint:
 
 @attrs.frozen
 class UnsafePickle:
-    """Unpickling the file would need classes or code beyond plain tensors and containers."""
+    """Unpickling the file would need classes or code beyond tensors, containers and known data classes."""
 
     path: str
     detail: str
+    globals: tuple[str, ...] = ()
+    """The globals the file refers to that wmap refused."""
 
     @property
     def message(self) -> str:
         return (
-            f"{self.path}: refused to unpickle: {self.detail}. Only tensors, plain containers "
-            "and the known config classes (argparse.Namespace, omegaconf) are allowed; "
-            "convert the file to safetensors if you trust it"
+            f"{self.path}: refused to unpickle: {self.detail}. wmap reads only tensors, plain containers, "
+            "known config classes and inert stand-ins for known data classes, and runs no code from a file; "
+            "if the file is yours, save its state dict as safetensors with the tool that wrote it"
         )
 
 

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import struct
 import tempfile
@@ -27,7 +28,8 @@ from returns.result import Failure, Result, Success
 from safetensors import SafetensorError, safe_open
 from transformers import PreTrainedModel
 
-from wmap.errors import OutputRefused, UnreadableCheckpoint, UnsafePickle
+from wmap.dictionary import FAIRSEQ_GLOBAL, Dictionary
+from wmap.errors import BadConfig, OutputRefused, UnreadableCheckpoint, UnsafePickle
 from wmap.layout import tensors_layout
 from wmap.transforms import Layout
 
@@ -132,22 +134,49 @@ def unwrap(
     return Failure(UnreadableCheckpoint(path, EXPECTED, f"it holds a {type(container).__name__}"))
 
 
+STAND_INS: Mapping[str, type] = {FAIRSEQ_GLOBAL: Dictionary}
+"""Classes real checkpoints pickle beyond plain containers, read as inert data: global name -> stand-in.
+
+fairseq's trainer keeps its label dictionaries in ``task_state``; the stand-in keeps their
+fields and runs no fairseq code."""
+
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+) was not an allowed global")
+
+
+def refused_globals(message: str) -> tuple[str, ...]:
+    """The globals torch's weights-only unpickler named as refused in ``message``."""
+    return tuple(dict.fromkeys(_REFUSED_GLOBAL.findall(message)))
+
+
 def _classify_load_error(path: str, error: BaseException) -> UnreadableCheckpoint | UnsafePickle:
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     message = str(error)
-    if "Weights only load failed" in message or "Unsupported global" in message:
-        # torch wraps the unpickler's own reason in advice (including "weights_only=False") we do not repeat.
-        boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    text = message.strip().splitlines()[0] if message.strip() else type(error).__name__
+    if "Weights only load failed" in message or "Unsupported global" in message or "WeightsUnpickler" in message:
+        # torch wraps the unpickler's reason in advice we never repeat (it includes turning weights_only off)
+        names = refused_globals(message)
+        if names:
+            return UnsafePickle(path, f"it refers to {', '.join(names)}", names)
         lines = (line.replace("WeightsUnpickler error:", "").strip() for line in message.splitlines())
-        reason = next((line for line in lines if line and not line.startswith(boilerplate)), "unsupported content")
-        return UnsafePickle(path, reason)
-    return UnreadableCheckpoint(path, EXPECTED, f"{type(error).__name__}: {text}")
+        reason = next((line for line in lines if line and not line.startswith(_TORCH_ADVICE)), "unsupported content")
+        return UnsafePickle(path, reason.split(". ")[0][:200])
+    return UnreadableCheckpoint(path, EXPECTED, f"{type(error).__name__}: {text[:200]}")
 
 
-def _load_pickle(path: str) -> Result[object, UnreadableCheckpoint | UnsafePickle]:
+_TORCH_ADVICE = (
+    "Weights only load failed",
+    "Please file an issue",
+    "Check the documentation",
+    "In PyTorch",
+    "(1)",
+    "(2)",
+)
+
+
+def _load_pickle(path: str, stand_ins: Mapping[str, type]) -> Result[object, UnreadableCheckpoint | UnsafePickle]:
     mmap = zipfile.is_zipfile(path)
+    allowed = [*allowed_globals(), *((cls, name) for name, cls in stand_ins.items())]
     try:
-        with torch.serialization.safe_globals(allowed_globals()), warnings.catch_warnings():
+        with torch.serialization.safe_globals(allowed), warnings.catch_warnings():
             # torch's note on the pickle protocol of a file it then refuses or reads anyway is noise here
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             return Success(torch.load(path, map_location="cpu", weights_only=True, mmap=mmap))
@@ -183,15 +212,23 @@ def _read_safetensors(path: str) -> Result[Checkpoint, UnreadableCheckpoint | Un
         return Failure(_bad_safetensors(path, error))
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> Result[Checkpoint, UnreadableCheckpoint | UnsafePickle]:
-    """Read a checkpoint safely; tensors stay memory-mapped where the format allows."""
+def read_checkpoint(
+    path: str | os.PathLike[str], *, stand_ins: Mapping[str, type] = STAND_INS
+) -> Result[Checkpoint, UnreadableCheckpoint | UnsafePickle]:
+    """Read a checkpoint safely; tensors stay memory-mapped where the format allows.
+
+    A torch checkpoint may pickle, beyond tensors and plain containers, only the
+    config classes of :func:`allowed_globals` and the classes named in
+    ``stand_ins`` (global name -> an inert class built from the saved fields);
+    anything else is refused, naming the global. Entries other than the state
+    dict (a trainer's optimizer state, say) stay memory-mapped and unread."""
     where = os.fspath(path)
     checked = _check_file(where)
     if isinstance(checked, Failure):
         return Failure(checked.failure())
     if _is_safetensors(where):
         return _read_safetensors(where)
-    loaded = _load_pickle(where)
+    loaded = _load_pickle(where, stand_ins)
     if isinstance(loaded, Failure):
         return Failure(loaded.failure())
     unwrapped = unwrap(loaded.unwrap(), where)
@@ -221,6 +258,28 @@ def read_layout(
         return Failure(read.failure())
     checkpoint = read.unwrap()
     return Success((checkpoint.layout, checkpoint.meta))
+
+
+SMALL_FILE_LIMIT = 16 * 2**20
+"""The largest dictionary or config file wmap reads whole (real ones are kilobytes)."""
+
+
+def read_small_text(path: Path, option: str, expected: str) -> Result[str, BadConfig]:
+    """A small UTF-8 text file the user named (``--dict``), read whole; bounded, never a device."""
+    where = str(path)
+    try:
+        if not path.is_file():
+            return Failure(BadConfig(where, option, expected, "no such file"))
+        with open(path, "rb") as handle:
+            data = handle.read(SMALL_FILE_LIMIT + 1)
+    except OSError as error:
+        return Failure(BadConfig(where, option, expected, f"unreadable ({error.strerror or error})"))
+    if len(data) > SMALL_FILE_LIMIT:
+        return Failure(BadConfig(where, option, expected, f"larger than {SMALL_FILE_LIMIT // 2**20} MiB"))
+    try:
+        return Success(data.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        return Failure(BadConfig(where, option, expected, f"not UTF-8 text ({error.reason} at byte {error.start})"))
 
 
 SAFETENSORS_DTYPES: dict[torch.dtype, str] = {

@@ -9,6 +9,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from wmap.config_fields import IgnoredField
 from wmap.plan import MappingPlan, no_cyclic_gc
 
 INDEX = re.compile(r"(?<![^.])(0|[1-9][0-9]*)(?![^.])")
@@ -157,3 +158,15 @@ def _plan_renderable(plan: MappingPlan, title: str) -> Group:
 def print_plan(plan: MappingPlan, console: Console | None = None, title: str = "mapping plan") -> None:
     """Print the plan's tables to ``console`` (stdout by default)."""
     (console or Console()).print(plan_renderable(plan, title))
+
+
+def print_ignored_fields(fields: Sequence[IgnoredField], console: Console | None = None) -> None:
+    """The source config fields a conversion does not carry over, with their values and why."""
+    if not fields:
+        return
+    table = Table(title=f"config fields not carried over ({len(fields)})", title_style="cyan", title_justify="left")
+    for header in ("section", "field", "value", "reason"):
+        table.add_column(header, overflow="fold")
+    for f in fields:
+        table.add_row(Text(f.section), Text(f.name), Text(f.value), Text(f.reason))
+    (console or Console()).print(table)

@@ -10,9 +10,9 @@ import torch
 from transformers import Data2VecAudioForCTC, Data2VecAudioModel
 
 from tests.helpers import load_pretrained_strictly
+from wmap.config_fields import conv_layers
 from wmap.convert import convert, preview
 from wmap.errors import BadConfig
-from wmap.models.source_config import parse_conv_layers
 
 ATOL = 1e-5
 pytestmark = pytest.mark.parity
@@ -52,16 +52,24 @@ def test_headless_parity(tmp_path: Path) -> None:
 
 
 def test_ctc_parity(tmp_path: Path) -> None:
-    from tests.originals import data2vec_audio_config, data2vec_ctc_original, save_fairseq_checkpoint
+    from tests.originals import (
+        data2vec_audio_config,
+        data2vec_ctc_original,
+        save_fairseq_checkpoint,
+        write_letter_dictionary,
+    )
 
-    original, saved = data2vec_ctc_original(data2vec_audio_config(conv_bias=True), 12, tmp_path)
+    original, saved = data2vec_ctc_original(data2vec_audio_config(conv_bias=True), 32, tmp_path)
     checkpoint = save_fairseq_checkpoint(tmp_path / "ctc.pt", saved, original)
     plan = preview("data2vec_audio_ctc", checkpoint).unwrap().plan
     assert plan.is_clean(), plan.problems(limit=5)
     ported = load_pretrained_strictly(
-        Data2VecAudioForCTC, convert("data2vec_audio_ctc", checkpoint, tmp_path / "hf").unwrap()
+        Data2VecAudioForCTC,
+        convert(
+            "data2vec_audio_ctc", checkpoint, tmp_path / "hf", processor_file=write_letter_dictionary(tmp_path)
+        ).unwrap(),
     )
-    assert ported.config.vocab_size == 12 and ported.config.conv_bias
+    assert ported.config.vocab_size == 32 and ported.config.conv_bias
     x, mask = _batch()
     with torch.no_grad():
         theirs = original(source=x, padding_mask=(1 - mask).bool())["encoder_out"].transpose(0, 1)
@@ -104,14 +112,13 @@ def test_variants_the_target_cannot_represent_are_refused(
 
 
 def test_conv_spec_is_parsed_without_eval() -> None:
-    assert parse_conv_layers("cfg", "c", "[(512, 10, 5)] + [(512, 3, 2)] * 2").unwrap() == (
+    assert conv_layers("[(512, 10, 5)] + [(512, 3, 2)] * 2").unwrap() == (
         (512, 10, 5),
         (512, 3, 2),
         (512, 3, 2),
     )
-    for bad in ["__import__('os').system('true')", "[(1, 2)]", "[(1,2,3)] * 10**9", 42]:
-        error = parse_conv_layers("cfg", "conv_feature_layers", bad).failure()
-        assert isinstance(error, BadConfig) and error.key == "conv_feature_layers"
+    for bad in ["__import__('os').system('true')", "[(1, 2)]", "[(1,2,3)] * 10**9", "[[[(1,2,3)]*64]*64]*64", 42]:
+        assert "(dim, kernel, stride)" in conv_layers(bad).failure()
 
 
 def test_missing_config_is_a_clear_error(tmp_path: Path) -> None:
@@ -134,7 +141,7 @@ def test_a_wrong_rule_table_is_caught_by_the_comparison(tmp_path: Path) -> None:
     original, checkpoint = _headless(tmp_path)
     spec = get_model("data2vec_audio").unwrap()
     source = read_checkpoint(checkpoint).unwrap()
-    config = spec.config_from_checkpoint(source.meta, source.layout).unwrap()
+    config = spec.config_from_checkpoint(source.meta, source.layout).unwrap().config
     swapped = first_match(
         "sabotage",
         [

@@ -112,7 +112,7 @@ def test_tokenizer_is_written_from_a_sentencepiece_model(tmp_path: Path) -> None
 
     _, checkpoint = _build(tmp_path)
     model_file = _sentencepiece_model(tmp_path)
-    out = convert("wav2vec2_mbart", checkpoint, tmp_path / "hf", tokenizer=model_file).unwrap()
+    out = convert("wav2vec2_mbart", checkpoint, tmp_path / "hf", processor_file=model_file).unwrap()
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert type(tokenizer).__name__.startswith("MBart50Tokenizer")
     config = SpeechEncoderDecoderConfig.from_pretrained(out)
@@ -126,9 +126,9 @@ def test_bad_tokenizer_input_is_refused_before_writing(tmp_path: Path) -> None:
     _, checkpoint = _build(tmp_path)
     garbage = tmp_path / "not.model"
     garbage.write_bytes(b"not a sentencepiece model")
-    error = convert("wav2vec2_mbart", checkpoint, tmp_path / "hf", tokenizer=garbage).failure()
+    error = convert("wav2vec2_mbart", checkpoint, tmp_path / "hf", processor_file=garbage).failure()
     assert "--tokenizer" in error.message and str(garbage) in error.message
     encodec = reference_checkpoint(tmp_path / "encodec.pt")
-    error = convert("encodec_32khz", encodec, tmp_path / "hf", tokenizer=garbage).failure()
-    assert "writes a tokenizer" in error.message
+    error = convert("encodec_32khz", encodec, tmp_path / "hf", processor_file=garbage).failure()
+    assert "takes none" in error.message
     assert not (tmp_path / "hf").exists()

@@ -12,21 +12,33 @@ import attrs
 from returns.result import Failure, Result, Success
 from transformers import PretrainedConfig, PreTrainedModel
 
+from wmap.config_fields import IgnoredField
 from wmap.errors import BadConfig, UnknownModel
 from wmap.transforms import Layout, Transform
 
-ConfigFromCheckpoint = Callable[[Mapping[str, Any], Layout], Result[PretrainedConfig, BadConfig]]
-"""(checkpoint metadata, source layout) -> the transformers config."""
+
+@attrs.frozen
+class TranslatedConfig:
+    """The target config translated from the checkpoint's own, and the source fields it left behind."""
+
+    config: PretrainedConfig
+    ignored: tuple[IgnoredField, ...] = ()
 
 
-def _no_extras(config: PretrainedConfig, out_dir: Path) -> None:
+ConfigFromCheckpoint = Callable[[Mapping[str, Any], Layout], Result[TranslatedConfig, BadConfig]]
+"""(checkpoint metadata, source layout) -> the transformers config and the fields not carried over."""
+
+Writer = Callable[[Path], None]
+"""Writes prepared files into the (staging) output directory."""
+
+Extras = Callable[[PretrainedConfig, Mapping[str, Any], "Path | None"], Result[Writer, BadConfig]]
+"""(target config, checkpoint metadata, the user's ``--dict``/``--tokenizer`` file) -> a writer of the
+processor files, prepared (and checked) before anything is written."""
+
+
+def no_extras(config: PretrainedConfig, meta: Mapping[str, Any], file: Path | None) -> Result[Writer, BadConfig]:
     """Families without processor files write nothing extra."""
-
-
-TokenizerWriter = Callable[[Path], None]
-"""Writes a prepared tokenizer into an output directory."""
-LoadTokenizer = Callable[[Path], Result[TokenizerWriter, BadConfig]]
-"""Reads the user's tokenizer file (e.g. a sentencepiece model) before anything is written."""
+    return Success(lambda _: None)
 
 
 @attrs.frozen
@@ -39,8 +51,9 @@ class ModelSpec:
     - ``pipeline``: the rules, chosen from the config and the checkpoint's metadata (whose
       variants the target cannot represent become refusals);
     - ``model_class``: the target model's class, which :meth:`build` makes from a ``config_class`` config;
-    - ``write_extras``: processor / feature-extractor files the original script wrote;
-    - ``load_tokenizer``: for families whose original script wrote a tokenizer from a user's file.
+    - ``extras``: the processor files (tokenizer, feature extractor, generation config) the original
+      script wrote, prepared before anything is written;
+    - ``takes_file``: what the user's ``--dict``/``--tokenizer`` file is for this family (``None``: it takes none).
     """
 
     name: str
@@ -50,8 +63,8 @@ class ModelSpec:
     config_from_checkpoint: ConfigFromCheckpoint
     pipeline: Callable[[PretrainedConfig, Mapping[str, Any]], Transform]
     model_class: type[PreTrainedModel]
-    write_extras: Callable[[PretrainedConfig, Path], None] = _no_extras
-    load_tokenizer: LoadTokenizer | None = None
+    extras: Extras = no_extras
+    takes_file: str | None = None
 
     def build(self, config: PretrainedConfig) -> PreTrainedModel:
         """The target model for ``config`` (called on the ``meta`` device for layouts)."""

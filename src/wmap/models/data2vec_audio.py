@@ -13,53 +13,223 @@ from typing import Any
 from returns.result import Failure, Result, Success
 from transformers import Data2VecAudioConfig, Data2VecAudioForCTC, Data2VecAudioModel, PretrainedConfig
 
+from wmap.config_fields import (
+    PROBABILITY,
+    Checked,
+    ConfigTable,
+    Decided,
+    Ignored,
+    Translated,
+    Translation,
+    boolean,
+    ignore_all,
+    number,
+    one_of,
+    optional,
+    translate,
+)
 from wmap.errors import BadConfig
-from wmap.models.base import ModelSpec, register
-from wmap.models.source_config import encoder_kwargs, fairseq_encoder_config, field
+from wmap.models.base import ModelSpec, TranslatedConfig, register
+from wmap.models.ctc_processor import ctc_processor, feature_extractor_writer
+from wmap.models.source_config import (
+    TRAINING_ONLY,
+    conv_kwargs,
+    fairseq_encoder_config,
+    fairseq_model_config,
+    flag,
+    wav2vec2_encoder_fields,
+)
 from wmap.models.wav2vec2_family import (
     PROJECTIONS,
     STACKED_POS_CONV,
     TRANSFORMER_LAYERS,
     layer_norm_feature_extractor,
 )
-from wmap.pipeline import first_match, optional, scoped, seq, when
+from wmap.pipeline import first_match, scoped, seq, when
+from wmap.pipeline import optional as pass_unmatched
 from wmap.transforms import PARAMS, Layout, Transform, refuse, rename, skip
 
-SOURCE = "fairseq cfg.model"
 TARGET = "Data2VecAudio"
 CTC_HEAD = "w2v_encoder.proj.weight"
 
+DATA2VEC_OBJECTIVE = "data2vec pre-training objective (EMA teacher and its targets): not part of the encoder"
 
-def translate_config(meta: Mapping[str, Any], layout: Layout, *, ctc: bool) -> Result[PretrainedConfig, BadConfig]:
+ENCODER_FIELDS = (
+    *wav2vec2_encoder_fields(),
+    *ignore_all(
+        (
+            "loss_beta",
+            "loss_scale",
+            "average_top_k_layers",
+            "layer_norm_target_layer",
+            "instance_norm_target_layer",
+            "instance_norm_targets",
+            "layer_norm_targets",
+            "batch_norm_target_layer",
+            "group_norm_target_layer",
+            "ema_decay",
+            "ema_end_decay",
+            "ema_anneal_end_step",
+            "ema_transformer_only",
+            "ema_layers_only",
+            "max_update",
+            "min_target_var",
+            "min_pred_var",
+        ),
+        DATA2VEC_OBJECTIVE,
+    ),
+)
+"""fairseq's ``Data2VecAudioConfig`` (wav2vec2's encoder fields and data2vec's objective)."""
+
+PRETRAINED = ConfigTable("fairseq cfg.model", ENCODER_FIELDS)
+FINE_TUNED_ENCODER = ConfigTable("fairseq cfg.model.w2v_args.model", ENCODER_FIELDS)
+
+FROM_ENCODER_CONFIG = "the pre-trained encoder's config in w2v_args.model holds the value in effect"
+FINE_TUNING = ConfigTable(
+    "fairseq cfg.model (wav2vec_ctc)",
+    (
+        Decided("w2v_args", "the pre-trained encoder's config, translated by its own table"),
+        Translated("final_dropout", PROBABILITY, "final_dropout", 0.0),
+        Translated("apply_mask", boolean, None, False),
+        Checked(
+            "blank_weight",
+            (0.0,),
+            "fairseq adds it to the blank logit at inference; transformers cannot",
+            0.0,
+            number(-1e9, 1e9),
+        ),
+        Ignored("blank_mode", "how blank_weight (checked to be 0) is applied"),
+        Checked(
+            "layer_type",
+            ("transformer", None),
+            "transformers has transformer layers only",
+            None,
+            optional(one_of("transformer", "conformer", "trf_adp")),
+        ),
+        Translated("normalize", boolean, None, False),
+        Ignored("w2v_path", "where fine-tuning loaded the pre-trained weights from; the checkpoint holds them"),
+        Ignored(
+            "no_pretrained_weights",
+            "whether fine-tuning started from the pre-trained weights; the checkpoint holds them",
+        ),
+        Ignored("data", "the training data directory"),
+        *ignore_all(
+            (
+                "dropout_input",
+                "dropout",
+                "attention_dropout",
+                "activation_dropout",
+                "layerdrop",
+                "mask_length",
+                "mask_prob",
+                "mask_channel_length",
+                "mask_channel_prob",
+                "checkpoint_activations",
+                "adp_num",
+                "adp_dim",
+                "adp_act_fn",
+                "adp_trf_idx",
+            ),
+            "copied into the pre-trained encoder's config when fine-tuning started; " + FROM_ENCODER_CONFIG,
+        ),
+        *ignore_all(
+            (
+                "mask_selection",
+                "mask_other",
+                "no_mask_overlap",
+                "mask_min_space",
+                "require_same_masks",
+                "mask_dropout",
+                "mask_channel_selection",
+                "mask_channel_other",
+                "no_mask_channel_overlap",
+                "mask_channel_min_space",
+                "mask_channel_before",
+            ),
+            "SpecAugment detail transformers does not have; training only",
+        ),
+        *ignore_all(
+            (
+                "freeze_finetune_updates",
+                "feature_grad_mult",
+                "drop_path",
+                "update_alibi",
+                "offload_activations",
+                "min_params_to_wrap",
+                "ddp_backend",
+                "zero_mask",
+                "load_ema",
+                "layer_decay",
+                "freeze_regex",
+            ),
+            TRAINING_ONLY,
+        ),
+    ),
+)
+"""fairseq's ``Wav2Vec2CtcConfig``: the fine-tuning wrapper around the pre-trained encoder."""
+
+
+def _encoder_kwargs(encoder: Translation, *, masking: bool) -> dict[str, Any]:
+    values = encoder.values
+    depth: int = values["pos_conv_depth"]
+    kwargs = dict(encoder.kwargs)
+    if not masking:  # fine-tuned without masking: off, but the mask embedding keeps its place
+        kwargs["apply_spec_augment"] = False
+    return {
+        **kwargs,
+        **conv_kwargs(values["conv_feature_layers"]),
+        "num_conv_pos_embeddings": depth,
+        "conv_pos_kernel_size": max(3, values["conv_pos"] // depth),
+        "layer_norm_eps": 1e-5,
+    }
+
+
+def _heads_divide(section: str, kwargs: Mapping[str, Any]) -> BadConfig | None:
+    if kwargs["hidden_size"] % kwargs["num_attention_heads"]:
+        return BadConfig(
+            section,
+            "encoder_attention_heads",
+            f"a divisor of encoder_embed_dim ({kwargs['hidden_size']})",
+            str(kwargs["num_attention_heads"]),
+        )
+    return None
+
+
+def translate_config(meta: Mapping[str, Any], layout: Layout, *, ctc: bool) -> Result[TranslatedConfig, BadConfig]:
     """fairseq's data2vec-audio config (plain containers, omegaconf or ``args``) -> ``Data2VecAudioConfig``."""
-    enc = fairseq_encoder_config(meta)
-    if enc is None:
+    model = fairseq_model_config(meta)
+    if model is None:
         return Failure(BadConfig("checkpoint", "cfg.model", "a fairseq config (cfg or args); or pass --config", "none"))
-    shared = encoder_kwargs(SOURCE, enc, "conv_feature_layers")
-    if isinstance(shared, Failure):
-        return Failure(shared.failure())
-    depth = int(field(enc, "pos_conv_depth", 1) or 1)
-    conv_pos = int(field(enc, "conv_pos", 128))
-    extra: dict[str, Any] = {}
-    if ctc:
-        if CTC_HEAD not in layout:
-            return Failure(BadConfig("checkpoint", CTC_HEAD, "a CTC projection (fine-tuned checkpoint)", "missing"))
-        extra["vocab_size"] = layout[CTC_HEAD][0]
-    return Success(
-        Data2VecAudioConfig(
-            **shared.unwrap(),
-            conv_bias=bool(field(enc, "conv_bias", False)),
-            num_conv_pos_embeddings=depth,
-            conv_pos_kernel_size=max(3, conv_pos // depth),
-            num_conv_pos_embedding_groups=int(field(enc, "conv_pos_groups", 16)),
-            **extra,
+    if not ctc:
+        return translate(PRETRAINED, model).bind(lambda enc: _build(PRETRAINED.section, enc, None, layout))
+    return translate(FINE_TUNING, model).bind(
+        lambda outer: translate(FINE_TUNED_ENCODER, fairseq_encoder_config(meta)).bind(
+            lambda enc: _build(FINE_TUNED_ENCODER.section, enc, outer, layout)
         )
     )
 
 
+def _build(
+    section: str, encoder: Translation, outer: Translation | None, layout: Layout
+) -> Result[TranslatedConfig, BadConfig]:
+    masking = outer is None or bool(outer.values["apply_mask"])
+    kwargs = _encoder_kwargs(encoder, masking=masking)
+    bad = _heads_divide(section, kwargs)
+    if bad is not None:
+        return Failure(bad)
+    ignored = encoder.ignored
+    if outer is not None:
+        if CTC_HEAD not in layout:
+            return Failure(BadConfig("checkpoint", CTC_HEAD, "a CTC projection (fine-tuned checkpoint)", "missing"))
+        # fairseq's CTC blank is <s> (index 0); transformers' is the pad token: the ids follow that swap
+        kwargs.update(outer.kwargs, vocab_size=layout[CTC_HEAD][0], pad_token_id=0, bos_token_id=1, eos_token_id=2)
+        ignored = outer.ignored + ignored
+    return Success(TranslatedConfig(Data2VecAudioConfig(**kwargs), ignored))
+
+
 def encoder_rules(meta: Mapping[str, Any]) -> Transform:
     """The data2vec-audio encoder as fairseq names it, with the refusals for what the target lacks."""
-    pre_ln = bool(field(fairseq_encoder_config(meta), "layer_norm_first", False))
+    pre_ln = flag(fairseq_encoder_config(meta), "layer_norm_first")
     return first_match(
         "data2vec-audio encoder",
         (
@@ -84,7 +254,7 @@ def encoder_rules(meta: Mapping[str, Any]) -> Transform:
 
 def headless_pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
     """Pre-trained checkpoint -> Data2VecAudioModel (``final_proj.0`` renamed first, as in the seed)."""
-    return seq(optional(rename("final_proj.0", "final_proj")), encoder_rules(meta))
+    return seq(pass_unmatched(rename("final_proj.0", "final_proj")), encoder_rules(meta))
 
 
 def ctc_pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
@@ -107,6 +277,8 @@ DATA2VEC_AUDIO_CTC = register(
         config_from_checkpoint=lambda meta, layout: translate_config(meta, layout, ctc=True),
         pipeline=ctc_pipeline,
         model_class=Data2VecAudioForCTC,
+        extras=ctc_processor,
+        takes_file="--dict: the fine-tuning dictionary (dict.ltr.txt) where task_state lacks it",
     )
 )
 
@@ -119,5 +291,6 @@ DATA2VEC_AUDIO = register(
         config_from_checkpoint=lambda meta, layout: translate_config(meta, layout, ctc=False),
         pipeline=headless_pipeline,
         model_class=Data2VecAudioModel,
+        extras=feature_extractor_writer,
     )
 )

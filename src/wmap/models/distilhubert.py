@@ -12,11 +12,28 @@ from pathlib import Path
 from typing import Any
 
 from returns.result import Failure, Result, Success
-from transformers import HubertConfig, HubertModel, PretrainedConfig, Wav2Vec2FeatureExtractor
+from transformers import HubertConfig, HubertModel, PretrainedConfig
 
+from wmap.config_fields import (
+    PROBABILITY,
+    Checked,
+    ConfigTable,
+    Decided,
+    Ignored,
+    Translated,
+    Translation,
+    boolean,
+    conv_layers,
+    get,
+    ignore_all,
+    integer,
+    text,
+    translate,
+)
 from wmap.errors import BadConfig
-from wmap.models.base import ModelSpec, register
-from wmap.models.source_config import encoder_kwargs, field, require_ints
+from wmap.models.base import ModelSpec, TranslatedConfig, Writer, register
+from wmap.models.ctc_processor import FeatureExtractorSettings
+from wmap.models.source_config import TRAINING_ONLY, activation, conv_kwargs
 from wmap.models.wav2vec2_family import (
     PROJECTIONS,
     TRANSFORMER_LAYERS,
@@ -26,64 +43,101 @@ from wmap.models.wav2vec2_family import (
 from wmap.pipeline import first_match, seq
 from wmap.transforms import Layout, Transform, route_weight_norm, skip
 
-SOURCE = "s3prl Config.distiller"
-S3PRL_DEFAULTS = {
-    "encoder_embed_dim": 768,
-    "encoder_layers": 1,
-    "encoder_ffn_embed_dim": 3072,
-    "encoder_attention_heads": 12,
-    "conv_pos": 128,
-    "conv_pos_groups": 16,
-}
-"""s3prl's ``DistillerConfig`` defaults, used where the saved config leaves a value out."""
 S3PRL_CONV_LAYERS = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
+DISTILLATION = "distillation objective (prediction heads, task embeddings, loss): HubertModel has none"
+
+DISTILLER = ConfigTable(
+    "s3prl Config.distiller",
+    (
+        Decided("extractor_mode", "group-norm ('default') or layer-norm extractor: sets feat_extract_norm"),
+        Translated("extractor_conv_feature_layers", conv_layers, None, S3PRL_CONV_LAYERS),
+        Checked(
+            "extractor_dropout", (0.0,), "HubertModel has no dropout inside the feature extractor", 0.0, PROBABILITY
+        ),
+        Ignored("feature_grad_mult", TRAINING_ONLY + " (gradient scaling of the feature extractor)"),
+        Translated("conv_pos", integer(1, 4096), "num_conv_pos_embeddings", 128),
+        Translated("conv_pos_groups", integer(1, 65536), "num_conv_pos_embedding_groups", 16),
+        Translated("encoder_layers", integer(1, 512), "num_hidden_layers", 1),
+        Translated("encoder_embed_dim", integer(1, 65536), "hidden_size", 768),
+        Translated("encoder_ffn_embed_dim", integer(1, 262144), "intermediate_size", 3072),
+        Translated("encoder_attention_heads", integer(1, 1024), "num_attention_heads", 12),
+        Translated("activation_fn", activation, "hidden_act", "gelu"),
+        Translated("layer_norm_first", boolean, "do_stable_layer_norm", False),
+        Checked(
+            "attention_type", ("original",), "HubertModel has standard multi-head attention only", "original", text
+        ),
+        Translated("dropout", PROBABILITY, "hidden_dropout", 0.1),
+        Translated("attention_dropout", PROBABILITY, "attention_dropout", 0.1),
+        Translated("activation_dropout", PROBABILITY, "activation_dropout", 0.1),
+        Translated("encoder_layerdrop", PROBABILITY, "layerdrop", 0.0),
+        *ignore_all(
+            (
+                "final_dim",
+                "out_layer_type",
+                "out_layer_inter_dim",
+                "n_tasks",
+                "task_emb_type",
+                "task_emb_size",
+                "layer_emb_size",
+                "loss_type",
+                "feat_pen_loss",
+                "cosine_loss",
+                "pred_layer_id",
+            ),
+            DISTILLATION,
+        ),
+        *ignore_all(("init_teacher_conv_layers", "init_teacher_encoder_layers"), "how training was initialised"),
+    ),
+)
+"""s3prl's ``DistillerConfig`` (as saved: a dict under ``Config.distiller``)."""
 
 
 def distiller_config(meta: Mapping[str, Any]) -> object | None:
     """The distiller section of an s3prl checkpoint's config."""
-    config: object = field(meta.get("Config"), "distiller", None)
+    config: object = get(meta.get("Config"), "distiller", None)
     return config
 
 
-def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[PretrainedConfig, BadConfig]:
-    """s3prl's ``DistillerConfig`` (as saved: a dict) -> ``HubertConfig`` (the seed's ``convert_config``)."""
+def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
+    """s3prl's ``DistillerConfig`` -> ``HubertConfig`` (the seed's ``convert_config``)."""
     cfg = distiller_config(meta)
     if cfg is None:
         return Failure(
             BadConfig("checkpoint", "Config.distiller", "an s3prl distiller config; or pass --config", "none")
         )
-    shared = encoder_kwargs(
-        SOURCE, cfg, "extractor_conv_feature_layers", defaults=S3PRL_DEFAULTS, conv_default=S3PRL_CONV_LAYERS
-    )
-    if isinstance(shared, Failure):
-        return Failure(shared.failure())
-    positional = require_ints(SOURCE, cfg, ("conv_pos", "conv_pos_groups"), S3PRL_DEFAULTS)
-    if isinstance(positional, Failure):
-        return Failure(positional.failure())
-    ints = positional.unwrap()
-    mode = str(field(cfg, "extractor_mode", "default"))
+    return translate(DISTILLER, cfg).bind(_hubert_config)
+
+
+def _hubert_config(read: Translation) -> Result[TranslatedConfig, BadConfig]:
+    mode = read.values.get("extractor_mode", "default")
     if mode not in ("default", "layer_norm"):
-        return Failure(BadConfig(SOURCE, "extractor_mode", "'default' (group norm) or 'layer_norm'", repr(mode)))
-    return Success(
-        HubertConfig(
-            **shared.unwrap(),
-            conv_bias=False,
-            feat_extract_norm="layer" if mode == "layer_norm" else "group",
-            feat_extract_activation="gelu",
-            feat_proj_layer_norm=False,
-            num_conv_pos_embeddings=ints["conv_pos"],
-            num_conv_pos_embedding_groups=ints["conv_pos_groups"],
-            do_stable_layer_norm=bool(field(cfg, "layer_norm_first", False)),
-            apply_spec_augment=False,
-            mask_time_prob=0.0,
-            hidden_dropout=float(field(cfg, "dropout", 0.1)),
-            attention_dropout=float(field(cfg, "attention_dropout", 0.1)),
-            activation_dropout=float(field(cfg, "activation_dropout", 0.1)),
-            feat_proj_dropout=0.0,
-            final_dropout=0.0,
-            layerdrop=0.0,
+        return Failure(
+            BadConfig(DISTILLER.section, "extractor_mode", "'default' (group norm) or 'layer_norm'", repr(mode)[:60])
         )
+    kwargs = read.kwargs
+    if kwargs["hidden_size"] % kwargs["num_attention_heads"]:
+        return Failure(
+            BadConfig(
+                DISTILLER.section,
+                "encoder_attention_heads",
+                "a divisor of encoder_embed_dim",
+                str(kwargs["num_attention_heads"]),
+            )
+        )
+    config = HubertConfig(
+        **kwargs,
+        **conv_kwargs(read.values["extractor_conv_feature_layers"]),
+        layer_norm_eps=1e-5,
+        conv_bias=False,
+        feat_extract_norm="layer" if mode == "layer_norm" else "group",
+        feat_extract_activation="gelu",
+        feat_proj_layer_norm=False,
+        apply_spec_augment=False,
+        mask_time_prob=0.0,
+        feat_proj_dropout=0.0,
+        final_dropout=0.0,
     )
+    return Success(TranslatedConfig(config, read.ignored))
 
 
 def pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
@@ -104,11 +158,11 @@ def pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
     )
 
 
-def write_feature_extractor(config: PretrainedConfig, out_dir: Path) -> None:
+def feature_extractor_files(
+    config: PretrainedConfig, meta: Mapping[str, Any], file: Path | None
+) -> Result[Writer, BadConfig]:
     """The feature extractor the seed writes: 16 kHz, no normalisation, no attention mask."""
-    Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=16000, padding_value=0, do_normalize=False, return_attention_mask=False
-    ).save_pretrained(out_dir)
+    return Success(FeatureExtractorSettings(16_000, do_normalize=False, return_attention_mask=False).write)
 
 
 DISTILHUBERT = register(
@@ -120,6 +174,6 @@ DISTILHUBERT = register(
         config_from_checkpoint=translate_config,
         pipeline=pipeline,
         model_class=HubertModel,
-        write_extras=write_feature_extractor,
+        extras=feature_extractor_files,
     )
 )

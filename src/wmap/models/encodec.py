@@ -15,7 +15,7 @@ from returns.result import Result, Success
 from transformers import EncodecConfig, EncodecFeatureExtractor, EncodecModel, PretrainedConfig
 
 from wmap.errors import BadConfig
-from wmap.models.base import ModelSpec, register
+from wmap.models.base import ModelSpec, TranslatedConfig, Writer, register
 from wmap.pipeline import first_match, seq
 from wmap.transforms import (
     PARAMS,
@@ -100,21 +100,23 @@ def preset_config(name: str) -> EncodecConfig:
 
 
 def _config_for(name: str) -> Any:
-    def config_from_checkpoint(meta: Mapping[str, Any], layout: Layout) -> Result[PretrainedConfig, BadConfig]:
-        return Success(preset_config(name))
+    def config_from_checkpoint(meta: Mapping[str, Any], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
+        return Success(TranslatedConfig(preset_config(name)))
 
     return config_from_checkpoint
 
 
-def write_feature_extractor(config: PretrainedConfig, out_dir: Path) -> None:
+def feature_extractor_files(
+    config: PretrainedConfig, meta: Mapping[str, Any], file: Path | None
+) -> Result[Writer, BadConfig]:
     """The feature extractor the seed writes beside the model."""
-    assert isinstance(config, EncodecConfig)
-    EncodecFeatureExtractor(
-        feature_size=config.audio_channels,
-        sampling_rate=config.sampling_rate,
-        chunk_length_s=config.chunk_length_s,
-        overlap=config.overlap,
-    ).save_pretrained(out_dir)
+    extractor = EncodecFeatureExtractor(
+        feature_size=getattr(config, "audio_channels", 1),
+        sampling_rate=getattr(config, "sampling_rate", 24_000),
+        chunk_length_s=getattr(config, "chunk_length_s", None),
+        overlap=getattr(config, "overlap", None),
+    )
+    return Success(extractor.save_pretrained)
 
 
 def _spec(name: str, rate: str, *, with_norms: bool) -> ModelSpec:
@@ -126,7 +128,7 @@ def _spec(name: str, rate: str, *, with_norms: bool) -> ModelSpec:
         config_from_checkpoint=_config_for(name),
         pipeline=lambda config, meta: encodec_pipeline(config, with_norms=with_norms),
         model_class=EncodecModel,
-        write_extras=write_feature_extractor,
+        extras=feature_extractor_files,
     )
 
 

@@ -9,7 +9,7 @@ stacked positional conv, a post-LN decoder.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +21,36 @@ from transformers import (
     SpeechEncoderDecoderConfig,
     SpeechEncoderDecoderModel,
     Wav2Vec2Config,
-    Wav2Vec2FeatureExtractor,
 )
 
+from wmap.config_fields import (
+    Checked,
+    ConfigTable,
+    Decided,
+    Ignored,
+    Translated,
+    Translation,
+    boolean,
+    get,
+    ignore_all,
+    integer,
+    one_of,
+    optional,
+    text,
+    translate,
+)
 from wmap.errors import BadConfig
 from wmap.io import staged_copy
-from wmap.models.base import ModelSpec, register
-from wmap.models.source_config import encoder_kwargs, fairseq_model_config, field, require_ints
+from wmap.models.base import ModelSpec, TranslatedConfig, Writer, register
+from wmap.models.ctc_processor import FeatureExtractorSettings
+from wmap.models.source_config import (
+    TRAINING_ONLY,
+    activation,
+    conv_kwargs,
+    fairseq_model_config,
+    flag,
+    wav2vec2_encoder_fields,
+)
 from wmap.models.wav2vec2_family import (
     PRETRAINING_HEADS,
     PROJECTIONS,
@@ -46,63 +69,172 @@ MBART50_EN_XX = 250004
 """The seed's ``forced_bos_token_id`` (``en_XX`` in mBART-50's vocabulary)."""
 
 
-def encoder_config(model: object, layout: Layout) -> Result[Wav2Vec2Config, BadConfig]:
+W2V_ENCODER = ConfigTable(
+    SOURCE + ".w2v_args.model",
+    wav2vec2_encoder_fields(
+        extractor_mode=Translated("extractor_mode", one_of("default", "layer_norm"), None, "default"),
+        layer_norm_first=Translated("layer_norm_first", boolean, "do_stable_layer_norm", False),
+        pos_conv_depth=Decided("pos_conv_depth", "a stacked positional conv is refused by the rules"),
+    ),
+)
+"""The pre-trained wav2vec2 encoder (``w2v_args.model``)."""
+
+FINE_TUNED_IN_ENCODER = (
+    "copied into the encoder's config (w2v_args.model) when fine-tuning started, which holds the value in effect"
+)
+
+XM_TRANSFORMER = ConfigTable(
+    SOURCE,
+    (
+        Decided("w2v_args", "the pre-trained encoder's config, translated by its own table"),
+        Translated("adaptor_n_layers", integer(0, 64), None, 3),
+        Translated("adaptor_kernel_size", integer(1, 64), None, 3),
+        Translated("adaptor_stride", integer(1, 64), "adapter_stride", 2),
+        Decided("adaptor_proj", "adaptor projection layers: refused by the rules"),
+        Decided("adaptor_layernorm", "adaptor input layer norm: refused by the rules"),
+        Ignored("adaptor_layerdrop", "training-only adaptor layer drop"),
+        Decided("encoder_proj", "the encoder projection: mapped or refused by the rules"),
+        Translated("decoder_embed_dim", integer(1, 65536), "d_model"),
+        Translated("decoder_layers", integer(1, 512), "decoder_layers"),
+        Translated("decoder_ffn_embed_dim", integer(1, 262144), "decoder_ffn_dim"),
+        Translated("decoder_attention_heads", integer(1, 1024), "decoder_attention_heads"),
+        Decided("decoder_normalize_before", "a post-LN decoder is refused by the rules"),
+        Checked("decoder_learned_pos", (True,), "MBart has learned positions only", True),
+        Checked("no_token_positional_embeddings", (False,), "MBart always adds positions", False),
+        Checked("layernorm_embedding", (True,), "MBart always normalises the embeddings", True),
+        Checked("adaptive_input", (False,), "MBart has a plain token embedding", False),
+        Checked("adaptive_softmax_cutoff", (None,), "MBart has a plain output projection", None, optional(text)),
+        Ignored("adaptive_softmax_dropout", "only used with an adaptive softmax (checked absent)"),
+        Ignored("tie_adaptive_weights", "only used with an adaptive softmax (checked absent)"),
+        Translated("no_scale_embedding", boolean, None, False),
+        Translated("share_decoder_input_output_embed", boolean, "tie_word_embeddings", False),
+        Translated("activation_fn", activation, "activation_function", "relu"),
+        Translated("max_target_positions", integer(1, 1_000_000), None, 1024),
+        Ignored("decoder_input_dim", "equal to decoder_embed_dim in xm_transformer (checked by the shapes)"),
+        Ignored("decoder_output_dim", "equal to decoder_embed_dim in xm_transformer (checked by the shapes)"),
+        Ignored("decoder_embed_path", "where training loaded pre-trained embeddings; the checkpoint holds them"),
+        Ignored("quant_noise_pq", TRAINING_ONLY + " (quantization noise)"),
+        Ignored("pooler_activation_fn", "classification pooler; not part of the decoder"),
+        Ignored("pooler_dropout", "classification pooler; not part of the decoder"),
+        *ignore_all(
+            (
+                "decoder_dropout",
+                "decoder_attention_dropout",
+                "decoder_activation_dropout",
+                "decoder_layerdrop",
+                "relu_dropout",
+            ),
+            "decoder dropouts: the converted decoder has dropout 0 (inference settings, as the seed writes)",
+        ),
+        Ignored("encoder_embed_dim", "the encoder's width, read from w2v_args.model"),
+        *ignore_all(
+            (
+                "dropout_input",
+                "dropout",
+                "attention_dropout",
+                "activation_dropout",
+                "layerdrop",
+                "mask_length",
+                "mask_prob",
+                "mask_channel_length",
+                "mask_channel_prob",
+                "mask_selection",
+                "mask_other",
+                "no_mask_overlap",
+                "mask_channel_selection",
+                "mask_channel_other",
+                "no_mask_channel_overlap",
+                "mask_channel_before",
+                "feature_grad_mult",
+                "checkpoint_activations",
+                "offload_activations",
+                "min_params_to_wrap",
+                "apply_mask",
+            ),
+            FINE_TUNED_IN_ENCODER,
+        ),
+        Ignored("final_dropout", "dropout before the encoder projection; training only"),
+        Ignored("normalize", "input normalisation: the feature extractor normalises (do_normalize)"),
+        *ignore_all(
+            (
+                "w2v_path",
+                "no_pretrained_weights",
+                "load_pretrained_encoder_from",
+                "load_pretrained_decoder_from",
+                "remove_weight_norm",
+            ),
+            "how training loaded pre-trained parts; the checkpoint holds the weights",
+        ),
+        *ignore_all(
+            (
+                "freeze_finetune_updates",
+                "w2v_freezing_updates",
+                "finetune_w2v_params",
+                "finetune_decoder_params",
+                "max_positions",
+            ),
+            TRAINING_ONLY,
+        ),
+    ),
+)
+"""fairseq ``xm_transformer``'s model arguments (its ``add_args``), beside the encoder's."""
+
+
+def encoder_config(encoder: Translation, model: Translation, layout: Layout) -> Result[Wav2Vec2Config, BadConfig]:
     """The wav2vec2 encoder (``w2v_args.model``) and the adaptor -> ``Wav2Vec2Config``."""
-    w2v = field(field(model, "w2v_args", None), "model", None)
-    source = SOURCE + ".w2v_args.model"
-    if w2v is None:
-        return Failure(BadConfig(SOURCE, "w2v_args", "the wav2vec2 encoder config; or pass --config", "missing"))
-    shared = encoder_kwargs(source, w2v, "conv_feature_layers")
-    if isinstance(shared, Failure):
-        return Failure(shared.failure())
-    kwargs = shared.unwrap()
-    n_adapter = int(field(model, "adaptor_n_layers", 3))
-    kernel = int(field(model, "adaptor_kernel_size", 3))
+    n_adapter = model.values["adaptor_n_layers"]
+    kernel = model.values["adaptor_kernel_size"]
     if n_adapter and kernel != 3:
         return Failure(BadConfig(SOURCE, "adaptor_kernel_size", "3 (Wav2Vec2's adapter pads by 1)", str(kernel)))
+    kwargs = dict(encoder.kwargs)
+    if kwargs["hidden_size"] % kwargs["num_attention_heads"]:
+        return Failure(
+            BadConfig(
+                W2V_ENCODER.section,
+                "encoder_attention_heads",
+                "a divisor of encoder_embed_dim",
+                str(kwargs["num_attention_heads"]),
+            )
+        )
     hidden = kwargs["hidden_size"]
     return Success(
         Wav2Vec2Config(
             **kwargs,
-            conv_bias=bool(field(w2v, "conv_bias", False)),
-            feat_extract_norm="layer" if field(w2v, "extractor_mode", "default") == "layer_norm" else "group",
-            num_conv_pos_embeddings=int(field(w2v, "conv_pos", 128)),
-            num_conv_pos_embedding_groups=int(field(w2v, "conv_pos_groups", 16)),
-            do_stable_layer_norm=bool(field(w2v, "layer_norm_first", False)),
+            **conv_kwargs(encoder.values["conv_feature_layers"]),
+            layer_norm_eps=1e-5,
+            feat_extract_norm="layer" if encoder.values["extractor_mode"] == "layer_norm" else "group",
+            num_conv_pos_embeddings=encoder.values["conv_pos"],
             add_adapter=n_adapter > 0,
             num_adapter_layers=max(n_adapter, 1),
             adapter_kernel_size=kernel,
-            adapter_stride=int(field(model, "adaptor_stride", 2)),
+            adapter_stride=model.kwargs["adapter_stride"],
             output_hidden_size=layout.get("encoder.w2v_encoder.proj.weight", (hidden,))[0],
-            layerdrop=0.0,
         )
     )
 
 
-def decoder_config(model: object, layout: Layout) -> Result[MBartConfig, BadConfig]:
+def decoder_config(model: Translation, layout: Layout) -> Result[MBartConfig, BadConfig]:
     """fairseq's transformer decoder -> ``MBartConfig`` (vocabulary and positions from the weights)."""
-    found = require_ints(
-        SOURCE, model, ("decoder_embed_dim", "decoder_layers", "decoder_ffn_embed_dim", "decoder_attention_heads")
-    )
-    if isinstance(found, Failure):
-        return Failure(found.failure())
-    ints = found.unwrap()
     if EMBED not in layout:
         return Failure(BadConfig("checkpoint", EMBED, "the decoder's token embedding", "missing"))
+    if model.kwargs["d_model"] % model.kwargs["decoder_attention_heads"]:
+        return Failure(
+            BadConfig(
+                SOURCE,
+                "decoder_attention_heads",
+                "a divisor of decoder_embed_dim",
+                str(model.kwargs["decoder_attention_heads"]),
+            )
+        )
     vocab = layout[EMBED][0]
-    positions = layout.get(POSITIONS, (int(field(model, "max_target_positions", 1024)) + 2,))[0] - 2
+    positions = layout.get(POSITIONS, (model.values["max_target_positions"] + 2,))[0] - 2
     return Success(
         MBartConfig(
+            **model.kwargs,
             vocab_size=vocab,
-            d_model=ints["decoder_embed_dim"],
-            decoder_layers=ints["decoder_layers"],
-            decoder_ffn_dim=ints["decoder_ffn_embed_dim"],
-            decoder_attention_heads=ints["decoder_attention_heads"],
             encoder_layers=0,
             max_position_embeddings=positions,
-            activation_function=str(field(model, "activation_fn", "gelu")),
-            scale_embedding=not bool(field(model, "no_scale_embedding", False)),
-            tie_word_embeddings=bool(field(model, "share_decoder_input_output_embed", False)),
+            scale_embedding=not model.values["no_scale_embedding"],
             is_decoder=True,
             pad_token_id=1,
             bos_token_id=0,
@@ -115,29 +247,39 @@ def decoder_config(model: object, layout: Layout) -> Result[MBartConfig, BadConf
     )
 
 
-def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[PretrainedConfig, BadConfig]:
+def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
     """The composite config, with the token ids and processor hints the seed sets."""
     model = fairseq_model_config(meta)
     if model is None:
         return Failure(BadConfig("checkpoint", "cfg.model", "a fairseq config (cfg or args); or pass --config", "none"))
-    encoder = encoder_config(model, layout)
-    if isinstance(encoder, Failure):
-        return Failure(encoder.failure())
-    decoder = decoder_config(model, layout)
-    if isinstance(decoder, Failure):
-        return Failure(decoder.failure())
-    dec = decoder.unwrap()
-    config = SpeechEncoderDecoderConfig.from_encoder_decoder_configs(encoder.unwrap(), dec)
+    w2v = get(get(model, "w2v_args", None), "model", None)
+    if w2v is None:
+        return Failure(BadConfig(SOURCE, "w2v_args", "the wav2vec2 encoder config; or pass --config", "missing"))
+    # an old-style ``args`` namespace mixes model and training fields: only the model's are reported
+    legacy = "cfg" not in meta
+    return translate(XM_TRANSFORMER, model, report_unknown=not legacy).bind(
+        lambda outer: translate(W2V_ENCODER, w2v).bind(lambda inner: _composite(inner, outer, layout))
+    )
+
+
+def _composite(encoder: Translation, model: Translation, layout: Layout) -> Result[TranslatedConfig, BadConfig]:
+    return encoder_config(encoder, model, layout).bind(
+        lambda enc: decoder_config(model, layout).map(lambda dec: _joined(enc, dec, encoder, model))
+    )
+
+
+def _joined(enc: Wav2Vec2Config, dec: MBartConfig, encoder: Translation, model: Translation) -> TranslatedConfig:
+    config = SpeechEncoderDecoderConfig.from_encoder_decoder_configs(enc, dec)
     config.pad_token_id, config.bos_token_id, config.eos_token_id = 1, 0, 2
     config.decoder_start_token_id = 2  # the seed: tokenizer.eos_token_id
     config.feature_extractor_type = "wav2vec2"
     config.tokenizer_class = "mbart50"
-    return Success(config)
+    return TranslatedConfig(config, model.ignored + encoder.ignored)
 
 
 def encoder_rules(model: object) -> tuple[Transform, ...]:
     """The wav2vec2 encoder under fairseq's prefix, and the adaptor (with refusals)."""
-    adaptor_proj = bool(field(model, "adaptor_proj", False))
+    adaptor_proj = flag(model, "adaptor_proj")
     wav2vec2 = first_match(
         "wav2vec2 encoder",
         (
@@ -188,8 +330,8 @@ _GROUP = Wav2Vec2Config(feat_extract_norm="group")
 
 def decoder_rules(model: object) -> tuple[Transform, ...]:
     """fairseq's transformer decoder -> ``decoder.model.decoder``; the output projection as a tie or not."""
-    shared = bool(field(model, "share_decoder_input_output_embed", False))
-    pre_ln = bool(field(model, "decoder_normalize_before", False))
+    shared = flag(model, "share_decoder_input_output_embed")
+    pre_ln = flag(model, "decoder_normalize_before")
     out = "decoder.model.decoder"
     return (
         when(
@@ -242,16 +384,26 @@ def generation_config(config: PretrainedConfig) -> GenerationConfig:
     )
 
 
-def write_extras(config: PretrainedConfig, out_dir: Path) -> None:
-    """The wav2vec2 feature extractor (16 kHz, with attention mask) and the generation config."""
-    Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
-    ).save_pretrained(out_dir)
-    generation_config(config).save_pretrained(out_dir)
+def extras(config: PretrainedConfig, meta: Mapping[str, Any], file: Path | None) -> Result[Writer, BadConfig]:
+    """The wav2vec2 feature extractor (16 kHz, with attention mask), the generation config, and the
+    MBart50Tokenizer where the user gave its sentencepiece model (``--tokenizer``, the seed's ``dict_path``)."""
+    settings = FeatureExtractorSettings(16_000, do_normalize=True, return_attention_mask=True)
+    generation = generation_config(config)
+    tokenizer: Result[Writer, BadConfig] = Success(lambda _: None) if file is None else load_tokenizer(file)
+
+    def writer(write_tokenizer: Writer) -> Writer:
+        def write(out_dir: Path) -> None:
+            settings.write(out_dir)
+            generation.save_pretrained(out_dir)
+            write_tokenizer(out_dir)
+
+        return write
+
+    return tokenizer.map(writer)
 
 
-def load_tokenizer(path: Path) -> Result[Callable[[Path], None], BadConfig]:
-    """``MBart50Tokenizer`` from a sentencepiece model (the seed's ``dict_path``), checked before writing."""
+def load_tokenizer(path: Path) -> Result[Writer, BadConfig]:
+    """``MBart50Tokenizer`` from a sentencepiece model, checked before writing."""
     where = str(path)
     if not path.is_file():
         return Failure(BadConfig(where, "--tokenizer", "an existing sentencepiece model file", "no such file"))
@@ -286,7 +438,7 @@ WAV2VEC2_MBART = register(
         config_from_checkpoint=translate_config,
         pipeline=pipeline,
         model_class=SpeechEncoderDecoderModel,
-        write_extras=write_extras,
-        load_tokenizer=load_tokenizer,
+        extras=extras,
+        takes_file="--tokenizer: the sentencepiece model to write an MBart50Tokenizer from",
     )
 )

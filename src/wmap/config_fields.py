@@ -1,0 +1,331 @@
+"""Config translation as a table of fields: every field of an original's config accounted for.
+
+A family declares, for each field of the source config section, one of:
+
+- :class:`Translated` — read with a typed, bounded reader and passed on (to a
+  target config field, or to the family's own derivation when ``target`` is ``None``);
+- :class:`Checked` — the target can only represent some values: any other is a
+  :class:`~wmap.errors.BadConfig` naming the field, the value and why;
+- :class:`Decided` — the field picks a variant, which the family's rules handle
+  (a variant the target cannot represent is refused by the plan, key by key);
+- :class:`Ignored` — deliberately not carried over, with the reason (training-only settings).
+
+:func:`translate` reads a section (plain containers, ``argparse.Namespace`` or
+omegaconf) against its table. It never raises: a value of the wrong type or
+out of range is an error value. Fields present in the file that the table does
+not know are reported as unrecognised, and :func:`wmap.cli` shows them with the
+ignored ones in ``wmap preview``.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final, TypeAlias
+
+import attrs
+from returns.result import Failure, Result, Success
+
+from wmap.errors import BadConfig
+
+Reader: TypeAlias = Callable[[object], Result[Any, str]]
+"""Reads one raw value: the typed value, or what was expected (as text)."""
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+REQUIRED: Final = _Missing()
+"""A :class:`Translated` default meaning: the field must be present."""
+
+MAX_SHOWN = 60
+"""Characters of a found value quoted in an error."""
+
+
+def shown(value: object) -> str:
+    """A value as an error quotes it: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def integer(low: int, high: int) -> Reader:
+    """An integer in ``[low, high]``."""
+    expected = f"an integer from {low} to {high}"
+
+    def read(value: object) -> Result[Any, str]:
+        if _is_int(value) and low <= value <= high:  # type: ignore[operator]
+            return Success(int(value))  # type: ignore[call-overload]
+        return Failure(expected)
+
+    return read
+
+
+def number(low: float, high: float) -> Reader:
+    """A finite number in ``[low, high]``, as a float."""
+    expected = f"a number from {low:g} to {high:g}"
+
+    def read(value: object) -> Result[Any, str]:
+        if (_is_int(value) or isinstance(value, float)) and math.isfinite(value) and low <= value <= high:  # type: ignore[arg-type,operator]
+            return Success(float(value))  # type: ignore[arg-type]
+        return Failure(expected)
+
+    return read
+
+
+PROBABILITY: Final = number(0.0, 1.0)
+"""A dropout or masking probability."""
+
+
+def boolean(value: object) -> Result[Any, str]:
+    """``True``/``False`` (fairseq's old ``args`` may hold 0/1)."""
+    if isinstance(value, bool):
+        return Success(value)
+    if _is_int(value) and value in (0, 1):
+        return Success(bool(value))
+    return Failure("true or false")
+
+
+def one_of(*allowed: object) -> Reader:
+    """One of ``allowed`` (compared with ``==``, types checked)."""
+    expected = "one of " + ", ".join(map(repr, allowed))
+
+    def read(value: object) -> Result[Any, str]:
+        for option in allowed:
+            if type(value) is type(option) and value == option:
+                return Success(value)
+        return Failure(expected)
+
+    return read
+
+
+def optional(reader: Reader) -> Reader:
+    """``None`` or what ``reader`` reads."""
+
+    def read(value: object) -> Result[Any, str]:
+        if value is None:
+            return Success(None)
+        return reader(value).alt(lambda expected: f"{expected}, or null")
+
+    return read
+
+
+MAX_CONV_LAYERS = 64
+"""More conv feature layers than any published model has (7): a larger spec is refused, not built."""
+CONV_EXPECTED = "a list of (dim, kernel, stride) like '[(512, 10, 5)] + [(512, 3, 2)] * 4'"
+
+
+def _evaluate(node: ast.AST, depth: int = 0) -> Any:
+    """The value of a conv spec's expression: int constants, tuples, lists, ``+`` and small ``*``."""
+    if depth > 16:
+        raise ValueError("expression nested too deeply")
+    if isinstance(node, ast.Expression):
+        return _evaluate(node.body, depth + 1)
+    if isinstance(node, ast.Constant) and _is_int(node.value):
+        return node.value
+    if isinstance(node, ast.List | ast.Tuple):
+        if len(node.elts) > MAX_CONV_LAYERS:
+            raise ValueError(f"more than {MAX_CONV_LAYERS} items")
+        items = [_evaluate(item, depth + 1) for item in node.elts]
+        return items if isinstance(node, ast.List) else tuple(items)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Mult):
+        left, right = _evaluate(node.left, depth + 1), _evaluate(node.right, depth + 1)
+        adding = isinstance(node.op, ast.Add) and isinstance(left, list) and isinstance(right, list)
+        if adding and len(left) + len(right) <= MAX_CONV_LAYERS:
+            return left + right
+        repeating = isinstance(node.op, ast.Mult) and isinstance(left, list) and _is_int(right)
+        if repeating and 0 <= right <= MAX_CONV_LAYERS and len(left) * right <= MAX_CONV_LAYERS:
+            return left * right
+        raise ValueError(f"the list would be longer than {MAX_CONV_LAYERS} layers or is not a list")
+    raise ValueError(f"unsupported expression {ast.dump(node)[:60]}")
+
+
+def conv_layers(value: object) -> Result[Any, str]:
+    """``"[(512, 10, 5)] + [(512, 3, 2)] * 4"`` -> ``((512, 10, 5), (512, 3, 2), ...)``, parsed with
+    :mod:`ast` (never ``eval``-ed) and bounded (:data:`MAX_CONV_LAYERS`, sizes up to 65536)."""
+    if not isinstance(value, str) or len(value) > 4096:
+        return Failure(CONV_EXPECTED)
+    try:
+        parsed = _evaluate(ast.parse(value, mode="eval"))
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as error:
+        return Failure(f"{CONV_EXPECTED} ({error})")
+    if (
+        not isinstance(parsed, list)
+        or not parsed
+        or not all(
+            isinstance(layer, tuple) and len(layer) == 3 and all(_is_int(v) and 0 < v <= 65536 for v in layer)
+            for layer in parsed
+        )
+    ):
+        return Failure(CONV_EXPECTED)
+    return Success(tuple((layer[0], layer[1], layer[2]) for layer in parsed))
+
+
+def text(value: object) -> Result[Any, str]:
+    """Any string."""
+    return Success(value) if isinstance(value, str) else Failure("a string")
+
+
+@attrs.frozen
+class Translated:
+    """``source`` is read by ``read`` and becomes ``target`` (``None``: used by the family's derivation)."""
+
+    source: str
+    read: Reader
+    target: str | None = None
+    default: Any = REQUIRED
+
+
+@attrs.frozen
+class Checked:
+    """``source`` must read as one of ``allowed`` (by ``read``): the target represents nothing else."""
+
+    source: str
+    allowed: tuple[Any, ...]
+    reason: str
+    default: Any
+    read: Reader = boolean
+
+
+@attrs.frozen
+class Decided:
+    """``source`` picks a variant that the family's rules handle (refused by the plan where unsupported)."""
+
+    source: str
+    reason: str
+
+
+@attrs.frozen
+class Ignored:
+    """``source`` is deliberately not carried over."""
+
+    source: str
+    reason: str
+
+
+Field: TypeAlias = Translated | Checked | Decided | Ignored
+
+
+@attrs.frozen
+class IgnoredField:
+    """A field of the file that the conversion does not carry over, with its value and why."""
+
+    section: str
+    name: str
+    value: str
+    reason: str
+
+
+UNRECOGNISED: Final = "not a field wmap knows for this family (ignored)"
+
+
+@attrs.frozen
+class Translation:
+    """What :func:`translate` read: typed values by source name, target keyword arguments, and the
+    fields left behind."""
+
+    values: Mapping[str, Any]
+    kwargs: Mapping[str, Any]
+    ignored: tuple[IgnoredField, ...]
+
+
+@attrs.frozen
+class ConfigTable:
+    """The fields of one section of an original's config (e.g. fairseq's ``cfg.model``)."""
+
+    section: str
+    fields: tuple[Field, ...]
+
+    def names(self) -> frozenset[str]:
+        """Every field the table accounts for."""
+        return frozenset(f.source for f in self.fields)
+
+    def __attrs_post_init__(self) -> None:
+        seen: set[str] = set()
+        for f in self.fields:
+            if f.source in seen:
+                raise ValueError(f"{self.section}: field {f.source!r} listed twice")
+            seen.add(f.source)
+
+
+MISSING: Final = object()
+
+
+def get(container: object, name: str, default: Any = MISSING) -> Any:
+    """``container[name]`` or ``container.name``, whichever the container supports; never raises."""
+    if container is None:
+        return default
+    try:
+        if isinstance(container, Mapping):
+            return container.get(name, default)
+        return vars(container).get(name, default) if hasattr(container, "__dict__") else default
+    except Exception:  # an omegaconf value that cannot be read (e.g. a broken interpolation)
+        return default
+
+
+def field_names(container: object) -> tuple[str, ...]:
+    """The field names a config section holds (empty for anything that is not a section)."""
+    try:
+        if isinstance(container, Mapping):  # plain containers and omegaconf's DictConfig
+            return tuple(str(k) for k in container)
+        if hasattr(container, "__dict__") and not isinstance(container, type):
+            return tuple(vars(container))
+    except Exception:
+        return ()
+    return ()
+
+
+def _bad(table: ConfigTable, name: str, expected: str, value: object) -> BadConfig:
+    return BadConfig(table.section, name, expected, shown(value))
+
+
+def translate(table: ConfigTable, container: object, *, report_unknown: bool = True) -> Result[Translation, BadConfig]:
+    """Read ``container`` against ``table``: typed values, keyword arguments, ignored fields.
+
+    ``report_unknown``: list the container's fields the table does not know as
+    ignored (off for sections that mix in unrelated fields, e.g. fairseq's old ``args``).
+    """
+    values: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {}
+    ignored: list[IgnoredField] = []
+    present = field_names(container)
+    for f in table.fields:
+        raw = get(container, f.source)
+        if isinstance(f, Ignored | Decided):
+            if raw is not MISSING and isinstance(f, Ignored):
+                ignored.append(IgnoredField(table.section, f.source, shown(raw), f.reason))
+            if raw is not MISSING:
+                values[f.source] = raw
+            continue
+        if raw is MISSING:
+            if f.default is REQUIRED:
+                return Failure(BadConfig(table.section, f.source, "a value (the field is required)", "missing"))
+            values[f.source] = f.default
+        else:
+            read = f.read(raw)
+            if isinstance(read, Failure):
+                return Failure(_bad(table, f.source, read.failure(), raw))
+            values[f.source] = read.unwrap()
+        if isinstance(f, Checked) and values[f.source] not in f.allowed:
+            allowed = " or ".join(map(repr, f.allowed))
+            return Failure(_bad(table, f.source, f"{allowed}: {f.reason}", values[f.source]))
+        if isinstance(f, Translated) and f.target is not None:
+            kwargs[f.target] = values[f.source]
+    known = table.names() if report_unknown else frozenset(present)
+    ignored += [
+        IgnoredField(table.section, name, shown(get(container, name)), UNRECOGNISED)
+        for name in present
+        if name not in known and not name.startswith("_")
+    ]
+    return Success(Translation(values, kwargs, tuple(ignored)))
+
+
+def ignore_all(names: Iterable[str], reason: str) -> tuple[Ignored, ...]:
+    """Several fields ignored for one reason."""
+    return tuple(Ignored(name, reason) for name in names)

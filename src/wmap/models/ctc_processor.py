@@ -1,0 +1,159 @@
+"""The processor files of a converted model: what ``AutoProcessor.from_pretrained(out_dir)`` reads.
+
+CTC families get a ``Wav2Vec2Processor``: a ``Wav2Vec2CTCTokenizer`` whose
+vocabulary is the checkpoint's own fairseq target dictionary (from
+``task_state``, or a ``dict.*.txt`` the user names) and a
+``Wav2Vec2FeatureExtractor`` whose settings come from the fine-tuning task's
+config. Headless families get the feature extractor alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+from returns.result import Failure, Result, Success
+from transformers import PretrainedConfig
+
+from wmap.config_fields import boolean, get, integer
+from wmap.dictionary import Dictionary, DictionaryError, find_in_task_state, parse_dict_file
+from wmap.errors import BadConfig
+from wmap.io import read_small_text
+from wmap.models.base import Writer
+from wmap.models.source_config import fairseq_model_config, fairseq_task_config
+
+WORD_DELIMITER = "|"
+"""fairseq's letter dictionaries mark word boundaries with ``|``."""
+
+
+def ctc_vocabulary(dictionary: Dictionary) -> dict[str, int]:
+    """The tokenizer's vocabulary: fairseq's indices, with the blank renamed as transformers expects.
+
+    fairseq's CTC blank is ``<s>`` at index 0 (``audio_finetuning``'s ``blank_symbol``);
+    transformers' CTC blank is the pad token. As transformers' own wav2vec2 conversion
+    does, index 0 becomes the pad word and index 1 (fairseq's pad, never a label) the bos word.
+    """
+    vocab = dictionary.indices
+    vocab[dictionary.pad_word] = 0
+    vocab[dictionary.bos_word] = 1
+    return vocab
+
+
+@attrs.frozen
+class FeatureExtractorSettings:
+    """What the task fed the model: the sampling rate, per-utterance normalisation, and whether the
+    model takes an attention mask (layer-norm extractors do; group-norm ones see zero padding)."""
+
+    sampling_rate: int
+    do_normalize: bool
+    return_attention_mask: bool
+
+    def write(self, out_dir: Path) -> None:
+        self.extractor().save_pretrained(out_dir)
+
+    def extractor(self) -> Any:
+        from transformers import Wav2Vec2FeatureExtractor
+
+        return Wav2Vec2FeatureExtractor(
+            feature_size=1,
+            sampling_rate=self.sampling_rate,
+            padding_value=0.0,
+            do_normalize=self.do_normalize,
+            return_attention_mask=self.return_attention_mask,
+        )
+
+
+def feature_extractor_settings(
+    config: PretrainedConfig, meta: Mapping[str, Any]
+) -> Result[FeatureExtractorSettings, BadConfig]:
+    """From fairseq's ``cfg.task`` (``sample_rate``, ``normalize``; the model's ``normalize`` where the task
+    has none) and the target config's extractor mode."""
+    task = fairseq_task_config(meta)
+    rate_value = get(task, "sample_rate", 16_000)
+    rate = integer(1, 1_000_000)(rate_value)
+    if isinstance(rate, Failure):
+        return Failure(BadConfig("fairseq cfg.task", "sample_rate", rate.failure(), repr(rate_value)[:60]))
+    normalize_value = get(task, "normalize", get(fairseq_model_config(meta), "normalize", False))
+    normalize = boolean(normalize_value)
+    if isinstance(normalize, Failure):
+        return Failure(BadConfig("fairseq cfg.task", "normalize", normalize.failure(), repr(normalize_value)[:60]))
+    layer_norm = getattr(config, "feat_extract_norm", "layer") == "layer"
+    return Success(FeatureExtractorSettings(rate.unwrap(), normalize.unwrap(), layer_norm))
+
+
+def _dictionary(meta: Mapping[str, Any], file: Path | None) -> Result[Dictionary, BadConfig]:
+    if file is not None:
+        where = str(file)
+        return read_small_text(file, "--dict", "a fairseq dictionary file (dict.ltr.txt)").bind(
+            lambda text: _parsed(text, where)
+        )
+    found = find_in_task_state(meta)
+    if found is None:
+        return Failure(
+            BadConfig(
+                "checkpoint",
+                "task_state.target_dictionary",
+                "the fine-tuning task's target dictionary; pass --dict dict.ltr.txt (the file fine-tuning used)",
+                "missing",
+            )
+        )
+    return Success(found)
+
+
+def _parsed(text: str, where: str) -> Result[Dictionary, BadConfig]:
+    try:
+        return Success(parse_dict_file(text, where))
+    except DictionaryError as error:
+        return Failure(BadConfig(where, "--dict", "a fairseq dictionary ('<symbol> <count>' per line)", str(error)))
+
+
+def ctc_processor(config: PretrainedConfig, meta: Mapping[str, Any], file: Path | None) -> Result[Writer, BadConfig]:
+    """A ``Wav2Vec2Processor`` writer, checked before anything is written: the dictionary must have
+    exactly one entry per output of the CTC head."""
+    found = _dictionary(meta, file)
+    if isinstance(found, Failure):
+        return Failure(found.failure())
+    dictionary = found.unwrap()
+    vocab_size = int(getattr(config, "vocab_size", 0))
+    if len(dictionary.symbols) != vocab_size:
+        return Failure(
+            BadConfig(
+                str(file) if file is not None else "task_state.target_dictionary",
+                "symbols",
+                f"{vocab_size} symbols, one per output of the CTC head",
+                f"{len(dictionary.symbols)} symbols",
+            )
+        )
+    settings = feature_extractor_settings(config, meta)
+    if isinstance(settings, Failure):
+        return Failure(settings.failure())
+    vocab = ctc_vocabulary(dictionary)
+    extractor = settings.unwrap()
+
+    def write(out_dir: Path) -> None:
+        from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2Processor
+
+        vocab_file = out_dir / "vocab.json"
+        vocab_file.write_text(json.dumps(vocab, ensure_ascii=False))
+        tokenizer = Wav2Vec2CTCTokenizer(
+            str(vocab_file),
+            unk_token=dictionary.unk_word,
+            pad_token=dictionary.pad_word,
+            bos_token=dictionary.bos_word,
+            eos_token=dictionary.eos_word,
+            word_delimiter_token=WORD_DELIMITER,
+            do_lower_case=False,
+        )
+        Wav2Vec2Processor(feature_extractor=extractor.extractor(), tokenizer=tokenizer).save_pretrained(out_dir)
+
+    return Success(write)
+
+
+def feature_extractor_writer(
+    config: PretrainedConfig, meta: Mapping[str, Any], file: Path | None
+) -> Result[Writer, BadConfig]:
+    """The feature extractor alone (headless models: the original script saved only that)."""
+    return feature_extractor_settings(config, meta).map(lambda settings: settings.write)

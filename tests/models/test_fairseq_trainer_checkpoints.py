@@ -1,0 +1,203 @@
+"""Real fairseq trainer checkpoints (``task_state``, optimizer state, ...) convert into a model that transcribes.
+
+The checkpoint is written by fairseq's own ``Trainer`` after a real training step
+(:func:`tests.originals.data2vec_ctc_trainer_checkpoint`); fairseq's own
+``load_model_ensemble_and_task`` gives the reference model and task.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from wmap.convert import convert, preview
+
+ATOL = 1e-5
+pytestmark = pytest.mark.parity
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.originals import data2vec_ctc_trainer_checkpoint
+
+    torch.manual_seed(0)
+    data = tmp_path_factory.mktemp("fairseq")
+    path = data / "checkpoint_best.pt"
+    data2vec_ctc_trainer_checkpoint(path, data)
+    return path
+
+
+def _fairseq_reference(path: Path) -> tuple[Any, Any]:
+    """fairseq's own loader. Under torch >= 2.6 it fails on fairseq's own trainer checkpoints
+    (``torch.load`` refuses the pickled ``Dictionary``), so the reference side, which trusts the
+    file it just wrote, allows fairseq's real class for this one call."""
+    from fairseq import checkpoint_utils
+    from fairseq.data.dictionary import Dictionary
+
+    with torch.serialization.safe_globals([Dictionary]):
+        models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(path)], strict=True)
+    return models[0].eval(), task
+
+
+def _utterances() -> list[torch.Tensor]:
+    """Raw audio as a user has it: not zero-mean, not unit-variance, of different lengths; tones that
+    change every 40 ms (so frames differ) over a little noise."""
+    generator = torch.Generator().manual_seed(7)
+    out = []
+    for n in (4000, 3100, 3600, 2500):
+        t = torch.arange(n) / 16_000
+        segments = torch.div(torch.arange(n), 640, rounding_mode="floor")
+        pitch = 100 + 3000 * torch.rand(int(segments.max()) + 1, generator=generator)
+        loud = 5 + 15 * torch.rand(int(segments.max()) + 1, generator=generator)
+        tone = loud[segments] * torch.sin(2 * torch.pi * pitch[segments] * t)
+        out.append(0.3 + tone + 0.5 * torch.randn(n, generator=generator))
+    return out
+
+
+def _fairseq_transcripts(model: Any, task: Any, audio: list[torch.Tensor]) -> tuple[list[str], list[torch.Tensor]]:
+    """fairseq's greedy CTC decoding: the task's normalisation, argmax, repeats collapsed, the blank
+    dropped, ``Dictionary.string``, letter post-processing."""
+    import torch.nn.functional as F
+    from fairseq.data.data_utils import post_process
+
+    dictionary = task.target_dictionary
+    blank = dictionary.index(task.blank_symbol)
+    texts, logits = [], []
+    with torch.no_grad():
+        for wav in audio:
+            source = F.layer_norm(wav, wav.shape) if task.cfg.normalize else wav
+            out = model(source=source[None], padding_mask=None)
+            frame_logits = model.get_logits(out)[:, 0]  # T x V
+            ids = frame_logits.argmax(-1).unique_consecutive()
+            texts.append(post_process(dictionary.string(ids[ids != blank]), "letter"))
+            logits.append(frame_logits)
+    return texts, logits
+
+
+def test_a_trainer_checkpoint_converts_and_transcribes_as_fairseq_does(trained: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForCTC, AutoProcessor
+
+    meta = torch.load(trained, weights_only=False, map_location="cpu")  # our own file, read as fairseq would
+    assert {"task_state", "last_optimizer_state", "optimizer_history", "extra_state"} <= meta.keys()
+    plan = preview("data2vec_audio_ctc", trained).unwrap()
+    assert plan.plan.is_clean(), plan.plan.problems(limit=5)
+
+    out = convert("data2vec_audio_ctc", trained, tmp_path / "hf").unwrap()  # no --config, no --dict
+    processor = AutoProcessor.from_pretrained(out)
+    model = AutoModelForCTC.from_pretrained(out).eval()
+    assert (model.config.hidden_dropout, model.config.attention_dropout, model.config.layerdrop) == (0.05, 0.02, 0.07)
+    assert (model.config.activation_dropout, model.config.feat_proj_dropout, model.config.final_dropout) == (
+        0.03,
+        0.04,
+        0.06,
+    )
+
+    reference, task = _fairseq_reference(trained)
+    audio = _utterances()
+    expected, fairseq_logits = _fairseq_transcripts(reference, task, audio)
+    ours, logits = _transcribe(processor, model, audio)
+    assert ours == expected
+    assert len(set(expected)) == len(expected) and all(" " in text and len(text) > 5 for text in expected)
+    for mine, theirs in zip(logits, fairseq_logits, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=ATOL)
+
+
+def _transcribe(processor: Any, model: Any, audio: list[torch.Tensor]) -> tuple[list[str], list[torch.Tensor]]:
+    """As a user transcribes a file: processor, model, greedy ``batch_decode``. One utterance at a
+    time, as fairseq's reference runs (batched, transformers' padded frames are not blanked)."""
+    texts, logits = [], []
+    with torch.no_grad():
+        for wav in audio:
+            inputs = processor(wav.numpy(), sampling_rate=16_000, return_tensors="pt")
+            out = model(**inputs).logits
+            texts += processor.batch_decode(out.argmax(-1))
+            logits.append(out[0])
+    return texts, logits
+
+
+def test_the_transcript_comparison_can_fail(trained: Path, tmp_path: Path) -> None:
+    """Negative control: the raw audio, unnormalised, gives other transcripts than fairseq's."""
+    from transformers import AutoModelForCTC, AutoProcessor
+
+    out = convert("data2vec_audio_ctc", trained, tmp_path / "hf").unwrap()
+    processor = AutoProcessor.from_pretrained(out)
+    model = AutoModelForCTC.from_pretrained(out).eval()
+    reference, task = _fairseq_reference(trained)
+    audio = _utterances()
+    expected, _ = _fairseq_transcripts(reference, task, audio)
+    processor.feature_extractor.do_normalize = False
+    ours, _ = _transcribe(processor, model, audio)
+    assert all(mine != theirs for mine, theirs in zip(ours, expected, strict=True))
+
+
+def test_the_output_holds_no_optimizer_state(trained: Path, tmp_path: Path) -> None:
+    out = convert("data2vec_audio_ctc", trained, tmp_path / "hf").unwrap()
+    meta = torch.load(trained, weights_only=False, map_location="cpu")
+    model_bytes = sum(t.numel() * t.element_size() for t in meta["model"].values())
+    optimizer_bytes = sum(
+        t.numel() * t.element_size()
+        for s in meta["last_optimizer_state"]["state"].values()
+        for t in s.values()
+        if isinstance(t, torch.Tensor)
+    )
+    assert optimizer_bytes > model_bytes  # Adam's two moments
+    with safe_open(out / "model.safetensors", framework="pt") as handle:
+        keys = list(handle.keys())
+    assert len(keys) == len(meta["model"]) and not any("exp_avg" in k or k.startswith("state") for k in keys)
+    assert os.path.getsize(out / "model.safetensors") < model_bytes + 2**16
+
+
+class Payload:
+    """Unpickling this would create ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.path}",))
+
+
+def test_a_code_running_object_in_task_state_is_refused(trained: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    meta = torch.load(trained, weights_only=False, map_location="cpu")
+    meta["task_state"]["evil"] = Payload(marker)
+    evil = tmp_path / "evil.pt"
+    torch.save(meta, evil)
+    out = tmp_path / "hf"
+    result = subprocess.run(
+        [sys.executable, "-m", "wmap", "convert", "data2vec_audio_ctc", str(evil), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "posix.system" in result.stderr or "os.system" in result.stderr
+    assert "weights_only" not in result.stderr
+    assert not marker.exists() and not out.exists()
+    assert not any(p.name.startswith(".hf.wmap-") for p in tmp_path.iterdir())
+
+
+def test_without_a_dictionary_convert_asks_for_dict(trained: Path, tmp_path: Path) -> None:
+    from tests.originals import write_letter_dictionary
+
+    meta = torch.load(trained, weights_only=False, map_location="cpu")
+    meta["task_state"] = {}
+    bare = tmp_path / "bare.pt"
+    torch.save(meta, bare)
+    error = convert("data2vec_audio_ctc", bare, tmp_path / "hf").failure()
+    assert "--dict" in error.message and not (tmp_path / "hf").exists()
+    wrong = tmp_path / "dict.small.txt"
+    wrong.write_text("A 1\nB 1\n")
+    error = convert("data2vec_audio_ctc", bare, tmp_path / "hf", processor_file=wrong).failure()
+    assert "32 symbols" in error.message and "6 symbols" in error.message
+    out = convert("data2vec_audio_ctc", bare, tmp_path / "hf", processor_file=write_letter_dictionary(tmp_path))
+    assert (out.unwrap() / "vocab.json").exists()

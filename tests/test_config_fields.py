@@ -1,0 +1,127 @@
+"""Config translation as tables: typed, bounded readers; every field of the originals' configs accounted for;
+fuzzed metadata gives error values, never exceptions."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from returns.result import Failure
+
+from wmap.config_fields import ConfigTable, Translated, conv_layers, integer, translate
+from wmap.convert import prepare
+from wmap.errors import BadConfig
+from wmap.models import get_model, registered
+
+ODD_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**12), max_value=10**12),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(["abc", "wide", "[(512, 10, 5)] * 10**9", "[[[(1,2,3)]*64]*64]*64", "${oc.env:HOME}"]),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+def _sections(meta: Any) -> list[tuple[Any, str]]:
+    """The mutable config sections of a family's reference metadata, with a name for each."""
+    found: list[tuple[Any, str]] = []
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, dict):
+            if any(isinstance(v, int | float | str | bool) for v in value.values()):
+                found.append((value, where))
+            for key, inner in value.items():
+                walk(inner, f"{where}.{key}")
+
+    walk(meta, "meta")
+    return found
+
+
+@pytest.mark.parametrize("model", [spec.name for spec in registered()])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzzed_metadata_gives_error_values_only(model: str, data: st.DataObject) -> None:
+    spec = get_model(model).unwrap()
+    layout, meta = spec.reference_layout()
+    for section, _ in _sections(meta):
+        for name in (
+            data.draw(st.lists(st.sampled_from(sorted(section)), max_size=4), label="fields") if section else []
+        ):
+            section[name] = data.draw(ODD_VALUES, label=name)
+    result = prepare(spec, layout, meta, lint=False)  # must return, whatever the values
+    if isinstance(result, Failure):
+        assert result.failure().message and "\n" not in result.failure().message
+
+
+def test_a_wrong_value_names_the_field_and_what_was_expected() -> None:
+    spec = get_model("data2vec_audio").unwrap()
+    layout, meta = spec.reference_layout()
+    for name, value, expected in (
+        ("dropout", "abc", "a number from 0 to 1"),
+        ("encoder_layers", 10**9, "an integer from 1 to 512"),
+        ("conv_pos", "wide", "an integer"),
+        ("layer_type", "conformer", "transformer layers only"),
+    ):
+        bad = {**meta, "cfg": {**meta["cfg"], "model": {**meta["cfg"]["model"], name: value}}}
+        error = prepare(spec, layout, bad).failure()
+        assert isinstance(error, BadConfig) and error.key == name, error
+        assert expected in error.message and repr(value)[:20] in error.message
+
+
+def test_none_where_a_number_belongs_is_refused() -> None:
+    spec = get_model("wav2vec2_mbart").unwrap()
+    layout, meta = spec.reference_layout()
+    args = dict(meta["cfg"]["model"])
+    args["adaptor_n_layers"] = None
+    error = prepare(spec, layout, {**meta, "cfg": {"model": args}}).failure()
+    assert isinstance(error, BadConfig) and error.key == "adaptor_n_layers"
+
+
+def test_conv_layers_are_bounded_and_never_evaluated() -> None:
+    assert conv_layers("[(512, 10, 5)] + [(512, 3, 2)] * 2").unwrap() == ((512, 10, 5), (512, 3, 2), (512, 3, 2))
+    for bad in ("__import__('os').system('true')", "[(1, 2)]", "[(1,2,3)] * 10**9", "[(0, 1, 1)]", "[" * 5000, 7):
+        assert "(dim, kernel, stride)" in conv_layers(bad).failure()
+
+
+def test_an_argparse_namespace_reads_like_a_dict() -> None:
+    table = ConfigTable("args", (Translated("n", integer(1, 4), "n", 1),))
+    assert translate(table, argparse.Namespace(n=3, lr=0.1)).unwrap().kwargs == {"n": 3}
+    read = translate(table, {"n": 2, "extra": 1}).unwrap()
+    assert [f.name for f in read.ignored] == ["extra"]  # an unknown field is reported, not dropped silently
+    assert translate(table, {"n": True}).failure().key == "n"  # a bool is not an integer
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize(
+    ("model", "config_class", "section"),
+    [
+        ("data2vec_audio", "fairseq.examples.data2vec.models.data2vec_audio:Data2VecAudioConfig", "PRETRAINED"),
+        ("data2vec_audio_ctc", "fairseq.models.wav2vec.wav2vec2_asr:Wav2Vec2CtcConfig", "FINE_TUNING"),
+        ("wav2vec2_mbart", "fairseq.models.wav2vec.wav2vec2:Wav2Vec2Config", "W2V_ENCODER"),
+    ],
+)
+def test_every_field_of_the_original_config_is_accounted_for(model: str, config_class: str, section: str) -> None:
+    import importlib
+
+    module_name, _, class_name = config_class.partition(":")
+    original = getattr(importlib.import_module(module_name), class_name)
+    family = importlib.import_module(f"wmap.models.{model.removesuffix('_ctc')}")
+    table: ConfigTable = getattr(family, section)
+    names = {f.name for f in dataclasses.fields(original)} - {"_name"}
+    assert names - table.names() == set(), "fields of the original config that the table does not account for"
+
+
+@pytest.mark.parity
+def test_every_field_of_s3prl_distiller_config_is_accounted_for() -> None:
+    from s3prl.upstream.distiller.model import DistillerConfig
+
+    from wmap.models.distilhubert import DISTILLER
+
+    assert set(vars(DistillerConfig({}))) - DISTILLER.names() == set()
