@@ -2,12 +2,10 @@
 
     python benchmarks/run.py [--repeats 3] [--skip-conversion] [--data bench-data]
 
-Planning: wmap's planner (``make_plan``, lint on, as users call it; also with
-the target layout shuffled, and with the pure-Python kernel) vs the seed's
-``recursively_load_weights`` (``benchmarks/seed_style.py``: its decisions at
-every size; at 100k keys also with its attribute walks and shape checks, and
-as written) on the same synthetic fine-tuned data2vec-audio key sets (10k,
-100k, 1M keys).
+Planning: on every bundled reference layout, ``make_plan`` (lint on, as users
+call it) against a naive loop over ``pipeline.apply`` in the same run; on
+synthetic fine-tuned data2vec-audio key sets (10k, 100k keys), against the
+seed's ``recursively_load_weights`` decisions (``benchmarks/seed_style.py``).
 
 Conversion: a fairseq data2vec-audio CTC checkpoint of a large wav2vec2-style
 layout (24 layers x 1024, ~1.26 GB float32, random values) converted by wmap,
@@ -29,7 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -77,129 +75,65 @@ def median_time(function: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def planning(repeats: int) -> dict[str, Any]:
-    import random
+def paired_medians(first: Callable[[], object], second: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Medians of two functions timed in turn (A B A B ...), so that drift hits both alike."""
+    a: list[float] = []
+    b: list[float] = []
+    for _ in range(repeats):
+        for function, times in ((first, a), (second, b)):
+            start = time.perf_counter()
+            function()
+            times.append(time.perf_counter() - start)
+    return statistics.median(a), statistics.median(b)
 
+
+def planning(repeats: int) -> dict[str, Any]:
+    """Synthetic data2vec-audio key sets: ``make_plan`` (lint on) against the seed's decisions."""
     from transformers import Data2VecAudioConfig
 
     from benchmarks.seed_style import seed_decisions
-    from wmap.bulk import NATIVE
     from wmap.models.data2vec_audio import ctc_pipeline
-    from wmap.plan import make_plan
+    from wmap.planner import make_plan
 
     pipeline = ctc_pipeline(Data2VecAudioConfig(), {})
-    rows: dict[str, Any] = {"native_kernel_built": NATIVE}
-    for n in (10_000, 100_000, 1_000_000):
+    rows: dict[str, Any] = {}
+    for n in (10_000, 100_000):
         source, target = key_sets(n)
-        items = list(target.items())
-        random.Random(0).shuffle(items)
-        shuffled = dict(items)  # the target layout in another order than the source's: the C kernel's worst case
-        for layout in (target, shuffled):
-            plan = make_plan(pipeline, source, layout)
-            assert plan.is_clean(), plan.problems(limit=3)
-        assert python_kernel_plan(pipeline, source, target) == plan
+        plan = make_plan(pipeline, source, target)
+        assert plan.is_clean(), plan.problems(limit=3)
         decisions, unused = seed_decisions(source)
         assert not unused and len(decisions) == len(source)
         wmap_s = median_time(partial(make_plan, pipeline, source, target), repeats)
-        shuffled_s = median_time(partial(make_plan, pipeline, source, shuffled), repeats)
-        python_s = median_time(partial(python_kernel_plan, pipeline, source, target), repeats)
-        seed_s = median_time(partial(seed_decisions, source), 1 if n >= 1_000_000 else repeats)
-        rows[str(n)] = {
-            "keys": len(source),
-            "wmap_s": wmap_s,
-            "wmap_shuffled_target_s": shuffled_s,
-            "wmap_python_kernel_s": python_s,
-            "seed_s": seed_s,
-            "speedup": seed_s / wmap_s,
-        }
-    for name in ("wmap_s", "wmap_shuffled_target_s", "wmap_python_kernel_s"):
-        rows[f"scaling_1M_over_100k_{name}"] = rows["1000000"][name] / rows["100000"][name]
-    hundred_k = rows["100000"]
-    rows["order_agreement"] = order_agreement()
-    hundred_k["seed_checks_s"] = seed_as_written(100_000, assign=False, log=False)
-    hundred_k["seed_as_written_s"] = seed_as_written(100_000)
-    hundred_k["speedup_checks"] = hundred_k["seed_checks_s"] / hundred_k["wmap_s"]
-    hundred_k["speedup_as_written"] = hundred_k["seed_as_written_s"] / hundred_k["wmap_s"]
+        seed_s = median_time(partial(seed_decisions, source), repeats)
+        rows[str(n)] = {"keys": len(source), "wmap_s": wmap_s, "seed_s": seed_s, "speedup": seed_s / wmap_s}
+    rows["scaling_100k_over_10k"] = rows["100000"]["wmap_s"] / rows["10000"]["wmap_s"]
+    rows["bundled"] = bundled_layouts(max(repeats, 15))
     return rows
 
 
-def order_agreement() -> dict[str, float]:
-    """For each bundled reference layout: the share of applied keys whose target follows the previous
-    one's in the target model's order (where the C kernel's guess is right and no hashing is needed)."""
+def naive_plan(pipeline: Any, source: Mapping[str, Any], target: Mapping[str, Any]) -> list[object]:
+    """The floor: ``pipeline.apply`` on every key, nothing else."""
+    return [pipeline.apply(key, target) for key in source]
+
+
+def bundled_layouts(repeats: int) -> dict[str, dict[str, float]]:
+    """For each bundled reference layout: ``make_plan`` (lint on, as users call it) against a naive loop
+    over ``pipeline.apply``, timed alternately in the same run; the plans' decisions must agree."""
     from wmap.layout import build_on_meta, layout_of
     from wmap.models import registered
-    from wmap.plan import make_plan
+    from wmap.planner import make_plan
 
-    shares: dict[str, float] = {}
+    rows: dict[str, dict[str, float]] = {}
     for spec in registered():
-        name = spec.name
         layout, meta = spec.reference_layout()
         config = spec.config_from_checkpoint(meta, layout).unwrap().config
         target = layout_of(build_on_meta(partial(spec.build, config)))
-        position = {key: index for index, key in enumerate(target)}
-        plan = make_plan(spec.pipeline(config, meta), layout, target)
-        places = [position[entry.target] for entry in plan.applied]
-        shares[name] = sum(b == a + 1 for a, b in zip([-2, *places], places, strict=False)) / len(places)
-    return shares
-
-
-def python_kernel_plan(pipeline: Any, source: dict[str, Any], target: dict[str, Any]) -> object:
-    """The plan as made where the C kernel is not built (bulk, pure-Python kernel, lint on)."""
-    from wmap.bulk import bulk_plan
-    from wmap.compiled import CompiledPipeline
-
-    return bulk_plan(CompiledPipeline(pipeline), source, target, native=False, lint=True)
-
-
-def seed_as_written(n_keys: int, *, assign: bool = True, log: bool = True) -> float:
-    """The seed's whole ``recursively_load_weights`` on ``n_keys`` keys: decisions, attribute walks,
-    shape checks and assignments into a model of that many layers (on the ``meta`` device, so that
-    memory is no limit) and the INFO log line per key (to a null stream). ``assign=False, log=False``:
-    the decisions, walks and shape checks only, the work a plan does."""
-    import logging
-
-    import torch
-    from transformers import Data2VecAudioConfig
-
-    from benchmarks.seed_style import seed_assign
-    from wmap.layout import build_on_meta
-    from wmap.models.data2vec_audio import DATA2VEC_AUDIO_CTC
-
-    source, _ = key_sets(n_keys)
-    layers = 1 + max(int(k.split(".")[4]) for k in source)
-    config = Data2VecAudioConfig(
-        hidden_size=8,
-        intermediate_size=8,
-        num_attention_heads=1,
-        num_hidden_layers=layers,
-        num_conv_pos_embedding_groups=1,
-    )
-    model = build_on_meta(lambda: DATA2VEC_AUDIO_CTC.build(config))
-    state = {key: torch.empty(shape, device="meta") for key, shape in _shapes(model, source).items()}
-    logger = logging.getLogger("seed")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    with open(os.devnull, "w") as null:
-        handler = logging.StreamHandler(null)
-        logger.addHandler(handler)
-        try:
-            start = time.perf_counter()
-            seed_assign(state, model, logger if log else None, assign=assign)
-            return time.perf_counter() - start
-        finally:
-            logger.removeHandler(handler)
-
-
-def _shapes(model: Any, source: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
-    """The real shapes of the small model's parameters, by source key."""
-    target = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    out = {}
-    for key in source:
-        name = key.replace(SRC, DST, 1)
-        for old, new in LAYER_KEYS:
-            name = name.replace(f".{old}.", f".{new}.")
-        out[key] = target[name]
-    return out
+        pipeline = spec.pipeline(config, meta)
+        plan_s, naive_s = paired_medians(
+            partial(make_plan, pipeline, layout, target), partial(naive_plan, pipeline, layout, target), repeats
+        )
+        rows[spec.name] = {"keys": len(layout), "make_plan_s": plan_s, "naive_s": naive_s, "ratio": plan_s / naive_s}
+    return rows
 
 
 # --- conversion -----------------------------------------------------------------------------------
@@ -318,35 +252,26 @@ def main() -> None:
     report: dict[str, Any] = {"machine": machine, "planning": planning(args.repeats)}
     console = Console()
     planned = report["planning"]
-    kernel = "C kernel" if planned["native_kernel_built"] else "pure-Python kernel (C kernel not built)"
-    table = Table(title=f"planning, make_plan with lint (median of {args.repeats}; {machine}; {kernel})")
-    for column in ("keys", "wmap", "target shuffled", "pure-Python kernel", "seed decisions", "seed / wmap"):
+    table = Table(title=f"bundled layouts: make_plan (lint on) vs a loop over pipeline.apply ({machine})")
+    for column in ("family", "keys", "make_plan", "naive loop", "ratio"):
         table.add_column(column, justify="right")
-    for n in ("10000", "100000", "1000000"):
-        row = planned[n]
+    for name, row in planned["bundled"].items():
         table.add_row(
-            f"{row['keys']:,}",
-            f"{row['wmap_s']:.4f} s",
-            f"{row['wmap_shuffled_target_s']:.4f} s",
-            f"{row['wmap_python_kernel_s']:.4f} s",
-            f"{row['seed_s']:.3f} s",
-            f"{row['speedup']:.1f}x",
+            name,
+            str(row["keys"]),
+            f"{row['make_plan_s'] * 1e3:.2f} ms",
+            f"{row['naive_s'] * 1e3:.2f} ms",
+            f"{row['ratio']:.2f}x",
         )
     console.print(table)
-    console.print(
-        "10x the keys (100k -> 1M) costs "
-        f"{planned['scaling_1M_over_100k_wmap_s']:.2f}x the time "
-        f"(target shuffled: {planned['scaling_1M_over_100k_wmap_shuffled_target_s']:.2f}x, "
-        f"pure-Python kernel: {planned['scaling_1M_over_100k_wmap_python_kernel_s']:.2f}x)"
-    )
-    hundred_k = planned["100000"]
-    console.print(
-        f"at 100k keys, seed decisions + attribute walks + shape checks: {hundred_k['seed_checks_s']:.3f} s = "
-        f"{hundred_k['speedup_checks']:.1f}x wmap; seed as written (+ assignments + INFO logging): "
-        f"{hundred_k['seed_as_written_s']:.3f} s = {hundred_k['speedup_as_written']:.1f}x wmap"
-    )
-    shares = ", ".join(f"{name} {share:.0%}" for name, share in planned["order_agreement"].items())
-    console.print(f"real layouts: the next target follows the previous one in the model's order for {shares}")
+    table = Table(title=f"synthetic layouts: make_plan (lint on) vs the seed's decisions (median of {args.repeats})")
+    for column in ("keys", "wmap", "seed decisions", "seed / wmap"):
+        table.add_column(column, justify="right")
+    for n in ("10000", "100000"):
+        row = planned[n]
+        table.add_row(f"{row['keys']:,}", f"{row['wmap_s']:.4f} s", f"{row['seed_s']:.3f} s", f"{row['speedup']:.1f}x")
+    console.print(table)
+    console.print(f"10x the keys (10k -> 100k) costs {planned['scaling_100k_over_10k']:.2f}x the time")
 
     if not args.skip_conversion:
         report["conversion"] = conversion(args.data, args.repeats)

@@ -10,7 +10,7 @@ from wmap.apply import apply_plan, load_into
 from wmap.errors import PlanNotClean, TensorMismatch
 from wmap.layout import build_on_meta, layout_of
 from wmap.pipeline import first_match, seq
-from wmap.plan import make_plan
+from wmap.planner import make_plan
 from wmap.transforms import PARAMS, WEIGHT_NORM, lstm_leaves, rename, route_weight_norm
 
 

@@ -1,7 +1,14 @@
-"""The ``wmap`` command as a user runs it: a subprocess on real files, every exit code."""
+"""The ``wmap`` command as a user runs it, on real files, every exit code.
+
+In process (``main(argv)`` with captured output) where the process boundary is
+not the point; as a subprocess where it is: the installed script, a disk that
+fills up (``RLIMIT_FSIZE``), the originals made unimportable, start-up imports.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import resource
@@ -20,7 +27,20 @@ from tests.helpers import reference_checkpoint, reference_state
 from tests.originals import write_letter_dictionary
 
 
-def wmap(*args: str, limit_file_bytes: int | None = None) -> subprocess.CompletedProcess[str]:
+def wmap(*args: str) -> subprocess.CompletedProcess[str]:
+    """``wmap ARGS`` in this process: the exit code and what it printed (argparse's exits included)."""
+    from wmap.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 2
+    return subprocess.CompletedProcess(["wmap", *args], code, out.getvalue(), err.getvalue())
+
+
+def wmap_process(*args: str, limit_file_bytes: int | None = None) -> subprocess.CompletedProcess[str]:
     """Run the installed ``wmap`` script (or the module, when not installed as a script)."""
     script = shutil.which("wmap", path=str(Path(sys.executable).parent))
     command = [script] if script else [sys.executable, "-m", "wmap.cli"]
@@ -42,7 +62,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_models_lists_every_family() -> None:
-    result = wmap("models")
+    result = wmap_process("models")
     assert result.returncode == 0
     for name in ("encodec_24khz", "encodec_48khz", "data2vec_audio_ctc", "distilhubert", "wav2vec2_mbart"):
         assert name in result.stdout
@@ -103,14 +123,16 @@ def test_existing_output_is_never_touched_without_overwrite(checkpoint: Path, tm
 
 def test_a_failure_in_the_middle_of_writing_leaves_nothing(checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "hf"
-    result = wmap("convert", "encodec_32khz", str(checkpoint), str(out), limit_file_bytes=1_000_000)
+    result = wmap_process("convert", "encodec_32khz", str(checkpoint), str(out), limit_file_bytes=1_000_000)
     assert result.returncode == 2 and "could not write output" in result.stderr
     assert "Traceback" not in result.stderr
     assert not out.exists() and not list(tmp_path.glob(".hf.wmap-*"))
 
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    result = wmap("convert", "encodec_32khz", str(checkpoint), str(out), "--overwrite", limit_file_bytes=1_000_000)
+    result = wmap_process(
+        "convert", "encodec_32khz", str(checkpoint), str(out), "--overwrite", limit_file_bytes=1_000_000
+    )
     assert result.returncode == 2
     assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
     assert not list(tmp_path.glob(".hf.wmap-*"))
@@ -222,3 +244,28 @@ def test_an_odd_config_value_is_one_line_and_exit_2(model: str, field: str, valu
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
         assert repr(field) in result.stderr
     assert not (tmp_path / "hf").exists()
+
+
+def test_help_models_and_usage_errors_import_neither_torch_nor_transformers() -> None:
+    for args in (["--help"], ["models"], ["frobnicate"], ["preview"]):
+        code = (
+            "import sys\nfrom wmap.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'numpy'})\n"
+            "print('HEAVY', heavy)"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, check=False
+        )
+        assert "HEAVY []" in result.stdout, (args, result.stdout, result.stderr)
+
+
+def test_a_bug_is_one_line_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    from wmap import cli
+
+    def broken(_: object) -> int:
+        raise RuntimeError("a bug\nwith two lines")
+
+    monkeypatch.setattr(cli, "_models", broken)
+    result = wmap("models")
+    assert result.returncode == 70 and len(result.stderr.strip().splitlines()) == 1
+    assert "internal error" in result.stderr and "Traceback" not in result.stderr

@@ -160,7 +160,7 @@ KEY_TEXT = st.text(min_size=0, max_size=300)
 def test_odd_keys_never_raise_and_are_all_accounted_for(keys: list[str]) -> None:
     from wmap.models import get_model
     from wmap.models.encodec import preset_config
-    from wmap.plan import make_plan
+    from wmap.planner import make_plan
 
     spec = get_model("encodec_24khz").unwrap()
     target, _ = spec.reference_layout()

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wmap.pipeline import first_match, seq
-from wmap.plan import Accept, make_plan
+from wmap.plan import Accept
+from wmap.planner import make_plan
 from wmap.render import collapse, plan_renderable
 from wmap.transforms import PARAMS, Layout, refuse, rename, route_weight_norm, skip, tie
 

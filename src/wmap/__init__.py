@@ -1,46 +1,60 @@
 """wmap: typed, composable transforms that map checkpoint keys between naming layouts.
 
 Plan first (names and shapes only), then apply. Errors are values.
+
+Names are imported when first used (PEP 562), so ``import wmap`` and the
+``wmap`` command start without torch or transformers until a name that needs
+them is touched.
 """
 
-from wmap.apply import apply_plan, load_into
-from wmap.convert import Prepared, convert, prepare, preview
-from wmap.errors import WmapError
-from wmap.io import Checkpoint, read_checkpoint, read_layout, write_directory_atomically
-from wmap.keys import Pattern, pattern
-from wmap.layout import build_on_meta, layout_of
-from wmap.models import ModelSpec, get_model, register, registered
-from wmap.pipeline import first_match, optional, scoped, seq, when
-from wmap.plan import Accept, MappingPlan, make_plan
-from wmap.render import print_plan
-from wmap.transforms import (
-    BATCH_NORM,
-    PARAMS,
-    WEIGHT_NORM,
-    Layout,
-    Leaves,
-    Transform,
-    lstm_leaves,
-    refuse,
-    rename,
-    route_weight_norm,
-    skip,
-    tie,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "wmap.apply": ("apply_plan", "load_into"),
+    "wmap.convert": ("Prepared", "convert", "prepare", "preview"),
+    "wmap.errors": ("WmapError",),
+    "wmap.io": ("Checkpoint", "read_checkpoint", "read_layout", "write_directory_atomically"),
+    "wmap.keys": ("Pattern", "pattern"),
+    "wmap.layout": ("build_on_meta", "layout_of"),
+    "wmap.models.base": ("ModelSpec",),
+    "wmap.registry": ("get_model", "register", "registered"),
+    "wmap.pipeline": ("first_match", "optional", "scoped", "seq", "when"),
+    "wmap.plan": ("Accept", "MappingPlan"),
+    "wmap.planner": ("make_plan",),
+    "wmap.render": ("print_plan",),
+    "wmap.transforms": (
+        "BATCH_NORM",
+        "PARAMS",
+        "WEIGHT_NORM",
+        "Layout",
+        "Leaves",
+        "Transform",
+        "lstm_leaves",
+        "refuse",
+        "rename",
+        "route_weight_norm",
+        "skip",
+        "tie",
+    ),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = [
-    "BATCH_NORM",
-    "PARAMS",
-    "WEIGHT_NORM",
     "Accept",
+    "BATCH_NORM",
     "Checkpoint",
     "Layout",
     "Leaves",
     "MappingPlan",
     "ModelSpec",
+    "PARAMS",
     "Pattern",
     "Prepared",
     "Transform",
+    "WEIGHT_NORM",
     "WmapError",
     "apply_plan",
     "build_on_meta",
@@ -70,3 +84,45 @@ __all__ = [
     "when",
     "write_directory_atomically",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'wmap' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:
+    from wmap.apply import apply_plan, load_into
+    from wmap.convert import Prepared, convert, prepare, preview
+    from wmap.errors import WmapError
+    from wmap.io import Checkpoint, read_checkpoint, read_layout, write_directory_atomically
+    from wmap.keys import Pattern, pattern
+    from wmap.layout import build_on_meta, layout_of
+    from wmap.models.base import ModelSpec
+    from wmap.pipeline import first_match, optional, scoped, seq, when
+    from wmap.plan import Accept, MappingPlan
+    from wmap.planner import make_plan
+    from wmap.registry import get_model, register, registered
+    from wmap.render import print_plan
+    from wmap.transforms import (
+        BATCH_NORM,
+        PARAMS,
+        WEIGHT_NORM,
+        Layout,
+        Leaves,
+        Transform,
+        lstm_leaves,
+        refuse,
+        rename,
+        route_weight_norm,
+        skip,
+        tie,
+    )

@@ -2,6 +2,8 @@
 
 Exit codes: 0 success / clean plan; 1 plan not clean or conversion refused;
 2 bad usage or unreadable input. Errors are one line, never a traceback.
+``--help``, ``models`` and usage errors answer at once: torch, transformers and
+the conversion code are imported only by the verbs that use them.
 """
 
 from __future__ import annotations
@@ -10,22 +12,29 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import attrs
-import torch
 from returns.result import Failure
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from transformers.utils import logging as hf_logging
+from rich.markup import escape
 
-from wmap.convert import convert, preview, verify
 from wmap.errors import INPUT_ERRORS, WmapError
-from wmap.models import registered
-from wmap.plan import MappingPlan
-from wmap.render import print_ignored_fields, print_plan
+from wmap.registry import families
+
+if TYPE_CHECKING:
+    from wmap.plan import MappingPlan
 
 EXIT_OK, EXIT_REFUSED, EXIT_INPUT = 0, 1, 2
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = ("bfloat16", "float16", "float32")
+"""``--dtype`` choices: names of torch floating dtypes."""
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 def _console(stderr: bool = False) -> Console:
@@ -39,12 +48,18 @@ def _fail(error: WmapError) -> int:
 
 def _models(_: argparse.Namespace) -> int:
     console = _console()
-    for spec in registered():
-        console.print(f"[bold]{spec.name}[/bold]\n  from: {spec.source}\n  to:   {spec.target}")
+    for family in families():
+        console.print(
+            f"[bold]{escape(family.name)}[/bold]\n  from: {escape(family.source)}\n  to:   {escape(family.target)}"
+        )
     return EXIT_OK
 
 
 def _preview(args: argparse.Namespace) -> int:
+    from wmap.convert import preview
+    from wmap.render import print_ignored_fields, print_plan
+
+    _quiet_transformers()
     result = preview(args.model, args.checkpoint, args.config)
     if isinstance(result, Failure):
         return _fail(result.failure())
@@ -65,6 +80,13 @@ CONVERT_STEPS = ("reading checkpoint", "planning", "applying plan", "writing out
 
 
 def _convert(args: argparse.Namespace) -> int:
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from wmap.convert import convert
+    from wmap.render import print_plan
+
+    _quiet_transformers()
     console = _console(stderr=True)
 
     def show_if_refused(plan: MappingPlan) -> None:
@@ -84,7 +106,7 @@ def _convert(args: argparse.Namespace) -> int:
             args.out_dir,
             args.config,
             overwrite=args.overwrite,
-            dtype=DTYPES[args.dtype] if args.dtype else None,
+            dtype=getattr(torch, args.dtype) if args.dtype else None,
             on_plan=show_if_refused,
             on_step=on_step,
             processor_file=args.processor_file,
@@ -97,6 +119,9 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from wmap.convert import verify
+
+    _quiet_transformers()
     result = verify(args.model, args.checkpoint, args.out_dir)
     if isinstance(result, Failure):
         return _fail(result.failure())
@@ -133,7 +158,7 @@ def parser() -> argparse.ArgumentParser:
     con.add_argument("out_dir")
     con.add_argument("--config", help="a transformers config JSON to use instead of the translated one")
     con.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
-    con.add_argument("--dtype", choices=sorted(DTYPES), help="cast floating tensors")
+    con.add_argument("--dtype", choices=DTYPES, help="cast floating tensors")
     con.add_argument(
         "--dict",
         "--tokenizer",
@@ -159,8 +184,6 @@ EXIT_INTERNAL = 70  # EX_SOFTWARE
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``wmap`` console script."""
     args = parser().parse_args(argv)
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
     try:
         code: int = args.run(args)
     except KeyboardInterrupt:

@@ -303,15 +303,12 @@ def translate(table: ConfigTable, container: object, *, report_unknown: bool = T
             if raw is not MISSING:
                 values[f.source] = raw
             continue
-        if raw is MISSING:
-            if f.default is REQUIRED:
-                return Failure(BadConfig(table.section, f.source, "a value (the field is required)", "missing"))
-            values[f.source] = f.default
-        else:
-            read = f.read(raw)
-            if isinstance(read, Failure):
-                return Failure(_bad(table, f.source, read.failure(), raw))
-            values[f.source] = read.unwrap()
+        if raw is MISSING and f.default is REQUIRED:
+            return Failure(BadConfig(table.section, f.source, "a value (the field is required)", "missing"))
+        read = f.read(f.default if raw is MISSING else raw)  # a default is read as a value would be
+        if isinstance(read, Failure):
+            return Failure(_bad(table, f.source, read.failure(), raw))
+        values[f.source] = read.unwrap()
         if isinstance(f, Checked) and values[f.source] not in f.allowed:
             allowed = " or ".join(map(repr, f.allowed))
             return Failure(_bad(table, f.source, f"{allowed}: {f.reason}", values[f.source]))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import torch
@@ -19,12 +19,22 @@ from transformers import PretrainedConfig, PreTrainedModel
 from wmap.apply import apply_plan, load_into
 from wmap.config_fields import IgnoredField
 from wmap.errors import BadConfig, WmapError, WrongFamily
-from wmap.io import check_output, read_checkpoint, read_layout, save_pretrained_streaming, write_directory_atomically
+from wmap.io import (
+    Checkpoint,
+    check_output,
+    read_checkpoint,
+    read_layout,
+    save_pretrained_streaming,
+    write_directory_atomically,
+)
 from wmap.layout import build_on_meta, layout_of
-from wmap.models import get_model
-from wmap.models.base import ModelSpec, TranslatedConfig
-from wmap.plan import NO_EXCEPTIONS, Accept, MappingPlan, make_plan
+from wmap.models.base import ModelSpec, TranslatedConfig, Writer
+from wmap.plan import NO_EXCEPTIONS, Accept, MappingPlan
+from wmap.planner import make_plan
+from wmap.registry import get_model
 from wmap.transforms import Layout, Transform
+
+_T = TypeVar("_T")
 
 ConfigSource = str | os.PathLike[str] | PretrainedConfig | None
 """A ``--config`` JSON file, a ready config object, or ``None`` (from the checkpoint / defaults)."""
@@ -43,6 +53,11 @@ class Prepared:
     """Fields of the checkpoint's config that the conversion does not carry over, with the reasons."""
 
 
+def widen(result: Result[_T, WmapError]) -> Result[_T, WmapError]:
+    """A result typed with the union of every error, so that ``bind`` can chain steps that fail differently."""
+    return result
+
+
 def resolve_config(
     spec: ModelSpec, meta: Mapping[str, Any], layout: Layout, config: ConfigSource
 ) -> Result[TranslatedConfig, BadConfig]:
@@ -58,6 +73,14 @@ def resolve_config(
     return spec.config_from_checkpoint(meta, layout)
 
 
+def _build_target(spec: ModelSpec, config: PretrainedConfig) -> Result[PreTrainedModel, BadConfig]:
+    try:
+        return Success(build_on_meta(lambda: spec.build(config)))
+    except (ValueError, TypeError, AttributeError, RuntimeError) as error:
+        detail = " ".join(str(error).split())[:200]
+        return Failure(BadConfig(spec.name, "<config>", f"a config {spec.target} can be built from", detail))
+
+
 def prepare(
     spec: ModelSpec,
     layout: Layout,
@@ -67,24 +90,29 @@ def prepare(
     lint: bool = True,
 ) -> Result[Prepared, WmapError]:
     """Config, pipeline, target model on ``meta`` and the plan, from a source layout."""
-    resolved = resolve_config(spec, meta, layout, config)
-    if isinstance(resolved, Failure):
-        return Failure(resolved.failure())
-    translated = resolved.unwrap()
-    hf_config = translated.config
-    try:
-        target = build_on_meta(lambda: spec.build(hf_config))
-    except (ValueError, TypeError, AttributeError, RuntimeError) as error:
-        return Failure(BadConfig(spec.name, "<config>", f"a config {spec.target} can be built from", str(error)))
-    pipeline = spec.pipeline(hf_config, meta)
-    plan = make_plan(pipeline, layout, layout_of(target), lint=lint)
-    return Success(Prepared(spec, hf_config, pipeline, target, plan, translated.ignored))
+
+    def planned(translated: TranslatedConfig) -> Result[Prepared, BadConfig]:
+        pipeline = spec.pipeline(translated.config, meta)
+        return _build_target(spec, translated.config).map(
+            lambda target: Prepared(
+                spec,
+                translated.config,
+                pipeline,
+                target,
+                make_plan(pipeline, layout, layout_of(target), lint=lint),
+                translated.ignored,
+            )
+        )
+
+    return widen(resolve_config(spec, meta, layout, config)).bind(planned)
 
 
-def _wrong_family(spec: ModelSpec, path: str, plan: MappingPlan, layout: Layout) -> WrongFamily | None:
+def _of_the_family(prepared: Prepared, where: str, layout: Layout) -> Result[Prepared, WmapError]:
+    """The prepared conversion, unless no rule spoke about any key (a checkpoint of another family)."""
+    plan = prepared.plan
     if layout and not plan.applied and not plan.skipped and not plan.refused:
-        return WrongFamily(spec.name, path, tuple(list(layout)[:3]))
-    return None
+        return Failure(WrongFamily(prepared.spec.name, where, tuple(list(layout)[:3])))
+    return Success(prepared)
 
 
 def preview(
@@ -96,26 +124,28 @@ def preview(
 
     Without ``checkpoint`` the family's bundled reference layout is used.
     """
-    found = get_model(model)
-    if isinstance(found, Failure):
-        return Failure(found.failure())
-    spec = found.unwrap()
-    meta: Mapping[str, Any]
-    if checkpoint is None:
-        layout, meta = spec.reference_layout()
-        where = f"<bundled {spec.name} reference layout>"
-    else:
-        read = read_layout(checkpoint)
-        if isinstance(read, Failure):
-            return Failure(read.failure())
-        layout, meta = read.unwrap()
-        where = os.fspath(checkpoint)
-    prepared = prepare(spec, layout, meta, config)
-    if isinstance(prepared, Success):
-        wrong = _wrong_family(spec, where, prepared.unwrap().plan, layout)
-        if wrong is not None:
-            return Failure(wrong)
-    return prepared
+
+    def source(spec: ModelSpec) -> Result[tuple[Layout, Mapping[str, Any], str], WmapError]:
+        if checkpoint is None:
+            layout, meta = spec.reference_layout()
+            return Success((layout, meta, f"<bundled {spec.name} reference layout>"))
+        return widen(read_layout(checkpoint)).map(lambda read: (read[0], read[1], os.fspath(checkpoint)))
+
+    def planned(spec: ModelSpec) -> Result[Prepared, WmapError]:
+        return source(spec).bind(
+            lambda found: prepare(spec, found[0], found[1], config).bind(
+                lambda prepared: _of_the_family(prepared, found[2], found[0])
+            )
+        )
+
+    return widen(get_model(model)).bind(planned)
+
+
+def _no_file_unless_taken(spec: ModelSpec, file: str | os.PathLike[str] | None) -> Result[ModelSpec, WmapError]:
+    if file is not None and spec.takes_file is None:
+        expected = "no file: this family takes none (it writes no tokenizer)"
+        return Failure(BadConfig(spec.name, "--dict/--tokenizer", expected, os.fspath(file)))
+    return Success(spec)
 
 
 def convert(
@@ -143,59 +173,64 @@ def convert(
     a sentencepiece model for ``wav2vec2_mbart``); it is read before anything is written.
     """
     step = on_step or (lambda _: None)
-    found = get_model(model)
-    if isinstance(found, Failure):
-        return Failure(found.failure())
-    spec = found.unwrap()
-    checked = check_output(out_dir, overwrite=overwrite)  # before the (possibly large) read
-    if isinstance(checked, Failure):
-        return Failure(checked.failure())
-    if processor_file is not None and spec.takes_file is None:
-        return Failure(
-            BadConfig(
-                spec.name,
-                "--dict/--tokenizer",
-                "no file: this family takes none (it writes no tokenizer)",
-                os.fspath(processor_file),
-            )
+    file = None if processor_file is None else Path(processor_file)
+
+    def read(spec: ModelSpec) -> Result[tuple[ModelSpec, Checkpoint], WmapError]:
+        step("reading checkpoint")
+        return widen(read_checkpoint(checkpoint)).map(lambda source: (spec, source))
+
+    def planned(found: tuple[ModelSpec, Checkpoint]) -> Result[tuple[Prepared, Checkpoint], WmapError]:
+        spec, source = found
+        step("planning")
+
+        def seen(prepared: Prepared) -> Result[Prepared, WmapError]:
+            if on_plan is not None:
+                on_plan(prepared.plan)
+            return _of_the_family(prepared, source.path, source.layout)
+
+        return prepare(spec, source.layout, source.meta, config, lint=False).bind(seen).map(lambda p: (p, source))
+
+    def written(found: tuple[Prepared, Checkpoint]) -> Result[Path, WmapError]:
+        prepared, source = found
+        return widen(prepared.spec.extras(prepared.config, source.meta, file)).bind(
+            lambda extras: _apply_and_write(prepared, source, extras, out_dir, overwrite, dtype, accept, step)
         )
-    step("reading checkpoint")
-    read = read_checkpoint(checkpoint)
-    if isinstance(read, Failure):
-        return Failure(read.failure())
-    source = read.unwrap()
-    layout = source.layout
-    step("planning")
-    prepared_result = prepare(spec, layout, source.meta, config, lint=False)
-    if isinstance(prepared_result, Failure):
-        return Failure(prepared_result.failure())
-    prepared = prepared_result.unwrap()
-    if on_plan is not None:
-        on_plan(prepared.plan)
-    wrong = _wrong_family(spec, source.path, prepared.plan, layout)
-    if wrong is not None:
-        return Failure(wrong)
-    extras = spec.extras(prepared.config, source.meta, None if processor_file is None else Path(processor_file))
-    if isinstance(extras, Failure):
-        return Failure(extras.failure())
-    write_extras = extras.unwrap()
+
+    return (
+        widen(get_model(model))
+        .bind(lambda spec: widen(check_output(out_dir, overwrite=overwrite)).map(lambda _: spec))
+        .bind(lambda spec: _no_file_unless_taken(spec, processor_file))
+        .bind(read)
+        .bind(planned)
+        .bind(written)
+    )
+
+
+def _apply_and_write(
+    prepared: Prepared,
+    source: Checkpoint,
+    extras: Writer,
+    out_dir: str | os.PathLike[str],
+    overwrite: bool,
+    dtype: torch.dtype | None,
+    accept: Accept,
+    step: Callable[[str], None],
+) -> Result[Path, WmapError]:
     step("applying plan")
-    state = apply_plan(prepared.plan, source.tensors, accept=accept, dtype=dtype)
-    if isinstance(state, Failure):
-        return Failure(state.failure())
-    tensors = state.unwrap()
-    loaded = load_into(prepared.target, tensors)  # strict: the state is exactly the model's
-    if isinstance(loaded, Failure):
-        return Failure(loaded.failure())
-    target_model = loaded.unwrap()
 
-    def write(directory: Path) -> None:
-        save_pretrained_streaming(target_model, tensors, directory)
-        write_extras(directory)
+    def write(tensors: dict[str, torch.Tensor], model: PreTrainedModel) -> Result[Path, WmapError]:
+        def files(directory: Path) -> None:
+            save_pretrained_streaming(model, tensors, directory)
+            extras(directory)
 
-    step("writing output")
-    written: Result[Path, WmapError] = write_directory_atomically(out_dir, write, overwrite=overwrite)
-    return written
+        step("writing output")
+        return widen(write_directory_atomically(out_dir, files, overwrite=overwrite))
+
+    return widen(apply_plan(prepared.plan, source.tensors, accept=accept, dtype=dtype)).bind(
+        lambda tensors: widen(load_into(prepared.target, tensors)).bind(  # strict: exactly the model's keys
+            lambda model: write(tensors, model)
+        )
+    )
 
 
 @attrs.frozen
@@ -211,6 +246,27 @@ class Verification:
         return not self.differing and not self.absent
 
 
+def _compare(plan: MappingPlan, source: Checkpoint, written: Checkpoint) -> Verification:
+    """Every written tensor against the source tensor the plan maps to it, bit for bit after the
+    cast to the written dtype (so a NaN copied exactly verifies)."""
+    differing: list[str] = []
+    absent: list[str] = []
+    for item in plan.applied:
+        out = written.tensors.get(item.target)
+        if out is None:
+            absent.append(item.target)
+            continue
+        expected = source.tensors[item.source].to(out.dtype)
+        if out.shape != expected.shape or not torch.equal(_bits(out), _bits(expected)):
+            differing.append(item.target)
+    return Verification(len(plan.applied), tuple(differing), tuple(absent))
+
+
+def _bits(tensor: torch.Tensor) -> torch.Tensor:
+    flat = tensor.detach().contiguous().reshape(-1)
+    return flat.view(torch.uint8) if flat.numel() else flat
+
+
 def verify(
     model: str,
     checkpoint: str | os.PathLike[str],
@@ -219,30 +275,18 @@ def verify(
     """Check a converted directory against its source: plan again with the directory's own
     ``config.json``, then compare every written tensor with the source tensor the plan maps to it
     (cast to the written dtype). Needs neither the original package nor the target model's code."""
-    found = get_model(model)
-    if isinstance(found, Failure):
-        return Failure(found.failure())
-    spec = found.unwrap()
-    read = read_checkpoint(checkpoint)
-    if isinstance(read, Failure):
-        return Failure(read.failure())
-    source = read.unwrap()
-    prepared = prepare(spec, source.layout, source.meta, Path(out_dir) / "config.json", lint=False)
-    if isinstance(prepared, Failure):
-        return Failure(prepared.failure())
-    plan_result = prepared.unwrap().plan.result()
-    if isinstance(plan_result, Failure):
-        return Failure(plan_result.failure())
-    written = read_checkpoint(Path(out_dir) / "model.safetensors")
-    if isinstance(written, Failure):
-        return Failure(written.failure())
-    outputs = written.unwrap().tensors
-    differing: list[str] = []
-    absent: list[str] = []
-    for item in plan_result.unwrap().applied:
-        out = outputs.get(item.target)
-        if out is None:
-            absent.append(item.target)
-        elif not torch.equal(out, source.tensors[item.source].to(out.dtype)):
-            differing.append(item.target)
-    return Success(Verification(len(plan_result.unwrap().applied), tuple(differing), tuple(absent)))
+
+    def checked(spec: ModelSpec, source: Checkpoint) -> Result[Verification, WmapError]:
+        return (
+            prepare(spec, source.layout, source.meta, Path(out_dir) / "config.json", lint=False)
+            .bind(lambda prepared: widen(prepared.plan.result()))
+            .bind(
+                lambda plan: widen(read_checkpoint(Path(out_dir) / "model.safetensors")).map(
+                    lambda written: _compare(plan, source, written)
+                )
+            )
+        )
+
+    return widen(get_model(model)).bind(
+        lambda spec: widen(read_checkpoint(checkpoint)).bind(lambda source: checked(spec, source))
+    )

@@ -1,7 +1,9 @@
 """Error values: one frozen type per failure a user can meet, each with a one-line message.
 
 The public API returns these inside ``returns`` containers; an exception
-escaping the library is a bug.
+escaping the library is a bug. Each is also an ``Exception`` whose text is its
+message, so a script that calls ``.unwrap()`` on a failure sees the message
+(``returns`` raises ``UnwrapFailedError`` *from* the error value).
 """
 
 from __future__ import annotations
@@ -14,8 +16,19 @@ if TYPE_CHECKING:
     from wmap.plan import MappingPlan
 
 
-@attrs.frozen
-class UnreadableCheckpoint:
+class Error(Exception):
+    """Base of wmap's error values: an exception whose text is the one-line ``message``."""
+
+    @property
+    def message(self) -> str:
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@attrs.frozen(auto_exc=False)
+class UnreadableCheckpoint(Error):
     """The file is missing, empty, truncated, corrupt, or not a checkpoint at all."""
 
     path: str
@@ -27,8 +40,8 @@ class UnreadableCheckpoint:
         return f"{self.path}: cannot read checkpoint ({self.detail}); expected {self.expected}"
 
 
-@attrs.frozen
-class UnsafePickle:
+@attrs.frozen(auto_exc=False)
+class UnsafePickle(Error):
     """Unpickling the file would need classes or code beyond tensors, containers and known data classes."""
 
     path: str
@@ -45,8 +58,8 @@ class UnsafePickle:
         )
 
 
-@attrs.frozen
-class UnknownModel:
+@attrs.frozen(auto_exc=False)
+class UnknownModel(Error):
     """The model name is not registered."""
 
     name: str
@@ -57,8 +70,8 @@ class UnknownModel:
         return f"unknown model {self.name!r}; known models: {', '.join(self.known)}"
 
 
-@attrs.frozen
-class WrongFamily:
+@attrs.frozen(auto_exc=False)
+class WrongFamily(Error):
     """The checkpoint's keys do not belong to the named model family."""
 
     model: str
@@ -74,8 +87,8 @@ class WrongFamily:
         )
 
 
-@attrs.frozen
-class BadConfig:
+@attrs.frozen(auto_exc=False)
+class BadConfig(Error):
     """A config value is missing or has an unexpected value."""
 
     source: str
@@ -88,8 +101,8 @@ class BadConfig:
         return f"{self.source}: config {self.key!r} is {self.found}; expected {self.expected}"
 
 
-@attrs.frozen(repr=False)
-class PlanNotClean:
+@attrs.frozen(repr=False, auto_exc=False)
+class PlanNotClean(Error):
     """The plan has problems and the caller did not accept them."""
 
     plan: MappingPlan
@@ -102,8 +115,8 @@ class PlanNotClean:
         return "mapping plan is not clean: " + "; ".join(self.plan.problems(limit=5))
 
 
-@attrs.frozen
-class TensorMismatch:
+@attrs.frozen(auto_exc=False)
+class TensorMismatch(Error):
     """The tensors handed to apply differ from the layout the plan was made from."""
 
     key: str
@@ -115,8 +128,8 @@ class TensorMismatch:
         return f"tensor {self.key!r}: expected {self.expected}, found {self.found}"
 
 
-@attrs.frozen
-class LoadFailed:
+@attrs.frozen(auto_exc=False)
+class LoadFailed(Error):
     """Strict loading into the target model failed."""
 
     target: str
@@ -127,8 +140,8 @@ class LoadFailed:
         return f"loading into {self.target} failed: {self.detail}"
 
 
-@attrs.frozen
-class OutputRefused:
+@attrs.frozen(auto_exc=False)
+class OutputRefused(Error):
     """The output location exists (and overwrite was not asked) or cannot be written."""
 
     path: str

@@ -20,7 +20,7 @@ import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import torch
@@ -32,6 +32,8 @@ from wmap.dictionary import FAIRSEQ_GLOBAL, Dictionary
 from wmap.errors import BadConfig, OutputRefused, UnreadableCheckpoint, UnsafePickle
 from wmap.layout import tensors_layout
 from wmap.transforms import Layout
+
+_T = TypeVar("_T")
 
 CONTAINER_KEYS = ("best_state", "model", "state_dict", "Distiller")
 """Where the state dict lives in the containers we know: EnCodec, fairseq, lightning-style, s3prl."""
@@ -223,19 +225,15 @@ def read_checkpoint(
     anything else is refused, naming the global. Entries other than the state
     dict (a trainer's optimizer state, say) stay memory-mapped and unread."""
     where = os.fspath(path)
-    checked = _check_file(where)
-    if isinstance(checked, Failure):
-        return Failure(checked.failure())
-    if _is_safetensors(where):
-        return _read_safetensors(where)
-    loaded = _load_pickle(where, stand_ins)
-    if isinstance(loaded, Failure):
-        return Failure(loaded.failure())
-    unwrapped = unwrap(loaded.unwrap(), where)
-    if isinstance(unwrapped, Failure):
-        return Failure(unwrapped.failure())
-    tensors, meta = unwrapped.unwrap()
-    return Success(Checkpoint(where, tensors, meta))
+
+    def pickled(_: str) -> Result[Checkpoint, UnreadableCheckpoint | UnsafePickle]:
+        loaded = _load_pickle(where, stand_ins)
+        return loaded.bind(lambda container: _widen(unwrap(container, where))).map(
+            lambda found: Checkpoint(where, found[0], found[1])
+        )
+
+    checked: Result[str, UnreadableCheckpoint | UnsafePickle] = _check_file(where)
+    return checked.bind(_read_safetensors if _is_safetensors(where) else pickled)
 
 
 def read_layout(
@@ -243,21 +241,23 @@ def read_layout(
 ) -> Result[tuple[Layout, Mapping[str, Any]], UnreadableCheckpoint | UnsafePickle]:
     """Names and shapes (and metadata) only: for safetensors just the header is read."""
     where = os.fspath(path)
-    checked = _check_file(where)
-    if isinstance(checked, Failure):
-        return Failure(checked.failure())
-    if _is_safetensors(where):
-        try:
-            with safe_open(where, framework="pt") as handle:
-                layout = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
-                return Success((layout, dict(handle.metadata() or {})))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-            return Failure(_bad_safetensors(where, error))
-    read = read_checkpoint(where)
-    if isinstance(read, Failure):
-        return Failure(read.failure())
-    checkpoint = read.unwrap()
-    return Success((checkpoint.layout, checkpoint.meta))
+    if not _is_safetensors(where):
+        return read_checkpoint(where).map(lambda checkpoint: (checkpoint.layout, checkpoint.meta))
+    return _widen(_check_file(where)).bind(_safetensors_header)
+
+
+def _safetensors_header(where: str) -> Result[tuple[Layout, Mapping[str, Any]], UnreadableCheckpoint | UnsafePickle]:
+    try:
+        with safe_open(where, framework="pt") as handle:
+            layout = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
+            return Success((layout, dict(handle.metadata() or {})))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        return Failure(_bad_safetensors(where, error))
+
+
+def _widen(result: Result[_T, UnreadableCheckpoint | UnsafePickle]) -> Result[_T, UnreadableCheckpoint | UnsafePickle]:
+    """The reading errors' union, so that ``bind`` chains steps that fail with either."""
+    return result
 
 
 SMALL_FILE_LIMIT = 16 * 2**20
@@ -383,10 +383,10 @@ def write_directory_atomically(
     replaced only after the new one is complete. Any failure leaves no staging
     directory behind and the old ``out_dir`` (if any) unchanged.
     """
-    checked = check_output(out_dir, overwrite=overwrite)
-    if isinstance(checked, Failure):
-        return checked
-    target = checked.unwrap()
+    return check_output(out_dir, overwrite=overwrite).bind(lambda target: _write_into(target, write))
+
+
+def _write_into(target: Path, write: Callable[[Path], None]) -> Result[Path, OutputRefused]:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with _staging(target) as staging:

@@ -35,6 +35,8 @@ class Pattern:
     text: str
     segments: tuple[str, ...] = attrs.field(init=False)
     wildcards: int = attrs.field(init=False)
+    _literal_at: tuple[tuple[int, str], ...] = attrs.field(init=False, eq=False, repr=False)
+    _wildcard_at: tuple[int, ...] = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         segments = split_key(self.text) if self.text else ()
@@ -45,6 +47,10 @@ class Pattern:
                 raise PatternError(f"pattern {self.text!r}: '*' must be a whole segment, not part of {segment!r}")
         object.__setattr__(self, "segments", segments)
         object.__setattr__(self, "wildcards", segments.count(WILDCARD))
+        # matching compares the literal positions (most selective: the last one first), then captures
+        literals = tuple((i, s) for i, s in enumerate(segments) if s != WILDCARD)
+        object.__setattr__(self, "_literal_at", literals[::-1])
+        object.__setattr__(self, "_wildcard_at", tuple(i for i, s in enumerate(segments) if s == WILDCARD))
 
     def __repr__(self) -> str:
         return self.text or "<root>"
@@ -58,23 +64,23 @@ class Pattern:
 
     def match_prefix(self, segments: tuple[str, ...]) -> tuple[tuple[str, ...], int] | None:
         """Captures and matched length if this pattern matches a prefix of ``segments``."""
-        own = self.segments
-        if len(own) > len(segments):
+        length = len(self.segments)
+        if length > len(segments):
             return None
-        captures: list[str] = []
-        for mine, theirs in zip(own, segments, strict=False):
-            if mine == WILDCARD:
-                if not theirs:
-                    return None
-                captures.append(theirs)
-            elif mine != theirs:
+        for index, literal in self._literal_at:
+            if segments[index] != literal:
                 return None
-        return tuple(captures), len(own)
+        captures = tuple(segments[i] for i in self._wildcard_at)
+        if "" in captures:
+            return None
+        return captures, length
 
     def substitute(self, captures: tuple[str, ...]) -> tuple[str, ...]:
         """Fill the wildcards, in order, with ``captures``."""
         if len(captures) != self.wildcards:
             raise PatternError(f"pattern {self.text!r} has {self.wildcards} wildcards, got {len(captures)} values")
+        if not captures:
+            return self.segments
         values = iter(captures)
         return tuple(next(values) if seg == WILDCARD else seg for seg in self.segments)
 

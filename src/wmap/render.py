@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from wmap.config_fields import IgnoredField
-from wmap.plan import MappingPlan, no_cyclic_gc
+from wmap.plan import MappingPlan
 
 INDEX = re.compile(r"(?<![^.])(0|[1-9][0-9]*)(?![^.])")
 """A whole key segment that is a layer index: ASCII digits in canonical form (so ``int`` round-trips it)."""
@@ -94,11 +94,6 @@ def _complete_grids(
 
 def plan_renderable(plan: MappingPlan, title: str = "mapping plan") -> Group:
     """The plan as rich tables: one per non-empty category, then a summary line."""
-    with no_cyclic_gc():
-        return _plan_renderable(plan, title)
-
-
-def _plan_renderable(plan: MappingPlan, title: str) -> Group:
     parts: list[Table | Text] = []
 
     def table(name: str, style: str, headers: Sequence[str], rows: Sequence[tuple[str, ...]], keys: int = 1) -> None:

@@ -62,38 +62,12 @@ Outcome: TypeAlias = Mapped | Skipped | Refused | NoMatchType
 
 
 class Transform(Protocol):
-    """A pure function from a source key (and the target layout) to an :data:`Outcome`."""
+    """Anything with ``apply``: a pure function from a source key (and the target layout) to an
+    :data:`Outcome`. That is the whole protocol; the planner calls nothing else."""
 
     def apply(self, key: str, target: Layout) -> Outcome:
         """Decide what happens to ``key``."""
         ...
-
-    def lint(self, key: str, target: Layout) -> tuple[tuple[str, ...], ...]:
-        """Groups of rules that all match ``key`` where only the first one wins."""
-        ...
-
-    def literals(self) -> frozenset[str]:
-        """Every literal segment the transform compares or writes (patterns and leaf names)."""
-        ...
-
-    def target_dependent(self) -> bool:
-        """Whether the outcome for a key depends on the target layout (routing does)."""
-        ...
-
-
-class _Leaf:
-    """Mixin: transforms without inner groups have nothing to lint; most ignore the target layout."""
-
-    def lint(self, key: str, target: Layout) -> tuple[tuple[str, ...], ...]:
-        return ()
-
-    def target_dependent(self) -> bool:
-        return False
-
-
-def _segments_of(patterns: tuple[Pattern, ...], leaves: Leaves | None) -> frozenset[str]:
-    names = leaves.names if leaves is not None else frozenset()
-    return frozenset(s for p in patterns for s in p.segments) | frozenset(s for name in names for s in name.split("."))
 
 
 @attrs.frozen(repr=False)
@@ -149,7 +123,7 @@ def _leaf_ok(leaves: Leaves | None, remainder: str) -> bool:
 
 
 @attrs.frozen(repr=False)
-class Rename(_Leaf):
+class Rename:
     """Prefix rename with wildcard substitution: ``source`` prefix -> ``target`` prefix, remainder kept.
 
     With ``also`` the same source tensor also feeds further targets (embedding-to-linear tying).
@@ -159,6 +133,7 @@ class Rename(_Leaf):
     target: Pattern
     leaves: Leaves | None = None
     also: tuple[Pattern, ...] = ()
+    _text: str = attrs.field(init=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         for other in (self.target, *self.also):
@@ -167,14 +142,12 @@ class Rename(_Leaf):
                     f"rule {self.source.text!r} -> {other.text!r}: the two sides have "
                     f"{self.source.wildcards} and {other.wildcards} '*'"
                 )
-
-    def literals(self) -> frozenset[str]:
-        return _segments_of((self.source, self.target, *self.also), self.leaves)
-
-    def __repr__(self) -> str:
         extra = "".join(f" +tie {p!r}" for p in self.also)
         leaves = f" [{self.leaves!r}]" if self.leaves else ""
-        return f"{self.source!r} -> {self.target!r}{extra}{leaves}"
+        object.__setattr__(self, "_text", f"{self.source!r} -> {self.target!r}{extra}{leaves}")
+
+    def __repr__(self) -> str:
+        return self._text
 
     def apply(self, key: str, target: Layout) -> Outcome:
         segments = split_key(key)
@@ -183,23 +156,23 @@ class Rename(_Leaf):
             return NO_MATCH
         captures, length = found
         rest = segments[length:]
-        if not _leaf_ok(self.leaves, join_key(rest)):
+        if self.leaves is not None and join_key(rest) not in self.leaves.names:
             return NO_MATCH
         primary = join_key(self.target.substitute(captures) + rest)
+        if not self.also:
+            return Mapped((Target(primary),), (self._text,))
         tied = tuple(Target(join_key(p.substitute(captures) + rest), tied_to=primary) for p in self.also)
-        return Mapped((Target(primary), *tied), (repr(self),))
+        return Mapped((Target(primary), *tied), (self._text,))
 
 
 @attrs.frozen(repr=False)
-class Skip(_Leaf):
+class Skip:
     """Deliberately skip every key under ``source`` (the seeds' ``prefix.*`` / ``a.*.b`` ignore rules)."""
 
     source: Pattern
     reason: str
     leaves: Leaves | None = None
 
-    def literals(self) -> frozenset[str]:
-        return _segments_of((self.source,), self.leaves)
 
     def __repr__(self) -> str:
         return f"skip {self.source!r}"
@@ -213,14 +186,12 @@ class Skip(_Leaf):
 
 
 @attrs.frozen(repr=False)
-class Refuse(_Leaf):
+class Refuse:
     """Keys under ``source`` exist in a variant the target class cannot represent."""
 
     source: Pattern
     reason: str
 
-    def literals(self) -> frozenset[str]:
-        return _segments_of((self.source,), None)
 
     def __repr__(self) -> str:
         return f"refuse {self.source!r}"
@@ -232,19 +203,13 @@ class Refuse(_Leaf):
 
 
 @attrs.frozen(repr=False)
-class RouteWeightNorm(_Leaf):
+class RouteWeightNorm:
     """Route weight-norm leaves to whichever form the target layout has.
 
     ``weight_g``/``weight_v`` and ``parametrizations.weight.original0/1`` are
     the same two tensors; the target layout decides which names it wants.
     Keys that are not weight-norm leaves, or already present, pass unchanged.
     """
-
-    def literals(self) -> frozenset[str]:
-        return frozenset(s for pair in WEIGHT_NORM_NAMES for name in pair for s in name.split("."))
-
-    def target_dependent(self) -> bool:
-        return True
 
     def __repr__(self) -> str:
         return "route weight-norm"

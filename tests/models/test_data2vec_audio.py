@@ -135,7 +135,7 @@ def test_a_wrong_rule_table_is_caught_by_the_comparison(tmp_path: Path) -> None:
     from wmap.layout import build_on_meta, layout_of
     from wmap.models import get_model
     from wmap.pipeline import first_match
-    from wmap.plan import make_plan
+    from wmap.planner import make_plan
     from wmap.transforms import PARAMS, rename
 
     original, checkpoint = _headless(tmp_path)

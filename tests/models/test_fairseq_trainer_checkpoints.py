@@ -147,7 +147,7 @@ def test_the_output_holds_no_optimizer_state(trained: Path, tmp_path: Path) -> N
         for t in s.values()
         if isinstance(t, torch.Tensor)
     )
-    assert optimizer_bytes > model_bytes  # Adam's two moments
+    assert optimizer_bytes > model_bytes / 4  # Adam's two moments of the parameters that were trained
     with safe_open(out / "model.safetensors", framework="pt") as handle:
         keys = list(handle.keys())
     assert len(keys) == len(meta["model"]) and not any("exp_avg" in k or k.startswith("state") for k in keys)

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from returns.result import Failure, Result, Success
+from returns.result import Result, Success
 from transformers import PretrainedConfig, PreTrainedModel
 
 from wmap.config_fields import IgnoredField
-from wmap.errors import BadConfig, UnknownModel
+from wmap.errors import BadConfig
 from wmap.transforms import Layout, Transform
 
 
@@ -78,27 +78,3 @@ class ModelSpec:
         data = json.loads(text)
         layout = {key: tuple(shape) for key, shape in data["layout"].items()}
         return layout, dict(data.get("meta", {}))
-
-
-_REGISTRY: dict[str, ModelSpec] = {}
-
-
-def register(spec: ModelSpec) -> ModelSpec:
-    """Add a family to the registry (names are unique)."""
-    if spec.name in _REGISTRY:
-        raise ValueError(f"model {spec.name!r} registered twice")
-    _REGISTRY[spec.name] = spec
-    return spec
-
-
-def registered() -> tuple[ModelSpec, ...]:
-    """All registered families, by name."""
-    return tuple(_REGISTRY[name] for name in sorted(_REGISTRY))
-
-
-def get_model(name: str) -> Result[ModelSpec, UnknownModel]:
-    """The family called ``name``, or an :class:`UnknownModel` listing the known ones."""
-    spec = _REGISTRY.get(name)
-    if spec is None:
-        return Failure(UnknownModel(name, tuple(sorted(_REGISTRY))))
-    return Success(spec)

@@ -18,7 +18,7 @@ import attrs
 from returns.result import Failure, Result, Success
 from transformers import PretrainedConfig
 
-from wmap.config_fields import boolean, get, integer
+from wmap.config_fields import ConfigTable, Translated, boolean, get, integer, translate
 from wmap.dictionary import Dictionary, DictionaryError, find_in_task_state, parse_dict_file
 from wmap.errors import BadConfig
 from wmap.io import read_small_text
@@ -66,22 +66,31 @@ class FeatureExtractorSettings:
         )
 
 
+TASK = ConfigTable(
+    "fairseq cfg.task",
+    (
+        Translated("sample_rate", integer(1, 1_000_000), None, 16_000),
+        Translated("normalize", boolean, None, False),
+    ),
+)
+"""The task fields the feature extractor needs (a task config holds many others: not reported)."""
+
+
 def feature_extractor_settings(
     config: PretrainedConfig, meta: Mapping[str, Any]
 ) -> Result[FeatureExtractorSettings, BadConfig]:
     """From fairseq's ``cfg.task`` (``sample_rate``, ``normalize``; the model's ``normalize`` where the task
     has none) and the target config's extractor mode."""
     task = fairseq_task_config(meta)
-    rate_value = get(task, "sample_rate", 16_000)
-    rate = integer(1, 1_000_000)(rate_value)
-    if isinstance(rate, Failure):
-        return Failure(BadConfig("fairseq cfg.task", "sample_rate", rate.failure(), repr(rate_value)[:60]))
-    normalize_value = get(task, "normalize", get(fairseq_model_config(meta), "normalize", False))
-    normalize = boolean(normalize_value)
-    if isinstance(normalize, Failure):
-        return Failure(BadConfig("fairseq cfg.task", "normalize", normalize.failure(), repr(normalize_value)[:60]))
+    normalize = get(task, "normalize", None)
+    section = {
+        "sample_rate": get(task, "sample_rate", 16_000),
+        "normalize": get(fairseq_model_config(meta), "normalize", False) if normalize is None else normalize,
+    }
     layer_norm = getattr(config, "feat_extract_norm", "layer") == "layer"
-    return Success(FeatureExtractorSettings(rate.unwrap(), normalize.unwrap(), layer_norm))
+    return translate(TASK, section, report_unknown=False).map(
+        lambda read: FeatureExtractorSettings(read.values["sample_rate"], read.values["normalize"], layer_norm)
+    )
 
 
 def _dictionary(meta: Mapping[str, Any], file: Path | None) -> Result[Dictionary, BadConfig]:
@@ -113,12 +122,11 @@ def _parsed(text: str, where: str) -> Result[Dictionary, BadConfig]:
 def ctc_processor(config: PretrainedConfig, meta: Mapping[str, Any], file: Path | None) -> Result[Writer, BadConfig]:
     """A ``Wav2Vec2Processor`` writer, checked before anything is written: the dictionary must have
     exactly one entry per output of the CTC head."""
-    found = _dictionary(meta, file)
-    if isinstance(found, Failure):
-        return Failure(found.failure())
-    dictionary = found.unwrap()
     vocab_size = int(getattr(config, "vocab_size", 0))
-    if len(dictionary.symbols) != vocab_size:
+
+    def fits(dictionary: Dictionary) -> Result[Dictionary, BadConfig]:
+        if len(dictionary.symbols) == vocab_size:
+            return Success(dictionary)
         return Failure(
             BadConfig(
                 str(file) if file is not None else "task_state.target_dictionary",
@@ -127,11 +135,16 @@ def ctc_processor(config: PretrainedConfig, meta: Mapping[str, Any], file: Path 
                 f"{len(dictionary.symbols)} symbols",
             )
         )
-    settings = feature_extractor_settings(config, meta)
-    if isinstance(settings, Failure):
-        return Failure(settings.failure())
+
+    return (
+        _dictionary(meta, file)
+        .bind(fits)
+        .bind(lambda dictionary: feature_extractor_settings(config, meta).map(lambda fe: _writer(dictionary, fe)))
+    )
+
+
+def _writer(dictionary: Dictionary, extractor: FeatureExtractorSettings) -> Writer:
     vocab = ctc_vocabulary(dictionary)
-    extractor = settings.unwrap()
 
     def write(out_dir: Path) -> None:
         from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2Processor
@@ -149,7 +162,7 @@ def ctc_processor(config: PretrainedConfig, meta: Mapping[str, Any], file: Path 
         )
         Wav2Vec2Processor(feature_extractor=extractor.extractor(), tokenizer=tokenizer).save_pretrained(out_dir)
 
-    return Success(write)
+    return write
 
 
 def feature_extractor_writer(

@@ -22,6 +22,7 @@ from wmap.config_fields import (
     Translated,
     Translation,
     boolean,
+    get,
     ignore_all,
     number,
     one_of,
@@ -29,7 +30,7 @@ from wmap.config_fields import (
     translate,
 )
 from wmap.errors import BadConfig
-from wmap.models.base import ModelSpec, TranslatedConfig, register
+from wmap.models.base import ModelSpec, TranslatedConfig
 from wmap.models.ctc_processor import ctc_processor, feature_extractor_writer
 from wmap.models.source_config import (
     TRAINING_ONLY,
@@ -47,6 +48,7 @@ from wmap.models.wav2vec2_family import (
 )
 from wmap.pipeline import first_match, scoped, seq, when
 from wmap.pipeline import optional as pass_unmatched
+from wmap.registry import entry
 from wmap.transforms import PARAMS, Layout, Transform, refuse, rename, skip
 
 TARGET = "Data2VecAudio"
@@ -202,6 +204,8 @@ def translate_config(meta: Mapping[str, Any], layout: Layout, *, ctc: bool) -> R
         return Failure(BadConfig("checkpoint", "cfg.model", "a fairseq config (cfg or args); or pass --config", "none"))
     if not ctc:
         return translate(PRETRAINED, model).bind(lambda enc: _build(PRETRAINED.section, enc, None, layout))
+    if get(model, "w2v_args", None) is None:
+        return Failure(BadConfig(FINE_TUNING.section, "w2v_args", "the pre-trained encoder's config", "missing"))
     return translate(FINE_TUNING, model).bind(
         lambda outer: translate(FINE_TUNED_ENCODER, fairseq_encoder_config(meta)).bind(
             lambda enc: _build(FINE_TUNED_ENCODER.section, enc, outer, layout)
@@ -268,29 +272,21 @@ def ctc_pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform
     )
 
 
-DATA2VEC_AUDIO_CTC = register(
-    ModelSpec(
-        name="data2vec_audio_ctc",
-        source="fairseq data2vec-audio fine-tuned for CTC ({'cfg', 'model'} checkpoint)",
-        target="transformers Data2VecAudioForCTC",
-        config_class=Data2VecAudioConfig,
-        config_from_checkpoint=lambda meta, layout: translate_config(meta, layout, ctc=True),
-        pipeline=ctc_pipeline,
-        model_class=Data2VecAudioForCTC,
-        extras=ctc_processor,
-        takes_file="--dict: the fine-tuning dictionary (dict.ltr.txt) where task_state lacks it",
-    )
+DATA2VEC_AUDIO_CTC = ModelSpec(
+    **entry("data2vec_audio_ctc").description(),
+    config_class=Data2VecAudioConfig,
+    config_from_checkpoint=lambda meta, layout: translate_config(meta, layout, ctc=True),
+    pipeline=ctc_pipeline,
+    model_class=Data2VecAudioForCTC,
+    extras=ctc_processor,
+    takes_file="--dict: the fine-tuning dictionary (dict.ltr.txt) where task_state lacks it",
 )
 
-DATA2VEC_AUDIO = register(
-    ModelSpec(
-        name="data2vec_audio",
-        source="fairseq data2vec-audio pre-trained ({'cfg', 'model'} checkpoint)",
-        target="transformers Data2VecAudioModel (headless)",
-        config_class=Data2VecAudioConfig,
-        config_from_checkpoint=lambda meta, layout: translate_config(meta, layout, ctc=False),
-        pipeline=headless_pipeline,
-        model_class=Data2VecAudioModel,
-        extras=feature_extractor_writer,
-    )
+DATA2VEC_AUDIO = ModelSpec(
+    **entry("data2vec_audio").description(),
+    config_class=Data2VecAudioConfig,
+    config_from_checkpoint=lambda meta, layout: translate_config(meta, layout, ctc=False),
+    pipeline=headless_pipeline,
+    model_class=Data2VecAudioModel,
+    extras=feature_extractor_writer,
 )

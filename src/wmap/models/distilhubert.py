@@ -31,7 +31,7 @@ from wmap.config_fields import (
     translate,
 )
 from wmap.errors import BadConfig
-from wmap.models.base import ModelSpec, TranslatedConfig, Writer, register
+from wmap.models.base import ModelSpec, TranslatedConfig, Writer
 from wmap.models.ctc_processor import FeatureExtractorSettings
 from wmap.models.source_config import TRAINING_ONLY, activation, conv_kwargs
 from wmap.models.wav2vec2_family import (
@@ -41,6 +41,7 @@ from wmap.models.wav2vec2_family import (
     feature_extractor,
 )
 from wmap.pipeline import first_match, seq
+from wmap.registry import entry
 from wmap.transforms import Layout, Transform, route_weight_norm, skip
 
 S3PRL_CONV_LAYERS = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
@@ -165,15 +166,11 @@ def feature_extractor_files(
     return Success(FeatureExtractorSettings(16_000, do_normalize=False, return_attention_mask=False).write)
 
 
-DISTILHUBERT = register(
-    ModelSpec(
-        name="distilhubert",
-        source="s3prl DistilHuBERT ({'Distiller', 'Config', ...} checkpoint)",
-        target="transformers HubertModel",
-        config_class=HubertConfig,
-        config_from_checkpoint=translate_config,
-        pipeline=pipeline,
-        model_class=HubertModel,
-        extras=feature_extractor_files,
-    )
+DISTILHUBERT = ModelSpec(
+    **entry("distilhubert").description(),
+    config_class=HubertConfig,
+    config_from_checkpoint=translate_config,
+    pipeline=pipeline,
+    model_class=HubertModel,
+    extras=feature_extractor_files,
 )

@@ -15,8 +15,9 @@ from returns.result import Result, Success
 from transformers import EncodecConfig, EncodecFeatureExtractor, EncodecModel, PretrainedConfig
 
 from wmap.errors import BadConfig
-from wmap.models.base import ModelSpec, TranslatedConfig, Writer, register
+from wmap.models.base import ModelSpec, TranslatedConfig, Writer
 from wmap.pipeline import first_match, seq
+from wmap.registry import entry
 from wmap.transforms import (
     PARAMS,
     WEIGHT_NORM,
@@ -119,11 +120,9 @@ def feature_extractor_files(
     return Success(extractor.save_pretrained)
 
 
-def _spec(name: str, rate: str, *, with_norms: bool) -> ModelSpec:
+def _spec(name: str, *, with_norms: bool) -> ModelSpec:
     return ModelSpec(
-        name=name,
-        source=f"original EnCodec {rate} state dict (plain or under best_state)",
-        target=f"transformers EncodecModel ({rate})",
+        **entry(name).description(),
         config_class=EncodecConfig,
         config_from_checkpoint=_config_for(name),
         pipeline=lambda config, meta: encodec_pipeline(config, with_norms=with_norms),
@@ -132,6 +131,6 @@ def _spec(name: str, rate: str, *, with_norms: bool) -> ModelSpec:
     )
 
 
-ENCODEC_24KHZ = register(_spec("encodec_24khz", "24 kHz", with_norms=False))
-ENCODEC_32KHZ = register(_spec("encodec_32khz", "32 kHz", with_norms=False))
-ENCODEC_48KHZ = register(_spec("encodec_48khz", "48 kHz", with_norms=True))
+ENCODEC_24KHZ = _spec("encodec_24khz", with_norms=False)
+ENCODEC_32KHZ = _spec("encodec_32khz", with_norms=False)
+ENCODEC_48KHZ = _spec("encodec_48khz", with_norms=True)

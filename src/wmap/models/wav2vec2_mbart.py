@@ -41,7 +41,7 @@ from wmap.config_fields import (
 )
 from wmap.errors import BadConfig
 from wmap.io import staged_copy
-from wmap.models.base import ModelSpec, TranslatedConfig, Writer, register
+from wmap.models.base import ModelSpec, TranslatedConfig, Writer
 from wmap.models.ctc_processor import FeatureExtractorSettings
 from wmap.models.source_config import (
     TRAINING_ONLY,
@@ -59,6 +59,7 @@ from wmap.models.wav2vec2_family import (
     feature_extractor,
 )
 from wmap.pipeline import first_match, scoped, seq, when
+from wmap.registry import entry
 from wmap.transforms import PARAMS, Layout, Transform, refuse, rename, route_weight_norm, skip, tie
 
 SOURCE = "fairseq cfg.model (xm_transformer)"
@@ -429,16 +430,12 @@ def load_tokenizer(path: Path) -> Result[Writer, BadConfig]:
     return Success(write)
 
 
-WAV2VEC2_MBART = register(
-    ModelSpec(
-        name="wav2vec2_mbart",
-        source="fairseq xm_transformer: wav2vec2 encoder + conv adaptor + transformer decoder",
-        target="transformers SpeechEncoderDecoderModel(Wav2Vec2Model, MBartForCausalLM)",
-        config_class=SpeechEncoderDecoderConfig,
-        config_from_checkpoint=translate_config,
-        pipeline=pipeline,
-        model_class=SpeechEncoderDecoderModel,
-        extras=extras,
-        takes_file="--tokenizer: the sentencepiece model to write an MBart50Tokenizer from",
-    )
+WAV2VEC2_MBART = ModelSpec(
+    **entry("wav2vec2_mbart").description(),
+    config_class=SpeechEncoderDecoderConfig,
+    config_from_checkpoint=translate_config,
+    pipeline=pipeline,
+    model_class=SpeechEncoderDecoderModel,
+    extras=extras,
+    takes_file="--tokenizer: the sentencepiece model to write an MBart50Tokenizer from",
 )

@@ -1,0 +1,83 @@
+"""The planner: (pipeline, source layout, target layout) -> :class:`~wmap.plan.MappingPlan`.
+
+One pass over the source keys, each decided by ``pipeline.apply`` — the one
+semantics of a transform, whatever its kind (a user's own included). Pure:
+names and shapes only, no tensors.
+"""
+
+from __future__ import annotations
+
+from wmap.pipeline import groups
+from wmap.plan import (
+    Ambiguity,
+    Applied,
+    Conflict,
+    MappingPlan,
+    RefusedKey,
+    ShapeMismatch,
+    SkippedKey,
+    UnknownTarget,
+)
+from wmap.transforms import Layout, Mapped, Refused, Skipped, Transform
+
+
+def make_plan(pipeline: Transform, source: Layout, target: Layout, *, lint: bool = True) -> MappingPlan:
+    """Decide, for every source key, where it goes. Reads names and shapes only.
+
+    Every source key lands in exactly one of applied, skipped, refused, unused,
+    conflicts (as a later source), shape mismatches or unknown targets; every
+    target key nothing writes is listed as missing. ``lint`` lists the renames of
+    one group that can match the same key (:class:`~wmap.plan.Ambiguity`, a
+    warning), found from the rules when their groups were built.
+    """
+    applied: list[Applied] = []
+    skipped: list[SkippedKey] = []
+    refused: list[RefusedKey] = []
+    unused: list[str] = []
+    mismatches: list[ShapeMismatch] = []
+    unknown: list[UnknownTarget] = []
+    written: dict[str, str] = {}
+    clashes: dict[str, list[str]] = {}
+    decide = pipeline.apply
+    for key, shape in source.items():
+        outcome = decide(key, target)
+        if isinstance(outcome, Mapped):
+            for item in outcome.targets:
+                name = item.key
+                want = target.get(name)
+                if want is None:
+                    unknown.append(UnknownTarget(key, name, outcome.rules))
+                elif name in written:
+                    clashes.setdefault(name, [written[name]]).append(key)
+                elif want != shape:
+                    mismatches.append(ShapeMismatch(key, name, shape, want, outcome.rules))
+                else:
+                    written[name] = key
+                    applied.append(Applied(key, name, shape, outcome.rules, item.tied_to))
+        elif isinstance(outcome, Skipped):
+            skipped.append(SkippedKey(key, outcome.reason, outcome.rule))
+        elif isinstance(outcome, Refused):
+            refused.append(RefusedKey(key, outcome.reason, outcome.rule))
+        else:
+            unused.append(key)
+    claimed = written.keys() | {m.target for m in mismatches}
+    return MappingPlan(
+        applied=tuple(applied),
+        skipped=tuple(skipped),
+        refused=tuple(refused),
+        unused=tuple(unused),
+        missing=tuple(k for k in target if k not in claimed),
+        conflicts=tuple(Conflict(t, tuple(s)) for t, s in clashes.items()),
+        shape_mismatches=tuple(mismatches),
+        unknown_targets=tuple(unknown),
+        ambiguous=ambiguities(pipeline) if lint else (),
+    )
+
+
+def ambiguities(pipeline: Transform) -> tuple[Ambiguity, ...]:
+    """The overlapping renames of every group in ``pipeline``, with an example key under its scope."""
+    return tuple(
+        Ambiguity(f"{prefix}.{found.example}" if prefix else found.example, found.rules)
+        for prefix, group in groups(pipeline)
+        for found in group.overlaps
+    )
