@@ -125,7 +125,7 @@ def bundled_layouts(repeats: int) -> dict[str, dict[str, float]]:
 
     rows: dict[str, dict[str, float]] = {}
     for spec in registered():
-        layout, meta = spec.reference_layout()
+        layout, meta = spec.reference_layout().unwrap()
         config = spec.config_from_checkpoint(meta, layout).unwrap().config
         target = layout_of(build_on_meta(partial(spec.build, config)))
         pipeline = spec.pipeline(config, meta)
@@ -163,7 +163,7 @@ def make_checkpoint(path: Path) -> int:
 
 WORKERS = {
     "wmap": """
-from wmap.convert import convert
+from wmap.conversion import convert
 result = convert("data2vec_audio_ctc", CKPT, OUT)
 assert result.unwrap()
 """,
@@ -194,7 +194,7 @@ import json, os, resource, sys, time
 sys.path.insert(0, {root!r}); sys.path.insert(0, {src!r})
 import torch, transformers, safetensors  # imports are not part of the measurement
 from transformers import Data2VecAudioForCTC
-import wmap.convert
+import wmap.conversion
 CKPT, OUT = {ckpt!r}, {out!r}
 def rss():
     with open("/proc/self/status") as f:

@@ -13,7 +13,7 @@ from wmap.models import get_model
 
 def reference_state(model: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Random tensors with the original's names and shapes, and the checkpoint metadata."""
-    layout, meta = get_model(model).unwrap().reference_layout()
+    layout, meta = get_model(model).unwrap().reference_layout().unwrap()
     return {key: torch.randn(*shape) if shape else torch.randn(()) for key, shape in layout.items()}, meta
 
 

@@ -478,3 +478,53 @@ def data2vec_ctc_trainer_checkpoint(path: Path, data_dir: Path, *, normalize: bo
         str(path), {"train_iterator": {"version": 2, "epoch": 1, "iterations_in_epoch": 1, "shuffle": True}}
     )
     return task
+
+
+def hubert_checkpoint(path: Path, data_dir: Path, **overrides: Any) -> Any:
+    """A fairseq HuBERT pre-training checkpoint: the ``hubert_pretraining`` task built from its cfg
+    (its label dictionary ``dict.km.txt`` read from the label directory), the model built by the task,
+    saved with ``checkpoint_utils.torch_persistent_save`` with the task's ``state_dict()`` (the pickled
+    label ``Dictionary``) as ``task_state`` and a real Adam state. Returns the model (eval mode)."""
+    from fairseq import checkpoint_utils, tasks
+    from fairseq.models.hubert.hubert import HubertConfig
+    from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig
+    from omegaconf import OmegaConf
+
+    (data_dir / "dict.km.txt").write_text("".join(f"{i} 1\n" for i in range(20)))
+    task_cfg = HubertPretrainingConfig(data=str(data_dir), label_dir=str(data_dir), labels=["km"], label_rate=50.0)
+    task_cfg._name = "hubert_pretraining"
+    settings: dict[str, Any] = {
+        **SMALL_ENCODER,
+        "extractor_mode": "default",
+        "conv_pos": 16,
+        "conv_pos_groups": 4,
+        "final_dim": 8,
+        "label_rate": 50.0,  # in a trainer's cfg, an interpolation into the task
+        **overrides,
+    }
+    model_cfg = HubertConfig(**settings)
+    model_cfg._name = "hubert"
+    task = tasks.setup_task(OmegaConf.structured(task_cfg))
+    model = task.build_model(OmegaConf.structured(model_cfg))
+    randomize_parameters(model)
+    model.train()
+    features = model(torch.randn(2, 4000), features_only=True)["x"]
+    loss = features.float().pow(2).mean()  # one real step, so the optimizer holds Adam's moments
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-9)
+    loss.backward()
+    optimizer.step()
+    both = OmegaConf.create({"model": OmegaConf.structured(model_cfg), "task": OmegaConf.structured(task_cfg)})
+    cfg = OmegaConf.to_container(both, resolve=True, enum_to_str=True)  # as fairseq's Trainer saves its cfg
+    checkpoint_utils.torch_persistent_save(
+        {
+            "args": None,
+            "cfg": cfg,
+            "model": model.state_dict(),
+            "task_state": task.state_dict(),
+            "last_optimizer_state": optimizer.state_dict(),
+            "optimizer_history": [{"criterion_name": "HubertCriterion", "optimizer_name": "Adam", "num_updates": 1}],
+            "extra_state": {"train_iterator": {"epoch": 1}},
+        },
+        str(path),
+    )
+    return model.eval()

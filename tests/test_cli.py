@@ -269,3 +269,42 @@ def test_a_bug_is_one_line_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> N
     result = wmap("models")
     assert result.returncode == 70 and len(result.stderr.strip().splitlines()) == 1
     assert "internal error" in result.stderr and "Traceback" not in result.stderr
+
+
+def _package(root: Path) -> Path:
+    """An installed package (on ``PYTHONPATH``) that names two families in the ``wmap.families``
+    entry-point group: its own, and one under a shipped name (which must not replace the shipped one)."""
+    (root / "myfams").mkdir(parents=True)
+    (root / "myfams" / "__init__.py").write_text(
+        "import attrs\nfrom wmap import get_model\n"
+        "SPEC = attrs.evolve(get_model('encodec_32khz').unwrap(), name='my_codec', reference=None)\n"
+        "IMPOSTOR = attrs.evolve(SPEC, name='encodec_24khz')\n"
+    )
+    info = root / "myfams-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: myfams\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[wmap.families]\nmy_codec = myfams:SPEC\nencodec_24khz = myfams:IMPOSTOR\n"
+    )
+    return root
+
+
+def test_families_from_outside_the_package_work_through_the_cli(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(_package(tmp_path / "site")))  # as if installed
+    run = wmap
+
+    listed = run("models")
+    assert listed.returncode == 0 and "my_codec" in listed.stdout
+    assert listed.stdout.count("encodec_24khz\n") == 1 and "transformers EncodecModel (24 kHz)" in listed.stdout
+    result = run("convert", "my_codec", str(checkpoint), str(tmp_path / "by-entry-point"))
+    assert result.returncode == 0, result.stderr
+    result = run("verify", "my_codec", str(checkpoint), str(tmp_path / "by-entry-point"))
+    assert result.returncode == 0, result.stderr
+    result = run("preview", "myfams:SPEC", str(checkpoint), "--json")  # a spec named by module and attribute
+    assert result.returncode == 0 and json.loads(result.stdout)["clean"], result.stderr
+    result = run("preview", "my_codec")  # no checkpoint, and the family has no reference layout
+    assert result.returncode == 2 and "reference layout" in result.stderr
+    result = run("preview", "encodec_24khz")  # the shipped family, not the impostor
+    assert result.returncode == 0 and "encodec_24khz" in result.stdout

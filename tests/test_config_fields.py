@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from returns.result import Failure
 
 from wmap.config_fields import ConfigTable, Translated, conv_layers, integer, translate
-from wmap.convert import prepare
+from wmap.conversion import prepare
 from wmap.errors import BadConfig
 from wmap.models import get_model, registered
 
@@ -49,7 +49,7 @@ def _sections(meta: Any) -> list[tuple[Any, str]]:
 @given(data=st.data())
 def test_fuzzed_metadata_gives_error_values_only(model: str, data: st.DataObject) -> None:
     spec = get_model(model).unwrap()
-    layout, meta = spec.reference_layout()
+    layout, meta = spec.reference_layout().unwrap()
     for section, _ in _sections(meta):
         for name in (
             data.draw(st.lists(st.sampled_from(sorted(section)), max_size=4), label="fields") if section else []
@@ -62,7 +62,7 @@ def test_fuzzed_metadata_gives_error_values_only(model: str, data: st.DataObject
 
 def test_a_wrong_value_names_the_field_and_what_was_expected() -> None:
     spec = get_model("data2vec_audio").unwrap()
-    layout, meta = spec.reference_layout()
+    layout, meta = spec.reference_layout().unwrap()
     for name, value, expected in (
         ("dropout", "abc", "a number from 0 to 1"),
         ("encoder_layers", 10**9, "an integer from 1 to 512"),
@@ -77,7 +77,7 @@ def test_a_wrong_value_names_the_field_and_what_was_expected() -> None:
 
 def test_none_where_a_number_belongs_is_refused() -> None:
     spec = get_model("wav2vec2_mbart").unwrap()
-    layout, meta = spec.reference_layout()
+    layout, meta = spec.reference_layout().unwrap()
     args = dict(meta["cfg"]["model"])
     args["adaptor_n_layers"] = None
     error = prepare(spec, layout, {**meta, "cfg": {"model": args}}).failure()

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 from tests.helpers import reference_checkpoint, reference_state
-from wmap.convert import convert, preview
+from wmap.conversion import convert, preview
 from wmap.errors import OutputRefused, PlanNotClean, UnknownModel, UnreadableCheckpoint, UnsafePickle, WrongFamily
 from wmap.io import read_checkpoint, read_layout, write_directory_atomically
 
@@ -163,7 +163,7 @@ def test_odd_keys_never_raise_and_are_all_accounted_for(keys: list[str]) -> None
     from wmap.planner import make_plan
 
     spec = get_model("encodec_24khz").unwrap()
-    target, _ = spec.reference_layout()
+    target, _ = spec.reference_layout().unwrap()
     source = {key: (1,) for key in keys}
     plan = make_plan(spec.pipeline(preset_config("encodec_24khz"), {}), source, target)
     assert set(plan.unused) | {u.source for u in plan.unknown_targets} | {m.source for m in plan.shape_mismatches} | {

@@ -14,23 +14,41 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "wmap.apply": ("apply_plan", "load_into"),
-    "wmap.convert": ("Prepared", "convert", "prepare", "preview"),
-    "wmap.errors": ("WmapError",),
+    "wmap.conversion": ("Prepared", "Verification", "convert", "prepare", "preview", "verify"),
+    "wmap.errors": (
+        "BadConfig",
+        "LoadFailed",
+        "OutputRefused",
+        "PlanNotClean",
+        "TensorMismatch",
+        "UnknownModel",
+        "UnreadableCheckpoint",
+        "UnsafePickle",
+        "WmapError",
+        "WrongFamily",
+    ),
     "wmap.io": ("Checkpoint", "read_checkpoint", "read_layout", "write_directory_atomically"),
-    "wmap.keys": ("Pattern", "pattern"),
+    "wmap.keys": ("Pattern", "PatternError", "pattern"),
     "wmap.layout": ("build_on_meta", "layout_of"),
-    "wmap.models.base": ("ModelSpec",),
-    "wmap.registry": ("get_model", "register", "registered"),
+    "wmap.models.base": ("ModelSpec", "TranslatedConfig"),
+    "wmap.registry": ("Registry", "default_registry", "get_model", "registered"),
     "wmap.pipeline": ("first_match", "optional", "scoped", "seq", "when"),
     "wmap.plan": ("Accept", "MappingPlan"),
     "wmap.planner": ("make_plan",),
     "wmap.render": ("print_plan",),
     "wmap.transforms": (
         "BATCH_NORM",
+        "EXACT",
+        "NO_MATCH",
         "PARAMS",
         "WEIGHT_NORM",
         "Layout",
         "Leaves",
+        "Mapped",
+        "Outcome",
+        "Refused",
+        "Skipped",
+        "Target",
         "Transform",
         "lstm_leaves",
         "refuse",
@@ -45,20 +63,41 @@ _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = [
     "Accept",
     "BATCH_NORM",
+    "BadConfig",
     "Checkpoint",
+    "EXACT",
     "Layout",
     "Leaves",
+    "LoadFailed",
+    "Mapped",
     "MappingPlan",
     "ModelSpec",
+    "NO_MATCH",
+    "Outcome",
+    "OutputRefused",
     "PARAMS",
     "Pattern",
+    "PatternError",
+    "PlanNotClean",
     "Prepared",
+    "Refused",
+    "Registry",
+    "Skipped",
+    "Target",
+    "TensorMismatch",
     "Transform",
+    "TranslatedConfig",
+    "UnknownModel",
+    "UnreadableCheckpoint",
+    "UnsafePickle",
+    "Verification",
     "WEIGHT_NORM",
     "WmapError",
+    "WrongFamily",
     "apply_plan",
     "build_on_meta",
     "convert",
+    "default_registry",
     "first_match",
     "get_model",
     "layout_of",
@@ -73,7 +112,6 @@ __all__ = [
     "read_checkpoint",
     "read_layout",
     "refuse",
-    "register",
     "registered",
     "rename",
     "route_weight_norm",
@@ -81,6 +119,7 @@ __all__ = [
     "seq",
     "skip",
     "tie",
+    "verify",
     "when",
     "write_directory_atomically",
 ]
@@ -101,23 +140,41 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from wmap.apply import apply_plan, load_into
-    from wmap.convert import Prepared, convert, prepare, preview
-    from wmap.errors import WmapError
+    from wmap.conversion import Prepared, Verification, convert, prepare, preview, verify
+    from wmap.errors import (
+        BadConfig,
+        LoadFailed,
+        OutputRefused,
+        PlanNotClean,
+        TensorMismatch,
+        UnknownModel,
+        UnreadableCheckpoint,
+        UnsafePickle,
+        WmapError,
+        WrongFamily,
+    )
     from wmap.io import Checkpoint, read_checkpoint, read_layout, write_directory_atomically
-    from wmap.keys import Pattern, pattern
+    from wmap.keys import Pattern, PatternError, pattern
     from wmap.layout import build_on_meta, layout_of
-    from wmap.models.base import ModelSpec
+    from wmap.models.base import ModelSpec, TranslatedConfig
     from wmap.pipeline import first_match, optional, scoped, seq, when
     from wmap.plan import Accept, MappingPlan
     from wmap.planner import make_plan
-    from wmap.registry import get_model, register, registered
+    from wmap.registry import Registry, default_registry, get_model, registered
     from wmap.render import print_plan
     from wmap.transforms import (
         BATCH_NORM,
+        EXACT,
+        NO_MATCH,
         PARAMS,
         WEIGHT_NORM,
         Layout,
         Leaves,
+        Mapped,
+        Outcome,
+        Refused,
+        Skipped,
+        Target,
         Transform,
         lstm_leaves,
         refuse,

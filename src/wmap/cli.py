@@ -56,7 +56,7 @@ def _models(_: argparse.Namespace) -> int:
 
 
 def _preview(args: argparse.Namespace) -> int:
-    from wmap.convert import preview
+    from wmap.conversion import preview
     from wmap.render import print_ignored_fields, print_plan
 
     _quiet_transformers()
@@ -83,7 +83,7 @@ def _convert(args: argparse.Namespace) -> int:
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from wmap.convert import convert
+    from wmap.conversion import convert
     from wmap.render import print_plan
 
     _quiet_transformers()
@@ -119,7 +119,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from wmap.convert import verify
+    from wmap.conversion import verify
 
     _quiet_transformers()
     result = verify(args.model, args.checkpoint, args.out_dir)

@@ -8,6 +8,7 @@ message, so a script that calls ``.unwrap()`` on a failure sees the message
 
 from __future__ import annotations
 
+import typing
 from typing import TYPE_CHECKING, TypeAlias
 
 import attrs
@@ -60,13 +61,16 @@ class UnsafePickle(Error):
 
 @attrs.frozen(auto_exc=False)
 class UnknownModel(Error):
-    """The model name is not registered."""
+    """The model name is not registered (or its registered module cannot be loaded: ``detail``)."""
 
     name: str
     known: tuple[str, ...]
+    detail: str = ""
 
     @property
     def message(self) -> str:
+        if self.detail:
+            return f"model {self.name!r}: {self.detail}"
         return f"unknown model {self.name!r}; known models: {', '.join(self.known)}"
 
 
@@ -152,18 +156,19 @@ class OutputRefused(Error):
         return f"{self.path}: {self.detail}"
 
 
-WmapError: TypeAlias = (
-    UnreadableCheckpoint
-    | UnsafePickle
-    | UnknownModel
-    | WrongFamily
-    | BadConfig
-    | PlanNotClean
-    | TensorMismatch
-    | LoadFailed
-    | OutputRefused
-)
+WmapError: TypeAlias = typing.Union[  # noqa: UP007 - documented for help()
+    UnreadableCheckpoint,
+    UnsafePickle,
+    UnknownModel,
+    WrongFamily,
+    BadConfig,
+    PlanNotClean,
+    TensorMismatch,
+    LoadFailed,
+    OutputRefused,
+]
 """Every error value the public API can return."""
+WmapError.__doc__ = "WmapError: every error value the public API can return (each has a one-line .message)."
 
 INPUT_ERRORS: tuple[type, ...] = (
     UnreadableCheckpoint,

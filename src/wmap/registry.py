@@ -8,6 +8,7 @@ transformers' classes) is imported only when the family is used.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
 import attrs
@@ -79,44 +80,111 @@ SHIPPED: Final = (
 )
 """The families wmap ships."""
 
-_BY_NAME: Final = {family.name: family for family in SHIPPED}
+ENTRY_POINTS: Final = "wmap.families"
+"""The entry-point group a package names its families in: ``NAME = "package.module:SPEC"``."""
+
+
+@attrs.frozen
+class Registry:
+    """Families by name: described without importing them, loaded when used. A value: registering
+    gives a new registry; registering a spec under its own name again replaces it (a re-run cell)."""
+
+    described: tuple[Family, ...] = SHIPPED
+    added: Mapping[str, ModelSpec] = attrs.field(factory=dict)
+
+    def families(self) -> tuple[Family, ...]:
+        """Every family, by name (nothing imported)."""
+        named = {family.name: family for family in self.described}
+        for spec in self.added.values():
+            named[spec.name] = Family(spec.name, spec.source, spec.target, "", "")
+        return tuple(named[name] for name in sorted(named))
+
+    def register(self, spec: ModelSpec) -> Registry:
+        """This registry with ``spec`` added (``ValueError`` if its name is a described family's)."""
+        if any(family.name == spec.name for family in self.described):
+            raise ValueError(f"model {spec.name!r} is already a family of this registry; choose another name")
+        return attrs.evolve(self, added={**self.added, spec.name: spec})
+
+    def get(self, name: str) -> Result[ModelSpec, UnknownModel]:
+        """The family called ``name`` (its module imported now), or an :class:`UnknownModel` listing the known ones."""
+        if name in self.added:
+            return Success(self.added[name])
+        family = next((f for f in self.described if f.name == name), None)
+        if family is None:
+            return Failure(UnknownModel(name, tuple(f.name for f in self.families())))
+        try:
+            spec = getattr(importlib.import_module(family.module), family.attribute)
+        except (ImportError, AttributeError) as error:
+            return Failure(UnknownModel(name, (), f"{family.module}:{family.attribute} cannot be loaded ({error})"))
+        if getattr(spec, "name", None) != name:
+            return Failure(
+                UnknownModel(name, (), f"{family.module}:{family.attribute} is not a ModelSpec named {name!r}")
+            )
+        found: ModelSpec = spec
+        return Success(found)
+
+    def specs(self) -> tuple[ModelSpec, ...]:
+        """Every family's spec, by name (imports every family module)."""
+        return tuple(self.get(family.name).unwrap() for family in self.families())
+
+    def with_entry_points(self, group: str = ENTRY_POINTS) -> Registry:
+        """This registry and the families installed packages name in the entry-point ``group``
+        (read from package metadata; nothing imported until a family is used)."""
+        from importlib.metadata import entry_points
+
+        known = {family.name for family in self.described}
+        found = [
+            Family(point.name, f"from {point.value} (installed)", "", point.module, point.attr)
+            for point in entry_points(group=group)
+            if point.name not in known and point.attr
+        ]
+        return attrs.evolve(self, described=(*self.described, *found))
+
+
+SHIPPED_REGISTRY: Final = Registry()
+"""The families wmap ships, and nothing else."""
+
+
+def default_registry() -> Registry:
+    """The shipped families and those installed packages name under :data:`ENTRY_POINTS`."""
+    return SHIPPED_REGISTRY.with_entry_points()
 
 
 def entry(name: str) -> Family:
     """A shipped family's entry (for its own module)."""
-    return _BY_NAME[name]
-
-
-_ADDED: dict[str, ModelSpec] = {}
+    return next(family for family in SHIPPED if family.name == name)
 
 
 def families() -> tuple[Family, ...]:
-    """Every family, shipped and added, by name (nothing imported)."""
-    added = tuple(Family(s.name, s.source, s.target, "", "") for s in _ADDED.values() if s.name not in _BY_NAME)
-    return tuple(sorted((*SHIPPED, *added), key=lambda f: f.name))
-
-
-def register(spec: ModelSpec) -> ModelSpec:
-    """Add a family by its spec; registering the same spec again is harmless, another one under a
-    taken name is refused (``ValueError``)."""
-    known = _ADDED.get(spec.name)
-    if (known is not None and known != spec) or (spec.name in _BY_NAME and get_model(spec.name).unwrap() != spec):
-        raise ValueError(f"model {spec.name!r} is already registered as another family")
-    _ADDED[spec.name] = spec
-    return spec
+    """Every family of the default registry, by name (nothing imported)."""
+    return default_registry().families()
 
 
 def get_model(name: str) -> Result[ModelSpec, UnknownModel]:
-    """The family called ``name`` (its module imported now), or an :class:`UnknownModel` listing the known ones."""
-    if name in _ADDED:
-        return Success(_ADDED[name])
-    family = _BY_NAME.get(name)
-    if family is None:
-        return Failure(UnknownModel(name, tuple(f.name for f in families())))
-    spec: ModelSpec = getattr(importlib.import_module(family.module), family.attribute)
-    return Success(spec)
+    """The family called ``name`` in the default registry."""
+    return default_registry().get(name)
 
 
 def registered() -> tuple[ModelSpec, ...]:
-    """Every family's spec, by name (imports every family module)."""
-    return tuple(get_model(family.name).unwrap() for family in families())
+    """Every family's spec in the default registry (imports every family module)."""
+    return default_registry().specs()
+
+
+def resolve(model: str | ModelSpec, registry: Registry | None = None) -> Result[ModelSpec, UnknownModel]:
+    """A family from what a caller names: a :class:`ModelSpec` as it is; ``"package.module:NAME"``, the
+    spec that module defines (the caller's own code, imported); else a name in ``registry``
+    (the default registry: shipped and installed families)."""
+    from wmap.models.base import ModelSpec
+
+    if isinstance(model, ModelSpec):
+        return Success(model)
+    module, colon, attribute = model.partition(":")
+    if not colon:
+        return (registry or default_registry()).get(model)
+    try:
+        spec = getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError, ValueError) as error:
+        return Failure(UnknownModel(model, (), f"cannot be loaded ({type(error).__name__}: {error})"))
+    if not isinstance(spec, ModelSpec):
+        return Failure(UnknownModel(model, (), f"is a {type(spec).__name__}, not a ModelSpec"))
+    return Success(spec)

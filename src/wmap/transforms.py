@@ -8,7 +8,7 @@ tensor: value operations such as tying ride on the outcome as data.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import typing
 from typing import Final, Protocol, TypeAlias
 
 import attrs
@@ -16,8 +16,9 @@ import attrs
 from wmap.keys import Pattern, PatternError, join_key, pattern, split_key
 
 Shape: TypeAlias = tuple[int, ...]
-Layout: TypeAlias = Mapping[str, Shape]
+Layout: TypeAlias = typing.Mapping[str, Shape]
 """Key -> shape: all the planner ever sees of a checkpoint or a model."""
+Layout.__doc__ = "Layout: key -> shape (a tuple of ints), all the planner ever sees of a checkpoint or a model."
 
 
 @attrs.frozen
@@ -54,11 +55,15 @@ class Refused:
 
 @attrs.frozen
 class NoMatchType:
-    """No rule spoke about the key."""
+    """The type of ``NO_MATCH``, its one value: a transform's answer for a key it does not speak
+    about (the next rule is tried)."""
 
 
 NO_MATCH: Final = NoMatchType()
-Outcome: TypeAlias = Mapped | Skipped | Refused | NoMatchType
+"""The outcome of a transform that does not speak about a key (the next rule is tried)."""
+Outcome: TypeAlias = typing.Union[Mapped, Skipped, Refused, NoMatchType]  # noqa: UP007 - documented for help()
+"""What a transform answers for one key."""
+Outcome.__doc__ = "Outcome: what a transform answers for one key (Mapped, Skipped, Refused or NO_MATCH)."
 
 
 class Transform(Protocol):
@@ -70,27 +75,37 @@ class Transform(Protocol):
         ...
 
 
-@attrs.frozen(repr=False)
+@attrs.frozen(repr=False, slots=False)
 class Leaves:
-    """A named set of allowed remainders (suffixes) after a pattern, e.g. LSTM parameters."""
+    """A named set of allowed remainders (suffixes) after a pattern, e.g. LSTM parameters.
+
+    Each set documents itself: ``help(PARAMS)`` says what it holds."""
 
     name: str
     names: frozenset[str]
+    about: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        held = ", ".join(repr(n) for n in sorted(self.names)[:12]) + (", ..." if len(self.names) > 12 else "")
+        object.__setattr__(self, "__doc__", f"{self.about or 'Leaves ' + repr(self.name)}\n\nHolds: {held}.")
 
     def __repr__(self) -> str:
         return self.name
 
     def __or__(self, other: Leaves) -> Leaves:
-        return Leaves(f"{self.name}|{other.name}", self.names | other.names)
+        return Leaves(f"{self.name}|{other.name}", self.names | other.names, f"Either {self.name} or {other.name}.")
 
 
-EXACT: Final = Leaves("exact", frozenset({""}))
+EXACT: Final = Leaves("exact", frozenset({""}), "Only the key itself (a bare parameter such as ``mask_emb``).")
 """Only the key itself (a bare parameter such as ``mask_emb``), nothing below it."""
-PARAMS: Final = Leaves("weight/bias", frozenset({"weight", "bias"}))
+PARAMS: Final = Leaves("weight/bias", frozenset({"weight", "bias"}), "A layer's weight and optional bias.")
+"""A layer's weight and optional bias."""
 BATCH_NORM: Final = Leaves(
     "batch-norm",
     frozenset({"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}),
+    "A batch norm's parameters and running statistics.",
 )
+"""A batch norm's parameters and running statistics."""
 WEIGHT_NORM_NAMES: Final = (
     ("weight_g", "parametrizations.weight.original0"),
     ("weight_v", "parametrizations.weight.original1"),
@@ -98,7 +113,9 @@ WEIGHT_NORM_NAMES: Final = (
 WEIGHT_NORM: Final = Leaves(
     "weight-norm",
     frozenset({"bias", *(name for pair in WEIGHT_NORM_NAMES for name in pair)}),
+    "A weight-norm conv's pair in either form (weight_g/weight_v or parametrizations) and its bias.",
 )
+"""A weight-norm conv's pair in either form (``weight_g``/``weight_v`` or ``parametrizations``) and its bias."""
 
 
 def lstm_leaves(num_layers: int, *, bidirectional: bool = False) -> Leaves:
@@ -111,7 +128,7 @@ def lstm_leaves(num_layers: int, *, bidirectional: bool = False) -> Leaves:
         for layer in range(num_layers)
         for suffix in suffixes
     )
-    return Leaves(f"lstm[{num_layers}]", names)
+    return Leaves(f"lstm[{num_layers}]", names, f"The parameters of a {num_layers}-layer LSTM.")
 
 
 def _remainder(segments: tuple[str, ...], start: int) -> str:

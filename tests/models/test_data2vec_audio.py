@@ -11,7 +11,7 @@ from transformers import Data2VecAudioForCTC, Data2VecAudioModel
 
 from tests.helpers import load_pretrained_strictly
 from wmap.config_fields import conv_layers
-from wmap.convert import convert, preview
+from wmap.conversion import convert, preview
 from wmap.errors import BadConfig
 
 ATOL = 1e-5

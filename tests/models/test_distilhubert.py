@@ -10,7 +10,7 @@ import torch
 from transformers import HubertModel, Wav2Vec2FeatureExtractor
 
 from tests.helpers import load_pretrained_strictly
-from wmap.convert import convert, preview
+from wmap.conversion import convert, preview
 
 ATOL = 1e-5
 

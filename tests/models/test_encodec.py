@@ -11,7 +11,7 @@ from transformers import EncodecFeatureExtractor, EncodecModel
 
 from tests.helpers import load_pretrained_strictly
 from tests.originals import encodec_original
-from wmap.convert import convert, preview
+from wmap.conversion import convert, preview
 from wmap.models import get_model
 from wmap.models.encodec import preset_config
 
@@ -34,8 +34,8 @@ def test_bundled_reference_plans_are_clean(name: str) -> None:
 
 
 def test_48khz_checkpoint_with_24khz_rules_leaves_the_norms_unused() -> None:
-    layout, _ = get_model("encodec_48khz").unwrap().reference_layout()
-    from wmap.convert import prepare
+    layout, _ = get_model("encodec_48khz").unwrap().reference_layout().unwrap()
+    from wmap.conversion import prepare
 
     prepared = prepare(get_model("encodec_24khz").unwrap(), layout, {}, preset_config("encodec_48khz")).unwrap()
     assert prepared.plan.unused and all(".norm." in k for k in prepared.plan.unused)

@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from wmap.convert import convert, preview
+from wmap.conversion import convert, preview
 
 ATOL = 1e-5
 pytestmark = pytest.mark.parity

@@ -11,7 +11,7 @@ import torch
 from transformers import GenerationConfig, SpeechEncoderDecoderConfig, SpeechEncoderDecoderModel
 
 from tests.helpers import load_pretrained_strictly
-from wmap.convert import convert, preview, verify
+from wmap.conversion import convert, preview, verify
 
 ATOL = 1e-5
 pytestmark = pytest.mark.parity

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import attrs
-from returns.result import Result, Success
+from returns.result import Failure, Result, Success
 from transformers import PretrainedConfig, PreTrainedModel
 
 from wmap.config_fields import IgnoredField
@@ -65,6 +66,9 @@ class ModelSpec:
     model_class: type[PreTrainedModel]
     extras: Extras = no_extras
     takes_file: str | None = None
+    reference: Traversable | None = None
+    """A JSON file of the original's names and shapes at its default config (``{"layout": {key:
+    shape}, "meta": {...}}``), previewed when no checkpoint is given; ``None``: the family has none."""
 
     def build(self, config: PretrainedConfig) -> PreTrainedModel:
         """The target model for ``config`` (called on the ``meta`` device for layouts)."""
@@ -72,9 +76,21 @@ class ModelSpec:
             raise TypeError(f"{self.name} builds from a {self.config_class.__name__}, not a {type(config).__name__}")
         return self.model_class(config=config)
 
-    def reference_layout(self) -> tuple[Layout, dict[str, Any]]:
-        """The bundled names and shapes of the original at its default config (and its metadata)."""
-        text = resources.files("wmap.models").joinpath("reference", f"{self.name}.json").read_text()
-        data = json.loads(text)
-        layout = {key: tuple(shape) for key, shape in data["layout"].items()}
-        return layout, dict(data.get("meta", {}))
+    def reference_layout(self) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
+        """The names and shapes of the original at its default config (and its metadata), from
+        :attr:`reference`."""
+        if self.reference is None:
+            return Failure(
+                BadConfig(self.name, "checkpoint", "a checkpoint file (the family has no reference layout)", "none")
+            )
+        try:
+            data = json.loads(self.reference.read_text())
+            layout = {str(key): tuple(int(n) for n in shape) for key, shape in data["layout"].items()}
+            return Success((layout, dict(data.get("meta", {}))))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+            return Failure(BadConfig(str(self.reference), "layout", "a reference layout JSON file", repr(error)[:80]))
+
+
+def bundled_reference(name: str) -> Traversable:
+    """The reference layout shipped with wmap for family ``name`` (``wmap/models/reference/NAME.json``)."""
+    return resources.files("wmap.models").joinpath("reference", f"{name}.json")

@@ -30,22 +30,21 @@ from wmap.config_fields import (
     translate,
 )
 from wmap.errors import BadConfig
-from wmap.models.base import ModelSpec, TranslatedConfig
-from wmap.models.ctc_processor import ctc_processor, feature_extractor_writer
-from wmap.models.source_config import (
+from wmap.fairseq import (
+    PROJECTIONS,
+    STACKED_POS_CONV,
     TRAINING_ONLY,
+    TRANSFORMER_LAYERS,
     conv_kwargs,
     fairseq_encoder_config,
     fairseq_model_config,
     flag,
+    heads_divide,
+    layer_norm_feature_extractor,
     wav2vec2_encoder_fields,
 )
-from wmap.models.wav2vec2_family import (
-    PROJECTIONS,
-    STACKED_POS_CONV,
-    TRANSFORMER_LAYERS,
-    layer_norm_feature_extractor,
-)
+from wmap.models.base import ModelSpec, TranslatedConfig, bundled_reference
+from wmap.models.ctc_processor import ctc_processor, feature_extractor_writer
 from wmap.pipeline import first_match, scoped, seq, when
 from wmap.pipeline import optional as pass_unmatched
 from wmap.registry import entry
@@ -186,17 +185,6 @@ def _encoder_kwargs(encoder: Translation, *, masking: bool) -> dict[str, Any]:
     }
 
 
-def _heads_divide(section: str, kwargs: Mapping[str, Any]) -> BadConfig | None:
-    if kwargs["hidden_size"] % kwargs["num_attention_heads"]:
-        return BadConfig(
-            section,
-            "encoder_attention_heads",
-            f"a divisor of encoder_embed_dim ({kwargs['hidden_size']})",
-            str(kwargs["num_attention_heads"]),
-        )
-    return None
-
-
 def translate_config(meta: Mapping[str, Any], layout: Layout, *, ctc: bool) -> Result[TranslatedConfig, BadConfig]:
     """fairseq's data2vec-audio config (plain containers, omegaconf or ``args``) -> ``Data2VecAudioConfig``."""
     model = fairseq_model_config(meta)
@@ -218,7 +206,7 @@ def _build(
 ) -> Result[TranslatedConfig, BadConfig]:
     masking = outer is None or bool(outer.values["apply_mask"])
     kwargs = _encoder_kwargs(encoder, masking=masking)
-    bad = _heads_divide(section, kwargs)
+    bad = heads_divide(section, kwargs)
     if bad is not None:
         return Failure(bad)
     ignored = encoder.ignored
@@ -274,6 +262,7 @@ def ctc_pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform
 
 DATA2VEC_AUDIO_CTC = ModelSpec(
     **entry("data2vec_audio_ctc").description(),
+        reference=bundled_reference("data2vec_audio_ctc"),
     config_class=Data2VecAudioConfig,
     config_from_checkpoint=lambda meta, layout: translate_config(meta, layout, ctc=True),
     pipeline=ctc_pipeline,
@@ -284,6 +273,7 @@ DATA2VEC_AUDIO_CTC = ModelSpec(
 
 DATA2VEC_AUDIO = ModelSpec(
     **entry("data2vec_audio").description(),
+        reference=bundled_reference("data2vec_audio"),
     config_class=Data2VecAudioConfig,
     config_from_checkpoint=lambda meta, layout: translate_config(meta, layout, ctc=False),
     pipeline=headless_pipeline,

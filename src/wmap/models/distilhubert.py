@@ -31,15 +31,9 @@ from wmap.config_fields import (
     translate,
 )
 from wmap.errors import BadConfig
-from wmap.models.base import ModelSpec, TranslatedConfig, Writer
+from wmap.fairseq import TRAINING_ONLY, activation, conv_kwargs, heads_divide, wav2vec2_encoder_rules
+from wmap.models.base import ModelSpec, TranslatedConfig, Writer, bundled_reference
 from wmap.models.ctc_processor import FeatureExtractorSettings
-from wmap.models.source_config import TRAINING_ONLY, activation, conv_kwargs
-from wmap.models.wav2vec2_family import (
-    PROJECTIONS,
-    TRANSFORMER_LAYERS,
-    WEIGHT_NORM_POS_CONV,
-    feature_extractor,
-)
 from wmap.pipeline import first_match, seq
 from wmap.registry import entry
 from wmap.transforms import Layout, Transform, route_weight_norm, skip
@@ -116,15 +110,9 @@ def _hubert_config(read: Translation) -> Result[TranslatedConfig, BadConfig]:
             BadConfig(DISTILLER.section, "extractor_mode", "'default' (group norm) or 'layer_norm'", repr(mode)[:60])
         )
     kwargs = read.kwargs
-    if kwargs["hidden_size"] % kwargs["num_attention_heads"]:
-        return Failure(
-            BadConfig(
-                DISTILLER.section,
-                "encoder_attention_heads",
-                "a divisor of encoder_embed_dim",
-                str(kwargs["num_attention_heads"]),
-            )
-        )
+    wrong = heads_divide(DISTILLER.section, kwargs)
+    if wrong is not None:
+        return Failure(wrong)
     config = HubertConfig(
         **kwargs,
         **conv_kwargs(read.values["extractor_conv_feature_layers"]),
@@ -147,10 +135,7 @@ def pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
         first_match(
             "distilhubert",
             (
-                *feature_extractor(config),
-                *WEIGHT_NORM_POS_CONV,
-                *TRANSFORMER_LAYERS,
-                *PROJECTIONS,
+                *wav2vec2_encoder_rules(config),
                 skip("output_layer", "distillation prediction heads (training only); HubertModel has none"),
                 skip("task_embedding", "distillation task embeddings (training only); HubertModel has none"),
             ),
@@ -168,6 +153,7 @@ def feature_extractor_files(
 
 DISTILHUBERT = ModelSpec(
     **entry("distilhubert").description(),
+        reference=bundled_reference("distilhubert"),
     config_class=HubertConfig,
     config_from_checkpoint=translate_config,
     pipeline=pipeline,

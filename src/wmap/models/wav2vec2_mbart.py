@@ -34,30 +34,28 @@ from wmap.config_fields import (
     get,
     ignore_all,
     integer,
-    one_of,
     optional,
     text,
     translate,
 )
 from wmap.errors import BadConfig
-from wmap.io import staged_copy
-from wmap.models.base import ModelSpec, TranslatedConfig, Writer
-from wmap.models.ctc_processor import FeatureExtractorSettings
-from wmap.models.source_config import (
+from wmap.fairseq import (
+    PRETRAINING_HEADS,
+    PROJECTIONS,
     TRAINING_ONLY,
+    TRANSFORMER_LAYERS,
+    WEIGHT_NORM_POS_CONV,
     activation,
     conv_kwargs,
     fairseq_model_config,
+    feature_extractor,
     flag,
+    heads_divide,
     wav2vec2_encoder_fields,
 )
-from wmap.models.wav2vec2_family import (
-    PRETRAINING_HEADS,
-    PROJECTIONS,
-    TRANSFORMER_LAYERS,
-    WEIGHT_NORM_POS_CONV,
-    feature_extractor,
-)
+from wmap.io import staged_copy
+from wmap.models.base import ModelSpec, TranslatedConfig, Writer, bundled_reference
+from wmap.models.ctc_processor import FeatureExtractorSettings
 from wmap.pipeline import first_match, scoped, seq, when
 from wmap.registry import entry
 from wmap.transforms import PARAMS, Layout, Transform, refuse, rename, route_weight_norm, skip, tie
@@ -73,7 +71,6 @@ MBART50_EN_XX = 250004
 W2V_ENCODER = ConfigTable(
     SOURCE + ".w2v_args.model",
     wav2vec2_encoder_fields(
-        extractor_mode=Translated("extractor_mode", one_of("default", "layer_norm"), None, "default"),
         layer_norm_first=Translated("layer_norm_first", boolean, "do_stable_layer_norm", False),
         pos_conv_depth=Decided("pos_conv_depth", "a stacked positional conv is refused by the rules"),
     ),
@@ -188,15 +185,9 @@ def encoder_config(encoder: Translation, model: Translation, layout: Layout) -> 
     if n_adapter and kernel != 3:
         return Failure(BadConfig(SOURCE, "adaptor_kernel_size", "3 (Wav2Vec2's adapter pads by 1)", str(kernel)))
     kwargs = dict(encoder.kwargs)
-    if kwargs["hidden_size"] % kwargs["num_attention_heads"]:
-        return Failure(
-            BadConfig(
-                W2V_ENCODER.section,
-                "encoder_attention_heads",
-                "a divisor of encoder_embed_dim",
-                str(kwargs["num_attention_heads"]),
-            )
-        )
+    wrong = heads_divide(W2V_ENCODER.section, kwargs)
+    if wrong is not None:
+        return Failure(wrong)
     hidden = kwargs["hidden_size"]
     return Success(
         Wav2Vec2Config(
@@ -432,6 +423,7 @@ def load_tokenizer(path: Path) -> Result[Writer, BadConfig]:
 
 WAV2VEC2_MBART = ModelSpec(
     **entry("wav2vec2_mbart").description(),
+        reference=bundled_reference("wav2vec2_mbart"),
     config_class=SpeechEncoderDecoderConfig,
     config_from_checkpoint=translate_config,
     pipeline=pipeline,

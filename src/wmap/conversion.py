@@ -31,7 +31,7 @@ from wmap.layout import build_on_meta, layout_of
 from wmap.models.base import ModelSpec, TranslatedConfig, Writer
 from wmap.plan import NO_EXCEPTIONS, Accept, MappingPlan
 from wmap.planner import make_plan
-from wmap.registry import get_model
+from wmap.registry import Registry, resolve
 from wmap.transforms import Layout, Transform
 
 _T = TypeVar("_T")
@@ -115,20 +115,27 @@ def _of_the_family(prepared: Prepared, where: str, layout: Layout) -> Result[Pre
     return Success(prepared)
 
 
+Family = str | ModelSpec
+"""A family as callers name it: a :class:`ModelSpec`, a registered name, or ``"package.module:SPEC"``."""
+
+
 def preview(
-    model: str,
+    model: Family,
     checkpoint: str | os.PathLike[str] | None = None,
     config: ConfigSource = None,
+    *,
+    registry: Registry | None = None,
 ) -> Result[Prepared, WmapError]:
     """The dry run: plan a conversion from names and shapes only.
 
-    Without ``checkpoint`` the family's bundled reference layout is used.
+    Without ``checkpoint`` the family's reference layout is used. ``registry``
+    resolves a name (default: the shipped and installed families).
     """
 
     def source(spec: ModelSpec) -> Result[tuple[Layout, Mapping[str, Any], str], WmapError]:
         if checkpoint is None:
-            layout, meta = spec.reference_layout()
-            return Success((layout, meta, f"<bundled {spec.name} reference layout>"))
+            where = f"<{spec.name} reference layout>"
+            return widen(spec.reference_layout()).map(lambda found: (found[0], found[1], where))
         return widen(read_layout(checkpoint)).map(lambda read: (read[0], read[1], os.fspath(checkpoint)))
 
     def planned(spec: ModelSpec) -> Result[Prepared, WmapError]:
@@ -138,7 +145,7 @@ def preview(
             )
         )
 
-    return widen(get_model(model)).bind(planned)
+    return widen(resolve(model, registry)).bind(planned)
 
 
 def _no_file_unless_taken(spec: ModelSpec, file: str | os.PathLike[str] | None) -> Result[ModelSpec, WmapError]:
@@ -149,7 +156,7 @@ def _no_file_unless_taken(spec: ModelSpec, file: str | os.PathLike[str] | None) 
 
 
 def convert(
-    model: str,
+    model: Family,
     checkpoint: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     config: ConfigSource = None,
@@ -160,6 +167,7 @@ def convert(
     on_plan: Callable[[MappingPlan], None] | None = None,
     on_step: Callable[[str], None] | None = None,
     processor_file: str | os.PathLike[str] | None = None,
+    registry: Registry | None = None,
 ) -> Result[Path, WmapError]:
     """Read, plan, refuse unless clean, apply, load strictly, and write ``out_dir`` atomically.
 
@@ -197,7 +205,7 @@ def convert(
         )
 
     return (
-        widen(get_model(model))
+        widen(resolve(model, registry))
         .bind(lambda spec: widen(check_output(out_dir, overwrite=overwrite)).map(lambda _: spec))
         .bind(lambda spec: _no_file_unless_taken(spec, processor_file))
         .bind(read)
@@ -268,9 +276,11 @@ def _bits(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def verify(
-    model: str,
+    model: Family,
     checkpoint: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
+    *,
+    registry: Registry | None = None,
 ) -> Result[Verification, WmapError]:
     """Check a converted directory against its source: plan again with the directory's own
     ``config.json``, then compare every written tensor with the source tensor the plan maps to it
@@ -287,6 +297,6 @@ def verify(
             )
         )
 
-    return widen(get_model(model)).bind(
+    return widen(resolve(model, registry)).bind(
         lambda spec: widen(read_checkpoint(checkpoint)).bind(lambda source: checked(spec, source))
     )

@@ -1,10 +1,17 @@
-"""Reading original configs without the original packages: fairseq ``cfg``/``args``, s3prl ``Config``.
+"""Building blocks for fairseq's wav2vec2 family (wav2vec 2.0, HuBERT, data2vec-audio, and s3prl's
+distiller, which reuses fairseq's names): rule tables and config translation.
 
-Configs arrive as plain containers, ``argparse.Namespace`` or omegaconf
-objects (:func:`wmap.config_fields.get` reads any of them). The fields of
-fairseq's wav2vec2-family encoder config (``Wav2Vec2Config``, which data2vec,
-HuBERT and s3prl's distiller share) are one table here, written once; a family
-overrides the entries whose meaning differs for its target.
+Rules map fairseq's names to transformers' wav2vec2-family names: the conv
+feature extractor in both norm modes, the positional conv in its three forms
+(one weight-norm conv, a stack of plain convs, the batch-norm variant), the
+transformer layers, the projections, and the pre-training heads to skip.
+
+Config helpers read a checkpoint's fairseq config (plain containers,
+``argparse.Namespace`` or omegaconf) without fairseq: where the sections are,
+the 64 fields of ``Wav2Vec2Config`` as one table (a family overrides the
+entries whose meaning differs for its target), and the keyword arguments every
+transformers wav2vec2-family config shares. Every shipped fairseq family is
+built from these pieces; ``docs/porting.md`` ports one more with them.
 """
 
 from __future__ import annotations
@@ -12,13 +19,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from transformers import PretrainedConfig
+
 from wmap.config_fields import (
     PROBABILITY,
     Checked,
-    Decided,
     Field,
     Ignored,
     Translated,
+    Translation,
     boolean,
     conv_layers,
     get,
@@ -26,6 +35,11 @@ from wmap.config_fields import (
     integer,
     one_of,
 )
+from wmap.errors import BadConfig
+from wmap.pipeline import when
+from wmap.transforms import BATCH_NORM, EXACT, PARAMS, WEIGHT_NORM, Transform, refuse, rename, skip
+
+# --- config -------------------------------------------------------------------------------------
 
 ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "tanh": "tanh", "linear": "linear", "swish": "swish"}
 """fairseq activation names -> transformers' names for the same function."""
@@ -99,10 +113,10 @@ def wav2vec2_encoder_fields(**overrides: Field) -> tuple[Field, ...]:
         Translated("dropout_input", PROBABILITY, "feat_proj_dropout", 0.0),
         Ignored("dropout_features", "dropout on the pre-training targets' features: " + PRETRAINING_OBJECTIVE),
         Ignored("final_dim", "size of the pre-training projection: " + PRETRAINING_OBJECTIVE),
-        Decided("layer_norm_first", "pre-LN or post-LN transformer: chosen (or refused) by the rules"),
+        Translated("layer_norm_first", boolean, None, False),
         Translated("conv_feature_layers", conv_layers, None, "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2"),
         Translated("conv_bias", boolean, "conv_bias", False),
-        Decided("extractor_mode", "group-norm or layer-norm feature extractor: chosen (or refused) by the rules"),
+        Translated("extractor_mode", one_of("default", "layer_norm"), None, "default"),
         Ignored("feature_grad_mult", TRAINING_ONLY + " (gradient scaling of the feature extractor)"),
         Translated("mask_length", integer(1, 100_000), "mask_time_length", 10),
         Translated("mask_prob", PROBABILITY, "mask_time_prob", 0.65),
@@ -184,3 +198,108 @@ def conv_kwargs(layers: tuple[tuple[int, int, int], ...]) -> dict[str, Any]:
         "conv_kernel": [c[1] for c in layers],
         "conv_stride": [c[2] for c in layers],
     }
+
+
+def encoder_config_kwargs(encoder: Translation) -> dict[str, Any]:
+    """The keyword arguments every transformers wav2vec2-family config takes, from a translation of
+    :func:`wav2vec2_encoder_fields`: sizes, dropouts and masking (the table's targets), the conv
+    layers, the positional conv's width and groups, the extractor's norm mode and pre-/post-LN."""
+    values = encoder.values
+    kwargs = {**encoder.kwargs, **conv_kwargs(values["conv_feature_layers"]), "layer_norm_eps": 1e-5}
+    kwargs["num_conv_pos_embeddings"] = values["conv_pos"]
+    kwargs["feat_extract_norm"] = "layer" if values["extractor_mode"] == "layer_norm" else "group"
+    kwargs["do_stable_layer_norm"] = values["layer_norm_first"]
+    return kwargs
+
+
+def heads_divide(section: str, kwargs: Mapping[str, Any]) -> BadConfig | None:
+    """A :class:`BadConfig` when ``encoder_attention_heads`` does not divide ``encoder_embed_dim``
+    (transformers' attention would fail to build), else ``None``."""
+    hidden, heads = kwargs["hidden_size"], kwargs["num_attention_heads"]
+    if hidden % heads == 0:
+        return None
+    return BadConfig(section, "encoder_attention_heads", f"a divisor of encoder_embed_dim ({hidden})", str(heads))
+
+
+# --- rules --------------------------------------------------------------------------------------
+
+CONV_LAYERS = (rename("feature_extractor.conv_layers.*.0", "feature_extractor.conv_layers.*.conv", PARAMS),)
+"""The conv of every feature-extractor layer (``conv_layers.N.0``), weight and optional bias."""
+
+LAYER_NORMS = rename("feature_extractor.conv_layers.*.2.1", "feature_extractor.conv_layers.*.layer_norm", PARAMS)
+"""Layer-norm mode: every layer has ``conv_layers.N.2`` = (transpose, LayerNorm, transpose)."""
+
+GROUP_NORM = rename("feature_extractor.conv_layers.0.2", "feature_extractor.conv_layers.0.layer_norm", PARAMS)
+"""Group-norm mode: only layer 0 has a norm, a GroupNorm at ``conv_layers.0.2``."""
+
+
+def feature_extractor(config: PretrainedConfig) -> tuple[Transform, ...]:
+    """The conv feature extractor, its norms chosen by ``feat_extract_norm``."""
+    group = getattr(config, "feat_extract_norm", "layer") == "group"
+    return (*CONV_LAYERS, when("feat_extract_norm == 'group'", group, GROUP_NORM, LAYER_NORMS))
+
+
+def layer_norm_feature_extractor(target: str) -> tuple[Transform, ...]:
+    """For targets that only have layer norms (data2vec-audio): group-norm keys are refused."""
+    return (
+        *CONV_LAYERS,
+        LAYER_NORMS,
+        refuse(
+            "feature_extractor.conv_layers.*.2",
+            f"group-norm feature extractor (fairseq extractor_mode 'default'); {target} has layer norm only",
+        ),
+    )
+
+
+STACKED_POS_CONV = (rename("encoder.pos_conv.*.0", "encoder.pos_conv_embed.layers.*.conv", PARAMS),)
+"""data2vec's positional conv: a stack ``pos_conv.N.0`` of plain convs."""
+
+WEIGHT_NORM_POS_CONV = (rename("encoder.pos_conv.0", "encoder.pos_conv_embed.conv", WEIGHT_NORM),)
+"""wav2vec2/HuBERT's positional conv: one weight-norm conv ``pos_conv.0`` (route the pair afterwards)."""
+
+ATTENTION = ("k_proj", "v_proj", "q_proj", "out_proj")
+
+TRANSFORMER_LAYERS = (
+    *(rename(f"encoder.layers.*.self_attn.{p}", f"encoder.layers.*.attention.{p}", PARAMS) for p in ATTENTION),
+    rename("encoder.layers.*.self_attn_layer_norm", "encoder.layers.*.layer_norm", PARAMS),
+    rename("encoder.layers.*.fc1", "encoder.layers.*.feed_forward.intermediate_dense", PARAMS),
+    rename("encoder.layers.*.fc2", "encoder.layers.*.feed_forward.output_dense", PARAMS),
+    rename("encoder.layers.*.final_layer_norm", "encoder.layers.*.final_layer_norm", PARAMS),
+    rename("encoder.layer_norm", "encoder.layer_norm", PARAMS),
+)
+"""The transformer encoder: attention, its norm, feed-forward, final norm, and the encoder norm."""
+
+PROJECTIONS = (
+    rename("post_extract_proj", "feature_projection.projection", PARAMS),
+    rename("layer_norm", "feature_projection.layer_norm", PARAMS),
+    rename("mask_emb", "masked_spec_embed", EXACT),
+)
+"""Feature projection (and its layer norm, fairseq's top-level ``layer_norm``) and the mask embedding."""
+
+PRETRAINING_HEADS = (
+    skip("quantizer", "wav2vec2 pre-training quantizer; not used by the fine-tuned encoder"),
+    skip("project_q", "wav2vec2 pre-training projection; not used by the fine-tuned encoder"),
+    skip("final_proj", "wav2vec2 pre-training projection; not used by the fine-tuned encoder"),
+    skip("target_glu", "wav2vec2 pre-training head; not used by the fine-tuned encoder"),
+)
+"""Pre-training-only modules a fine-tuned checkpoint may still carry."""
+
+
+BATCH_NORM_POS_CONV = (
+    rename("encoder.pos_conv.0", "encoder.pos_conv_embed.batch_norm", BATCH_NORM),
+    rename("encoder.pos_conv.1", "encoder.pos_conv_embed.conv", PARAMS),
+)
+"""The batch-norm positional conv (fairseq ``conv_pos_batch_norm``): ``pos_conv.0`` a BatchNorm1d,
+``pos_conv.1`` a plain conv (transformers' ``conv_pos_batch_norm``)."""
+
+
+def wav2vec2_encoder_rules(
+    config: PretrainedConfig, *, positional: tuple[Transform, ...] = ()
+) -> tuple[Transform, ...]:
+    """The whole fairseq wav2vec2-style encoder as rules for a transformers wav2vec2-family model:
+    feature extractor (norm mode from ``config``), the positional conv (``positional``; by default
+    weight-norm or batch-norm as ``config.conv_pos_batch_norm`` says), transformer layers and
+    projections. Follow with :func:`~wmap.transforms.route_weight_norm` for the weight-norm pair."""
+    if not positional:
+        positional = BATCH_NORM_POS_CONV if getattr(config, "conv_pos_batch_norm", False) else WEIGHT_NORM_POS_CONV
+    return (*feature_extractor(config), *positional, *TRANSFORMER_LAYERS, *PROJECTIONS)
