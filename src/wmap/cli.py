@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ from rich.markup import escape
 
 from wmap.errors import INPUT_ERRORS, WmapError
 from wmap.registry import families
+from wmap.render import visible
 
 if TYPE_CHECKING:
     from wmap.plan import MappingPlan
@@ -42,7 +44,7 @@ def _console(stderr: bool = False) -> Console:
 
 
 def _fail(error: WmapError) -> int:
-    print(f"wmap: error: {error.message}", file=sys.stderr)
+    print(f"wmap: error: {visible(error.message)}", file=sys.stderr)
     return EXIT_INPUT if isinstance(error, INPUT_ERRORS) else EXIT_REFUSED
 
 
@@ -50,7 +52,8 @@ def _models(_: argparse.Namespace) -> int:
     console = _console()
     for family in families():
         console.print(
-            f"[bold]{escape(family.name)}[/bold]\n  from: {escape(family.source)}\n  to:   {escape(family.target)}"
+            f"[bold]{escape(visible(family.name))}[/bold]\n  from: {escape(visible(family.source))}"
+            f"\n  to:   {escape(visible(family.target))}"
         )
     return EXIT_OK
 
@@ -71,7 +74,7 @@ def _preview(args: argparse.Namespace) -> int:
     else:
         source = args.checkpoint or "bundled reference layout"
         console = _console()
-        print_plan(plan, console, title=f"{args.model} ← {source}")
+        print_plan(plan, console, title=f"{args.model} ← {source}")  # the title is shown as text
         print_ignored_fields(prepared.ignored, console)
     return EXIT_OK if plan.is_clean() else EXIT_REFUSED
 
@@ -95,10 +98,11 @@ def _convert(args: argparse.Namespace) -> int:
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task(f"{args.model}: starting", total=len(CONVERT_STEPS))
+        shown = escape(visible(args.model))  # the progress line renders markup
+        task = progress.add_task(f"{shown}: starting", total=len(CONVERT_STEPS))
 
         def on_step(name: str) -> None:
-            progress.update(task, description=f"{args.model}: {name}", completed=CONVERT_STEPS.index(name))
+            progress.update(task, description=f"{shown}: {name}", completed=CONVERT_STEPS.index(name))
 
         result = convert(
             args.model,
@@ -110,11 +114,12 @@ def _convert(args: argparse.Namespace) -> int:
             on_plan=show_if_refused,
             on_step=on_step,
             processor_file=args.processor_file,
+            max_shard_size=args.max_shard_size,
         )
         progress.update(task, completed=len(CONVERT_STEPS))
     if isinstance(result, Failure):
         return _fail(result.failure())
-    print(f"wrote {result.unwrap()}")
+    print(f"wrote {visible(str(result.unwrap()))}")
     return EXIT_OK
 
 
@@ -127,12 +132,12 @@ def _verify(args: argparse.Namespace) -> int:
         return _fail(result.failure())
     found = result.unwrap()
     if found.ok:
-        print(f"verified: all {found.checked} tensors in {args.out_dir} equal their sources")
+        print(f"verified: all {found.checked} tensors in {visible(args.out_dir)} equal their sources")
         return EXIT_OK
     for key in found.differing:
-        print(f"differs from its source: {key}", file=sys.stderr)
+        print(f"differs from its source: {visible(key)}", file=sys.stderr)
     for key in found.absent:
-        print(f"absent from the output: {key}", file=sys.stderr)
+        print(f"absent from the output: {visible(key)}", file=sys.stderr)
     print(f"wmap: {len(found.differing)} differing, {len(found.absent)} absent of {found.checked}", file=sys.stderr)
     return EXIT_REFUSED
 
@@ -160,6 +165,12 @@ def parser() -> argparse.ArgumentParser:
     con.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
     con.add_argument("--dtype", choices=DTYPES, help="cast floating tensors")
     con.add_argument(
+        "--max-shard-size",
+        default="50GB",
+        metavar="SIZE",
+        help="split the weights into shards of at most SIZE (e.g. 2GB), with an index (default: 50GB, as transformers)",
+    )
+    con.add_argument(
         "--dict",
         "--tokenizer",
         dest="processor_file",
@@ -179,6 +190,8 @@ def parser() -> argparse.ArgumentParser:
 
 EXIT_INTERRUPTED = 130
 EXIT_INTERNAL = 70  # EX_SOFTWARE
+EXIT_IO = 74  # EX_IOERR: stdout could not be written (a full disk)
+EXIT_PIPE = 141  # 128 + SIGPIPE, as a shell pipeline expects
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -186,14 +199,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         code: int = args.run(args)
+        sys.stdout.flush()  # a closed pipe or a full disk shows here, not at exit
+    except BrokenPipeError:  # ``wmap preview ... | head -1``: the reader has what it wanted
+        _stdout_to_devnull()
+        return EXIT_PIPE
     except KeyboardInterrupt:
         print("wmap: interrupted; nothing was written", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as error:
+        if error.errno is None or sys.stdout.closed:
+            raise
+        _stdout_to_devnull()
+        print(f"wmap: error: cannot write the output ({visible(error.strerror or str(error))})", file=sys.stderr)
+        return EXIT_IO
     except Exception as error:  # a bug: the library returns errors as values; still one line, no traceback
         detail = " ".join(str(error).split())[:300]
-        print(f"wmap: internal error (please report it): {type(error).__name__}: {detail}", file=sys.stderr)
+        print(f"wmap: internal error (please report it): {type(error).__name__}: {visible(detail)}", file=sys.stderr)
         return EXIT_INTERNAL
     return code
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null so that the interpreter's last flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

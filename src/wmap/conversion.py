@@ -7,6 +7,7 @@ through :mod:`wmap.plan`, tensors through :mod:`wmap.apply`.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,10 +21,13 @@ from wmap.apply import apply_plan, load_into
 from wmap.config_fields import IgnoredField
 from wmap.errors import BadConfig, WmapError, WrongFamily
 from wmap.io import (
+    DEFAULT_MAX_SHARD_SIZE,
     Checkpoint,
     check_output,
+    mapped_file,
     read_checkpoint,
     read_layout,
+    read_weights,
     save_pretrained_streaming,
     write_directory_atomically,
 )
@@ -168,6 +172,7 @@ def convert(
     on_step: Callable[[str], None] | None = None,
     processor_file: str | os.PathLike[str] | None = None,
     registry: Registry | None = None,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
 ) -> Result[Path, WmapError]:
     """Read, plan, refuse unless clean, apply, load strictly, and write ``out_dir`` atomically.
 
@@ -179,6 +184,9 @@ def convert(
     ``processor_file`` is the file the family builds its tokenizer from where the
     checkpoint lacks it (``--dict dict.ltr.txt`` for CTC families, ``--tokenizer``
     a sentencepiece model for ``wav2vec2_mbart``); it is read before anything is written.
+    ``max_shard_size`` (bytes, or ``"5GB"``) splits the weights into shards with an index, as
+    ``save_pretrained`` does. Tensors that stay as they are in a memory-mapped source are copied file
+    to file, so conversion needs little more memory than its largest changed tensor.
     """
     step = on_step or (lambda _: None)
     file = None if processor_file is None else Path(processor_file)
@@ -201,12 +209,15 @@ def convert(
     def written(found: tuple[Prepared, Checkpoint]) -> Result[Path, WmapError]:
         prepared, source = found
         return widen(prepared.spec.extras(prepared.config, source.meta, file)).bind(
-            lambda extras: _apply_and_write(prepared, source, extras, out_dir, overwrite, dtype, accept, step)
+            lambda extras: _apply_and_write(
+                prepared, source, extras, _Output(out_dir, overwrite, max_shard_size), dtype, accept, step
+            )
         )
 
     return (
         widen(resolve(model, registry))
         .bind(lambda spec: widen(check_output(out_dir, overwrite=overwrite)).map(lambda _: spec))
+        .bind(lambda spec: _shard_size_valid(spec, max_shard_size))
         .bind(lambda spec: _no_file_unless_taken(spec, processor_file))
         .bind(read)
         .bind(planned)
@@ -214,12 +225,34 @@ def convert(
     )
 
 
+@attrs.frozen
+class _Output:
+    directory: str | os.PathLike[str]
+    overwrite: bool
+    max_shard_size: int | str
+
+
+def _shard_size_valid(spec: ModelSpec, size: int | str) -> Result[ModelSpec, WmapError]:
+    """The size checked now, by the same parser the writer uses (``huggingface_hub``'s split)."""
+    from huggingface_hub import split_torch_state_dict_into_shards
+
+    try:
+        if isinstance(size, bool) or (isinstance(size, int) and size <= 0):
+            raise ValueError("not a positive size")
+        if isinstance(size, str) and not re.fullmatch(r"[0-9]+(\.[0-9]+)?\s*[KMGT]B", size.strip().upper()):
+            raise ValueError("not a positive number of KB, MB, GB or TB")
+        split_torch_state_dict_into_shards({}, max_shard_size=size)
+    except (ValueError, TypeError) as error:
+        found = f"{size!r} ({' '.join(str(error).split())[:80]})"
+        return Failure(BadConfig("--max-shard-size", "max_shard_size", "a size such as 5GB or 500MB", found))
+    return Success(spec)
+
+
 def _apply_and_write(
     prepared: Prepared,
     source: Checkpoint,
     extras: Writer,
-    out_dir: str | os.PathLike[str],
-    overwrite: bool,
+    output: _Output,
     dtype: torch.dtype | None,
     accept: Accept,
     step: Callable[[str], None],
@@ -227,12 +260,14 @@ def _apply_and_write(
     step("applying plan")
 
     def write(tensors: dict[str, torch.Tensor], model: PreTrainedModel) -> Result[Path, WmapError]:
+        mapped = mapped_file(source.path)
+
         def files(directory: Path) -> None:
-            save_pretrained_streaming(model, tensors, directory)
+            save_pretrained_streaming(model, tensors, directory, max_shard_size=output.max_shard_size, source=mapped)
             extras(directory)
 
         step("writing output")
-        return widen(write_directory_atomically(out_dir, files, overwrite=overwrite))
+        return widen(write_directory_atomically(output.directory, files, overwrite=output.overwrite))
 
     return widen(apply_plan(prepared.plan, source.tensors, accept=accept, dtype=dtype)).bind(
         lambda tensors: widen(load_into(prepared.target, tensors)).bind(  # strict: exactly the model's keys
@@ -290,11 +325,7 @@ def verify(
         return (
             prepare(spec, source.layout, source.meta, Path(out_dir) / "config.json", lint=False)
             .bind(lambda prepared: widen(prepared.plan.result()))
-            .bind(
-                lambda plan: widen(read_checkpoint(Path(out_dir) / "model.safetensors")).map(
-                    lambda written: _compare(plan, source, written)
-                )
-            )
+            .bind(lambda plan: widen(read_weights(out_dir)).map(lambda written: _compare(plan, source, written)))
         )
 
     return widen(resolve(model, registry)).bind(

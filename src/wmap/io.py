@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import os
 import re
 import shutil
 import struct
+import sys
 import tempfile
 import warnings
 import zipfile
@@ -296,14 +298,75 @@ SAFETENSORS_DTYPES: dict[torch.dtype, str] = {
 }
 
 
-def write_safetensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> None:
-    """Write a safetensors file tensor by tensor, straight from each tensor's memory.
+@attrs.frozen
+class MappedFile:
+    """Where a memory-mapped source file lies in this process: tensors whose bytes lie in it can be
+    copied file to file by the kernel (``os.copy_file_range``), never paged into memory."""
 
-    ``safetensors.torch.save_file`` first copies every tensor into a bytes
-    object, holding a second copy of the whole checkpoint; streaming keeps
-    conversion at one copy (the source, memory-mapped). The format is the
-    published one: an 8-byte little-endian header length, a JSON header with
-    dtype, shape and byte offsets, then the data.
+    path: str
+    start: int
+    end: int
+    """The mapping's addresses; ``start`` is the file's byte 0."""
+    size: int
+
+    def offset_of(self, tensor: torch.Tensor) -> int | None:
+        """The file offset of ``tensor``'s bytes, if they are there as they are (contiguous, in the file)."""
+        if tensor.device.type != "cpu" or not tensor.is_contiguous():
+            return None
+        address, size = tensor.data_ptr(), tensor.numel() * tensor.element_size()
+        if size == 0 or not (self.start <= address and address + size <= min(self.end, self.start + self.size)):
+            return None
+        return address - self.start
+
+
+def mapped_file(path: str | os.PathLike[str]) -> MappedFile | None:
+    """The mapping ``torch.load(mmap=True)`` made of ``path`` (the whole file from byte 0), read from
+    ``/proc/self/maps``; ``None`` where there is none or the platform has no such table."""
+    where = os.path.realpath(path)
+    try:
+        size = os.path.getsize(where)
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                if len(fields) == 6 and fields[5].rstrip("\n") == where and int(fields[2], 16) == 0:
+                    start, end = (int(x, 16) for x in fields[0].split("-"))
+                    return MappedFile(where, start, end, size)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+_NO_KERNEL_COPY = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF}
+"""Answers of ``copy_file_range`` that mean 'not here' (another file system, an old kernel): write instead."""
+
+
+def _copy_from_file(source: int, out: int, offset: int, size: int) -> int:
+    """Copy ``size`` bytes at ``offset`` of ``source`` to ``out``'s position; the bytes copied (fewer
+    where the kernel cannot copy between these files: the caller writes the rest)."""
+    done = 0
+    while done < size:
+        try:
+            copied = os.copy_file_range(source, out, size - done, offset + done)
+        except OSError as error:
+            if error.errno in _NO_KERNEL_COPY:
+                return done
+            raise
+        if copied <= 0:
+            raise OSError(f"the source ends before byte {offset + size} (truncated while converting?)")
+        done += copied
+    return done
+
+
+def write_safetensors(
+    path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], source: MappedFile | None = None
+) -> None:
+    """Write a safetensors file tensor by tensor, never holding a second copy of the weights.
+
+    A tensor whose bytes lie in ``source`` (the memory-mapped checkpoint, unchanged) is copied file
+    to file by the kernel, so its pages never become resident; any other is written from its memory.
+    (``safetensors.torch.save_file`` first copies every tensor into one bytes object.) The format is
+    the published one: an 8-byte little-endian header length, a JSON header with dtype, shape and
+    byte offsets, then the data.
     """
     header: dict[str, Any] = {}
     offset = 0
@@ -318,21 +381,70 @@ def write_safetensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata:
     header["__metadata__"] = dict(metadata)
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
-    with open(path, "wb") as handle:
-        handle.write(struct.pack("<Q", len(blob)))
-        handle.write(blob)
-        for tensor in tensors.values():
-            flat = tensor.detach().contiguous().reshape(-1)
-            if flat.numel():
-                handle.write(flat.view(torch.uint8).numpy().data)
+    copy_from = None if source is None or sys.byteorder != "little" else os.open(source.path, os.O_RDONLY)
+    try:
+        with open(path, "wb") as handle:
+            handle.write(struct.pack("<Q", len(blob)))
+            handle.write(blob)
+            for tensor in tensors.values():
+                at = None if copy_from is None or source is None else source.offset_of(tensor)
+                done = 0
+                if at is not None and copy_from is not None:
+                    handle.flush()
+                    done = _copy_from_file(copy_from, handle.fileno(), at, tensor.numel() * tensor.element_size())
+                    handle.seek(0, os.SEEK_END)
+                flat = tensor.detach().contiguous().reshape(-1)
+                if flat.numel() and done < flat.numel() * flat.element_size():
+                    handle.write(flat.view(torch.uint8).numpy().data[done:])
+    finally:
+        if copy_from is not None:
+            os.close(copy_from)
 
 
-def save_pretrained_streaming(model: PreTrainedModel, state: Mapping[str, torch.Tensor], directory: Path) -> None:
-    """What ``model.save_pretrained(directory)`` writes, with the weights streamed from ``state``.
+DEFAULT_MAX_SHARD_SIZE = "50GB"
+"""transformers v5's default for ``save_pretrained``: one file for any speech model."""
+
+
+def write_weights(
+    directory: Path,
+    state: Mapping[str, torch.Tensor],
+    *,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+    source: MappedFile | None = None,
+) -> None:
+    """``model.safetensors``, or shards ``model-0000k-of-0000n.safetensors`` of at most ``max_shard_size``
+    and ``model.safetensors.index.json`` (``metadata.total_size``, ``metadata.total_parameters`` and the
+    ``weight_map`` of the keys written), as ``save_pretrained`` lays them out (``huggingface_hub``'s split)."""
+    from huggingface_hub import split_torch_state_dict_into_shards
+
+    split = split_torch_state_dict_into_shards(dict(state), max_shard_size=max_shard_size)
+    for filename, names in split.filename_to_tensors.items():
+        write_safetensors(directory / filename, {n: state[n] for n in names}, {"format": "pt"}, source)
+    if split.is_sharded:
+        index = {
+            "metadata": {
+                **split.metadata,
+                "total_size": sum(t.numel() * t.element_size() for t in state.values()),
+                "total_parameters": sum(t.numel() for t in state.values()),
+            },
+            "weight_map": dict(sorted(split.tensor_to_filename.items())),
+        }
+        (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+def save_pretrained_streaming(
+    model: PreTrainedModel,
+    state: Mapping[str, torch.Tensor],
+    directory: Path,
+    *,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+    source: MappedFile | None = None,
+) -> None:
+    """What ``model.save_pretrained(directory, max_shard_size=...)`` writes, the weights streamed from ``state``.
 
     ``state`` is what was loaded into ``model`` (strictly, by assignment), so
-    the two agree; writing from it avoids the second in-memory copy that
-    ``save_pretrained`` makes through ``safetensors.torch.save_file``.
+    the two agree; writing from it (and from the source file itself where a
+    tensor is unchanged) avoids the second copy ``save_pretrained`` makes.
     """
     floating = next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
     model.config.dtype = str(floating).split(".")[1]
@@ -340,7 +452,57 @@ def save_pretrained_streaming(model: PreTrainedModel, state: Mapping[str, torch.
     model.config.save_pretrained(directory)
     if model.can_generate() and model.generation_config is not None:
         model.generation_config.save_pretrained(directory)
-    write_safetensors(directory / "model.safetensors", state, {"format": "pt"})
+    write_weights(directory, state, max_shard_size=max_shard_size, source=source)
+
+
+INDEX = "model.safetensors.index.json"
+
+
+class _ShardedTensors(Mapping[str, torch.Tensor]):
+    """The tensors of a sharded directory, each read (memory-mapped) from its shard when asked for."""
+
+    def __init__(self, directory: Path, weight_map: Mapping[str, str]) -> None:
+        self._directory = directory
+        self._map = dict(weight_map)
+        self._open: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        shard = self._map[key]
+        handle = self._open.get(shard)
+        if handle is None:
+            handle = self._open[shard] = safe_open(self._directory / shard, framework="pt")
+        tensor: torch.Tensor = handle.get_tensor(key)
+        return tensor
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map)
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+
+def read_weights(directory: str | os.PathLike[str]) -> Result[Checkpoint, UnreadableCheckpoint | UnsafePickle]:
+    """The weights of a ``save_pretrained`` directory: ``model.safetensors``, or the shards its index
+    names (each opened lazily, header first, when one of its tensors is read)."""
+    where = Path(directory)
+    index = where / INDEX
+    if not index.is_file():
+        return read_checkpoint(where / "model.safetensors")
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        if not isinstance(weight_map, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and "/" not in v and v.endswith(".safetensors")
+            for k, v in weight_map.items()
+        ):
+            raise ValueError("weight_map is not a mapping of key -> shard file in the directory")
+        for shard in set(weight_map.values()):
+            with safe_open(where / shard, framework="pt") as handle:
+                missing = {k for k, v in weight_map.items() if v == shard} - set(handle.keys())
+                if missing:
+                    raise ValueError(f"{shard} lacks {sorted(missing)[:3]} that the index puts there")
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as error:
+        return Failure(UnreadableCheckpoint(str(index), "a sharded safetensors index", str(error)[:200]))
+    return Success(Checkpoint(str(where), _ShardedTensors(where, weight_map), {}))
 
 
 @contextlib.contextmanager

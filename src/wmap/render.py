@@ -12,6 +12,15 @@ from rich.text import Text
 from wmap.config_fields import IgnoredField
 from wmap.plan import MappingPlan
 
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(text: str) -> str:
+    """``text`` safe to show on a terminal: control characters (escape sequences among them), lone
+    surrogates and bidirectional overrides are shown as ``\\x1b``-style escapes, never sent."""
+    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii"), text)
+
+
 INDEX = re.compile(r"(?<![^.])(0|[1-9][0-9]*)(?![^.])")
 """A whole key segment that is a layer index: ASCII digits in canonical form (so ``int`` round-trips it)."""
 
@@ -103,7 +112,7 @@ def plan_renderable(plan: MappingPlan, title: str = "mapping plan") -> Group:
         for header in headers:
             t.add_column(header, overflow="fold")
         for row in collapse(rows, keys):
-            t.add_row(*row)
+            t.add_row(*(Text(visible(cell)) for cell in row))  # names from a file are text, never markup
         parts.append(t)
 
     table(
@@ -138,13 +147,15 @@ def plan_renderable(plan: MappingPlan, title: str = "mapping plan") -> Group:
         ("key", "rules"),
         [(a.key, " | ".join(a.rules)) for a in plan.ambiguous],
     )
-    verdict = "[green]clean[/green]" if plan.is_clean() else "[bold red]NOT clean[/bold red]"
+    verdict = ("clean", "green") if plan.is_clean() else ("NOT clean", "bold red")
     parts.append(
-        Text.from_markup(
-            f"{title}: {verdict} — {len(plan.applied)} applied, {len(plan.skipped)} skipped, "
+        Text.assemble(
+            f"{visible(title)}: ",
+            verdict,
+            f" — {len(plan.applied)} applied, {len(plan.skipped)} skipped, "
             f"{len(plan.refused)} refused, {len(plan.unused)} unused, {len(plan.missing)} missing, "
             f"{len(plan.conflicts)} conflicts, {len(plan.shape_mismatches)} shape mismatches, "
-            f"{len(plan.unknown_targets)} unknown targets, {len(plan.ambiguous)} ambiguous"
+            f"{len(plan.unknown_targets)} unknown targets, {len(plan.ambiguous)} ambiguous",
         )
     )
     return Group(*parts)
@@ -163,5 +174,5 @@ def print_ignored_fields(fields: Sequence[IgnoredField], console: Console | None
     for header in ("section", "field", "value", "reason"):
         table.add_column(header, overflow="fold")
     for f in fields:
-        table.add_row(Text(f.section), Text(f.name), Text(f.value), Text(f.reason))
+        table.add_row(*(Text(visible(cell)) for cell in (f.section, f.name, f.value, f.reason)))
     (console or Console()).print(table)

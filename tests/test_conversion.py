@@ -1,0 +1,70 @@
+"""Conversion's output: one file or shards with an index, streamed from the source file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import EncodecModel
+
+from tests.helpers import load_pretrained_strictly, reference_checkpoint
+from wmap import convert, verify
+from wmap.io import mapped_file, read_checkpoint, read_weights, write_safetensors
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return reference_checkpoint(tmp_path_factory.mktemp("ckpt") / "encodec_32khz.pt")
+
+
+def test_sharded_output_loads_and_verifies(checkpoint: Path, tmp_path: Path) -> None:
+    one = convert("encodec_32khz", checkpoint, tmp_path / "one").unwrap()
+    many = convert("encodec_32khz", checkpoint, tmp_path / "many", max_shard_size="200KB").unwrap()
+    index = json.loads((many / "model.safetensors.index.json").read_text())
+    shards = sorted(p.name for p in many.glob("model-*.safetensors"))
+    assert len(shards) > 2 and not (many / "model.safetensors").exists()
+    assert set(index["weight_map"].values()) == set(shards)
+    whole = load_file(one / "model.safetensors")
+    assert set(index["weight_map"]) == set(whole)
+    assert index["metadata"]["total_size"] == sum(t.numel() * t.element_size() for t in whole.values())
+    assert index["metadata"]["total_parameters"] == sum(t.numel() for t in whole.values())
+    ported = load_pretrained_strictly(EncodecModel, many)
+    for key, value in ported.state_dict().items():
+        assert torch.equal(value, whole[key]), key
+    assert verify("encodec_32khz", checkpoint, many).unwrap().ok
+    assert read_weights(many).unwrap().layout == {k: tuple(v.shape) for k, v in whole.items()}
+
+
+def test_a_bad_shard_size_is_refused_before_anything_is_written(checkpoint: Path, tmp_path: Path) -> None:
+    for size in ("lots", "-1GB", 0):
+        error = convert("encodec_32khz", checkpoint, tmp_path / "hf", max_shard_size=size).failure()
+        assert "max_shard_size" in error.message and not (tmp_path / "hf").exists()
+
+
+def test_copying_from_the_mapped_source_writes_the_same_bytes(checkpoint: Path, tmp_path: Path) -> None:
+    source = read_checkpoint(checkpoint).unwrap()
+    mapped = mapped_file(checkpoint)
+    assert mapped is not None and all(mapped.offset_of(t) is not None for t in source.tensors.values() if t.numel())
+    changed = {k: (v * 2 if i % 3 == 0 else v) for i, (k, v) in enumerate(source.tensors.items())}  # some in memory
+    write_safetensors(tmp_path / "copied.safetensors", changed, {}, mapped)
+    write_safetensors(tmp_path / "written.safetensors", changed, {}, None)
+    copied, written = (tmp_path / "copied.safetensors").read_bytes(), (tmp_path / "written.safetensors").read_bytes()
+    assert copied == written
+    negative = dict(changed)
+    first = next(iter(negative))
+    negative[first] = negative[first] + 1
+    write_safetensors(tmp_path / "other.safetensors", negative, {}, mapped)
+    assert (tmp_path / "other.safetensors").read_bytes() != written  # the comparison can fail
+
+
+def test_a_sharded_index_that_lies_is_a_clear_error(checkpoint: Path, tmp_path: Path) -> None:
+    many = convert("encodec_32khz", checkpoint, tmp_path / "many", max_shard_size="200KB").unwrap()
+    index = json.loads((many / "model.safetensors.index.json").read_text())
+    key = next(iter(index["weight_map"]))
+    index["weight_map"][key] = "../../etc/passwd"
+    (many / "model.safetensors.index.json").write_text(json.dumps(index))
+    error = read_weights(many).failure()
+    assert "index" in error.message and "weight_map" in error.message
