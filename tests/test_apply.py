@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import pytest
 import torch
 from torch import nn
 from torch.nn.utils import parametrizations, weight_norm
@@ -95,3 +99,25 @@ def test_tied_targets_get_their_own_storage() -> None:
     assert state["a.weight"] is value
     torch.testing.assert_close(state["b.weight"], value)
     assert state["b.weight"].data_ptr() != value.data_ptr()
+
+
+@pytest.mark.parametrize(
+    ("make", "found"),
+    [
+        (lambda t: t.to(torch.complex64), "complex64"),
+        (lambda t: t.to(torch.float8_e4m3fn), "float8_e4m3fn"),
+        (lambda t: t.to_sparse(), "sparse"),
+        (lambda t: t.to(torch.int64), "int64"),
+    ],
+)
+def test_tensor_kinds_the_output_cannot_hold_are_refused_by_name(tmp_path: Path, make: Any, found: str) -> None:
+    from tests.helpers import reference_state
+    from wmap.conversion import convert
+
+    state, _ = reference_state("encodec_32khz")
+    key = "encoder.model.0.conv.conv.bias"
+    state[key] = make(state[key])
+    torch.save(state, tmp_path / "odd.pt")
+    error = convert("encodec_32khz", tmp_path / "odd.pt", tmp_path / "hf").failure()
+    assert key in error.message and found in error.message, error.message
+    assert not (tmp_path / "hf").exists()

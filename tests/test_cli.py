@@ -308,3 +308,24 @@ def test_families_from_outside_the_package_work_through_the_cli(
     assert result.returncode == 2 and "reference layout" in result.stderr
     result = run("preview", "encodec_24khz")  # the shipped family, not the impostor
     assert result.returncode == 0 and "encodec_24khz" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("/dev/zero", "not a regular file"),
+        ("[" * 100_000 + "]" * 100_000, "not JSON"),
+        ('{"num_lstm_layers": "two"}', "config"),
+        ('{"dtype": "float128"}', "config"),
+        ('{"_attn_implementation": "flash_attention_3"}', "config"),
+        ("[1, 2]", "not an object"),
+    ],
+)
+def test_a_bad_config_file_is_one_line(checkpoint: Path, tmp_path: Path, content: str, expected: str) -> None:
+    path = Path(content) if content.startswith("/dev/") else tmp_path / "config.json"
+    if not content.startswith("/dev/"):
+        path.write_text(content)
+    result = wmap("preview", "encodec_32khz", str(checkpoint), "--config", str(path))
+    assert result.returncode in (1, 2), result.stderr
+    if result.returncode == 2:
+        assert len(result.stderr.strip().splitlines()) == 1 and expected in result.stderr, result.stderr

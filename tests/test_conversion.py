@@ -68,3 +68,13 @@ def test_a_sharded_index_that_lies_is_a_clear_error(checkpoint: Path, tmp_path: 
     (many / "model.safetensors.index.json").write_text(json.dumps(index))
     error = read_weights(many).failure()
     assert "index" in error.message and "weight_map" in error.message
+
+
+def test_verify_compares_bit_patterns_so_a_copied_nan_verifies(tmp_path: Path) -> None:
+    from tests.helpers import reference_state
+
+    state, _ = reference_state("encodec_32khz")
+    state["encoder.model.0.conv.conv.bias"][0] = float("nan")
+    torch.save(state, tmp_path / "nan.pt")
+    out = convert("encodec_32khz", tmp_path / "nan.pt", tmp_path / "hf").unwrap()
+    assert verify("encodec_32khz", tmp_path / "nan.pt", out).unwrap().ok

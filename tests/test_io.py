@@ -89,7 +89,7 @@ def test_known_config_classes_are_allowed_and_nothing_else(tmp_path: Path) -> No
         {"args": argparse.Namespace(arch="x"), "cfg": OmegaConf.create({"model": {"a": 1}}), "model": state}, legacy
     )
     checkpoint = read_checkpoint(legacy).unwrap()
-    assert checkpoint.meta["args"].arch == "x" and checkpoint.meta["cfg"].model.a == 1
+    assert checkpoint.meta["args"].arch == "x" and checkpoint.meta["cfg"] == {"model": {"a": 1}}  # as plain data
     other = tmp_path / "other.pt"
     torch.save({"model": state, "odd": Path("/etc/passwd")}, other)
     assert isinstance(read_checkpoint(other).failure(), UnsafePickle)
@@ -190,3 +190,77 @@ def test_streamed_safetensors_read_back_exactly(tmp_path: Path) -> None:
     assert loaded.keys() == tensors.keys()
     for name, tensor in tensors.items():
         assert loaded[name].dtype == tensor.dtype and torch.equal(loaded[name], tensor), name
+
+
+def test_interpolations_in_a_files_config_are_never_resolved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WMAP_SECRET", "hunter2")
+    state, meta = reference_state("data2vec_audio")
+    cfg = OmegaConf.create({"model": {**meta["cfg"]["model"], "dropout": "${oc.env:WMAP_SECRET}"}})
+    path = tmp_path / "interpolated.pt"
+    torch.save({"cfg": cfg, "model": state}, path)
+    error = preview("data2vec_audio", path).failure()
+    assert "'dropout'" in error.message and "oc.env:WMAP_SECRET" in error.message
+    assert "hunter2" not in error.message
+    args = argparse.Namespace(w2v_args=OmegaConf.create({"x": "${oc.env:WMAP_SECRET}"}))
+    torch.save({"args": args, "model": state}, path)
+    assert read_checkpoint(path).unwrap().meta["args"].w2v_args == {"x": "${oc.env:WMAP_SECRET}"}
+
+
+def test_deep_and_shared_nesting_is_refused_not_expanded(tmp_path: Path) -> None:
+    deep: dict[str, object] = {"w": torch.zeros(1)}
+    for _ in range(200):  # past any real nesting (MAX_NESTING), within what pickle itself writes
+        deep = {"l": deep}
+    shared: dict[str, object] = {f"k{i}": torch.zeros(1) for i in range(4)}
+    bomb: dict[str, object] = shared
+    for _ in range(30):  # 2^30 keys if expanded
+        bomb = {"a": bomb, "b": bomb}
+    for name, value in (("deep", deep), ("bomb", bomb)):
+        path = tmp_path / f"{name}.pt"
+        torch.save({"model": value}, path)
+        error = read_checkpoint(path).failure()
+        assert isinstance(error, UnreadableCheckpoint), error
+
+
+def test_output_gets_the_umasks_permissions_and_never_replaces_what_appeared(tmp_path: Path) -> None:
+    from wmap.io import _umask
+
+    def write(directory: Path) -> None:
+        (directory / "f").write_text("x")
+
+    out = write_directory_atomically(tmp_path / "a", write).unwrap()
+    assert out.stat().st_mode & 0o777 == 0o777 & ~_umask()
+
+    target = tmp_path / "b"
+
+    def meanwhile(directory: Path) -> None:  # another conversion finishes first
+        target.mkdir()
+        (target / "theirs").write_text("keep me")
+        write(directory)
+
+    error = write_directory_atomically(target, meanwhile).failure()
+    assert "appeared while converting" in error.message
+    assert (target / "theirs").read_text() == "keep me" and not list(tmp_path.glob(".b.wmap-*"))
+
+
+def test_a_failed_run_removes_the_parents_it_created(tmp_path: Path) -> None:
+    def fail(directory: Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    assert write_directory_atomically(tmp_path / "x" / "y" / "out", fail).failure()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_overwrite_never_deletes_the_directory_holding_the_input(tmp_path: Path) -> None:
+    folder = tmp_path / "work"
+    folder.mkdir()
+    checkpoint = reference_checkpoint(folder / "encodec.pt")
+    error = convert("encodec_32khz", checkpoint, folder, overwrite=True).failure()
+    assert "holds the input" in error.message and checkpoint.exists()
+
+
+def test_a_long_legal_output_name_works(tmp_path: Path) -> None:
+    def write(directory: Path) -> None:
+        (directory / "f").write_text("x")
+
+    out = write_directory_atomically(tmp_path / ("n" * 250), write).unwrap()
+    assert (out / "f").exists() and len(out.name) == 250

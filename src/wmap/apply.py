@@ -21,17 +21,42 @@ def _shape(shape: tuple[int, ...]) -> str:
     return "shape " + str(list(shape))
 
 
+WRITABLE: frozenset[torch.dtype] = frozenset(
+    {
+        torch.float64,
+        torch.float32,
+        torch.float16,
+        torch.bfloat16,
+        torch.int64,
+        torch.int32,
+        torch.int16,
+        torch.int8,
+        torch.uint8,
+        torch.bool,
+    }
+)
+"""The dtypes a converted checkpoint holds (safetensors' and transformers' speech models'); fp8,
+complex and the like are refused by name, not written."""
+
+
+def _kind(value: torch.Tensor) -> str:
+    return f"a {'sparse ' if value.layout != torch.strided else ''}{str(value.dtype).removeprefix('torch.')} tensor"
+
+
 def apply_plan(
     plan: MappingPlan,
     tensors: Mapping[str, torch.Tensor],
     *,
     accept: Accept = NO_EXCEPTIONS,
     dtype: torch.dtype | None = None,
+    target_dtypes: Mapping[str, torch.dtype] | None = None,
 ) -> Result[dict[str, torch.Tensor], PlanNotClean | TensorMismatch]:
     """Build the target state dict the plan describes.
 
     Refuses a plan that is not clean unless its problems are all named in
-    ``accept``. Tensors are moved, not copied (a floating tensor is converted
+    ``accept``, and a tensor of a kind the output cannot hold (sparse, complex,
+    fp8) or, given ``target_dtypes``, an integer tensor where the target holds
+    floats (or the reverse), naming the key. Tensors are moved, not copied (a floating tensor is converted
     only when ``dtype`` differs); a tied target gets its own copy so the output
     can be saved as safetensors whether or not the target model ties it.
     """
@@ -44,6 +69,12 @@ def apply_plan(
             return Failure(TensorMismatch(item.source, f"a tensor of {_shape(item.shape)}", "no such key"))
         if tuple(value.shape) != item.shape:
             return Failure(TensorMismatch(item.source, _shape(item.shape), _shape(tuple(value.shape))))
+        if value.layout != torch.strided or value.dtype not in WRITABLE:
+            return Failure(TensorMismatch(item.source, "a dense float, integer or bool tensor", _kind(value)))
+        want = None if target_dtypes is None else target_dtypes.get(item.target)
+        if want is not None and want.is_floating_point != value.is_floating_point():
+            expected = f"a {'floating' if want.is_floating_point else 'non-floating'} tensor for {item.target}"
+            return Failure(TensorMismatch(item.source, expected, _kind(value)))
         if dtype is not None and value.is_floating_point() and value.dtype != dtype:
             value = value.to(dtype)
         state[item.target] = value.clone() if item.tied_to is not None else value

@@ -9,8 +9,10 @@ the conversion code are imported only by the verbs that use them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -197,6 +199,18 @@ EXIT_PIPE = 141  # 128 + SIGPIPE, as a shell pipeline expects
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``wmap`` console script."""
     args = parser().parse_args(argv)
+    previous = {}
+    for stop in (signal.SIGTERM, signal.SIGHUP):  # being stopped cleans up as Ctrl-C does
+        with contextlib.suppress(ValueError, OSError):  # not the main thread: leave them alone
+            previous[stop] = signal.signal(stop, _interrupt)
+    try:
+        return _run(args)
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         code: int = args.run(args)
         sys.stdout.flush()  # a closed pipe or a full disk shows here, not at exit
@@ -217,6 +231,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wmap: internal error (please report it): {type(error).__name__}: {visible(detail)}", file=sys.stderr)
         return EXIT_INTERNAL
     return code
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _stdout_to_devnull() -> None:

@@ -6,6 +6,7 @@ through :mod:`wmap.plan`, tensors through :mod:`wmap.apply`.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -24,9 +25,11 @@ from wmap.io import (
     DEFAULT_MAX_SHARD_SIZE,
     Checkpoint,
     check_output,
+    holds_none_of,
     mapped_file,
     read_checkpoint,
     read_layout,
+    read_small_text,
     read_weights,
     save_pretrained_streaming,
     write_directory_atomically,
@@ -69,18 +72,32 @@ def resolve_config(
     if isinstance(config, PretrainedConfig):
         return Success(TranslatedConfig(config))
     if config is not None:
-        path = os.fspath(config)
-        try:
-            return Success(TranslatedConfig(spec.config_class.from_json_file(path)))
-        except (OSError, ValueError, TypeError) as error:
-            return Failure(BadConfig(path, "<file>", f"a {spec.config_class.__name__} JSON file", str(error)))
+        path = Path(os.fspath(config))
+        expected = f"a {spec.config_class.__name__} JSON file"
+        return read_small_text(path, "--config", expected).bind(lambda text: _config_from_json(spec, path, text))
     return spec.config_from_checkpoint(meta, layout)
+
+
+def _config_from_json(spec: ModelSpec, path: Path, text: str) -> Result[TranslatedConfig, BadConfig]:
+    """The config a ``--config`` file holds, as transformers' own validation accepts it."""
+    expected = f"a {spec.config_class.__name__} JSON file"
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        return Failure(BadConfig(str(path), "--config", expected, f"not JSON ({type(error).__name__}: {error})"[:200]))
+    if not isinstance(data, dict):
+        return Failure(BadConfig(str(path), "--config", expected, f"a JSON {type(data).__name__}, not an object"))
+    try:
+        return Success(TranslatedConfig(spec.config_class.from_dict(data)))
+    except Exception as error:  # transformers' and huggingface_hub's validation errors are of many types
+        detail = " ".join(f"{type(error).__name__}: {error}".split())[:200]
+        return Failure(BadConfig(str(path), "--config", expected, detail))
 
 
 def _build_target(spec: ModelSpec, config: PretrainedConfig) -> Result[PreTrainedModel, BadConfig]:
     try:
         return Success(build_on_meta(lambda: spec.build(config)))
-    except (ValueError, TypeError, AttributeError, RuntimeError) as error:
+    except Exception as error:  # a config transformers cannot build from (its errors are of many types)
         detail = " ".join(str(error).split())[:200]
         return Failure(BadConfig(spec.name, "<config>", f"a config {spec.target} can be built from", detail))
 
@@ -210,13 +227,23 @@ def convert(
         prepared, source = found
         return widen(prepared.spec.extras(prepared.config, source.meta, file)).bind(
             lambda extras: _apply_and_write(
-                prepared, source, extras, _Output(out_dir, overwrite, max_shard_size), dtype, accept, step
+                prepared,
+                source,
+                extras,
+                _Output(out_dir, overwrite, max_shard_size, () if file is None else (str(file),)),
+                dtype,
+                accept,
+                step,
             )
         )
 
     return (
         widen(resolve(model, registry))
-        .bind(lambda spec: widen(check_output(out_dir, overwrite=overwrite)).map(lambda _: spec))
+        .bind(
+            lambda spec: widen(
+                check_output(out_dir, overwrite=overwrite).bind(lambda target: holds_none_of(target, (checkpoint,)))
+            ).map(lambda _: spec)
+        )
         .bind(lambda spec: _shard_size_valid(spec, max_shard_size))
         .bind(lambda spec: _no_file_unless_taken(spec, processor_file))
         .bind(read)
@@ -230,6 +257,7 @@ class _Output:
     directory: str | os.PathLike[str]
     overwrite: bool
     max_shard_size: int | str
+    protect: tuple[str, ...] = ()
 
 
 def _shard_size_valid(spec: ModelSpec, size: int | str) -> Result[ModelSpec, WmapError]:
@@ -267,9 +295,14 @@ def _apply_and_write(
             extras(directory)
 
         step("writing output")
-        return widen(write_directory_atomically(output.directory, files, overwrite=output.overwrite))
+        return widen(
+            write_directory_atomically(
+                output.directory, files, overwrite=output.overwrite, protect=(source.path, *output.protect)
+            )
+        )
 
-    return widen(apply_plan(prepared.plan, source.tensors, accept=accept, dtype=dtype)).bind(
+    kinds = {key: value.dtype for key, value in prepared.target.state_dict().items()}  # on meta: no memory
+    return widen(apply_plan(prepared.plan, source.tensors, accept=accept, dtype=dtype, target_dtypes=kinds)).bind(
         lambda tensors: widen(load_into(prepared.target, tensors)).bind(  # strict: exactly the model's keys
             lambda model: write(tensors, model)
         )

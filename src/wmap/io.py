@@ -93,26 +93,66 @@ def allowed_globals() -> list[Any]:
     ]
 
 
-def flatten_tensors(value: object, prefix: str = "") -> dict[str, torch.Tensor] | None:
-    """A (possibly nested) mapping whose leaves are all tensors, flattened to dotted keys; else None.
+MAX_NESTING = 32
+"""Deeper than any real state dict (data2vec's EMA teacher: 2 levels); deeper is refused, not recursed."""
 
-    Nested state dicts occur in real files, e.g. data2vec's EMA teacher under ``_ema``.
+
+def flatten_tensors(value: object, prefix: str = "", *, limit: int | None = None) -> dict[str, torch.Tensor] | None:
+    """A (possibly nested) mapping whose leaves are all tensors, flattened to dotted keys in the
+    file's order; else None.
+
+    Nested state dicts occur in real files, e.g. data2vec's EMA teacher under ``_ema``. Iterative and
+    bounded: at most :data:`MAX_NESTING` levels, each container visited once (a pickle of shared
+    references cannot expand into more keys than it holds), at most ``limit`` keys.
     """
     if not isinstance(value, Mapping) or not value:
         return None
     flat: dict[str, torch.Tensor] = {}
-    for key, item in value.items():
+    seen = {id(value)}
+    walk: list[tuple[str, Iterator[tuple[Any, Any]]]] = [(prefix, iter(value.items()))]
+    while walk:
+        where, items = walk[-1]
+        entry = next(items, None)
+        if entry is None:
+            walk.pop()
+            continue
+        key, item = entry
         if not isinstance(key, str):
             return None
-        name = prefix + key
         if isinstance(item, torch.Tensor):
-            flat[name] = item
-            continue
-        inner = flatten_tensors(item, name + ".")
-        if inner is None:
+            flat[where + key] = item
+            if limit is not None and len(flat) > limit:
+                return None
+        elif isinstance(item, Mapping) and item and id(item) not in seen and len(walk) < MAX_NESTING:
+            seen.add(id(item))
+            walk.append((where + key + ".", iter(item.items())))
+        else:
             return None
-        flat.update(inner)
     return flat
+
+
+def unresolved(value: object, depth: int = 0) -> object:
+    """``value`` with every omegaconf container replaced by its plain containers, interpolations
+    and resolver calls left as the strings they are: a file's ``${oc.env:HOME}`` is never resolved
+    (it would read the converting user's environment), only shown as written."""
+    if depth > MAX_NESTING:
+        return None
+    try:
+        from omegaconf import OmegaConf
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        return value
+    if OmegaConf.is_config(value):
+        try:
+            value = OmegaConf.to_container(value, resolve=False, enum_to_str=True)
+        except Exception:  # a container omegaconf itself cannot read back: nothing of it is used
+            return None
+    if isinstance(value, dict):
+        return {k: unresolved(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unresolved(v, depth + 1) for v in value]
+    if isinstance(value, argparse.Namespace):
+        return argparse.Namespace(**{k: unresolved(v, depth + 1) for k, v in vars(value).items()})
+    return value
 
 
 def unwrap(
@@ -123,7 +163,7 @@ def unwrap(
         for name in CONTAINER_KEYS:
             inner = flatten_tensors(container.get(name))
             if inner is not None:
-                meta = {k: v for k, v in container.items() if k != name and isinstance(k, str)}
+                meta = {k: unresolved(v) for k, v in container.items() if k != name and isinstance(k, str)}
                 return Success((inner, meta))
         top = flatten_tensors(container)
         if top is not None:
@@ -267,11 +307,13 @@ SMALL_FILE_LIMIT = 16 * 2**20
 
 
 def read_small_text(path: Path, option: str, expected: str) -> Result[str, BadConfig]:
-    """A small UTF-8 text file the user named (``--dict``), read whole; bounded, never a device."""
+    """A small UTF-8 text file the user named (``--dict``, ``--config``), read whole; bounded, never a device."""
     where = str(path)
     try:
-        if not path.is_file():
+        if not path.exists():
             return Failure(BadConfig(where, option, expected, "no such file"))
+        if not path.is_file():
+            return Failure(BadConfig(where, option, expected, "not a regular file"))
         with open(path, "rb") as handle:
             data = handle.read(SMALL_FILE_LIMIT + 1)
     except OSError as error:
@@ -516,7 +558,7 @@ def staged_copy(path: Path, name: str) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def _staging(out_dir: Path) -> Iterator[Path]:
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.wmap-", dir=out_dir.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name[:120]}.wmap-", dir=out_dir.parent))
     try:
         yield staging
     finally:
@@ -538,23 +580,63 @@ def write_directory_atomically(
     write: Callable[[Path], None],
     *,
     overwrite: bool = False,
+    protect: tuple[str | os.PathLike[str], ...] = (),
 ) -> Result[Path, OutputRefused]:
     """Call ``write`` on a staging directory beside ``out_dir`` and rename it into place at the end.
 
-    An existing ``out_dir`` is left alone unless ``overwrite``; then it is
-    replaced only after the new one is complete. Any failure leaves no staging
-    directory behind and the old ``out_dir`` (if any) unchanged.
+    An existing ``out_dir`` is left alone unless ``overwrite``; then it is replaced only after the
+    new one is complete, and never when it holds one of ``protect`` (the input). Without
+    ``overwrite`` the final rename cannot replace a directory that appeared meanwhile (another
+    conversion's): it is refused. The directory gets the permissions ``save_pretrained``'s would
+    (the umask's). Any failure leaves no staging directory, no parent created for it, and the old
+    ``out_dir`` (if any) unchanged.
     """
-    return check_output(out_dir, overwrite=overwrite).bind(lambda target: _write_into(target, write))
+    return (
+        check_output(out_dir, overwrite=overwrite)
+        .bind(lambda target: holds_none_of(target, protect))
+        .bind(lambda target: _write_into(target, write, overwrite=overwrite))
+    )
 
 
-def _write_into(target: Path, write: Callable[[Path], None]) -> Result[Path, OutputRefused]:
+def holds_none_of(target: Path, protect: tuple[str | os.PathLike[str], ...]) -> Result[Path, OutputRefused]:
+    """``target``, unless replacing it would delete one of ``protect`` (it is, or holds, that path)."""
+    real = os.path.realpath(target)
+    for item in protect:
+        inside = os.path.realpath(item)
+        if inside == real or inside.startswith(real + os.sep):
+            return Failure(OutputRefused(str(target), f"holds the input {item}; write the output elsewhere"))
+    return Success(target)
+
+
+def _umask() -> int:
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        return 0o022
+
+
+def _missing_parents(target: Path) -> list[Path]:
+    missing = []
+    for parent in target.parents:
+        if parent.exists():
+            break
+        missing.append(parent)
+    return missing
+
+
+_TAKEN = {errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR}
+
+
+def _write_into(target: Path, write: Callable[[Path], None], *, overwrite: bool) -> Result[Path, OutputRefused]:
+    created = _missing_parents(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with _staging(target) as staging:
             write(staging)
-            if target.exists():
-                backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.wmap-old-", dir=target.parent))
+            os.chmod(staging, 0o777 & ~_umask())
+            if overwrite and target.exists():
+                backup = Path(tempfile.mkdtemp(prefix=f".{target.name[:120]}.wmap-old-", dir=target.parent))
                 os.replace(target, backup / target.name)
                 try:
                     os.replace(staging, target)
@@ -564,8 +646,18 @@ def _write_into(target: Path, write: Callable[[Path], None]) -> Result[Path, Out
                 finally:
                     shutil.rmtree(backup, ignore_errors=True)
             else:
-                os.replace(staging, target)
-    except Exception as error:
+                try:
+                    os.rename(staging, target)  # never replaces a directory with something in it
+                except OSError as error:
+                    if error.errno in _TAKEN:
+                        raise FileExistsError("appeared while converting (another conversion?); not replaced") from None
+                    raise
+    except BaseException as error:
+        for parent in created:  # deepest first; only the empty ones this run made
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+        if not isinstance(error, Exception):
+            raise
         detail = " ".join(str(error).split())
         return Failure(OutputRefused(str(target), f"could not write output: {type(error).__name__}: {detail}"))
     return Success(target)
