@@ -81,6 +81,20 @@ def flag(container: object, name: str, default: bool = False) -> bool:
 
 PRETRAINING_OBJECTIVE = "pre-training objective (contrastive loss, quantizer, negatives): not part of the encoder"
 MASKING_DETAIL = "SpecAugment detail transformers does not have (it masks fixed-length 'static' spans); training only"
+MASKING_FIELDS = (
+    "mask_selection",
+    "mask_other",
+    "no_mask_overlap",
+    "mask_min_space",
+    "require_same_masks",
+    "mask_dropout",
+    "mask_channel_before",
+    "mask_channel_selection",
+    "mask_channel_other",
+    "no_mask_channel_overlap",
+    "mask_channel_min_space",
+)
+"""fairseq's SpecAugment settings beyond probability and length, which transformers does not have."""
 TRAINING_ONLY = "training-only setting; inference is unchanged"
 CONFORMER_ONLY = "setting of conformer / adapter layers, which layer_type 'transformer' (checked) does not use"
 
@@ -137,19 +151,7 @@ def wav2vec2_encoder_fields(**overrides: Field) -> tuple[Field, ...]:
         Ignored("checkpoint_activations", TRAINING_ONLY + " (activation checkpointing)"),
         Ignored("fp16", TRAINING_ONLY + " (the dtype is kept from the tensors, or --dtype)"),
         *ignore_all(
-            (
-                "mask_selection",
-                "mask_other",
-                "no_mask_overlap",
-                "mask_min_space",
-                "require_same_masks",
-                "mask_dropout",
-                "mask_channel_before",
-                "mask_channel_selection",
-                "mask_channel_other",
-                "no_mask_channel_overlap",
-                "mask_channel_min_space",
-            ),
+            MASKING_FIELDS,
             MASKING_DETAIL,
         ),
         *ignore_all(

@@ -94,3 +94,11 @@ class ModelSpec:
 def bundled_reference(name: str) -> Traversable:
     """The reference layout shipped with wmap for family ``name`` (``wmap/models/reference/NAME.json``)."""
     return resources.files("wmap.models").joinpath("reference", f"{name}.json")
+
+
+def shipped(name: str) -> dict[str, Any]:
+    """A shipped family's ``name``, ``source``, ``target`` (from the registry) and bundled ``reference``,
+    as its module passes them to its :class:`ModelSpec`."""
+    from wmap.registry import entry
+
+    return {**entry(name).description(), "reference": bundled_reference(name)}

@@ -31,6 +31,8 @@ from wmap.config_fields import (
 )
 from wmap.errors import BadConfig
 from wmap.fairseq import (
+    MASKING_DETAIL,
+    MASKING_FIELDS,
     PROJECTIONS,
     STACKED_POS_CONV,
     TRAINING_ONLY,
@@ -43,11 +45,10 @@ from wmap.fairseq import (
     layer_norm_feature_extractor,
     wav2vec2_encoder_fields,
 )
-from wmap.models.base import ModelSpec, TranslatedConfig, bundled_reference
+from wmap.models.base import ModelSpec, TranslatedConfig, shipped
 from wmap.models.ctc_processor import ctc_processor, feature_extractor_writer
 from wmap.pipeline import first_match, scoped, seq, when
 from wmap.pipeline import optional as pass_unmatched
-from wmap.registry import entry
 from wmap.transforms import PARAMS, Layout, Transform, refuse, rename, skip
 
 TARGET = "Data2VecAudio"
@@ -133,22 +134,7 @@ FINE_TUNING = ConfigTable(
             ),
             "copied into the pre-trained encoder's config when fine-tuning started; " + FROM_ENCODER_CONFIG,
         ),
-        *ignore_all(
-            (
-                "mask_selection",
-                "mask_other",
-                "no_mask_overlap",
-                "mask_min_space",
-                "require_same_masks",
-                "mask_dropout",
-                "mask_channel_selection",
-                "mask_channel_other",
-                "no_mask_channel_overlap",
-                "mask_channel_min_space",
-                "mask_channel_before",
-            ),
-            "SpecAugment detail transformers does not have; training only",
-        ),
+        *ignore_all(MASKING_FIELDS, MASKING_DETAIL),
         *ignore_all(
             (
                 "freeze_finetune_updates",
@@ -261,8 +247,7 @@ def ctc_pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform
 
 
 DATA2VEC_AUDIO_CTC = ModelSpec(
-    **entry("data2vec_audio_ctc").description(),
-        reference=bundled_reference("data2vec_audio_ctc"),
+    **shipped("data2vec_audio_ctc"),
     config_class=Data2VecAudioConfig,
     config_from_checkpoint=lambda meta, layout: translate_config(meta, layout, ctc=True),
     pipeline=ctc_pipeline,
@@ -272,8 +257,7 @@ DATA2VEC_AUDIO_CTC = ModelSpec(
 )
 
 DATA2VEC_AUDIO = ModelSpec(
-    **entry("data2vec_audio").description(),
-        reference=bundled_reference("data2vec_audio"),
+    **shipped("data2vec_audio"),
     config_class=Data2VecAudioConfig,
     config_from_checkpoint=lambda meta, layout: translate_config(meta, layout, ctc=False),
     pipeline=headless_pipeline,

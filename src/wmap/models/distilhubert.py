@@ -32,10 +32,9 @@ from wmap.config_fields import (
 )
 from wmap.errors import BadConfig
 from wmap.fairseq import TRAINING_ONLY, activation, conv_kwargs, heads_divide, wav2vec2_encoder_rules
-from wmap.models.base import ModelSpec, TranslatedConfig, Writer, bundled_reference
+from wmap.models.base import ModelSpec, TranslatedConfig, Writer, shipped
 from wmap.models.ctc_processor import FeatureExtractorSettings
 from wmap.pipeline import first_match, seq
-from wmap.registry import entry
 from wmap.transforms import Layout, Transform, route_weight_norm, skip
 
 S3PRL_CONV_LAYERS = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
@@ -152,8 +151,7 @@ def feature_extractor_files(
 
 
 DISTILHUBERT = ModelSpec(
-    **entry("distilhubert").description(),
-        reference=bundled_reference("distilhubert"),
+    **shipped("distilhubert"),
     config_class=HubertConfig,
     config_from_checkpoint=translate_config,
     pipeline=pipeline,

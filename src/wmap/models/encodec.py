@@ -15,9 +15,8 @@ from returns.result import Result, Success
 from transformers import EncodecConfig, EncodecFeatureExtractor, EncodecModel, PretrainedConfig
 
 from wmap.errors import BadConfig
-from wmap.models.base import ModelSpec, TranslatedConfig, Writer, bundled_reference
+from wmap.models.base import ModelSpec, TranslatedConfig, Writer, shipped
 from wmap.pipeline import first_match, seq
-from wmap.registry import entry
 from wmap.transforms import (
     PARAMS,
     WEIGHT_NORM,
@@ -122,8 +121,7 @@ def feature_extractor_files(
 
 def _spec(name: str, *, with_norms: bool) -> ModelSpec:
     return ModelSpec(
-        **entry(name).description(),
-        reference=bundled_reference(name),
+        **shipped(name),
         config_class=EncodecConfig,
         config_from_checkpoint=_config_for(name),
         pipeline=lambda config, meta: encodec_pipeline(config, with_norms=with_norms),

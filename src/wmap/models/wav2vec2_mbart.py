@@ -54,10 +54,9 @@ from wmap.fairseq import (
     wav2vec2_encoder_fields,
 )
 from wmap.io import staged_copy
-from wmap.models.base import ModelSpec, TranslatedConfig, Writer, bundled_reference
+from wmap.models.base import ModelSpec, TranslatedConfig, Writer, shipped
 from wmap.models.ctc_processor import FeatureExtractorSettings
 from wmap.pipeline import first_match, scoped, seq, when
-from wmap.registry import entry
 from wmap.transforms import PARAMS, Layout, Transform, refuse, rename, route_weight_norm, skip, tie
 
 SOURCE = "fairseq cfg.model (xm_transformer)"
@@ -422,8 +421,7 @@ def load_tokenizer(path: Path) -> Result[Writer, BadConfig]:
 
 
 WAV2VEC2_MBART = ModelSpec(
-    **entry("wav2vec2_mbart").description(),
-        reference=bundled_reference("wav2vec2_mbart"),
+    **shipped("wav2vec2_mbart"),
     config_class=SpeechEncoderDecoderConfig,
     config_from_checkpoint=translate_config,
     pipeline=pipeline,
