@@ -125,3 +125,17 @@ def test_every_field_of_s3prl_distiller_config_is_accounted_for() -> None:
     from wmap.models.distilhubert import DISTILLER
 
     assert set(vars(DistillerConfig({}))) - DISTILLER.names() == set()
+
+
+@pytest.mark.parity
+def test_every_argument_of_xm_transformer_is_accounted_for() -> None:
+    import argparse
+
+    from fairseq.models.speech_to_text.xm_transformer import XMTransformerModel
+
+    from wmap.models.wav2vec2_mbart import XM_TRANSFORMER
+
+    parser = argparse.ArgumentParser()
+    XMTransformerModel.add_args(parser)
+    names = {action.dest for action in parser._actions if action.dest != "help"}
+    assert names - XM_TRANSFORMER.names() == set()

@@ -264,3 +264,12 @@ def test_a_long_legal_output_name_works(tmp_path: Path) -> None:
 
     out = write_directory_atomically(tmp_path / ("n" * 250), write).unwrap()
     assert (out / "f").exists() and len(out.name) == 250
+
+
+def test_an_audiocraft_style_container_with_an_omegaconf_cfg_is_read(tmp_path: Path) -> None:
+    state, _ = reference_state("encodec_32khz")
+    cfg = OmegaConf.create({"solver": "compression", "sample_rate": 32000, "seanet": {"ratios": [8, 5, 4, 4]}})
+    torch.save({"best_state": state, "xp.cfg": cfg, "epoch": 200}, tmp_path / "audiocraft.th")
+    checkpoint = read_checkpoint(tmp_path / "audiocraft.th").unwrap()
+    assert checkpoint.meta["xp.cfg"]["seanet"] == {"ratios": [8, 5, 4, 4]} and len(checkpoint.tensors) == len(state)
+    assert preview("encodec_32khz", tmp_path / "audiocraft.th").unwrap().plan.is_clean()
