@@ -273,3 +273,20 @@ def test_an_audiocraft_style_container_with_an_omegaconf_cfg_is_read(tmp_path: P
     checkpoint = read_checkpoint(tmp_path / "audiocraft.th").unwrap()
     assert checkpoint.meta["xp.cfg"]["seanet"] == {"ratios": [8, 5, 4, 4]} and len(checkpoint.tensors) == len(state)
     assert preview("encodec_32khz", tmp_path / "audiocraft.th").unwrap().plan.is_clean()
+
+
+def test_a_storage_record_shorter_than_declared_is_refused(tmp_path: Path) -> None:
+    import zipfile
+
+    good = tmp_path / "good.pt"
+    torch.save({"model": {"a": torch.arange(64, dtype=torch.float32), "b": torch.ones(64)}}, good)
+    short = tmp_path / "short.pt"
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(short, "w", zipfile.ZIP_STORED) as out:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename.endswith("/data/0"):
+                data = data[: len(data) // 2]  # the pickle still declares the full size
+            out.writestr(info, data)
+    assert read_checkpoint(good).unwrap().tensors["a"].sum() == sum(range(64))
+    error = read_checkpoint(short).failure()
+    assert isinstance(error, UnreadableCheckpoint) and "record in the archive is shorter" in error.message

@@ -9,6 +9,7 @@ top. Safetensors files are memory-mapped; for a layout only their header is read
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
 import errno
 import json
@@ -256,6 +257,56 @@ def _read_safetensors(path: str) -> Result[Checkpoint, UnreadableCheckpoint | Un
         return Failure(_bad_safetensors(path, error))
 
 
+def _record_spans(path: str) -> list[tuple[int, int]] | None:
+    """The byte ranges of a torch zip archive's stored records (``None``: not a zip, or compressed)."""
+    try:
+        with zipfile.ZipFile(path) as archive, open(path, "rb") as raw:
+            spans = []
+            for info in archive.infolist():
+                if info.compress_type != zipfile.ZIP_STORED:
+                    return None
+                raw.seek(info.header_offset)
+                header = raw.read(30)
+                if len(header) < 30 or header[:4] != b"PK\x03\x04":
+                    return None
+                name_length, extra_length = struct.unpack("<HH", header[26:30])
+                start = info.header_offset + 30 + name_length + extra_length
+                spans.append((start, start + info.file_size))
+            return sorted(spans)
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return None
+
+
+def _storages_within_records(checkpoint: Checkpoint) -> Result[Checkpoint, UnreadableCheckpoint | UnsafePickle]:
+    """Every tensor's storage lies inside one record of the archive it was mapped from.
+
+    ``torch.load(mmap=True)`` maps the whole file and slices each storage at its record's offset
+    by the size the pickle declares, without the size check its copying path makes: a record
+    shorter than declared would hand zip headers and other tensors' bytes to a tensor."""
+    mapped = mapped_file(checkpoint.path)
+    spans = _record_spans(checkpoint.path) if mapped is not None else None
+    if mapped is None or spans is None:
+        return Success(checkpoint)
+    starts = [start for start, _ in spans]
+    for key, tensor in checkpoint.tensors.items():
+        storage = tensor.untyped_storage()
+        begin = storage.data_ptr() - mapped.start
+        end = begin + storage.nbytes()
+        if not 0 <= begin <= mapped.size or storage.nbytes() == 0:
+            continue  # not from the mapping (or empty): nothing to check
+        index = bisect.bisect_right(starts, begin) - 1
+        if index < 0 or end > spans[index][1]:
+            return Failure(
+                UnreadableCheckpoint(
+                    checkpoint.path,
+                    EXPECTED,
+                    f"tensor {key!r} needs {storage.nbytes()} bytes but its record in the archive is shorter "
+                    "(a truncated or crafted file)",
+                )
+            )
+    return Success(checkpoint)
+
+
 def read_checkpoint(
     path: str | os.PathLike[str], *, stand_ins: Mapping[str, type] = STAND_INS
 ) -> Result[Checkpoint, UnreadableCheckpoint | UnsafePickle]:
@@ -270,8 +321,10 @@ def read_checkpoint(
 
     def pickled(_: str) -> Result[Checkpoint, UnreadableCheckpoint | UnsafePickle]:
         loaded = _load_pickle(where, stand_ins)
-        return loaded.bind(lambda container: _widen(unwrap(container, where))).map(
-            lambda found: Checkpoint(where, found[0], found[1])
+        return (
+            loaded.bind(lambda container: _widen(unwrap(container, where)))
+            .map(lambda found: Checkpoint(where, found[0], found[1]))
+            .bind(_storages_within_records)
         )
 
     checked: Result[str, UnreadableCheckpoint | UnsafePickle] = _check_file(where)
