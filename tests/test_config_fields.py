@@ -139,3 +139,15 @@ def test_every_argument_of_xm_transformer_is_accounted_for() -> None:
     XMTransformerModel.add_args(parser)
     names = {action.dest for action in parser._actions if action.dest != "help"}
     assert names - XM_TRANSFORMER.names() == set()
+
+
+@pytest.mark.parametrize("model", ["data2vec_audio", "data2vec_audio_ctc", "distilhubert", "wav2vec2_mbart"])
+def test_a_config_that_disagrees_with_its_own_file_is_refused_before_building(model: str) -> None:
+    spec = get_model(model).unwrap()
+    layout, meta = spec.reference_layout().unwrap()
+    section = meta["Config"]["distiller"] if "Config" in meta else meta["cfg"]["model"]
+    section = section["w2v_args"]["model"] if "w2v_args" in section else section
+    section["encoder_layers"] = 500  # in range, but the file holds fewer
+    error = prepare(spec, layout, meta).failure()
+    assert isinstance(error, BadConfig) and error.key == "encoder_layers", error
+    assert "the layers the checkpoint holds" in error.message

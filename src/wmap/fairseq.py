@@ -223,6 +223,18 @@ def heads_divide(section: str, kwargs: Mapping[str, Any]) -> BadConfig | None:
     return BadConfig(section, "encoder_attention_heads", f"a divisor of encoder_embed_dim ({hidden})", str(heads))
 
 
+def layers_agree(section: str, layout: Mapping[str, Any], prefix: str, configured: int) -> BadConfig | None:
+    """A :class:`BadConfig` when the config's ``encoder_layers`` is not the number of layers the
+    checkpoint holds under ``prefix`` (``encoder.layers``), so a config that disagrees with its own
+    file is refused before any model is built; ``None`` when they agree or the file has none."""
+    head = prefix + "."
+    found = {key[len(head) :].split(".", 1)[0] for key in layout if key.startswith(head)}
+    indices = {int(i) for i in found if i.isdigit()}
+    if not indices or len(indices) == configured:
+        return None
+    return BadConfig(section, "encoder_layers", f"{len(indices)} (the layers the checkpoint holds)", str(configured))
+
+
 # --- rules --------------------------------------------------------------------------------------
 
 CONV_LAYERS = (rename("feature_extractor.conv_layers.*.0", "feature_extractor.conv_layers.*.conv", PARAMS),)

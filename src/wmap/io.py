@@ -289,6 +289,8 @@ def _storages_within_records(checkpoint: Checkpoint) -> Result[Checkpoint, Unrea
         return Success(checkpoint)
     starts = [start for start, _ in spans]
     for key, tensor in checkpoint.tensors.items():
+        if tensor.layout != torch.strided:
+            continue  # sparse and the like have no one storage; apply refuses them by name
         storage = tensor.untyped_storage()
         begin = storage.data_ptr() - mapped.start
         end = begin + storage.nbytes()

@@ -43,6 +43,7 @@ from wmap.fairseq import (
     flag,
     heads_divide,
     layer_norm_feature_extractor,
+    layers_agree,
     wav2vec2_encoder_fields,
 )
 from wmap.models.base import ModelSpec, TranslatedConfig, shipped
@@ -192,7 +193,8 @@ def _build(
 ) -> Result[TranslatedConfig, BadConfig]:
     masking = outer is None or bool(outer.values["apply_mask"])
     kwargs = _encoder_kwargs(encoder, masking=masking)
-    bad = heads_divide(section, kwargs)
+    prefix = ("w2v_encoder.w2v_model." if outer is not None else "") + "encoder.layers"
+    bad = heads_divide(section, kwargs) or layers_agree(section, layout, prefix, kwargs["num_hidden_layers"])
     if bad is not None:
         return Failure(bad)
     ignored = encoder.ignored

@@ -31,7 +31,7 @@ from wmap.config_fields import (
     translate,
 )
 from wmap.errors import BadConfig
-from wmap.fairseq import TRAINING_ONLY, activation, conv_kwargs, heads_divide, wav2vec2_encoder_rules
+from wmap.fairseq import TRAINING_ONLY, activation, conv_kwargs, heads_divide, layers_agree, wav2vec2_encoder_rules
 from wmap.models.base import ModelSpec, TranslatedConfig, Writer, shipped
 from wmap.models.ctc_processor import FeatureExtractorSettings
 from wmap.pipeline import first_match, seq
@@ -99,17 +99,19 @@ def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[Translat
         return Failure(
             BadConfig("checkpoint", "Config.distiller", "an s3prl distiller config; or pass --config", "none")
         )
-    return translate(DISTILLER, cfg).bind(_hubert_config)
+    return translate(DISTILLER, cfg).bind(lambda read: _hubert_config(read, layout))
 
 
-def _hubert_config(read: Translation) -> Result[TranslatedConfig, BadConfig]:
+def _hubert_config(read: Translation, layout: Layout) -> Result[TranslatedConfig, BadConfig]:
     mode = read.values.get("extractor_mode", "default")
     if mode not in ("default", "layer_norm"):
         return Failure(
             BadConfig(DISTILLER.section, "extractor_mode", "'default' (group norm) or 'layer_norm'", repr(mode)[:60])
         )
     kwargs = read.kwargs
-    wrong = heads_divide(DISTILLER.section, kwargs)
+    wrong = heads_divide(DISTILLER.section, kwargs) or layers_agree(
+        DISTILLER.section, layout, "encoder.layers", kwargs["num_hidden_layers"]
+    )
     if wrong is not None:
         return Failure(wrong)
     config = HubertConfig(

@@ -51,6 +51,7 @@ from wmap.fairseq import (
     feature_extractor,
     flag,
     heads_divide,
+    layers_agree,
     wav2vec2_encoder_fields,
 )
 from wmap.io import staged_copy
@@ -184,7 +185,9 @@ def encoder_config(encoder: Translation, model: Translation, layout: Layout) -> 
     if n_adapter and kernel != 3:
         return Failure(BadConfig(SOURCE, "adaptor_kernel_size", "3 (Wav2Vec2's adapter pads by 1)", str(kernel)))
     kwargs = dict(encoder.kwargs)
-    wrong = heads_divide(W2V_ENCODER.section, kwargs)
+    wrong = heads_divide(W2V_ENCODER.section, kwargs) or layers_agree(
+        W2V_ENCODER.section, layout, W2V + ".encoder.layers", kwargs["num_hidden_layers"]
+    )
     if wrong is not None:
         return Failure(wrong)
     hidden = kwargs["hidden_size"]
