@@ -31,3 +31,12 @@ def test_saved_fields_are_type_checked_and_nothing_else_is_kept() -> None:
     for bad in ({"symbols": "abc"}, {"symbols": [1, 2]}, {"symbols": ["a"], "count": ["x"]}, [1, 2]):
         with pytest.raises(DictionaryError):
             from_saved_fields(bad)
+
+
+def test_a_stand_in_never_given_its_fields_is_no_dictionary() -> None:
+    from wmap.dictionary import find_in_task_state
+
+    empty = Dictionary.__new__(Dictionary)  # what a pickle that skips BUILD leaves
+    assert find_in_task_state({"task_state": {"target_dictionary": empty}}) is None
+    made = parse_dict_file("A 1\n", "d")
+    assert find_in_task_state({"task_state": {"target_dictionary": made}}) is made

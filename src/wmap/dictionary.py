@@ -121,4 +121,5 @@ def find_in_task_state(meta: Mapping[str, Any], name: str = "target_dictionary")
     """The dictionary a fairseq task saved under ``task_state[name]``, if the checkpoint has one."""
     state = meta.get("task_state")
     found = state.get(name) if isinstance(state, Mapping) else None
-    return found if isinstance(found, Dictionary) else None
+    # a pickle can make the object without ever giving it its fields: such a one is no dictionary
+    return found if isinstance(found, Dictionary) and hasattr(found, "symbols") else None
