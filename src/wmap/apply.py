@@ -14,6 +14,7 @@ from returns.result import Failure, Result, Success
 from torch import nn
 
 from wmap.errors import LoadFailed, PlanNotClean, TensorMismatch
+from wmap.io import SAFETENSORS_DTYPES
 from wmap.plan import NO_EXCEPTIONS, Accept, MappingPlan
 
 
@@ -21,20 +22,7 @@ def _shape(shape: tuple[int, ...]) -> str:
     return "shape " + str(list(shape))
 
 
-WRITABLE: frozenset[torch.dtype] = frozenset(
-    {
-        torch.float64,
-        torch.float32,
-        torch.float16,
-        torch.bfloat16,
-        torch.int64,
-        torch.int32,
-        torch.int16,
-        torch.int8,
-        torch.uint8,
-        torch.bool,
-    }
-)
+WRITABLE: frozenset[torch.dtype] = frozenset(SAFETENSORS_DTYPES)
 """The dtypes a converted checkpoint holds (safetensors' and transformers' speech models'); fp8,
 complex and the like are refused by name, not written."""
 

@@ -18,7 +18,6 @@ from wmap.config_fields import (
     PROBABILITY,
     Checked,
     ConfigTable,
-    Decided,
     Ignored,
     Translated,
     Translation,
@@ -27,6 +26,7 @@ from wmap.config_fields import (
     get,
     ignore_all,
     integer,
+    one_of,
     text,
     translate,
 )
@@ -43,7 +43,7 @@ DISTILLATION = "distillation objective (prediction heads, task embeddings, loss)
 DISTILLER = ConfigTable(
     "s3prl Config.distiller",
     (
-        Decided("extractor_mode", "group-norm ('default') or layer-norm extractor: sets feat_extract_norm"),
+        Translated("extractor_mode", one_of("default", "layer_norm"), None, "default"),
         Translated("extractor_conv_feature_layers", conv_layers, None, S3PRL_CONV_LAYERS),
         Checked(
             "extractor_dropout", (0.0,), "HubertModel has no dropout inside the feature extractor", 0.0, PROBABILITY
@@ -103,11 +103,7 @@ def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[Translat
 
 
 def _hubert_config(read: Translation, layout: Layout) -> Result[TranslatedConfig, BadConfig]:
-    mode = read.values.get("extractor_mode", "default")
-    if mode not in ("default", "layer_norm"):
-        return Failure(
-            BadConfig(DISTILLER.section, "extractor_mode", "'default' (group norm) or 'layer_norm'", repr(mode)[:60])
-        )
+    mode = read.values["extractor_mode"]
     kwargs = read.kwargs
     wrong = heads_divide(DISTILLER.section, kwargs) or layers_agree(
         DISTILLER.section, layout, "encoder.layers", kwargs["num_hidden_layers"]
