@@ -111,13 +111,35 @@ def test_tied_targets_get_their_own_storage() -> None:
     ],
 )
 def test_tensor_kinds_the_output_cannot_hold_are_refused_by_name(tmp_path: Path, make: Any, found: str) -> None:
+    """By the plan, before any tensor is read (preview says so too); apply checks again."""
     from tests.helpers import reference_state
-    from wmap.conversion import convert
+    from wmap.conversion import convert, preview
 
     state, _ = reference_state("encodec_32khz")
     key = "encoder.model.0.conv.conv.bias"
     state[key] = make(state[key])
     torch.save(state, tmp_path / "odd.pt")
+    plan = preview("encodec_32khz", tmp_path / "odd.pt").unwrap().plan
+    assert [(r.key, r.rule) for r in plan.refused] == [(key, "tensor kind")]
+    assert found in plan.refused[0].reason and not plan.missing  # the refusal speaks for its target
     error = convert("encodec_32khz", tmp_path / "odd.pt", tmp_path / "hf").failure()
     assert key in error.message and found in error.message, error.message
     assert not (tmp_path / "hf").exists()
+    unaware = preview("encodec_32khz").unwrap()  # planned without kinds (the reference layout)
+    assert unaware.plan.is_clean()
+    targets = {k: v.dtype for k, v in unaware.target.state_dict().items()}
+    assert key in apply_plan(unaware.plan, state, target_dtypes=targets).failure().message  # apply checks too
+
+
+def test_a_safetensors_header_gives_the_plan_its_kinds(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from tests.helpers import reference_state
+    from wmap.conversion import preview
+
+    state, _ = reference_state("encodec_32khz")
+    key = "encoder.model.0.conv.conv.bias"
+    state[key] = state[key].to(torch.float8_e5m2)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "odd.safetensors"))
+    refused = preview("encodec_32khz", tmp_path / "odd.safetensors").unwrap().plan.refused
+    assert [(r.key, r.rule) for r in refused] == [(key, "tensor kind")] and "F8_E5M2" in refused[0].reason

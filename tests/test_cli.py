@@ -228,6 +228,9 @@ def test_preview_lists_the_config_fields_it_does_not_carry_over(tmp_path: Path) 
         ("data2vec_audio", "dropout", "abc"),
         ("data2vec_audio", "conv_pos", "wide"),
         ("data2vec_audio", "encoder_layers", 10**9),
+        ("data2vec_audio", "encoder_layers", 3),  # valid, but not what the file holds
+        ("data2vec_audio", "conv_feature_layers", "[(512, 10, 5)] * 3"),
+        ("distilhubert", "extractor_conv_feature_layers", "[(512, 10, 5)] * 2"),
         ("wav2vec2_mbart", "adaptor_n_layers", None),
         ("distilhubert", "encoder_attention_heads", 0),
     ],
@@ -283,9 +286,7 @@ def _package(root: Path) -> Path:
     info = root / "myfams-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: myfams\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[wmap.families]\nmy_codec = myfams:SPEC\nencodec_24khz = myfams:IMPOSTOR\n"
-    )
+    (info / "entry_points.txt").write_text("[wmap.families]\nmy_codec = myfams:SPEC\nencodec_24khz = myfams:IMPOSTOR\n")
     return root
 
 
@@ -329,3 +330,39 @@ def test_a_bad_config_file_is_one_line(checkpoint: Path, tmp_path: Path, content
     assert result.returncode in (1, 2), result.stderr
     if result.returncode == 2:
         assert len(result.stderr.strip().splitlines()) == 1 and expected in result.stderr, result.stderr
+
+
+def test_sigterm_and_sighup_while_writing_leave_only_what_was_there(tmp_path: Path) -> None:
+    """Stopped while its staging directory exists (the signal is sent when it appears): exit 130, one
+    line, nothing written. A staging directory a SIGKILLed run left behind is neither used nor removed,
+    and the next conversion into that place succeeds beside it."""
+    torch.save(reference_state("encodec_48khz")[0], tmp_path / "e48.pt")
+    runs = {}
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        where = tmp_path / stop.name
+        where.mkdir()
+        leftover = where / ".hf.wmap-killed00"
+        leftover.mkdir()
+        (leftover / "model.safetensors").write_bytes(b"half a file")
+        script = shutil.which("wmap", path=str(Path(sys.executable).parent)) or "wmap"
+        args = [script, "convert", "encodec_48khz", str(tmp_path / "e48.pt"), str(where / "hf"), "--dtype", "float16"]
+        runs[stop] = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    waiting = dict(runs)
+    while waiting:  # both at once: each is signalled the moment its staging directory appears
+        for stop, run in list(waiting.items()):
+            if run.poll() is not None or len(list((tmp_path / stop.name).glob(".hf.wmap-*"))) > 1:
+                run.send_signal(stop)
+                del waiting[stop]
+    for stop, run in runs.items():
+        where = tmp_path / stop.name
+        _, err = run.communicate(timeout=300)
+        assert run.returncode == EXIT_INTERRUPTED_CODE, err
+        assert err.strip() == "wmap: interrupted; nothing was written"
+        assert sorted(p.name for p in where.iterdir()) == [".hf.wmap-killed00"]
+    where = tmp_path / "SIGTERM"
+    assert wmap("convert", "encodec_48khz", str(tmp_path / "e48.pt"), str(where / "hf")).returncode == 0
+    assert (where / ".hf.wmap-killed00" / "model.safetensors").read_bytes() == b"half a file"
+    assert (where / "hf" / "model.safetensors").stat().st_size > 1000
+
+
+EXIT_INTERRUPTED_CODE = 130

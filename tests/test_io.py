@@ -290,3 +290,48 @@ def test_a_storage_record_shorter_than_declared_is_refused(tmp_path: Path) -> No
     assert read_checkpoint(good).unwrap().tensors["a"].sum() == sum(range(64))
     error = read_checkpoint(short).failure()
     assert isinstance(error, UnreadableCheckpoint) and "record in the archive is shorter" in error.message
+
+
+TRUNCATE_WHILE_CONVERTING = """
+import os, sys, torch
+from tests.helpers import reference_state
+from wmap.conversion import convert
+from wmap.io import read_checkpoint
+
+path, out, how = sys.argv[1], sys.argv[2], sys.argv[3]
+state, _ = reference_state("encodec_24khz")
+torch.save(state, path)
+half = os.path.getsize(path) // 2
+if how == "touch":  # the negative control: reading a mapped page past the new end
+    tensors = read_checkpoint(path).unwrap().tensors
+    os.truncate(path, half)
+    print(sum(float(t.double().sum()) for t in tensors.values()))
+else:
+    dtype = torch.float16 if how == "cast" else None
+    result = convert("encodec_24khz", path, out, dtype=dtype, on_plan=lambda plan: os.truncate(path, half))
+    print(result.failure().message)
+"""
+
+
+def test_an_input_truncated_while_converting_is_one_error_not_sigbus(tmp_path: Path) -> None:
+    """The tensors are memory-mapped: after the file shrinks, touching a page past its end kills the
+    process (SIGBUS; the control shows it). Conversion checks the file before touching its pages
+    (cast), and a kernel copy that comes up short is an error too (copy)."""
+    import signal
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    runs = {}
+    for mode in ("touch", "cast", "copy"):
+        where = tmp_path / mode
+        where.mkdir()
+        args = [sys.executable, "-c", TRUNCATE_WHILE_CONVERTING, str(where / "in.pt"), str(where / "hf"), mode]
+        runs[mode] = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root)
+    done = {mode: (run.wait(timeout=300), *run.communicate()) for mode, run in runs.items()}
+    assert done["touch"][0] == -signal.SIGBUS, done["touch"][2][-500:]
+    for mode in ("cast", "copy"):
+        code, out, err = done[mode]
+        assert code == 0, err[-500:]
+        assert "truncated while converting" in out and "in.pt" in out, out
+        assert not (tmp_path / mode / "hf").exists() and not list((tmp_path / mode).glob(".hf.wmap-*"))

@@ -112,3 +112,15 @@ def test_the_plan_is_what_apply_says_key_by_key(pipeline: Transform, source: Lay
     assert {r.key for r in plan.refused} == {k for k, o in outcomes.items() if isinstance(o, Refused)}
     assert set(plan.unused) == {k for k, o in outcomes.items() if o is NO_MATCH}
     assert make_plan(pipeline, source, target) == plan  # deterministic
+
+
+def test_kinds_the_output_cannot_hold_or_of_the_wrong_number_kind_are_refused() -> None:
+    rules = first_match("t", [rename("a", "x"), rename("b", "y"), rename("c", "z")])
+    source = {"a.w": (2,), "b.w": (2,), "c.w": (2,)}
+    target = {"x.w": (2,), "y.w": (2,), "z.w": (2,)}
+    kinds = {"a.w": "float8_e4m3fn", "b.w": "int64", "c.w": "bfloat16"}
+    plan = make_plan(rules, source, target, kinds=kinds, target_kinds=dict.fromkeys(target, "float32"))
+    assert [(r.key, r.rule) for r in plan.refused] == [("a.w", "tensor kind"), ("b.w", "tensor kind")]
+    assert "int64 tensor where y.w holds float32" in plan.refused[1].reason
+    assert [a.target for a in plan.applied] == ["z.w"] and not plan.missing
+    assert make_plan(rules, source, target).is_clean()  # without kinds: names and shapes only

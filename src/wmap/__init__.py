@@ -27,7 +27,7 @@ _EXPORTS = {
         "WmapError",
         "WrongFamily",
     ),
-    "wmap.io": ("Checkpoint", "read_checkpoint", "read_layout", "write_directory_atomically"),
+    "wmap.io": ("Checkpoint", "Source", "read_checkpoint", "read_layout", "read_source", "write_directory_atomically"),
     "wmap.keys": ("Pattern", "PatternError", "pattern"),
     "wmap.layout": ("build_on_meta", "layout_of"),
     "wmap.models.base": ("ModelSpec", "TranslatedConfig"),
@@ -111,6 +111,8 @@ __all__ = [
     "print_plan",
     "read_checkpoint",
     "read_layout",
+    "read_source",
+    "Source",
     "refuse",
     "registered",
     "rename",
@@ -153,7 +155,7 @@ if TYPE_CHECKING:
         WmapError,
         WrongFamily,
     )
-    from wmap.io import Checkpoint, read_checkpoint, read_layout, write_directory_atomically
+    from wmap.io import Checkpoint, Source, read_checkpoint, read_layout, read_source, write_directory_atomically
     from wmap.keys import Pattern, PatternError, pattern
     from wmap.layout import build_on_meta, layout_of
     from wmap.models.base import ModelSpec, TranslatedConfig

@@ -20,21 +20,22 @@ from transformers import PretrainedConfig, PreTrainedModel
 
 from wmap.apply import apply_plan, load_into
 from wmap.config_fields import IgnoredField
-from wmap.errors import BadConfig, WmapError, WrongFamily
+from wmap.errors import BadConfig, UnreadableCheckpoint, WmapError, WrongFamily
 from wmap.io import (
     DEFAULT_MAX_SHARD_SIZE,
     Checkpoint,
+    Source,
     check_output,
     holds_none_of,
     mapped_file,
     read_checkpoint,
-    read_layout,
     read_small_text,
+    read_source,
     read_weights,
     save_pretrained_streaming,
     write_directory_atomically,
 )
-from wmap.layout import build_on_meta, layout_of
+from wmap.layout import Kinds, build_on_meta, kinds_of, layout_of
 from wmap.models.base import ModelSpec, TranslatedConfig, Writer
 from wmap.plan import NO_EXCEPTIONS, Accept, MappingPlan
 from wmap.planner import make_plan
@@ -109,8 +110,10 @@ def prepare(
     config: ConfigSource = None,
     *,
     lint: bool = True,
+    kinds: Kinds | None = None,
 ) -> Result[Prepared, WmapError]:
-    """Config, pipeline, target model on ``meta`` and the plan, from a source layout."""
+    """Config, pipeline, target model on ``meta`` and the plan, from a source layout (and the
+    tensors' ``kinds``, so that a kind the output cannot hold is refused by the plan)."""
 
     def planned(translated: TranslatedConfig) -> Result[Prepared, BadConfig]:
         pipeline = spec.pipeline(translated.config, meta)
@@ -120,7 +123,14 @@ def prepare(
                 translated.config,
                 pipeline,
                 target,
-                make_plan(pipeline, layout, layout_of(target), lint=lint),
+                make_plan(
+                    pipeline,
+                    layout,
+                    layout_of(target),
+                    lint=lint,
+                    kinds=kinds,
+                    target_kinds=kinds_of(target.state_dict()),
+                ),
                 translated.ignored,
             )
         )
@@ -153,16 +163,16 @@ def preview(
     resolves a name (default: the shipped and installed families).
     """
 
-    def source(spec: ModelSpec) -> Result[tuple[Layout, Mapping[str, Any], str], WmapError]:
+    def source(spec: ModelSpec) -> Result[tuple[Source, str], WmapError]:
         if checkpoint is None:
             where = f"<{spec.name} reference layout>"
-            return widen(spec.reference_layout()).map(lambda found: (found[0], found[1], where))
-        return widen(read_layout(checkpoint)).map(lambda read: (read[0], read[1], os.fspath(checkpoint)))
+            return widen(spec.reference_layout()).map(lambda found: (Source(found[0], {}, found[1]), where))
+        return widen(read_source(checkpoint)).map(lambda read: (read, os.fspath(checkpoint)))
 
     def planned(spec: ModelSpec) -> Result[Prepared, WmapError]:
         return source(spec).bind(
-            lambda found: prepare(spec, found[0], found[1], config).bind(
-                lambda prepared: _of_the_family(prepared, found[2], found[0])
+            lambda found: prepare(spec, found[0].layout, found[0].meta, config, kinds=found[0].kinds).bind(
+                lambda prepared: _of_the_family(prepared, found[1], found[0].layout)
             )
         )
 
@@ -221,7 +231,8 @@ def convert(
                 on_plan(prepared.plan)
             return _of_the_family(prepared, source.path, source.layout)
 
-        return prepare(spec, source.layout, source.meta, config, lint=False).bind(seen).map(lambda p: (p, source))
+        prepared = prepare(spec, source.layout, source.meta, config, lint=False, kinds=source.kinds)
+        return prepared.bind(seen).map(lambda p: (p, source))
 
     def written(found: tuple[Prepared, Checkpoint]) -> Result[Path, WmapError]:
         prepared, source = found
@@ -287,9 +298,9 @@ def _apply_and_write(
 ) -> Result[Path, WmapError]:
     step("applying plan")
 
-    def write(tensors: dict[str, torch.Tensor], model: PreTrainedModel) -> Result[Path, WmapError]:
-        mapped = mapped_file(source.path)
+    mapped = mapped_file(source.path)
 
+    def write(tensors: dict[str, torch.Tensor], model: PreTrainedModel) -> Result[Path, WmapError]:
         def files(directory: Path) -> None:
             save_pretrained_streaming(model, tensors, directory, max_shard_size=output.max_shard_size, source=mapped)
             extras(directory)
@@ -302,6 +313,11 @@ def _apply_and_write(
         )
 
     kinds = {key: value.dtype for key, value in prepared.target.state_dict().items()}  # on meta: no memory
+    if mapped is not None and (dtype is not None or any(a.tied_to for a in prepared.plan.applied)):
+        try:
+            mapped.check_intact()  # apply reads the pages of what it casts or copies
+        except OSError as error:
+            return Failure(UnreadableCheckpoint(source.path, "the file as it was read", str(error)))
     return widen(apply_plan(prepared.plan, source.tensors, accept=accept, dtype=dtype, target_dtypes=kinds)).bind(
         lambda tensors: widen(load_into(prepared.target, tensors)).bind(  # strict: exactly the model's keys
             lambda model: write(tensors, model)

@@ -223,16 +223,37 @@ def heads_divide(section: str, kwargs: Mapping[str, Any]) -> BadConfig | None:
     return BadConfig(section, "encoder_attention_heads", f"a divisor of encoder_embed_dim ({hidden})", str(heads))
 
 
-def layers_agree(section: str, layout: Mapping[str, Any], prefix: str, configured: int) -> BadConfig | None:
-    """A :class:`BadConfig` when the config's ``encoder_layers`` is not the number of layers the
-    checkpoint holds under ``prefix`` (``encoder.layers``), so a config that disagrees with its own
-    file is refused before any model is built; ``None`` when they agree or the file has none."""
+def layers_agree(
+    section: str, layout: Mapping[str, Any], prefix: str, configured: int, field: str = "encoder_layers"
+) -> BadConfig | None:
+    """A :class:`BadConfig` when the config's ``field`` (``encoder_layers``) is not the number of
+    layers the checkpoint holds under ``prefix`` (``encoder.layers``), so a config that disagrees with
+    its own file is refused before any model is built; ``None`` when they agree or the file has none."""
     head = prefix + "."
     found = {key[len(head) :].split(".", 1)[0] for key in layout if key.startswith(head)}
     indices = {int(i) for i in found if i.isdigit()}
     if not indices or len(indices) == configured:
         return None
-    return BadConfig(section, "encoder_layers", f"{len(indices)} (the layers the checkpoint holds)", str(configured))
+    return BadConfig(section, field, f"{len(indices)} layers (what the checkpoint holds)", str(configured))
+
+
+def layout_agrees(
+    section: str, layout: Mapping[str, Any], kwargs: Mapping[str, Any], root: str = "", conv_field: str = ""
+) -> BadConfig | None:
+    """The config's encoder against the file's own layout under ``root``: the heads divide the hidden
+    size, and the transformer layers and the feature extractor's conv layers (``conv_field``,
+    default ``conv_feature_layers``) are as many as the checkpoint holds."""
+    return (
+        heads_divide(section, kwargs)
+        or layers_agree(section, layout, root + "encoder.layers", kwargs["num_hidden_layers"])
+        or layers_agree(
+            section,
+            layout,
+            root + "feature_extractor.conv_layers",
+            len(kwargs["conv_dim"]),
+            conv_field or "conv_feature_layers",
+        )
+    )
 
 
 # --- rules --------------------------------------------------------------------------------------

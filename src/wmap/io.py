@@ -12,7 +12,9 @@ import argparse
 import bisect
 import contextlib
 import errno
+import io
 import json
+import mmap
 import os
 import re
 import shutil
@@ -33,7 +35,9 @@ from transformers import PreTrainedModel
 
 from wmap.dictionary import FAIRSEQ_GLOBAL, Dictionary
 from wmap.errors import BadConfig, OutputRefused, UnreadableCheckpoint, UnsafePickle
-from wmap.layout import tensors_layout
+from wmap.kinds import SAFETENSORS_NAMES
+from wmap.layout import Kinds, kinds_of, tensors_layout
+from wmap.pickle_scan import allocating_call
 from wmap.transforms import Layout
 
 _T = TypeVar("_T")
@@ -55,6 +59,19 @@ class Checkpoint:
     @property
     def layout(self) -> Layout:
         return tensors_layout(self.tensors)
+
+    @property
+    def kinds(self) -> Kinds:
+        return kinds_of(self.tensors)
+
+
+@attrs.frozen
+class Source:
+    """What planning reads of a checkpoint: names and shapes, kinds (:mod:`wmap.kinds`) and metadata."""
+
+    layout: Layout
+    kinds: Kinds
+    meta: Mapping[str, Any]
 
 
 def _omegaconf_classes() -> list[Any]:
@@ -217,14 +234,35 @@ _TORCH_ADVICE = (
 )
 
 
+LEGACY_PICKLES = 4
+"""torch's legacy format unpickles a magic number, the protocol, system info, then the objects."""
+
+
+def _allocating_call(path: str, archive: bool) -> str | None:
+    """The allocating call the file's pickle makes (:mod:`wmap.pickle_scan`), before torch unpickles it."""
+    try:
+        if archive:
+            with zipfile.ZipFile(path) as zipped:
+                name = next((n for n in zipped.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
+                return None if name is None else allocating_call(io.BytesIO(zipped.read(name)))
+        with open(path, "rb") as stream:
+            return allocating_call(stream, pickles=LEGACY_PICKLES)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError):
+        return None  # not a readable pickle: torch's own reader says what is wrong
+
+
 def _load_pickle(path: str, stand_ins: Mapping[str, type]) -> Result[object, UnreadableCheckpoint | UnsafePickle]:
-    mmap = zipfile.is_zipfile(path)
+    archive = zipfile.is_zipfile(path)
+    allocating = _allocating_call(path, archive)
+    if allocating is not None:
+        reason = f"it calls {allocating}, which would allocate memory the file does not hold"
+        return Failure(UnsafePickle(path, reason, (allocating,)))
     allowed = [*allowed_globals(), *((cls, name) for name, cls in stand_ins.items())]
     try:
         with torch.serialization.safe_globals(allowed), warnings.catch_warnings():
             # torch's note on the pickle protocol of a file it then refuses or reads anyway is noise here
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            return Success(torch.load(path, map_location="cpu", weights_only=True, mmap=mmap))
+            return Success(torch.load(path, map_location="cpu", weights_only=True, mmap=archive))
     except Exception as error:
         return Failure(_classify_load_error(path, error))
 
@@ -333,21 +371,28 @@ def read_checkpoint(
     return checked.bind(_read_safetensors if _is_safetensors(where) else pickled)
 
 
+def read_source(path: str | os.PathLike[str]) -> Result[Source, UnreadableCheckpoint | UnsafePickle]:
+    """Names, shapes, kinds and metadata: for safetensors just the header is read."""
+    where = os.fspath(path)
+    if not _is_safetensors(where):
+        return read_checkpoint(where).map(lambda found: Source(found.layout, found.kinds, found.meta))
+    return _widen(_check_file(where)).bind(_safetensors_header)
+
+
 def read_layout(
     path: str | os.PathLike[str],
 ) -> Result[tuple[Layout, Mapping[str, Any]], UnreadableCheckpoint | UnsafePickle]:
     """Names and shapes (and metadata) only: for safetensors just the header is read."""
-    where = os.fspath(path)
-    if not _is_safetensors(where):
-        return read_checkpoint(where).map(lambda checkpoint: (checkpoint.layout, checkpoint.meta))
-    return _widen(_check_file(where)).bind(_safetensors_header)
+    return read_source(path).map(lambda found: (found.layout, found.meta))
 
 
-def _safetensors_header(where: str) -> Result[tuple[Layout, Mapping[str, Any]], UnreadableCheckpoint | UnsafePickle]:
+def _safetensors_header(where: str) -> Result[Source, UnreadableCheckpoint | UnsafePickle]:
     try:
         with safe_open(where, framework="pt") as handle:
-            layout = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
-            return Success((layout, dict(handle.metadata() or {})))
+            slices = {key: handle.get_slice(key) for key in handle.keys()}  # noqa: SIM118
+            layout = {key: tuple(part.get_shape()) for key, part in slices.items()}
+            kinds = {key: SAFETENSORS_NAMES.get(part.get_dtype(), part.get_dtype()) for key, part in slices.items()}
+            return Success(Source(layout, kinds, dict(handle.metadata() or {})))
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         return Failure(_bad_safetensors(where, error))
 
@@ -414,6 +459,24 @@ class MappedFile:
         if size == 0 or not (self.start <= address and address + size <= min(self.end, self.start + self.size)):
             return None
         return address - self.start
+
+    def holds(self, tensor: torch.Tensor) -> bool:
+        """Whether ``tensor``'s storage lies in the mapping (reading it touches the file's pages)."""
+        if tensor.device.type != "cpu" or tensor.layout != torch.strided:
+            return False
+        address = tensor.untyped_storage().data_ptr()
+        return self.start <= address < self.end
+
+    def check_intact(self) -> None:
+        """Raise ``OSError`` if the file is now shorter than when it was mapped: touching a page past
+        its new end would kill the process with SIGBUS (a file truncated or rewritten while converting)."""
+        try:
+            now = os.path.getsize(self.path)
+        except OSError as error:
+            raise OSError(f"the source {self.path} is gone ({error.strerror})") from error
+        mapped_at_least = self.end - self.start - mmap.PAGESIZE + 1  # the mapping covers the file as read
+        if now < max(self.size, mapped_at_least):
+            raise OSError(f"the source {self.path} was truncated while converting ({self.size} -> {now} bytes)")
 
 
 def mapped_file(path: str | os.PathLike[str]) -> MappedFile | None:
@@ -490,6 +553,8 @@ def write_safetensors(
                     handle.flush()
                     done = _copy_from_file(copy_from, handle.fileno(), at, tensor.numel() * tensor.element_size())
                     handle.seek(0, os.SEEK_END)
+                if source is not None and done < tensor.numel() * tensor.element_size() and source.holds(tensor):
+                    source.check_intact()  # before its pages are touched
                 flat = tensor.detach().contiguous().reshape(-1)
                 if flat.numel() and done < flat.numel() * flat.element_size():
                     handle.write(flat.view(torch.uint8).numpy().data[done:])

@@ -10,6 +10,9 @@ from torch import nn
 
 from wmap.transforms import Layout
 
+Kinds = Mapping[str, str]
+"""key -> kind (:mod:`wmap.kinds`): what the plan knows of a tensor besides its shape."""
+
 M = TypeVar("M", bound=nn.Module)
 
 
@@ -27,3 +30,16 @@ def layout_of(module: nn.Module) -> Layout:
 def tensors_layout(tensors: Mapping[str, torch.Tensor]) -> Layout:
     """The layout of a plain state dict."""
     return {key: tuple(value.shape) for key, value in tensors.items()}
+
+
+def kind_of(tensor: torch.Tensor) -> str:
+    """The tensor's kind for the plan (:mod:`wmap.kinds`): its dtype name, ``sparse``/``quantized`` prefixed."""
+    name = str(tensor.dtype).removeprefix("torch.")
+    if tensor.layout != torch.strided:
+        return f"{str(tensor.layout).removeprefix('torch.').split('_')[0]} {name}"
+    return f"quantized {name}" if tensor.is_quantized else name
+
+
+def kinds_of(tensors: Mapping[str, torch.Tensor]) -> Kinds:
+    """Every tensor's kind."""
+    return {key: kind_of(value) for key, value in tensors.items()}

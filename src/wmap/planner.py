@@ -7,6 +7,9 @@ names and shapes only, no tensors.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from wmap.kinds import RULE, refusal
 from wmap.pipeline import groups
 from wmap.plan import (
     Ambiguity,
@@ -21,14 +24,24 @@ from wmap.plan import (
 from wmap.transforms import Layout, Mapped, Refused, Skipped, Transform
 
 
-def make_plan(pipeline: Transform, source: Layout, target: Layout, *, lint: bool = True) -> MappingPlan:
-    """Decide, for every source key, where it goes. Reads names and shapes only.
+def make_plan(
+    pipeline: Transform,
+    source: Layout,
+    target: Layout,
+    *,
+    lint: bool = True,
+    kinds: Mapping[str, str] | None = None,
+    target_kinds: Mapping[str, str] | None = None,
+) -> MappingPlan:
+    """Decide, for every source key, where it goes. Reads names and shapes (and kinds) only.
 
     Every source key lands in exactly one of applied, skipped, refused, unused,
     conflicts (as a later source), shape mismatches or unknown targets; every
     target key nothing writes is listed as missing. ``lint`` lists the renames of
     one group that can match the same key (:class:`~wmap.plan.Ambiguity`, a
-    warning), found from the rules when their groups were built.
+    warning), found from the rules when their groups were built. Given the tensors' ``kinds`` (and the
+    target's), a key whose kind the output cannot hold, or whose number kind differs from its
+    target's, is refused (:mod:`wmap.kinds`).
     """
     applied: list[Applied] = []
     skipped: list[SkippedKey] = []
@@ -37,6 +50,7 @@ def make_plan(pipeline: Transform, source: Layout, target: Layout, *, lint: bool
     mismatches: list[ShapeMismatch] = []
     unknown: list[UnknownTarget] = []
     written: dict[str, str] = {}
+    kind_refused: set[str] = set()
     clashes: dict[str, list[str]] = {}
     decide = pipeline.apply
     for key, shape in source.items():
@@ -51,6 +65,9 @@ def make_plan(pipeline: Transform, source: Layout, target: Layout, *, lint: bool
                     clashes.setdefault(name, [written[name]]).append(key)
                 elif want != shape:
                     mismatches.append(ShapeMismatch(key, name, shape, want, outcome.rules))
+                elif kinds is not None and (why := _kind_refusal(kinds, target_kinds, key, name)) is not None:
+                    refused.append(RefusedKey(key, why, RULE))
+                    kind_refused.add(name)
                 else:
                     written[name] = key
                     applied.append(Applied(key, name, shape, outcome.rules, item.tied_to))
@@ -60,7 +77,7 @@ def make_plan(pipeline: Transform, source: Layout, target: Layout, *, lint: bool
             refused.append(RefusedKey(key, outcome.reason, outcome.rule))
         else:
             unused.append(key)
-    claimed = written.keys() | {m.target for m in mismatches}
+    claimed = written.keys() | {m.target for m in mismatches} | kind_refused
     return MappingPlan(
         applied=tuple(applied),
         skipped=tuple(skipped),
@@ -72,6 +89,13 @@ def make_plan(pipeline: Transform, source: Layout, target: Layout, *, lint: bool
         unknown_targets=tuple(unknown),
         ambiguous=ambiguities(pipeline) if lint else (),
     )
+
+
+def _kind_refusal(
+    kinds: Mapping[str, str], target_kinds: Mapping[str, str] | None, key: str, target: str
+) -> str | None:
+    kind = kinds.get(key)
+    return None if kind is None else refusal(kind, None if target_kinds is None else target_kinds.get(target), target)
 
 
 def ambiguities(pipeline: Transform) -> tuple[Ambiguity, ...]:

@@ -190,7 +190,6 @@ class Skip:
     reason: str
     leaves: Leaves | None = None
 
-
     def __repr__(self) -> str:
         return f"skip {self.source!r}"
 
@@ -208,7 +207,6 @@ class Refuse:
 
     source: Pattern
     reason: str
-
 
     def __repr__(self) -> str:
         return f"refuse {self.source!r}"

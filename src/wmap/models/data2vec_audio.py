@@ -41,9 +41,8 @@ from wmap.fairseq import (
     fairseq_encoder_config,
     fairseq_model_config,
     flag,
-    heads_divide,
     layer_norm_feature_extractor,
-    layers_agree,
+    layout_agrees,
     wav2vec2_encoder_fields,
 )
 from wmap.models.base import ModelSpec, TranslatedConfig, shipped
@@ -193,8 +192,7 @@ def _build(
 ) -> Result[TranslatedConfig, BadConfig]:
     masking = outer is None or bool(outer.values["apply_mask"])
     kwargs = _encoder_kwargs(encoder, masking=masking)
-    prefix = ("w2v_encoder.w2v_model." if outer is not None else "") + "encoder.layers"
-    bad = heads_divide(section, kwargs) or layers_agree(section, layout, prefix, kwargs["num_hidden_layers"])
+    bad = layout_agrees(section, layout, kwargs, "w2v_encoder.w2v_model." if outer is not None else "")
     if bad is not None:
         return Failure(bad)
     ignored = encoder.ignored

@@ -31,7 +31,7 @@ from wmap.config_fields import (
     translate,
 )
 from wmap.errors import BadConfig
-from wmap.fairseq import TRAINING_ONLY, activation, conv_kwargs, heads_divide, layers_agree, wav2vec2_encoder_rules
+from wmap.fairseq import TRAINING_ONLY, activation, conv_kwargs, layout_agrees, wav2vec2_encoder_rules
 from wmap.models.base import ModelSpec, TranslatedConfig, Writer, shipped
 from wmap.models.ctc_processor import FeatureExtractorSettings
 from wmap.pipeline import first_match, seq
@@ -104,15 +104,12 @@ def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[Translat
 
 def _hubert_config(read: Translation, layout: Layout) -> Result[TranslatedConfig, BadConfig]:
     mode = read.values["extractor_mode"]
-    kwargs = read.kwargs
-    wrong = heads_divide(DISTILLER.section, kwargs) or layers_agree(
-        DISTILLER.section, layout, "encoder.layers", kwargs["num_hidden_layers"]
-    )
+    kwargs = {**read.kwargs, **conv_kwargs(read.values["extractor_conv_feature_layers"])}
+    wrong = layout_agrees(DISTILLER.section, layout, kwargs, conv_field="extractor_conv_feature_layers")
     if wrong is not None:
         return Failure(wrong)
     config = HubertConfig(
         **kwargs,
-        **conv_kwargs(read.values["extractor_conv_feature_layers"]),
         layer_norm_eps=1e-5,
         conv_bias=False,
         feat_extract_norm="layer" if mode == "layer_norm" else "group",

@@ -50,8 +50,7 @@ from wmap.fairseq import (
     fairseq_model_config,
     feature_extractor,
     flag,
-    heads_divide,
-    layers_agree,
+    layout_agrees,
     wav2vec2_encoder_fields,
 )
 from wmap.io import staged_copy
@@ -184,17 +183,14 @@ def encoder_config(encoder: Translation, model: Translation, layout: Layout) -> 
     kernel = model.values["adaptor_kernel_size"]
     if n_adapter and kernel != 3:
         return Failure(BadConfig(SOURCE, "adaptor_kernel_size", "3 (Wav2Vec2's adapter pads by 1)", str(kernel)))
-    kwargs = dict(encoder.kwargs)
-    wrong = heads_divide(W2V_ENCODER.section, kwargs) or layers_agree(
-        W2V_ENCODER.section, layout, W2V + ".encoder.layers", kwargs["num_hidden_layers"]
-    )
+    kwargs = {**encoder.kwargs, **conv_kwargs(encoder.values["conv_feature_layers"])}
+    wrong = layout_agrees(W2V_ENCODER.section, layout, kwargs, W2V + ".")
     if wrong is not None:
         return Failure(wrong)
     hidden = kwargs["hidden_size"]
     return Success(
         Wav2Vec2Config(
             **kwargs,
-            **conv_kwargs(encoder.values["conv_feature_layers"]),
             layer_norm_eps=1e-5,
             feat_extract_norm="layer" if encoder.values["extractor_mode"] == "layer_norm" else "group",
             num_conv_pos_embeddings=encoder.values["conv_pos"],
