@@ -129,7 +129,49 @@ def wav2vec2_mbart() -> dict[str, Any]:
     }
 
 
+# wav2vec 2.0 / HuBERT base (fairseq examples/wav2vec/config/pretraining/wav2vec2_base_librispeech.yaml,
+# examples/hubert/config/pretrain/hubert_base_librispeech.yaml).
+BASE_ENCODER: dict[str, Any] = {
+    "encoder_layers": 12,
+    "encoder_embed_dim": 768,
+    "encoder_ffn_embed_dim": 3072,
+    "encoder_attention_heads": 12,
+    "conv_feature_layers": "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2",
+    "extractor_mode": "default",
+    "conv_pos": 128,
+    "conv_pos_groups": 16,
+    "final_dim": 256,
+}
+WAV2VEC2_BASE: dict[str, Any] = {**BASE_ENCODER, "latent_vars": 320, "latent_groups": 2, "quantize_targets": True}
+
+
+def _saved(write: Callable[[Path, Path], Any], source: str) -> dict[str, Any]:
+    """The names, shapes and ``cfg`` of a checkpoint the fixture writes as fairseq's trainer does."""
+    with tempfile.TemporaryDirectory() as data:
+        path = Path(data) / "checkpoint.pt"
+        write(path, Path(data))
+        saved = torch.load(path, weights_only=False)
+    return _entry(source, saved["model"], {"cfg": {"model": saved["cfg"]["model"], "task": saved["cfg"]["task"]}})
+
+
+def _ctc(family: str) -> dict[str, Any]:
+    settings = {k: v for k, v in BASE_ENCODER.items() if k != "final_dim"}
+    return _saved(
+        lambda path, data: originals.ctc_trainer_checkpoint(path, data, family=family, normalize=False, **settings),
+        f"fairseq {family} base fine-tuned for CTC (letters), as its Trainer saves it",
+    )
+
+
 BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
+    "wav2vec2": lambda: _saved(
+        lambda path, data: originals.wav2vec2_pretraining_checkpoint(path, data, **WAV2VEC2_BASE),
+        "fairseq wav2vec 2.0 base pre-training",
+    ),
+    "wav2vec2_ctc": lambda: _ctc("wav2vec2"),
+    "hubert": lambda: _saved(
+        lambda path, data: originals.hubert_checkpoint(path, data, **BASE_ENCODER), "fairseq HuBERT base pre-training"
+    ),
+    "hubert_ctc": lambda: _ctc("hubert"),
     "distilhubert": distilhubert,
     "wav2vec2_mbart": wav2vec2_mbart,
     "encodec_24khz": lambda: encodec("encodec_24khz"),

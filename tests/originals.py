@@ -398,8 +398,58 @@ TRAINED_ENCODER: dict[str, Any] = {
 """Settings a fine-tuned encoder carries (none at transformers' defaults, so a lost one shows)."""
 
 
-def data2vec_ctc_trainer_checkpoint(path: Path, data_dir: Path, *, normalize: bool = True, **encoder: Any) -> Any:
-    """A fine-tuned data2vec-audio CTC checkpoint written by fairseq's own ``Trainer``.
+def fix_hubert_ctc_config() -> None:
+    """fairseq#4917's one-field fix, in this process, on the reference side only: fairseq 0.12's
+    ``HubertCtcConfig`` lacks the ``autoregressive`` field its ``HubertEncoder`` reads, so no
+    ``HubertCtc`` can be built or loaded (fairseq#4916). Checkpoints are saved without the field,
+    as real ones are; wmap never needs it."""
+    from fairseq.models.hubert import hubert_asr
+
+    config = hubert_asr.HubertAsrConfig
+    if "autoregressive" in config.__dataclass_fields__:
+        return
+    field: Any = dataclasses.field(default=False)
+    field.name, field.type = "autoregressive", bool
+    field._field_type = dataclasses._FIELD  # type: ignore[attr-defined]
+    for cls in (config, hubert_asr.HubertCtcConfig):
+        cls.__dataclass_fields__["autoregressive"] = field
+        cls.__annotations__["autoregressive"] = bool
+        cls.autoregressive = False
+
+
+def encoder_config(family: str, **overrides: Any) -> Any:
+    """A small fairseq encoder config of ``family`` (data2vec_audio, wav2vec2, hubert)."""
+    if family == "data2vec_audio":
+        return data2vec_audio_config(**overrides)
+    settings: dict[str, Any] = {**SMALL_ENCODER, "conv_pos": 16, "conv_pos_groups": 4, **overrides}
+    if family == "wav2vec2":
+        from fairseq.models.wav2vec.wav2vec2 import Wav2Vec2Config
+
+        return Wav2Vec2Config(**settings)
+    from fairseq.models.hubert.hubert import HubertConfig
+
+    return HubertConfig(**{"final_dim": 8, "label_rate": 50.0, **settings})
+
+
+def _pretraining_task(family: str, data_dir: Path, normalize: bool) -> dict[str, Any]:
+    if family == "hubert":
+        (data_dir / "dict.km.txt").write_text("".join(f"{i} 1\n" for i in range(20)))
+        return {
+            "_name": "hubert_pretraining",
+            "data": str(data_dir),
+            "label_dir": str(data_dir),
+            "labels": ["km"],
+            "label_rate": 50.0,
+            "normalize": normalize,
+        }
+    return {"_name": "audio_pretraining", "data": str(data_dir), "normalize": normalize}
+
+
+def ctc_trainer_checkpoint(
+    path: Path, data_dir: Path, *, family: str = "data2vec_audio", normalize: bool = True, **encoder: Any
+) -> Any:
+    """A fine-tuned CTC checkpoint (data2vec-audio, wav2vec 2.0 or HuBERT encoder) written by
+    fairseq's own ``Trainer``.
 
     The task (``audio_finetuning``, letters) is built from its cfg by ``tasks.setup_task``; the model
     by the task; one real training step with the CTC criterion and Adam fills the optimizer state;
@@ -411,6 +461,7 @@ def data2vec_ctc_trainer_checkpoint(path: Path, data_dir: Path, *, normalize: bo
     from fairseq import tasks
     from fairseq.criterions.ctc import CtcCriterionConfig
     from fairseq.dataclass.configs import FairseqConfig
+    from fairseq.models.hubert.hubert_asr import HubertCtcConfig
     from fairseq.models.wav2vec.wav2vec2_asr import Wav2Vec2CtcConfig
     from fairseq.optim.adam import FairseqAdamConfig
     from fairseq.optim.lr_scheduler.fixed_schedule import FixedLRScheduleConfig
@@ -418,26 +469,26 @@ def data2vec_ctc_trainer_checkpoint(path: Path, data_dir: Path, *, normalize: bo
     from fairseq.trainer import Trainer
     from omegaconf import OmegaConf
 
+    if family == "hubert":
+        fix_hubert_ctc_config()
     write_letter_dictionary(data_dir)
     task_cfg = _named(AudioFinetuningConfig(data=str(data_dir), labels="ltr", normalize=normalize), "audio_finetuning")
     w2v_args = OmegaConf.create(
         {
-            "task": {"_name": "audio_pretraining", "data": str(data_dir), "normalize": normalize},
-            "model": {
-                **as_container(data2vec_audio_config(**{**TRAINED_ENCODER, **encoder})),
-                "_name": "data2vec_audio",
-            },
+            "task": _pretraining_task(family, data_dir, normalize),
+            "model": {**as_container(encoder_config(family, **{**TRAINED_ENCODER, **encoder})), "_name": family},
         }
     )
+    ctc_config, name = (HubertCtcConfig, "hubert_ctc") if family == "hubert" else (Wav2Vec2CtcConfig, "wav2vec_ctc")
     model_cfg = _named(
-        Wav2Vec2CtcConfig(
+        ctc_config(
             w2v_args=w2v_args,
             w2v_path=str(data_dir / "pretrained.pt"),  # where fine-tuning started (not read again)
             normalize=normalize,
             data=str(data_dir),
             final_dropout=0.06,
         ),
-        "wav2vec_ctc",
+        name,
     )
     cfg = OmegaConf.structured(
         FairseqConfig(
@@ -477,7 +528,54 @@ def data2vec_ctc_trainer_checkpoint(path: Path, data_dir: Path, *, normalize: bo
     trainer.save_checkpoint(
         str(path), {"train_iterator": {"version": 2, "epoch": 1, "iterations_in_epoch": 1, "shuffle": True}}
     )
+    if family == "hubert":  # saved as real files are: without the field the fix added
+        saved = torch.load(path, weights_only=False)
+        saved["cfg"]["model"].pop("autoregressive", None)
+        torch.save(saved, path)
     return task
+
+
+def data2vec_ctc_trainer_checkpoint(path: Path, data_dir: Path, *, normalize: bool = True, **encoder: Any) -> Any:
+    """:func:`ctc_trainer_checkpoint` with a data2vec-audio encoder."""
+    return ctc_trainer_checkpoint(path, data_dir, family="data2vec_audio", normalize=normalize, **encoder)
+
+
+def wav2vec2_pretraining_checkpoint(path: Path, data_dir: Path, **overrides: Any) -> Any:
+    """A fairseq wav2vec 2.0 pre-training checkpoint: the ``audio_pretraining`` task built from its cfg,
+    the model (quantizer, ``project_q``, ``final_proj``) built by the task, one real Adam step on the
+    contrastive loss of fairseq's own ``wav2vec`` criterion, saved with ``torch_persistent_save`` and the
+    task's state. Returns the model (eval mode)."""
+    from fairseq import checkpoint_utils, tasks
+    from fairseq.criterions.wav2vec_criterion import Wav2vecCriterion
+    from omegaconf import OmegaConf
+
+    settings = {"final_dim": 12, "latent_vars": 7, "latent_groups": 2, "quantize_targets": True, **overrides}
+    model_cfg = _named(encoder_config("wav2vec2", **settings), "wav2vec2")
+    task_cfg = OmegaConf.create(_pretraining_task("wav2vec2", data_dir, False))
+    task = tasks.setup_task(task_cfg)
+    model = task.build_model(OmegaConf.structured(model_cfg))
+    randomize_parameters(model)
+    model.train()
+    criterion = Wav2vecCriterion(task, infonce=True)
+    sample = {"id": torch.tensor([0, 1]), "net_input": {"source": torch.randn(2, 16000)}}
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-9)
+    loss, _, _ = criterion(model, sample)
+    loss.backward()
+    optimizer.step()
+    both = OmegaConf.create({"model": OmegaConf.structured(model_cfg), "task": task_cfg})
+    checkpoint_utils.torch_persistent_save(
+        {
+            "args": None,
+            "cfg": OmegaConf.to_container(both, resolve=True, enum_to_str=True),
+            "model": model.state_dict(),
+            "task_state": task.state_dict(),
+            "last_optimizer_state": optimizer.state_dict(),
+            "optimizer_history": [{"criterion_name": "Wav2vecCriterion", "optimizer_name": "Adam", "num_updates": 1}],
+            "extra_state": {"train_iterator": {"epoch": 1}},
+        },
+        str(path),
+    )
+    return model.eval()
 
 
 def hubert_checkpoint(path: Path, data_dir: Path, **overrides: Any) -> Any:

@@ -100,20 +100,29 @@ def test_an_argparse_namespace_reads_like_a_dict() -> None:
 
 @pytest.mark.parity
 @pytest.mark.parametrize(
-    ("model", "config_class", "section"),
+    ("config_class", "table_path"),
     [
-        ("data2vec_audio", "fairseq.examples.data2vec.models.data2vec_audio:Data2VecAudioConfig", "PRETRAINED"),
-        ("data2vec_audio_ctc", "fairseq.models.wav2vec.wav2vec2_asr:Wav2Vec2CtcConfig", "FINE_TUNING"),
-        ("wav2vec2_mbart", "fairseq.models.wav2vec.wav2vec2:Wav2Vec2Config", "W2V_ENCODER"),
+        (
+            "fairseq.examples.data2vec.models.data2vec_audio:Data2VecAudioConfig",
+            "wmap.models.data2vec_audio:PRETRAINED",
+        ),
+        ("fairseq.models.wav2vec.wav2vec2_asr:Wav2Vec2CtcConfig", "wmap.fairseq:CTC_FINE_TUNING"),
+        ("fairseq.models.hubert.hubert_asr:HubertCtcConfig", "wmap.fairseq:CTC_FINE_TUNING"),
+        ("fairseq.models.wav2vec.wav2vec2:Wav2Vec2Config", "wmap.models.wav2vec2_mbart:W2V_ENCODER"),
+        ("fairseq.models.wav2vec.wav2vec2:Wav2Vec2Config", "wmap.models.wav2vec2:PRETRAINED"),
+        ("fairseq.models.wav2vec.wav2vec2:Wav2Vec2Config", "wmap.models.wav2vec2:FINE_TUNED_ENCODER"),
+        ("fairseq.models.hubert.hubert:HubertConfig", "wmap.models.hubert:PRETRAINED"),
     ],
 )
-def test_every_field_of_the_original_config_is_accounted_for(model: str, config_class: str, section: str) -> None:
+def test_every_field_of_the_original_config_is_accounted_for(config_class: str, table_path: str) -> None:
     import importlib
+
+    import fairseq.examples.data2vec.models.data2vec_audio  # noqa: F401 - registers data2vec_audio
 
     module_name, _, class_name = config_class.partition(":")
     original = getattr(importlib.import_module(module_name), class_name)
-    family = importlib.import_module(f"wmap.models.{model.removesuffix('_ctc')}")
-    table: ConfigTable = getattr(family, section)
+    table_module, _, table_name = table_path.partition(":")
+    table: ConfigTable = getattr(importlib.import_module(table_module), table_name)
     names = {f.name for f in dataclasses.fields(original)} - {"_name"}
     assert names - table.names() == set(), "fields of the original config that the table does not account for"
 
@@ -141,7 +150,11 @@ def test_every_argument_of_xm_transformer_is_accounted_for() -> None:
     assert names - XM_TRANSFORMER.names() == set()
 
 
-@pytest.mark.parametrize("model", ["data2vec_audio", "data2vec_audio_ctc", "distilhubert", "wav2vec2_mbart"])
+FAIRSEQ_STYLE = ["data2vec_audio", "data2vec_audio_ctc", "distilhubert", "wav2vec2_mbart"]
+FAIRSEQ_STYLE += ["wav2vec2", "wav2vec2_ctc", "hubert", "hubert_ctc"]
+
+
+@pytest.mark.parametrize("model", FAIRSEQ_STYLE)
 def test_a_config_that_disagrees_with_its_own_file_is_refused_before_building(model: str) -> None:
     spec = get_model(model).unwrap()
     layout, meta = spec.reference_layout().unwrap()
@@ -150,4 +163,4 @@ def test_a_config_that_disagrees_with_its_own_file_is_refused_before_building(mo
     section["encoder_layers"] = 500  # in range, but the file holds fewer
     error = prepare(spec, layout, meta).failure()
     assert isinstance(error, BadConfig) and error.key == "encoder_layers", error
-    assert "the layers the checkpoint holds" in error.message
+    assert "layers (what the checkpoint holds)" in error.message

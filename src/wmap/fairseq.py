@@ -19,11 +19,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from returns.result import Failure, Result, Success
 from transformers import PretrainedConfig
 
 from wmap.config_fields import (
     PROBABILITY,
     Checked,
+    ConfigTable,
+    Decided,
     Field,
     Ignored,
     Translated,
@@ -33,7 +36,10 @@ from wmap.config_fields import (
     get,
     ignore_all,
     integer,
+    number,
     one_of,
+    optional,
+    translate,
 )
 from wmap.errors import BadConfig
 from wmap.pipeline import when
@@ -254,6 +260,105 @@ def layout_agrees(
             conv_field or "conv_feature_layers",
         )
     )
+
+
+FROM_ENCODER_CONFIG = "the pre-trained encoder's config in w2v_args.model holds the value in effect"
+CTC_FINE_TUNING = ConfigTable(
+    "fairseq cfg.model (wav2vec_ctc / hubert_ctc)",
+    (
+        Decided("w2v_args", "the pre-trained encoder's config, translated by its own table"),
+        Translated("final_dropout", PROBABILITY, "final_dropout", 0.0),
+        Translated("apply_mask", boolean, None, False),
+        Checked(
+            "blank_weight",
+            (0.0,),
+            "fairseq adds it to the blank logit at inference; transformers cannot",
+            0.0,
+            number(-1e9, 1e9),
+        ),
+        Ignored("blank_mode", "how blank_weight (checked to be 0) is applied"),
+        Checked(
+            "layer_type",
+            ("transformer", None),
+            "transformers has transformer layers only",
+            None,
+            optional(one_of("transformer", "conformer", "trf_adp")),
+        ),
+        Translated("normalize", boolean, None, False),
+        Ignored("w2v_path", "where fine-tuning loaded the pre-trained weights from; the checkpoint holds them"),
+        Ignored(
+            "no_pretrained_weights",
+            "whether fine-tuning started from the pre-trained weights; the checkpoint holds them",
+        ),
+        Ignored("data", "the training data directory"),
+        Ignored("encoder_embed_dim", "HubertCtcConfig's copy of the size; " + FROM_ENCODER_CONFIG),
+        Ignored("autoregressive", "seq2seq decoding flag (fairseq#4917 adds it to HubertCtcConfig); CTC is not"),
+        *ignore_all(
+            (
+                "dropout_input",
+                "dropout",
+                "attention_dropout",
+                "activation_dropout",
+                "layerdrop",
+                "mask_length",
+                "mask_prob",
+                "mask_channel_length",
+                "mask_channel_prob",
+                "checkpoint_activations",
+                "adp_num",
+                "adp_dim",
+                "adp_act_fn",
+                "adp_trf_idx",
+            ),
+            "copied into the pre-trained encoder's config when fine-tuning started; " + FROM_ENCODER_CONFIG,
+        ),
+        *ignore_all(MASKING_FIELDS, MASKING_DETAIL),
+        *ignore_all(
+            (
+                "freeze_finetune_updates",
+                "feature_grad_mult",
+                "drop_path",
+                "update_alibi",
+                "offload_activations",
+                "min_params_to_wrap",
+                "ddp_backend",
+                "zero_mask",
+                "load_ema",
+                "layer_decay",
+                "freeze_regex",
+            ),
+            TRAINING_ONLY,
+        ),
+    ),
+)
+"""fairseq's ``Wav2Vec2CtcConfig`` (and ``HubertCtcConfig``, a subset): the fine-tuning wrapper around
+the pre-trained encoder, whose own config is ``w2v_args.model``."""
+
+
+CTC_HEAD = "w2v_encoder.proj.weight"
+"""The CTC projection of a fine-tuned fairseq checkpoint (its rows are the target dictionary)."""
+
+
+def fine_tuned(meta: Mapping[str, Any], encoder: ConfigTable) -> Result[tuple[Translation, Translation], BadConfig]:
+    """A fine-tuned fairseq checkpoint's two configs: the CTC wrapper (:data:`CTC_FINE_TUNING`) and
+    the pre-trained encoder's (``w2v_args.model``, read with ``encoder``)."""
+    model = fairseq_model_config(meta)
+    if model is None:
+        return Failure(BadConfig("checkpoint", "cfg.model", "a fairseq config (cfg or args); or pass --config", "none"))
+    if get(model, "w2v_args", None) is None:
+        return Failure(BadConfig(CTC_FINE_TUNING.section, "w2v_args", "the pre-trained encoder's config", "missing"))
+    return translate(CTC_FINE_TUNING, model).bind(
+        lambda outer: translate(encoder, fairseq_encoder_config(meta)).map(lambda inner: (outer, inner))
+    )
+
+
+def ctc_head_kwargs(outer: Translation, layout: Mapping[str, Any]) -> Result[dict[str, Any], BadConfig]:
+    """The CTC head's config: the vocabulary size from the head's rows, the special ids after the blank
+    swap (fairseq's blank ``<s>`` is index 0; transformers' is the pad token), and the wrapper's fields."""
+    if CTC_HEAD not in layout:
+        return Failure(BadConfig("checkpoint", CTC_HEAD, "a CTC projection (fine-tuned checkpoint)", "missing"))
+    ids = {"vocab_size": layout[CTC_HEAD][0], "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+    return Success({**outer.kwargs, **ids})
 
 
 # --- rules --------------------------------------------------------------------------------------

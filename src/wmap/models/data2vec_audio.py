@@ -14,32 +14,21 @@ from returns.result import Failure, Result, Success
 from transformers import Data2VecAudioConfig, Data2VecAudioForCTC, Data2VecAudioModel, PretrainedConfig
 
 from wmap.config_fields import (
-    PROBABILITY,
-    Checked,
     ConfigTable,
-    Decided,
-    Ignored,
-    Translated,
     Translation,
-    boolean,
-    get,
     ignore_all,
-    number,
-    one_of,
-    optional,
     translate,
 )
 from wmap.errors import BadConfig
 from wmap.fairseq import (
-    MASKING_DETAIL,
-    MASKING_FIELDS,
     PROJECTIONS,
     STACKED_POS_CONV,
-    TRAINING_ONLY,
     TRANSFORMER_LAYERS,
     conv_kwargs,
+    ctc_head_kwargs,
     fairseq_encoder_config,
     fairseq_model_config,
+    fine_tuned,
     flag,
     layer_norm_feature_extractor,
     layout_agrees,
@@ -52,7 +41,6 @@ from wmap.pipeline import optional as pass_unmatched
 from wmap.transforms import PARAMS, Layout, Transform, refuse, rename, skip
 
 TARGET = "Data2VecAudio"
-CTC_HEAD = "w2v_encoder.proj.weight"
 
 DATA2VEC_OBJECTIVE = "data2vec pre-training objective (EMA teacher and its targets): not part of the encoder"
 
@@ -86,75 +74,6 @@ ENCODER_FIELDS = (
 PRETRAINED = ConfigTable("fairseq cfg.model", ENCODER_FIELDS)
 FINE_TUNED_ENCODER = ConfigTable("fairseq cfg.model.w2v_args.model", ENCODER_FIELDS)
 
-FROM_ENCODER_CONFIG = "the pre-trained encoder's config in w2v_args.model holds the value in effect"
-FINE_TUNING = ConfigTable(
-    "fairseq cfg.model (wav2vec_ctc)",
-    (
-        Decided("w2v_args", "the pre-trained encoder's config, translated by its own table"),
-        Translated("final_dropout", PROBABILITY, "final_dropout", 0.0),
-        Translated("apply_mask", boolean, None, False),
-        Checked(
-            "blank_weight",
-            (0.0,),
-            "fairseq adds it to the blank logit at inference; transformers cannot",
-            0.0,
-            number(-1e9, 1e9),
-        ),
-        Ignored("blank_mode", "how blank_weight (checked to be 0) is applied"),
-        Checked(
-            "layer_type",
-            ("transformer", None),
-            "transformers has transformer layers only",
-            None,
-            optional(one_of("transformer", "conformer", "trf_adp")),
-        ),
-        Translated("normalize", boolean, None, False),
-        Ignored("w2v_path", "where fine-tuning loaded the pre-trained weights from; the checkpoint holds them"),
-        Ignored(
-            "no_pretrained_weights",
-            "whether fine-tuning started from the pre-trained weights; the checkpoint holds them",
-        ),
-        Ignored("data", "the training data directory"),
-        *ignore_all(
-            (
-                "dropout_input",
-                "dropout",
-                "attention_dropout",
-                "activation_dropout",
-                "layerdrop",
-                "mask_length",
-                "mask_prob",
-                "mask_channel_length",
-                "mask_channel_prob",
-                "checkpoint_activations",
-                "adp_num",
-                "adp_dim",
-                "adp_act_fn",
-                "adp_trf_idx",
-            ),
-            "copied into the pre-trained encoder's config when fine-tuning started; " + FROM_ENCODER_CONFIG,
-        ),
-        *ignore_all(MASKING_FIELDS, MASKING_DETAIL),
-        *ignore_all(
-            (
-                "freeze_finetune_updates",
-                "feature_grad_mult",
-                "drop_path",
-                "update_alibi",
-                "offload_activations",
-                "min_params_to_wrap",
-                "ddp_backend",
-                "zero_mask",
-                "load_ema",
-                "layer_decay",
-                "freeze_regex",
-            ),
-            TRAINING_ONLY,
-        ),
-    ),
-)
-"""fairseq's ``Wav2Vec2CtcConfig``: the fine-tuning wrapper around the pre-trained encoder."""
-
 
 def _encoder_kwargs(encoder: Translation, *, masking: bool) -> dict[str, Any]:
     values = encoder.values
@@ -173,18 +92,14 @@ def _encoder_kwargs(encoder: Translation, *, masking: bool) -> dict[str, Any]:
 
 def translate_config(meta: Mapping[str, Any], layout: Layout, *, ctc: bool) -> Result[TranslatedConfig, BadConfig]:
     """fairseq's data2vec-audio config (plain containers, omegaconf or ``args``) -> ``Data2VecAudioConfig``."""
+    if ctc:
+        return fine_tuned(meta, FINE_TUNED_ENCODER).bind(
+            lambda both: _build(FINE_TUNED_ENCODER.section, both[1], both[0], layout)
+        )
     model = fairseq_model_config(meta)
     if model is None:
         return Failure(BadConfig("checkpoint", "cfg.model", "a fairseq config (cfg or args); or pass --config", "none"))
-    if not ctc:
-        return translate(PRETRAINED, model).bind(lambda enc: _build(PRETRAINED.section, enc, None, layout))
-    if get(model, "w2v_args", None) is None:
-        return Failure(BadConfig(FINE_TUNING.section, "w2v_args", "the pre-trained encoder's config", "missing"))
-    return translate(FINE_TUNING, model).bind(
-        lambda outer: translate(FINE_TUNED_ENCODER, fairseq_encoder_config(meta)).bind(
-            lambda enc: _build(FINE_TUNED_ENCODER.section, enc, outer, layout)
-        )
-    )
+    return translate(PRETRAINED, model).bind(lambda enc: _build(PRETRAINED.section, enc, None, layout))
 
 
 def _build(
@@ -195,14 +110,11 @@ def _build(
     bad = layout_agrees(section, layout, kwargs, "w2v_encoder.w2v_model." if outer is not None else "")
     if bad is not None:
         return Failure(bad)
-    ignored = encoder.ignored
-    if outer is not None:
-        if CTC_HEAD not in layout:
-            return Failure(BadConfig("checkpoint", CTC_HEAD, "a CTC projection (fine-tuned checkpoint)", "missing"))
-        # fairseq's CTC blank is <s> (index 0); transformers' is the pad token: the ids follow that swap
-        kwargs.update(outer.kwargs, vocab_size=layout[CTC_HEAD][0], pad_token_id=0, bos_token_id=1, eos_token_id=2)
-        ignored = outer.ignored + ignored
-    return Success(TranslatedConfig(Data2VecAudioConfig(**kwargs), ignored))
+    if outer is None:
+        return Success(TranslatedConfig(Data2VecAudioConfig(**kwargs), encoder.ignored))
+    return ctc_head_kwargs(outer, layout).map(
+        lambda head: TranslatedConfig(Data2VecAudioConfig(**{**kwargs, **head}), outer.ignored + encoder.ignored)
+    )
 
 
 def encoder_rules(meta: Mapping[str, Any]) -> Transform:

@@ -1,0 +1,82 @@
+"""fairseq HuBERT: pre-trained -> ``HubertModel``, fine-tuned (CTC) -> ``HubertForCTC``.
+
+The pre-training heads (``final_proj`` onto the label embeddings,
+``label_embs_concat``) are skipped with the reason; the label dictionaries in
+``task_state`` are read as inert data and not needed. A stacked positional conv
+and conformer layers are refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from returns.result import Failure, Result, Success
+from transformers import HubertConfig, HubertForCTC, HubertModel, PretrainedConfig
+
+from wmap.config_fields import ConfigTable, Translated, Translation, boolean, ignore_all, translate
+from wmap.errors import BadConfig
+from wmap.fairseq import encoder_config_kwargs, fairseq_model_config, layout_agrees, wav2vec2_encoder_fields
+from wmap.models.base import ModelSpec, TranslatedConfig, shipped
+from wmap.models.ctc_processor import ctc_processor, feature_extractor_writer
+from wmap.models.wav2vec2 import ONE_POS_CONV, ctc_rules, encoder_rules, fine_tuned_config
+from wmap.pipeline import first_match, seq
+from wmap.transforms import Layout, Transform, route_weight_norm, skip
+
+FIELDS = (
+    *wav2vec2_encoder_fields(pos_conv_depth=ONE_POS_CONV),
+    Translated("conv_pos_batch_norm", boolean, "conv_pos_batch_norm", False),
+    *ignore_all(("label_rate", "untie_final_proj", "skip_masked", "skip_nomask"), "HuBERT's pre-training objective"),
+)
+"""fairseq's ``HubertConfig``: wav2vec 2.0's encoder fields, the batch-norm positional conv, the objective."""
+
+PRETRAINED = ConfigTable("fairseq cfg.model (hubert)", FIELDS)
+FINE_TUNED_ENCODER = ConfigTable("fairseq cfg.model.w2v_args.model (hubert)", FIELDS)
+
+FIXED = {"feat_proj_layer_norm": True}
+"""fairseq's HuBERT normalises the features before projecting them (its top-level ``layer_norm``)."""
+
+
+def pretrained_config(meta: Mapping[str, Any], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
+    model = fairseq_model_config(meta)
+    if model is None:
+        return Failure(BadConfig("checkpoint", "cfg.model", "a fairseq config (cfg or args); or pass --config", "none"))
+
+    def built(read: Translation) -> Result[TranslatedConfig, BadConfig]:
+        kwargs = {**encoder_config_kwargs(read), **FIXED}
+        wrong = layout_agrees(PRETRAINED.section, layout, kwargs)
+        return Failure(wrong) if wrong else Success(TranslatedConfig(HubertConfig(**kwargs), read.ignored))
+
+    return translate(PRETRAINED, model).bind(built)
+
+
+PRETRAINING_HEADS = (
+    skip("final_proj", "HuBERT pre-training projection onto the label embeddings; HubertModel has none"),
+    skip("label_embs_concat", "HuBERT pre-training label embeddings; HubertModel has none"),
+)
+
+
+def pretrained_pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
+    return seq(first_match("hubert", (*encoder_rules(config, "HubertModel"), *PRETRAINING_HEADS)), route_weight_norm())
+
+
+HUBERT = ModelSpec(
+    **shipped("hubert"),
+    config_class=HubertConfig,
+    config_from_checkpoint=pretrained_config,
+    pipeline=pretrained_pipeline,
+    model_class=HubertModel,
+    extras=feature_extractor_writer,
+)
+
+HUBERT_CTC = ModelSpec(
+    **shipped("hubert_ctc"),
+    config_class=HubertConfig,
+    config_from_checkpoint=lambda meta, layout: fine_tuned_config(
+        meta, layout, FINE_TUNED_ENCODER, HubertConfig, **FIXED
+    ),
+    pipeline=lambda config, meta: ctc_rules(config, "hubert", "HubertForCTC", PRETRAINING_HEADS),
+    model_class=HubertForCTC,
+    extras=ctc_processor,
+    takes_file="--dict: the fine-tuning dictionary (dict.ltr.txt) where task_state lacks it",
+)

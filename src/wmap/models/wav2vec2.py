@@ -1,0 +1,189 @@
+"""fairseq wav2vec 2.0: pre-trained -> ``Wav2Vec2ForPreTraining``, fine-tuned (CTC) -> ``Wav2Vec2ForCTC``.
+
+Both styles of encoder convert: base (group-norm extractor, post-LN) and large /
+XLS-R (layer-norm extractor, conv bias, ``layer_norm_first``). What transformers'
+Wav2Vec2 cannot represent is refused: a stacked positional conv (``pos_conv_depth
+> 1``), conformer layers, a quantizer other than one gumbel layer over the
+features, a GLU on the targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from returns.result import Failure, Result, Success
+from transformers import PretrainedConfig, Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2ForPreTraining
+
+from wmap.config_fields import (
+    Checked,
+    ConfigTable,
+    Ignored,
+    Translated,
+    Translation,
+    boolean,
+    integer,
+    number,
+    translate,
+)
+from wmap.errors import BadConfig
+from wmap.fairseq import (
+    PRETRAINING_HEADS,
+    ctc_head_kwargs,
+    encoder_config_kwargs,
+    fairseq_model_config,
+    fine_tuned,
+    layout_agrees,
+    wav2vec2_encoder_fields,
+    wav2vec2_encoder_rules,
+)
+from wmap.models.base import ModelSpec, TranslatedConfig, shipped
+from wmap.models.ctc_processor import ctc_processor
+from wmap.pipeline import first_match, scoped, seq
+from wmap.transforms import EXACT, PARAMS, Layout, Transform, refuse, rename, route_weight_norm
+
+ONE_POS_CONV = Checked(
+    "pos_conv_depth",
+    (1,),
+    "transformers' wav2vec2-family encoders have one weight-norm positional conv",
+    1,
+    integer(1, 64),
+)
+
+
+def encoder_fields(*, pretraining: bool) -> tuple[Any, ...]:
+    """fairseq's ``Wav2Vec2Config``: for pre-training the quantizer's fields are translated (the target
+    has the quantizer), else they belong to the objective the fine-tuned encoder no longer has."""
+    if not pretraining:
+        return wav2vec2_encoder_fields(pos_conv_depth=ONE_POS_CONV)
+    return wav2vec2_encoder_fields(
+        pos_conv_depth=ONE_POS_CONV,
+        final_dim=Translated("final_dim", integer(0, 65536), None, 0),
+        latent_vars=Translated("latent_vars", integer(1, 65536), "num_codevectors_per_group", 320),
+        latent_groups=Translated("latent_groups", integer(1, 64), "num_codevector_groups", 2),
+        latent_dim=Translated("latent_dim", integer(0, 65536), None, 0),
+        latent_temp=Ignored(
+            "latent_temp", "the gumbel temperature schedule: training only (in eval the quantizer takes the argmax)"
+        ),
+        num_negatives=Translated("num_negatives", integer(0, 100_000), "num_negatives", 100),
+        logit_temp=Translated("logit_temp", number(1e-6, 1e6), "contrastive_logits_temperature", 0.1),
+        quantize_targets=Checked(
+            "quantize_targets", (True,), "Wav2Vec2ForPreTraining always quantizes its targets", False, boolean
+        ),
+        quantize_input=Checked(
+            "quantize_input", (False,), "Wav2Vec2ForPreTraining quantizes targets only", False, boolean
+        ),
+        target_glu=Checked("target_glu", (False,), "Wav2Vec2ForPreTraining has no GLU on its targets", False, boolean),
+        quantizer_depth=Checked(
+            "quantizer_depth", (1,), "Wav2Vec2ForPreTraining's quantizer is one linear layer", 1, integer(1, 64)
+        ),
+    )
+
+
+PRETRAINED = ConfigTable("fairseq cfg.model (wav2vec2)", encoder_fields(pretraining=True))
+FINE_TUNED_ENCODER = ConfigTable("fairseq cfg.model.w2v_args.model (wav2vec2)", encoder_fields(pretraining=False))
+
+
+def _pretraining_kwargs(read: Translation) -> dict[str, Any]:
+    values = read.values
+    final_dim = values["final_dim"] or read.kwargs["hidden_size"]
+    return {
+        "codevector_dim": values["latent_dim"] or final_dim,
+        "proj_codevector_dim": final_dim,
+    }
+
+
+def pretrained_config(meta: Mapping[str, Any], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
+    model = fairseq_model_config(meta)
+    if model is None:
+        return Failure(BadConfig("checkpoint", "cfg.model", "a fairseq config (cfg or args); or pass --config", "none"))
+
+    def built(read: Translation) -> Result[TranslatedConfig, BadConfig]:
+        kwargs = {**encoder_config_kwargs(read), **_pretraining_kwargs(read)}
+        wrong = layout_agrees(PRETRAINED.section, layout, kwargs)
+        return Failure(wrong) if wrong else Success(TranslatedConfig(Wav2Vec2Config(**kwargs), read.ignored))
+
+    return translate(PRETRAINED, model).bind(built)
+
+
+def fine_tuned_config(
+    meta: Mapping[str, Any], layout: Layout, table: ConfigTable, config_class: type[PretrainedConfig], **fixed: Any
+) -> Result[TranslatedConfig, BadConfig]:
+    """A fine-tuned (CTC) fairseq wav2vec2-style checkpoint's config: the encoder's from ``table``, the
+    CTC head's from the wrapper; shared by wav2vec2 and HuBERT."""
+
+    def built(outer: Translation, encoder: Translation) -> Result[TranslatedConfig, BadConfig]:
+        kwargs = {**encoder_config_kwargs(encoder), **fixed}
+        if not outer.values["apply_mask"]:  # fine-tuned without masking: off (the embedding keeps its place)
+            kwargs["apply_spec_augment"] = False
+        wrong = layout_agrees(table.section, layout, kwargs, "w2v_encoder.w2v_model.")
+        if wrong is not None:
+            return Failure(wrong)
+        return ctc_head_kwargs(outer, layout).map(
+            lambda head: TranslatedConfig(config_class(**{**kwargs, **head}), outer.ignored + encoder.ignored)
+        )
+
+    return fine_tuned(meta, table).bind(lambda both: built(*both))
+
+
+STACKED = "a stack of positional convs (fairseq pos_conv_depth > 1); {target} has one weight-norm conv"
+
+
+def encoder_rules(config: PretrainedConfig, target: str) -> tuple[Transform, ...]:
+    """The encoder's rules (:func:`wmap.fairseq.wav2vec2_encoder_rules`) and the refusal of a stacked
+    positional conv, whose keys (``encoder.pos_conv.N.0``) the single conv's rule does not take."""
+    return (*wav2vec2_encoder_rules(config), refuse("encoder.pos_conv", STACKED.format(target=target)))
+
+
+QUANTIZER = (
+    rename("quantizer.vars", "quantizer.codevectors", EXACT),
+    rename("quantizer.weight_proj", "quantizer.weight_proj", PARAMS),
+    rename("project_q", "project_q", PARAMS),
+    rename("final_proj", "project_hid", PARAMS),
+)
+"""wav2vec 2.0's pre-training heads, which Wav2Vec2ForPreTraining has at its top level."""
+
+
+def pretraining_pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
+    """Pre-trained checkpoint -> Wav2Vec2ForPreTraining: the encoder under ``wav2vec2.``, heads on top."""
+    return seq(
+        first_match(
+            "wav2vec2 pre-training",
+            (*QUANTIZER, scoped("", "wav2vec2", first_match("wav2vec2", encoder_rules(config, "Wav2Vec2")))),
+        ),
+        route_weight_norm(),
+    )
+
+
+def ctc_rules(
+    config: PretrainedConfig, base: str, target: str, heads: tuple[Transform, ...] = PRETRAINING_HEADS
+) -> Transform:
+    """Fine-tuned checkpoint -> a wav2vec2-family ``...ForCTC``: the encoder under ``base``, ``lm_head``;
+    the pre-training ``heads`` a fine-tuned file may still carry are skipped."""
+    encoder = first_match(target, (*encoder_rules(config, target), *heads))
+    return seq(
+        first_match(
+            f"{target} CTC",
+            (rename("w2v_encoder.proj", "lm_head", PARAMS), scoped("w2v_encoder.w2v_model", base, encoder)),
+        ),
+        route_weight_norm(),
+    )
+
+
+WAV2VEC2 = ModelSpec(
+    **shipped("wav2vec2"),
+    config_class=Wav2Vec2Config,
+    config_from_checkpoint=pretrained_config,
+    pipeline=pretraining_pipeline,
+    model_class=Wav2Vec2ForPreTraining,
+)
+
+WAV2VEC2_CTC = ModelSpec(
+    **shipped("wav2vec2_ctc"),
+    config_class=Wav2Vec2Config,
+    config_from_checkpoint=lambda meta, layout: fine_tuned_config(meta, layout, FINE_TUNED_ENCODER, Wav2Vec2Config),
+    pipeline=lambda config, meta: ctc_rules(config, "wav2vec2", "Wav2Vec2"),
+    model_class=Wav2Vec2ForCTC,
+    extras=ctc_processor,
+    takes_file="--dict: the fine-tuning dictionary (dict.ltr.txt) where task_state lacks it",
+)

@@ -1,0 +1,59 @@
+"""wav2vec2: a fairseq wav2vec 2.0 pre-training checkpoint -> Wav2Vec2ForPreTraining, in parity with fairseq."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import Wav2Vec2ForPreTraining
+
+from tests.helpers import load_pretrained_strictly
+from wmap.conversion import convert, preview
+from wmap.errors import BadConfig
+
+pytestmark = pytest.mark.parity
+
+
+@pytest.mark.parametrize(
+    "style",
+    [
+        {"extractor_mode": "default", "layer_norm_first": False},
+        {"extractor_mode": "layer_norm", "layer_norm_first": True, "conv_bias": True, "latent_dim": 6},
+    ],
+)
+def test_wav2vec2_pretraining_has_parity_with_fairseq(tmp_path: Path, style: dict[str, object]) -> None:
+    """The encoder's features, the projection of its output (``final_proj`` -> ``project_hid``) and the
+    quantized targets (``quantizer`` + ``project_q``, argmax codevectors in eval) as fairseq computes them."""
+    from tests.originals import wav2vec2_pretraining_checkpoint
+
+    original = wav2vec2_pretraining_checkpoint(tmp_path / "w2v.pt", tmp_path, **style)
+    prepared = preview("wav2vec2", tmp_path / "w2v.pt").unwrap()
+    assert prepared.plan.is_clean(), prepared.plan.problems(limit=5)
+    assert not prepared.plan.skipped
+    out = convert("wav2vec2", tmp_path / "w2v.pt", tmp_path / "hf").unwrap()  # no --config
+    ported = load_pretrained_strictly(Wav2Vec2ForPreTraining, out)
+    x = torch.randn(2, 4000)
+    with torch.no_grad():
+        theirs = original.extract_features(x, padding_mask=None, mask=False)["x"]
+        features = original.layer_norm(original.feature_extractor(x).transpose(1, 2))
+        their_targets = original.project_q(original.quantizer(features, produce_targets=False)["x"])
+        encoded = ported.wav2vec2(x)
+        ours = encoded.last_hidden_state
+        our_targets = ported.project_q(ported.quantizer(encoded.extract_features)[0])
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+    torch.testing.assert_close(ported.project_hid(ours), original.final_proj(theirs), rtol=0, atol=1e-5)
+    torch.testing.assert_close(our_targets, their_targets, rtol=0, atol=1e-5)
+    assert their_targets.abs().sum() > 0
+
+
+def test_a_quantizer_the_target_cannot_hold_is_refused(tmp_path: Path) -> None:
+    from tests.originals import wav2vec2_pretraining_checkpoint
+
+    wav2vec2_pretraining_checkpoint(tmp_path / "w2v.pt", tmp_path)
+    meta = torch.load(tmp_path / "w2v.pt", weights_only=False)
+    for field, value in (("quantizer_depth", 2), ("quantize_input", True), ("pos_conv_depth", 3)):
+        odd = {**meta, "cfg": {**meta["cfg"], "model": {**meta["cfg"]["model"], field: value}}}
+        torch.save(odd, tmp_path / "odd.pt")
+        error = preview("wav2vec2", tmp_path / "odd.pt").failure()
+        assert isinstance(error, BadConfig) and error.key == field, error
