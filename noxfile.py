@@ -17,10 +17,21 @@ def _drop_torchaudio(session: nox.Session) -> None:
     session.run("python", "-m", "pip", "uninstall", "-y", "-q", "torchaudio")
 
 
+OPENAI_WHISPER = "openai-whisper==20250625"
+
+
+def _install_whisper(session: nox.Session) -> None:
+    """openai-whisper without its declared dependencies: they include triton (a GPU compiler, several
+    hundred MB, useless on CPU) and an unpinned torch that would replace the pinned CPU build. What
+    it imports (numba, tiktoken, more-itertools, tqdm) comes with the ``originals`` extra."""
+    session.install("--no-deps", OPENAI_WHISPER)
+
+
 @nox.session(python="3.11")
 def tests(session: nox.Session) -> None:
     """Unit, property, CLI and parity tests (parity builds the original implementations)."""
     session.install(*CONSTRAINTS, "-e", ".[originals,dev]")
+    _install_whisper(session)
     _drop_torchaudio(session)
     session.run("pytest", "-q", *session.posargs)
 
@@ -43,5 +54,6 @@ def lint(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Planning and conversion benchmarks against the seed-style and raw-copy baselines."""
     session.install(*CONSTRAINTS, "-e", ".[originals,dev]")
+    _install_whisper(session)
     _drop_torchaudio(session)
     session.run("python", "benchmarks/run.py", *session.posargs)

@@ -162,7 +162,28 @@ def _ctc(family: str) -> dict[str, Any]:
     )
 
 
+# openai-whisper base (whisper/__init__.py's published "base" checkpoint dims).
+WHISPER_BASE: dict[str, int] = {
+    "n_mels": 80,
+    "n_audio_ctx": 1500,
+    "n_audio_state": 512,
+    "n_audio_head": 8,
+    "n_audio_layer": 6,
+    "n_vocab": 51865,
+    "n_text_ctx": 448,
+    "n_text_state": 512,
+    "n_text_head": 8,
+    "n_text_layer": 6,
+}
+
+
+def whisper() -> dict[str, Any]:
+    model = originals.whisper_original(WHISPER_BASE)
+    return _entry("openai-whisper base (Whisper(ModelDimensions))", model.state_dict(), {"dims": WHISPER_BASE})
+
+
 BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
+    "whisper": whisper,
     "wav2vec2": lambda: _saved(
         lambda path, data: originals.wav2vec2_pretraining_checkpoint(path, data, **WAV2VEC2_BASE),
         "fairseq wav2vec 2.0 base pre-training",

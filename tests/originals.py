@@ -626,3 +626,27 @@ def hubert_checkpoint(path: Path, data_dir: Path, **overrides: Any) -> Any:
         str(path),
     )
     return model.eval()
+
+
+# --- openai-whisper ------------------------------------------------------------------------------
+
+
+def whisper_original(dims: dict[str, int]) -> Any:
+    """openai's ``Whisper`` with random weights (its encoder's sinusoids as openai computes them)."""
+    from whisper.model import ModelDimensions, Whisper
+
+    model = Whisper(ModelDimensions(**dims))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("ln.weight") or "_ln." in name or name.endswith("ln_post.weight"):
+                param.uniform_(0.5, 1.5)
+            else:
+                param.normal_(0.0, 0.2)
+    return model.eval()
+
+
+def save_whisper_checkpoint(path: Path, model: Any, dtype: torch.dtype = torch.float16) -> Path:
+    """As openai's released checkpoints: ``dims`` and a float16 ``model_state_dict``."""
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    torch.save({"dims": dataclasses.asdict(model.dims), "model_state_dict": state}, path)
+    return path

@@ -366,3 +366,31 @@ def test_sigterm_and_sighup_while_writing_leave_only_what_was_there(tmp_path: Pa
 
 
 EXIT_INTERRUPTED_CODE = 130
+
+
+def test_export_and_preview_reverse_through_the_command(tmp_path: Path) -> None:
+    """openai-whisper's real names and shapes (the bundled base layout, random values) there and back."""
+    state, meta = reference_state("whisper")
+    torch.save({**meta, "model_state_dict": state}, tmp_path / "base.pt")
+    hf = tmp_path / "hf"
+    assert wmap("convert", "whisper", str(tmp_path / "base.pt"), str(hf)).returncode == 0
+    shown = wmap("preview", "--reverse", "whisper", str(hf))
+    assert shown.returncode == 0 and "clean" in shown.stdout, shown.stdout + shown.stderr
+    assert json.loads(wmap("preview", "--reverse", "whisper", str(hf), "--json").stdout)["clean"]
+    out = tmp_path / "back.pt"
+    done = wmap("export", "whisper", str(hf), str(out))
+    assert done.returncode == 0 and out.is_file(), done.stderr
+    back = torch.load(out, weights_only=True)
+    assert back["dims"] == meta["dims"] and all(torch.equal(back["model_state_dict"][k], v) for k, v in state.items())
+
+    again = wmap("export", "whisper", str(hf), str(out))
+    assert again.returncode == 2 and "--overwrite" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+    assert wmap("export", "whisper", str(hf), str(out), "--overwrite").returncode == 0
+    assert not list(tmp_path.glob(".back.pt.wmap-*"))
+    one_way = wmap("export", "distilhubert", str(hf), str(tmp_path / "x.pt"))
+    assert one_way.returncode == 2 and "one way only" in one_way.stderr and not (tmp_path / "x.pt").exists()
+    no_dir = wmap("preview", "--reverse", "whisper")
+    assert no_dir.returncode == 2 and "HF_DIR" in no_dir.stderr
+    inside = wmap("export", "whisper", str(hf), str(hf / "model.safetensors"), "--overwrite")
+    assert inside.returncode == 2 and "the input" in inside.stderr
+    assert (hf / "model.safetensors").stat().st_size > 1000

@@ -1,4 +1,4 @@
-"""The ``wmap`` command: ``models``, ``preview`` (dry run), ``convert`` and ``verify``, on the library only.
+"""The ``wmap`` command: ``models``, ``preview`` (dry run), ``convert``, ``export`` and ``verify``, on the library only.
 
 Exit codes: 0 success / clean plan; 1 plan not clean or conversion refused;
 2 bad usage or unreadable input. Errors are one line, never a traceback.
@@ -60,11 +60,31 @@ def _models(_: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _preview_reverse(args: argparse.Namespace) -> int:
+    from wmap.conversion import preview_reverse
+    from wmap.render import print_plan
+
+    if args.checkpoint is None:
+        print("wmap: error: preview --reverse needs HF_DIR, the directory to export", file=sys.stderr)
+        return EXIT_INPUT
+    result = preview_reverse(args.model, args.checkpoint)
+    if isinstance(result, Failure):
+        return _fail(result.failure())
+    plan = result.unwrap().plan
+    if args.json:
+        print(json.dumps(plan.to_json(), indent=2))
+    else:
+        print_plan(plan, _console(), title=f"{args.model} (original) ← {args.checkpoint}")
+    return EXIT_OK if plan.is_clean() else EXIT_REFUSED
+
+
 def _preview(args: argparse.Namespace) -> int:
     from wmap.conversion import preview
     from wmap.render import print_ignored_fields, print_plan
 
     _quiet_transformers()
+    if args.reverse:
+        return _preview_reverse(args)
     result = preview(args.model, args.checkpoint, args.config)
     if isinstance(result, Failure):
         return _fail(result.failure())
@@ -125,6 +145,33 @@ def _convert(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _export(args: argparse.Namespace) -> int:
+    import torch
+
+    from wmap.conversion import export
+    from wmap.plan import Accept
+    from wmap.render import print_plan
+
+    _quiet_transformers()
+    accept = Accept(unrecoverable=frozenset(args.accept_unrecoverable))
+    result = export(
+        args.model,
+        args.hf_dir,
+        args.out_file,
+        overwrite=args.overwrite,
+        accept=accept,
+        dtype=getattr(torch, args.dtype) if args.dtype else None,
+    )
+    if isinstance(result, Failure):
+        error = result.failure()
+        plan = getattr(error, "plan", None)
+        if plan is not None:
+            print_plan(plan, _console(stderr=True), title=f"{args.model}: export refused")
+        return _fail(error)
+    print(f"wrote {visible(str(result.unwrap()))}")
+    return EXIT_OK
+
+
 def _verify(args: argparse.Namespace) -> int:
     from wmap.conversion import verify
 
@@ -157,6 +204,11 @@ def parser() -> argparse.ArgumentParser:
     pre.add_argument("checkpoint", nargs="?", help="checkpoint file; default: the bundled reference layout")
     pre.add_argument("--config", help="a transformers config JSON to use instead of the translated one")
     pre.add_argument("--json", action="store_true", help="print the plan as JSON")
+    pre.add_argument(
+        "--reverse",
+        action="store_true",
+        help="the plan of `wmap export`: CHECKPOINT is a transformers directory, mapped back to the original",
+    )
     pre.set_defaults(run=_preview)
 
     con = verbs.add_parser("convert", help="convert a checkpoint into a save_pretrained directory")
@@ -181,6 +233,21 @@ def parser() -> argparse.ArgumentParser:
         "wav2vec2_mbart, the sentencepiece model",
     )
     con.set_defaults(run=_convert)
+
+    exp = verbs.add_parser("export", help="a transformers directory back into the original's own format")
+    exp.add_argument("model")
+    exp.add_argument("hf_dir")
+    exp.add_argument("out_file")
+    exp.add_argument("--overwrite", action="store_true", help="replace an existing OUT_FILE")
+    exp.add_argument("--dtype", choices=DTYPES, help="cast floating tensors (default: the directory's dtype)")
+    exp.add_argument(
+        "--accept-unrecoverable",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="export without KEY, a key of the original the directory cannot give back (repeat for each)",
+    )
+    exp.set_defaults(run=_export)
 
     ver = verbs.add_parser("verify", help="check a converted directory's tensors against the source checkpoint")
     ver.add_argument("model")

@@ -20,7 +20,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 
 from wmap.apply import apply_plan, load_into
 from wmap.config_fields import IgnoredField
-from wmap.errors import BadConfig, UnreadableCheckpoint, WmapError, WrongFamily
+from wmap.errors import BadConfig, TensorMismatch, UnreadableCheckpoint, WmapError, WrongFamily
 from wmap.io import (
     DEFAULT_MAX_SHARD_SIZE,
     Checkpoint,
@@ -29,17 +29,20 @@ from wmap.io import (
     holds_none_of,
     mapped_file,
     read_checkpoint,
+    read_directory_source,
     read_small_text,
     read_source,
     read_weights,
     save_pretrained_streaming,
     write_directory_atomically,
+    write_file_atomically,
 )
 from wmap.layout import Kinds, build_on_meta, kinds_of, layout_of
-from wmap.models.base import ModelSpec, TranslatedConfig, Writer
+from wmap.models.base import Exporter, ModelSpec, TranslatedConfig, Writer
 from wmap.plan import NO_EXCEPTIONS, Accept, MappingPlan
-from wmap.planner import make_plan
+from wmap.planner import make_plan, reverse_plan
 from wmap.registry import Registry, resolve
+from wmap.reverse import reverse, tied_primary
 from wmap.transforms import Layout, Transform
 
 _T = TypeVar("_T")
@@ -379,4 +382,124 @@ def verify(
 
     return widen(resolve(model, registry)).bind(
         lambda spec: widen(read_checkpoint(checkpoint)).bind(lambda source: checked(spec, source))
+    )
+
+
+# --- the way back ---------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class PreparedReverse:
+    """Everything an export decides before any tensor is read: the transformers config, the
+    reversed rules, the original's layout and metadata, and the reverse plan."""
+
+    spec: ModelSpec
+    exporter: Exporter
+    config: PretrainedConfig
+    pipeline: Transform
+    meta: Mapping[str, Any]
+    plan: MappingPlan
+
+
+def _exporter(spec: ModelSpec) -> Result[Exporter, WmapError]:
+    if spec.export is None:
+        expected = "a family with a way back (whisper; encodec_24khz/32khz/48khz)"
+        return Failure(BadConfig(spec.name, "export", expected, f"{spec.name} converts one way only"))
+    return Success(spec.export)
+
+
+def prepare_reverse(spec: ModelSpec, hf_dir: str | os.PathLike[str]) -> Result[PreparedReverse, WmapError]:
+    """The reverse plan of ``hf_dir`` (a ``save_pretrained`` directory, one file or shards) back to
+    the family's original format: the forward rules reversed (:func:`wmap.reverse.reverse`),
+    checked against the names and shapes the original's code has for the directory's config."""
+    directory = Path(hf_dir)
+    config_file = directory / "config.json"
+
+    def planned(exporter: Exporter, translated: TranslatedConfig) -> Result[PreparedReverse, WmapError]:
+        config = translated.config
+        return widen(reverse(spec.pipeline(config, {}))).bind(
+            lambda pipeline: widen(exporter.original(config)).bind(
+                lambda original: widen(read_directory_source(directory)).map(
+                    lambda source: PreparedReverse(
+                        spec,
+                        exporter,
+                        config,
+                        pipeline,
+                        original[1],
+                        reverse_plan(pipeline, source.layout, original[0], kinds=source.kinds),
+                    )
+                )
+            )
+        )
+
+    return _exporter(spec).bind(
+        lambda exporter: widen(resolve_config(spec, {}, {}, config_file)).bind(
+            lambda translated: planned(exporter, translated)
+        )
+    )
+
+
+def preview_reverse(
+    model: Family, hf_dir: str | os.PathLike[str], *, registry: Registry | None = None
+) -> Result[PreparedReverse, WmapError]:
+    """The dry run of an export: the reverse plan, from the directory's config and safetensors headers."""
+    return widen(resolve(model, registry)).bind(lambda spec: prepare_reverse(spec, hf_dir))
+
+
+def _tied_copies_equal(prepared: PreparedReverse, weights: Checkpoint) -> Result[Checkpoint, WmapError]:
+    """A tied copy the directory holds (``proj_out``) must equal its primary: the original holds one
+    tensor, so a fine-tune that untied them cannot go back without losing one."""
+    for item in prepared.plan.skipped:
+        primary = tied_primary(prepared.pipeline, item.key)
+        if primary is None or primary not in weights.tensors or item.key not in weights.tensors:
+            continue
+        if not torch.equal(weights.tensors[item.key], weights.tensors[primary]):
+            expected = f"equal to {primary} (tied: the original holds one tensor)"
+            return Failure(TensorMismatch(item.key, expected, "a different tensor (the two were untied)"))
+    return Success(weights)
+
+
+def export(
+    model: Family,
+    hf_dir: str | os.PathLike[str],
+    out_file: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    accept: Accept = NO_EXCEPTIONS,
+    dtype: torch.dtype | None = None,
+    registry: Registry | None = None,
+) -> Result[Path, WmapError]:
+    """A transformers directory back into the original implementation's own format (``out_file``).
+
+    Refused unless the reverse plan is clean: keys of the original that the directory cannot give
+    back (the forward direction skipped them) are ``unrecoverable`` and must be named in
+    ``accept.unrecoverable`` to export without them. Tensors keep the directory's dtype unless
+    ``dtype`` is given. The file is written atomically and never replaces one without ``overwrite``.
+    """
+
+    def written(prepared: PreparedReverse) -> Result[Path, WmapError]:
+        return widen(prepared.plan.result(accept)).bind(
+            lambda plan: (
+                widen(read_weights(hf_dir))
+                .bind(lambda weights: _tied_copies_equal(prepared, weights))
+                .bind(
+                    lambda weights: widen(apply_plan(plan, weights.tensors, accept=accept, dtype=dtype)).bind(
+                        lambda state: widen(
+                            write_file_atomically(
+                                out_file,
+                                lambda path: torch.save(prepared.exporter.container(state, prepared.meta), path),
+                                overwrite=overwrite,
+                                protect=(hf_dir,),
+                            )
+                        )
+                    )
+                )
+            )
+        )
+
+    return (
+        widen(resolve(model, registry))
+        .bind(lambda spec: _exporter(spec).map(lambda _: spec))
+        .bind(lambda spec: prepare_reverse(spec, hf_dir))
+        .bind(written)
     )

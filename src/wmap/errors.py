@@ -105,6 +105,21 @@ class BadConfig(Error):
         return f"{self.source}: config {self.key!r} is {self.found}; expected {self.expected}"
 
 
+@attrs.frozen(auto_exc=False)
+class NotInvertible(Error):
+    """A pipeline holds a transform that declares no inverse, so it cannot be reversed."""
+
+    transform: str
+    kind: str
+
+    @property
+    def message(self) -> str:
+        return (
+            f"cannot reverse the rules: {self.kind} {self.transform!r} declares no inverse "
+            "(give it an inverse() method that returns the transform undoing it)"
+        )
+
+
 @attrs.frozen(repr=False, auto_exc=False)
 class PlanNotClean(Error):
     """The plan has problems and the caller did not accept them."""
@@ -163,6 +178,7 @@ WmapError: TypeAlias = typing.Union[  # noqa: UP007 - documented for help()
     WrongFamily,
     BadConfig,
     PlanNotClean,
+    NotInvertible,
     TensorMismatch,
     LoadFailed,
     OutputRefused,

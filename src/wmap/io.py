@@ -42,8 +42,9 @@ from wmap.transforms import Layout
 
 _T = TypeVar("_T")
 
-CONTAINER_KEYS = ("best_state", "model", "state_dict", "Distiller")
-"""Where the state dict lives in the containers we know: EnCodec, fairseq, lightning-style, s3prl."""
+CONTAINER_KEYS = ("best_state", "model", "state_dict", "Distiller", "model_state_dict")
+"""Where the state dict lives in the containers we know: EnCodec, fairseq, lightning-style, s3prl,
+openai-whisper."""
 
 EXPECTED = "a safetensors file or a torch checkpoint (.pt/.ckpt/.bin) holding a state dict"
 
@@ -628,6 +629,11 @@ class _ShardedTensors(Mapping[str, torch.Tensor]):
         self._map = dict(weight_map)
         self._open: dict[str, Any] = {}
 
+    @property
+    def weight_map(self) -> Mapping[str, str]:
+        """key -> the shard file that holds it."""
+        return self._map
+
     def __getitem__(self, key: str) -> torch.Tensor:
         shard = self._map[key]
         handle = self._open.get(shard)
@@ -665,6 +671,28 @@ def read_weights(directory: str | os.PathLike[str]) -> Result[Checkpoint, Unread
     except (OSError, ValueError, KeyError, TypeError, SafetensorError) as error:
         return Failure(UnreadableCheckpoint(str(index), "a sharded safetensors index", str(error)[:200]))
     return Success(Checkpoint(str(where), _ShardedTensors(where, weight_map), {}))
+
+
+def read_directory_source(directory: str | os.PathLike[str]) -> Result[Source, UnreadableCheckpoint | UnsafePickle]:
+    """Names, shapes and kinds of a ``save_pretrained`` directory's weights, from the safetensors
+    headers alone (one file or the shards its index names)."""
+    where = Path(directory)
+    if not (where / INDEX).is_file():
+        return read_source(where / "model.safetensors")
+
+    def headers(found: Checkpoint) -> Result[Source, UnreadableCheckpoint | UnsafePickle]:
+        shards = sorted(set(found.tensors.weight_map.values())) if isinstance(found.tensors, _ShardedTensors) else []
+        layout: dict[str, tuple[int, ...]] = {}
+        kinds: dict[str, str] = {}
+        for shard in shards:
+            read = _safetensors_header(str(where / shard))
+            if isinstance(read, Failure):
+                return read
+            layout.update(read.unwrap().layout)
+            kinds.update(read.unwrap().kinds)
+        return Success(Source(layout, kinds, {}))
+
+    return read_weights(where).bind(headers)
 
 
 @contextlib.contextmanager
@@ -716,6 +744,53 @@ def write_directory_atomically(
         .bind(lambda target: holds_none_of(target, protect))
         .bind(lambda target: _write_into(target, write, overwrite=overwrite))
     )
+
+
+def write_file_atomically(
+    out_file: str | os.PathLike[str],
+    write: Callable[[Path], None],
+    *,
+    overwrite: bool = False,
+    protect: tuple[str | os.PathLike[str], ...] = (),
+) -> Result[Path, OutputRefused]:
+    """Call ``write`` on a temporary file beside ``out_file`` and move it into place at the end: an
+    existing file is replaced only with ``overwrite`` (and never when it is one of ``protect``), one
+    that appears meanwhile is not replaced without it, and a failure leaves no file behind. The
+    file gets the umask's permissions, as ``torch.save`` would give it."""
+    target = Path(out_file).absolute()
+    if target.exists() and not overwrite:
+        return Failure(OutputRefused(str(target), "already exists; pass overwrite (--overwrite) to replace it"))
+    if target.is_dir():
+        return Failure(OutputRefused(str(target), "is a directory; name the file to write"))
+    if not target.parent.is_dir():
+        return Failure(OutputRefused(str(target), "its directory does not exist"))
+    real = os.path.realpath(target)
+    for item in protect:  # the file must not replace the input, nor land inside the input directory
+        inside = os.path.realpath(item)
+        if real == inside or real.startswith(inside + os.sep):
+            return Failure(OutputRefused(str(target), f"is, or lies in, the input {item}; write the output elsewhere"))
+    handle, name = tempfile.mkstemp(prefix=f".{target.name[:120]}.wmap-", dir=target.parent)
+    os.close(handle)
+    staging = Path(name)
+    try:
+        write(staging)
+        os.chmod(staging, 0o666 & ~_umask())
+        if overwrite:
+            os.replace(staging, target)
+        else:
+            try:
+                os.link(staging, target)  # never replaces a file that appeared meanwhile
+            except FileExistsError:
+                raise FileExistsError("appeared while writing (another export?); not replaced") from None
+    except BaseException as error:
+        if not isinstance(error, Exception):
+            raise
+        detail = " ".join(str(error).split())
+        return Failure(OutputRefused(str(target), f"could not write output: {type(error).__name__}: {detail}"))
+    finally:
+        with contextlib.suppress(OSError):
+            staging.unlink()
+    return Success(target)
 
 
 def holds_none_of(target: Path, protect: tuple[str | os.PathLike[str], ...]) -> Result[Path, OutputRefused]:

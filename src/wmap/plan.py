@@ -78,6 +78,8 @@ class Accept:
 
     unused: frozenset[str] = frozenset()
     missing: frozenset[str] = frozenset()
+    unrecoverable: frozenset[str] = frozenset()
+    """Keys of the original a reverse plan cannot give back (the forward direction skipped them)."""
 
 
 NO_EXCEPTIONS = Accept()
@@ -97,6 +99,9 @@ class MappingPlan:
     shape_mismatches: tuple[ShapeMismatch, ...]
     unknown_targets: tuple[UnknownTarget, ...]
     ambiguous: tuple[Ambiguity, ...] = ()
+    unrecoverable: tuple[SkippedKey, ...] = ()
+    """Reverse plans: keys of the original that the converted model does not hold (the forward
+    direction skipped or refused them), with the forward reason."""
 
     def problems(self, limit: int | None = None, accept: Accept = NO_EXCEPTIONS) -> list[str]:
         """One line per problem that keeps the plan from being clean (ambiguity is a warning)."""
@@ -104,6 +109,7 @@ class MappingPlan:
         lines += [f"refused {r.key}: {r.reason} ({r.rule})" for r in self.refused]
         lines += [f"unused source key {k}" for k in self.unused if k not in accept.unused]
         lines += [f"missing target key {k}" for k in self.missing if k not in accept.missing]
+        lines += [f"unrecoverable {u.key}: {u.reason}" for u in self.unrecoverable if u.key not in accept.unrecoverable]
         lines += [f"conflict: {c.target} written by {', '.join(c.sources)}" for c in self.conflicts]
         lines += [
             f"shape mismatch {m.source} {list(m.source_shape)} -> {m.target} {list(m.target_shape)}"
@@ -151,4 +157,5 @@ class MappingPlan:
                 {"source": u.source, "target": u.target, "rules": list(u.rules)} for u in self.unknown_targets
             ],
             "ambiguous": [{"key": a.key, "rules": list(a.rules)} for a in self.ambiguous],
+            "unrecoverable": [{"key": u.key, "reason": u.reason, "rule": u.rule} for u in self.unrecoverable],
         }

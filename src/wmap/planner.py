@@ -8,7 +8,11 @@ names and shapes only, no tensors.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
+import attrs
+
+from wmap.keys import Pattern, join_key, split_key
 from wmap.kinds import RULE, refusal
 from wmap.pipeline import groups
 from wmap.plan import (
@@ -22,6 +26,9 @@ from wmap.plan import (
     UnknownTarget,
 )
 from wmap.transforms import Layout, Mapped, Refused, Skipped, Transform
+
+if TYPE_CHECKING:
+    from wmap.reverse import Unrecoverable
 
 
 def make_plan(
@@ -105,3 +112,38 @@ def ambiguities(pipeline: Transform) -> tuple[Ambiguity, ...]:
         for prefix, group in groups(pipeline)
         for found in group.overlaps
     )
+
+
+def reverse_plan(
+    reversed_pipeline: Transform,
+    converted: Layout,
+    original: Layout,
+    *,
+    kinds: Mapping[str, str] | None = None,
+) -> MappingPlan:
+    """The plan of a reverse conversion (a converted model's layout back to the original's): a plan
+    like any other, whose missing keys that lie under a forward skip or refusal are listed as
+    ``unrecoverable`` with the forward reason (see :mod:`wmap.reverse`)."""
+    from wmap.reverse import unrecoverable
+
+    plan = make_plan(reversed_pipeline, converted, original, lint=False, kinds=kinds)
+    rules = list(unrecoverable(reversed_pipeline))
+    gone: list[SkippedKey] = []
+    missing: list[str] = []
+    for key in plan.missing:
+        found = next((rule for scopes, rule in rules if _under(scopes, rule, key)), None)
+        if found is None:
+            missing.append(key)
+        else:
+            gone.append(SkippedKey(key, found.reason, repr(found)))
+    return attrs.evolve(plan, missing=tuple(missing), unrecoverable=tuple(gone))
+
+
+def _under(scopes: tuple[Pattern, ...], rule: Unrecoverable, key: str) -> bool:
+    segments = split_key(key)
+    for scope in scopes:
+        found = scope.match_prefix(segments)
+        if found is None:
+            return False
+        segments = segments[found[1] :]
+    return bool(segments) and rule.covers(join_key(segments))

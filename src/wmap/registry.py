@@ -92,6 +92,13 @@ SHIPPED: Final = (
         "HUBERT_CTC",
     ),
     Family(
+        "whisper",
+        "openai-whisper checkpoint ({'dims', 'model_state_dict'}, as whisper.load_model reads it)",
+        "transformers WhisperForConditionalGeneration (and back: wmap export)",
+        "wmap.models.whisper",
+        "WHISPER",
+    ),
+    Family(
         "distilhubert",
         "s3prl DistilHuBERT ({'Distiller', 'Config', ...} checkpoint)",
         "transformers HubertModel",

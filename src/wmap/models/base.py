@@ -42,6 +42,26 @@ def no_extras(config: PretrainedConfig, meta: Mapping[str, Any], file: Path | No
     return Success(lambda _: None)
 
 
+OriginalFromConfig = Callable[[PretrainedConfig], Result[tuple[Layout, dict[str, Any]], BadConfig]]
+"""A transformers config -> the original's layout (names and shapes) and the metadata its loader needs."""
+
+
+@attrs.frozen
+class Exporter:
+    """How a family goes back to its original format (``wmap export``): the rules are the forward
+    ones reversed (:mod:`wmap.reverse`); this holds what the rules cannot say.
+
+    - ``original``: the original's layout and metadata for a transformers config (EnCodec's fixed
+      layout, openai-whisper's ``dims``), so that the reverse plan is checked against the names
+      and shapes the original's code builds;
+    - ``container``: (state dict, metadata) -> the object the original's loader reads;
+    - ``describes``: what the written file is, for messages."""
+
+    original: OriginalFromConfig
+    container: Callable[[Mapping[str, Any], Mapping[str, Any]], dict[str, Any]]
+    describes: str
+
+
 @attrs.frozen
 class ModelSpec:
     """One convertible model family.
@@ -66,6 +86,8 @@ class ModelSpec:
     model_class: type[PreTrainedModel]
     extras: Extras = no_extras
     takes_file: str | None = None
+    export: Exporter | None = None
+    """The way back to the original's format (``None``: the family is converted one way only)."""
     reference: Traversable | None = None
     """A JSON file of the original's names and shapes at its default config (``{"layout": {key:
     shape}, "meta": {...}}``), previewed when no checkpoint is given; ``None``: the family has none."""

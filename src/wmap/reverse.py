@@ -1,0 +1,279 @@
+"""The reverse of a pipeline, derived from the same rules (never written twice).
+
+Every primitive and combinator has its inverse:
+
+- ``rename`` swaps its two patterns (same captures, same leaves);
+- ``tie`` renames the primary back and marks each tied copy as written once
+  (:class:`TiedCopy`, a skip whose reason names the primary);
+- ``skip`` and ``refuse`` become :class:`Unrecoverable` (the converted model does not hold
+  those keys: a reverse plan lists the original's keys under them as unrecoverable, with the
+  forward reason);
+- ``scoped`` swaps its prefixes; ``first_match``, ``optional`` and ``when`` invert their rules;
+  ``seq`` runs its inverted stages in reverse order;
+- ``route_weight_norm`` adapts names to whichever form the target layout has, in either
+  direction, so it is its own inverse and stays the last stage.
+
+A user's transform is invertible if it has ``inverse() -> Transform``; a pipeline holding one
+without it is refused when the reverse is built, naming it (:class:`~wmap.errors.NotInvertible`).
+Pure: rules in, rules out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
+
+import attrs
+from returns.result import Failure, Result, Success
+
+from wmap.errors import NotInvertible
+from wmap.keys import Pattern, split_key
+from wmap.pipeline import FirstMatch, Optional, Scoped, Seq, When
+from wmap.transforms import (
+    NO_MATCH,
+    Layout,
+    Leaves,
+    Mapped,
+    Outcome,
+    Refuse,
+    Rename,
+    RouteWeightNorm,
+    Skip,
+    Skipped,
+    Transform,
+)
+
+
+@runtime_checkable
+class Invertible(Protocol):
+    """A user's transform that declares its inverse."""
+
+    def inverse(self) -> Transform: ...
+
+
+@attrs.frozen(repr=False)
+class Unrecoverable:
+    """Keys under ``source`` that the forward direction did not carry over (skipped or refused):
+    the converted model does not hold them. Matches no key of a converted model; a reverse plan
+    names the original's keys under it (``reason`` says why they are gone)."""
+
+    source: Pattern
+    reason: str
+    leaves: Leaves | None = None
+
+    def __repr__(self) -> str:
+        return f"unrecoverable {self.source!r}"
+
+    def apply(self, key: str, target: Layout) -> Outcome:
+        return NO_MATCH
+
+    def covers(self, key: str) -> bool:
+        """Whether ``key`` (of the original layout) lies under this rule."""
+        segments = split_key(key)
+        found = self.source.match_prefix(segments)
+        if found is None:
+            return False
+        return self.leaves is None or ".".join(segments[found[1] :]) in self.leaves.names
+
+
+@attrs.frozen(repr=False)
+class TiedCopy:
+    """A converted model's copy of a tied tensor (``proj_out`` tied to the token embedding): the
+    original holds it once, under the primary's name, so the copy is not written back."""
+
+    source: Pattern
+    primary: str
+    leaves: Leaves | None = None
+
+    def __repr__(self) -> str:
+        return f"tied copy {self.source!r} of {self.primary!r}"
+
+    def apply(self, key: str, target: Layout) -> Outcome:
+        segments = split_key(key)
+        found = self.source.match_prefix(segments)
+        if found is None or (self.leaves is not None and ".".join(segments[found[1] :]) not in self.leaves.names):
+            return NO_MATCH
+        return Skipped(f"tied copy of {self.primary}: the original holds it once", repr(self))
+
+
+@attrs.frozen(repr=False)
+class RenameBack:
+    """A rename reversed. Forward, two rules may give one name (EnCodec's ``conv.conv`` and
+    ``convtr.convtr`` both become ``conv``); back, the original's layout decides: a name the
+    original does not have (in either weight-norm form) is left to the next rule."""
+
+    rule: Rename
+
+    def __repr__(self) -> str:
+        return repr(self.rule)
+
+    def apply(self, key: str, target: Layout) -> Outcome:
+        outcome = self.rule.apply(key, target)
+        if not isinstance(outcome, Mapped) or not target:
+            return outcome
+        name = outcome.targets[0].key
+        routed = _ROUTE.apply(name, target)
+        held = name in target or (isinstance(routed, Mapped) and routed.targets[0].key in target)
+        return outcome if held else NO_MATCH
+
+
+_ROUTE = RouteWeightNorm()
+
+
+@attrs.frozen(repr=False)
+class ScopedBack:
+    """A scope reversed: as :class:`~wmap.pipeline.Scoped`, but the rules inside see the target
+    layout under the scope's prefix (prefix stripped), so that :class:`RenameBack` can ask it."""
+
+    scope: Scoped
+    _views: dict[tuple[int, str], _Both] = attrs.field(init=False, factory=dict, eq=False)
+
+    def __repr__(self) -> str:
+        return repr(self.scope)
+
+    def apply(self, key: str, target: Layout) -> Outcome:
+        segments = split_key(key)
+        found = self.scope.source.match_prefix(segments)
+        if found is None or found[1] == len(segments):
+            return NO_MATCH
+        prefix = ".".join(self.scope.target.substitute(found[0]))
+        cached = (id(target), prefix)
+        view = self._views.get(cached)
+        if view is None:
+            head = prefix + "." if prefix else ""
+            view = _Both({k[len(head) :]: v for k, v in target.items() if k.startswith(head)}, target)
+            if len(self._views) > 64:  # a plan is made against one layout; its prefixes are few
+                self._views.clear()
+            self._views[cached] = view
+        return self.scope.apply(key, view)
+
+
+class _Both(dict[str, tuple[int, ...]]):
+    """The scope's view of the target layout, falling back to the whole layout (for rules inside that
+    write top-level names)."""
+
+    def __init__(self, view: Layout, whole: Layout) -> None:
+        super().__init__(view)
+        self.whole = whole
+
+    def __missing__(self, key: str) -> tuple[int, ...]:
+        return self.whole[key]
+
+    def __contains__(self, key: object) -> bool:
+        return super().__contains__(key) or key in self.whole
+
+
+def _rename(rule: Rename) -> Transform:
+    back = RenameBack(Rename(rule.target, rule.source, rule.leaves))
+    if not rule.also:
+        return back
+    copies = tuple(TiedCopy(p, rule.target.text, rule.leaves) for p in rule.also)
+    return FirstMatch(f"tie {rule.source.text!r} (reversed)", (back, *copies))
+
+
+def _adapts(stage: Transform) -> bool:
+    """Stages that adapt names to the target layout (either direction): they stay last."""
+    return isinstance(stage, RouteWeightNorm)
+
+
+def reverse(transform: Transform) -> Result[Transform, NotInvertible]:
+    """The inverse of ``transform`` (see the module's docstring), or the transform that has none."""
+    if isinstance(transform, Rename):
+        return Success(_rename(transform))
+    if isinstance(transform, Skip):
+        return Success(Unrecoverable(transform.source, transform.reason, transform.leaves))
+    if isinstance(transform, Refuse):
+        return Success(Unrecoverable(transform.source, f"refused when converting: {transform.reason}"))
+    if isinstance(transform, RenameBack):
+        return Success(transform.rule)
+    if isinstance(transform, ScopedBack):
+        return reverse(transform.scope)
+    if isinstance(transform, (RouteWeightNorm, Unrecoverable, TiedCopy)):
+        return Success(transform)
+    if isinstance(transform, FirstMatch):
+        return _all(transform.rules).map(lambda rules: FirstMatch(f"{transform.name} (reversed)", rules))
+    if isinstance(transform, Seq):
+        adapters = tuple(s for s in transform.stages if _adapts(s))
+        stages = tuple(s for s in reversed(transform.stages) if not _adapts(s))
+        return _all(stages).map(lambda done: Seq((*done, *adapters)))
+    if isinstance(transform, Optional):
+        return reverse(transform.inner).map(Optional)
+    if isinstance(transform, When):
+        chosen = transform.then if transform.holds else transform.otherwise
+        if chosen is None:
+            return Success(transform)
+        return reverse(chosen).map(  # the branch not chosen is never applied: kept as it is
+            lambda inverse: When(
+                transform.condition,
+                transform.holds,
+                inverse if transform.holds else transform.then,
+                transform.otherwise if transform.holds else inverse,
+            )
+        )
+    if isinstance(transform, Scoped):
+        return reverse(transform.inner).map(lambda inner: ScopedBack(Scoped(transform.target, transform.source, inner)))
+    if isinstance(transform, Invertible):
+        return Success(transform.inverse())
+    return Failure(NotInvertible(repr(transform).splitlines()[0][:200], type(transform).__name__))
+
+
+def _all(rules: tuple[Transform, ...]) -> Result[tuple[Transform, ...], NotInvertible]:
+    done: list[Transform] = []
+    for rule in rules:
+        inverse = reverse(rule)
+        if not isinstance(inverse, Success):
+            return inverse.map(lambda _: ())
+        done.append(inverse.unwrap())
+    return Success(tuple(done))
+
+
+def rules_of(transform: Transform, scopes: tuple[Scoped, ...] = ()) -> Iterator[tuple[tuple[Scoped, ...], Transform]]:
+    """Every rule of a (reversed) pipeline with the scopes above it, outermost first."""
+    if isinstance(transform, FirstMatch):
+        for rule in transform.rules:
+            yield from rules_of(rule, scopes)
+    elif isinstance(transform, Seq):
+        for stage in transform.stages:
+            yield from rules_of(stage, scopes)
+    elif isinstance(transform, Optional):
+        yield from rules_of(transform.inner, scopes)
+    elif isinstance(transform, When):
+        chosen = transform.then if transform.holds else transform.otherwise
+        if chosen is not None:
+            yield from rules_of(chosen, scopes)
+    elif isinstance(transform, ScopedBack):
+        yield from rules_of(transform.scope.inner, (*scopes, transform.scope))
+    elif isinstance(transform, Scoped):
+        yield from rules_of(transform.inner, (*scopes, transform))
+    else:
+        yield scopes, transform
+
+
+def unrecoverable(transform: Transform) -> Iterator[tuple[tuple[Pattern, ...], Unrecoverable]]:
+    """Every :class:`Unrecoverable` rule of a reversed pipeline, with the original-side prefixes of
+    the scopes above it, so that a reverse plan can name the original's keys under it."""
+    for scopes, rule in rules_of(transform):
+        if isinstance(rule, Unrecoverable):
+            yield tuple(scope.target for scope in scopes), rule
+
+
+def tied_primary(transform: Transform, key: str) -> str | None:
+    """For a converted model's key that a reversed pipeline skips as a :class:`TiedCopy`, the key of
+    the primary it must equal; ``None`` for any other key."""
+    for scopes, rule in rules_of(transform):
+        if not isinstance(rule, TiedCopy):
+            continue
+        segments, prefix = split_key(key), tuple[str, ...]()
+        for scope in scopes:
+            found = scope.source.match_prefix(segments)
+            if found is None:
+                break
+            prefix += segments[: found[1]]
+            segments = segments[found[1] :]
+        else:
+            found = rule.source.match_prefix(segments)
+            if found is not None and isinstance(rule.apply(".".join(segments), {}), Skipped):
+                captures, length = found
+                primary = Pattern(rule.primary).substitute(captures)
+                return ".".join((*prefix, *primary, *segments[length:]))
+    return None

@@ -1,0 +1,149 @@
+"""reverse: the way back derived from the forward rules; refused where a rule declares no inverse."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wmap.conversion import preview
+from wmap.errors import NotInvertible
+from wmap.layout import layout_of
+from wmap.pipeline import first_match, optional, scoped, seq, when
+from wmap.plan import Accept
+from wmap.planner import make_plan, reverse_plan
+from wmap.registry import registered
+from wmap.reverse import reverse, tied_primary
+from wmap.transforms import (
+    NO_MATCH,
+    PARAMS,
+    WEIGHT_NORM,
+    Layout,
+    Mapped,
+    Outcome,
+    Target,
+    rename,
+    route_weight_norm,
+    skip,
+    tie,
+)
+
+
+@pytest.mark.parametrize("name", [family.name for family in registered()])
+def test_every_family_reverses_its_reference_layout_key_for_key(name: str) -> None:
+    """Forward on the original's reference layout, then the derived reverse against it: every
+    converted key goes back to the key it came from, and what the forward direction skipped or refused
+    is named unrecoverable, nothing else."""
+    prepared = preview(name).unwrap()
+    layout, _ = prepared.spec.reference_layout().unwrap()
+    back = reverse_plan(reverse(prepared.pipeline).unwrap(), layout_of(prepared.target), layout)
+    forward = {a.source: a.target for a in prepared.plan.applied if a.tied_to is None}
+    returned = {a.source: a.target for a in back.applied}  # converted key -> original key
+    assert {source: returned.get(target) for source, target in forward.items()} == {s: s for s in forward}
+    gone = {s.key for s in prepared.plan.skipped} | {r.key for r in prepared.plan.refused}
+    assert {u.key for u in back.unrecoverable} == gone
+    assert not back.missing and not back.unused and not back.shape_mismatches and not back.conflicts
+
+
+def test_a_transform_without_an_inverse_is_refused_by_name_and_one_with_it_is_used() -> None:
+    @attrs.frozen
+    class Shift:
+        """Sends layer 5 to layer 6 (a user's rule)."""
+
+        def apply(self, key: str, target: Layout) -> Outcome:
+            return Mapped((Target(key.replace("5", "6")),), ("shift",)) if "5" in key else NO_MATCH
+
+    @attrs.frozen
+    class ShiftBack:
+        def apply(self, key: str, target: Layout) -> Outcome:
+            return Mapped((Target(key.replace("6", "5")),), ("shift back",)) if "6" in key else NO_MATCH
+
+    @attrs.frozen
+    class InvertibleShift(Shift):
+        def inverse(self) -> ShiftBack:
+            return ShiftBack()
+
+    failure = reverse(first_match("g", [rename("a", "b"), Shift()])).failure()
+    assert isinstance(failure, NotInvertible) and failure.kind == "Shift" and "inverse()" in failure.message
+    back = reverse(seq(first_match("g", [rename("a", "b"), InvertibleShift()]))).unwrap()
+    plan = make_plan(back, {"l.6.w": (1,), "b.w": (2,)}, {"l.5.w": (1,), "a.w": (2,)})
+    assert plan.is_clean() and {a.target for a in plan.applied} == {"l.5.w", "a.w"}
+
+
+def test_tie_scope_when_optional_and_weight_norm_reverse() -> None:
+    rules = seq(
+        optional(rename("old", "new")),
+        first_match(
+            "m",
+            [
+                tie("emb", "model.embed", "head"),
+                scoped("enc.*", "model.layers.*", first_match("l", [rename("c.0", "conv", PARAMS)])),
+                when("group", False, rename("n.2", "norm", PARAMS), rename("n.2.1", "norm", PARAMS)),
+                rename("pos.0", "pos.conv", WEIGHT_NORM),
+                skip("teacher", "EMA teacher"),
+            ],
+        ),
+        route_weight_norm(),
+    )
+    original = {
+        "emb.weight": (5, 2),
+        "enc.0.c.0.weight": (2, 2),
+        "enc.1.c.0.bias": (2,),
+        "n.2.1.weight": (2,),
+        "pos.0.weight_g": (1, 1, 3),
+        "pos.0.weight_v": (2, 2, 3),
+        "teacher.w": (3,),
+    }
+    converted_layout = {
+        "model.embed.weight": (5, 2),
+        "head.weight": (5, 2),
+        "model.layers.0.conv.weight": (2, 2),
+        "model.layers.1.conv.bias": (2,),
+        "norm.weight": (2,),
+        "pos.conv.parametrizations.weight.original0": (1, 1, 3),
+        "pos.conv.parametrizations.weight.original1": (2, 2, 3),
+    }
+    forward = make_plan(rules, original, converted_layout)
+    assert forward.is_clean() and len(forward.skipped) == 1
+    back = reverse(rules).unwrap()
+    plan = reverse_plan(back, converted_layout, original)
+    assert {a.source: a.target for a in plan.applied} == {
+        a.target: a.source for a in forward.applied if a.tied_to is None
+    }
+    assert [s.key for s in plan.skipped] == ["head.weight"] and tied_primary(
+        back, "head.weight"
+    ) == "model.embed.weight"
+    assert [u.key for u in plan.unrecoverable] == ["teacher.w"] and "EMA teacher" in plan.unrecoverable[0].reason
+    assert not plan.is_clean() and plan.is_clean(_accepting("teacher.w"))
+
+
+def _accepting(*keys: str) -> Accept:
+    return Accept(unrecoverable=frozenset(keys))
+
+
+SEGMENT = st.sampled_from(["a", "b", "c", "0", "1"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.lists(SEGMENT, min_size=1, max_size=3), st.lists(SEGMENT, min_size=1, max_size=3)),
+        min_size=1,
+        max_size=5,
+    ),
+    st.data(),
+)
+def test_reversing_random_renames_takes_every_key_back(
+    pairs: list[tuple[list[str], list[str]]], data: st.DataObject
+) -> None:
+    """For renames whose targets do not collide, the derived reverse maps every converted key back."""
+    rules = [rename(".".join(s), "t." + ".".join(t) + f".r{i}", PARAMS) for i, (s, t) in enumerate(pairs)]
+    forward_rules = first_match("random", rules)
+    keys = {".".join(s) + "." + data.draw(st.sampled_from(["weight", "bias"])) for s, _ in pairs}
+    original = {k: (1,) for k in keys}
+    outcomes = {k: forward_rules.apply(k, {}) for k in keys}
+    converted = {o.targets[0].key: (1,) for o in outcomes.values() if isinstance(o, Mapped)}
+    forward = make_plan(forward_rules, original, converted)
+    back = reverse_plan(reverse(forward_rules).unwrap(), converted, original)
+    assert {a.source: a.target for a in back.applied} == {a.target: a.source for a in forward.applied}
