@@ -98,3 +98,36 @@ def test_parity_with_the_original(name: str, container: str, tmp_path: Path) -> 
     length = min(decoded.shape[-1], decoded_original.shape[-1])
     assert length >= x.shape[-1] * 0.99
     torch.testing.assert_close(decoded[..., :length], decoded_original[..., :length], rtol=0, atol=ATOL)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("name", NAMES)
+def test_the_way_back_loads_strictly_in_encodec_and_gives_back_every_tensor(name: str, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from wmap.conversion import export, preview_reverse
+
+    original = encodec_original(name)
+    torch.save(original.state_dict(), tmp_path / "original.pt")
+    hf = convert(name, tmp_path / "original.pt", tmp_path / "hf").unwrap()
+    reverse = preview_reverse(name, hf).unwrap().plan
+    assert reverse.is_clean(), reverse.problems(limit=5)
+    back = torch.load(export(name, hf, tmp_path / "back.pt").unwrap(), weights_only=True)
+    state = original.state_dict()
+    assert back.keys() == state.keys()
+    assert all(back[k].dtype == v.dtype and torch.equal(back[k], v) for k, v in state.items())
+
+    fresh = encodec_original(name)  # other random weights, then the exported ones, strictly
+    fresh.load_state_dict(back, strict=True)
+    bandwidth = max(fresh.target_bandwidths)
+    fresh.set_target_bandwidth(bandwidth)
+    original.set_target_bandwidth(bandwidth)
+    x = _input(name)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            fresh.decode(fresh.encode(x)), original.decode(original.encode(x)), rtol=0, atol=ATOL
+        )
+
+    again = convert(name, tmp_path / "back.pt", tmp_path / "again").unwrap()
+    first, second = load_file(hf / "model.safetensors"), load_file(again / "model.safetensors")
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)

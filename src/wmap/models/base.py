@@ -105,12 +105,17 @@ class ModelSpec:
             return Failure(
                 BadConfig(self.name, "checkpoint", "a checkpoint file (the family has no reference layout)", "none")
             )
-        try:
-            data = json.loads(self.reference.read_text())
-            layout = {str(key): tuple(int(n) for n in shape) for key, shape in data["layout"].items()}
-            return Success((layout, dict(data.get("meta", {}))))
-        except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
-            return Failure(BadConfig(str(self.reference), "layout", "a reference layout JSON file", repr(error)[:80]))
+        return read_reference(self.reference)
+
+
+def read_reference(reference: Traversable) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
+    """A reference layout file: ``{"layout": {key: shape}, "meta": {...}}``."""
+    try:
+        data = json.loads(reference.read_text())
+        layout = {str(key): tuple(int(n) for n in shape) for key, shape in data["layout"].items()}
+        return Success((layout, dict(data.get("meta", {}))))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+        return Failure(BadConfig(str(reference), "layout", "a reference layout JSON file", repr(error)[:80]))
 
 
 def bundled_reference(name: str) -> Traversable:

@@ -15,7 +15,7 @@ from returns.result import Result, Success
 from transformers import EncodecConfig, EncodecFeatureExtractor, EncodecModel, PretrainedConfig
 
 from wmap.errors import BadConfig
-from wmap.models.base import ModelSpec, TranslatedConfig, Writer, shipped
+from wmap.models.base import Exporter, ModelSpec, TranslatedConfig, Writer, bundled_reference, read_reference, shipped
 from wmap.pipeline import first_match, seq
 from wmap.transforms import (
     PARAMS,
@@ -119,6 +119,21 @@ def feature_extractor_files(
     return Success(extractor.save_pretrained)
 
 
+def _original(name: str) -> Any:
+    """Back to the ``encodec`` package: its layout is the bundled reference (the original at this
+    family's one config), and what it loads is the plain state dict (``load_state_dict(strict=True)``)."""
+
+    def original(config: PretrainedConfig) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
+        return read_reference(bundled_reference(name)).map(lambda found: (found[0], {}))
+
+    return original
+
+
+def plain_state_dict(state: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``encodec.EncodecModel.load_state_dict`` takes: the state dict itself."""
+    return dict(state)
+
+
 def _spec(name: str, *, with_norms: bool) -> ModelSpec:
     return ModelSpec(
         **shipped(name),
@@ -127,6 +142,7 @@ def _spec(name: str, *, with_norms: bool) -> ModelSpec:
         pipeline=lambda config, meta: encodec_pipeline(config, with_norms=with_norms),
         model_class=EncodecModel,
         extras=feature_extractor_files,
+        export=Exporter(_original(name), plain_state_dict, "an encodec package state dict (load_state_dict strict)"),
     )
 
 
