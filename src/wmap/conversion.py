@@ -38,7 +38,7 @@ from wmap.io import (
     write_file_atomically,
 )
 from wmap.layout import Kinds, build_on_meta, kinds_of, layout_of
-from wmap.models.base import Exporter, ModelSpec, TranslatedConfig, Writer
+from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, Writer
 from wmap.plan import NO_EXCEPTIONS, Accept, MappingPlan
 from wmap.planner import make_plan, reverse_plan
 from wmap.registry import Registry, resolve
@@ -403,7 +403,7 @@ class PreparedReverse:
 
 def _exporter(spec: ModelSpec) -> Result[Exporter, WmapError]:
     if spec.export is None:
-        expected = "a family with a way back (whisper; encodec_24khz/32khz/48khz)"
+        expected = "a family with a way back (whisper, encodec_*, data2vec_audio_ctc, wav2vec2_ctc)"
         return Failure(BadConfig(spec.name, "export", expected, f"{spec.name} converts one way only"))
     return Success(spec.export)
 
@@ -418,15 +418,17 @@ def prepare_reverse(spec: ModelSpec, hf_dir: str | os.PathLike[str]) -> Result[P
     def planned(exporter: Exporter, translated: TranslatedConfig) -> Result[PreparedReverse, WmapError]:
         config = translated.config
         return widen(reverse(spec.pipeline(config, {}))).bind(
-            lambda pipeline: widen(exporter.original(config)).bind(
-                lambda original: widen(read_directory_source(directory)).map(
-                    lambda source: PreparedReverse(
-                        spec,
-                        exporter,
-                        config,
-                        pipeline,
-                        original[1],
-                        reverse_plan(pipeline, source.layout, original[0], kinds=source.kinds),
+            lambda pipeline: widen(read_directory_source(directory)).bind(
+                lambda source: _companion_files(directory, exporter.reads).bind(
+                    lambda files: widen(exporter.original(ExportSource(config, pipeline, source.layout, files))).map(
+                        lambda original: PreparedReverse(
+                            spec,
+                            exporter,
+                            config,
+                            pipeline,
+                            original[1],
+                            reverse_plan(pipeline, source.layout, original[0], kinds=source.kinds),
+                        )
                     )
                 )
             )
@@ -437,6 +439,20 @@ def prepare_reverse(spec: ModelSpec, hf_dir: str | os.PathLike[str]) -> Result[P
             lambda translated: planned(exporter, translated)
         )
     )
+
+
+def _companion_files(directory: Path, names: tuple[str, ...]) -> Result[dict[str, str], WmapError]:
+    """The small files of a transformers directory an exporter reads (``vocab.json``), by name;
+    ``a|b`` names alternatives (the first that exists is read, under the name ``a|b``)."""
+    files: dict[str, str] = {}
+    for name in names:
+        choices = name.split("|")
+        found = next((c for c in choices if (directory / c).is_file()), choices[0])
+        read = read_small_text(directory / found, found, f"the {' or '.join(choices)} of a converted directory")
+        if isinstance(read, Failure):
+            return widen(read).map(lambda _: {})
+        files[name] = read.unwrap()
+    return Success(files)
 
 
 def preview_reverse(
@@ -457,6 +473,32 @@ def _tied_copies_equal(prepared: PreparedReverse, weights: Checkpoint) -> Result
             expected = f"equal to {primary} (tied: the original holds one tensor)"
             return Failure(TensorMismatch(item.key, expected, "a different tensor (the two were untied)"))
     return Success(weights)
+
+
+def _text(text: str) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        path.write_text(text)
+
+    return write
+
+
+def _write_export(
+    prepared: PreparedReverse,
+    state: Mapping[str, torch.Tensor],
+    out_file: Path,
+    overwrite: bool,
+    hf_dir: str | os.PathLike[str],
+) -> Result[Path, WmapError]:
+    """The companion files first (each atomic), then the file the original's loader reads."""
+    where = out_file.absolute()
+    for name, text in prepared.exporter.companions(prepared.meta).items():
+        written = write_file_atomically(where.parent / name, _text(text), overwrite=overwrite, protect=(hf_dir,))
+        if isinstance(written, Failure):
+            return widen(written)
+    container = prepared.exporter.container(state, prepared.meta, where)
+    return widen(
+        write_file_atomically(where, lambda path: torch.save(container, path), overwrite=overwrite, protect=(hf_dir,))
+    )
 
 
 def export(
@@ -484,14 +526,7 @@ def export(
                 .bind(lambda weights: _tied_copies_equal(prepared, weights))
                 .bind(
                     lambda weights: widen(apply_plan(plan, weights.tensors, accept=accept, dtype=dtype)).bind(
-                        lambda state: widen(
-                            write_file_atomically(
-                                out_file,
-                                lambda path: torch.save(prepared.exporter.container(state, prepared.meta), path),
-                                overwrite=overwrite,
-                                protect=(hf_dir,),
-                            )
-                        )
+                        lambda state: _write_export(prepared, state, Path(out_file), overwrite, hf_dir)
                     )
                 )
             )

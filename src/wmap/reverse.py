@@ -277,3 +277,14 @@ def tied_primary(transform: Transform, key: str) -> str | None:
                 primary = Pattern(rule.primary).substitute(captures)
                 return ".".join((*prefix, *primary, *segments[length:]))
     return None
+
+
+def predicted_layout(transform: Transform, converted: Layout) -> dict[str, tuple[int, ...]]:
+    """The original's layout as the reversed rules name it, for an original whose layout is known
+    only through them (fairseq's: its loader is the check); shapes as in the converted layout."""
+    layout: dict[str, tuple[int, ...]] = {}
+    for key, shape in converted.items():
+        outcome = transform.apply(key, {})
+        if isinstance(outcome, Mapped):
+            layout[outcome.targets[0].key] = shape
+    return layout

@@ -229,3 +229,54 @@ def test_without_a_dictionary_convert_asks_for_dict(data2vec_trained: Path, tmp_
     assert "32 symbols" in error.message and "6 symbols" in error.message
     out = convert("data2vec_audio_ctc", bare, tmp_path / "hf", processor_file=write_letter_dictionary(tmp_path))
     assert (out.unwrap() / "vocab.json").exists()
+
+
+@pytest.mark.parametrize("style", ["data2vec_audio_ctc", "wav2vec2_ctc-base", "wav2vec2_ctc-large"])
+def test_the_way_back_loads_in_fairseq_strictly_and_gives_back_every_tensor(
+    style: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """original -> convert -> export: every tensor back as it was, a file fairseq's own
+    ``load_model_ensemble_and_task(strict=True)`` loads as it is (``dict.ltr.txt`` beside it), the same
+    logits as the original; and export -> convert gives the same safetensors back."""
+    from safetensors.torch import load_file
+
+    from tests.originals import ctc_trainer_checkpoint
+    from wmap.conversion import export, preview_reverse
+
+    torch.manual_seed(0)
+    family, encoder = FAMILIES[style]
+    name = style.split("-")[0]
+    data = tmp_path_factory.mktemp("fairseq")
+    ctc_trainer_checkpoint(data / "checkpoint_best.pt", data, family=family, **encoder)
+    hf = convert(name, data / "checkpoint_best.pt", tmp_path / "hf").unwrap()
+    reverse = preview_reverse(name, hf).unwrap().plan
+    assert reverse.is_clean(), reverse.problems(limit=5)
+
+    out = tmp_path / "exported" / "checkpoint.pt"
+    out.parent.mkdir()
+    export(name, hf, out).unwrap()
+    symbols = [line.split()[0] for line in (out.parent / "dict.ltr.txt").read_text().splitlines()]
+    assert symbols == [line.split()[0] for line in (data / "dict.ltr.txt").read_text().splitlines()]
+    original = torch.load(data / "checkpoint_best.pt", weights_only=False)["model"]
+    exported = torch.load(out, weights_only=True)  # plain containers only: no pickled class
+    assert exported["model"].keys() == original.keys()
+    assert all(
+        exported["model"][k].dtype == v.dtype and torch.equal(exported["model"][k], v) for k, v in original.items()
+    )
+
+    theirs, task = _fairseq_reference(data / "checkpoint_best.pt")
+    from fairseq import checkpoint_utils
+
+    models, _, back_task = checkpoint_utils.load_model_ensemble_and_task([str(out)], strict=True)
+    assert back_task.target_dictionary.symbols == task.target_dictionary.symbols
+    audio = _utterances()
+    expected, expected_logits = _fairseq_transcripts(theirs, task, audio)
+    returned, returned_logits = _fairseq_transcripts(models[0].eval(), back_task, audio)
+    assert returned == expected
+    for mine, original_logits in zip(returned_logits, expected_logits, strict=True):
+        torch.testing.assert_close(mine, original_logits, rtol=0, atol=1e-6)
+
+    again = convert(name, out, tmp_path / "again", processor_file=out.parent / "dict.ltr.txt").unwrap()
+    first, second = load_file(hf / "model.safetensors"), load_file(again / "model.safetensors")
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    assert (again / "vocab.json").read_text() == (hf / "vocab.json").read_text()

@@ -42,8 +42,15 @@ def no_extras(config: PretrainedConfig, meta: Mapping[str, Any], file: Path | No
     return Success(lambda _: None)
 
 
-OriginalFromConfig = Callable[[PretrainedConfig], Result[tuple[Layout, dict[str, Any]], BadConfig]]
-"""A transformers config -> the original's layout (names and shapes) and the metadata its loader needs."""
+@attrs.frozen
+class ExportSource:
+    """What an export knows before any tensor is read: the directory's transformers config, the
+    reversed rules, the directory's layout, and the small files the exporter asked for (by name)."""
+
+    config: PretrainedConfig
+    pipeline: Transform
+    converted: Layout
+    files: Mapping[str, str]
 
 
 @attrs.frozen
@@ -51,15 +58,19 @@ class Exporter:
     """How a family goes back to its original format (``wmap export``): the rules are the forward
     ones reversed (:mod:`wmap.reverse`); this holds what the rules cannot say.
 
-    - ``original``: the original's layout and metadata for a transformers config (EnCodec's fixed
-      layout, openai-whisper's ``dims``), so that the reverse plan is checked against the names
-      and shapes the original's code builds;
-    - ``container``: (state dict, metadata) -> the object the original's loader reads;
+    - ``original``: the original's layout and metadata (EnCodec's fixed layout, openai-whisper's
+      ``dims``, fairseq's ``cfg``), so that the reverse plan is checked against the names and
+      shapes the original has;
+    - ``container``: (state dict, metadata, where the file goes) -> the object the original's loader reads;
+    - ``reads``: small files of the transformers directory ``original`` needs (``vocab.json``);
+    - ``companions``: metadata -> files written beside the output (fairseq's ``dict.ltr.txt``);
     - ``describes``: what the written file is, for messages."""
 
-    original: OriginalFromConfig
-    container: Callable[[Mapping[str, Any], Mapping[str, Any]], dict[str, Any]]
+    original: Callable[[ExportSource], Result[tuple[Layout, dict[str, Any]], BadConfig]]
+    container: Callable[[Mapping[str, Any], Mapping[str, Any], Path], dict[str, Any]]
     describes: str
+    reads: tuple[str, ...] = ()
+    companions: Callable[[Mapping[str, Any]], dict[str, str]] = lambda meta: {}
 
 
 @attrs.frozen

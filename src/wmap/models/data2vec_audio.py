@@ -36,6 +36,7 @@ from wmap.fairseq import (
 )
 from wmap.models.base import ModelSpec, TranslatedConfig, shipped
 from wmap.models.ctc_processor import ctc_processor, feature_extractor_writer
+from wmap.models.fairseq_export import ctc_exporter
 from wmap.pipeline import first_match, scoped, seq, when
 from wmap.pipeline import optional as pass_unmatched
 from wmap.transforms import PARAMS, Layout, Transform, refuse, rename, skip
@@ -165,6 +166,7 @@ DATA2VEC_AUDIO_CTC = ModelSpec(
     pipeline=ctc_pipeline,
     model_class=Data2VecAudioForCTC,
     extras=ctc_processor,
+    export=ctc_exporter("data2vec_audio"),
     takes_file="--dict: the fine-tuning dictionary (dict.ltr.txt) where task_state lacks it",
 )
 

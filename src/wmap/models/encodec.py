@@ -15,7 +15,16 @@ from returns.result import Result, Success
 from transformers import EncodecConfig, EncodecFeatureExtractor, EncodecModel, PretrainedConfig
 
 from wmap.errors import BadConfig
-from wmap.models.base import Exporter, ModelSpec, TranslatedConfig, Writer, bundled_reference, read_reference, shipped
+from wmap.models.base import (
+    Exporter,
+    ExportSource,
+    ModelSpec,
+    TranslatedConfig,
+    Writer,
+    bundled_reference,
+    read_reference,
+    shipped,
+)
 from wmap.pipeline import first_match, seq
 from wmap.transforms import (
     PARAMS,
@@ -123,13 +132,13 @@ def _original(name: str) -> Any:
     """Back to the ``encodec`` package: its layout is the bundled reference (the original at this
     family's one config), and what it loads is the plain state dict (``load_state_dict(strict=True)``)."""
 
-    def original(config: PretrainedConfig) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
+    def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
         return read_reference(bundled_reference(name)).map(lambda found: (found[0], {}))
 
     return original
 
 
-def plain_state_dict(state: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
+def plain_state_dict(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
     """What ``encodec.EncodecModel.load_state_dict`` takes: the state dict itself."""
     return dict(state)
 

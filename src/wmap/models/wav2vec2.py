@@ -39,6 +39,7 @@ from wmap.fairseq import (
 )
 from wmap.models.base import ModelSpec, TranslatedConfig, shipped
 from wmap.models.ctc_processor import ctc_processor
+from wmap.models.fairseq_export import ctc_exporter
 from wmap.pipeline import first_match, scoped, seq
 from wmap.transforms import EXACT, PARAMS, Layout, Transform, refuse, rename, route_weight_norm
 
@@ -185,5 +186,6 @@ WAV2VEC2_CTC = ModelSpec(
     pipeline=lambda config, meta: ctc_rules(config, "wav2vec2", "Wav2Vec2"),
     model_class=Wav2Vec2ForCTC,
     extras=ctc_processor,
+    export=ctc_exporter("wav2vec2"),
     takes_file="--dict: the fine-tuning dictionary (dict.ltr.txt) where task_state lacks it",
 )

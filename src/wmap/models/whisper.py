@@ -13,15 +13,16 @@ dtype both ways unless ``--dtype`` says otherwise.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from returns.result import Failure, Result, Success
-from transformers import PretrainedConfig, WhisperConfig, WhisperForConditionalGeneration
+from transformers import WhisperConfig, WhisperForConditionalGeneration
 
 from wmap.config_fields import Checked, ConfigTable, Translated, Translation, ignore_all, integer, one_of
 from wmap.config_fields import translate as read_table
 from wmap.errors import BadConfig
-from wmap.models.base import Exporter, ModelSpec, TranslatedConfig, shipped
+from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, shipped
 from wmap.pipeline import first_match, scoped
 from wmap.transforms import EXACT, PARAMS, Layout, Transform, rename, tie
 
@@ -191,8 +192,9 @@ DIMENSIONS_FROM = ConfigTable(
 """The transformers config -> openai's ``dims``; the fields transformers adds are accounted for."""
 
 
-def original(config: PretrainedConfig) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
-    """openai's names and shapes for ``config``, and the ``dims`` ``whisper.load_model`` needs."""
+def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
+    """openai's names and shapes for the directory's config, and the ``dims`` ``whisper.load_model`` needs."""
+    config = source.config
     fields = {k: v for k, v in config.to_dict().items() if k in DIMENSIONS_FROM.names()}
 
     def built(read: Translation) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
@@ -246,7 +248,7 @@ def openai_layout(dims: Mapping[str, int]) -> dict[str, tuple[int, ...]]:
     return layout
 
 
-def openai_container(state: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
+def openai_container(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
     """What ``whisper.load_model`` reads: ``dims`` and ``model_state_dict``."""
     return {"dims": dict(meta["dims"]), "model_state_dict": dict(state)}
 

@@ -1,0 +1,134 @@
+"""Back to fairseq: a transformers CTC directory -> a checkpoint ``load_model_ensemble_and_task`` loads.
+
+The names are the forward rules reversed (:mod:`wmap.reverse`); fairseq's own
+loader is what checks them (its layout is known only by building its model).
+The config is rebuilt from the transformers config by inverting the same field
+table the forward direction reads (``wav2vec2_encoder_fields``), plus the few
+derived fields (the conv spec, the norm mode, pre-LN, the positional conv). The
+fine-tuning task reads its dictionary from ``dict.ltr.txt``, which is written
+beside the checkpoint from the directory's ``vocab.json`` (the blank swap
+undone), and the task's ``data`` points there.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from returns.result import Failure, Result, Success
+from transformers import PretrainedConfig
+
+from wmap.config_fields import Translated
+from wmap.dictionary import SPECIALS
+from wmap.errors import BadConfig
+from wmap.fairseq import wav2vec2_encoder_fields
+from wmap.models.base import Exporter, ExportSource
+from wmap.reverse import predicted_layout
+from wmap.transforms import WEIGHT_NORM_NAMES, Layout
+
+VOCAB = "vocab.json"
+FEATURES = "processor_config.json|preprocessor_config.json"
+"""The feature extractor's settings: nested in transformers v5's processor file, or on their own."""
+DICTIONARY = "dict.ltr.txt"
+
+TRANSLATED_BACK = {f.target: f.source for f in wav2vec2_encoder_fields() if isinstance(f, Translated) and f.target}
+"""transformers field -> fairseq field, the forward table inverted."""
+
+
+def encoder_cfg(config: PretrainedConfig, name: str) -> dict[str, Any]:
+    """fairseq's encoder config (``w2v_args.model``) for a transformers wav2vec2-family config."""
+    values: dict[str, Any] = {src: getattr(config, hf) for hf, src in TRANSLATED_BACK.items() if hasattr(config, hf)}
+    layers = list(zip(config.conv_dim, config.conv_kernel, config.conv_stride, strict=True))
+    values["conv_feature_layers"] = repr([tuple(int(n) for n in layer) for layer in layers])
+    values["extractor_mode"] = "layer_norm" if getattr(config, "feat_extract_norm", "layer") == "layer" else "default"
+    values["layer_norm_first"] = bool(getattr(config, "do_stable_layer_norm", False))
+    if name == "data2vec_audio":
+        depth = int(config.num_conv_pos_embeddings)
+        values["pos_conv_depth"] = depth
+        values["conv_pos"] = int(config.conv_pos_kernel_size) * depth  # fairseq: kernel = conv_pos // depth
+    else:
+        values["conv_pos"] = int(config.num_conv_pos_embeddings)
+    return {**values, "_name": name}
+
+
+def dictionary_text(vocab_json: str) -> Result[str, BadConfig]:
+    """fairseq's ``dict.ltr.txt`` from the tokenizer's vocabulary: index 0 back to ``<s>`` (fairseq's
+    blank), the four specials first, then the labels in index order."""
+    try:
+        vocab = json.loads(vocab_json)
+        by_index = {int(i): str(token) for token, i in vocab.items()}
+    except (ValueError, TypeError, AttributeError) as error:
+        return Failure(BadConfig(VOCAB, "vocab", "a token -> id mapping", f"{type(error).__name__}"))
+    bos, pad, eos, unk = SPECIALS
+    expected = {0: pad, 1: bos, 2: eos, 3: unk}  # the forward direction swapped fairseq's blank <s> and <pad>
+    if {i: by_index.get(i) for i in expected} != expected or sorted(by_index) != list(range(len(by_index))):
+        found = str([by_index.get(i) for i in range(4)])
+        return Failure(BadConfig(VOCAB, "vocab", "ids 0-3 <pad> <s> </s> <unk> then the labels, no gaps", found))
+    return Success("".join(f"{by_index[i]} 1\n" for i in range(4, len(by_index))))
+
+
+def _fairseq_names(layout: Mapping[str, tuple[int, ...]]) -> Layout:
+    """fairseq's modules use torch's weight-norm hook names (``weight_g``/``weight_v``)."""
+    renamed = {}
+    for key, shape in layout.items():
+        for old, new in WEIGHT_NORM_NAMES:
+            if key.endswith("." + new):
+                key = key[: -len(new)] + old
+        renamed[key] = shape
+    return renamed
+
+
+def ctc_exporter(encoder_name: str, model_name: str = "wav2vec_ctc") -> Exporter:
+    """The way back for a fine-tuned wav2vec2-style CTC family (``encoder_name`` as fairseq registers it)."""
+
+    def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
+        config = source.config
+        try:
+            features = json.loads(source.files[FEATURES])
+            features = features.get("feature_extractor", features)
+            normalize, rate = bool(features["do_normalize"]), int(features["sampling_rate"])
+        except (ValueError, KeyError, TypeError) as error:
+            return Failure(BadConfig(FEATURES, "do_normalize", "a Wav2Vec2FeatureExtractor config", repr(error)[:80]))
+
+        def meta(dictionary: str) -> tuple[Layout, dict[str, Any]]:
+            model = {
+                "_name": model_name,
+                "w2v_args": {
+                    "task": {"_name": "audio_pretraining", "normalize": normalize, "sample_rate": rate},
+                    "model": encoder_cfg(config, encoder_name),
+                },
+                "w2v_path": "",
+                "normalize": normalize,
+                "final_dropout": float(config.final_dropout),
+                "apply_mask": bool(config.apply_spec_augment),
+            }
+            task = {"_name": "audio_finetuning", "labels": "ltr", "normalize": normalize, "sample_rate": rate}
+            layout = _fairseq_names(predicted_layout(source.pipeline, source.converted))
+            return layout, {"cfg": {"model": model, "task": task}, DICTIONARY: dictionary}
+
+        return dictionary_text(source.files[VOCAB]).map(meta)
+
+    def container(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
+        data = str(where.parent)  # where the task finds dict.ltr.txt (fairseq's --data)
+        cfg = meta["cfg"]
+        model = {**cfg["model"], "data": data, "w2v_args": {**cfg["model"]["w2v_args"]}}
+        model["w2v_args"]["task"] = {**model["w2v_args"]["task"], "data": data}
+        return {
+            "args": None,
+            "cfg": {"model": model, "task": {**cfg["task"], "data": data}},
+            "model": dict(state),
+            "optimizer_history": [
+                {"criterion_name": "CtcCriterion", "optimizer_name": "none", "lr_scheduler_state": {}, "num_updates": 0}
+            ],
+            "extra_state": {"train_iterator": {"epoch": 1}},
+        }
+
+    return Exporter(
+        original,
+        container,
+        "a fairseq checkpoint (load_model_ensemble_and_task reads it) and dict.ltr.txt beside it",
+        reads=(VOCAB, FEATURES),
+        companions=lambda meta: {DICTIONARY: meta[DICTIONARY]},
+    )
