@@ -16,6 +16,7 @@ from torch import nn
 from wmap.errors import LoadFailed, PlanNotClean, TensorMismatch
 from wmap.io import SAFETENSORS_DTYPES
 from wmap.plan import NO_EXCEPTIONS, Accept, MappingPlan
+from wmap.values import ValueOp
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -25,6 +26,13 @@ def _shape(shape: tuple[int, ...]) -> str:
 WRITABLE: frozenset[torch.dtype] = frozenset(SAFETENSORS_DTYPES)
 """The dtypes a converted checkpoint holds (safetensors' and transformers' speech models'); fp8,
 complex and the like are refused by name, not written."""
+
+
+def _shape_after(op: ValueOp, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    try:
+        return op.shape(shape)
+    except (ValueError, IndexError):
+        return None
 
 
 def _kind(value: torch.Tensor) -> str:
@@ -55,7 +63,8 @@ def apply_plan(
         value = tensors.get(item.source)
         if value is None:
             return Failure(TensorMismatch(item.source, f"a tensor of {_shape(item.shape)}", "no such key"))
-        if tuple(value.shape) != item.shape:
+        produced = tuple(value.shape) if item.value is None else _shape_after(item.value, tuple(value.shape))
+        if produced != item.shape:
             return Failure(TensorMismatch(item.source, _shape(item.shape), _shape(tuple(value.shape))))
         if value.layout != torch.strided or value.dtype not in WRITABLE:
             return Failure(TensorMismatch(item.source, "a dense float, integer or bool tensor", _kind(value)))
@@ -63,6 +72,8 @@ def apply_plan(
         if want is not None and want.is_floating_point != value.is_floating_point():
             expected = f"a {'floating' if want.is_floating_point else 'non-floating'} tensor for {item.target}"
             return Failure(TensorMismatch(item.source, expected, _kind(value)))
+        if item.value is not None:
+            value = item.value.apply(value)
         if dtype is not None and value.is_floating_point() and value.dtype != dtype:
             value = value.to(dtype)
         state[item.target] = value.clone() if item.tied_to is not None else value

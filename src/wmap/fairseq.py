@@ -42,8 +42,8 @@ from wmap.config_fields import (
     translate,
 )
 from wmap.errors import BadConfig
-from wmap.pipeline import when
-from wmap.transforms import BATCH_NORM, EXACT, PARAMS, WEIGHT_NORM, Transform, refuse, rename, skip
+from wmap.pipeline import first_match, seq, upgrade, when
+from wmap.transforms import BATCH_NORM, EXACT, PARAMS, WEIGHT_NORM, Transform, refuse, rename, skip, split
 
 # --- config -------------------------------------------------------------------------------------
 
@@ -423,6 +423,27 @@ PRETRAINING_HEADS = (
     skip("target_glu", "wav2vec2 pre-training head; not used by the fine-tuned encoder"),
 )
 """Pre-training-only modules a fine-tuned checkpoint may still carry."""
+
+
+def _fused(leaf: str) -> Transform:
+    return split(
+        f"encoder.layers.*.self_attn.in_proj_{leaf}",
+        tuple(f"encoder.layers.*.self_attn.{p}.{leaf}" for p in ("q_proj", "k_proj", "v_proj")),
+    )
+
+
+FUSED_ATTENTION = upgrade(
+    "fairseq's fused attention (older checkpoints)",
+    first_match("in_proj -> q/k/v", (_fused("weight"), _fused("bias"))),
+)
+"""Older fairseq files keep q, k and v fused in ``in_proj_weight``/``in_proj_bias``; fairseq's
+``MultiheadAttention.upgrade_state_dict_named`` splits them in equal thirds when it loads them. This
+does the same, so such files convert without fairseq (the way back writes the current format)."""
+
+
+def with_upgrades(rules: Transform) -> Transform:
+    """``rules`` preceded by fairseq's load-time upgrades (:data:`FUSED_ATTENTION`)."""
+    return seq(FUSED_ATTENTION, rules)
 
 
 BATCH_NORM_POS_CONV = (

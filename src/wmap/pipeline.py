@@ -28,6 +28,7 @@ from wmap.transforms import (
     Mapped,
     Outcome,
     Refuse,
+    Refused,
     Rename,
     Skip,
     Target,
@@ -194,7 +195,9 @@ class Seq:
                     return outcome
                 rules += tuple(r for r in outcome.rules if r not in rules)
                 for new in outcome.targets:
-                    produced.append(Target(new.key, new.tied_to or item.tied_to))
+                    if new.value is not None and item.value is not None:
+                        return Refused("two value operations on one key: not supported", repr(stage))
+                    produced.append(Target(new.key, new.tied_to or item.tied_to, new.value or item.value))
             current = tuple(produced)
         return Mapped(current, rules)
 
@@ -268,9 +271,31 @@ class Scoped:
         if not isinstance(outcome, Mapped):
             return outcome
         targets = tuple(
-            Target(prefix + t.key, None if t.tied_to is None else prefix + t.tied_to) for t in outcome.targets
+            Target(prefix + t.key, None if t.tied_to is None else prefix + t.tied_to, t.value) for t in outcome.targets
         )
         return Mapped(targets, (f"under {self.source!r}", *outcome.rules))
+
+
+@attrs.frozen(repr=False)
+class Upgrade:
+    """A named chain that rewrites an older file's layout into the current one before the rules run
+    (fairseq's load-time upgrades). Keys it does not match pass unchanged. Its inverse is nothing to
+    undo: the way back writes the current format."""
+
+    name: str
+    inner: Transform
+
+    def __repr__(self) -> str:
+        return f"upgrade {self.name}: {self.inner!r}"
+
+    def apply(self, key: str, target: Layout) -> Outcome:
+        outcome = self.inner.apply(key, target)
+        return Mapped((Target(key),), ()) if outcome is NO_MATCH else outcome
+
+
+def upgrade(name: str, inner: Transform) -> Upgrade:
+    """Rewrite an older layout into the current one first (see :class:`Upgrade`)."""
+    return Upgrade(name, inner)
 
 
 def groups(transform: Transform) -> Iterator[tuple[str, FirstMatch]]:
@@ -283,7 +308,7 @@ def groups(transform: Transform) -> Iterator[tuple[str, FirstMatch]]:
     elif isinstance(transform, Seq):
         for stage in transform.stages:
             yield from groups(stage)
-    elif isinstance(transform, Optional):
+    elif isinstance(transform, Optional | Upgrade):
         yield from groups(transform.inner)
     elif isinstance(transform, When):
         chosen = transform.then if transform.holds else transform.otherwise

@@ -9,6 +9,7 @@ from returns.result import Failure, Result, Success
 
 from wmap.errors import PlanNotClean
 from wmap.transforms import Shape
+from wmap.values import ValueOp
 
 
 @attrs.frozen
@@ -20,6 +21,8 @@ class Applied:
     shape: Shape
     rules: tuple[str, ...]
     tied_to: str | None = None
+    value: ValueOp | None = None
+    """A value operation apply runs on the way (``shape`` is then the result's shape)."""
 
 
 @attrs.frozen

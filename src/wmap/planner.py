@@ -26,6 +26,7 @@ from wmap.plan import (
     UnknownTarget,
 )
 from wmap.transforms import Layout, Mapped, Refused, Skipped, Transform
+from wmap.values import ValueOp
 
 if TYPE_CHECKING:
     from wmap.reverse import Unrecoverable
@@ -66,18 +67,19 @@ def make_plan(
             for item in outcome.targets:
                 name = item.key
                 want = target.get(name)
+                produced = shape if item.value is None else _shape_after(item.value, shape)
                 if want is None:
                     unknown.append(UnknownTarget(key, name, outcome.rules))
                 elif name in written:
                     clashes.setdefault(name, [written[name]]).append(key)
-                elif want != shape:
+                elif want != produced:
                     mismatches.append(ShapeMismatch(key, name, shape, want, outcome.rules))
                 elif kinds is not None and (why := _kind_refusal(kinds, target_kinds, key, name)) is not None:
                     refused.append(RefusedKey(key, why, RULE))
                     kind_refused.add(name)
                 else:
                     written[name] = key
-                    applied.append(Applied(key, name, shape, outcome.rules, item.tied_to))
+                    applied.append(Applied(key, name, produced, outcome.rules, item.tied_to, item.value))
         elif isinstance(outcome, Skipped):
             skipped.append(SkippedKey(key, outcome.reason, outcome.rule))
         elif isinstance(outcome, Refused):
@@ -96,6 +98,15 @@ def make_plan(
         unknown_targets=tuple(unknown),
         ambiguous=ambiguities(pipeline) if lint else (),
     )
+
+
+def _shape_after(value: ValueOp, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape a value operation gives, or the source's own where it cannot apply (the plan then
+    shows a mismatch)."""
+    try:
+        return value.shape(shape)
+    except (ValueError, IndexError):
+        return shape
 
 
 def _kind_refusal(

@@ -28,7 +28,7 @@ from returns.result import Failure, Result, Success
 
 from wmap.errors import NotInvertible
 from wmap.keys import Pattern, split_key
-from wmap.pipeline import FirstMatch, Optional, Scoped, Seq, When
+from wmap.pipeline import FirstMatch, Optional, Scoped, Seq, Upgrade, When
 from wmap.transforms import (
     NO_MATCH,
     Layout,
@@ -196,6 +196,8 @@ def reverse(transform: Transform) -> Result[Transform, NotInvertible]:
         adapters = tuple(s for s in transform.stages if _adapts(s))
         stages = tuple(s for s in reversed(transform.stages) if not _adapts(s))
         return _all(stages).map(lambda done: Seq((*done, *adapters)))
+    if isinstance(transform, Upgrade):  # the way back writes the current format: nothing to undo
+        return Success(Optional(FirstMatch(f"{transform.name} (current format: nothing to undo)", ())))
     if isinstance(transform, Optional):
         return reverse(transform.inner).map(Optional)
     if isinstance(transform, When):

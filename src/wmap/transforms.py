@@ -14,6 +14,7 @@ from typing import Final, Protocol, TypeAlias
 import attrs
 
 from wmap.keys import Pattern, PatternError, join_key, pattern, split_key
+from wmap.values import Chunk, ValueOp
 
 Shape: TypeAlias = tuple[int, ...]
 Layout: TypeAlias = typing.Mapping[str, Shape]
@@ -23,10 +24,12 @@ Layout.__doc__ = "Layout: key -> shape (a tuple of ints), all the planner ever s
 
 @attrs.frozen
 class Target:
-    """One target key; ``tied_to`` names the primary target when this one shares its tensor."""
+    """One target key; ``tied_to`` names the primary target when this one shares its tensor;
+    ``value`` is the value operation on the way (:mod:`wmap.values`, e.g. one part of a fused tensor)."""
 
     key: str
     tied_to: str | None = None
+    value: ValueOp | None = None
 
 
 @attrs.frozen
@@ -240,6 +243,41 @@ class RouteWeightNorm:
                     if routed in target:
                         return Mapped((Target(routed),), (repr(self),))
         return Mapped((Target(key),), ())
+
+
+@attrs.frozen(repr=False)
+class SplitRename:
+    """One fused tensor into equal parts along ``dim``, one per target (fairseq's old
+    ``in_proj_weight`` holds q, k and v): each target carries its :class:`~wmap.values.Chunk`, whose
+    shape the plan checks. The inverse joins several keys into one, which a key-by-key rule cannot
+    do: such a rule reverses only inside :func:`~wmap.pipeline.upgrade` (nothing to undo)."""
+
+    source: Pattern
+    targets: tuple[Pattern, ...]
+    dim: int = 0
+
+    def __repr__(self) -> str:
+        return f"split {self.source!r} -> {', '.join(map(repr, self.targets))} along {self.dim}"
+
+    def apply(self, key: str, target: Layout) -> Outcome:
+        segments = split_key(key)
+        found = self.source.match_prefix(segments)
+        if found is None:
+            return NO_MATCH
+        captures, length = found
+        rest = segments[length:]
+        count = len(self.targets)
+        parts = tuple(
+            Target(join_key(p.substitute(captures) + rest), value=Chunk(self.dim, i, count))
+            for i, p in enumerate(self.targets)
+        )
+        return Mapped(parts, (repr(self),))
+
+
+def split(source: str, targets: tuple[str, ...], dim: int = 0) -> SplitRename:
+    """A fused tensor ``source`` split along ``dim`` in equal parts, one per target, in order
+    (patterns as in :func:`rename`; the remainder after the pattern is kept)."""
+    return SplitRename(pattern(source), tuple(pattern(t) for t in targets), dim)
 
 
 def rename(source: str, target: str, leaves: Leaves | None = None) -> Rename:

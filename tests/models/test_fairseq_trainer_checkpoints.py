@@ -280,3 +280,45 @@ def test_the_way_back_loads_in_fairseq_strictly_and_gives_back_every_tensor(
     first, second = load_file(hf / "model.safetensors"), load_file(again / "model.safetensors")
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
     assert (again / "vocab.json").read_text() == (hf / "vocab.json").read_text()
+
+
+def test_an_older_file_with_fused_attention_converts_without_fairseq(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """Older fairseq files keep q/k/v fused in ``in_proj_weight``/``in_proj_bias``; fairseq's loader
+    splits them. wmap's upgrade chain does the same: the converted tensors equal those of the current
+    file, and the model transcribes as fairseq's loader of the older file does."""
+    from safetensors.torch import load_file
+
+    from tests.originals import ctc_trainer_checkpoint
+
+    torch.manual_seed(0)
+    data = tmp_path_factory.mktemp("fairseq")
+    ctc_trainer_checkpoint(data / "current.pt", data, family="wav2vec2", **FAMILIES["wav2vec2_ctc-base"][1])
+    saved = torch.load(data / "current.pt", weights_only=False)
+    state = saved["model"]
+    fused = 0
+    for key in [k for k in state if k.endswith("self_attn.q_proj.weight")]:
+        head = key.removesuffix("q_proj.weight")
+        for leaf in ("weight", "bias"):
+            parts = [state.pop(f"{head}{p}.{leaf}") for p in ("q_proj", "k_proj", "v_proj")]
+            state[f"{head}in_proj_{leaf}"] = torch.cat(parts)
+        fused += 1
+    assert fused == 2
+    torch.save(saved, data / "older.pt")
+
+    plan = preview("wav2vec2_ctc", data / "older.pt").unwrap().plan
+    assert plan.is_clean(), plan.problems(limit=5)
+    older = convert("wav2vec2_ctc", data / "older.pt", tmp_path / "older").unwrap()
+    current = convert("wav2vec2_ctc", data / "current.pt", tmp_path / "current").unwrap()
+    first, second = load_file(older / "model.safetensors"), load_file(current / "model.safetensors")
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+    reference, task = _fairseq_reference(data / "older.pt")  # fairseq upgrades the file as it loads it
+    from transformers import AutoModelForCTC, AutoProcessor
+
+    expected, _ = _fairseq_transcripts(reference, task, _utterances())
+    ours, _ = _transcribe(
+        AutoProcessor.from_pretrained(older), AutoModelForCTC.from_pretrained(older).eval(), _utterances()
+    )
+    assert ours == expected

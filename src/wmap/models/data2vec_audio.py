@@ -33,6 +33,7 @@ from wmap.fairseq import (
     layer_norm_feature_extractor,
     layout_agrees,
     wav2vec2_encoder_fields,
+    with_upgrades,
 )
 from wmap.models.base import ModelSpec, TranslatedConfig, shipped
 from wmap.models.ctc_processor import ctc_processor, feature_extractor_writer
@@ -121,25 +122,28 @@ def _build(
 def encoder_rules(meta: Mapping[str, Any]) -> Transform:
     """The data2vec-audio encoder as fairseq names it, with the refusals for what the target lacks."""
     pre_ln = flag(fairseq_encoder_config(meta), "layer_norm_first")
-    return first_match(
-        "data2vec-audio encoder",
-        (
-            *layer_norm_feature_extractor(TARGET),
-            *STACKED_POS_CONV,
-            refuse(
-                "encoder.pos_conv",
-                f"single weight-norm positional conv (fairseq pos_conv_depth 1); {TARGET} has a stack of plain convs",
+    return with_upgrades(
+        first_match(
+            "data2vec-audio encoder",
+            (
+                *layer_norm_feature_extractor(TARGET),
+                *STACKED_POS_CONV,
+                refuse(
+                    "encoder.pos_conv",
+                    "single weight-norm positional conv (fairseq pos_conv_depth 1); "
+                    f"{TARGET} has a stack of plain convs",
+                ),
+                when(
+                    "layer_norm_first",
+                    pre_ln,
+                    refuse("encoder", f"pre-LN transformer (fairseq layer_norm_first); {TARGET} is post-LN only"),
+                ),
+                *TRANSFORMER_LAYERS,
+                *PROJECTIONS,
+                skip("_ema", "EMA teacher: used only for pre-training"),
+                skip("final_proj", f"pre-training regression head; {TARGET} has no equivalent"),
             ),
-            when(
-                "layer_norm_first",
-                pre_ln,
-                refuse("encoder", f"pre-LN transformer (fairseq layer_norm_first); {TARGET} is post-LN only"),
-            ),
-            *TRANSFORMER_LAYERS,
-            *PROJECTIONS,
-            skip("_ema", "EMA teacher: used only for pre-training"),
-            skip("final_proj", f"pre-training regression head; {TARGET} has no equivalent"),
-        ),
+        )
     )
 
 

@@ -16,7 +16,13 @@ from transformers import HubertConfig, HubertForCTC, HubertModel, PretrainedConf
 
 from wmap.config_fields import ConfigTable, Translated, Translation, boolean, ignore_all, translate
 from wmap.errors import BadConfig
-from wmap.fairseq import encoder_config_kwargs, fairseq_model_config, layout_agrees, wav2vec2_encoder_fields
+from wmap.fairseq import (
+    encoder_config_kwargs,
+    fairseq_model_config,
+    layout_agrees,
+    wav2vec2_encoder_fields,
+    with_upgrades,
+)
 from wmap.models.base import ModelSpec, TranslatedConfig, shipped
 from wmap.models.ctc_processor import ctc_processor, feature_extractor_writer
 from wmap.models.wav2vec2 import ONE_POS_CONV, ctc_rules, encoder_rules, fine_tuned_config
@@ -57,7 +63,8 @@ PRETRAINING_HEADS = (
 
 
 def pretrained_pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
-    return seq(first_match("hubert", (*encoder_rules(config, "HubertModel"), *PRETRAINING_HEADS)), route_weight_norm())
+    rules = first_match("hubert", (*encoder_rules(config, "HubertModel"), *PRETRAINING_HEADS))
+    return seq(with_upgrades(rules), route_weight_norm())
 
 
 HUBERT = ModelSpec(

@@ -36,6 +36,7 @@ from wmap.fairseq import (
     layout_agrees,
     wav2vec2_encoder_fields,
     wav2vec2_encoder_rules,
+    with_upgrades,
 )
 from wmap.models.base import ModelSpec, TranslatedConfig, shipped
 from wmap.models.ctc_processor import ctc_processor
@@ -150,7 +151,10 @@ def pretraining_pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> T
     return seq(
         first_match(
             "wav2vec2 pre-training",
-            (*QUANTIZER, scoped("", "wav2vec2", first_match("wav2vec2", encoder_rules(config, "Wav2Vec2")))),
+            (
+                *QUANTIZER,
+                scoped("", "wav2vec2", with_upgrades(first_match("wav2vec2", encoder_rules(config, "Wav2Vec2")))),
+            ),
         ),
         route_weight_norm(),
     )
@@ -161,7 +165,7 @@ def ctc_rules(
 ) -> Transform:
     """Fine-tuned checkpoint -> a wav2vec2-family ``...ForCTC``: the encoder under ``base``, ``lm_head``;
     the pre-training ``heads`` a fine-tuned file may still carry are skipped."""
-    encoder = first_match(target, (*encoder_rules(config, target), *heads))
+    encoder = with_upgrades(first_match(target, (*encoder_rules(config, target), *heads)))
     return seq(
         first_match(
             f"{target} CTC",

@@ -1,0 +1,182 @@
+"""Value operations: what happens to a tensor's values on its way, as data with declared inverses.
+
+A rule that changes values (fairseq's fused ``in_proj_weight`` split into q/k/v)
+puts one of these on its target; the plan carries it (its effect on the shape is
+checked there), and only :func:`wmap.apply.apply_plan` runs it. Each declares its
+inverse, and a property test checks that the inverse undoes it:
+
+- :class:`Split` / :class:`Concat` along a dimension, sizes unequal or not (exact both ways);
+- :class:`Slice` and :class:`Chunk`, one part of a split (their inverse is the :class:`Concat` of
+  all parts, which takes several keys: rules that split reverse only inside an upgrade chain);
+- :class:`Transpose` (its own inverse), :class:`Reshape` (exact both ways);
+- :class:`Cast` (exact from a narrower float type to a wider one and back);
+- :class:`WeightNormFold` / :class:`WeightNormUnfold` respecting ``dim`` (wav2vec2's positional
+  conv uses ``dim=2``, codecs ``0``): unfold then fold gives the same weight up to float rounding,
+  and fold then unfold gives the same *represented* weight (``v``'s scale is not kept: it never
+  mattered).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import attrs
+import torch
+
+Shape = tuple[int, ...]
+
+
+class ValueOp(Protocol):
+    """One tensor in, one tensor out; ``shape`` says what it does to a shape (for the plan)."""
+
+    def shape(self, shape: Shape) -> Shape: ...
+
+    def apply(self, tensor: torch.Tensor) -> torch.Tensor: ...
+
+
+@attrs.frozen
+class Slice:
+    """Elements ``start:stop`` along ``dim``: one part of a fused tensor."""
+
+    dim: int
+    start: int
+    stop: int
+
+    def shape(self, shape: Shape) -> Shape:
+        return (*shape[: self.dim], self.stop - self.start, *shape[self.dim + 1 :])
+
+    def apply(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.narrow(self.dim, self.start, self.stop - self.start)
+
+
+@attrs.frozen
+class Chunk:
+    """Part ``index`` of ``count`` equal parts along ``dim`` (fairseq's upgrade splits its fused
+    ``in_proj_weight`` in equal thirds); the size must divide."""
+
+    dim: int
+    index: int
+    count: int
+
+    def shape(self, shape: Shape) -> Shape:
+        if self.dim >= len(shape) or shape[self.dim] % self.count:
+            raise ValueError(f"{list(shape)} does not split in {self.count} equal parts along {self.dim}")
+        return (*shape[: self.dim], shape[self.dim] // self.count, *shape[self.dim + 1 :])
+
+    def apply(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.chunk(self.count, dim=self.dim)[self.index]
+
+
+@attrs.frozen
+class Split:
+    """One tensor into parts of ``sizes`` along ``dim``."""
+
+    dim: int
+    sizes: tuple[int, ...]
+
+    def parts(self) -> tuple[Slice, ...]:
+        starts = [sum(self.sizes[:i]) for i in range(len(self.sizes))]
+        return tuple(Slice(self.dim, s, s + n) for s, n in zip(starts, self.sizes, strict=True))
+
+    def apply_all(self, tensor: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(part.apply(tensor) for part in self.parts())
+
+    def inverse(self) -> Concat:
+        return Concat(self.dim, self.sizes)
+
+
+@attrs.frozen
+class Concat:
+    """Parts of ``sizes`` along ``dim`` into one tensor."""
+
+    dim: int
+    sizes: tuple[int, ...]
+
+    def apply_all(self, parts: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        if tuple(p.shape[self.dim] for p in parts) != self.sizes:
+            raise ValueError(f"parts of sizes {[p.shape[self.dim] for p in parts]}, expected {list(self.sizes)}")
+        return torch.cat(parts, dim=self.dim)
+
+    def inverse(self) -> Split:
+        return Split(self.dim, self.sizes)
+
+
+@attrs.frozen
+class Transpose:
+    first: int
+    second: int
+
+    def shape(self, shape: Shape) -> Shape:
+        out = list(shape)
+        out[self.first], out[self.second] = out[self.second], out[self.first]
+        return tuple(out)
+
+    def apply(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.transpose(self.first, self.second)
+
+    def inverse(self) -> Transpose:
+        return self
+
+
+@attrs.frozen
+class Reshape:
+    source: Shape
+    target: Shape
+
+    def shape(self, shape: Shape) -> Shape:
+        if shape != self.source:
+            raise ValueError(f"reshape from {list(self.source)} given {list(shape)}")
+        return self.target
+
+    def apply(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.reshape(self.target)
+
+    def inverse(self) -> Reshape:
+        return Reshape(self.target, self.source)
+
+
+@attrs.frozen
+class Cast:
+    source: torch.dtype
+    target: torch.dtype
+
+    def shape(self, shape: Shape) -> Shape:
+        return shape
+
+    def apply(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(self.target)
+
+    def inverse(self) -> Cast:
+        return Cast(self.target, self.source)
+
+
+def _norm_except(v: torch.Tensor, dim: int) -> torch.Tensor:
+    """torch's ``norm_except_dim``: the 2-norm over every dimension but ``dim`` (kept, as size 1)."""
+    others = [d for d in range(v.dim()) if d != dim]
+    return v.norm(dim=others, keepdim=True) if others else v.abs()
+
+
+@attrs.frozen
+class WeightNormFold:
+    """``(g, v) -> w = g * v / ||v||`` with the norm over every dimension but ``dim``."""
+
+    dim: int
+
+    def apply_all(self, g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return v * (g / _norm_except(v, self.dim))
+
+    def inverse(self) -> WeightNormUnfold:
+        return WeightNormUnfold(self.dim)
+
+
+@attrs.frozen
+class WeightNormUnfold:
+    """``w -> (g = ||w||, v = w)``: the pair weight norm starts from (``torch.nn.utils.weight_norm``)."""
+
+    dim: int
+
+    def apply_all(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _norm_except(w, self.dim), w
+
+    def inverse(self) -> WeightNormFold:
+        return WeightNormFold(self.dim)
