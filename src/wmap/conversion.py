@@ -403,7 +403,7 @@ class PreparedReverse:
 
 def _exporter(spec: ModelSpec) -> Result[Exporter, WmapError]:
     if spec.export is None:
-        expected = "a family with a way back (whisper, encodec_*, data2vec_audio_ctc, wav2vec2_ctc)"
+        expected = "a family wmap exports (whisper, encodec_*, data2vec_audio[_ctc], wav2vec2[_ctc], hubert)"
         return Failure(BadConfig(spec.name, "export", expected, f"{spec.name} converts one way only"))
     return Success(spec.export)
 

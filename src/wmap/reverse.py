@@ -5,9 +5,9 @@ Every primitive and combinator has its inverse:
 - ``rename`` swaps its two patterns (same captures, same leaves);
 - ``tie`` renames the primary back and marks each tied copy as written once
   (:class:`TiedCopy`, a skip whose reason names the primary);
-- ``skip`` and ``refuse`` become :class:`Unrecoverable` (the converted model does not hold
-  those keys: a reverse plan lists the original's keys under them as unrecoverable, with the
-  forward reason);
+- ``skip`` becomes :class:`Unrecoverable` (the converted model does not hold those keys: a
+  reverse plan lists the original's keys under them as unrecoverable, with the forward reason);
+  ``refuse`` matches nothing (a refused variant was never converted);
 - ``scoped`` swaps its prefixes; ``first_match``, ``optional`` and ``when`` invert their rules;
   ``seq`` runs its inverted stages in reverse order;
 - ``route_weight_norm`` adapts names to whichever form the target layout has, in either
@@ -182,8 +182,8 @@ def reverse(transform: Transform) -> Result[Transform, NotInvertible]:
         return Success(_rename(transform))
     if isinstance(transform, Skip):
         return Success(Unrecoverable(transform.source, transform.reason, transform.leaves))
-    if isinstance(transform, Refuse):
-        return Success(Unrecoverable(transform.source, f"refused when converting: {transform.reason}"))
+    if isinstance(transform, Refuse):  # a refused variant was never converted: nothing comes back from it
+        return Success(FirstMatch(f"{transform!r} (never converted)", ()))
     if isinstance(transform, RenameBack):
         return Success(transform.rule)
     if isinstance(transform, ScopedBack):
@@ -290,3 +290,18 @@ def predicted_layout(transform: Transform, converted: Layout) -> dict[str, tuple
         if isinstance(outcome, Mapped):
             layout[outcome.targets[0].key] = shape
     return layout
+
+
+def unrecoverable_names(transform: Transform) -> tuple[str, ...]:
+    """The original's names under each :class:`Unrecoverable` rule without wildcards (``final_proj``,
+    ``label_embs_concat``, ``_ema``): what a reverse plan names when the original's layout is known
+    only through the rules. A rule with wildcards names no one key and is left out."""
+    names: list[str] = []
+    for scopes, rule in unrecoverable(transform):
+        parts = [*scopes, rule.source]
+        if any(p.wildcards for p in parts):
+            continue
+        base = ".".join(p.text for p in parts if p.text)
+        leaves = sorted(rule.leaves.names) if rule.leaves is not None else [""]
+        names += [f"{base}.{leaf}" if leaf else base for leaf in leaves]
+    return tuple(dict.fromkeys(names))

@@ -49,3 +49,23 @@ def test_conformer_layers_are_refused_with_the_reason(tmp_path: Path) -> None:
     torch.save(meta, tmp_path / "conformer.pt")
     error = preview("hubert", tmp_path / "conformer.pt").failure()
     assert isinstance(error, BadConfig) and error.key == "layer_type" and "transformer layers only" in error.message
+
+
+def test_the_way_back_names_what_hubert_model_lacks_and_refuses_without_acceptance(tmp_path: Path) -> None:
+    from tests.originals import hubert_checkpoint
+    from wmap.conversion import export, preview_reverse
+    from wmap.plan import Accept
+
+    hubert_checkpoint(tmp_path / "hubert.pt", tmp_path)
+    hf = convert("hubert", tmp_path / "hubert.pt", tmp_path / "hf").unwrap()
+    plan = preview_reverse("hubert", hf).unwrap().plan
+    gone = {u.key: u.reason for u in plan.unrecoverable}
+    assert set(gone) == {"label_embs_concat", "final_proj"}, gone
+    assert "label embeddings" in gone["label_embs_concat"]
+    refused = export("hubert", hf, tmp_path / "back.pt").failure()
+    assert "unrecoverable label_embs_concat" in refused.message and not (tmp_path / "back.pt").exists()
+    out = export("hubert", hf, tmp_path / "back.pt", accept=Accept(unrecoverable=frozenset(gone))).unwrap()
+    saved = torch.load(tmp_path / "hubert.pt", weights_only=False)["model"]
+    back = torch.load(out, weights_only=True)["model"]
+    kept = {k for k in saved if k.split(".")[0] not in gone}
+    assert set(back) == kept and all(torch.equal(back[k], saved[k]) for k in back)

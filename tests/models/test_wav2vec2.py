@@ -57,3 +57,30 @@ def test_a_quantizer_the_target_cannot_hold_is_refused(tmp_path: Path) -> None:
         torch.save(odd, tmp_path / "odd.pt")
         error = preview("wav2vec2", tmp_path / "odd.pt").failure()
         assert isinstance(error, BadConfig) and error.key == field, error
+
+
+def test_the_way_back_loads_in_fairseq_strictly_with_the_same_outputs(tmp_path: Path) -> None:
+    from fairseq import checkpoint_utils
+
+    from tests.originals import wav2vec2_pretraining_checkpoint
+    from wmap.conversion import export
+
+    original = wav2vec2_pretraining_checkpoint(tmp_path / "w2v.pt", tmp_path, extractor_mode="layer_norm")
+    hf = convert("wav2vec2", tmp_path / "w2v.pt", tmp_path / "hf").unwrap()
+    (tmp_path / "back").mkdir()
+    out = export("wav2vec2", hf, tmp_path / "back" / "checkpoint.pt").unwrap()
+    models, _, _ = checkpoint_utils.load_model_ensemble_and_task([str(out)], strict=True)
+    back = models[0].eval()
+    saved = torch.load(tmp_path / "w2v.pt", weights_only=False)["model"]
+    exported = torch.load(out, weights_only=True)["model"]
+    assert exported.keys() == saved.keys() and all(torch.equal(exported[k], v) for k, v in saved.items())
+    x = torch.randn(2, 4000)
+    with torch.no_grad():
+        expected = original.extract_features(x, padding_mask=None, mask=False)["x"]
+        returned = back.extract_features(x, padding_mask=None, mask=False)["x"]
+        features = back.layer_norm(back.feature_extractor(x).transpose(1, 2))
+        targets = back.project_q(back.quantizer(features, produce_targets=False)["x"])
+        their_features = original.layer_norm(original.feature_extractor(x).transpose(1, 2))
+        their_targets = original.project_q(original.quantizer(their_features, produce_targets=False)["x"])
+    torch.testing.assert_close(returned, expected, rtol=0, atol=0)
+    torch.testing.assert_close(targets, their_targets, rtol=0, atol=0)

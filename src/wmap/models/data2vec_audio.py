@@ -37,7 +37,7 @@ from wmap.fairseq import (
 )
 from wmap.models.base import ModelSpec, TranslatedConfig, shipped
 from wmap.models.ctc_processor import ctc_processor, feature_extractor_writer
-from wmap.models.fairseq_export import ctc_exporter
+from wmap.models.fairseq_export import ctc_exporter, pretraining_exporter
 from wmap.pipeline import first_match, scoped, seq, when
 from wmap.pipeline import optional as pass_unmatched
 from wmap.transforms import PARAMS, Layout, Transform, refuse, rename, skip
@@ -181,4 +181,5 @@ DATA2VEC_AUDIO = ModelSpec(
     pipeline=headless_pipeline,
     model_class=Data2VecAudioModel,
     extras=feature_extractor_writer,
+    export=pretraining_exporter("data2vec_audio", ENCODER_FIELDS, criterion="ModelCriterion"),
 )

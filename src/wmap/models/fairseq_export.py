@@ -20,12 +20,12 @@ from typing import Any
 from returns.result import Failure, Result, Success
 from transformers import PretrainedConfig
 
-from wmap.config_fields import Translated
+from wmap.config_fields import Field, Translated
 from wmap.dictionary import SPECIALS
 from wmap.errors import BadConfig
 from wmap.fairseq import wav2vec2_encoder_fields
 from wmap.models.base import Exporter, ExportSource
-from wmap.reverse import predicted_layout
+from wmap.reverse import predicted_layout, unrecoverable_names
 from wmap.transforms import WEIGHT_NORM_NAMES, Layout
 
 VOCAB = "vocab.json"
@@ -33,13 +33,20 @@ FEATURES = "processor_config.json|preprocessor_config.json"
 """The feature extractor's settings: nested in transformers v5's processor file, or on their own."""
 DICTIONARY = "dict.ltr.txt"
 
-TRANSLATED_BACK = {f.target: f.source for f in wav2vec2_encoder_fields() if isinstance(f, Translated) and f.target}
-"""transformers field -> fairseq field, the forward table inverted."""
+
+def inverted(fields: tuple[Field, ...]) -> dict[str, str]:
+    """transformers field -> fairseq field: a forward table's translated fields, inverted."""
+    return {f.target: f.source for f in fields if isinstance(f, Translated) and f.target}
 
 
-def encoder_cfg(config: PretrainedConfig, name: str) -> dict[str, Any]:
-    """fairseq's encoder config (``w2v_args.model``) for a transformers wav2vec2-family config."""
-    values: dict[str, Any] = {src: getattr(config, hf) for hf, src in TRANSLATED_BACK.items() if hasattr(config, hf)}
+TRANSLATED_BACK = inverted(wav2vec2_encoder_fields())
+
+
+def encoder_cfg(config: PretrainedConfig, name: str, fields: tuple[Field, ...] = ()) -> dict[str, Any]:
+    """fairseq's encoder config (``w2v_args.model``) for a transformers wav2vec2-family config, from
+    the family's forward ``fields`` inverted (default: ``wav2vec2_encoder_fields()``)."""
+    back = inverted(fields) if fields else TRANSLATED_BACK
+    values: dict[str, Any] = {src: getattr(config, hf) for hf, src in back.items() if hasattr(config, hf)}
     layers = list(zip(config.conv_dim, config.conv_kernel, config.conv_stride, strict=True))
     values["conv_feature_layers"] = repr([tuple(int(n) for n in layer) for layer in layers])
     values["extractor_mode"] = "layer_norm" if getattr(config, "feat_extract_norm", "layer") == "layer" else "default"
@@ -80,19 +87,60 @@ def _fairseq_names(layout: Mapping[str, tuple[int, ...]]) -> Layout:
     return renamed
 
 
+def _features(files: Mapping[str, str]) -> Result[tuple[bool, int], BadConfig]:
+    try:
+        features = json.loads(files[FEATURES])
+        features = features.get("feature_extractor", features)
+        return Success((bool(features["do_normalize"]), int(features["sampling_rate"])))
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        return Failure(BadConfig(FEATURES, "do_normalize", "a Wav2Vec2FeatureExtractor config", repr(error)[:80]))
+
+
+def _trainer_file(cfg: Mapping[str, Any], state: Mapping[str, Any], criterion: str) -> dict[str, Any]:
+    """What fairseq's loader expects around a model: ``cfg``, the state dict, an optimizer history
+    (``_upgrade_state_dict`` reads it) and the iterator's state; no optimizer state."""
+    return {
+        "args": None,
+        "cfg": dict(cfg),
+        "model": dict(state),
+        "optimizer_history": [
+            {"criterion_name": criterion, "optimizer_name": "none", "lr_scheduler_state": {}, "num_updates": 0}
+        ],
+        "extra_state": {"train_iterator": {"epoch": 1}},
+    }
+
+
+def pretraining_exporter(
+    encoder_name: str, fields: tuple[Field, ...], extra: Any = None, criterion: str = "Wav2vecCriterion"
+) -> Exporter:
+    """The way back for a pre-trained wav2vec2-style family: its model config (``fields`` inverted, plus
+    ``extra(config)``), the ``audio_pretraining`` task. Keys the forward direction skipped
+    (HuBERT's label embeddings, data2vec's EMA teacher) are unrecoverable: the plan names them."""
+
+    def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
+        def meta(found: tuple[bool, int]) -> tuple[Layout, dict[str, Any]]:
+            model = {**encoder_cfg(source.config, encoder_name, fields), **(extra(source.config) if extra else {})}
+            task = {"_name": "audio_pretraining", "normalize": found[0], "sample_rate": found[1]}
+            layout = dict(_fairseq_names(predicted_layout(source.pipeline, source.converted)))
+            layout.update({name: () for name in unrecoverable_names(source.pipeline)})  # named, not recovered
+            return layout, {"cfg": {"model": model, "task": task}}
+
+        return _features(source.files).map(meta)
+
+    def container(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
+        cfg = meta["cfg"]
+        return _trainer_file({**cfg, "task": {**cfg["task"], "data": str(where.parent)}}, state, criterion)
+
+    return Exporter(original, container, "a fairseq checkpoint (load_model_ensemble_and_task reads it)", (FEATURES,))
+
+
 def ctc_exporter(encoder_name: str, model_name: str = "wav2vec_ctc") -> Exporter:
     """The way back for a fine-tuned wav2vec2-style CTC family (``encoder_name`` as fairseq registers it)."""
 
     def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
         config = source.config
-        try:
-            features = json.loads(source.files[FEATURES])
-            features = features.get("feature_extractor", features)
-            normalize, rate = bool(features["do_normalize"]), int(features["sampling_rate"])
-        except (ValueError, KeyError, TypeError) as error:
-            return Failure(BadConfig(FEATURES, "do_normalize", "a Wav2Vec2FeatureExtractor config", repr(error)[:80]))
 
-        def meta(dictionary: str) -> tuple[Layout, dict[str, Any]]:
+        def meta(dictionary: str, normalize: bool, rate: int) -> tuple[Layout, dict[str, Any]]:
             model = {
                 "_name": model_name,
                 "w2v_args": {
@@ -108,22 +156,16 @@ def ctc_exporter(encoder_name: str, model_name: str = "wav2vec_ctc") -> Exporter
             layout = _fairseq_names(predicted_layout(source.pipeline, source.converted))
             return layout, {"cfg": {"model": model, "task": task}, DICTIONARY: dictionary}
 
-        return dictionary_text(source.files[VOCAB]).map(meta)
+        return _features(source.files).bind(
+            lambda found: dictionary_text(source.files[VOCAB]).map(lambda text: meta(text, *found))
+        )
 
     def container(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
         data = str(where.parent)  # where the task finds dict.ltr.txt (fairseq's --data)
         cfg = meta["cfg"]
         model = {**cfg["model"], "data": data, "w2v_args": {**cfg["model"]["w2v_args"]}}
         model["w2v_args"]["task"] = {**model["w2v_args"]["task"], "data": data}
-        return {
-            "args": None,
-            "cfg": {"model": model, "task": {**cfg["task"], "data": data}},
-            "model": dict(state),
-            "optimizer_history": [
-                {"criterion_name": "CtcCriterion", "optimizer_name": "none", "lr_scheduler_state": {}, "num_updates": 0}
-            ],
-            "extra_state": {"train_iterator": {"epoch": 1}},
-        }
+        return _trainer_file({"model": model, "task": {**cfg["task"], "data": data}}, state, "CtcCriterion")
 
     return Exporter(
         original,

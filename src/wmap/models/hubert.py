@@ -25,6 +25,7 @@ from wmap.fairseq import (
 )
 from wmap.models.base import ModelSpec, TranslatedConfig, shipped
 from wmap.models.ctc_processor import ctc_processor, feature_extractor_writer
+from wmap.models.fairseq_export import pretraining_exporter
 from wmap.models.wav2vec2 import ONE_POS_CONV, ctc_rules, encoder_rules, fine_tuned_config
 from wmap.pipeline import first_match, seq
 from wmap.transforms import Layout, Transform, route_weight_norm, skip
@@ -74,6 +75,9 @@ HUBERT = ModelSpec(
     pipeline=pretrained_pipeline,
     model_class=HubertModel,
     extras=feature_extractor_writer,
+    export=pretraining_exporter(
+        "hubert", FIELDS, lambda config: {"final_dim": config.hidden_size}, criterion="HubertCriterion"
+    ),
 )
 
 HUBERT_CTC = ModelSpec(

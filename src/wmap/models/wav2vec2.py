@@ -39,8 +39,8 @@ from wmap.fairseq import (
     with_upgrades,
 )
 from wmap.models.base import ModelSpec, TranslatedConfig, shipped
-from wmap.models.ctc_processor import ctc_processor
-from wmap.models.fairseq_export import ctc_exporter
+from wmap.models.ctc_processor import ctc_processor, feature_extractor_writer
+from wmap.models.fairseq_export import ctc_exporter, pretraining_exporter
 from wmap.pipeline import first_match, scoped, seq
 from wmap.transforms import EXACT, PARAMS, Layout, Transform, refuse, rename, route_weight_norm
 
@@ -181,6 +181,16 @@ WAV2VEC2 = ModelSpec(
     config_from_checkpoint=pretrained_config,
     pipeline=pretraining_pipeline,
     model_class=Wav2Vec2ForPreTraining,
+    extras=feature_extractor_writer,
+    export=pretraining_exporter(
+        "wav2vec2",
+        encoder_fields(pretraining=True),
+        lambda config: {
+            "quantize_targets": True,
+            "latent_dim": config.codevector_dim,
+            "final_dim": config.proj_codevector_dim,
+        },
+    ),
 )
 
 WAV2VEC2_CTC = ModelSpec(
