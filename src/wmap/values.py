@@ -18,10 +18,12 @@ inverse, and a property test checks that the inverse undoes it:
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
-import torch
+
+if TYPE_CHECKING:  # torch is imported by what runs the operations, not by the plan's values
+    import torch
 
 Shape = tuple[int, ...]
 
@@ -95,6 +97,8 @@ class Concat:
     def apply_all(self, parts: tuple[torch.Tensor, ...]) -> torch.Tensor:
         if tuple(p.shape[self.dim] for p in parts) != self.sizes:
             raise ValueError(f"parts of sizes {[p.shape[self.dim] for p in parts]}, expected {list(self.sizes)}")
+        import torch
+
         return torch.cat(parts, dim=self.dim)
 
     def inverse(self) -> Split:
