@@ -262,6 +262,20 @@ def layout_agrees(
     )
 
 
+FINE_TUNING_OVERRIDES = (
+    "dropout_input",
+    "dropout",
+    "attention_dropout",
+    "activation_dropout",
+    "layerdrop",
+    "mask_length",
+    "mask_prob",
+    "mask_channel_length",
+    "mask_channel_prob",
+)
+"""Fields of a fine-tuning wrapper that fairseq copies into the pre-trained encoder's config when
+fine-tuning starts (``w2v_args.model`` then holds the values in effect)."""
+
 FROM_ENCODER_CONFIG = "the pre-trained encoder's config in w2v_args.model holds the value in effect"
 CTC_FINE_TUNING = ConfigTable(
     "fairseq cfg.model (wav2vec_ctc / hubert_ctc)",
@@ -295,15 +309,7 @@ CTC_FINE_TUNING = ConfigTable(
         Ignored("autoregressive", "seq2seq decoding flag (fairseq#4917 adds it to HubertCtcConfig); CTC is not"),
         *ignore_all(
             (
-                "dropout_input",
-                "dropout",
-                "attention_dropout",
-                "activation_dropout",
-                "layerdrop",
-                "mask_length",
-                "mask_prob",
-                "mask_channel_length",
-                "mask_channel_prob",
+                *FINE_TUNING_OVERRIDES,
                 "checkpoint_activations",
                 "adp_num",
                 "adp_dim",

@@ -40,6 +40,7 @@ from wmap.config_fields import (
 )
 from wmap.errors import BadConfig
 from wmap.fairseq import (
+    FINE_TUNING_OVERRIDES,
     PRETRAINING_HEADS,
     PROJECTIONS,
     TRAINING_ONLY,
@@ -126,15 +127,7 @@ XM_TRANSFORMER = ConfigTable(
         Ignored("encoder_embed_dim", "the encoder's width, read from w2v_args.model"),
         *ignore_all(
             (
-                "dropout_input",
-                "dropout",
-                "attention_dropout",
-                "activation_dropout",
-                "layerdrop",
-                "mask_length",
-                "mask_prob",
-                "mask_channel_length",
-                "mask_channel_prob",
+                *FINE_TUNING_OVERRIDES,
                 "mask_selection",
                 "mask_other",
                 "no_mask_overlap",
