@@ -16,7 +16,7 @@ from torch import nn
 from wmap.errors import LoadFailed, PlanNotClean, TensorMismatch
 from wmap.io import SAFETENSORS_DTYPES
 from wmap.plan import NO_EXCEPTIONS, Accept, MappingPlan
-from wmap.values import ValueOp
+from wmap.values import shape_after
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -26,13 +26,6 @@ def _shape(shape: tuple[int, ...]) -> str:
 WRITABLE: frozenset[torch.dtype] = frozenset(SAFETENSORS_DTYPES)
 """The dtypes a converted checkpoint holds (safetensors' and transformers' speech models'); fp8,
 complex and the like are refused by name, not written."""
-
-
-def _shape_after(op: ValueOp, shape: tuple[int, ...]) -> tuple[int, ...] | None:
-    try:
-        return op.shape(shape)
-    except (ValueError, IndexError):
-        return None
 
 
 def _kind(value: torch.Tensor) -> str:
@@ -63,7 +56,7 @@ def apply_plan(
         value = tensors.get(item.source)
         if value is None:
             return Failure(TensorMismatch(item.source, f"a tensor of {_shape(item.shape)}", "no such key"))
-        produced = tuple(value.shape) if item.value is None else _shape_after(item.value, tuple(value.shape))
+        produced = tuple(value.shape) if item.value is None else shape_after(item.value, tuple(value.shape))
         if produced != item.shape:
             return Failure(TensorMismatch(item.source, _shape(item.shape), _shape(tuple(value.shape))))
         if value.layout != torch.strided or value.dtype not in WRITABLE:

@@ -345,12 +345,22 @@ CTC_HEAD = "w2v_encoder.proj.weight"
 """The CTC projection of a fine-tuned fairseq checkpoint (its rows are the target dictionary)."""
 
 
+NO_CONFIG = BadConfig("checkpoint", "cfg.model", "a fairseq config (cfg or args); or pass --config", "none")
+"""A checkpoint without fairseq's config: the translation needs one (or the user's ``--config``)."""
+
+
+def pre_trained(meta: Mapping[str, Any], table: ConfigTable) -> Result[Translation, BadConfig]:
+    """A pre-trained fairseq checkpoint's model config (``cfg.model`` or ``args``), read with ``table``."""
+    model = fairseq_model_config(meta)
+    return Failure(NO_CONFIG) if model is None else translate(table, model)
+
+
 def fine_tuned(meta: Mapping[str, Any], encoder: ConfigTable) -> Result[tuple[Translation, Translation], BadConfig]:
     """A fine-tuned fairseq checkpoint's two configs: the CTC wrapper (:data:`CTC_FINE_TUNING`) and
     the pre-trained encoder's (``w2v_args.model``, read with ``encoder``)."""
     model = fairseq_model_config(meta)
     if model is None:
-        return Failure(BadConfig("checkpoint", "cfg.model", "a fairseq config (cfg or args); or pass --config", "none"))
+        return Failure(NO_CONFIG)
     if get(model, "w2v_args", None) is None:
         return Failure(BadConfig(CTC_FINE_TUNING.section, "w2v_args", "the pre-trained encoder's config", "missing"))
     return translate(CTC_FINE_TUNING, model).bind(

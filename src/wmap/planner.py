@@ -8,11 +8,9 @@ names and shapes only, no tensors.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 import attrs
 
-from wmap.keys import Pattern, join_key, split_key
 from wmap.kinds import RULE, refusal
 from wmap.pipeline import groups
 from wmap.plan import (
@@ -26,10 +24,7 @@ from wmap.plan import (
     UnknownTarget,
 )
 from wmap.transforms import Layout, Mapped, Refused, Skipped, Transform
-from wmap.values import ValueOp
-
-if TYPE_CHECKING:
-    from wmap.reverse import Unrecoverable
+from wmap.values import shape_after
 
 
 def make_plan(
@@ -67,7 +62,7 @@ def make_plan(
             for item in outcome.targets:
                 name = item.key
                 want = target.get(name)
-                produced = shape if item.value is None else _shape_after(item.value, shape)
+                produced = shape if item.value is None else shape_after(item.value, shape)
                 if want is None:
                     unknown.append(UnknownTarget(key, name, outcome.rules))
                 elif name in written:
@@ -100,15 +95,6 @@ def make_plan(
     )
 
 
-def _shape_after(value: ValueOp, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The shape a value operation gives, or the source's own where it cannot apply (the plan then
-    shows a mismatch)."""
-    try:
-        return value.shape(shape)
-    except (ValueError, IndexError):
-        return shape
-
-
 def _kind_refusal(
     kinds: Mapping[str, str], target_kinds: Mapping[str, str] | None, key: str, target: str
 ) -> str | None:
@@ -135,26 +121,15 @@ def reverse_plan(
     """The plan of a reverse conversion (a converted model's layout back to the original's): a plan
     like any other, whose missing keys that lie under a forward skip or refusal are listed as
     ``unrecoverable`` with the forward reason (see :mod:`wmap.reverse`)."""
-    from wmap.reverse import unrecoverable
+    from wmap.reverse import unrecoverable_rule
 
     plan = make_plan(reversed_pipeline, converted, original, lint=False, kinds=kinds)
-    rules = list(unrecoverable(reversed_pipeline))
     gone: list[SkippedKey] = []
     missing: list[str] = []
     for key in plan.missing:
-        found = next((rule for scopes, rule in rules if _under(scopes, rule, key)), None)
+        found = unrecoverable_rule(reversed_pipeline, key)
         if found is None:
             missing.append(key)
         else:
             gone.append(SkippedKey(key, found.reason, repr(found)))
     return attrs.evolve(plan, missing=tuple(missing), unrecoverable=tuple(gone))
-
-
-def _under(scopes: tuple[Pattern, ...], rule: Unrecoverable, key: str) -> bool:
-    segments = split_key(key)
-    for scope in scopes:
-        found = scope.match_prefix(segments)
-        if found is None:
-            return False
-        segments = segments[found[1] :]
-    return bool(segments) and rule.covers(join_key(segments))

@@ -41,6 +41,7 @@ from wmap.transforms import (
     Skip,
     Skipped,
     Transform,
+    match_under,
 )
 
 
@@ -69,11 +70,7 @@ class Unrecoverable:
 
     def covers(self, key: str) -> bool:
         """Whether ``key`` (of the original layout) lies under this rule."""
-        segments = split_key(key)
-        found = self.source.match_prefix(segments)
-        if found is None:
-            return False
-        return self.leaves is None or ".".join(segments[found[1] :]) in self.leaves.names
+        return match_under(self.source, self.leaves, key) is not None
 
 
 @attrs.frozen(repr=False)
@@ -89,9 +86,7 @@ class TiedCopy:
         return f"tied copy {self.source!r} of {self.primary!r}"
 
     def apply(self, key: str, target: Layout) -> Outcome:
-        segments = split_key(key)
-        found = self.source.match_prefix(segments)
-        if found is None or (self.leaves is not None and ".".join(segments[found[1] :]) not in self.leaves.names):
+        if match_under(self.source, self.leaves, key) is None:
             return NO_MATCH
         return Skipped(f"tied copy of {self.primary}: the original holds it once", repr(self))
 
@@ -259,25 +254,43 @@ def unrecoverable(transform: Transform) -> Iterator[tuple[tuple[Pattern, ...], U
             yield tuple(scope.target for scope in scopes), rule
 
 
+def _within(scopes: tuple[Pattern, ...], segments: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """``segments`` split into the part the scope prefixes match, in order, and the rest; ``None``
+    where one of them does not match."""
+    prefix: tuple[str, ...] = ()
+    for scope in scopes:
+        found = scope.match_prefix(segments)
+        if found is None:
+            return None
+        prefix += segments[: found[1]]
+        segments = segments[found[1] :]
+    return prefix, segments
+
+
+def unrecoverable_rule(transform: Transform, key: str) -> Unrecoverable | None:
+    """The :class:`Unrecoverable` rule of a reversed pipeline that ``key`` (of the original's layout)
+    lies under, scopes included; ``None`` if there is none."""
+    for scopes, rule in unrecoverable(transform):
+        found = _within(scopes, split_key(key))
+        if found is not None and found[1] and rule.covers(".".join(found[1])):
+            return rule
+    return None
+
+
 def tied_primary(transform: Transform, key: str) -> str | None:
     """For a converted model's key that a reversed pipeline skips as a :class:`TiedCopy`, the key of
     the primary it must equal; ``None`` for any other key."""
     for scopes, rule in rules_of(transform):
         if not isinstance(rule, TiedCopy):
             continue
-        segments, prefix = split_key(key), tuple[str, ...]()
-        for scope in scopes:
-            found = scope.source.match_prefix(segments)
-            if found is None:
-                break
-            prefix += segments[: found[1]]
-            segments = segments[found[1] :]
-        else:
-            found = rule.source.match_prefix(segments)
-            if found is not None and isinstance(rule.apply(".".join(segments), {}), Skipped):
-                captures, length = found
-                primary = Pattern(rule.primary).substitute(captures)
-                return ".".join((*prefix, *primary, *segments[length:]))
+        found = _within(tuple(scope.source for scope in scopes), split_key(key))
+        if found is None:
+            continue
+        prefix, segments = found
+        matched = match_under(rule.source, rule.leaves, ".".join(segments))
+        if matched is not None:
+            captures, rest = matched
+            return ".".join((*prefix, *Pattern(rule.primary).substitute(captures), *rest))
     return None
 
 

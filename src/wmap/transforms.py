@@ -134,12 +134,17 @@ def lstm_leaves(num_layers: int, *, bidirectional: bool = False) -> Leaves:
     return Leaves(f"lstm[{num_layers}]", names, f"The parameters of a {num_layers}-layer LSTM.")
 
 
-def _remainder(segments: tuple[str, ...], start: int) -> str:
-    return join_key(segments[start:])
-
-
-def _leaf_ok(leaves: Leaves | None, remainder: str) -> bool:
-    return leaves is None or remainder in leaves.names
+def match_under(source: Pattern, leaves: Leaves | None, key: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """``(captures, remainder)`` when ``key`` lies under ``source`` and what follows is one of
+    ``leaves`` (any remainder when ``leaves`` is ``None``); else ``None``. How every rule matches."""
+    segments = split_key(key)
+    found = source.match_prefix(segments)
+    if found is None:
+        return None
+    rest = segments[found[1] :]
+    if leaves is not None and join_key(rest) not in leaves.names:
+        return None
+    return found[0], rest
 
 
 @attrs.frozen(repr=False)
@@ -170,14 +175,10 @@ class Rename:
         return self._text
 
     def apply(self, key: str, target: Layout) -> Outcome:
-        segments = split_key(key)
-        found = self.source.match_prefix(segments)
+        found = match_under(self.source, self.leaves, key)
         if found is None:
             return NO_MATCH
-        captures, length = found
-        rest = segments[length:]
-        if self.leaves is not None and join_key(rest) not in self.leaves.names:
-            return NO_MATCH
+        captures, rest = found
         primary = join_key(self.target.substitute(captures) + rest)
         if not self.also:
             return Mapped((Target(primary),), (self._text,))
@@ -197,9 +198,7 @@ class Skip:
         return f"skip {self.source!r}"
 
     def apply(self, key: str, target: Layout) -> Outcome:
-        segments = split_key(key)
-        found = self.source.match_prefix(segments)
-        if found is None or not _leaf_ok(self.leaves, _remainder(segments, found[1])):
+        if match_under(self.source, self.leaves, key) is None:
             return NO_MATCH
         return Skipped(self.reason, repr(self))
 
@@ -260,12 +259,10 @@ class SplitRename:
         return f"split {self.source!r} -> {', '.join(map(repr, self.targets))} along {self.dim}"
 
     def apply(self, key: str, target: Layout) -> Outcome:
-        segments = split_key(key)
-        found = self.source.match_prefix(segments)
+        found = match_under(self.source, None, key)
         if found is None:
             return NO_MATCH
-        captures, length = found
-        rest = segments[length:]
+        captures, rest = found
         count = len(self.targets)
         parts = tuple(
             Target(join_key(p.substitute(captures) + rest), value=Chunk(self.dim, i, count))

@@ -36,6 +36,15 @@ class ValueOp(Protocol):
     def apply(self, tensor: torch.Tensor) -> torch.Tensor: ...
 
 
+def shape_after(op: ValueOp, shape: Shape) -> Shape | None:
+    """The shape ``op`` gives ``shape``; ``None`` where it cannot apply (a size that does not divide,
+    a reshape from another shape): the plan shows a mismatch, apply refuses the tensor."""
+    try:
+        return op.shape(shape)
+    except (ValueError, IndexError):
+        return None
+
+
 @attrs.frozen
 class Slice:
     """Elements ``start:stop`` along ``dim``: one part of a fused tensor."""

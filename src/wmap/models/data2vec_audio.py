@@ -17,7 +17,6 @@ from wmap.config_fields import (
     ConfigTable,
     Translation,
     ignore_all,
-    translate,
 )
 from wmap.errors import BadConfig
 from wmap.fairseq import (
@@ -27,11 +26,11 @@ from wmap.fairseq import (
     conv_kwargs,
     ctc_head_kwargs,
     fairseq_encoder_config,
-    fairseq_model_config,
     fine_tuned,
     flag,
     layer_norm_feature_extractor,
     layout_agrees,
+    pre_trained,
     wav2vec2_encoder_fields,
     with_upgrades,
 )
@@ -98,10 +97,7 @@ def translate_config(meta: Mapping[str, Any], layout: Layout, *, ctc: bool) -> R
         return fine_tuned(meta, FINE_TUNED_ENCODER).bind(
             lambda both: _build(FINE_TUNED_ENCODER.section, both[1], both[0], layout)
         )
-    model = fairseq_model_config(meta)
-    if model is None:
-        return Failure(BadConfig("checkpoint", "cfg.model", "a fairseq config (cfg or args); or pass --config", "none"))
-    return translate(PRETRAINED, model).bind(lambda enc: _build(PRETRAINED.section, enc, None, layout))
+    return pre_trained(meta, PRETRAINED).bind(lambda enc: _build(PRETRAINED.section, enc, None, layout))
 
 
 def _build(

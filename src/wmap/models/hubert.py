@@ -11,24 +11,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from returns.result import Failure, Result, Success
 from transformers import HubertConfig, HubertForCTC, HubertModel, PretrainedConfig
 
-from wmap.config_fields import ConfigTable, Translated, Translation, boolean, ignore_all, translate
-from wmap.errors import BadConfig
+from wmap.config_fields import ConfigTable, Translated, boolean, ignore_all
 from wmap.fairseq import (
-    encoder_config_kwargs,
-    fairseq_model_config,
-    layout_agrees,
     wav2vec2_encoder_fields,
     with_upgrades,
 )
-from wmap.models.base import ModelSpec, TranslatedConfig, shipped
+from wmap.models.base import ModelSpec, shipped
 from wmap.models.ctc_processor import ctc_processor, feature_extractor_writer
 from wmap.models.fairseq_export import pretraining_exporter
-from wmap.models.wav2vec2 import ONE_POS_CONV, ctc_rules, encoder_rules, fine_tuned_config
+from wmap.models.wav2vec2 import ONE_POS_CONV, ctc_rules, encoder_rules, fine_tuned_config, pretrained_config
 from wmap.pipeline import first_match, seq
-from wmap.transforms import Layout, Transform, route_weight_norm, skip
+from wmap.transforms import Transform, route_weight_norm, skip
 
 FIELDS = (
     *wav2vec2_encoder_fields(pos_conv_depth=ONE_POS_CONV),
@@ -42,19 +37,6 @@ FINE_TUNED_ENCODER = ConfigTable("fairseq cfg.model.w2v_args.model (hubert)", FI
 
 FIXED = {"feat_proj_layer_norm": True}
 """fairseq's HuBERT normalises the features before projecting them (its top-level ``layer_norm``)."""
-
-
-def pretrained_config(meta: Mapping[str, Any], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
-    model = fairseq_model_config(meta)
-    if model is None:
-        return Failure(BadConfig("checkpoint", "cfg.model", "a fairseq config (cfg or args); or pass --config", "none"))
-
-    def built(read: Translation) -> Result[TranslatedConfig, BadConfig]:
-        kwargs = {**encoder_config_kwargs(read), **FIXED}
-        wrong = layout_agrees(PRETRAINED.section, layout, kwargs)
-        return Failure(wrong) if wrong else Success(TranslatedConfig(HubertConfig(**kwargs), read.ignored))
-
-    return translate(PRETRAINED, model).bind(built)
 
 
 PRETRAINING_HEADS = (
@@ -71,7 +53,9 @@ def pretrained_pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Tr
 HUBERT = ModelSpec(
     **shipped("hubert"),
     config_class=HubertConfig,
-    config_from_checkpoint=pretrained_config,
+    config_from_checkpoint=lambda meta, layout: pretrained_config(
+        meta, layout, PRETRAINED, HubertConfig, lambda read: FIXED
+    ),
     pipeline=pretrained_pipeline,
     model_class=HubertModel,
     extras=feature_extractor_writer,

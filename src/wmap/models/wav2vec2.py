@@ -24,16 +24,15 @@ from wmap.config_fields import (
     boolean,
     integer,
     number,
-    translate,
 )
 from wmap.errors import BadConfig
 from wmap.fairseq import (
     PRETRAINING_HEADS,
     ctc_head_kwargs,
     encoder_config_kwargs,
-    fairseq_model_config,
     fine_tuned,
     layout_agrees,
+    pre_trained,
     wav2vec2_encoder_fields,
     wav2vec2_encoder_rules,
     with_upgrades,
@@ -95,17 +94,18 @@ def _pretraining_kwargs(read: Translation) -> dict[str, Any]:
     }
 
 
-def pretrained_config(meta: Mapping[str, Any], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
-    model = fairseq_model_config(meta)
-    if model is None:
-        return Failure(BadConfig("checkpoint", "cfg.model", "a fairseq config (cfg or args); or pass --config", "none"))
+def pretrained_config(
+    meta: Mapping[str, Any], layout: Layout, table: ConfigTable, config_class: type[PretrainedConfig], extra: Any
+) -> Result[TranslatedConfig, BadConfig]:
+    """A pre-trained fairseq wav2vec2-style checkpoint's config: the encoder's from ``table``, plus
+    ``extra(read)`` (the family's own keyword arguments); shared by wav2vec2 and HuBERT."""
 
     def built(read: Translation) -> Result[TranslatedConfig, BadConfig]:
-        kwargs = {**encoder_config_kwargs(read), **_pretraining_kwargs(read)}
-        wrong = layout_agrees(PRETRAINED.section, layout, kwargs)
-        return Failure(wrong) if wrong else Success(TranslatedConfig(Wav2Vec2Config(**kwargs), read.ignored))
+        kwargs = {**encoder_config_kwargs(read), **extra(read)}
+        wrong = layout_agrees(table.section, layout, kwargs)
+        return Failure(wrong) if wrong else Success(TranslatedConfig(config_class(**kwargs), read.ignored))
 
-    return translate(PRETRAINED, model).bind(built)
+    return pre_trained(meta, table).bind(built)
 
 
 def fine_tuned_config(
@@ -178,7 +178,9 @@ def ctc_rules(
 WAV2VEC2 = ModelSpec(
     **shipped("wav2vec2"),
     config_class=Wav2Vec2Config,
-    config_from_checkpoint=pretrained_config,
+    config_from_checkpoint=lambda meta, layout: pretrained_config(
+        meta, layout, PRETRAINED, Wav2Vec2Config, _pretraining_kwargs
+    ),
     pipeline=pretraining_pipeline,
     model_class=Wav2Vec2ForPreTraining,
     extras=feature_extractor_writer,

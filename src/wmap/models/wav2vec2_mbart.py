@@ -41,6 +41,7 @@ from wmap.config_fields import (
 from wmap.errors import BadConfig
 from wmap.fairseq import (
     FINE_TUNING_OVERRIDES,
+    NO_CONFIG,
     PRETRAINING_HEADS,
     PROJECTIONS,
     TRAINING_ONLY,
@@ -234,7 +235,7 @@ def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[Translat
     """The composite config, with the token ids and processor hints the seed sets."""
     model = fairseq_model_config(meta)
     if model is None:
-        return Failure(BadConfig("checkpoint", "cfg.model", "a fairseq config (cfg or args); or pass --config", "none"))
+        return Failure(NO_CONFIG)
     w2v = get(get(model, "w2v_args", None), "model", None)
     if w2v is None:
         return Failure(BadConfig(SOURCE, "w2v_args", "the wav2vec2 encoder config; or pass --config", "missing"))
