@@ -441,20 +441,41 @@ PRETRAINING_HEADS = (
 """Pre-training-only modules a fine-tuned checkpoint may still carry."""
 
 
-def _fused(leaf: str) -> Transform:
-    return split(
-        f"encoder.layers.*.self_attn.in_proj_{leaf}",
-        tuple(f"encoder.layers.*.self_attn.{p}.{leaf}" for p in ("q_proj", "k_proj", "v_proj")),
+def fused_attention(attention: str) -> tuple[Transform, ...]:
+    """An older file's fused ``{attention}.in_proj_weight``/``in_proj_bias`` -> q, k, v (equal thirds)."""
+    return tuple(
+        split(f"{attention}.in_proj_{leaf}", tuple(f"{attention}.{p}.{leaf}" for p in ("q_proj", "k_proj", "v_proj")))
+        for leaf in ("weight", "bias")
     )
 
 
 FUSED_ATTENTION = upgrade(
     "fairseq's fused attention (older checkpoints)",
-    first_match("in_proj -> q/k/v", (_fused("weight"), _fused("bias"))),
+    first_match("in_proj -> q/k/v", fused_attention("encoder.layers.*.self_attn")),
 )
 """Older fairseq files keep q, k and v fused in ``in_proj_weight``/``in_proj_bias``; fairseq's
 ``MultiheadAttention.upgrade_state_dict_named`` splits them in equal thirds when it loads them. This
 does the same, so such files convert without fairseq (the way back writes the current format)."""
+
+DECODER_LAYER_NORMS = (("0", "self_attn_layer_norm"), ("1", "encoder_attn_layer_norm"), ("2", "final_layer_norm"))
+"""``TransformerDecoder.upgrade_state_dict_named``'s map of an older layer's numbered norms."""
+
+DECODER_UPGRADES = upgrade(
+    "fairseq's older transformer decoder (fused attention, numbered layer norms)",
+    first_match(
+        "older decoder layers",
+        (
+            *fused_attention("decoder.layers.*.self_attn"),
+            *fused_attention("decoder.layers.*.encoder_attn"),
+            *(
+                rename(f"decoder.layers.*.layer_norms.{n}", f"decoder.layers.*.{name}", PARAMS)
+                for n, name in DECODER_LAYER_NORMS
+            ),
+        ),
+    ),
+)
+"""Older files of fairseq's transformer decoder: attention fused as in :data:`FUSED_ATTENTION`, and
+each layer's norms as ``layer_norms.0/1/2``, which fairseq renames when it loads them."""
 
 
 def with_upgrades(rules: Transform) -> Transform:

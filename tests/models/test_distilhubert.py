@@ -51,3 +51,38 @@ def _encoder_output(model: Any, x: torch.Tensor) -> torch.Tensor:
     finally:
         hook.remove()
     return captured[0]
+
+
+@pytest.mark.parity
+def test_the_way_back_loads_in_s3prl_strictly_and_gives_the_same_features(tmp_path: Path) -> None:
+    """original -> convert -> export: the prediction heads are named unrecoverable and export refuses
+    until they are accepted; then s3prl's own ``PretrainedDistiller`` loads the file strictly (its
+    config says it has no heads), every encoder tensor is the original's, and the features agree."""
+    from s3prl.upstream.distiller.builder import PretrainedDistiller
+
+    from tests.originals import distiller_config, distiller_original, save_s3prl_checkpoint
+    from wmap.conversion import export, preview_reverse
+    from wmap.errors import PlanNotClean
+    from wmap.plan import Accept
+
+    config = distiller_config(extractor_mode="layer_norm")
+    original = distiller_original(config)
+    checkpoint = save_s3prl_checkpoint(tmp_path / "distiller.ckpt", config, original)
+    hf = convert("distilhubert", checkpoint, tmp_path / "hf").unwrap()
+    plan = preview_reverse("distilhubert", hf).unwrap().plan
+    assert [u.key for u in plan.unrecoverable] == ["output_layer"]
+    out = tmp_path / "back.ckpt"
+    assert isinstance(export("distilhubert", hf, out).failure(), PlanNotClean) and not out.exists()
+    export("distilhubert", hf, out, accept=Accept(unrecoverable=frozenset({"output_layer"}))).unwrap()
+
+    exported = torch.load(out, weights_only=True)
+    state = original.state_dict()
+    assert set(exported["Distiller"]) == {k for k in state if not k.startswith("output_layer.")}
+    assert all(torch.equal(v, state[k]) for k, v in exported["Distiller"].items())
+    options = {"ckpt_file": str(out), "load_pretrain": "True", "no_grad": "True", "permute_input": "False"}
+    loaded = PretrainedDistiller(options).model  # load_state_dict(strict=True) inside
+    assert loaded.output_layer is None
+
+    x = torch.randn(2, 4000)
+    with torch.no_grad():
+        torch.testing.assert_close(_encoder_output(loaded, x), _encoder_output(original, x), rtol=0, atol=ATOL)

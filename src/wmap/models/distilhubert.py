@@ -3,6 +3,12 @@
 The s3prl checkpoint keeps the distiller's state dict under ``Distiller`` and
 its config under ``Config.distiller``; the distillation prediction heads have
 no counterpart in ``HubertModel`` and are skipped.
+
+The way back writes the same container. The heads are unrecoverable (the plan
+names ``output_layer``); once the user accepts that, the written config says
+what the file holds, a distiller without heads (``out_layer_type`` and
+``task_emb_type`` ``none``), which s3prl's own ``PretrainedDistiller`` loads
+strictly and runs with ``no_pred=True``.
 """
 
 from __future__ import annotations
@@ -32,9 +38,11 @@ from wmap.config_fields import (
 )
 from wmap.errors import BadConfig
 from wmap.fairseq import TRAINING_ONLY, activation, conv_kwargs, layout_agrees, wav2vec2_encoder_rules
-from wmap.models.base import ModelSpec, TranslatedConfig, Writer, shipped
+from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, Writer, shipped
 from wmap.models.ctc_processor import FeatureExtractorSettings
+from wmap.models.fairseq_export import conv_feature_layers, inverted, weight_norm_hook_names
 from wmap.pipeline import first_match, seq
+from wmap.reverse import predicted_layout
 from wmap.transforms import Layout, Transform, route_weight_norm, skip
 
 S3PRL_CONV_LAYERS = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
@@ -145,6 +153,36 @@ def feature_extractor_files(
     return Success(FeatureExtractorSettings(16_000, do_normalize=False, return_attention_mask=False).write)
 
 
+HEADS = "output_layer"
+"""The distillation prediction heads the published DistilHuBERT has and ``HubertModel`` lacks."""
+
+HEADLESS = {"task_emb_type": "none", "out_layer_type": "none", "n_tasks": 1, "pred_layer_id": [1]}
+"""A distiller without prediction heads, as s3prl's ``DistillerConfig`` spells it."""
+
+
+def distiller_fields(config: PretrainedConfig) -> dict[str, Any]:
+    """``Config.distiller`` for a ``HubertConfig``: :data:`DISTILLER`'s translated fields inverted, the
+    extractor's mode and conv spec, and no heads (:data:`HEADLESS`)."""
+    values: dict[str, Any] = {src: getattr(config, hf) for hf, src in inverted(DISTILLER.fields).items()}
+    values["extractor_mode"] = "layer_norm" if config.feat_extract_norm == "layer" else "default"
+    values["extractor_conv_feature_layers"] = conv_feature_layers(config)
+    return {**values, "extractor_dropout": 0.0, "attention_type": "original", **HEADLESS}
+
+
+def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
+    """The distiller's names (the reversed rules, hook-style weight norm), the heads named
+    unrecoverable, and its config."""
+    layout = dict(weight_norm_hook_names(predicted_layout(source.pipeline, source.converted)))
+    layout[HEADS] = ()  # named, not recovered
+    return Success((layout, {"Config": {"distiller": distiller_fields(source.config)}}))
+
+
+EXPORTER = Exporter(
+    original,
+    container=lambda state, meta, where: {"Distiller": dict(state), "Config": dict(meta["Config"])},
+    describes="an s3prl distiller checkpoint (PretrainedDistiller loads it)",
+)
+
 DISTILHUBERT = ModelSpec(
     **shipped("distilhubert"),
     config_class=HubertConfig,
@@ -152,4 +190,5 @@ DISTILHUBERT = ModelSpec(
     pipeline=pipeline,
     model_class=HubertModel,
     extras=feature_extractor_files,
+    export=EXPORTER,
 )

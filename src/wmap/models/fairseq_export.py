@@ -42,13 +42,18 @@ def inverted(fields: tuple[Field, ...]) -> dict[str, str]:
 TRANSLATED_BACK = inverted(wav2vec2_encoder_fields())
 
 
+def conv_feature_layers(config: PretrainedConfig) -> str:
+    """fairseq's ``conv_feature_layers`` spec (``[(dim, kernel, stride), ...]``) of a wav2vec2-family config."""
+    layers = zip(config.conv_dim, config.conv_kernel, config.conv_stride, strict=True)
+    return repr([tuple(int(n) for n in layer) for layer in layers])
+
+
 def encoder_cfg(config: PretrainedConfig, name: str, fields: tuple[Field, ...] = ()) -> dict[str, Any]:
     """fairseq's encoder config (``w2v_args.model``) for a transformers wav2vec2-family config, from
     the family's forward ``fields`` inverted (default: ``wav2vec2_encoder_fields()``)."""
     back = inverted(fields) if fields else TRANSLATED_BACK
     values: dict[str, Any] = {src: getattr(config, hf) for hf, src in back.items() if hasattr(config, hf)}
-    layers = list(zip(config.conv_dim, config.conv_kernel, config.conv_stride, strict=True))
-    values["conv_feature_layers"] = repr([tuple(int(n) for n in layer) for layer in layers])
+    values["conv_feature_layers"] = conv_feature_layers(config)
     values["extractor_mode"] = "layer_norm" if getattr(config, "feat_extract_norm", "layer") == "layer" else "default"
     values["layer_norm_first"] = bool(getattr(config, "do_stable_layer_norm", False))
     if name == "data2vec_audio":
@@ -76,8 +81,8 @@ def dictionary_text(vocab_json: str) -> Result[str, BadConfig]:
     return Success("".join(f"{by_index[i]} 1\n" for i in range(4, len(by_index))))
 
 
-def _fairseq_names(layout: Mapping[str, tuple[int, ...]]) -> Layout:
-    """fairseq's modules use torch's weight-norm hook names (``weight_g``/``weight_v``)."""
+def weight_norm_hook_names(layout: Mapping[str, tuple[int, ...]]) -> Layout:
+    """fairseq's (and s3prl's) modules use torch's weight-norm hook names (``weight_g``/``weight_v``)."""
     renamed = {}
     for key, shape in layout.items():
         for old, new in WEIGHT_NORM_NAMES:
@@ -87,7 +92,7 @@ def _fairseq_names(layout: Mapping[str, tuple[int, ...]]) -> Layout:
     return renamed
 
 
-def _features(files: Mapping[str, str]) -> Result[tuple[bool, int], BadConfig]:
+def feature_settings(files: Mapping[str, str]) -> Result[tuple[bool, int], BadConfig]:
     try:
         features = json.loads(files[FEATURES])
         features = features.get("feature_extractor", features)
@@ -96,7 +101,7 @@ def _features(files: Mapping[str, str]) -> Result[tuple[bool, int], BadConfig]:
         return Failure(BadConfig(FEATURES, "do_normalize", "a Wav2Vec2FeatureExtractor config", repr(error)[:80]))
 
 
-def _trainer_file(cfg: Mapping[str, Any], state: Mapping[str, Any], criterion: str) -> dict[str, Any]:
+def trainer_file(cfg: Mapping[str, Any], state: Mapping[str, Any], criterion: str) -> dict[str, Any]:
     """What fairseq's loader expects around a model: ``cfg``, the state dict, an optimizer history
     (``_upgrade_state_dict`` reads it) and the iterator's state; no optimizer state."""
     return {
@@ -121,21 +126,29 @@ def pretraining_exporter(
         def meta(found: tuple[bool, int]) -> tuple[Layout, dict[str, Any]]:
             model = {**encoder_cfg(source.config, encoder_name, fields), **(extra(source.config) if extra else {})}
             task = {"_name": "audio_pretraining", "normalize": found[0], "sample_rate": found[1]}
-            layout = dict(_fairseq_names(predicted_layout(source.pipeline, source.converted)))
+            layout = dict(weight_norm_hook_names(predicted_layout(source.pipeline, source.converted)))
             layout.update({name: () for name in unrecoverable_names(source.pipeline)})  # named, not recovered
             return layout, {"cfg": {"model": model, "task": task}}
 
-        return _features(source.files).map(meta)
+        return feature_settings(source.files).map(meta)
 
     def container(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
         cfg = meta["cfg"]
-        return _trainer_file({**cfg, "task": {**cfg["task"], "data": str(where.parent)}}, state, criterion)
+        return trainer_file({**cfg, "task": {**cfg["task"], "data": str(where.parent)}}, state, criterion)
 
     return Exporter(original, container, "a fairseq checkpoint (load_model_ensemble_and_task reads it)", (FEATURES,))
 
 
-def ctc_exporter(encoder_name: str, model_name: str = "wav2vec_ctc") -> Exporter:
-    """The way back for a fine-tuned wav2vec2-style CTC family (``encoder_name`` as fairseq registers it)."""
+def ctc_exporter(
+    encoder_name: str,
+    model_name: str = "wav2vec_ctc",
+    pretraining_task: str = "audio_pretraining",
+    unrecoverable: tuple[str, ...] = (),
+) -> Exporter:
+    """The way back for a fine-tuned wav2vec2-style CTC family (``encoder_name``, ``model_name`` and the
+    encoder's ``pretraining_task`` as fairseq registers them). ``unrecoverable``: keys the original
+    model always holds that the forward rules skip (HubertCtc's unused label embeddings), named by the
+    reverse plan."""
 
     def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
         config = source.config
@@ -144,7 +157,7 @@ def ctc_exporter(encoder_name: str, model_name: str = "wav2vec_ctc") -> Exporter
             model = {
                 "_name": model_name,
                 "w2v_args": {
-                    "task": {"_name": "audio_pretraining", "normalize": normalize, "sample_rate": rate},
+                    "task": {"_name": pretraining_task, "normalize": normalize, "sample_rate": rate},
                     "model": encoder_cfg(config, encoder_name),
                 },
                 "w2v_path": "",
@@ -153,10 +166,11 @@ def ctc_exporter(encoder_name: str, model_name: str = "wav2vec_ctc") -> Exporter
                 "apply_mask": bool(config.apply_spec_augment),
             }
             task = {"_name": "audio_finetuning", "labels": "ltr", "normalize": normalize, "sample_rate": rate}
-            layout = _fairseq_names(predicted_layout(source.pipeline, source.converted))
+            layout = dict(weight_norm_hook_names(predicted_layout(source.pipeline, source.converted)))
+            layout.update({name: () for name in unrecoverable})  # named, not recovered
             return layout, {"cfg": {"model": model, "task": task}, DICTIONARY: dictionary}
 
-        return _features(source.files).bind(
+        return feature_settings(source.files).bind(
             lambda found: dictionary_text(source.files[VOCAB]).map(lambda text: meta(text, *found))
         )
 
@@ -165,7 +179,7 @@ def ctc_exporter(encoder_name: str, model_name: str = "wav2vec_ctc") -> Exporter
         cfg = meta["cfg"]
         model = {**cfg["model"], "data": data, "w2v_args": {**cfg["model"]["w2v_args"]}}
         model["w2v_args"]["task"] = {**model["w2v_args"]["task"], "data": data}
-        return _trainer_file({"model": model, "task": {**cfg["task"], "data": data}}, state, "CtcCriterion")
+        return trainer_file({"model": model, "task": {**cfg["task"], "data": data}}, state, "CtcCriterion")
 
     return Exporter(
         original,

@@ -20,7 +20,7 @@ from wmap.fairseq import (
 )
 from wmap.models.base import ModelSpec, shipped
 from wmap.models.ctc_processor import ctc_processor, feature_extractor_writer
-from wmap.models.fairseq_export import pretraining_exporter
+from wmap.models.fairseq_export import ctc_exporter, pretraining_exporter
 from wmap.models.wav2vec2 import ONE_POS_CONV, ctc_rules, encoder_rules, fine_tuned_config, pretrained_config
 from wmap.pipeline import first_match, seq
 from wmap.transforms import Transform, route_weight_norm, skip
@@ -74,4 +74,7 @@ HUBERT_CTC = ModelSpec(
     model_class=HubertForCTC,
     extras=ctc_processor,
     takes_file="--dict: the fine-tuning dictionary (dict.ltr.txt) where task_state lacks it",
+    export=ctc_exporter(
+        "hubert", "hubert_ctc", "hubert_pretraining", unrecoverable=("w2v_encoder.w2v_model.label_embs_concat",)
+    ),
 )

@@ -5,6 +5,12 @@ Variants without an exact equivalent in transformers are refused by the plan,
 naming the keys: an encoder projection without the layer norm the adapter
 expects, the adaptor's extra projection layers or input layer norm, a
 stacked positional conv, a post-LN decoder.
+
+The way back (``wmap export``) writes fairseq's checkpoint with ``cfg.model``
+rebuilt from the two sub-configs (the same field tables inverted): fairseq's
+``build_model`` makes an ``XMTransformerModel`` from it that loads the state
+strictly. The ``speech_to_text`` task's data (``config.yaml``, the target
+dictionary) is not written: the directory holds no fairseq dictionary.
 """
 
 from __future__ import annotations
@@ -40,7 +46,9 @@ from wmap.config_fields import (
 )
 from wmap.errors import BadConfig
 from wmap.fairseq import (
+    DECODER_UPGRADES,
     FINE_TUNING_OVERRIDES,
+    FUSED_ATTENTION,
     NO_CONFIG,
     PRETRAINING_HEADS,
     PROJECTIONS,
@@ -56,15 +64,26 @@ from wmap.fairseq import (
     wav2vec2_encoder_fields,
 )
 from wmap.io import staged_copy
-from wmap.models.base import ModelSpec, TranslatedConfig, Writer, shipped
+from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, Writer, shipped
 from wmap.models.ctc_processor import FeatureExtractorSettings
-from wmap.pipeline import first_match, scoped, seq, when
+from wmap.models.fairseq_export import (
+    FEATURES,
+    encoder_cfg,
+    feature_settings,
+    inverted,
+    trainer_file,
+    weight_norm_hook_names,
+)
+from wmap.pipeline import first_match, scoped, seq, upgrade, when
+from wmap.reverse import predicted_layout
 from wmap.transforms import PARAMS, Layout, Transform, refuse, rename, route_weight_norm, skip, tie
 
 SOURCE = "fairseq cfg.model (xm_transformer)"
 W2V = "encoder.w2v_encoder.w2v_model"
 EMBED = "decoder.embed_tokens.weight"
 POSITIONS = "decoder.embed_positions.weight"
+DECODER_VERSION = "decoder.version"
+"""fairseq's decoder format marker: below 3, its loader drops the final layer norm as older files lack it."""
 MBART50_EN_XX = 250004
 """The seed's ``forced_bos_token_id`` (``en_XX`` in mBART-50's vocabulary)."""
 
@@ -330,7 +349,7 @@ def decoder_rules(model: object) -> tuple[Transform, ...]:
             skip("decoder.output_projection", "the same tensor as embed_tokens (tied); lm_head is fed from it"),
             rename("decoder.output_projection", "decoder.lm_head", PARAMS),
         ),
-        skip("decoder.version", "fairseq's checkpoint format marker, not a weight"),
+        skip(DECODER_VERSION, "fairseq's checkpoint format marker, not a weight (the way back writes the current one)"),
         when(
             "not decoder_normalize_before",
             not pre_ln,
@@ -343,10 +362,17 @@ def decoder_rules(model: object) -> tuple[Transform, ...]:
     )
 
 
+OLDER_FILES = (DECODER_UPGRADES, upgrade(FUSED_ATTENTION.name, scoped(W2V, W2V, FUSED_ATTENTION.inner)))
+"""fairseq's load-time upgrades of older files: the decoder's, and the encoder's fused attention
+under its prefix."""
+
+
 def pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
-    """Encoder, adaptor and decoder rules, then weight-norm routing for the positional conv."""
+    """fairseq's upgrades of older files, the encoder, adaptor and decoder rules, then weight-norm
+    routing for the positional conv."""
     model = fairseq_model_config(meta)
     return seq(
+        *OLDER_FILES,
         first_match("wav2vec2 + mbart", (*encoder_rules(model), *decoder_rules(model))),
         route_weight_norm(),
     )
@@ -413,6 +439,107 @@ def load_tokenizer(path: Path) -> Result[Writer, BadConfig]:
     return Success(write)
 
 
+def rules_meta(config: PretrainedConfig) -> dict[str, Any]:
+    """The xm_transformer settings the forward rules choose from, as a composite config implies them:
+    pre-LN (MBart), the tie, and the projection (``adaptor_proj``: an adapter projecting to another width)."""
+    return {"cfg": {"model": _variant(config)}}
+
+
+def _variant(config: PretrainedConfig) -> dict[str, Any]:
+    encoder, decoder = config.encoder, config.decoder
+    projects = bool(encoder.add_adapter) and encoder.output_hidden_size != encoder.hidden_size
+    return {
+        "decoder_normalize_before": True,
+        "share_decoder_input_output_embed": bool(decoder.tie_word_embeddings),
+        "adaptor_proj": projects,
+        "encoder_proj": False,
+    }
+
+
+DECODER_BACK = {hf: src for hf, src in inverted(XM_TRANSFORMER.fields).items() if hf != "adapter_stride"}
+"""transformers ``MBartConfig`` field -> xm_transformer field (the adaptor's are the encoder's)."""
+
+
+def model_cfg(config: PretrainedConfig, normalize: bool, rate: int) -> dict[str, Any]:
+    """fairseq's ``cfg.model`` for a composite config: the encoder's (``w2v_args.model``, with the
+    fine-tuning overrides in effect), the adaptor's, the decoder's; the architecture's fixed choices."""
+    encoder, decoder = config.encoder, config.decoder
+    w2v = encoder_cfg(encoder, "wav2vec2", W2V_ENCODER.fields)
+    adaptor_layers = int(encoder.num_adapter_layers) if encoder.add_adapter else 0
+    return {
+        "_name": "xm_transformer",
+        "arch": "xm_transformer",
+        "w2v_path": None,
+        "w2v_args": {"task": {"_name": "audio_pretraining", "normalize": normalize, "sample_rate": rate}, "model": w2v},
+        **{name: w2v[name] for name in FINE_TUNING_OVERRIDES if name in w2v},
+        "normalize": normalize,
+        "apply_mask": False,
+        "encoder_embed_dim": int(encoder.hidden_size),
+        "adaptor_n_layers": adaptor_layers,
+        "adaptor_kernel_size": int(encoder.adapter_kernel_size),
+        "adaptor_stride": int(encoder.adapter_stride),
+        "adaptor_layernorm": False,
+        **{src: getattr(decoder, hf) for hf, src in DECODER_BACK.items()},
+        "decoder_output_dim": int(decoder.d_model),
+        "decoder_input_dim": int(decoder.d_model),
+        "no_scale_embedding": not decoder.scale_embedding,
+        "max_target_positions": int(decoder.max_position_embeddings),
+        "decoder_learned_pos": True,
+        "no_token_positional_embeddings": False,
+        "layernorm_embedding": True,
+        "adaptive_input": False,
+        "adaptive_softmax_cutoff": None,
+        "decoder_dropout": float(decoder.dropout),
+        "decoder_attention_dropout": float(decoder.attention_dropout),
+        "decoder_activation_dropout": float(decoder.activation_dropout),
+        "decoder_layerdrop": float(decoder.decoder_layerdrop),
+        **_variant(config),
+    }
+
+
+def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
+    """fairseq's names (the reversed rules, hook-style weight norm) and ``cfg``; an adapter that both
+    projects and has layers is refused (fairseq's adaptor would then hold projection layers
+    Wav2Vec2's adapter lacks)."""
+    variant = _variant(source.config)
+    if variant["adaptor_proj"] and source.config.encoder.num_adapter_layers > 0:
+        found = f"output_hidden_size {source.config.encoder.output_hidden_size} and adapter layers"
+        return Failure(
+            BadConfig("config.json", "encoder.output_hidden_size", "hidden_size, or no adapter layers", found)
+        )
+
+    def meta(found: tuple[bool, int]) -> tuple[Layout, dict[str, Any]]:
+        layout = weight_norm_hook_names(predicted_layout(source.pipeline, source.converted))
+        return layout, {"cfg": {"model": model_cfg(source.config, *found)}}
+
+    return feature_settings(source.files).map(meta)
+
+
+OUTPUT_PROJECTION = "decoder.output_projection.weight"
+
+
+def container(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
+    """A trainer-style file; what fairseq's state dict holds beyond the rules: the decoder's current
+    format marker and, when tied, the output projection as the embedding's own tensor. The
+    ``speech_to_text`` task points at the output's directory."""
+    import torch
+
+    cfg = meta["cfg"]["model"]
+    model = {**state, DECODER_VERSION: torch.tensor([3.0])}
+    if cfg["share_decoder_input_output_embed"]:
+        model[OUTPUT_PROJECTION] = state[EMBED]
+    task = {"_name": "speech_to_text", "data": str(where.parent)}
+    return trainer_file({"model": cfg, "task": task}, model, "LabelSmoothedCrossEntropyCriterion")
+
+
+EXPORTER = Exporter(
+    original,
+    container,
+    "a fairseq xm_transformer checkpoint (fairseq's build_model makes the model; the task's data is not written)",
+    reads=(FEATURES,),
+    rules_meta=rules_meta,
+)
+
 WAV2VEC2_MBART = ModelSpec(
     **shipped("wav2vec2_mbart"),
     config_class=SpeechEncoderDecoderConfig,
@@ -421,4 +548,5 @@ WAV2VEC2_MBART = ModelSpec(
     model_class=SpeechEncoderDecoderModel,
     extras=extras,
     takes_file="--tokenizer: the sentencepiece model to write an MBart50Tokenizer from",
+    export=EXPORTER,
 )
