@@ -387,8 +387,9 @@ def test_export_and_preview_reverse_through_the_command(tmp_path: Path) -> None:
     assert again.returncode == 2 and "--overwrite" in again.stderr and len(again.stderr.strip().splitlines()) == 1
     assert wmap("export", "whisper", str(hf), str(out), "--overwrite").returncode == 0
     assert not list(tmp_path.glob(".back.pt.wmap-*"))
-    one_way = wmap("export", "distilhubert", str(hf), str(tmp_path / "x.pt"))
-    assert one_way.returncode == 2 and "one way only" in one_way.stderr and not (tmp_path / "x.pt").exists()
+    other = wmap("export", "distilhubert", str(hf), str(tmp_path / "x.pt"))  # a whisper directory
+    assert other.returncode == 2 and "model_type" in other.stderr and "'hubert'" in other.stderr
+    assert "'whisper'" in other.stderr and not (tmp_path / "x.pt").exists()
     no_dir = wmap("preview", "--reverse", "whisper")
     assert no_dir.returncode == 2 and "HF_DIR" in no_dir.stderr
     inside = wmap("export", "whisper", str(hf), str(hf / "model.safetensors"), "--overwrite")

@@ -78,3 +78,16 @@ def test_verify_compares_bit_patterns_so_a_copied_nan_verifies(tmp_path: Path) -
     torch.save(state, tmp_path / "nan.pt")
     out = convert("encodec_32khz", tmp_path / "nan.pt", tmp_path / "hf").unwrap()
     assert verify("encodec_32khz", tmp_path / "nan.pt", out).unwrap().ok
+
+
+def test_a_family_without_a_way_back_is_refused_by_export(checkpoint: Path, tmp_path: Path) -> None:
+    """Every shipped family exports; a user's family without an :class:`Exporter` is refused by name."""
+    import attrs
+
+    from wmap import export
+    from wmap.registry import get_model
+
+    one_way = attrs.evolve(get_model("encodec_32khz").unwrap(), name="mine", export=None)
+    hf = convert("encodec_32khz", checkpoint, tmp_path / "hf").unwrap()
+    error = export(one_way, hf, tmp_path / "back.pt").failure()
+    assert "mine converts one way only" in error.message and not (tmp_path / "back.pt").exists()

@@ -91,6 +91,9 @@ def _config_from_json(spec: ModelSpec, path: Path, text: str) -> Result[Translat
         return Failure(BadConfig(str(path), "--config", expected, f"not JSON ({type(error).__name__}: {error})"[:200]))
     if not isinstance(data, dict):
         return Failure(BadConfig(str(path), "--config", expected, f"a JSON {type(data).__name__}, not an object"))
+    kind = spec.config_class.model_type
+    if data.get("model_type", kind) != kind:  # another family's config: from_dict would take it regardless
+        return Failure(BadConfig(str(path), "model_type", f"{kind!r} ({expected})", repr(data["model_type"])[:80]))
     try:
         return Success(TranslatedConfig(spec.config_class.from_dict(data)))
     except Exception as error:  # transformers' and huggingface_hub's validation errors are of many types

@@ -17,6 +17,7 @@ import json
 import mmap
 import os
 import re
+import secrets
 import shutil
 import struct
 import sys
@@ -706,11 +707,21 @@ def staged_copy(path: Path, name: str) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def _staging(out_dir: Path) -> Iterator[Path]:
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name[:120]}.wmap-", dir=out_dir.parent))
+    """A new directory beside ``out_dir``, removed at the end whatever happens. It is named before
+    it is made and made inside the ``try``: an interrupt (SIGTERM raises in any bytecode) arriving
+    just after ``mkdir`` still removes it, which ``mkdtemp`` followed by ``try`` cannot promise."""
+    staging = out_dir.parent / f".{out_dir.name[:120]}.wmap-{secrets.token_hex(8)}"
+    taken = False
     try:
+        try:
+            os.mkdir(staging, 0o700)
+        except FileExistsError:
+            taken = True  # someone else's (64 random bits: never in practice); not ours to remove
+            raise
         yield staging
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if not taken:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def check_output(out_dir: str | os.PathLike[str], *, overwrite: bool) -> Result[Path, OutputRefused]:
