@@ -132,3 +132,87 @@ def test_bad_tokenizer_input_is_refused_before_writing(tmp_path: Path) -> None:
     error = convert("encodec_32khz", encodec, tmp_path / "hf", processor_file=garbage).failure()
     assert "takes none" in error.message
     assert not (tmp_path / "hf").exists()
+
+
+def _fairseq_outputs(model: Any) -> torch.Tensor:
+    torch.manual_seed(1)
+    x = torch.randn(2, 4000)
+    ids = torch.tensor([[2, 5, 7, 9, 11, 13], [2, 6, 8, 10, 12, 14]])
+    with torch.no_grad():
+        encoded = model.encoder(src_tokens=x, src_lengths=torch.tensor([4000, 4000]))
+        logits: torch.Tensor = model.decoder(ids, encoder_out=encoded)[0]
+    return logits
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["tied", "untied"])
+def test_the_way_back_builds_in_fairseq_and_loads_strictly(shared: bool, tmp_path: Path) -> None:
+    """original -> convert -> export: every tensor of the original's state dict back as it was (the
+    tied output projection as the embedding's tensor, the decoder's format marker); fairseq's own
+    ``build_model`` makes an ``XMTransformerModel`` from the exported ``cfg`` that loads it strictly
+    and gives the original's logits; export -> convert gives the same safetensors."""
+    import argparse
+
+    from fairseq import checkpoint_utils, models
+    from safetensors.torch import load_file
+
+    from wmap.conversion import export, preview_reverse
+
+    original, checkpoint = _build(tmp_path, share_decoder_input_output_embed=shared)
+    hf = convert("wav2vec2_mbart", checkpoint, tmp_path / "hf").unwrap()
+    assert preview_reverse("wav2vec2_mbart", hf).unwrap().plan.is_clean()
+    (tmp_path / "back").mkdir()
+    out = export("wav2vec2_mbart", hf, tmp_path / "back" / "checkpoint.pt").unwrap()
+
+    exported = torch.load(out, weights_only=True)["model"]  # plain containers only
+    state = original.state_dict()
+    assert exported.keys() == state.keys()
+    assert all(exported[k].dtype == v.dtype and torch.equal(exported[k], v) for k, v in state.items())
+
+    saved = checkpoint_utils.load_checkpoint_to_cpu(str(out))  # fairseq's own reader and upgrades
+    task = argparse.Namespace(target_dictionary=original.decoder.dictionary, source_dictionary=None, multitask_tasks={})
+    rebuilt = models.build_model(saved["cfg"].model, task)
+    rebuilt.load_state_dict(saved["model"], strict=True, model_cfg=saved["cfg"].model)
+    assert bool(saved["cfg"].model.share_decoder_input_output_embed) == shared
+    assert torch.equal(_fairseq_outputs(rebuilt.eval()), _fairseq_outputs(original))
+
+    again = convert("wav2vec2_mbart", out, tmp_path / "again").unwrap()
+    first, second = load_file(hf / "model.safetensors"), load_file(again / "model.safetensors")
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_an_older_file_converts_without_fairseq(tmp_path: Path) -> None:
+    """Older fairseq files keep attention fused (``in_proj_weight``) and the decoder layers' norms as
+    ``layer_norms.0/1/2``. fairseq's module upgrades (``BaseFairseqModel.upgrade_state_dict_named``:
+    ``MultiheadAttention``'s and ``TransformerDecoder``'s) turn such a file into the current state
+    dict; wmap's upgrade chain converts it to the same tensors. (``XMTransformerModel`` overrides
+    ``upgrade_state_dict`` with a no-op, so fairseq's xm_transformer loader itself would not read it.)"""
+    from fairseq.models import BaseFairseqModel
+    from safetensors.torch import load_file
+
+    original, checkpoint = _build(tmp_path)
+    current = original.state_dict()
+    older = dict(current)
+    fused = 0
+    for key in [k for k in current if k.endswith("attn.q_proj.weight")]:
+        head = key.removesuffix("q_proj.weight")
+        for leaf in ("weight", "bias"):
+            older[f"{head}in_proj_{leaf}"] = torch.cat([older.pop(f"{head}{p}_proj.{leaf}") for p in "qkv"])
+        fused += 1
+    norms = 0
+    for n, name in enumerate(("self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm")):
+        for key in [k for k in current if k.startswith("decoder.layers.") and f".{name}." in k]:
+            older[key.replace(f".{name}.", f".layer_norms.{n}.")] = older.pop(key)
+            norms += 1
+    assert fused == 2 + 2 * 2 and norms == 2 * 3 * 2  # encoder self-attention; decoder self and cross
+    upgraded = dict(older)
+    BaseFairseqModel.upgrade_state_dict_named(original, upgraded, "")  # each module's own upgrade
+    assert upgraded.keys() == current.keys() and all(torch.equal(upgraded[k], v) for k, v in current.items())
+
+    saved = torch.load(checkpoint, weights_only=False)
+    torch.save({**saved, "model": older}, tmp_path / "older.pt")
+    plan = preview("wav2vec2_mbart", tmp_path / "older.pt").unwrap().plan
+    assert plan.is_clean(), plan.problems(limit=5)
+    old = convert("wav2vec2_mbart", tmp_path / "older.pt", tmp_path / "old").unwrap()
+    new = convert("wav2vec2_mbart", checkpoint, tmp_path / "new").unwrap()
+    first, second = load_file(old / "model.safetensors"), load_file(new / "model.safetensors")
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)

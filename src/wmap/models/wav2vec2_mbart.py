@@ -363,8 +363,10 @@ def decoder_rules(model: object) -> tuple[Transform, ...]:
 
 
 OLDER_FILES = (DECODER_UPGRADES, upgrade(FUSED_ATTENTION.name, scoped(W2V, W2V, FUSED_ATTENTION.inner)))
-"""fairseq's load-time upgrades of older files: the decoder's, and the encoder's fused attention
-under its prefix."""
+"""fairseq's module upgrades of older files (``TransformerDecoder``'s numbered norms,
+``MultiheadAttention``'s fused q/k/v, in the decoder and under the encoder's prefix). Optional:
+current files pass unchanged. fairseq's ``XMTransformerModel`` itself overrides
+``upgrade_state_dict`` with a no-op, so these are the modules' semantics, not its loader's."""
 
 
 def pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
@@ -456,6 +458,11 @@ def _variant(config: PretrainedConfig) -> dict[str, Any]:
     }
 
 
+BUILD_DEFAULTS: dict[str, Any] = {"freeze_regex": None}
+"""Arguments fairseq's ``Wav2VecEncoder`` reads when ``XMTransformerModel`` builds (a legacy model:
+no dataclass fills them in), at fairseq's defaults: training settings the transformers model does
+not carry (the forward table ignores them with that reason)."""
+
 DECODER_BACK = {hf: src for hf, src in inverted(XM_TRANSFORMER.fields).items() if hf != "adapter_stride"}
 """transformers ``MBartConfig`` field -> xm_transformer field (the adaptor's are the encoder's)."""
 
@@ -493,6 +500,7 @@ def model_cfg(config: PretrainedConfig, normalize: bool, rate: int) -> dict[str,
         "decoder_attention_dropout": float(decoder.attention_dropout),
         "decoder_activation_dropout": float(decoder.activation_dropout),
         "decoder_layerdrop": float(decoder.decoder_layerdrop),
+        **BUILD_DEFAULTS,
         **_variant(config),
     }
 
@@ -528,8 +536,9 @@ def container(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) ->
     model = {**state, DECODER_VERSION: torch.tensor([3.0])}
     if cfg["share_decoder_input_output_embed"]:
         model[OUTPUT_PROJECTION] = state[EMBED]
-    task = {"_name": "speech_to_text", "data": str(where.parent)}
-    return trainer_file({"model": cfg, "task": task}, model, "LabelSmoothedCrossEntropyCriterion")
+    data = str(where.parent)
+    task = {"_name": "speech_to_text", "data": data}
+    return trainer_file({"model": {**cfg, "data": data}, "task": task}, model, "LabelSmoothedCrossEntropyCriterion")
 
 
 EXPORTER = Exporter(
