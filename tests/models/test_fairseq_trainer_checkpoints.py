@@ -322,3 +322,46 @@ def test_an_older_file_with_fused_attention_converts_without_fairseq(
         AutoProcessor.from_pretrained(older), AutoModelForCTC.from_pretrained(older).eval(), _utterances()
     )
     assert ours == expected
+
+
+def test_hubert_ctc_goes_back_with_its_label_embeddings_named(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """HubertCtc keeps HuBERT's label embeddings, which CTC never reads and HubertForCTC lacks: the
+    reverse plan names them, export refuses until they are accepted, and then writes every other
+    tensor as it was. fairseq (with fairseq#4917's fix, reference side) loads the file non-strictly,
+    the embeddings being the one key it misses, and transcribes as the original does."""
+    from fairseq import checkpoint_utils
+
+    from tests.originals import ctc_trainer_checkpoint
+    from wmap.conversion import export, preview_reverse
+    from wmap.errors import PlanNotClean
+    from wmap.plan import Accept
+
+    torch.manual_seed(0)
+    data = tmp_path_factory.mktemp("fairseq")
+    ctc_trainer_checkpoint(data / "checkpoint_best.pt", data, family="hubert", **FAMILIES["hubert_ctc-base"][1])
+    hf = convert("hubert_ctc", data / "checkpoint_best.pt", tmp_path / "hf").unwrap()
+    labels = "w2v_encoder.w2v_model.label_embs_concat"
+    assert [u.key for u in preview_reverse("hubert_ctc", hf).unwrap().plan.unrecoverable] == [labels]
+    out = tmp_path / "exported" / "checkpoint.pt"
+    out.parent.mkdir()
+    assert isinstance(export("hubert_ctc", hf, out).failure(), PlanNotClean) and not out.exists()
+    export("hubert_ctc", hf, out, accept=Accept(unrecoverable=frozenset({labels}))).unwrap()
+
+    original = torch.load(data / "checkpoint_best.pt", weights_only=False)["model"]
+    exported = torch.load(out, weights_only=True)["model"]
+    assert exported.keys() == original.keys() - {labels}
+    assert all(exported[k].dtype == v.dtype and torch.equal(v, original[k]) for k, v in exported.items())
+
+    theirs, task = _fairseq_reference(data / "checkpoint_best.pt")
+    models, _, back_task = checkpoint_utils.load_model_ensemble_and_task([str(out)], strict=False)
+    mine = models[0].eval()
+    missing = set(mine.state_dict()) - set(exported)
+    assert missing == {labels}
+    audio = _utterances()
+    expected, expected_logits = _fairseq_transcripts(theirs, task, audio)
+    returned, returned_logits = _fairseq_transcripts(mine, back_task, audio)
+    assert returned == expected
+    for ours, original_logits in zip(returned_logits, expected_logits, strict=True):
+        torch.testing.assert_close(ours, original_logits, rtol=0, atol=1e-6)

@@ -13,7 +13,7 @@ undone), and the task's ``data`` points there.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -144,11 +144,14 @@ def ctc_exporter(
     model_name: str = "wav2vec_ctc",
     pretraining_task: str = "audio_pretraining",
     unrecoverable: tuple[str, ...] = (),
+    task_fields: Mapping[str, Any] | None = None,
+    extra: Callable[[PretrainedConfig], dict[str, Any]] | None = None,
 ) -> Exporter:
     """The way back for a fine-tuned wav2vec2-style CTC family (``encoder_name``, ``model_name`` and the
     encoder's ``pretraining_task`` as fairseq registers them). ``unrecoverable``: keys the original
     model always holds that the forward rules skip (HubertCtc's unused label embeddings), named by the
-    reverse plan."""
+    reverse plan; ``task_fields`` and ``extra(config)``: what the pre-training task and the encoder's
+    config must spell out (nothing fills a nested config's defaults or resolves its interpolations)."""
 
     def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
         config = source.config
@@ -157,8 +160,13 @@ def ctc_exporter(
             model = {
                 "_name": model_name,
                 "w2v_args": {
-                    "task": {"_name": pretraining_task, "normalize": normalize, "sample_rate": rate},
-                    "model": encoder_cfg(config, encoder_name),
+                    "task": {
+                        "_name": pretraining_task,
+                        "normalize": normalize,
+                        "sample_rate": rate,
+                        **(task_fields or {}),
+                    },
+                    "model": {**encoder_cfg(config, encoder_name), **(extra(config) if extra else {})},
                 },
                 "w2v_path": "",
                 "normalize": normalize,

@@ -39,6 +39,18 @@ FIXED = {"feat_proj_layer_norm": True}
 """fairseq's HuBERT normalises the features before projecting them (its top-level ``layer_norm``)."""
 
 
+PRETRAINING_LABELS = {"label_rate": -1.0}
+"""The pre-training labels' frame rate (fairseq's ``HubertConfig.label_rate`` interpolates it from the
+task): fairseq's default, as the labels are not part of the transformers model."""
+
+
+def pretraining_fields(config: PretrainedConfig) -> dict[str, Any]:
+    """What fairseq's ``HubertConfig`` needs beyond the encoder: the width of the pre-training
+    projection and label embeddings (not part of the transformers model, so unknown: the encoder's
+    width, as fairseq's default ``final_dim`` 0 means) and the labels' rate."""
+    return {"final_dim": config.hidden_size, **PRETRAINING_LABELS}
+
+
 PRETRAINING_HEADS = (
     skip("final_proj", "HuBERT pre-training projection onto the label embeddings; HubertModel has none"),
     skip("label_embs_concat", "HuBERT pre-training label embeddings; HubertModel has none"),
@@ -59,9 +71,7 @@ HUBERT = ModelSpec(
     pipeline=pretrained_pipeline,
     model_class=HubertModel,
     extras=feature_extractor_writer,
-    export=pretraining_exporter(
-        "hubert", FIELDS, lambda config: {"final_dim": config.hidden_size}, criterion="HubertCriterion"
-    ),
+    export=pretraining_exporter("hubert", FIELDS, pretraining_fields, criterion="HubertCriterion"),
 )
 
 HUBERT_CTC = ModelSpec(
@@ -75,6 +85,11 @@ HUBERT_CTC = ModelSpec(
     extras=ctc_processor,
     takes_file="--dict: the fine-tuning dictionary (dict.ltr.txt) where task_state lacks it",
     export=ctc_exporter(
-        "hubert", "hubert_ctc", "hubert_pretraining", unrecoverable=("w2v_encoder.w2v_model.label_embs_concat",)
+        "hubert",
+        "hubert_ctc",
+        "hubert_pretraining",
+        unrecoverable=("w2v_encoder.w2v_model.label_embs_concat",),
+        task_fields=PRETRAINING_LABELS,
+        extra=pretraining_fields,
     ),
 )
