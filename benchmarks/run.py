@@ -14,6 +14,10 @@ physical baseline), and by the seed's method (random-init model, load,
 assign, ``save_pretrained``). Each run is a fresh process; peak memory is the
 process's whole peak RSS (VmHWM, imports included) and its peak anonymous memory (RssAnon,
 sampled every 2 ms), both against the checkpoint's size.
+
+Export: the converted directory back to a fairseq checkpoint by ``wmap export``,
+against the physical baseline the other way (``safetensors`` load, the same
+keys renamed by a dict lookup, ``torch.save``), measured the same way.
 Figures are medians over ``--repeats`` runs.
 """
 
@@ -190,6 +194,23 @@ model.save_pretrained(OUT)
 """,
 }
 
+EXPORT_WORKERS = {
+    "wmap export": """
+from wmap.conversion import export
+os.makedirs(OUT)
+assert export("data2vec_audio_ctc", CKPT, os.path.join(OUT, "checkpoint.pt")).unwrap()
+""",
+    "raw copy back": """
+import torch
+from safetensors.torch import load_file
+names = json.load(open(DICT))  # transformers key -> fairseq key
+state = load_file(os.path.join(CKPT, "model.safetensors"))
+os.makedirs(OUT)
+torch.save({"model": {names[k]: v for k, v in state.items()}}, os.path.join(OUT, "checkpoint.pt"))
+""",
+}
+"""CKPT is the converted directory, DICT the forward plan's key map (its inverse is the baseline's)."""
+
 PRELUDE = """
 import json, os, resource, sys, threading, time
 sys.path.insert(0, {root!r}); sys.path.insert(0, {src!r})
@@ -217,21 +238,16 @@ print(json.dumps({"seconds": elapsed, "peak_bytes": status("VmHWM:"), "anon_peak
 """
 
 
-def conversion(data: Path, repeats: int) -> dict[str, Any]:
-    checkpoint = data / "data2vec_audio_ctc_large.pt"
-    size = make_checkpoint(checkpoint)
-    from tests.originals import write_letter_dictionary
-
-    dictionary = write_letter_dictionary(data)
-    subprocess.run(["cat", str(checkpoint)], stdout=subprocess.DEVNULL, check=True)  # warm the page cache
-    results: dict[str, Any] = {"checkpoint_bytes": size}
-    for name, body in WORKERS.items():
+def timed(workers: Mapping[str, str], source: Path, extra: Path, data: Path, repeats: int) -> dict[str, Any]:
+    """Each worker ``repeats`` times in a fresh process: median seconds, VmHWM and peak RssAnon."""
+    results: dict[str, Any] = {}
+    for name, body in workers.items():
         runs = []
         for _ in range(repeats):
             out = data / "out"
             shutil.rmtree(out, ignore_errors=True)
             code = PRELUDE.format(
-                root=str(ROOT), src=str(ROOT / "src"), ckpt=str(checkpoint), out=str(out), dict=str(dictionary)
+                root=str(ROOT), src=str(ROOT / "src"), ckpt=str(source), out=str(out), dict=str(extra)
             )
             done = subprocess.run(
                 [sys.executable, "-c", code + body + EPILOGUE], capture_output=True, text=True, check=False
@@ -245,12 +261,70 @@ def conversion(data: Path, repeats: int) -> dict[str, Any]:
             "peak_bytes": statistics.median(r["peak_bytes"] for r in runs),
             "anon_peak_bytes": statistics.median(r["anon_peak_bytes"] for r in runs),
         }
-    raw = results["raw copy"]
-    for name in WORKERS:
-        results[name]["time_vs_raw"] = results[name]["seconds"] / raw["seconds"]
-        results[name]["peak_vs_checkpoint"] = results[name]["peak_bytes"] / size
-        results[name]["anon_peak_vs_checkpoint"] = results[name]["anon_peak_bytes"] / size
     return results
+
+
+def ratios(results: dict[str, Any], baseline: str, size: int) -> dict[str, Any]:
+    """Time against ``baseline``'s, peaks against the model's bytes."""
+    for row in results.values():
+        if isinstance(row, dict):
+            row["time_vs_raw"] = row["seconds"] / results[baseline]["seconds"]
+            row["peak_vs_checkpoint"] = row["peak_bytes"] / size
+            row["anon_peak_vs_checkpoint"] = row["anon_peak_bytes"] / size
+    return results
+
+
+def conversion(data: Path, repeats: int) -> dict[str, Any]:
+    checkpoint = data / "data2vec_audio_ctc_large.pt"
+    size = make_checkpoint(checkpoint)
+    from tests.originals import write_letter_dictionary
+
+    dictionary = write_letter_dictionary(data)
+    subprocess.run(["cat", str(checkpoint)], stdout=subprocess.DEVNULL, check=True)  # warm the page cache
+    results = timed(WORKERS, checkpoint, dictionary, data, repeats)
+    return {"checkpoint_bytes": size, **ratios(results, "raw copy", size)}
+
+
+def export_back(data: Path, repeats: int) -> dict[str, Any]:
+    """The big checkpoint converted once, then exported back (against a rename-and-save baseline)."""
+    from tests.originals import write_letter_dictionary
+
+    from wmap.conversion import convert, preview
+
+    checkpoint = data / "data2vec_audio_ctc_large.pt"
+    make_checkpoint(checkpoint)
+    hf = data / "hf"
+    if not (hf / "model.safetensors").exists():
+        shutil.rmtree(hf, ignore_errors=True)
+        convert("data2vec_audio_ctc", checkpoint, hf, processor_file=write_letter_dictionary(data)).unwrap()
+    names = {a.target: a.source for a in preview("data2vec_audio_ctc", checkpoint).unwrap().plan.applied}
+    key_map = data / "key_map.json"
+    key_map.write_text(json.dumps(names))
+    size = (hf / "model.safetensors").stat().st_size
+    subprocess.run(["cat", str(hf / "model.safetensors")], stdout=subprocess.DEVNULL, check=True)
+    results = timed(EXPORT_WORKERS, hf, key_map, data, repeats)
+    return {"model_bytes": size, **ratios(results, "raw copy back", size)}
+
+
+def _memory_table(title: str, rows: Mapping[str, Any], names: Any, baseline: str) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    columns = ("method", "time", f"time / {baseline}", "VmHWM", "/ model", "peak RssAnon", "/ model")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for name in names:
+        row = rows[name]
+        table.add_row(
+            name,
+            f"{row['seconds']:.2f} s",
+            f"{row['time_vs_raw']:.2f}x",
+            f"{row['peak_bytes'] / 1e9:.2f} GB",
+            f"{row['peak_vs_checkpoint']:.2f}x",
+            f"{row['anon_peak_bytes'] / 1e9:.2f} GB",
+            f"{row['anon_peak_vs_checkpoint']:.2f}x",
+        )
+    return table
 
 
 def main() -> None:
@@ -289,26 +363,12 @@ def main() -> None:
     console.print(f"10x the keys (10k -> 100k) costs {planned['scaling_100k_over_10k']:.2f}x the time")
 
     if not args.skip_conversion:
-        report["conversion"] = conversion(args.data, args.repeats)
-        conv = report["conversion"]
-        table = Table(
-            title=f"conversion of a {conv['checkpoint_bytes'] / 1e9:.2f} GB checkpoint (median of {args.repeats})"
-        )
-        columns = ("method", "time", "time / raw copy", "VmHWM", "/ checkpoint", "peak RssAnon", "/ checkpoint")
-        for column in columns:
-            table.add_column(column, justify="right")
-        for name in WORKERS:
-            row = conv[name]
-            table.add_row(
-                name,
-                f"{row['seconds']:.2f} s",
-                f"{row['time_vs_raw']:.2f}x",
-                f"{row['peak_bytes'] / 1e9:.2f} GB",
-                f"{row['peak_vs_checkpoint']:.2f}x",
-                f"{row['anon_peak_bytes'] / 1e9:.2f} GB",
-                f"{row['anon_peak_vs_checkpoint']:.2f}x",
-            )
-        console.print(table)
+        report["conversion"] = conv = conversion(args.data, args.repeats)
+        title = f"conversion of a {conv['checkpoint_bytes'] / 1e9:.2f} GB checkpoint (median of {args.repeats})"
+        console.print(_memory_table(title, conv, WORKERS, "raw copy"))
+        report["export"] = back = export_back(args.data, args.repeats)
+        title = f"export of the {back['model_bytes'] / 1e9:.2f} GB converted directory (median of {args.repeats})"
+        console.print(_memory_table(title, back, EXPORT_WORKERS, "raw copy back"))
     out = args.data / "results.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
