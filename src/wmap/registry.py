@@ -94,7 +94,7 @@ SHIPPED: Final = (
     Family(
         "whisper",
         "openai-whisper checkpoint ({'dims', 'model_state_dict'}, as whisper.load_model reads it)",
-        "transformers WhisperForConditionalGeneration (and back: wmap export)",
+        "transformers WhisperForConditionalGeneration",
         "wmap.models.whisper",
         "WHISPER",
     ),

@@ -257,8 +257,10 @@ def test_the_way_back_loads_in_fairseq_strictly_and_gives_back_every_tensor(
     export(name, hf, out).unwrap()
     symbols = [line.split()[0] for line in (out.parent / "dict.ltr.txt").read_text().splitlines()]
     assert symbols == [line.split()[0] for line in (data / "dict.ltr.txt").read_text().splitlines()]
-    original = torch.load(data / "checkpoint_best.pt", weights_only=False)["model"]
+    saved = torch.load(data / "checkpoint_best.pt", weights_only=False)
+    original = saved["model"]
     exported = torch.load(out, weights_only=True)  # plain containers only: no pickled class
+    _encoder_settings_agree(saved["cfg"]["model"], exported["cfg"]["model"])
     assert exported["model"].keys() == original.keys()
     assert all(
         exported["model"][k].dtype == v.dtype and torch.equal(exported["model"][k], v) for k, v in original.items()
@@ -349,7 +351,9 @@ def test_hubert_ctc_goes_back_with_its_label_embeddings_named(
     assert isinstance(export("hubert_ctc", hf, out).failure(), PlanNotClean) and not out.exists()
     export("hubert_ctc", hf, out, accept=Accept(unrecoverable=frozenset({labels}))).unwrap()
 
-    original = torch.load(data / "checkpoint_best.pt", weights_only=False)["model"]
+    saved = torch.load(data / "checkpoint_best.pt", weights_only=False)
+    original = saved["model"]
+    _encoder_settings_agree(saved["cfg"]["model"], torch.load(out, weights_only=True)["cfg"]["model"])
     exported = torch.load(out, weights_only=True)["model"]
     assert exported.keys() == original.keys() - {labels}
     assert all(exported[k].dtype == v.dtype and torch.equal(v, original[k]) for k, v in exported.items())
@@ -365,3 +369,18 @@ def test_hubert_ctc_goes_back_with_its_label_embeddings_named(
     assert returned == expected
     for ours, original_logits in zip(returned_logits, expected_logits, strict=True):
         torch.testing.assert_close(ours, original_logits, rtol=0, atol=1e-6)
+
+
+def _encoder_settings_agree(original: Any, exported: Any) -> None:
+    """Every encoder field the forward table translates comes back with the original's value (the
+    trained settings differ from every default, so a field lost on either way shows), and so do the
+    conv spec and the fine-tuning wrapper's own fields."""
+    from wmap.models.fairseq_export import TRANSLATED_BACK
+
+    theirs, ours = original["w2v_args"]["model"], exported["w2v_args"]["model"]
+    compared = [f for f in TRANSLATED_BACK.values() if f in theirs]
+    assert len(compared) >= 16
+    assert {f: ours.get(f) for f in compared} == {f: theirs[f] for f in compared}
+    assert eval(ours["conv_feature_layers"]) == eval(theirs["conv_feature_layers"])  # our own test file
+    for field in ("final_dropout", "normalize"):
+        assert exported[field] == original[field], field

@@ -168,6 +168,18 @@ def test_the_way_back_builds_in_fairseq_and_loads_strictly(shared: bool, tmp_pat
     assert exported.keys() == state.keys()
     assert all(exported[k].dtype == v.dtype and torch.equal(exported[k], v) for k, v in state.items())
 
+    from wmap.models.fairseq_export import TRANSLATED_BACK
+    from wmap.models.wav2vec2_mbart import DECODER_BACK
+
+    theirs, ours = (
+        torch.load(checkpoint, weights_only=False)["cfg"]["model"],
+        torch.load(out, weights_only=True)["cfg"]["model"],
+    )
+    fields = [*DECODER_BACK.values(), "adaptor_n_layers", "adaptor_kernel_size", "adaptor_stride", "adaptor_proj"]
+    assert {f: ours[f] for f in fields} == {f: theirs[f] for f in fields}
+    encoder = [f for f in TRANSLATED_BACK.values() if f in theirs["w2v_args"]["model"]]
+    assert {f: ours["w2v_args"]["model"][f] for f in encoder} == {f: theirs["w2v_args"]["model"][f] for f in encoder}
+
     saved = checkpoint_utils.load_checkpoint_to_cpu(str(out))  # fairseq's own reader and upgrades
     task = argparse.Namespace(target_dictionary=original.decoder.dictionary, source_dictionary=None, multitask_tasks={})
     rebuilt = models.build_model(saved["cfg"].model, task)
