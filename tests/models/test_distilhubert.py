@@ -59,10 +59,13 @@ def test_the_way_back_loads_in_s3prl_strictly_and_gives_the_same_features(tmp_pa
     until they are accepted; then s3prl's own ``PretrainedDistiller`` loads the file strictly (its
     config says it has no heads), every encoder tensor is the original's, and the features agree."""
     from s3prl.upstream.distiller.builder import PretrainedDistiller
+    from s3prl.upstream.distiller.model import DistillerConfig
 
     from tests.originals import distiller_config, distiller_original, save_s3prl_checkpoint
     from wmap.conversion import export, preview_reverse
     from wmap.errors import PlanNotClean
+    from wmap.models.distilhubert import DISTILLER
+    from wmap.models.fairseq_export import inverted
     from wmap.plan import Accept
 
     config = distiller_config(extractor_mode="layer_norm")
@@ -76,6 +79,10 @@ def test_the_way_back_loads_in_s3prl_strictly_and_gives_the_same_features(tmp_pa
     export("distilhubert", hf, out, accept=Accept(unrecoverable=frozenset({"output_layer"}))).unwrap()
 
     exported = torch.load(out, weights_only=True)
+    written = exported["Config"]["distiller"]
+    fields = [*inverted(DISTILLER.fields).values(), "extractor_mode"]
+    assert {f: written[f] for f in fields} == {f: DistillerConfig(config).__dict__[f] for f in fields}
+    assert eval(written["extractor_conv_feature_layers"]) == eval(config["extractor_conv_feature_layers"])
     state = original.state_dict()
     assert set(exported["Distiller"]) == {k for k in state if not k.startswith("output_layer.")}
     assert all(torch.equal(v, state[k]) for k, v in exported["Distiller"].items())
