@@ -4,6 +4,7 @@ family (the original's real names and shapes), filled with random values."""
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -11,10 +12,16 @@ import torch
 from wmap.models import get_model
 
 
-def reference_state(model: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Random tensors with the original's names and shapes, and the checkpoint metadata."""
+def reference_state(
+    model: str, *, dtype: torch.dtype = torch.float32, rows: Mapping[int, int] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Random tensors with the original's names and shapes, and the checkpoint metadata. ``rows``
+    replaces first dimensions (``{250054: 4096}``: a vocabulary cut, where the size is read from the
+    weights)."""
     layout, meta = get_model(model).unwrap().reference_layout().unwrap()
-    return {key: torch.randn(*shape) if shape else torch.randn(()) for key, shape in layout.items()}, meta
+    cut = rows or {}
+    shapes = {key: (cut.get(shape[0], shape[0]), *shape[1:]) if shape else () for key, shape in layout.items()}
+    return {key: torch.randn(shape, dtype=dtype) for key, shape in shapes.items()}, meta
 
 
 def reference_checkpoint(path: Path, model: str = "encodec_32khz") -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -159,6 +160,12 @@ def _exportable() -> list[str]:
     return [f.name for f in registered() if get_model(f.name).unwrap().export is not None]
 
 
+SMALLER: dict[str, dict[str, Any]] = {"wav2vec2_mbart": {"rows": {250054: 4096}, "dtype": torch.float16}}
+"""A reference layout too big to round-trip in every CI run (mBART-50's 250k-token vocabulary, twice,
+beside wav2vec2-large: 4.2 GB in float32): its vocabulary cut to 4096 rows (the size is read from
+the weights), its values in float16. Every name and every other shape stays the original's."""
+
+
 CONTAINERS = {"whisper": "model_state_dict", "distilhubert": "Distiller"}
 """Where the original's file keeps its state dict (fairseq: ``model``)."""
 
@@ -181,7 +188,7 @@ def test_every_exportable_family_gives_back_every_converted_tensor(name: str, tm
     from tests.originals import write_letter_dictionary
     from wmap.conversion import convert, export, preview_reverse
 
-    state, meta = reference_state(name)
+    state, meta = reference_state(name, **SMALLER.get(name, {}))
     container = CONTAINERS.get(name, "model")
     torch.save({**meta, container: state} if meta else state, tmp_path / "original.pt")
     letters = write_letter_dictionary(tmp_path) if name.endswith("_ctc") else None
