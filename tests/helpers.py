@@ -3,8 +3,8 @@ family (the original's real names and shapes), filled with random values."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
