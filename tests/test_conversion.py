@@ -91,3 +91,15 @@ def test_a_family_without_a_way_back_is_refused_by_export(checkpoint: Path, tmp_
     hf = convert("encodec_32khz", checkpoint, tmp_path / "hf").unwrap()
     error = export(one_way, hf, tmp_path / "back.pt").failure()
     assert "mine converts one way only" in error.message and not (tmp_path / "back.pt").exists()
+
+
+def test_a_broken_config_json_is_named_as_the_directory_holds_it(checkpoint: Path, tmp_path: Path) -> None:
+    from wmap import export
+
+    hf = convert("encodec_32khz", checkpoint, tmp_path / "hf").unwrap()
+    (hf / "config.json").write_text("{not json")
+    error = export("encodec_32khz", hf, tmp_path / "back.pt").failure()
+    assert "config.json" in error.message and "--config" not in error.message and "not JSON" in error.message
+    (hf / "config.json").unlink()
+    error = export("encodec_32khz", hf, tmp_path / "back.pt").failure()
+    assert "config.json" in error.message and "--config" not in error.message

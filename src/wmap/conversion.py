@@ -70,27 +70,28 @@ def widen(result: Result[_T, WmapError]) -> Result[_T, WmapError]:
 
 
 def resolve_config(
-    spec: ModelSpec, meta: Mapping[str, Any], layout: Layout, config: ConfigSource
+    spec: ModelSpec, meta: Mapping[str, Any], layout: Layout, config: ConfigSource, *, field: str = "--config"
 ) -> Result[TranslatedConfig, BadConfig]:
-    """The override if given (a JSON file or a config object), else the family's translation."""
+    """The override if given (a JSON file or a config object), else the family's translation.
+    ``field``: what errors call the file (the ``--config`` option; an exported directory's ``config.json``)."""
     if isinstance(config, PretrainedConfig):
         return Success(TranslatedConfig(config))
     if config is not None:
         path = Path(os.fspath(config))
         expected = f"a {spec.config_class.__name__} JSON file"
-        return read_small_text(path, "--config", expected).bind(lambda text: _config_from_json(spec, path, text))
+        return read_small_text(path, field, expected).bind(lambda text: _config_from_json(spec, path, text, field))
     return spec.config_from_checkpoint(meta, layout)
 
 
-def _config_from_json(spec: ModelSpec, path: Path, text: str) -> Result[TranslatedConfig, BadConfig]:
-    """The config a ``--config`` file holds, as transformers' own validation accepts it."""
+def _config_from_json(spec: ModelSpec, path: Path, text: str, field: str) -> Result[TranslatedConfig, BadConfig]:
+    """The config a JSON file holds, as transformers' own validation accepts it."""
     expected = f"a {spec.config_class.__name__} JSON file"
     try:
         data = json.loads(text)
     except (ValueError, RecursionError) as error:
-        return Failure(BadConfig(str(path), "--config", expected, f"not JSON ({type(error).__name__}: {error})"[:200]))
+        return Failure(BadConfig(str(path), field, expected, f"not JSON ({type(error).__name__}: {error})"[:200]))
     if not isinstance(data, dict):
-        return Failure(BadConfig(str(path), "--config", expected, f"a JSON {type(data).__name__}, not an object"))
+        return Failure(BadConfig(str(path), field, expected, f"a JSON {type(data).__name__}, not an object"))
     kind = spec.config_class.model_type
     if data.get("model_type", kind) != kind:  # another family's config: from_dict would take it regardless
         return Failure(BadConfig(str(path), "model_type", f"{kind!r} ({expected})", repr(data["model_type"])[:80]))
@@ -98,7 +99,7 @@ def _config_from_json(spec: ModelSpec, path: Path, text: str) -> Result[Translat
         return Success(TranslatedConfig(spec.config_class.from_dict(data)))
     except Exception as error:  # transformers' and huggingface_hub's validation errors are of many types
         detail = " ".join(f"{type(error).__name__}: {error}".split())[:200]
-        return Failure(BadConfig(str(path), "--config", expected, detail))
+        return Failure(BadConfig(str(path), field, expected, detail))
 
 
 def _build_target(spec: ModelSpec, config: PretrainedConfig) -> Result[PreTrainedModel, BadConfig]:
@@ -438,7 +439,7 @@ def prepare_reverse(spec: ModelSpec, hf_dir: str | os.PathLike[str]) -> Result[P
         )
 
     return _exporter(spec).bind(
-        lambda exporter: widen(resolve_config(spec, {}, {}, config_file)).bind(
+        lambda exporter: widen(resolve_config(spec, {}, {}, config_file, field="config.json")).bind(
             lambda translated: planned(exporter, translated)
         )
     )
