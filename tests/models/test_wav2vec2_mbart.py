@@ -228,3 +228,34 @@ def test_an_older_file_converts_without_fairseq(tmp_path: Path) -> None:
     new = convert("wav2vec2_mbart", checkpoint, tmp_path / "new").unwrap()
     first, second = load_file(old / "model.safetensors"), load_file(new / "model.safetensors")
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_an_adapter_that_projects_and_has_layers_is_refused_on_the_way_back(tmp_path: Path) -> None:
+    """Wav2Vec2's adapter may project to another width and then run conv layers; fairseq's adaptor
+    with a projection (``--adaptor-proj``) adds projection layers Wav2Vec2 lacks, so there is no
+    fairseq file for it: refused before anything is read, naming the field."""
+    from transformers import MBartConfig, Wav2Vec2Config, Wav2Vec2FeatureExtractor
+
+    from wmap.conversion import export
+
+    encoder = Wav2Vec2Config(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=64,
+        conv_dim=(16, 16),
+        conv_kernel=(10, 3),
+        conv_stride=(5, 2),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        add_adapter=True,
+        num_adapter_layers=2,
+        output_hidden_size=24,
+    )
+    decoder = MBartConfig(d_model=24, decoder_layers=1, decoder_attention_heads=4, decoder_ffn_dim=48, vocab_size=40)
+    config = SpeechEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    SpeechEncoderDecoderModel(config=config).save_pretrained(tmp_path / "hf")
+    Wav2Vec2FeatureExtractor().save_pretrained(tmp_path / "hf")
+    error = export("wav2vec2_mbart", tmp_path / "hf", tmp_path / "back.pt").failure()
+    assert "encoder.output_hidden_size" in error.message and "adapter layers" in error.message
+    assert not (tmp_path / "back.pt").exists()
