@@ -32,3 +32,17 @@ def test_a_hostile_key_prints_as_text() -> None:
 def test_collapse_merges_layer_indices() -> None:
     rows = [(f"layers.{i}.fc.weight", f"blocks.{i}.fc.weight") for i in range(3)]
     assert collapse(rows) == [("layers.{0..2}.fc.weight", "blocks.{0..2}.fc.weight")]
+
+
+def test_a_reverse_plan_shows_what_it_cannot_give_back() -> None:
+    from wmap.planner import reverse_plan
+    from wmap.reverse import reverse
+    from wmap.transforms import PARAMS, skip
+
+    rules = first_match("g", [rename("a", "t", PARAMS), skip("heads", "training heads; the target has none")])
+    plan = reverse_plan(reverse(rules).unwrap(), {"t.weight": (1,)}, {"a.weight": (1,), "heads.weight": (2,)})
+    out = io.StringIO()
+    print_plan(plan, Console(file=out, width=200, color_system=None))
+    text = out.getvalue()
+    assert "unrecoverable" in text and "heads.weight" in text and "training heads" in text
+    assert "NOT clean" in text and "1 unrecoverable" in text

@@ -124,6 +124,12 @@ def plan_renderable(plan: MappingPlan, title: str = "mapping plan") -> Group:
     )
     table("skipped", "cyan", ("source", "reason", "rule"), [(s.key, s.reason, s.rule) for s in plan.skipped])
     table("refused", "bold red", ("source", "reason", "rule"), [(r.key, r.reason, r.rule) for r in plan.refused])
+    table(
+        "unrecoverable: the original holds them; accept each by name to export without it",
+        "bold red",
+        ("original key", "reason", "rule"),
+        [(u.key, u.reason, u.rule) for u in plan.unrecoverable],
+    )
     table("unused", "red", ("source key no rule matched",), [(k,) for k in plan.unused])
     table("missing", "red", ("target key nothing writes",), [(k,) for k in plan.missing])
     table("conflicts", "red", ("target", "sources"), [(c.target, ", ".join(c.sources)) for c in plan.conflicts], 2)
@@ -156,6 +162,7 @@ def plan_renderable(plan: MappingPlan, title: str = "mapping plan") -> Group:
             f"{len(plan.refused)} refused, {len(plan.unused)} unused, {len(plan.missing)} missing, "
             f"{len(plan.conflicts)} conflicts, {len(plan.shape_mismatches)} shape mismatches, "
             f"{len(plan.unknown_targets)} unknown targets, {len(plan.ambiguous)} ambiguous",
+            f", {len(plan.unrecoverable)} unrecoverable" if plan.unrecoverable else "",
         )
     )
     return Group(*parts)
