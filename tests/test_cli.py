@@ -395,3 +395,21 @@ def test_export_and_preview_reverse_through_the_command(tmp_path: Path) -> None:
     inside = wmap("export", "whisper", str(hf), str(hf / "model.safetensors"), "--overwrite")
     assert inside.returncode == 2 and "the input" in inside.stderr
     assert (hf / "model.safetensors").stat().st_size > 1000
+
+
+def test_an_export_that_would_lose_keys_says_which_and_how_to_accept_them(tmp_path: Path) -> None:
+    from tests.helpers import reference_state
+
+    state, meta = reference_state("distilhubert")
+    torch.save({**meta, "Distiller": state}, tmp_path / "distiller.ckpt")
+    assert wmap("convert", "distilhubert", str(tmp_path / "distiller.ckpt"), str(tmp_path / "hf")).returncode == 0
+    preview = wmap("preview", "--reverse", "distilhubert", str(tmp_path / "hf"))
+    assert preview.returncode == 1 and "unrecoverable" in preview.stdout and "1 unrecoverable" in preview.stdout
+    refused = wmap("export", "distilhubert", str(tmp_path / "hf"), str(tmp_path / "back.ckpt"))
+    assert refused.returncode == 1 and not (tmp_path / "back.ckpt").exists()
+    assert (
+        refused.stderr.strip().splitlines()[-1] == "wmap: to export without them: --accept-unrecoverable output_layer"
+    )
+    accepted = ("--accept-unrecoverable", "output_layer")
+    done = wmap("export", "distilhubert", str(tmp_path / "hf"), str(tmp_path / "back.ckpt"), *accepted)
+    assert done.returncode == 0 and (tmp_path / "back.ckpt").is_file()

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Sequence
@@ -167,7 +168,12 @@ def _export(args: argparse.Namespace) -> int:
         plan = getattr(error, "plan", None)
         if plan is not None:
             print_plan(plan, _console(stderr=True), title=f"{args.model}: export refused")
-        return _fail(error)
+        code = _fail(error)
+        unaccepted = [u.key for u in getattr(plan, "unrecoverable", ()) if u.key not in accept.unrecoverable]
+        if unaccepted:
+            flags = " ".join(f"--accept-unrecoverable {shlex.quote(visible(key))}" for key in unaccepted)
+            print(f"wmap: to export without them: {flags}", file=sys.stderr)
+        return code
     print(f"wrote {visible(str(result.unwrap()))}")
     return EXIT_OK
 
