@@ -335,3 +335,39 @@ def test_an_input_truncated_while_converting_is_one_error_not_sigbus(tmp_path: P
         assert code == 0, err[-500:]
         assert "truncated while converting" in out and "in.pt" in out, out
         assert not (tmp_path / mode / "hf").exists() and not list((tmp_path / mode).glob(".hf.wmap-*"))
+
+
+@pytest.mark.parametrize(
+    ("call", "done", "expected"),
+    [(1, True, "old"), (2, False, "old"), (2, True, "new")],
+    ids=["after-moving-the-old-aside", "before-moving-the-new-in", "after-moving-the-new-in"],
+)
+def test_an_interrupt_while_replacing_keeps_one_whole_output(
+    tmp_path: Path, call: int, done: bool, expected: str
+) -> None:
+    """SIGTERM raises KeyboardInterrupt between any two bytecodes. Raised around either rename of an
+    ``--overwrite``, the output directory is there afterwards, whole (the old one unless the new one
+    was already in place), and nothing else is."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.safetensors").write_text("old")
+    real_replace = os.replace
+    calls: list[int] = []
+
+    def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        calls.append(1)
+        if len(calls) == call:
+            if done:
+                real_replace(src, dst)
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    def write(staging: Path) -> None:
+        (staging / "model.safetensors").write_text("new")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "replace", replace)
+        with pytest.raises(KeyboardInterrupt):
+            write_directory_atomically(out, write, overwrite=True)
+    assert (out / "model.safetensors").read_text() == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -705,12 +705,19 @@ def staged_copy(path: Path, name: str) -> Iterator[Path]:
         yield Path(staging)
 
 
+def staging_name(target: Path) -> Path:
+    """A fresh hidden name beside ``target`` (``.NAME.wmap-<64 random bits>``), for what is written
+    before it is renamed into place; named before it is made, so that whoever makes it can remove it
+    whatever interrupts them."""
+    return target.parent / f".{target.name[:120]}.wmap-{secrets.token_hex(8)}"
+
+
 @contextlib.contextmanager
 def _staging(out_dir: Path) -> Iterator[Path]:
     """A new directory beside ``out_dir``, removed at the end whatever happens. It is named before
     it is made and made inside the ``try``: an interrupt (SIGTERM raises in any bytecode) arriving
     just after ``mkdir`` still removes it, which ``mkdtemp`` followed by ``try`` cannot promise."""
-    staging = out_dir.parent / f".{out_dir.name[:120]}.wmap-{secrets.token_hex(8)}"
+    staging = staging_name(out_dir)
     taken = False
     try:
         try:
@@ -780,10 +787,14 @@ def write_file_atomically(
         inside = os.path.realpath(item)
         if real == inside or real.startswith(inside + os.sep):
             return Failure(OutputRefused(str(target), f"is, or lies in, the input {item}; write the output elsewhere"))
-    handle, name = tempfile.mkstemp(prefix=f".{target.name[:120]}.wmap-", dir=target.parent)
-    os.close(handle)
-    staging = Path(name)
+    staging = staging_name(target)
+    taken = False
     try:
+        try:  # made inside the try, as _staging's directory is: an interrupt just after still cleans up
+            os.close(os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            taken = True
+            raise
         write(staging)
         os.chmod(staging, 0o666 & ~_umask())
         if overwrite:
@@ -799,8 +810,9 @@ def write_file_atomically(
         detail = " ".join(str(error).split())
         return Failure(OutputRefused(str(target), f"could not write output: {type(error).__name__}: {detail}"))
     finally:
-        with contextlib.suppress(OSError):
-            staging.unlink()
+        if not taken:
+            with contextlib.suppress(OSError):
+                staging.unlink()
     return Success(target)
 
 
@@ -820,6 +832,30 @@ def _umask() -> int:
             return next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
     except (OSError, StopIteration, ValueError):
         return 0o022
+
+
+def _replace_keeping_the_old_until_done(staging: Path, target: Path) -> None:
+    """Move the old ``target`` aside, ``staging`` into its place, then delete the old one. Whatever
+    stops this (an error, SIGTERM raising between any two steps), the old one is put back unless the
+    new one is already in place: the backup is named before it is made, inside the ``try``."""
+    backup = staging_name(target)
+    old = backup / target.name
+    taken = False
+    try:
+        try:
+            os.mkdir(backup, 0o700)
+        except FileExistsError:
+            taken = True  # not ours (64 random bits: never in practice)
+            raise
+        os.replace(target, old)
+        os.replace(staging, target)
+    except BaseException:
+        if os.path.lexists(old) and not os.path.lexists(target):
+            os.replace(old, target)
+        raise
+    finally:
+        if not taken:
+            shutil.rmtree(backup, ignore_errors=True)
 
 
 def _missing_parents(target: Path) -> list[Path]:
@@ -842,15 +878,7 @@ def _write_into(target: Path, write: Callable[[Path], None], *, overwrite: bool)
             write(staging)
             os.chmod(staging, 0o777 & ~_umask())
             if overwrite and target.exists():
-                backup = Path(tempfile.mkdtemp(prefix=f".{target.name[:120]}.wmap-old-", dir=target.parent))
-                os.replace(target, backup / target.name)
-                try:
-                    os.replace(staging, target)
-                except OSError:
-                    os.replace(backup / target.name, target)
-                    raise
-                finally:
-                    shutil.rmtree(backup, ignore_errors=True)
+                _replace_keeping_the_old_until_done(staging, target)
             else:
                 try:
                     os.rename(staging, target)  # never replaces a directory with something in it
