@@ -421,7 +421,7 @@ def prepare_reverse(spec: ModelSpec, hf_dir: str | os.PathLike[str]) -> Result[P
 
     def planned(exporter: Exporter, translated: TranslatedConfig) -> Result[PreparedReverse, WmapError]:
         config = translated.config
-        return widen(reverse(spec.pipeline(config, exporter.rules_meta(config)))).bind(
+        return widen(reverse(spec.pipeline(config, {}))).bind(
             lambda pipeline: widen(read_directory_source(directory)).bind(
                 lambda source: _companion_files(directory, exporter.reads).bind(
                     lambda files: widen(exporter.original(ExportSource(config, pipeline, source.layout, files))).map(

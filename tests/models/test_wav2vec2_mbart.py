@@ -259,3 +259,20 @@ def test_an_adapter_that_projects_and_has_layers_is_refused_on_the_way_back(tmp_
     error = export("wav2vec2_mbart", tmp_path / "hf", tmp_path / "back.pt").failure()
     assert "encoder.output_hidden_size" in error.message and "adapter layers" in error.message
     assert not (tmp_path / "back.pt").exists()
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["tied", "untied"])
+def test_a_bare_state_dict_converts_with_a_config(shared: bool, tmp_path: Path) -> None:
+    """Without fairseq's cfg the rules take the variant the target config implies (pre-LN, the tie):
+    a bare state dict with ``--config`` gives the same safetensors as the full checkpoint. Before,
+    every decoder layer was refused as post-LN."""
+    from safetensors.torch import load_file
+
+    original, checkpoint = _build(tmp_path, share_decoder_input_output_embed=shared)
+    hf = convert("wav2vec2_mbart", checkpoint, tmp_path / "hf").unwrap()
+    torch.save(original.state_dict(), tmp_path / "bare.pt")
+    plan = preview("wav2vec2_mbart", tmp_path / "bare.pt", config=hf / "config.json").unwrap().plan
+    assert plan.is_clean(), plan.problems(limit=5)
+    bare = convert("wav2vec2_mbart", tmp_path / "bare.pt", tmp_path / "bare", config=hf / "config.json").unwrap()
+    first, second = load_file(hf / "model.safetensors"), load_file(bare / "model.safetensors")
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)

@@ -64,9 +64,6 @@ class Exporter:
     - ``container``: (state dict, metadata, where the file goes) -> the object the original's loader reads;
     - ``reads``: small files of the transformers directory ``original`` needs (``vocab.json``);
     - ``companions``: metadata -> files written beside the output (fairseq's ``dict.ltr.txt``);
-    - ``rules_meta``: the checkpoint metadata the forward rules choose their variants from, as the
-      transformers config implies it (xm_transformer's tied output projection); most families' rules
-      read the config alone;
     - ``describes``: what the written file is, for messages."""
 
     original: Callable[[ExportSource], Result[tuple[Layout, dict[str, Any]], BadConfig]]
@@ -74,7 +71,6 @@ class Exporter:
     describes: str
     reads: tuple[str, ...] = ()
     companions: Callable[[Mapping[str, Any]], dict[str, str]] = lambda meta: {}
-    rules_meta: Callable[[PretrainedConfig], dict[str, Any]] = lambda config: {}
 
 
 @attrs.frozen

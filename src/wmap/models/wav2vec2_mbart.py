@@ -373,6 +373,8 @@ def pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
     """fairseq's upgrades of older files, the encoder, adaptor and decoder rules, then weight-norm
     routing for the positional conv."""
     model = fairseq_model_config(meta)
+    if model is None:  # a bare state dict (``--config``), or the way back: the target config decides
+        model = variant(config)
     return seq(
         *OLDER_FILES,
         first_match("wav2vec2 + mbart", (*encoder_rules(model), *decoder_rules(model))),
@@ -441,13 +443,9 @@ def load_tokenizer(path: Path) -> Result[Writer, BadConfig]:
     return Success(write)
 
 
-def rules_meta(config: PretrainedConfig) -> dict[str, Any]:
-    """The xm_transformer settings the forward rules choose from, as a composite config implies them:
-    pre-LN (MBart), the tie, and the projection (``adaptor_proj``: an adapter projecting to another width)."""
-    return {"cfg": {"model": _variant(config)}}
-
-
-def _variant(config: PretrainedConfig) -> dict[str, Any]:
+def variant(config: PretrainedConfig) -> dict[str, Any]:
+    """The xm_transformer settings the rules choose from, as a composite config implies them: pre-LN
+    (MBart), the tie, the projection (``adaptor_proj``: an adapter projecting to another width)."""
     encoder, decoder = config.encoder, config.decoder
     projects = bool(encoder.add_adapter) and encoder.output_hidden_size != encoder.hidden_size
     return {
@@ -501,7 +499,7 @@ def model_cfg(config: PretrainedConfig, normalize: bool, rate: int) -> dict[str,
         "decoder_activation_dropout": float(decoder.activation_dropout),
         "decoder_layerdrop": float(decoder.decoder_layerdrop),
         **BUILD_DEFAULTS,
-        **_variant(config),
+        **variant(config),
     }
 
 
@@ -509,8 +507,8 @@ def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadC
     """fairseq's names (the reversed rules, hook-style weight norm) and ``cfg``; an adapter that both
     projects and has layers is refused (fairseq's adaptor would then hold projection layers
     Wav2Vec2's adapter lacks)."""
-    variant = _variant(source.config)
-    if variant["adaptor_proj"] and source.config.encoder.num_adapter_layers > 0:
+    chosen = variant(source.config)
+    if chosen["adaptor_proj"] and source.config.encoder.num_adapter_layers > 0:
         found = f"output_hidden_size {source.config.encoder.output_hidden_size} and adapter layers"
         return Failure(
             BadConfig("config.json", "encoder.output_hidden_size", "hidden_size, or no adapter layers", found)
@@ -546,7 +544,6 @@ EXPORTER = Exporter(
     container,
     "a fairseq xm_transformer checkpoint (fairseq's build_model makes the model; the task's data is not written)",
     reads=(FEATURES,),
-    rules_meta=rules_meta,
 )
 
 WAV2VEC2_MBART = ModelSpec(
