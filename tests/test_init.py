@@ -37,3 +37,13 @@ def test_names_resolve_lazily_and_unknown_names_fail() -> None:
     assert wmap.make_plan.__module__ == "wmap.planner"
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = wmap.nope
+
+
+def test_no_exported_name_is_also_a_submodule() -> None:
+    """Importing ``wmap.X`` sets the package's attribute ``X`` to the module, so an exported ``X``
+    would become the module once anything imports it (``from wmap import reverse`` did)."""
+    import pkgutil
+
+    import wmap
+
+    assert not set(wmap.__all__) & {m.name for m in pkgutil.iter_modules(wmap.__path__)}

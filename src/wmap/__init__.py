@@ -46,7 +46,6 @@ _EXPORTS = {
     "wmap.pipeline": ("first_match", "optional", "scoped", "seq", "when"),
     "wmap.plan": ("Accept", "MappingPlan"),
     "wmap.planner": ("make_plan", "reverse_plan"),
-    "wmap.reverse": ("reverse",),
     "wmap.render": ("print_plan",),
     "wmap.transforms": (
         "BATCH_NORM",
@@ -121,7 +120,6 @@ __all__ = [
     "registered",
     "Registry",
     "rename",
-    "reverse",
     "reverse_plan",
     "route_weight_norm",
     "scoped",
@@ -195,7 +193,6 @@ if TYPE_CHECKING:
     from wmap.planner import make_plan, reverse_plan
     from wmap.registry import Registry, default_registry, get_model, registered
     from wmap.render import print_plan
-    from wmap.reverse import reverse
     from wmap.transforms import (
         BATCH_NORM,
         EXACT,
