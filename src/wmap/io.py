@@ -705,7 +705,7 @@ def staged_copy(path: Path, name: str) -> Iterator[Path]:
         yield Path(staging)
 
 
-def staging_name(target: Path) -> Path:
+def _staging_name(target: Path) -> Path:
     """A fresh hidden name beside ``target`` (``.NAME.wmap-<64 random bits>``), for what is written
     before it is renamed into place; named before it is made, so that whoever makes it can remove it
     whatever interrupts them."""
@@ -713,22 +713,29 @@ def staging_name(target: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _staging(out_dir: Path) -> Iterator[Path]:
-    """A new directory beside ``out_dir``, removed at the end whatever happens. It is named before
-    it is made and made inside the ``try``: an interrupt (SIGTERM raises in any bytecode) arriving
-    just after ``mkdir`` still removes it, which ``mkdtemp`` followed by ``try`` cannot promise."""
-    staging = staging_name(out_dir)
+def _made_beside(target: Path, *, directory: bool) -> Iterator[Path]:
+    """A new file or directory beside ``target`` (:func:`_staging_name`), removed at the end whatever
+    happens. It is named before it is made and made inside the ``try``: an interrupt (SIGTERM raises
+    in any bytecode) arriving just after it is made still removes it, which ``mkdtemp`` followed by
+    ``try`` cannot promise."""
+    path = _staging_name(target)
     taken = False
     try:
         try:
-            os.mkdir(staging, 0o700)
+            if directory:
+                os.mkdir(path, 0o700)
+            else:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         except FileExistsError:
             taken = True  # someone else's (64 random bits: never in practice); not ours to remove
             raise
-        yield staging
+        yield path
     finally:
-        if not taken:
-            shutil.rmtree(staging, ignore_errors=True)
+        if not taken and directory:
+            shutil.rmtree(path, ignore_errors=True)
+        elif not taken:
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def check_output(out_dir: str | os.PathLike[str], *, overwrite: bool) -> Result[Path, OutputRefused]:
@@ -787,32 +794,22 @@ def write_file_atomically(
         inside = os.path.realpath(item)
         if real == inside or real.startswith(inside + os.sep):
             return Failure(OutputRefused(str(target), f"is, or lies in, the input {item}; write the output elsewhere"))
-    staging = staging_name(target)
-    taken = False
     try:
-        try:  # made inside the try, as _staging's directory is: an interrupt just after still cleans up
-            os.close(os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        except FileExistsError:
-            taken = True
-            raise
-        write(staging)
-        os.chmod(staging, 0o666 & ~_umask())
-        if overwrite:
-            os.replace(staging, target)
-        else:
-            try:
-                os.link(staging, target)  # never replaces a file that appeared meanwhile
-            except FileExistsError:
-                raise FileExistsError("appeared while writing (another export?); not replaced") from None
+        with _made_beside(target, directory=False) as staging:
+            write(staging)
+            os.chmod(staging, 0o666 & ~_umask())
+            if overwrite:
+                os.replace(staging, target)
+            else:
+                try:
+                    os.link(staging, target)  # never replaces a file that appeared meanwhile
+                except FileExistsError:
+                    raise FileExistsError("appeared while writing (another export?); not replaced") from None
     except BaseException as error:
         if not isinstance(error, Exception):
             raise
         detail = " ".join(str(error).split())
         return Failure(OutputRefused(str(target), f"could not write output: {type(error).__name__}: {detail}"))
-    finally:
-        if not taken:
-            with contextlib.suppress(OSError):
-                staging.unlink()
     return Success(target)
 
 
@@ -837,25 +834,16 @@ def _umask() -> int:
 def _replace_keeping_the_old_until_done(staging: Path, target: Path) -> None:
     """Move the old ``target`` aside, ``staging`` into its place, then delete the old one. Whatever
     stops this (an error, SIGTERM raising between any two steps), the old one is put back unless the
-    new one is already in place: the backup is named before it is made, inside the ``try``."""
-    backup = staging_name(target)
-    old = backup / target.name
-    taken = False
-    try:
+    new one is already in place (the backup is removed as :func:`_made_beside` removes what it made)."""
+    with _made_beside(target, directory=True) as backup:
+        old = backup / target.name
         try:
-            os.mkdir(backup, 0o700)
-        except FileExistsError:
-            taken = True  # not ours (64 random bits: never in practice)
+            os.replace(target, old)
+            os.replace(staging, target)
+        except BaseException:
+            if os.path.lexists(old) and not os.path.lexists(target):
+                os.replace(old, target)
             raise
-        os.replace(target, old)
-        os.replace(staging, target)
-    except BaseException:
-        if os.path.lexists(old) and not os.path.lexists(target):
-            os.replace(old, target)
-        raise
-    finally:
-        if not taken:
-            shutil.rmtree(backup, ignore_errors=True)
 
 
 def _missing_parents(target: Path) -> list[Path]:
@@ -874,7 +862,7 @@ def _write_into(target: Path, write: Callable[[Path], None], *, overwrite: bool)
     created = _missing_parents(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        with _staging(target) as staging:
+        with _made_beside(target, directory=True) as staging:
             write(staging)
             os.chmod(staging, 0o777 & ~_umask())
             if overwrite and target.exists():
