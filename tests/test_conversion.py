@@ -46,7 +46,7 @@ def test_a_bad_shard_size_is_refused_before_anything_is_written(checkpoint: Path
 
 def test_copying_from_the_mapped_source_writes_the_same_bytes(checkpoint: Path, tmp_path: Path) -> None:
     source = read_checkpoint(checkpoint).unwrap()
-    mapped = mapped_file(checkpoint)
+    mapped = mapped_file(checkpoint, source.tensors.values())
     assert mapped is not None and all(mapped.offset_of(t) is not None for t in source.tensors.values() if t.numel())
     changed = {k: (v * 2 if i % 3 == 0 else v) for i, (k, v) in enumerate(source.tensors.items())}  # some in memory
     write_safetensors(tmp_path / "copied.safetensors", changed, {}, mapped)
@@ -58,6 +58,18 @@ def test_copying_from_the_mapped_source_writes_the_same_bytes(checkpoint: Path, 
     negative[first] = negative[first] + 1
     write_safetensors(tmp_path / "other.safetensors", negative, {}, mapped)
     assert (tmp_path / "other.safetensors").read_bytes() != written  # the comparison can fail
+
+
+def test_a_file_read_twice_is_copied_from_the_mapping_that_holds_its_tensors(checkpoint: Path) -> None:
+    """Each read maps the file anew; the first mapping in ``/proc/self/maps`` need not be this read's
+    (the test above failed now and then when an earlier read of the same file was still alive)."""
+    first = read_checkpoint(checkpoint).unwrap()
+    second = read_checkpoint(checkpoint).unwrap()
+    for read in (first, second):
+        mapped = mapped_file(checkpoint, read.tensors.values())
+        assert mapped is not None and all(mapped.offset_of(t) is not None for t in read.tensors.values() if t.numel())
+        other = first if read is second else second
+        assert not any(mapped.offset_of(t) is not None for t in other.tensors.values() if t.numel())
 
 
 def test_a_sharded_index_that_lies_is_a_clear_error(checkpoint: Path, tmp_path: Path) -> None:

@@ -305,7 +305,7 @@ def _apply_and_write(
 ) -> Result[Path, WmapError]:
     step("applying plan")
 
-    mapped = mapped_file(source.path)
+    mapped = mapped_file(source.path, source.tensors.values())
 
     def write(tensors: dict[str, torch.Tensor], model: PreTrainedModel) -> Result[Path, WmapError]:
         def files(directory: Path) -> None:

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -323,7 +323,7 @@ def _storages_within_records(checkpoint: Checkpoint) -> Result[Checkpoint, Unrea
     ``torch.load(mmap=True)`` maps the whole file and slices each storage at its record's offset
     by the size the pickle declares, without the size check its copying path makes: a record
     shorter than declared would hand zip headers and other tensors' bytes to a tensor."""
-    mapped = mapped_file(checkpoint.path)
+    mapped = mapped_file(checkpoint.path, checkpoint.tensors.values())
     spans = _record_spans(checkpoint.path) if mapped is not None else None
     if mapped is None or spans is None:
         return Success(checkpoint)
@@ -481,10 +481,13 @@ class MappedFile:
             raise OSError(f"the source {self.path} was truncated while converting ({self.size} -> {now} bytes)")
 
 
-def mapped_file(path: str | os.PathLike[str]) -> MappedFile | None:
+def mapped_file(path: str | os.PathLike[str], tensors: Iterable[torch.Tensor] = ()) -> MappedFile | None:
     """The mapping ``torch.load(mmap=True)`` made of ``path`` (the whole file from byte 0), read from
-    ``/proc/self/maps``; ``None`` where there is none or the platform has no such table."""
+    ``/proc/self/maps``; ``None`` where there is none or the platform has no such table. A file read
+    twice while the first read is alive is mapped twice: given ``tensors``, the mapping that holds
+    them (the first holding a mapped storage decides), else the first."""
     where = os.path.realpath(path)
+    probe = next((t.untyped_storage().data_ptr() for t in tensors if _has_cpu_storage(t)), None)
     try:
         size = os.path.getsize(where)
         with open("/proc/self/maps") as maps:
@@ -492,10 +495,15 @@ def mapped_file(path: str | os.PathLike[str]) -> MappedFile | None:
                 fields = line.split(maxsplit=5)
                 if len(fields) == 6 and fields[5].rstrip("\n") == where and int(fields[2], 16) == 0:
                     start, end = (int(x, 16) for x in fields[0].split("-"))
-                    return MappedFile(where, start, end, size)
+                    if probe is None or start <= probe < end:
+                        return MappedFile(where, start, end, size)
     except (OSError, ValueError):
         return None
     return None
+
+
+def _has_cpu_storage(tensor: torch.Tensor) -> bool:
+    return tensor.device.type == "cpu" and tensor.layout == torch.strided and tensor.untyped_storage().nbytes() > 0
 
 
 _NO_KERNEL_COPY = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF}
