@@ -323,6 +323,12 @@ def translate(table: ConfigTable, container: object, *, report_unknown: bool = T
     return Success(Translation(values, kwargs, tuple(ignored)))
 
 
+def inverse(fields: Iterable[Field]) -> tuple[Translated, ...]:
+    """A forward table's translated fields the other way: each ``target`` read back as its ``source``,
+    by the same reader (the way back's table names a field once, where the forward one does)."""
+    return tuple(Translated(f.target, f.read, f.source) for f in fields if isinstance(f, Translated) and f.target)
+
+
 def ignore_all(names: Iterable[str], reason: str) -> tuple[Ignored, ...]:
     """Several fields ignored for one reason."""
     return tuple(Ignored(name, reason) for name in names)

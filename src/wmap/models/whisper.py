@@ -19,7 +19,16 @@ from typing import Any
 from returns.result import Failure, Result, Success
 from transformers import WhisperConfig, WhisperForConditionalGeneration
 
-from wmap.config_fields import Checked, ConfigTable, Translated, Translation, ignore_all, integer, one_of
+from wmap.config_fields import (
+    Checked,
+    ConfigTable,
+    Translated,
+    Translation,
+    ignore_all,
+    integer,
+    inverse,
+    one_of,
+)
 from wmap.config_fields import translate as read_table
 from wmap.errors import BadConfig
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, shipped
@@ -127,15 +136,8 @@ RULES = first_match(
 DIMENSIONS_FROM = ConfigTable(
     "transformers WhisperConfig (for openai's dims)",
     (
-        Translated("num_mel_bins", integer(1, 1024), "n_mels"),
-        Translated("max_source_positions", integer(1, 1 << 20), "n_audio_ctx"),
-        Translated("d_model", integer(1, 65536), "n_audio_state"),
-        Translated("encoder_attention_heads", integer(1, 1024), "n_audio_head"),
-        Translated("encoder_layers", integer(1, 512), "n_audio_layer"),
-        Translated("vocab_size", integer(1, 1 << 20), "n_vocab"),
-        Translated("max_target_positions", integer(1, 1 << 20), "n_text_ctx"),
-        Translated("decoder_attention_heads", integer(1, 1024), "n_text_head"),
-        Translated("decoder_layers", integer(1, 512), "n_text_layer"),
+        *inverse(DIMS.fields),
+        Translated("vocab_size", integer(1, 1 << 20), "n_vocab"),  # checked, not translated, forward
         Translated("encoder_ffn_dim", integer(1, 1 << 20), None),
         Translated("decoder_ffn_dim", integer(1, 1 << 20), None),
         Checked(
