@@ -20,7 +20,7 @@ from typing import Any
 from returns.result import Failure, Result, Success
 from transformers import PretrainedConfig
 
-from wmap.config_fields import Field, Translated
+from wmap.config_fields import Field, inverse
 from wmap.dictionary import SPECIALS
 from wmap.errors import BadConfig
 from wmap.fairseq import wav2vec2_encoder_fields
@@ -36,7 +36,7 @@ DICTIONARY = "dict.ltr.txt"
 
 def inverted(fields: tuple[Field, ...]) -> dict[str, str]:
     """transformers field -> fairseq field: a forward table's translated fields, inverted."""
-    return {f.target: f.source for f in fields if isinstance(f, Translated) and f.target}
+    return {f.source: str(f.target) for f in inverse(fields)}
 
 
 TRANSLATED_BACK = inverted(wav2vec2_encoder_fields())
