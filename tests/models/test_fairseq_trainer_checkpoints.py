@@ -353,8 +353,9 @@ def test_hubert_ctc_goes_back_with_its_label_embeddings_named(
 
     saved = torch.load(data / "checkpoint_best.pt", weights_only=False)
     original = saved["model"]
-    _encoder_settings_agree(saved["cfg"]["model"], torch.load(out, weights_only=True)["cfg"]["model"])
-    exported = torch.load(out, weights_only=True)["model"]
+    written = torch.load(out, weights_only=True)
+    _encoder_settings_agree(saved["cfg"]["model"], written["cfg"]["model"])
+    exported = written["model"]
     assert exported.keys() == original.keys() - {labels}
     assert all(exported[k].dtype == v.dtype and torch.equal(v, original[k]) for k, v in exported.items())
 

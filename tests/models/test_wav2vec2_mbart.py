@@ -163,7 +163,8 @@ def test_the_way_back_builds_in_fairseq_and_loads_strictly(shared: bool, tmp_pat
     (tmp_path / "back").mkdir()
     out = export("wav2vec2_mbart", hf, tmp_path / "back" / "checkpoint.pt").unwrap()
 
-    exported = torch.load(out, weights_only=True)["model"]  # plain containers only
+    written = torch.load(out, weights_only=True)  # plain containers only
+    exported = written["model"]
     state = original.state_dict()
     assert exported.keys() == state.keys()
     assert all(exported[k].dtype == v.dtype and torch.equal(exported[k], v) for k, v in state.items())
@@ -171,10 +172,7 @@ def test_the_way_back_builds_in_fairseq_and_loads_strictly(shared: bool, tmp_pat
     from wmap.models.fairseq_export import TRANSLATED_BACK
     from wmap.models.wav2vec2_mbart import DECODER_BACK
 
-    theirs, ours = (
-        torch.load(checkpoint, weights_only=False)["cfg"]["model"],
-        torch.load(out, weights_only=True)["cfg"]["model"],
-    )
+    theirs, ours = torch.load(checkpoint, weights_only=False)["cfg"]["model"], written["cfg"]["model"]
     fields = [*DECODER_BACK.values(), "adaptor_n_layers", "adaptor_kernel_size", "adaptor_stride", "adaptor_proj"]
     assert {f: ours[f] for f in fields} == {f: theirs[f] for f in fields}
     encoder = [f for f in TRANSLATED_BACK.values() if f in theirs["w2v_args"]["model"]]
