@@ -37,3 +37,92 @@ def load_pretrained_strictly(model_class: Any, directory: Path) -> Any:
     problems = {name: keys for name, keys in info.items() if keys and name != "error_msgs"}
     assert not problems and not info.get("error_msgs"), problems
     return model.eval()
+
+
+CTC_LETTERS = ["<pad>", "<s>", "</s>", "<unk>", "|", *"ETAONISRHLDUMCWFGYPBVKXJQZ'"]
+"""A transformers CTC vocabulary as wmap and transformers' fairseq script write it (blank = pad at 0)."""
+
+
+def small_hf_config(family: str) -> Any:
+    """A small transformers config of ``family``'s target class, with settings the original can hold
+    (the way back refuses the others): what a user's fine-tune of a Hub model has, made tiny."""
+    from transformers import Data2VecAudioConfig, HubertConfig, Wav2Vec2Config, WhisperConfig
+
+    speech: dict[str, Any] = {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "conv_dim": (32, 32),
+        "conv_kernel": (10, 3),
+        "conv_stride": (5, 2),
+        "num_conv_pos_embedding_groups": 2,
+        "vocab_size": len(CTC_LETTERS),
+        "mask_time_prob": 0.05,
+    }
+    if family == "whisper":
+        return WhisperConfig(
+            vocab_size=51865,
+            num_mel_bins=80,
+            d_model=32,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=128,
+            decoder_ffn_dim=128,
+            max_source_positions=1500,
+            max_target_positions=448,
+        )
+    if family.startswith("data2vec_audio"):
+        return Data2VecAudioConfig(**speech, num_conv_pos_embeddings=5, conv_pos_kernel_size=3, conv_bias=True)
+    if family.startswith("hubert"):
+        return HubertConfig(**speech, num_conv_pos_embeddings=16, feat_extract_norm="group", conv_bias=False)
+    return Wav2Vec2Config(**speech, num_conv_pos_embeddings=16, feat_extract_norm="group", conv_bias=False)
+
+
+HF_CLASSES = {
+    "whisper": "WhisperForConditionalGeneration",
+    "wav2vec2_ctc": "Wav2Vec2ForCTC",
+    "data2vec_audio_ctc": "Data2VecAudioForCTC",
+    "hubert_ctc": "HubertForCTC",
+    "wav2vec2": "Wav2Vec2ForPreTraining",
+    "hubert": "HubertModel",
+    "data2vec_audio": "Data2VecAudioModel",
+}
+
+
+def hub_directory(
+    family: str,
+    directory: Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    max_shard_size: str | None = None,
+    processor: bool = True,
+) -> Any:
+    """A directory as a user's fine-tune is saved: a transformers model of ``family``'s target class
+    with random weights, written by ``save_pretrained`` itself (default, sharded, half precision),
+    with the processor files ``save_pretrained`` of its processor writes. Returns the model."""
+    import json
+
+    import transformers
+    from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Processor
+
+    torch.manual_seed(0)
+    model = getattr(transformers, HF_CLASSES[family])(small_hf_config(family)).eval()
+    with torch.no_grad():  # trained-looking values: no zero biases, no unit norms
+        for parameter in model.parameters():
+            parameter.add_(0.02 * torch.randn_like(parameter))
+    model = model.to(dtype)
+    model.save_pretrained(directory, **({"max_shard_size": max_shard_size} if max_shard_size else {}))
+    if not processor:
+        return model
+    features = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16_000, do_normalize=True)
+    if family.endswith("_ctc"):
+        vocab = directory / "vocab.json"
+        vocab.write_text(json.dumps({token: i for i, token in enumerate(CTC_LETTERS)}))
+        tokenizer = Wav2Vec2CTCTokenizer(str(vocab), word_delimiter_token="|")
+        Wav2Vec2Processor(feature_extractor=features, tokenizer=tokenizer).save_pretrained(directory)
+    elif family != "whisper":
+        features.save_pretrained(directory)
+    return model

@@ -413,3 +413,151 @@ def test_an_export_that_would_lose_keys_says_which_and_how_to_accept_them(tmp_pa
     accepted = ("--accept-unrecoverable", "output_layer")
     done = wmap("export", "distilhubert", str(tmp_path / "hf"), str(tmp_path / "back.ckpt"), *accepted)
     assert done.returncode == 0 and (tmp_path / "back.ckpt").is_file()
+
+
+@pytest.fixture(scope="module")
+def ctc_hf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.helpers import hub_directory
+
+    directory = tmp_path_factory.mktemp("hub") / "ctc"
+    hub_directory("wav2vec2_ctc", directory)
+    return directory
+
+
+def test_a_family_given_as_a_file_path_or_a_broken_module_is_one_line(checkpoint: Path, tmp_path: Path) -> None:
+    """``path/to/file.py:SPEC`` works; a name that is no module, or a module that raises while it is
+    imported, is exit 2 with one line that blames that module, not wmap."""
+    family = tmp_path / "my_family.py"
+    family.write_text(
+        "import attrs\nfrom wmap import get_model\n"
+        "SPEC = attrs.evolve(get_model('encodec_32khz').unwrap(), name='mine', reference=None)\n"
+    )
+    (tmp_path / "broken_family.py").write_text("raise RuntimeError('my typo')\n")
+    done = wmap("preview", f"{family}:SPEC", str(checkpoint), "--json")
+    assert done.returncode == 0 and json.loads(done.stdout)["clean"], done.stderr
+    for model, said in [
+        ("..:x", "neither a module name"),
+        (f"{tmp_path / 'broken_family.py'}:SPEC", "an error in that module, not in wmap"),
+        (f"{family}:NOPE", "defines no 'NOPE'"),
+        ("no_such_module_xyz:SPEC", "No module named"),
+    ]:
+        result = wmap("preview", model, str(checkpoint))
+        assert result.returncode == 2 and said in result.stderr, (model, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1 and "internal error" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "said"), [("a --5", "expected '<symbol> <count>'"), ("a ²", "expected '<symbol> <count>'")]
+)
+def test_a_dict_with_a_malformed_count_is_one_line(ctc_hf: Path, tmp_path: Path, line: str, said: str) -> None:
+    from wmap.conversion import export
+
+    export("wav2vec2_ctc", ctc_hf, tmp_path / "ckpt.pt").unwrap()
+    checkpoint = torch.load(tmp_path / "ckpt.pt", weights_only=False)
+    del checkpoint["task_state"]  # a file without its dictionary: --dict is needed
+    torch.save(checkpoint, tmp_path / "bare.pt")
+    (tmp_path / "bad.txt").write_text(line + "\n")
+    result = wmap(
+        "convert", "wav2vec2_ctc", str(tmp_path / "bare.pt"), str(tmp_path / "o"), "--dict", str(tmp_path / "bad.txt")
+    )
+    assert result.returncode == 2 and said in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    refused = wmap("convert", "wav2vec2_ctc", str(tmp_path / "bare.pt"), str(tmp_path / "o"))
+    assert refused.returncode == 2 and "--no-processor" in refused.stderr  # the refusal names the way out
+    weights = wmap("convert", "wav2vec2_ctc", str(tmp_path / "bare.pt"), str(tmp_path / "o"), "--no-processor")
+    assert weights.returncode == 0 and (tmp_path / "o" / "model.safetensors").is_file()
+    assert not (tmp_path / "o" / "vocab.json").exists()
+    repeated = tmp_path / "repeated.txt"
+    repeated.write_text((tmp_path / "dict.ltr.txt").read_text().replace("Z 1\n", "E 1 #fairseq:overwrite\n"))
+    result = wmap("convert", "wav2vec2_ctc", str(tmp_path / "bare.pt"), str(tmp_path / "r"), "--dict", str(repeated))
+    assert result.returncode == 2 and "'E' more than once" in result.stderr and not (tmp_path / "r").exists()
+
+
+def test_a_dictionary_of_100k_symbols_reads_at_once() -> None:
+    """The duplicate check was a list lookup: 100,000 symbols took minutes (now a set)."""
+    from wmap.dictionary import parse_dict_file
+
+    read = parse_dict_file("".join(f"w{i} 1\n" for i in range(100_000)), "dict.txt")
+    assert len(read.symbols) == 100_004
+
+
+def test_paths_users_mistype_are_usage_errors(
+    ctc_hf: Path, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unset variable ("") never means the current directory; a 300-character name is one line."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keep.txt").write_text("mine")
+    for args in (
+        ["convert", "encodec_32khz", str(checkpoint), "", "--overwrite"],
+        ["convert", "encodec_32khz", str(checkpoint), ".", "--overwrite"],
+        ["export", "wav2vec2_ctc", str(ctc_hf), ""],
+        ["export", "wav2vec2_ctc", str(ctc_hf), "x" * 300],
+        ["convert", "encodec_32khz", str(checkpoint), "y" * 300],
+    ):
+        result = wmap(*args)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
+        assert "internal error" not in result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["keep.txt"]
+
+
+def test_help_is_plain_text_and_explains_every_argument() -> None:
+    for verb in ([], ["preview"], ["convert"], ["export"], ["verify"]):
+        shown = wmap(*verb, "--help")
+        assert shown.returncode == 0 and "``" not in shown.stdout and "[bold]" not in shown.stdout
+        assert "exit codes" in shown.stdout or verb == [], verb
+    convert_help = " ".join(wmap("convert", "--help").stdout.split())
+    for argument in ("a family from 'wmap models'", "the original checkpoint file", "the directory to write"):
+        assert argument in convert_help
+
+
+def test_export_interrupted_or_out_of_disk_leaves_the_folder_as_it_was(ctc_hf: Path, tmp_path: Path) -> None:
+    """As processes: a full disk (RLIMIT_FSIZE) while writing, with --overwrite, keeps the old checkpoint
+    and the user's dict.ltr.txt; SIGTERM while staging leaves neither a new file nor a staging file."""
+    out = tmp_path / "checkpoint.pt"
+    out.write_bytes(b"PK\x03\x04 the old checkpoint")
+    (tmp_path / "dict.ltr.txt").write_text("old 1\n")
+    before = _listing(tmp_path)
+    full = wmap_process("export", "wav2vec2_ctc", str(ctc_hf), str(out), "--overwrite", limit_file_bytes=64_000)
+    assert full.returncode == 2 and "could not write output" in full.stderr, full.stderr
+    assert _listing(tmp_path) == before
+
+    script = shutil.which("wmap", path=str(Path(sys.executable).parent)) or "wmap"
+    run = subprocess.Popen(
+        [script, "export", "wav2vec2_ctc", str(ctc_hf), str(out), "--overwrite"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    while run.poll() is None and not list(tmp_path.glob(".*.wmap-*")):
+        pass
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=300)
+    if run.returncode == EXIT_INTERRUPTED_CODE:  # else it had finished: nothing to check of an interrupt
+        assert err.strip() == "wmap: interrupted; nothing was written"
+        assert _listing(tmp_path) == before
+    assert not list(tmp_path.glob(".*.wmap-*"))
+
+
+def _listing(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def test_a_config_asking_for_a_billion_layers_is_one_line(checkpoint: Path, tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"num_lstm_layers": 10**9}))
+    result = wmap("preview", "encodec_32khz", str(checkpoint), "--config", str(tmp_path / "config.json"))
+    assert result.returncode == 2 and "num_lstm_layers" in result.stderr
+
+
+def test_a_full_stdout_exits_74_after_the_output_was_written(checkpoint: Path, tmp_path: Path) -> None:
+    """``> /dev/full``: the conversion is done; only its report could not be printed (README: 74)."""
+    with open("/dev/full", "w") as full:
+        script = shutil.which("wmap", path=str(Path(sys.executable).parent)) or "wmap"
+        run = subprocess.run(
+            [script, "convert", "encodec_32khz", str(checkpoint), str(tmp_path / "o")],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    assert run.returncode == 74 and "cannot write the output" in run.stderr
+    assert (tmp_path / "o" / "model.safetensors").is_file()

@@ -23,7 +23,7 @@ from returns.result import Failure
 from rich.console import Console
 from rich.markup import escape
 
-from wmap.errors import INPUT_ERRORS, WmapError
+from wmap.errors import INPUT_ERRORS, REFUSALS, WmapError
 from wmap.registry import families
 from wmap.render import visible
 
@@ -48,7 +48,7 @@ def _console(stderr: bool = False) -> Console:
 
 def _fail(error: WmapError) -> int:
     print(f"wmap: error: {visible(error.message)}", file=sys.stderr)
-    return EXIT_INPUT if isinstance(error, INPUT_ERRORS) else EXIT_REFUSED
+    return EXIT_REFUSED if isinstance(error, REFUSALS) or not isinstance(error, INPUT_ERRORS) else EXIT_INPUT
 
 
 def _models(_: argparse.Namespace) -> int:
@@ -138,6 +138,7 @@ def _convert(args: argparse.Namespace) -> int:
             on_step=on_step,
             processor_file=args.processor_file,
             max_shard_size=args.max_shard_size,
+            processor=args.processor,
         )
         progress.update(task, completed=len(CONVERT_STEPS))
     if isinstance(result, Failure):
@@ -197,32 +198,66 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_REFUSED
 
 
+DESCRIPTION = (
+    "Convert speech and audio model checkpoints between their original layout and Hugging Face "
+    "transformers, with a plan of what is applied, skipped, refused, unused or missing before any tensor "
+    "is touched."
+)
+EPILOG = (
+    "exit codes: 0 success or a clean plan; 1 a plan that is not clean, or a refused conversion or export; "
+    "2 bad usage or unreadable input; 74 the output (stdout) could not be written; 130 interrupted; "
+    "70 a bug in wmap (please report it). Nothing is left behind on any exit but 0."
+)
+MODEL_HELP = "a family from 'wmap models', or MODULE:SPEC / path/to/file.py:SPEC naming a ModelSpec of your own"
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser (exits 2 on bad usage, as argparse does)."""
-    top = argparse.ArgumentParser(prog="wmap", description=__doc__.splitlines()[0] if __doc__ else None)
-    verbs = top.add_subparsers(dest="verb", required=True)
+    top = argparse.ArgumentParser(prog="wmap", description=DESCRIPTION, epilog=EPILOG)
+    verbs = top.add_subparsers(dest="verb", required=True, metavar="{models,preview,convert,export,verify}")
 
-    models = verbs.add_parser("models", help="list the registered model names")
+    models = verbs.add_parser("models", help="list the model families", description="List the model families.")
     models.set_defaults(run=_models)
 
-    pre = verbs.add_parser("preview", help="dry run: show the mapping plan (names and shapes only)")
-    pre.add_argument("model")
-    pre.add_argument("checkpoint", nargs="?", help="checkpoint file; default: the bundled reference layout")
+    pre = verbs.add_parser(
+        "preview",
+        help="dry run: show the mapping plan (names and shapes only)",
+        description="Dry run: show what a conversion (or, with --reverse, an export) would do, from names and "
+        "shapes only. Exits 0 if the plan is clean, 1 if not.",
+        epilog=EPILOG,
+    )
+    pre.add_argument("model", help=MODEL_HELP)
+    pre.add_argument(
+        "checkpoint",
+        nargs="?",
+        help="the original checkpoint file (default: the family's bundled reference layout); with --reverse, "
+        "the transformers directory to export",
+    )
     pre.add_argument("--config", help="a transformers config JSON to use instead of the translated one")
     pre.add_argument("--json", action="store_true", help="print the plan as JSON")
     pre.add_argument(
         "--reverse",
         action="store_true",
-        help="the plan of `wmap export`: CHECKPOINT is a transformers directory, mapped back to the original",
+        help="show the plan of 'wmap export': CHECKPOINT is a transformers directory, mapped back to the original",
     )
     pre.set_defaults(run=_preview)
 
-    con = verbs.add_parser("convert", help="convert a checkpoint into a save_pretrained directory")
-    con.add_argument("model")
-    con.add_argument("checkpoint")
-    con.add_argument("out_dir")
+    con = verbs.add_parser(
+        "convert",
+        help="convert a checkpoint into a save_pretrained directory",
+        description="Convert an original checkpoint into a directory transformers' from_pretrained loads. "
+        "Refused (exit 1) unless the plan is clean; the directory is written whole or not at all.",
+        epilog=EPILOG,
+    )
+    con.add_argument("model", help=MODEL_HELP)
+    con.add_argument("checkpoint", help="the original checkpoint file (.pt, .ckpt, .bin or .safetensors)")
+    con.add_argument("out_dir", help="the directory to write (must not exist, unless --overwrite)")
     con.add_argument("--config", help="a transformers config JSON to use instead of the translated one")
-    con.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
+    con.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing OUT_DIR (only a model directory, never the current one)",
+    )
     con.add_argument("--dtype", choices=DTYPES, help="cast floating tensors")
     con.add_argument(
         "--max-shard-size",
@@ -238,13 +273,28 @@ def parser() -> argparse.ArgumentParser:
         help="the tokenizer's source where the checkpoint lacks it: CTC families, fairseq's dict.ltr.txt; "
         "wav2vec2_mbart, the sentencepiece model",
     )
+    con.add_argument(
+        "--no-processor",
+        dest="processor",
+        action="store_false",
+        help="write the weights and configs alone, no tokenizer or feature extractor (a CTC checkpoint without "
+        "its dictionary)",
+    )
     con.set_defaults(run=_convert)
 
-    exp = verbs.add_parser("export", help="a transformers directory back into the original's own format")
-    exp.add_argument("model")
-    exp.add_argument("hf_dir")
-    exp.add_argument("out_file")
-    exp.add_argument("--overwrite", action="store_true", help="replace an existing OUT_FILE")
+    exp = verbs.add_parser(
+        "export",
+        help="a transformers directory back into the original's own format",
+        description="Write a transformers directory back as the original implementation's checkpoint (and the "
+        "files its loader reads beside it), all or nothing. Refused (exit 1) unless the reverse plan is clean.",
+        epilog=EPILOG,
+    )
+    exp.add_argument("model", help=MODEL_HELP)
+    exp.add_argument(
+        "hf_dir", help="the transformers directory (config.json and model.safetensors, shards or pytorch_model.bin)"
+    )
+    exp.add_argument("out_file", help="the checkpoint file to write (must not exist, unless --overwrite)")
+    exp.add_argument("--overwrite", action="store_true", help="replace an existing OUT_FILE (and its companion files)")
     exp.add_argument("--dtype", choices=DTYPES, help="cast floating tensors (default: the directory's dtype)")
     exp.add_argument(
         "--accept-unrecoverable",
@@ -255,10 +305,16 @@ def parser() -> argparse.ArgumentParser:
     )
     exp.set_defaults(run=_export)
 
-    ver = verbs.add_parser("verify", help="check a converted directory's tensors against the source checkpoint")
-    ver.add_argument("model")
-    ver.add_argument("checkpoint")
-    ver.add_argument("out_dir")
+    ver = verbs.add_parser(
+        "verify",
+        help="check a converted directory's tensors against the source checkpoint",
+        description="Check, tensor by tensor and bit for bit, that a converted directory holds what its source "
+        "checkpoint maps to. Exits 0 if all equal, 1 if not.",
+        epilog=EPILOG,
+    )
+    ver.add_argument("model", help=MODEL_HELP)
+    ver.add_argument("checkpoint", help="the original checkpoint the directory was converted from")
+    ver.add_argument("out_dir", help="the converted directory")
     ver.set_defaults(run=_verify)
     return top
 

@@ -6,7 +6,6 @@ through :mod:`wmap.plan`, tensors through :mod:`wmap.apply`.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -20,25 +19,29 @@ from transformers import PretrainedConfig, PreTrainedModel
 
 from wmap.apply import apply_plan, load_into
 from wmap.config_fields import IgnoredField
-from wmap.errors import BadConfig, TensorMismatch, UnreadableCheckpoint, WmapError, WrongFamily
+from wmap.errors import BadConfig, OutputRefused, TensorMismatch, UnreadableCheckpoint, WmapError, WrongFamily
 from wmap.io import (
     DEFAULT_MAX_SHARD_SIZE,
     Checkpoint,
     Source,
     check_output,
     holds_none_of,
+    inputs_of,
+    looks_like_checkpoint,
     mapped_file,
+    parse_json,
     read_checkpoint,
     read_directory_source,
     read_small_text,
     read_source,
     read_weights,
     save_pretrained_streaming,
+    save_torch,
     write_directory_atomically,
-    write_file_atomically,
+    write_files_atomically,
 )
 from wmap.layout import Kinds, build_on_meta, kinds_of, layout_of
-from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, Writer
+from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, Writer, no_extras
 from wmap.plan import NO_EXCEPTIONS, Accept, MappingPlan
 from wmap.planner import make_plan, reverse_plan
 from wmap.registry import Registry, resolve
@@ -87,11 +90,16 @@ def _config_from_json(spec: ModelSpec, path: Path, text: str, field: str) -> Res
     """The config a JSON file holds, as transformers' own validation accepts it."""
     expected = f"a {spec.config_class.__name__} JSON file"
     try:
-        data = json.loads(text)
-    except (ValueError, RecursionError) as error:
+        data = parse_json(text)
+    except ValueError as error:
         return Failure(BadConfig(str(path), field, expected, f"not JSON ({type(error).__name__}: {error})"[:200]))
     if not isinstance(data, dict):
         return Failure(BadConfig(str(path), field, expected, f"a JSON {type(data).__name__}, not an object"))
+    unbuildable = _too_many_modules(data)
+    if unbuildable is not None:
+        return Failure(
+            BadConfig(str(path), unbuildable[0], f"at most {MAX_MODULES} (no real model has more)", unbuildable[1])
+        )
     kind = spec.config_class.model_type
     if data.get("model_type", kind) != kind:  # another family's config: from_dict would take it regardless
         return Failure(BadConfig(str(path), "model_type", f"{kind!r} ({expected})", repr(data["model_type"])[:80]))
@@ -100,6 +108,28 @@ def _config_from_json(spec: ModelSpec, path: Path, text: str, field: str) -> Res
     except Exception as error:  # transformers' and huggingface_hub's validation errors are of many types
         detail = " ".join(f"{type(error).__name__}: {error}".split())[:200]
         return Failure(BadConfig(str(path), field, expected, detail))
+
+
+MAX_MODULES = 4096
+"""The most layers (or conv layers, ...) a config may ask for: building a model on ``meta`` takes time
+per module, so ``num_hidden_layers: 10**9`` would hang before any check could compare it with the weights."""
+
+
+def _too_many_modules(data: Mapping[str, Any], depth: int = 0) -> tuple[str, str] | None:
+    """A field of a config JSON (or of a nested encoder/decoder config) that counts modules beyond
+    :data:`MAX_MODULES`: an integer named ``*layers*`` or a list of per-layer settings (``conv_dim``)."""
+    for key, value in data.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int) and "layers" in key and value > MAX_MODULES:
+            return key, str(value)[:40]
+        if isinstance(value, list) and len(value) > MAX_MODULES and key.startswith(("conv_", "tdnn_", "upsampling")):
+            return key, f"a list of {len(value)}"
+        if isinstance(value, Mapping) and depth < 2:
+            found = _too_many_modules(value, depth + 1)
+            if found is not None:
+                return f"{key}.{found[0]}", found[1]
+    return None
 
 
 def _build_target(spec: ModelSpec, config: PretrainedConfig) -> Result[PreTrainedModel, BadConfig]:
@@ -186,7 +216,11 @@ def preview(
     return widen(resolve(model, registry)).bind(planned)
 
 
-def _no_file_unless_taken(spec: ModelSpec, file: str | os.PathLike[str] | None) -> Result[ModelSpec, WmapError]:
+def _no_file_unless_taken(
+    spec: ModelSpec, file: str | os.PathLike[str] | None, processor: bool = True
+) -> Result[ModelSpec, WmapError]:
+    if file is not None and not processor:
+        return Failure(BadConfig(spec.name, "--no-processor", "no --dict/--tokenizer with it", os.fspath(file)))
     if file is not None and spec.takes_file is None:
         expected = "no file: this family takes none (it writes no tokenizer)"
         return Failure(BadConfig(spec.name, "--dict/--tokenizer", expected, os.fspath(file)))
@@ -207,6 +241,7 @@ def convert(
     processor_file: str | os.PathLike[str] | None = None,
     registry: Registry | None = None,
     max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+    processor: bool = True,
 ) -> Result[Path, WmapError]:
     """Read, plan, refuse unless clean, apply, load strictly, and write ``out_dir`` atomically.
 
@@ -221,6 +256,8 @@ def convert(
     ``max_shard_size`` (bytes, or ``"5GB"``) splits the weights into shards with an index, as
     ``save_pretrained`` does. Tensors that stay as they are in a memory-mapped source are copied file
     to file, so conversion needs little more memory than its largest changed tensor.
+    ``processor=False`` writes the weights and configs alone (no tokenizer or feature extractor): a
+    CTC checkpoint whose dictionary is lost still converts (``--no-processor``).
     """
     step = on_step or (lambda _: None)
     file = None if processor_file is None else Path(processor_file)
@@ -243,7 +280,8 @@ def convert(
 
     def written(found: tuple[Prepared, Checkpoint]) -> Result[Path, WmapError]:
         prepared, source = found
-        return widen(prepared.spec.extras(prepared.config, source.meta, file)).bind(
+        extras = prepared.spec.extras if processor else no_extras
+        return widen(extras(prepared.config, source.meta, file)).bind(
             lambda extras: _apply_and_write(
                 prepared,
                 source,
@@ -255,15 +293,17 @@ def convert(
             )
         )
 
+    def output_free(spec: ModelSpec) -> Result[ModelSpec, WmapError]:
+        protect = (checkpoint, *(() if file is None else (file,)))
+        free = check_output(out_dir, overwrite=overwrite).bind(lambda target: holds_none_of(target, protect))
+        return widen(free).map(lambda _: spec)
+
     return (
-        widen(resolve(model, registry))
-        .bind(
-            lambda spec: widen(
-                check_output(out_dir, overwrite=overwrite).bind(lambda target: holds_none_of(target, (checkpoint,)))
-            ).map(lambda _: spec)
-        )
+        widen(_floating(dtype))
+        .bind(lambda _: widen(resolve(model, registry)))
+        .bind(output_free)
         .bind(lambda spec: _shard_size_valid(spec, max_shard_size))
-        .bind(lambda spec: _no_file_unless_taken(spec, processor_file))
+        .bind(lambda spec: _no_file_unless_taken(spec, processor_file, processor))
         .bind(read)
         .bind(planned)
         .bind(written)
@@ -412,37 +452,64 @@ def _exporter(spec: ModelSpec) -> Result[Exporter, WmapError]:
     return Success(spec.export)
 
 
+@attrs.frozen
+class Described:
+    """What a directory's ``config.json`` describes: the target model built from it on ``meta``, as
+    names, shapes and kinds. The directory's weights must be exactly these (a tied copy may be absent,
+    as ``save_pretrained`` leaves it out)."""
+
+    config: PretrainedConfig
+    layout: Layout
+    kinds: Kinds
+
+
+def describe(spec: ModelSpec, config: PretrainedConfig) -> Result[Described, WmapError]:
+    """The model ``config`` describes, on ``meta`` (no memory, no random init)."""
+    return widen(_build_target(spec, config)).map(
+        lambda model: Described(config, layout_of(model), kinds_of(model.state_dict()))
+    )
+
+
 def prepare_reverse(spec: ModelSpec, hf_dir: str | os.PathLike[str]) -> Result[PreparedReverse, WmapError]:
     """The reverse plan of ``hf_dir`` (a ``save_pretrained`` directory, one file or shards) back to
-    the family's original format: the forward rules reversed (:func:`wmap.reverse.reverse`),
-    checked against the names and shapes the original's code has for the directory's config."""
+    the family's original format: the forward rules reversed (:func:`wmap.reverse.reverse`), from the
+    model the directory's ``config.json`` describes (built on ``meta``) to the original's names and
+    shapes, with the directory's own tensors as the source. So a tensor the model holds that the
+    directory lacks is missing, one it does not hold is unknown, a shape or kind that differs is
+    named: the plan checks the directory against its config, not the config against itself."""
     directory = Path(hf_dir)
-    config_file = directory / "config.json"
 
-    def planned(exporter: Exporter, translated: TranslatedConfig) -> Result[PreparedReverse, WmapError]:
-        config = translated.config
-        return widen(reverse(spec.pipeline(config, {}))).bind(
-            lambda pipeline: widen(read_directory_source(directory)).bind(
-                lambda source: _companion_files(directory, exporter.reads).bind(
-                    lambda files: widen(exporter.original(ExportSource(config, pipeline, source.layout, files))).map(
-                        lambda original: PreparedReverse(
-                            spec,
-                            exporter,
-                            config,
-                            pipeline,
-                            original[1],
-                            reverse_plan(pipeline, source.layout, original[0], kinds=source.kinds),
-                        )
-                    )
+    def configured(exporter: Exporter) -> Result[tuple[Exporter, Described], WmapError]:
+        config = resolve_config(spec, {}, {}, directory / "config.json", field="config.json")
+        return widen(config).bind(lambda found: describe(spec, found.config)).map(lambda d: (exporter, d))
+
+    def reversed_rules(found: tuple[Exporter, Described]) -> Result[tuple[Exporter, Described, Transform], WmapError]:
+        exporter, described = found
+        return widen(reverse(spec.pipeline(described.config, {}))).map(lambda rules: (exporter, described, rules))
+
+    def planned(found: tuple[Exporter, Described, Transform]) -> Result[PreparedReverse, WmapError]:
+        exporter, described, rules = found
+
+        def against(weights: Source, files: dict[str, str]) -> Result[PreparedReverse, WmapError]:
+            what = ExportSource(described.config, rules, described.layout, files)
+            return widen(exporter.original(what)).map(
+                lambda original: PreparedReverse(
+                    spec,
+                    exporter,
+                    described.config,
+                    rules,
+                    original[1],
+                    reverse_plan(
+                        rules, weights.layout, original[0], kinds=weights.kinds, expected_kinds=described.kinds
+                    ),
                 )
             )
+
+        return widen(read_directory_source(directory)).bind(
+            lambda weights: _companion_files(directory, exporter.reads).bind(lambda files: against(weights, files))
         )
 
-    return _exporter(spec).bind(
-        lambda exporter: widen(resolve_config(spec, {}, {}, config_file, field="config.json")).bind(
-            lambda translated: planned(exporter, translated)
-        )
-    )
+    return _exporter(spec).bind(configured).bind(reversed_rules).bind(planned)
 
 
 def _companion_files(directory: Path, names: tuple[str, ...]) -> Result[dict[str, str], WmapError]:
@@ -493,16 +560,28 @@ def _write_export(
     overwrite: bool,
     hf_dir: str | os.PathLike[str],
 ) -> Result[Path, WmapError]:
-    """The companion files first (each atomic), then the file the original's loader reads."""
+    """The file the original's loader reads and its companions (fairseq's ``dict.ltr.txt``), all or
+    none (:func:`wmap.io.write_files_atomically`); never over a file the directory reads (a Hub
+    cache's blob included), and over an existing file only if it looks like a checkpoint."""
     where = out_file.absolute()
-    for name, text in prepared.exporter.companions(prepared.meta).items():
-        written = write_file_atomically(where.parent / name, _text(text), overwrite=overwrite, protect=(hf_dir,))
-        if isinstance(written, Failure):
-            return widen(written)
     container = prepared.exporter.container(state, prepared.meta, where)
-    return widen(
-        write_file_atomically(where, lambda path: torch.save(container, path), overwrite=overwrite, protect=(hf_dir,))
-    )
+    files: dict[str | os.PathLike[str], Callable[[Path], None]] = {where: lambda path: save_torch(container, path)}
+    for name, text in prepared.exporter.companions(prepared.meta).items():
+        files[where.parent / name] = _text(text)
+    written = write_files_atomically(files, overwrite=overwrite, protect=inputs_of(hf_dir), replaces=_replaceable(where))
+    return widen(written).map(lambda _: where)
+
+
+def _replaceable(out_file: Path) -> Callable[[Path], str | None]:
+    """What ``--overwrite`` may replace: at ``out_file`` a torch checkpoint only (never a user's other
+    file named by mistake); the companions the exporter names (``dict.ltr.txt``) as they are."""
+
+    def why_not(path: Path) -> str | None:
+        if path != out_file or looks_like_checkpoint(path):
+            return None
+        return "exists and is not a torch checkpoint: not replaced"
+
+    return why_not
 
 
 def export(
@@ -537,8 +616,16 @@ def export(
         )
 
     return (
-        widen(resolve(model, registry))
+        widen(_floating(dtype))
+        .bind(lambda _: widen(resolve(model, registry)))
         .bind(lambda spec: _exporter(spec).map(lambda _: spec))
         .bind(lambda spec: prepare_reverse(spec, hf_dir))
         .bind(written)
     )
+
+
+def _floating(dtype: torch.dtype | None) -> Result[torch.dtype | None, BadConfig]:
+    """``dtype`` if it is one a model's weights can be cast to (a floating dtype), or ``None``."""
+    if dtype is None or (isinstance(dtype, torch.dtype) and dtype.is_floating_point and dtype.itemsize >= 2):
+        return Success(dtype)
+    return Failure(BadConfig("dtype", "dtype", "a floating dtype (float32, float16, bfloat16)", repr(dtype)[:40]))

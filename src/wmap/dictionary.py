@@ -9,6 +9,7 @@ fields, checks each one's type, keeps nothing else, and never runs fairseq code.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -90,6 +91,10 @@ def from_saved_fields(state: object) -> Dictionary:
     return Dictionary(tuple(symbols), tuple(count), **words)
 
 
+_COUNT = re.compile(r"-?[0-9]{1,18}")
+"""A count as fairseq writes it (ASCII digits; ``--5`` or ``²`` is no count)."""
+
+
 def parse_dict_file(text: str, where: str) -> Dictionary:
     """A fairseq ``dict.*.txt`` (``symbol count`` per line, as ``Dictionary.load`` reads it).
 
@@ -98,6 +103,7 @@ def parse_dict_file(text: str, where: str) -> Dictionary:
     """
     symbols = list(SPECIALS)
     counts = [1, 1, 1, 1]
+    seen = set(symbols)  # a set: a list's membership test made a 100,000-symbol file take minutes
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.rstrip()
         if not line:
@@ -106,15 +112,41 @@ def parse_dict_file(text: str, where: str) -> Dictionary:
         if overwrite:
             line = line[: -len(" #fairseq:overwrite")]
         symbol, _, count = line.rpartition(" ")
-        if not symbol or not count.lstrip("-").isdigit():
+        if not symbol or not _COUNT.fullmatch(count):
             raise DictionaryError(f"{where}:{number}: expected '<symbol> <count>', found {raw[:60]!r}")
-        if symbol in symbols and not overwrite:
+        if symbol in seen and not overwrite:
             raise DictionaryError(f"{where}:{number}: duplicate symbol {symbol!r} (fairseq needs #fairseq:overwrite)")
         symbols.append(symbol)
+        seen.add(symbol)
         counts.append(int(count))
         if len(symbols) > MAX_SYMBOLS:
             raise DictionaryError(f"{where}: more than {MAX_SYMBOLS} symbols")
     return Dictionary(tuple(symbols), tuple(counts))
+
+
+def saved_fields(dictionary: Dictionary) -> dict[str, Any]:
+    """The ``__dict__`` fairseq pickles for ``dictionary`` (what ``Dictionary.load`` of its
+    ``dict.*.txt`` would hold): written into an export's ``task_state`` so that fairseq and wmap read the
+    vocabulary from the checkpoint itself, wherever it is moved."""
+    indices: dict[str, int] = {}
+    for index, symbol in enumerate(dictionary.symbols):
+        indices[symbol] = index  # fairseq's add_symbol(overwrite=True) points a repeated symbol at its last index
+    words = {
+        "bos_word": dictionary.bos_word,
+        "unk_word": dictionary.unk_word,
+        "pad_word": dictionary.pad_word,
+        "eos_word": dictionary.eos_word,
+    }
+    return {
+        **words,
+        "symbols": list(dictionary.symbols),
+        "count": list(dictionary.count)
+        if len(dictionary.count) == len(dictionary.symbols)
+        else [1] * len(dictionary.symbols),
+        "indices": indices,
+        **{f"{name}_index": indices[words[f"{name}_word"]] for name in ("bos", "pad", "eos", "unk")},
+        "nspecial": len(SPECIALS),
+    }
 
 
 def find_in_task_state(meta: Mapping[str, Any], name: str = "target_dictionary") -> Dictionary | None:

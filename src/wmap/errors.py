@@ -106,6 +106,16 @@ class BadConfig(Error):
 
 
 @attrs.frozen(auto_exc=False)
+class Disagrees(BadConfig):
+    """The files of a directory disagree (``vocab.json`` and the CTC head, a token the original's file
+    cannot hold): readable, but not a model the original can be given. A refusal (exit 1), not bad input."""
+
+    @property
+    def message(self) -> str:
+        return f"{self.source}: {self.key!r} is {self.found}; expected {self.expected}"
+
+
+@attrs.frozen(auto_exc=False)
 class NotInvertible(Error):
     """A pipeline holds a transform that declares no inverse, so it cannot be reversed."""
 
@@ -185,6 +195,10 @@ WmapError: TypeAlias = typing.Union[  # noqa: UP007 - documented for help()
 ]
 """Every error value the public API can return."""
 WmapError.__doc__ = "WmapError: every error value the public API can return (each has a one-line .message)."
+
+REFUSALS: tuple[type, ...] = (PlanNotClean, NotInvertible, TensorMismatch, LoadFailed, Disagrees)
+"""Errors that refuse a readable input (the CLI exits 1); checked before :data:`INPUT_ERRORS`, whose
+``BadConfig`` is :class:`Disagrees`' base."""
 
 INPUT_ERRORS: tuple[type, ...] = (
     UnreadableCheckpoint,

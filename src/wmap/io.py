@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import struct
 import sys
 import tempfile
@@ -261,24 +262,88 @@ def _load_pickle(path: str, stand_ins: Mapping[str, type]) -> Result[object, Unr
         return Failure(UnsafePickle(path, reason, (allocating,)))
     allowed = [*allowed_globals(), *((cls, name) for name, cls in stand_ins.items())]
     try:
-        with torch.serialization.safe_globals(allowed), warnings.catch_warnings():
+        with (
+            torch.serialization.safe_globals(allowed),
+            warnings.catch_warnings(),
+            _utf8_name(path) as name,
+        ):
             # torch's note on the pickle protocol of a file it then refuses or reads anyway is noise here
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            return Success(torch.load(path, map_location="cpu", weights_only=True, mmap=archive))
+            return Success(torch.load(name, map_location="cpu", weights_only=True, mmap=archive))
     except Exception as error:
         return Failure(_classify_load_error(path, error))
+
+
+@contextlib.contextmanager
+def _utf8_name(path: str) -> Iterator[str]:
+    """A name torch can open ``path`` by: itself, or where it is not UTF-8 (a file name in another
+    encoding, which torch's C++ side cannot take) the process's own link to it, ``/proc/self/fd/N``."""
+    try:
+        path.encode("utf-8")
+        yield path
+        return
+    except UnicodeEncodeError:
+        pass
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        yield f"/proc/self/fd/{handle}"
+    finally:
+        os.close(handle)
 
 
 def _is_safetensors(path: str) -> bool:
     return path.endswith(".safetensors")
 
 
+NAME_MAX = 255
+PATH_MAX = 4095
+"""Linux's limits on one name and on a whole path, in bytes."""
+
+
+def path_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` cannot name a file here (empty, a NUL byte, a name or path too long), or ``None``.
+    Checked before any system call, which would raise instead of answering."""
+    try:
+        raw = os.fsencode(path)
+    except (TypeError, UnicodeError) as error:
+        return f"not a file name ({type(error).__name__})"
+    if not raw:
+        return "an empty path (an unset shell variable?)"
+    if b"\0" in raw:
+        return "a path holding a NUL byte"
+    if len(raw) > PATH_MAX:
+        return f"a path longer than {PATH_MAX} bytes"
+    if any(len(part) > NAME_MAX for part in raw.split(b"/")):
+        return f"a path with a name longer than {NAME_MAX} bytes"
+    return None
+
+
+def regular_file_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` is not a readable, non-empty regular file (missing, a directory, a FIFO or device
+    that a read could wait on forever, unreadable, empty), or ``None``."""
+    problem = path_problem(path)
+    if problem is not None:
+        return problem
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as error:
+        return f"cannot be opened ({error.strerror or error})"
+    if stat.S_ISDIR(found.st_mode):
+        return "a directory, not a file"
+    if not stat.S_ISREG(found.st_mode):
+        return "not a regular file (a FIFO, socket or device is never read)"
+    if not os.access(path, os.R_OK):
+        return "not readable (permission denied)"
+    if found.st_size == 0:
+        return "the file is empty"
+    return None
+
+
 def _check_file(path: str) -> Result[str, UnreadableCheckpoint]:
-    if not os.path.isfile(path):
-        return Failure(UnreadableCheckpoint(path, EXPECTED, "no such file"))
-    if os.path.getsize(path) == 0:
-        return Failure(UnreadableCheckpoint(path, EXPECTED, "the file is empty"))
-    return Success(path)
+    problem = regular_file_problem(path)
+    return Success(path) if problem is None else Failure(UnreadableCheckpoint(path, EXPECTED, problem))
 
 
 def _bad_safetensors(path: str, error: BaseException) -> UnreadableCheckpoint:
@@ -411,11 +476,10 @@ SMALL_FILE_LIMIT = 16 * 2**20
 def read_small_text(path: Path, option: str, expected: str) -> Result[str, BadConfig]:
     """A small UTF-8 text file the user named (``--dict``, ``--config``), read whole; bounded, never a device."""
     where = str(path)
+    problem = regular_file_problem(path)
+    if problem is not None and problem != "the file is empty":
+        return Failure(BadConfig(where, option, expected, problem))
     try:
-        if not path.exists():
-            return Failure(BadConfig(where, option, expected, "no such file"))
-        if not path.is_file():
-            return Failure(BadConfig(where, option, expected, "not a regular file"))
         with open(path, "rb") as handle:
             data = handle.read(SMALL_FILE_LIMIT + 1)
     except OSError as error:
@@ -426,6 +490,15 @@ def read_small_text(path: Path, option: str, expected: str) -> Result[str, BadCo
         return Success(data.decode("utf-8"))
     except UnicodeDecodeError as error:
         return Failure(BadConfig(where, option, expected, f"not UTF-8 text ({error.reason} at byte {error.start})"))
+
+
+def parse_json(text: str) -> object:
+    """JSON from a file wmap did not write: nesting too deep for the parser, or a number too large,
+    raise ``ValueError`` like any other malformed text."""
+    try:
+        return json.loads(text)
+    except (RecursionError, OverflowError) as error:
+        raise ValueError(f"nested too deeply or a number too large ({type(error).__name__})") from None
 
 
 SAFETENSORS_DTYPES: dict[torch.dtype, str] = {
@@ -490,7 +563,7 @@ def mapped_file(path: str | os.PathLike[str], tensors: Iterable[torch.Tensor] = 
     probe = next((t.untyped_storage().data_ptr() for t in tensors if _has_cpu_storage(t)), None)
     try:
         size = os.path.getsize(where)
-        with open("/proc/self/maps") as maps:
+        with open("/proc/self/maps", errors="surrogateescape") as maps:  # names as os.fsdecode gives them
             for line in maps:
                 fields = line.split(maxsplit=5)
                 if len(fields) == 6 and fields[5].rstrip("\n") == where and int(fields[2], 16) == 0:
@@ -658,50 +731,135 @@ class _ShardedTensors(Mapping[str, torch.Tensor]):
         return len(self._map)
 
 
-def read_weights(directory: str | os.PathLike[str]) -> Result[Checkpoint, UnreadableCheckpoint | UnsafePickle]:
-    """The weights of a ``save_pretrained`` directory: ``model.safetensors``, or the shards its index
-    names (each opened lazily, header first, when one of its tensors is read)."""
+WEIGHTS_FILES = ("model.safetensors", INDEX, "pytorch_model.bin")
+"""Where a ``save_pretrained`` directory keeps its weights, in the order transformers looks for them: a
+single ``model.safetensors`` wins over an index beside it (transformers leaves a stale index when a
+model once sharded is saved again unsharded, and loads the single file)."""
+
+
+def weights_file(directory: str | os.PathLike[str]) -> Result[Path, UnreadableCheckpoint]:
+    """The file holding a ``save_pretrained`` directory's weights (:data:`WEIGHTS_FILES`)."""
     where = Path(directory)
-    index = where / INDEX
-    if not index.is_file():
-        return read_checkpoint(where / "model.safetensors")
+    problem = path_problem(where)
+    if problem is None and not where.is_dir():
+        problem = "no such directory" if not where.exists() else "not a directory"
+    if problem is not None:
+        return Failure(UnreadableCheckpoint(str(where), "a save_pretrained directory", problem))
+    for name in WEIGHTS_FILES:
+        if os.path.lexists(where / name):
+            return Success(where / name)
+    return Failure(
+        UnreadableCheckpoint(str(where), "a save_pretrained directory", f"it holds none of {', '.join(WEIGHTS_FILES)}")
+    )
+
+
+def _index(path: Path) -> Result[dict[str, str], UnreadableCheckpoint]:
+    """The ``weight_map`` of a sharded directory's index, every shard a readable regular file beside it."""
+    expected = "a sharded safetensors index (model.safetensors.index.json)"
+    read = read_small_text(path, INDEX, expected)
+    if isinstance(read, Failure):
+        return Failure(UnreadableCheckpoint(str(path), expected, read.failure().found))
     try:
-        weight_map = json.loads(index.read_text())["weight_map"]
+        found = parse_json(read.unwrap())
+        weight_map = found.get("weight_map") if isinstance(found, dict) else None
         if not isinstance(weight_map, dict) or not all(
             isinstance(k, str) and isinstance(v, str) and "/" not in v and v.endswith(".safetensors")
             for k, v in weight_map.items()
         ):
             raise ValueError("weight_map is not a mapping of key -> shard file in the directory")
-        for shard in set(weight_map.values()):
-            with safe_open(where / shard, framework="pt") as handle:
+        for shard in sorted(set(weight_map.values())):
+            problem = regular_file_problem(path.parent / shard)
+            if problem is not None:
+                raise ValueError(f"shard {shard}: {problem}")
+            with safe_open(path.parent / shard, framework="pt") as handle:
                 missing = {k for k, v in weight_map.items() if v == shard} - set(handle.keys())
                 if missing:
                     raise ValueError(f"{shard} lacks {sorted(missing)[:3]} that the index puts there")
-    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as error:
-        return Failure(UnreadableCheckpoint(str(index), "a sharded safetensors index", str(error)[:200]))
-    return Success(Checkpoint(str(where), _ShardedTensors(where, weight_map), {}))
+    except (OSError, ValueError, SafetensorError) as error:
+        return Failure(UnreadableCheckpoint(str(path), expected, str(error)[:200]))
+    return Success(weight_map)
+
+
+def read_weights(directory: str | os.PathLike[str]) -> Result[Checkpoint, UnreadableCheckpoint | UnsafePickle]:
+    """The weights of a ``save_pretrained`` directory: ``model.safetensors``, or the shards its index
+    names (each opened lazily, header first, when one of its tensors is read), or ``pytorch_model.bin``
+    (read as any torch checkpoint: weights only)."""
+
+    def read(path: Path) -> Result[Checkpoint, UnreadableCheckpoint | UnsafePickle]:
+        if path.name != INDEX:
+            return read_checkpoint(path)
+        found = _index(path).map(
+            lambda weight_map: Checkpoint(str(path.parent), _ShardedTensors(path.parent, weight_map), {})
+        )
+        return _widen(found)
+
+    return _widen(weights_file(directory)).bind(read)
 
 
 def read_directory_source(directory: str | os.PathLike[str]) -> Result[Source, UnreadableCheckpoint | UnsafePickle]:
     """Names, shapes and kinds of a ``save_pretrained`` directory's weights, from the safetensors
     headers alone (one file or the shards its index names)."""
-    where = Path(directory)
-    if not (where / INDEX).is_file():
-        return read_source(where / "model.safetensors")
 
-    def headers(found: Checkpoint) -> Result[Source, UnreadableCheckpoint | UnsafePickle]:
-        shards = sorted(set(found.tensors.weight_map.values())) if isinstance(found.tensors, _ShardedTensors) else []
-        layout: dict[str, tuple[int, ...]] = {}
-        kinds: dict[str, str] = {}
-        for shard in shards:
-            read = _safetensors_header(str(where / shard))
-            if isinstance(read, Failure):
-                return read
-            layout.update(read.unwrap().layout)
-            kinds.update(read.unwrap().kinds)
-        return Success(Source(layout, kinds, {}))
+    def headers(path: Path) -> Result[Source, UnreadableCheckpoint | UnsafePickle]:
+        if path.name != INDEX:
+            return read_source(path)
+        return _widen(_index(path)).bind(lambda weight_map: _shard_headers(path.parent, weight_map))
 
-    return read_weights(where).bind(headers)
+    return _widen(weights_file(directory)).bind(headers)
+
+
+def _shard_headers(
+    directory: Path, weight_map: Mapping[str, str]
+) -> Result[Source, UnreadableCheckpoint | UnsafePickle]:
+    layout: dict[str, tuple[int, ...]] = {}
+    kinds: dict[str, str] = {}
+    for shard in sorted(set(weight_map.values())):
+        read = _safetensors_header(str(directory / shard))
+        if isinstance(read, Failure):
+            return read
+        layout.update(read.unwrap().layout)
+        kinds.update(read.unwrap().kinds)
+    return Success(Source(layout, kinds, {}))
+
+
+@attrs.frozen
+class PickledAs:
+    """Pickled as an instance of the class ``global_name`` whose fields are ``state``, without that class
+    being importable here (fairseq's ``Dictionary`` in an export's ``task_state``; wmap never imports
+    fairseq). The original's unpickler makes its own object from it, as from a file it wrote."""
+
+    global_name: str
+    state: Mapping[str, Any]
+
+
+def _pickle_module() -> Any:
+    """A pickle module for ``torch.save`` that writes :class:`PickledAs` values as their class."""
+    import pickle
+    import types
+
+    python_pickler: Any = pickle._Pickler  # the Python pickler: its save() can be overridden
+
+    class Pickler(python_pickler):  # type: ignore[misc]
+        def save(self, obj: object, save_persistent_id: bool = True) -> None:
+            if isinstance(obj, PickledAs):
+                module, _, name = obj.global_name.rpartition(".")
+                self.write(pickle.GLOBAL + f"{module}\n{name}\n".encode())
+                self.write(pickle.EMPTY_TUPLE + pickle.NEWOBJ)  # cls.__new__(cls), as copyreg.__newobj__
+                super().save(dict(obj.state))
+                self.write(pickle.BUILD)  # its __dict__ updated with the fields
+                return
+            super().save(obj, save_persistent_id)
+
+    module = types.ModuleType("wmap_pickle")
+    module.Pickler = Pickler  # type: ignore[attr-defined]
+    module.Unpickler = pickle.Unpickler  # type: ignore[attr-defined]
+    module.load = pickle.load  # type: ignore[attr-defined]
+    return module
+
+
+def save_torch(container: object, path: Path) -> None:
+    """``torch.save(container, path)``, :class:`PickledAs` values written as the classes they name."""
+    torch.save(container, path, pickle_module=_pickle_module())
 
 
 @contextlib.contextmanager
@@ -746,13 +904,52 @@ def _made_beside(target: Path, *, directory: bool) -> Iterator[Path]:
                 path.unlink()
 
 
+MODEL_DIRECTORY_FILES = (".json", ".safetensors", ".bin", ".txt", ".model", ".md", ".pt", ".tiktoken", ".gitattributes")
+"""What a model directory holds (configs, weights, tokenizer and processor files, a model card): the
+only files ``--overwrite`` replaces a directory of."""
+
+
+def _not_a_model_directory(target: Path) -> str | None:
+    """Why ``--overwrite`` must not replace the directory ``target``: it is the current directory or
+    holds it, or it holds something a model directory does not (named)."""
+    real = os.path.realpath(target)
+    here = os.path.realpath(os.getcwd())
+    if here == real or here.startswith(real.rstrip(os.sep) + os.sep):
+        return "is the current directory or holds it; name a model directory to replace"
+    others = []
+    with os.scandir(target) as entries:
+        for entry in entries:
+            staging = entry.name.startswith(".") and ".wmap-" in entry.name
+            if not staging and (
+                not entry.is_file(follow_symlinks=False) or not entry.name.endswith(MODEL_DIRECTORY_FILES)
+            ):
+                others.append(entry.name + ("/" if entry.is_dir(follow_symlinks=False) else ""))
+            if len(others) >= 3:
+                break
+    if others:
+        shown = ", ".join(repr(name) for name in sorted(others))
+        return f"holds {shown}, which a model directory does not: not replaced (remove it yourself, or write elsewhere)"
+    return None
+
+
 def check_output(out_dir: str | os.PathLike[str], *, overwrite: bool) -> Result[Path, OutputRefused]:
-    """The absolute output path, unless it exists and may not be replaced."""
+    """The absolute output path, unless it exists and may not be replaced: without ``overwrite``, or a
+    directory that is not a model directory (:func:`_not_a_model_directory`)."""
+    problem = path_problem(out_dir)
+    if problem is not None:
+        return Failure(OutputRefused(repr(os.fspath(out_dir))[:80], f"{problem}; name the output directory"))
     target = Path(out_dir).absolute()
     if target.exists() and not overwrite:
         return Failure(OutputRefused(str(target), "already exists; pass overwrite (--overwrite) to replace it"))
     if target.exists() and not target.is_dir():
         return Failure(OutputRefused(str(target), "exists and is not a directory"))
+    if target.exists():
+        try:
+            refused = _not_a_model_directory(target)
+        except OSError as error:
+            refused = f"cannot be listed ({error.strerror or error})"
+        if refused is not None:
+            return Failure(OutputRefused(str(target), refused))
     return Success(target)
 
 
@@ -766,17 +963,68 @@ def write_directory_atomically(
     """Call ``write`` on a staging directory beside ``out_dir`` and rename it into place at the end.
 
     An existing ``out_dir`` is left alone unless ``overwrite``; then it is replaced only after the
-    new one is complete, and never when it holds one of ``protect`` (the input). Without
-    ``overwrite`` the final rename cannot replace a directory that appeared meanwhile (another
-    conversion's): it is refused. The directory gets the permissions ``save_pretrained``'s would
-    (the umask's). Any failure leaves no staging directory, no parent created for it, and the old
-    ``out_dir`` (if any) unchanged.
+    new one is complete, never when it holds one of ``protect`` (the input), and only if it is a model
+    directory (:func:`check_output`). Without ``overwrite`` the final rename cannot replace a
+    directory that appeared meanwhile (another conversion's): it is refused. The directory gets the
+    permissions ``save_pretrained``'s would (the umask's). Any failure leaves no staging directory, no
+    parent created for it, and the old ``out_dir`` (if any) unchanged.
     """
     return (
         check_output(out_dir, overwrite=overwrite)
         .bind(lambda target: holds_none_of(target, protect))
         .bind(lambda target: _write_into(target, write, overwrite=overwrite))
     )
+
+
+def inputs_of(directory: str | os.PathLike[str], limit: int = 10_000) -> tuple[str, ...]:
+    """``directory`` and what each of its entries resolves to (a Hub cache's links to its blobs): the
+    paths an output must not replace."""
+    found = [os.fspath(directory)]
+    with contextlib.suppress(OSError, ValueError), os.scandir(directory) as entries:
+        for count, entry in enumerate(entries):
+            if count >= limit:
+                break
+            found.append(os.path.realpath(entry.path))
+    return tuple(found)
+
+
+def looks_like_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a file wmap could have written as an export: empty, a torch zip archive, or
+    a pickle (legacy torch format), judged from its first bytes."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        return False
+    return head in (b"",) or head.startswith((b"PK\x03\x04", b"\x80"))
+
+
+def _file_refused(
+    target: Path,
+    overwrite: bool,
+    protect: tuple[str | os.PathLike[str], ...],
+    replaces: Callable[[Path], str | None],
+) -> str | None:
+    """Why ``target`` may not be written (checked for every file before any is)."""
+    problem = path_problem(target)
+    if problem is not None:
+        return f"{problem}; name the file to write"
+    if target.is_dir():
+        return "is a directory; name the file to write"
+    if os.path.lexists(target) and not overwrite:
+        return "already exists; pass overwrite (--overwrite) to replace it"
+    if os.path.lexists(target) and not target.is_file():
+        return "exists and is not a regular file: not replaced"
+    if not target.parent.is_dir():
+        return "its directory does not exist"
+    real = os.path.realpath(target)
+    for item in protect:  # the file must not replace the input, nor land inside the input directory
+        if path_problem(item) is not None:
+            continue
+        inside = os.path.realpath(item)
+        if real == inside or real.startswith(inside + os.sep):
+            return f"is, or lies in, the input {item}; write the output elsewhere"
+    return replaces(target) if os.path.lexists(target) else None
 
 
 def write_file_atomically(
@@ -786,45 +1034,80 @@ def write_file_atomically(
     overwrite: bool = False,
     protect: tuple[str | os.PathLike[str], ...] = (),
 ) -> Result[Path, OutputRefused]:
-    """Call ``write`` on a temporary file beside ``out_file`` and move it into place at the end: an
-    existing file is replaced only with ``overwrite`` (and never when it is one of ``protect``), one
-    that appears meanwhile is not replaced without it, and a failure leaves no file behind. The
-    file gets the umask's permissions, as ``torch.save`` would give it."""
-    target = Path(out_file).absolute()
-    if target.exists() and not overwrite:
-        return Failure(OutputRefused(str(target), "already exists; pass overwrite (--overwrite) to replace it"))
-    if target.is_dir():
-        return Failure(OutputRefused(str(target), "is a directory; name the file to write"))
-    if not target.parent.is_dir():
-        return Failure(OutputRefused(str(target), "its directory does not exist"))
-    real = os.path.realpath(target)
-    for item in protect:  # the file must not replace the input, nor land inside the input directory
-        inside = os.path.realpath(item)
-        if real == inside or real.startswith(inside + os.sep):
-            return Failure(OutputRefused(str(target), f"is, or lies in, the input {item}; write the output elsewhere"))
+    """Call ``write`` on a temporary file beside ``out_file`` and move it into place at the end
+    (:func:`write_files_atomically` with one file)."""
+    return write_files_atomically({out_file: write}, overwrite=overwrite, protect=protect).map(lambda paths: paths[0])
+
+
+def write_files_atomically(
+    files: Mapping[str | os.PathLike[str], Callable[[Path], None]],
+    *,
+    overwrite: bool = False,
+    protect: tuple[str | os.PathLike[str], ...] = (),
+    replaces: Callable[[Path], str | None] = lambda path: None,
+) -> Result[tuple[Path, ...], OutputRefused]:
+    """Write several files (an export and its companions) all or none: each ``write`` fills a
+    temporary file beside its target; only when all are complete are they moved into place, and a
+    failure or interrupt while moving puts back what was there. An existing file is replaced only with
+    ``overwrite`` (never one of ``protect``, the input, and never a non-regular file); without it one
+    that appears meanwhile is not replaced; ``replaces(path)`` says why an existing file must not be
+    replaced (not a file this writer could have written), or ``None``. The files get the umask's
+    permissions, as ``torch.save`` would give them."""
+    if not files:
+        return Success(())
+    targets = [Path(os.fspath(out)).absolute() if path_problem(out) is None else Path(os.fspath(out)) for out in files]
+    for out, target in zip(files, targets, strict=True):
+        refused = _file_refused(target, overwrite, protect, replaces)
+        if refused is not None:
+            shown = str(target) if path_problem(target) is None else repr(os.fspath(out))[:80]
+            return Failure(OutputRefused(shown, refused))
     try:
-        with _made_beside(target, directory=False) as staging:
-            write(staging)
-            os.chmod(staging, 0o666 & ~_umask())
-            if overwrite:
-                os.replace(staging, target)
-            else:
-                try:
-                    os.link(staging, target)  # never replaces a file that appeared meanwhile
-                except FileExistsError:
-                    raise FileExistsError("appeared while writing (another export?); not replaced") from None
+        with contextlib.ExitStack() as stack:
+            staged = [stack.enter_context(_made_beside(target, directory=False)) for target in targets]
+            for write, path in zip(files.values(), staged, strict=True):
+                write(path)
+                os.chmod(path, 0o666 & ~_umask())
+            backup = stack.enter_context(_made_beside(targets[0], directory=True))
+            _move_all_in(staged, targets, backup, overwrite=overwrite)
     except BaseException as error:
         if not isinstance(error, Exception):
             raise
         detail = " ".join(str(error).split())
-        return Failure(OutputRefused(str(target), f"could not write output: {type(error).__name__}: {detail}"))
-    return Success(target)
+        return Failure(OutputRefused(str(targets[0]), f"could not write output: {type(error).__name__}: {detail}"))
+    return Success(tuple(targets))
+
+
+def _move_all_in(staged: list[Path], targets: list[Path], backup: Path, *, overwrite: bool) -> None:
+    """Each staged file to its target; whatever stops this (an error, SIGTERM between any two steps),
+    every target is put back as it was."""
+    kept: list[tuple[Path, Path]] = []
+    try:
+        for number, (path, target) in enumerate(zip(staged, targets, strict=True)):
+            if overwrite and os.path.lexists(target):
+                old = backup / str(number)
+                os.replace(target, old)
+                kept.append((old, target))
+            try:
+                os.link(path, target)  # never replaces a file that appeared meanwhile
+            except FileExistsError:
+                raise FileExistsError(f"{target} appeared while writing (another export?); not replaced") from None
+    except BaseException:
+        for path, target in zip(staged, targets, strict=True):  # ours: the same file as what we staged
+            with contextlib.suppress(OSError):
+                if os.path.samefile(path, target):
+                    target.unlink()
+        for old, target in kept:
+            with contextlib.suppress(OSError):
+                os.replace(old, target)
+        raise
 
 
 def holds_none_of(target: Path, protect: tuple[str | os.PathLike[str], ...]) -> Result[Path, OutputRefused]:
     """``target``, unless replacing it would delete one of ``protect`` (it is, or holds, that path)."""
     real = os.path.realpath(target)
     for item in protect:
+        if path_problem(item) is not None:
+            continue  # names no file: cannot be inside
         inside = os.path.realpath(item)
         if inside == real or inside.startswith(real + os.sep):
             return Failure(OutputRefused(str(target), f"holds the input {item}; write the output elsewhere"))

@@ -117,13 +117,22 @@ def reverse_plan(
     original: Layout,
     *,
     kinds: Mapping[str, str] | None = None,
+    expected_kinds: Mapping[str, str] | None = None,
 ) -> MappingPlan:
     """The plan of a reverse conversion (a converted model's layout back to the original's): a plan
     like any other, whose missing keys that lie under a forward skip or refusal are listed as
-    ``unrecoverable`` with the forward reason (see :mod:`wmap.reverse`)."""
+    ``unrecoverable`` with the forward reason (see :mod:`wmap.reverse`). ``expected_kinds``: the
+    kinds the converted model holds, by converted key (an int8 tensor where it holds floats is refused)."""
     from wmap.reverse import unrecoverable_rule
 
-    plan = make_plan(reversed_pipeline, converted, original, lint=False, kinds=kinds)
+    target_kinds = None
+    if expected_kinds is not None:  # by the original's name, as the same rules name it
+        target_kinds = {}
+        for key, kind in expected_kinds.items():
+            outcome = reversed_pipeline.apply(key, original)
+            if isinstance(outcome, Mapped):
+                target_kinds.update({item.key: kind for item in outcome.targets})
+    plan = make_plan(reversed_pipeline, converted, original, lint=False, kinds=kinds, target_kinds=target_kinds)
     gone: list[SkippedKey] = []
     missing: list[str] = []
     for key in plan.missing:

@@ -8,7 +8,10 @@ transformers' classes) is imported only when the family is used.
 from __future__ import annotations
 
 import importlib
+import os
+import re
 from collections.abc import Mapping
+from types import ModuleType
 from typing import TYPE_CHECKING, Final
 
 import attrs
@@ -205,21 +208,50 @@ def registered() -> tuple[ModelSpec, ...]:
     return default_registry().specs()
 
 
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
 def resolve(model: str | ModelSpec, registry: Registry | None = None) -> Result[ModelSpec, UnknownModel]:
-    """A family from what a caller names: a :class:`ModelSpec` as it is; ``"package.module:NAME"``, the
-    spec that module defines (the caller's own code, imported); else a name in ``registry``
-    (the default registry: shipped and installed families)."""
+    """A family from what a caller names: a :class:`ModelSpec` as it is; ``"package.module:NAME"`` or
+    ``"path/to/file.py:NAME"``, the spec that module or file defines (the caller's own code, run as
+    Python runs an import); else a name in ``registry`` (the default registry: shipped and installed
+    families). An import that fails is reported as that module's error, not wmap's."""
     from wmap.models.base import ModelSpec
 
     if isinstance(model, ModelSpec):
         return Success(model)
-    module, colon, attribute = model.partition(":")
+    module, colon, attribute = model.rpartition(":")
     if not colon:
         return (registry or default_registry()).get(model)
-    try:
-        spec = getattr(importlib.import_module(module), attribute)
-    except (ImportError, AttributeError, ValueError) as error:
-        return Failure(UnknownModel(model, (), f"cannot be loaded ({type(error).__name__}: {error})"))
+    loaded = _load_module(module)
+    if isinstance(loaded, str):
+        return Failure(UnknownModel(model, (), loaded))
+    spec = getattr(loaded, attribute, None)
+    if spec is None:
+        return Failure(UnknownModel(model, (), f"{module} defines no {attribute!r}"))
     if not isinstance(spec, ModelSpec):
         return Failure(UnknownModel(model, (), f"is a {type(spec).__name__}, not a ModelSpec"))
     return Success(spec)
+
+
+def _load_module(module: str) -> ModuleType | str:
+    """The module ``module`` names (a dotted name, or a ``.py`` file's path), or why it cannot be had."""
+    import importlib.util
+
+    try:
+        if module.endswith(".py"):
+            if not os.path.isfile(module):
+                return f"no such file {module!r}"
+            name = "wmap_user_family_" + re.sub(r"\W", "_", os.path.basename(module)[:-3])
+            found = importlib.util.spec_from_file_location(name, module)
+            if found is None or found.loader is None:
+                return f"{module!r} cannot be loaded as a Python file"
+            loaded = importlib.util.module_from_spec(found)
+            found.loader.exec_module(loaded)
+            return loaded
+        if not _MODULE.fullmatch(module):
+            return f"{module!r} is neither a module name (package.module) nor a .py file; expected MODULE:SPEC"
+        return importlib.import_module(module)
+    except Exception as error:  # the user's module raised while importing: its error, shown as such
+        detail = " ".join(f"{type(error).__name__}: {error}".split())[:200]
+        return f"importing {module} failed (an error in that module, not in wmap): {detail}"

@@ -236,8 +236,12 @@ def test_the_way_back_loads_in_fairseq_strictly_and_gives_back_every_tensor(
     style: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
     """original -> convert -> export: every tensor back as it was, a file fairseq's own
-    ``load_model_ensemble_and_task(strict=True)`` loads as it is (``dict.ltr.txt`` beside it), the same
-    logits as the original; and export -> convert gives the same safetensors back."""
+    ``load_model_ensemble_and_task(strict=True)`` loads as it is, the same logits as the original; the
+    dictionary travels in ``task_state`` as fairseq's trainer keeps it, so the file alone, moved to
+    another folder (the export folder and its ``dict.ltr.txt`` gone), still loads in fairseq and
+    converts back with wmap with no ``--dict``: the same safetensors and vocabulary."""
+    import shutil
+
     from safetensors.torch import load_file
 
     from tests.originals import ctc_trainer_checkpoint
@@ -257,28 +261,36 @@ def test_the_way_back_loads_in_fairseq_strictly_and_gives_back_every_tensor(
     export(name, hf, out).unwrap()
     symbols = [line.split()[0] for line in (out.parent / "dict.ltr.txt").read_text().splitlines()]
     assert symbols == [line.split()[0] for line in (data / "dict.ltr.txt").read_text().splitlines()]
+    moved = tmp_path / "elsewhere" / "checkpoint.pt"
+    moved.parent.mkdir()
+    shutil.move(out, moved)
+    shutil.rmtree(out.parent)
     saved = torch.load(data / "checkpoint_best.pt", weights_only=False)
     original = saved["model"]
-    exported = torch.load(out, weights_only=True)  # plain containers only: no pickled class
+    exported = torch.load(moved, weights_only=False)  # the test trusts the file it just wrote
     _encoder_settings_agree(saved["cfg"]["model"], exported["cfg"]["model"])
     assert exported["model"].keys() == original.keys()
     assert all(
         exported["model"][k].dtype == v.dtype and torch.equal(exported["model"][k], v) for k, v in original.items()
     )
+    theirs_dictionary = vars(saved["task_state"]["target_dictionary"])
+    ours = vars(exported["task_state"]["target_dictionary"])
+    assert ours.keys() == theirs_dictionary.keys()  # every field fairseq's Dictionary has; counts are not kept
+    assert {k: v for k, v in ours.items() if k != "count"} == {
+        k: v for k, v in theirs_dictionary.items() if k != "count"
+    }
 
     theirs, task = _fairseq_reference(data / "checkpoint_best.pt")
-    from fairseq import checkpoint_utils
-
-    models, _, back_task = checkpoint_utils.load_model_ensemble_and_task([str(out)], strict=True)
+    models, back_task = _fairseq_reference(moved)
     assert back_task.target_dictionary.symbols == task.target_dictionary.symbols
     audio = _utterances()
     expected, expected_logits = _fairseq_transcripts(theirs, task, audio)
-    returned, returned_logits = _fairseq_transcripts(models[0].eval(), back_task, audio)
+    returned, returned_logits = _fairseq_transcripts(models, back_task, audio)
     assert returned == expected
     for mine, original_logits in zip(returned_logits, expected_logits, strict=True):
         torch.testing.assert_close(mine, original_logits, rtol=0, atol=1e-6)
 
-    again = convert(name, out, tmp_path / "again", processor_file=out.parent / "dict.ltr.txt").unwrap()
+    again = convert(name, moved, tmp_path / "again").unwrap()  # no --dict: the file carries it
     first, second = load_file(hf / "model.safetensors"), load_file(again / "model.safetensors")
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
     assert (again / "vocab.json").read_text() == (hf / "vocab.json").read_text()
@@ -353,14 +365,17 @@ def test_hubert_ctc_goes_back_with_its_label_embeddings_named(
 
     saved = torch.load(data / "checkpoint_best.pt", weights_only=False)
     original = saved["model"]
-    written = torch.load(out, weights_only=True)
+    written = torch.load(out, weights_only=False)  # the test trusts the file it just wrote
     _encoder_settings_agree(saved["cfg"]["model"], written["cfg"]["model"])
     exported = written["model"]
     assert exported.keys() == original.keys() - {labels}
     assert all(exported[k].dtype == v.dtype and torch.equal(v, original[k]) for k, v in exported.items())
 
     theirs, task = _fairseq_reference(data / "checkpoint_best.pt")
-    models, _, back_task = checkpoint_utils.load_model_ensemble_and_task([str(out)], strict=False)
+    from fairseq.data.dictionary import Dictionary
+
+    with torch.serialization.safe_globals([Dictionary]):  # as for fairseq's own trainer files
+        models, _, back_task = checkpoint_utils.load_model_ensemble_and_task([str(out)], strict=False)
     mine = models[0].eval()
     missing = set(mine.state_dict()) - set(exported)
     assert missing == {labels}

@@ -105,7 +105,8 @@ def _dictionary(meta: Mapping[str, Any], file: Path | None) -> Result[Dictionary
             BadConfig(
                 "checkpoint",
                 "task_state.target_dictionary",
-                "the fine-tuning task's target dictionary; pass --dict dict.ltr.txt (the file fine-tuning used)",
+                "the fine-tuning task's target dictionary; pass --dict dict.ltr.txt (the file fine-tuning used), "
+                "or --no-processor to convert the weights alone",
                 "missing",
             )
         )
@@ -124,23 +125,33 @@ def ctc_processor(config: PretrainedConfig, meta: Mapping[str, Any], file: Path 
     exactly one entry per output of the CTC head."""
     vocab_size = int(getattr(config, "vocab_size", 0))
 
+    where = str(file) if file is not None else "task_state.target_dictionary"
+
     def fits(dictionary: Dictionary) -> Result[Dictionary, BadConfig]:
-        if len(dictionary.symbols) == vocab_size:
-            return Success(dictionary)
-        return Failure(
-            BadConfig(
-                str(file) if file is not None else "task_state.target_dictionary",
-                "symbols",
-                f"{vocab_size} symbols, one per output of the CTC head",
-                f"{len(dictionary.symbols)} symbols",
-            )
-        )
+        if len(dictionary.symbols) != vocab_size:
+            expected = f"{vocab_size} symbols, one per output of the CTC head"
+            return Failure(BadConfig(where, "symbols", expected, f"{len(dictionary.symbols)} symbols"))
+        repeated = repeated_symbol(dictionary)
+        if repeated is not None:
+            expected = "distinct symbols (a tokenizer's vocabulary gives each output its own token)"
+            return Failure(BadConfig(where, "symbols", expected, f"{repeated!r} more than once (#fairseq:overwrite)"))
+        return Success(dictionary)
 
     return (
         _dictionary(meta, file)
         .bind(fits)
         .bind(lambda dictionary: feature_extractor_settings(config, meta).map(lambda fe: _writer(dictionary, fe)))
     )
+
+
+def repeated_symbol(dictionary: Dictionary) -> str | None:
+    """A symbol that names two outputs, other than the blank swap (``<s>``/``<pad>`` at 0 and 1)."""
+    seen: set[str] = set()
+    for symbol in dictionary.symbols:
+        if symbol in seen:
+            return symbol
+        seen.add(symbol)
+    return None
 
 
 def _writer(dictionary: Dictionary, extractor: FeatureExtractorSettings) -> Writer:

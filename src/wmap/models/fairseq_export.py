@@ -21,9 +21,10 @@ from returns.result import Failure, Result, Success
 from transformers import PretrainedConfig
 
 from wmap.config_fields import Field, inverse
-from wmap.dictionary import SPECIALS
-from wmap.errors import BadConfig
+from wmap.dictionary import FAIRSEQ_GLOBAL, SPECIALS, parse_dict_file, saved_fields
+from wmap.errors import BadConfig, Disagrees
 from wmap.fairseq import wav2vec2_encoder_fields
+from wmap.io import PickledAs
 from wmap.models.base import Exporter, ExportSource
 from wmap.reverse import predicted_layout, unrecoverable_names
 from wmap.transforms import WEIGHT_NORM_NAMES, Layout
@@ -65,19 +66,28 @@ def encoder_cfg(config: PretrainedConfig, name: str, fields: tuple[Field, ...] =
     return {**values, "_name": name}
 
 
-def dictionary_text(vocab_json: str) -> Result[str, BadConfig]:
+def dictionary_text(vocab_json: str, size: int) -> Result[str, BadConfig]:
     """fairseq's ``dict.ltr.txt`` from the tokenizer's vocabulary: index 0 back to ``<s>`` (fairseq's
-    blank), the four specials first, then the labels in index order."""
+    blank), the four specials first, then the labels in index order. ``size``: the CTC head's outputs
+    (``config.vocab_size``), which the vocabulary must name one for one; a label fairseq's file
+    cannot hold (empty, a line break, a space before its count) is refused."""
     try:
         vocab = json.loads(vocab_json)
         by_index = {int(i): str(token) for token, i in vocab.items()}
-    except (ValueError, TypeError, AttributeError) as error:
+    except (ValueError, TypeError, AttributeError, RecursionError, OverflowError) as error:
         return Failure(BadConfig(VOCAB, "vocab", "a token -> id mapping", f"{type(error).__name__}"))
     bos, pad, eos, unk = SPECIALS
     expected = {0: pad, 1: bos, 2: eos, 3: unk}  # the forward direction swapped fairseq's blank <s> and <pad>
     if {i: by_index.get(i) for i in expected} != expected or sorted(by_index) != list(range(len(by_index))):
         found = str([by_index.get(i) for i in range(4)])
         return Failure(BadConfig(VOCAB, "vocab", "ids 0-3 <pad> <s> </s> <unk> then the labels, no gaps", found))
+    if len(vocab) != len(by_index) or len(by_index) != size:
+        expected_size = f"{size} distinct tokens with distinct ids (config.json's vocab_size: the CTC head's outputs)"
+        return Failure(Disagrees(VOCAB, "vocab", expected_size, f"{len(vocab)} tokens with {len(by_index)} ids"))
+    bad = next((t for t in by_index.values() if not t or t != t.strip() or len(t.splitlines()) != 1), None)
+    if bad is not None:
+        expected_token = "labels a dict.ltr.txt line can hold (no line break, no surrounding space, not empty)"
+        return Failure(Disagrees(VOCAB, "vocab", expected_token, repr(bad)[:40]))
     return Success("".join(f"{by_index[i]} 1\n" for i in range(4, len(by_index))))
 
 
@@ -99,6 +109,8 @@ def feature_settings(files: Mapping[str, str]) -> Result[tuple[bool, int], BadCo
         return Success((bool(features["do_normalize"]), int(features["sampling_rate"])))
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         return Failure(BadConfig(FEATURES, "do_normalize", "a Wav2Vec2FeatureExtractor config", repr(error)[:80]))
+    except (RecursionError, OverflowError) as error:
+        return Failure(BadConfig(FEATURES, "do_normalize", "a Wav2Vec2FeatureExtractor config", type(error).__name__))
 
 
 def trainer_file(cfg: Mapping[str, Any], state: Mapping[str, Any], criterion: str) -> dict[str, Any]:
@@ -179,7 +191,9 @@ def ctc_exporter(
             return layout, {"cfg": {"model": model, "task": task}, DICTIONARY: dictionary}
 
         return feature_settings(source.files).bind(
-            lambda found: dictionary_text(source.files[VOCAB]).map(lambda text: meta(text, *found))
+            lambda found: dictionary_text(source.files[VOCAB], int(config.vocab_size)).map(
+                lambda text: meta(text, *found)
+            )
         )
 
     def container(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
@@ -187,7 +201,10 @@ def ctc_exporter(
         cfg = meta["cfg"]
         model = {**cfg["model"], "data": data, "w2v_args": {**cfg["model"]["w2v_args"]}}
         model["w2v_args"]["task"] = {**model["w2v_args"]["task"], "data": data}
-        return trainer_file({"model": model, "task": {**cfg["task"], "data": data}}, state, "CtcCriterion")
+        file = trainer_file({"model": model, "task": {**cfg["task"], "data": data}}, state, "CtcCriterion")
+        # as fairseq's trainer keeps it: the task reads no dict.ltr.txt when the checkpoint has its dictionary
+        dictionary = saved_fields(parse_dict_file(meta[DICTIONARY], DICTIONARY))
+        return {**file, "task_state": {"target_dictionary": PickledAs(FAIRSEQ_GLOBAL, dictionary)}}
 
     return Exporter(
         original,
