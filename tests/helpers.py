@@ -53,7 +53,7 @@ def small_hf_config(family: str) -> Any:
         "num_hidden_layers": 2,
         "num_attention_heads": 2,
         "intermediate_size": 64,
-        "conv_dim": (32, 32),
+        "conv_dim": (48, 48),  # unlike the encoder's width: fairseq then has post_extract_proj
         "conv_kernel": (10, 3),
         "conv_stride": (5, 2),
         "num_conv_pos_embedding_groups": 2,
@@ -76,8 +76,9 @@ def small_hf_config(family: str) -> Any:
         )
     if family.startswith("data2vec_audio"):
         return Data2VecAudioConfig(**speech, num_conv_pos_embeddings=5, conv_pos_kernel_size=3, conv_bias=True)
-    if family.startswith("hubert"):
-        return HubertConfig(**speech, num_conv_pos_embeddings=16, feat_extract_norm="group", conv_bias=False)
+    if family.startswith("hubert") or family == "distilhubert":  # DistilHuBERT's: no norm before the projection
+        hubert: dict[str, Any] = {"num_conv_pos_embeddings": 16, "feat_extract_norm": "group", "conv_bias": False}
+        return HubertConfig(**speech, **hubert, feat_proj_layer_norm=family != "distilhubert")
     return Wav2Vec2Config(**speech, num_conv_pos_embeddings=16, feat_extract_norm="group", conv_bias=False)
 
 
@@ -89,6 +90,7 @@ HF_CLASSES = {
     "wav2vec2": "Wav2Vec2ForPreTraining",
     "hubert": "HubertModel",
     "data2vec_audio": "Data2VecAudioModel",
+    "distilhubert": "HubertModel",
 }
 
 
@@ -99,17 +101,22 @@ def hub_directory(
     dtype: torch.dtype = torch.float32,
     max_shard_size: str | None = None,
     processor: bool = True,
+    **config: Any,
 ) -> Any:
     """A directory as a user's fine-tune is saved: a transformers model of ``family``'s target class
     with random weights, written by ``save_pretrained`` itself (default, sharded, half precision),
-    with the processor files ``save_pretrained`` of its processor writes. Returns the model."""
+    with the processor files ``save_pretrained`` of its processor writes; ``config`` overrides fields of
+    :func:`small_hf_config`. Returns the model."""
     import json
 
     import transformers
     from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Processor
 
     torch.manual_seed(0)
-    model = getattr(transformers, HF_CLASSES[family])(small_hf_config(family)).eval()
+    settings = small_hf_config(family)
+    for field, value in config.items():
+        setattr(settings, field, value)
+    model = getattr(transformers, HF_CLASSES[family])(settings).eval()
     with torch.no_grad():  # trained-looking values: no zero biases, no unit norms
         for parameter in model.parameters():
             parameter.add_(0.02 * torch.randn_like(parameter))

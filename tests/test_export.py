@@ -292,3 +292,48 @@ def test_a_weights_file_that_is_a_directory_is_named_as_such(ctc_dir: Path, tmp_
     (hf / "model.safetensors").mkdir()
     refused = preview_reverse("wav2vec2_ctc", hf).failure()
     assert isinstance(refused, UnreadableCheckpoint) and "a directory" in str(refused)
+
+
+@pytest.mark.parametrize("family", ["wav2vec2_ctc", "hubert", "distilhubert"])
+def test_a_projection_the_original_builds_no_place_for_is_refused(family: str, tmp_path: Path) -> None:
+    """fairseq and s3prl have no post_extract_proj when the conv and encoder widths are equal; the
+    plan refuses transformers' projection, naming both widths (negative control: unequal widths)."""
+    hub_directory(family, tmp_path / "equal", conv_dim=(32, 32))
+    plan = preview_reverse(family, tmp_path / "equal").unwrap().plan
+    refused = [r for r in plan.refused if "feature_projection.projection" in r.key]
+    assert len(refused) == 2 and "conv_dim[-1]=32" in refused[0].reason and "hidden_size=32" in refused[0].reason
+    hub_directory(family, tmp_path / "unequal")
+    assert not preview_reverse(family, tmp_path / "unequal").unwrap().plan.refused
+
+
+def test_what_s3prl_has_no_place_for_is_named(tmp_path: Path) -> None:
+    """DistilHuBERT back to s3prl: SpecAugment's mask embedding is skipped with the reason (training
+    only); a layer norm before the projection is refused (it changes the outputs)."""
+    hub_directory("distilhubert", tmp_path / "hf", feat_proj_layer_norm=True)
+    plan = preview_reverse("distilhubert", tmp_path / "hf").unwrap().plan
+    assert [s.key for s in plan.skipped] == ["masked_spec_embed"] and "training" in plan.skipped[0].reason
+    assert {r.key for r in plan.refused} == {
+        "feature_projection.layer_norm.weight",
+        "feature_projection.layer_norm.bias",
+    }
+
+
+def test_an_accepted_key_the_plan_does_not_name_is_an_error(tmp_path: Path) -> None:
+    from wmap.plan import Accept
+
+    hub_directory("hubert", tmp_path / "hf")
+    (tmp_path / "out").mkdir()
+    for wrong in ("label_embs", "final_proj.weight"):  # short or over-long: neither is what the plan names
+        accept = Accept(unrecoverable=frozenset({"label_embs_concat", "final_proj", wrong}))
+        refused = export("hubert", tmp_path / "hf", tmp_path / "out" / "x.pt", accept=accept).failure()
+        assert isinstance(refused, BadConfig) and wrong in str(refused) and "label_embs_concat" in str(refused)
+    accept = Accept(unrecoverable=frozenset({"label_embs_concat", "final_proj"}))
+    export("hubert", tmp_path / "hf", tmp_path / "out" / "x.pt", accept=accept).unwrap()
+
+
+def test_an_untied_whisper_fine_tune_is_a_refusal_not_bad_input(tmp_path: Path) -> None:
+    from tests.test_cli import wmap
+
+    hub_directory("whisper", tmp_path / "hf", tie_word_embeddings=False)
+    result = wmap("export", "whisper", str(tmp_path / "hf"), str(tmp_path / "x.pt"))
+    assert result.returncode == 1 and "tie_word_embeddings" in result.stderr and not (tmp_path / "x.pt").exists()

@@ -371,3 +371,16 @@ def test_an_interrupt_while_replacing_keeps_one_whole_output(
             write_directory_atomically(out, write, overwrite=True)
     assert (out / "model.safetensors").read_text() == expected
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_checkpoint_whose_name_is_not_utf8_is_read_and_copied_from_its_mapping(tmp_path: Path) -> None:
+    """torch's C++ side cannot open a name that is not UTF-8 (``os.fsdecode`` gives it surrogates): wmap
+    hands torch the process's own link to the file, and still finds its mapping for the kernel copy."""
+    from wmap.io import mapped_file, read_checkpoint
+
+    name = tmp_path / os.fsdecode(b"encodec-\xff.pt")
+    reference_checkpoint(name)
+    read = read_checkpoint(name).unwrap()
+    assert mapped_file(name, read.tensors.values()) is not None
+    convert("encodec_32khz", name, tmp_path / "hf").unwrap()
+    assert (tmp_path / "hf" / "model.safetensors").stat().st_size > 1000

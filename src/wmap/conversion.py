@@ -19,7 +19,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 
 from wmap.apply import apply_plan, load_into
 from wmap.config_fields import IgnoredField
-from wmap.errors import BadConfig, OutputRefused, TensorMismatch, UnreadableCheckpoint, WmapError, WrongFamily
+from wmap.errors import BadConfig, TensorMismatch, UnreadableCheckpoint, WmapError, WrongFamily
 from wmap.io import (
     DEFAULT_MAX_SHARD_SIZE,
     Checkpoint,
@@ -42,6 +42,7 @@ from wmap.io import (
 )
 from wmap.layout import Kinds, build_on_meta, kinds_of, layout_of
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, Writer, no_extras
+from wmap.pipeline import first_match
 from wmap.plan import NO_EXCEPTIONS, Accept, MappingPlan
 from wmap.planner import make_plan, reverse_plan
 from wmap.registry import Registry, resolve
@@ -485,7 +486,10 @@ def prepare_reverse(spec: ModelSpec, hf_dir: str | os.PathLike[str]) -> Result[P
 
     def reversed_rules(found: tuple[Exporter, Described]) -> Result[tuple[Exporter, Described, Transform], WmapError]:
         exporter, described = found
-        return widen(reverse(spec.pipeline(described.config, {}))).map(lambda rules: (exporter, described, rules))
+        only = exporter.way_back_only(described.config)
+        return widen(reverse(spec.pipeline(described.config, {}))).map(
+            lambda rules: (exporter, described, first_match("the way back", [*only, rules]) if only else rules)
+        )
 
     def planned(found: tuple[Exporter, Described, Transform]) -> Result[PreparedReverse, WmapError]:
         exporter, described, rules = found
@@ -568,7 +572,8 @@ def _write_export(
     files: dict[str | os.PathLike[str], Callable[[Path], None]] = {where: lambda path: save_torch(container, path)}
     for name, text in prepared.exporter.companions(prepared.meta).items():
         files[where.parent / name] = _text(text)
-    written = write_files_atomically(files, overwrite=overwrite, protect=inputs_of(hf_dir), replaces=_replaceable(where))
+    protect, replaces = inputs_of(hf_dir), _replaceable(where)
+    written = write_files_atomically(files, overwrite=overwrite, protect=protect, replaces=replaces)
     return widen(written).map(lambda _: where)
 
 
@@ -603,13 +608,17 @@ def export(
     """
 
     def written(prepared: PreparedReverse) -> Result[Path, WmapError]:
-        return widen(prepared.plan.result(accept)).bind(
-            lambda plan: (
-                widen(read_weights(hf_dir))
-                .bind(lambda weights: _tied_copies_equal(prepared, weights))
-                .bind(
-                    lambda weights: widen(apply_plan(plan, weights.tensors, accept=accept, dtype=dtype)).bind(
-                        lambda state: _write_export(prepared, state, Path(out_file), overwrite, hf_dir)
+        return (
+            widen(_accepted_keys_exist(prepared.plan, accept))
+            .bind(lambda _: widen(prepared.plan.result(accept)))
+            .bind(
+                lambda plan: (
+                    widen(read_weights(hf_dir))
+                    .bind(lambda weights: _tied_copies_equal(prepared, weights))
+                    .bind(
+                        lambda weights: widen(apply_plan(plan, weights.tensors, accept=accept, dtype=dtype)).bind(
+                            lambda state: _write_export(prepared, state, Path(out_file), overwrite, hf_dir)
+                        )
                     )
                 )
             )
@@ -622,6 +631,17 @@ def export(
         .bind(lambda spec: prepare_reverse(spec, hf_dir))
         .bind(written)
     )
+
+
+def _accepted_keys_exist(plan: MappingPlan, accept: Accept) -> Result[MappingPlan, BadConfig]:
+    """Every key ``accept`` names is one the plan calls unrecoverable: a short or misspelt one would
+    otherwise be ignored in silence and the export refused for a reason the user thinks they accepted."""
+    known = {u.key for u in plan.unrecoverable}
+    unknown = sorted(accept.unrecoverable - known)
+    if not unknown:
+        return Success(plan)
+    expected = f"one of the unrecoverable keys the plan names ({', '.join(sorted(known)) or 'none'})"
+    return Failure(BadConfig("--accept-unrecoverable", unknown[0], expected, repr(unknown[0])))
 
 
 def _floating(dtype: torch.dtype | None) -> Result[torch.dtype | None, BadConfig]:

@@ -64,13 +64,18 @@ class Exporter:
     - ``container``: (state dict, metadata, where the file goes) -> the object the original's loader reads;
     - ``reads``: small files of the transformers directory ``original`` needs (``vocab.json``);
     - ``companions``: metadata -> files written beside the output (fairseq's ``dict.ltr.txt``);
-    - ``describes``: what the written file is, for messages."""
+    - ``describes``: what the written file is, for messages;
+    - ``way_back_only``: config -> rules tried before the reversed ones, for what the transformers
+      model can hold and the original has no place for: refused with the reason (fairseq builds no
+      ``post_extract_proj`` when the conv and encoder widths are equal), or skipped with it (s3prl's
+      distiller has no mask embedding); the plan shows both."""
 
     original: Callable[[ExportSource], Result[tuple[Layout, dict[str, Any]], BadConfig]]
     container: Callable[[Mapping[str, Any], Mapping[str, Any], Path], dict[str, Any]]
     describes: str
     reads: tuple[str, ...] = ()
     companions: Callable[[Mapping[str, Any]], dict[str, str]] = lambda meta: {}
+    way_back_only: Callable[[PretrainedConfig], tuple[Transform, ...]] = lambda config: ()
 
 
 @attrs.frozen

@@ -40,10 +40,10 @@ from wmap.errors import BadConfig
 from wmap.fairseq import TRAINING_ONLY, activation, conv_kwargs, layout_agrees, wav2vec2_encoder_rules
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, Writer, shipped
 from wmap.models.ctc_processor import FeatureExtractorSettings
-from wmap.models.fairseq_export import conv_feature_layers, inverted, weight_norm_hook_names
+from wmap.models.fairseq_export import conv_feature_layers, inverted, projection_rules, weight_norm_hook_names
 from wmap.pipeline import first_match, seq
 from wmap.reverse import predicted_layout
-from wmap.transforms import Layout, Transform, route_weight_norm, skip
+from wmap.transforms import Layout, Transform, refuse, route_weight_norm, skip
 
 S3PRL_CONV_LAYERS = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
 DISTILLATION = "distillation objective (prediction heads, task embeddings, loss): HubertModel has none"
@@ -177,10 +177,25 @@ def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadC
     return Success((layout, {"Config": {"distiller": distiller_fields(source.config)}}))
 
 
+def way_back_only(config: PretrainedConfig) -> tuple[Transform, ...]:
+    """What a ``HubertModel`` may hold that s3prl's distiller has no place for: the projection where
+    the widths are equal (:func:`projection_rules`), the layer norm before the projection (refused:
+    it changes what the model computes), SpecAugment's mask embedding (skipped: used only in training)."""
+    rules: list[Transform] = [*projection_rules(config)]
+    if getattr(config, "feat_proj_layer_norm", False):
+        reason = "s3prl's distiller has no layer norm before the projection (the config's feat_proj_layer_norm)"
+        rules.append(refuse("feature_projection.layer_norm", reason))
+    rules.append(
+        skip("masked_spec_embed", "SpecAugment's mask embedding: used only in training; the distiller has none")
+    )
+    return tuple(rules)
+
+
 EXPORTER = Exporter(
     original,
     container=lambda state, meta, where: {"Distiller": dict(state), "Config": dict(meta["Config"])},
     describes="an s3prl distiller checkpoint (PretrainedDistiller loads it)",
+    way_back_only=way_back_only,
 )
 
 DISTILHUBERT = ModelSpec(

@@ -27,7 +27,7 @@ from wmap.fairseq import wav2vec2_encoder_fields
 from wmap.io import PickledAs
 from wmap.models.base import Exporter, ExportSource
 from wmap.reverse import predicted_layout, unrecoverable_names
-from wmap.transforms import WEIGHT_NORM_NAMES, Layout
+from wmap.transforms import WEIGHT_NORM_NAMES, Layout, Transform, refuse
 
 VOCAB = "vocab.json"
 FEATURES = "processor_config.json|preprocessor_config.json"
@@ -113,6 +113,31 @@ def feature_settings(files: Mapping[str, str]) -> Result[tuple[bool, int], BadCo
         return Failure(BadConfig(FEATURES, "do_normalize", "a Wav2Vec2FeatureExtractor config", type(error).__name__))
 
 
+def projection_rules(config: PretrainedConfig) -> tuple[Transform, ...]:
+    """fairseq (and s3prl) build no ``post_extract_proj`` when the conv extractor's width equals the
+    encoder's; transformers always has ``feature_projection.projection``. Such a config's projection
+    has no place in the original: refused, naming the two widths."""
+    if int(config.conv_dim[-1]) != int(config.hidden_size):
+        return ()
+    reason = (
+        f"the original builds no post_extract_proj when the conv width (conv_dim[-1]={config.conv_dim[-1]}) "
+        f"equals the encoder width (hidden_size={config.hidden_size})"
+    )
+    return tuple(
+        refuse(prefix, reason) for prefix in ("feature_projection.projection", "*.feature_projection.projection")
+    )
+
+
+def normalised_features(config: PretrainedConfig) -> Result[PretrainedConfig, BadConfig]:
+    """fairseq's wav2vec2-family models always normalise the extracted features (``layer_norm``) before
+    the projection; a ``HubertConfig`` can turn that off (``feat_proj_layer_norm: false``, as
+    DistilHuBERT's), which fairseq cannot represent: refused, naming the field."""
+    if getattr(config, "feat_proj_layer_norm", True):
+        return Success(config)
+    expected = "true: fairseq always normalises the features before the projection"
+    return Failure(Disagrees("config.json", "feat_proj_layer_norm", expected, "false"))
+
+
 def trainer_file(cfg: Mapping[str, Any], state: Mapping[str, Any], criterion: str) -> dict[str, Any]:
     """What fairseq's loader expects around a model: ``cfg``, the state dict, an optimizer history
     (``_upgrade_state_dict`` reads it) and the iterator's state; no optimizer state."""
@@ -142,13 +167,19 @@ def pretraining_exporter(
             layout.update({name: () for name in unrecoverable_names(source.pipeline)})  # named, not recovered
             return layout, {"cfg": {"model": model, "task": task}}
 
-        return feature_settings(source.files).map(meta)
+        return normalised_features(source.config).bind(lambda _: feature_settings(source.files)).map(meta)
 
     def container(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
         cfg = meta["cfg"]
         return trainer_file({**cfg, "task": {**cfg["task"], "data": str(where.parent)}}, state, criterion)
 
-    return Exporter(original, container, "a fairseq checkpoint (load_model_ensemble_and_task reads it)", (FEATURES,))
+    return Exporter(
+        original,
+        container,
+        "a fairseq checkpoint (load_model_ensemble_and_task reads it)",
+        (FEATURES,),
+        way_back_only=projection_rules,
+    )
 
 
 def ctc_exporter(
@@ -183,16 +214,21 @@ def ctc_exporter(
                 "w2v_path": "",
                 "normalize": normalize,
                 "final_dropout": float(config.final_dropout),
-                "apply_mask": bool(config.apply_spec_augment),
+                # Data2VecAudioConfig has no such field: it masks whenever mask_time_prob > 0
+                "apply_mask": bool(getattr(config, "apply_spec_augment", float(config.mask_time_prob) > 0)),
             }
             task = {"_name": "audio_finetuning", "labels": "ltr", "normalize": normalize, "sample_rate": rate}
             layout = dict(weight_norm_hook_names(predicted_layout(source.pipeline, source.converted)))
             layout.update({name: () for name in unrecoverable})  # named, not recovered
             return layout, {"cfg": {"model": model, "task": task}, DICTIONARY: dictionary}
 
-        return feature_settings(source.files).bind(
-            lambda found: dictionary_text(source.files[VOCAB], int(config.vocab_size)).map(
-                lambda text: meta(text, *found)
+        return (
+            normalised_features(config)
+            .bind(lambda _: feature_settings(source.files))
+            .bind(
+                lambda found: dictionary_text(source.files[VOCAB], int(config.vocab_size)).map(
+                    lambda text: meta(text, *found)
+                )
             )
         )
 
@@ -212,4 +248,5 @@ def ctc_exporter(
         "a fairseq checkpoint (load_model_ensemble_and_task reads it) and dict.ltr.txt beside it",
         reads=(VOCAB, FEATURES),
         companions=lambda meta: {DICTIONARY: meta[DICTIONARY]},
+        way_back_only=projection_rules,
     )

@@ -30,7 +30,7 @@ from wmap.config_fields import (
     one_of,
 )
 from wmap.config_fields import translate as read_table
-from wmap.errors import BadConfig
+from wmap.errors import BadConfig, Disagrees
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, shipped
 from wmap.pipeline import first_match, scoped
 from wmap.transforms import EXACT, PARAMS, Layout, Transform, rename, tie
@@ -205,7 +205,7 @@ def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadC
         for name in ("encoder_ffn_dim", "decoder_ffn_dim"):
             if read.values[name] != 4 * width:
                 return Failure(
-                    BadConfig(
+                    Disagrees(
                         DIMENSIONS_FROM.section,
                         name,
                         f"{4 * width} (openai's MLP is 4x the width)",
@@ -214,7 +214,13 @@ def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadC
                 )
         return Success((openai_layout(dims), {"dims": dims}))
 
-    return read_table(DIMENSIONS_FROM, fields, report_unknown=False).bind(built)
+    return read_table(DIMENSIONS_FROM, fields, report_unknown=False).alt(_cannot_hold).bind(built)
+
+
+def _cannot_hold(error: BadConfig) -> BadConfig:
+    """A readable config.json whose model openai's code cannot hold (untied embeddings, another MLP
+    width): a refusal (exit 1), not bad input."""
+    return Disagrees(error.source, error.key, error.expected, error.found)
 
 
 def openai_layout(dims: Mapping[str, int]) -> dict[str, tuple[int, ...]]:
