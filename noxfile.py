@@ -29,8 +29,9 @@ def _install_whisper(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def tests(session: nox.Session) -> None:
-    """Unit, property, CLI and parity tests (parity builds the original implementations)."""
-    session.install(*CONSTRAINTS, "-e", ".[originals,dev]")
+    """Unit, property, CLI and parity tests (parity builds the original implementations and runs the
+    runtimes users feed converted models to: CTranslate2)."""
+    session.install(*CONSTRAINTS, "-e", ".[originals,runtimes,dev]")
     _install_whisper(session)
     _drop_torchaudio(session)
     session.run("pytest", "-q", *session.posargs)

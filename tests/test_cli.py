@@ -380,6 +380,7 @@ def test_export_and_preview_reverse_through_the_command(tmp_path: Path) -> None:
     out = tmp_path / "back.pt"
     done = wmap("export", "whisper", str(hf), str(out))
     assert done.returncode == 0 and out.is_file(), done.stderr
+    assert "not written: the processor and generation config" in done.stderr  # the user is told
     back = torch.load(out, weights_only=True)
     assert back["dims"] == meta["dims"] and all(torch.equal(back["model_state_dict"][k], v) for k, v in state.items())
 

@@ -176,7 +176,17 @@ def _export(args: argparse.Namespace) -> int:
             print(f"wmap: to export without them: {flags}", file=sys.stderr)
         return code
     print(f"wrote {visible(str(result.unwrap()))}")
+    _tell_what_was_left_out(args.model)
     return EXIT_OK
+
+
+def _tell_what_was_left_out(model: str) -> None:
+    from wmap.registry import resolve
+
+    found = resolve(model)
+    exporter = None if isinstance(found, Failure) else found.unwrap().export
+    if exporter is not None and exporter.leaves_out:
+        print(f"not written: {exporter.leaves_out}", file=sys.stderr)
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -271,7 +281,8 @@ def parser() -> argparse.ArgumentParser:
         dest="processor_file",
         metavar="FILE",
         help="the tokenizer's source where the checkpoint lacks it: CTC families, fairseq's dict.ltr.txt; "
-        "wav2vec2_mbart, the sentencepiece model",
+        "wav2vec2_mbart, the sentencepiece model; whisper, openai's gpt2.tiktoken or multilingual.tiktoken "
+        "(default: the installed openai-whisper's)",
     )
     con.add_argument(
         "--no-processor",

@@ -689,8 +689,11 @@ def save_pretrained_streaming(
 
     ``state`` is what was loaded into ``model`` (strictly, by assignment), so
     the two agree; writing from it (and from the source file itself where a
-    tensor is unchanged) avoids the second copy ``save_pretrained`` makes.
+    tensor is unchanged) avoids the second copy ``save_pretrained`` makes. A tied copy
+    (Whisper's ``proj_out``) is left out, as ``save_pretrained`` leaves it: loading ties it again.
     """
+    tied = model.get_expanded_tied_weights_keys(all_submodels=True)  # target -> source, as the config ties them
+    state = {key: value for key, value in state.items() if not (key in tied and tied[key] in state)}
     floating = next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
     model.config.dtype = str(floating).split(".")[1]
     model.config.architectures = [type(model).__name__]

@@ -76,6 +76,9 @@ class Exporter:
     reads: tuple[str, ...] = ()
     companions: Callable[[Mapping[str, Any]], dict[str, str]] = lambda meta: {}
     way_back_only: Callable[[PretrainedConfig], tuple[Transform, ...]] = lambda config: ()
+    leaves_out: str = ""
+    """What of the directory the original's format has no place for (processor files, generation
+    settings) and how it comes back; told to the user after an export."""
 
 
 @attrs.frozen

@@ -32,6 +32,7 @@ from wmap.config_fields import (
 from wmap.config_fields import translate as read_table
 from wmap.errors import BadConfig, Disagrees
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, shipped
+from wmap.models.whisper_processor import whisper_processor
 from wmap.pipeline import first_match, scoped
 from wmap.transforms import EXACT, PARAMS, Layout, Transform, rename, tie
 
@@ -267,5 +268,14 @@ WHISPER = ModelSpec(
     config_from_checkpoint=config_from_checkpoint,
     pipeline=lambda config, meta: RULES,
     model_class=WhisperForConditionalGeneration,
-    export=Exporter(original, openai_container, "an openai-whisper checkpoint (whisper.load_model reads it)"),
+    extras=whisper_processor,
+    takes_file="--tokenizer: openai's gpt2.tiktoken or multilingual.tiktoken, or the directory holding it "
+    "(default: the installed openai-whisper's)",
+    export=Exporter(
+        original,
+        openai_container,
+        "an openai-whisper checkpoint (whisper.load_model reads it)",
+        leaves_out="the processor and generation config (openai's file has no place for them; wmap convert "
+        "derives them again from the vocabulary, alignment heads aside)",
+    ),
 )
