@@ -115,3 +115,27 @@ def test_a_broken_config_json_is_named_as_the_directory_holds_it(checkpoint: Pat
     (hf / "config.json").unlink()
     error = export("encodec_32khz", hf, tmp_path / "back.pt").failure()
     assert "config.json" in error.message and "--config" not in error.message
+
+
+def test_verify_compares_what_apply_writes_for_a_split_tensor(tmp_path: Path) -> None:
+    """An older fairseq file keeps q/k/v fused (``in_proj_weight``): the plan splits it. ``verify``
+    compares each written third with the third apply makes, not with the fused source (which it
+    reported as differing); a tampered third still differs (the negative control)."""
+    from safetensors.torch import load_file, save_file
+
+    from tests.helpers import reference_state
+
+    state, meta = reference_state("wav2vec2")
+    for layer in range(12):
+        prefix = f"encoder.layers.{layer}.self_attn"
+        for leaf in ("weight", "bias"):
+            parts = [state.pop(f"{prefix}.{p}.{leaf}") for p in ("q_proj", "k_proj", "v_proj")]
+            state[f"{prefix}.in_proj_{leaf}"] = torch.cat(parts)
+    torch.save({**meta, "model": state}, tmp_path / "fused.pt")
+    out = convert("wav2vec2", tmp_path / "fused.pt", tmp_path / "hf").unwrap()
+    assert verify("wav2vec2", tmp_path / "fused.pt", out).unwrap().ok
+    written = load_file(out / "model.safetensors")
+    key = "wav2vec2.encoder.layers.0.attention.k_proj.weight"
+    written[key] = written[key] + 1
+    save_file(written, out / "model.safetensors", metadata={"format": "pt"})
+    assert verify("wav2vec2", tmp_path / "fused.pt", out).unwrap().differing == (key,)

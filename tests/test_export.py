@@ -337,3 +337,33 @@ def test_an_untied_whisper_fine_tune_is_a_refusal_not_bad_input(tmp_path: Path) 
     hub_directory("whisper", tmp_path / "hf", tie_word_embeddings=False)
     result = wmap("export", "whisper", str(tmp_path / "hf"), str(tmp_path / "x.pt"))
     assert result.returncode == 1 and "tie_word_embeddings" in result.stderr and not (tmp_path / "x.pt").exists()
+
+
+def test_a_bug_in_a_writer_is_not_reported_as_bad_output(tmp_path: Path) -> None:
+    """A writer that raises something other than an ``OSError`` is a bug: it propagates (the CLI exits
+    70 with one line), it is not "could not write output" (exit 2); nothing is left behind either way."""
+    from wmap.io import write_directory_atomically, write_files_atomically
+
+    def broken(path: Path) -> None:
+        raise KeyError("a bug")
+
+    with pytest.raises(KeyError):
+        write_directory_atomically(tmp_path / "out", broken)
+    with pytest.raises(KeyError):
+        write_files_atomically({tmp_path / "x.pt": broken})
+    assert list(tmp_path.iterdir()) == []
+
+    def full(path: Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    refused = write_files_atomically({tmp_path / "x.pt": full}).failure()
+    assert isinstance(refused, OutputRefused) and "No space left" in str(refused)
+
+
+def test_a_config_object_of_another_family_is_an_error_value() -> None:
+    from transformers import WhisperConfig
+
+    from wmap import preview
+
+    refused = preview("encodec_24khz", None, WhisperConfig()).failure()
+    assert isinstance(refused, BadConfig) and "EncodecConfig" in str(refused) and "WhisperConfig" in str(refused)

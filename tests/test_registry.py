@@ -40,3 +40,22 @@ def test_a_registry_is_a_value_and_registering_again_is_harmless() -> None:
 def test_an_unknown_name_lists_the_known_ones() -> None:
     error = get_model("nope").failure()
     assert "encodec_48khz" in error.message and "nope" in error.message
+
+
+def test_one_broken_installed_family_is_named_and_the_others_listed(
+    tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An installed package whose family module raises on import: ``specs()`` (``registered()``) gives
+    every other family, ``broken()`` names the broken one with its module's error."""
+    from pathlib import Path
+
+    from wmap.registry import Family
+
+    root = Path(str(tmp_path))
+    (root / "badfams.py").write_text("raise RuntimeError('a typo in my family module')\n")
+    monkeypatch.syspath_prepend(str(root))
+    registry = attrs.evolve(SHIPPED_REGISTRY, described=(*SHIPPED, Family("mine", "x", "y", "badfams", "SPEC")))
+    names = [spec.name for spec in registry.specs()]
+    assert "mine" not in names and "encodec_24khz" in names and len(names) == len(SHIPPED)
+    (broken,) = registry.broken()
+    assert broken.name == "mine" and "a typo in my family module" in broken.message

@@ -79,6 +79,9 @@ def resolve_config(
     """The override if given (a JSON file or a config object), else the family's translation.
     ``field``: what errors call the file (the ``--config`` option; an exported directory's ``config.json``)."""
     if isinstance(config, PretrainedConfig):
+        if not isinstance(config, spec.config_class):
+            expected = f"a {spec.config_class.__name__} ({spec.name} builds {spec.target})"
+            return Failure(BadConfig(spec.name, field, expected, f"a {type(config).__name__}"))
         return Success(TranslatedConfig(config))
     if config is not None:
         path = Path(os.fspath(config))
@@ -398,7 +401,9 @@ def _compare(plan: MappingPlan, source: Checkpoint, written: Checkpoint) -> Veri
         if out is None:
             absent.append(item.target)
             continue
-        expected = source.tensors[item.source].to(out.dtype)
+        original = source.tensors[item.source]
+        produced = original if item.value is None else item.value.apply(original)  # what apply writes
+        expected = produced.to(out.dtype)
         if out.shape != expected.shape or not torch.equal(_bits(out), _bits(expected)):
             differing.append(item.target)
     return Verification(len(plan.applied), tuple(differing), tuple(absent))

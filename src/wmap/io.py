@@ -861,8 +861,16 @@ def _pickle_module() -> Any:
 
 
 def save_torch(container: object, path: Path) -> None:
-    """``torch.save(container, path)``, :class:`PickledAs` values written as the classes they name."""
-    torch.save(container, path, pickle_module=_pickle_module())
+    """``torch.save(container, path)``, :class:`PickledAs` values written as the classes they name. A
+    write that fails (a full disk) is an ``OSError``, as any other write's: torch's zip writer says so
+    with a ``RuntimeError``."""
+    try:
+        torch.save(container, path, pickle_module=_pickle_module())
+    except RuntimeError as error:
+        if any(sign in str(error) for sign in ("inline_container", "PytorchStreamWriter", "file write failed")):
+            # torch's zip writer: a short write shows as "unexpected pos", a failed one as "file write failed"
+            raise OSError(errno.EIO, "the file could not be written (a full disk?)") from error
+        raise
 
 
 @contextlib.contextmanager
@@ -1073,8 +1081,8 @@ def write_files_atomically(
             backup = stack.enter_context(_made_beside(targets[0], directory=True))
             _move_all_in(staged, targets, backup, overwrite=overwrite)
     except BaseException as error:
-        if not isinstance(error, Exception):
-            raise
+        if not isinstance(error, OSError):
+            raise  # an interrupt, or a bug in a writer: not the output's fault (the CLI says which)
         detail = " ".join(str(error).split())
         return Failure(OutputRefused(str(targets[0]), f"could not write output: {type(error).__name__}: {detail}"))
     return Success(tuple(targets))
@@ -1172,8 +1180,8 @@ def _write_into(target: Path, write: Callable[[Path], None], *, overwrite: bool)
         for parent in created:  # deepest first; only the empty ones this run made
             with contextlib.suppress(OSError):
                 parent.rmdir()
-        if not isinstance(error, Exception):
-            raise
+        if not isinstance(error, OSError):
+            raise  # an interrupt, or a bug in a writer: not the output's fault (the CLI says which)
         detail = " ".join(str(error).split())
         return Failure(OutputRefused(str(target), f"could not write output: {type(error).__name__}: {detail}"))
     return Success(target)

@@ -8,6 +8,7 @@ transformers' classes) is imported only when the family is used.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import re
 from collections.abc import Mapping
@@ -150,20 +151,28 @@ class Registry:
         family = next((f for f in self.described if f.name == name), None)
         if family is None:
             return Failure(UnknownModel(name, tuple(f.name for f in self.families())))
-        try:
-            spec = getattr(importlib.import_module(family.module), family.attribute)
-        except (ImportError, AttributeError) as error:
-            return Failure(UnknownModel(name, (), f"{family.module}:{family.attribute} cannot be loaded ({error})"))
-        if getattr(spec, "name", None) != name:
+        loaded = _load_module(family.module)
+        if isinstance(loaded, str):
+            return Failure(UnknownModel(name, (), f"{family.module}:{family.attribute} cannot be loaded ({loaded})"))
+        from wmap.models.base import ModelSpec
+
+        spec = getattr(loaded, family.attribute, None)
+        if not isinstance(spec, ModelSpec) or spec.name != name:
             return Failure(
                 UnknownModel(name, (), f"{family.module}:{family.attribute} is not a ModelSpec named {name!r}")
             )
-        found: ModelSpec = spec
-        return Success(found)
+        return Success(spec)
 
     def specs(self) -> tuple[ModelSpec, ...]:
-        """Every family's spec, by name (imports every family module)."""
-        return tuple(self.get(family.name).unwrap() for family in self.families())
+        """Every family's spec that loads, by name (imports every family module); one that does not
+        (an installed package's broken entry point) is left out and named by :meth:`broken`."""
+        loaded = (self.get(family.name) for family in self.families())
+        return tuple(found.unwrap() for found in loaded if not isinstance(found, Failure))
+
+    def broken(self) -> tuple[UnknownModel, ...]:
+        """Why each family that does not load fails (imports every family module)."""
+        loaded = (self.get(family.name) for family in self.families())
+        return tuple(found.failure() for found in loaded if isinstance(found, Failure))
 
     def with_entry_points(self, group: str = ENTRY_POINTS) -> Registry:
         """This registry and the families installed packages name in the entry-point ``group``
@@ -236,8 +245,6 @@ def resolve(model: str | ModelSpec, registry: Registry | None = None) -> Result[
 
 def _load_module(module: str) -> ModuleType | str:
     """The module ``module`` names (a dotted name, or a ``.py`` file's path), or why it cannot be had."""
-    import importlib.util
-
     try:
         if module.endswith(".py"):
             if not os.path.isfile(module):
