@@ -164,3 +164,13 @@ def test_a_config_that_disagrees_with_its_own_file_is_refused_before_building(mo
     error = prepare(spec, layout, meta).failure()
     assert isinstance(error, BadConfig) and error.key == "encoder_layers", error
     assert "layers (what the checkpoint holds)" in error.message
+
+
+def test_an_absent_section_is_an_error_naming_where_it_was_looked_for() -> None:
+    """A newcomer's port once converted with every default when the file kept its config elsewhere."""
+    from wmap.config_fields import ConfigTable, Translated, integer, translate
+
+    table = ConfigTable("my cfg.model.encoder", (Translated("layers", integer(1, 64), "num_hidden_layers", 12),))
+    refused = translate(table, None).failure()
+    assert refused.key == "section" and "my cfg.model.encoder" in refused.message and "absent" in refused.message
+    assert translate(table, {}).unwrap().kwargs == {"num_hidden_layers": 12}  # an empty section: its defaults

@@ -286,11 +286,15 @@ def _bad(table: ConfigTable, name: str, expected: str, value: object) -> BadConf
 
 
 def translate(table: ConfigTable, container: object, *, report_unknown: bool = True) -> Result[Translation, BadConfig]:
-    """Read ``container`` against ``table``: typed values, keyword arguments, ignored fields.
+    """Read ``container`` against ``table``: typed values, keyword arguments, ignored fields. An absent
+    section (``None``) is an error naming where it was looked for, never a config of every default.
 
     ``report_unknown``: list the container's fields the table does not know as
     ignored (off for sections that mix in unrelated fields, e.g. fairseq's old ``args``).
     """
+    if container is None:  # not "every default": a section looked for where the file does not keep it
+        expected = f"the checkpoint's {table.section} section (looked for there; pass --config to give the config)"
+        return Failure(BadConfig(table.section, "section", expected, "absent"))
     values: dict[str, Any] = {}
     kwargs: dict[str, Any] = {}
     ignored: list[IgnoredField] = []

@@ -425,12 +425,29 @@ TRANSFORMER_LAYERS = (
 )
 """The transformer encoder: attention, its norm, feed-forward, final norm, and the encoder norm."""
 
-PROJECTIONS = (
-    rename("post_extract_proj", "feature_projection.projection", PARAMS),
-    rename("layer_norm", "feature_projection.layer_norm", PARAMS),
-    rename("mask_emb", "masked_spec_embed", EXACT),
-)
-"""Feature projection (and its layer norm, fairseq's top-level ``layer_norm``) and the mask embedding."""
+
+def masks(config: PretrainedConfig) -> bool:
+    """Whether a transformers wav2vec2-family model of ``config`` holds ``masked_spec_embed``: only
+    when SpecAugment is on (``mask_time_prob`` or ``mask_feature_prob`` above 0)."""
+    return float(getattr(config, "mask_time_prob", 0.0)) > 0 or float(getattr(config, "mask_feature_prob", 0.0)) > 0
+
+
+def projections(config: PretrainedConfig) -> tuple[Transform, ...]:
+    """Feature projection (and its layer norm, fairseq's top-level ``layer_norm``) and the mask
+    embedding, which goes to ``masked_spec_embed`` where the target has one, and is skipped with the
+    reason where the target config masks nothing (so the model has no such tensor)."""
+    mask = when(
+        "the target config masks (mask_time_prob or mask_feature_prob above 0)",
+        masks(config),
+        rename("mask_emb", "masked_spec_embed", EXACT),
+        skip("mask_emb", "SpecAugment's mask embedding (training only); the target config masks nothing"),
+    )
+    return (
+        rename("post_extract_proj", "feature_projection.projection", PARAMS),
+        rename("layer_norm", "feature_projection.layer_norm", PARAMS),
+        mask,
+    )
+
 
 PRETRAINING_HEADS = (
     skip("quantizer", "wav2vec2 pre-training quantizer; not used by the fine-tuned encoder"),
@@ -500,4 +517,4 @@ def wav2vec2_encoder_rules(
     projections. Follow with :func:`~wmap.transforms.route_weight_norm` for the weight-norm pair."""
     if not positional:
         positional = BATCH_NORM_POS_CONV if getattr(config, "conv_pos_batch_norm", False) else WEIGHT_NORM_POS_CONV
-    return (*feature_extractor(config), *positional, *TRANSFORMER_LAYERS, *PROJECTIONS)
+    return (*feature_extractor(config), *positional, *TRANSFORMER_LAYERS, *projections(config))

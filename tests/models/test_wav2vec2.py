@@ -84,3 +84,24 @@ def test_the_way_back_loads_in_fairseq_strictly_with_the_same_outputs(tmp_path: 
         their_targets = original.project_q(original.quantizer(their_features, produce_targets=False)["x"])
     torch.testing.assert_close(returned, expected, rtol=0, atol=0)
     torch.testing.assert_close(targets, their_targets, rtol=0, atol=0)
+
+
+def test_the_mask_embedding_follows_whether_the_target_masks(tmp_path: Path) -> None:
+    """transformers' wav2vec2-family models hold ``masked_spec_embed`` only when SpecAugment is on: with
+    a config that masks nothing, fairseq's ``mask_emb`` is skipped with the reason and the plan is clean
+    (it was an unknown target); the way back names it unrecoverable."""
+    import json
+
+    from tests.helpers import reference_state
+
+    state, meta = reference_state("wav2vec2_ctc")
+    torch.save({**meta, "model": state}, tmp_path / "ctc.pt")
+    config = preview("wav2vec2_ctc", tmp_path / "ctc.pt").unwrap().config.to_dict()
+    (tmp_path / "config.json").write_text(json.dumps({**config, "mask_time_prob": 0.0, "mask_feature_prob": 0.0}))
+    plan = preview("wav2vec2_ctc", tmp_path / "ctc.pt", tmp_path / "config.json").unwrap().plan
+    assert plan.is_clean(), plan.problems(limit=3)
+    (skipped,) = [s for s in plan.skipped if s.key.endswith("mask_emb")]
+    assert "masks nothing" in skipped.reason
+    assert any(
+        a.source.endswith("mask_emb") for a in preview("wav2vec2_ctc", tmp_path / "ctc.pt").unwrap().plan.applied
+    )

@@ -20,7 +20,6 @@ from wmap.config_fields import (
 )
 from wmap.errors import BadConfig
 from wmap.fairseq import (
-    PROJECTIONS,
     STACKED_POS_CONV,
     TRANSFORMER_LAYERS,
     conv_kwargs,
@@ -31,6 +30,7 @@ from wmap.fairseq import (
     layer_norm_feature_extractor,
     layout_agrees,
     pre_trained,
+    projections,
     wav2vec2_encoder_fields,
     with_upgrades,
 )
@@ -115,7 +115,7 @@ def _build(
     )
 
 
-def encoder_rules(meta: Mapping[str, Any]) -> Transform:
+def encoder_rules(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
     """The data2vec-audio encoder as fairseq names it, with the refusals for what the target lacks."""
     pre_ln = flag(fairseq_encoder_config(meta), "layer_norm_first")
     return with_upgrades(
@@ -135,7 +135,7 @@ def encoder_rules(meta: Mapping[str, Any]) -> Transform:
                     refuse("encoder", f"pre-LN transformer (fairseq layer_norm_first); {TARGET} is post-LN only"),
                 ),
                 *TRANSFORMER_LAYERS,
-                *PROJECTIONS,
+                *projections(config),
                 skip("_ema", "EMA teacher: used only for pre-training"),
                 skip("final_proj", f"pre-training regression head; {TARGET} has no equivalent"),
             ),
@@ -145,7 +145,7 @@ def encoder_rules(meta: Mapping[str, Any]) -> Transform:
 
 def headless_pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
     """Pre-trained checkpoint -> Data2VecAudioModel (``final_proj.0`` renamed first, as in the seed)."""
-    return seq(pass_unmatched(rename("final_proj.0", "final_proj")), encoder_rules(meta))
+    return seq(pass_unmatched(rename("final_proj.0", "final_proj")), encoder_rules(config, meta))
 
 
 def ctc_pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
@@ -154,7 +154,7 @@ def ctc_pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform
         "data2vec-audio CTC",
         (
             rename("w2v_encoder.proj", "lm_head", PARAMS),
-            scoped("w2v_encoder.w2v_model", "data2vec_audio", encoder_rules(meta)),
+            scoped("w2v_encoder.w2v_model", "data2vec_audio", encoder_rules(config, meta)),
         ),
     )
 

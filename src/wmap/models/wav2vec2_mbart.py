@@ -51,7 +51,6 @@ from wmap.fairseq import (
     FUSED_ATTENTION,
     NO_CONFIG,
     PRETRAINING_HEADS,
-    PROJECTIONS,
     TRAINING_ONLY,
     TRANSFORMER_LAYERS,
     WEIGHT_NORM_POS_CONV,
@@ -61,6 +60,7 @@ from wmap.fairseq import (
     feature_extractor,
     flag,
     layout_agrees,
+    projections,
     wav2vec2_encoder_fields,
 )
 from wmap.io import staged_copy
@@ -280,7 +280,7 @@ def _joined(enc: Wav2Vec2Config, dec: MBartConfig, encoder: Translation, model: 
     return TranslatedConfig(config, model.ignored + encoder.ignored)
 
 
-def encoder_rules(model: object) -> tuple[Transform, ...]:
+def encoder_rules(model: object, encoder: PretrainedConfig) -> tuple[Transform, ...]:
     """The wav2vec2 encoder under fairseq's prefix, and the adaptor (with refusals)."""
     adaptor_proj = flag(model, "adaptor_proj")
     wav2vec2 = first_match(
@@ -293,7 +293,7 @@ def encoder_rules(model: object) -> tuple[Transform, ...]:
                 "stacked positional conv (fairseq pos_conv_depth > 1); Wav2Vec2 has one weight-norm conv",
             ),
             *TRANSFORMER_LAYERS,
-            *PROJECTIONS,
+            *projections(encoder),
             *PRETRAINING_HEADS,
         ),
     )
@@ -377,7 +377,7 @@ def pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
         model = variant(config)
     return seq(
         *OLDER_FILES,
-        first_match("wav2vec2 + mbart", (*encoder_rules(model), *decoder_rules(model))),
+        first_match("wav2vec2 + mbart", (*encoder_rules(model, config.encoder), *decoder_rules(model))),
         route_weight_norm(),
     )
 
