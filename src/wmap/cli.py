@@ -1,7 +1,8 @@
 """The ``wmap`` command: ``models``, ``preview`` (dry run), ``convert``, ``export`` and ``verify``, on the library only.
 
 Exit codes: 0 success / clean plan; 1 plan not clean or conversion refused;
-2 bad usage or unreadable input. Errors are one line, never a traceback.
+2 bad usage or unreadable input; 74 stdout could not be written (the output was);
+130 interrupted; 70 a bug. Errors are one line, never a traceback.
 ``--help``, ``models`` and usage errors answer at once: torch, transformers and
 the conversion code are imported only by the verbs that use them.
 """
@@ -216,7 +217,8 @@ DESCRIPTION = (
 EPILOG = (
     "exit codes: 0 success or a clean plan; 1 a plan that is not clean, or a refused conversion or export; "
     "2 bad usage or unreadable input; 74 the output (stdout) could not be written; 130 interrupted; "
-    "70 a bug in wmap (please report it). Nothing is left behind on any exit but 0."
+    "70 a bug in wmap (please report it). On 1, 2, 70 and 130 nothing is written; on 74 the output was written "
+    "and only its report was lost."
 )
 MODEL_HELP = "a family from 'wmap models', or MODULE:SPEC / path/to/file.py:SPEC naming a ModelSpec of your own"
 
