@@ -222,7 +222,7 @@ def test_deep_and_shared_nesting_is_refused_not_expanded(tmp_path: Path) -> None
 
 
 def test_output_gets_the_umasks_permissions_and_never_replaces_what_appeared(tmp_path: Path) -> None:
-    from wmap.io import _umask
+    from wmap.io.atomic import _umask
 
     def write(directory: Path) -> None:
         (directory / "f").write_text("x")

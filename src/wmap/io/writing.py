@@ -1,0 +1,183 @@
+"""Writing tensors: safetensors streamed tensor by tensor (copied from the mapped source where
+unchanged), what save_pretrained writes, and torch files that name classes wmap never imports."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import struct
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from transformers import PreTrainedModel
+
+from wmap.io.mapped import MappedFile, copy_from_file
+
+SAFETENSORS_DTYPES: dict[torch.dtype, str] = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+
+
+def write_safetensors(
+    path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], source: MappedFile | None = None
+) -> None:
+    """Write a safetensors file tensor by tensor, never holding a second copy of the weights.
+
+    A tensor whose bytes lie in ``source`` (the memory-mapped checkpoint, unchanged) is copied file
+    to file by the kernel, so its pages never become resident; any other is written from its memory.
+    (``safetensors.torch.save_file`` first copies every tensor into one bytes object.) The format is
+    the published one: an 8-byte little-endian header length, a JSON header with dtype, shape and
+    byte offsets, then the data.
+    """
+    header: dict[str, Any] = {}
+    offset = 0
+    for name, tensor in tensors.items():
+        size = tensor.numel() * tensor.element_size()
+        header[name] = {
+            "dtype": SAFETENSORS_DTYPES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    header["__metadata__"] = dict(metadata)
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    copy_from = None if source is None or sys.byteorder != "little" else os.open(source.path, os.O_RDONLY)
+    try:
+        with open(path, "wb") as handle:
+            handle.write(struct.pack("<Q", len(blob)))
+            handle.write(blob)
+            for tensor in tensors.values():
+                at = None if copy_from is None or source is None else source.offset_of(tensor)
+                done = 0
+                if at is not None and copy_from is not None:
+                    handle.flush()
+                    done = copy_from_file(copy_from, handle.fileno(), at, tensor.numel() * tensor.element_size())
+                    handle.seek(0, os.SEEK_END)
+                if source is not None and done < tensor.numel() * tensor.element_size() and source.holds(tensor):
+                    source.check_intact()  # before its pages are touched
+                flat = tensor.detach().contiguous().reshape(-1)
+                if flat.numel() and done < flat.numel() * flat.element_size():
+                    handle.write(flat.view(torch.uint8).numpy().data[done:])
+    finally:
+        if copy_from is not None:
+            os.close(copy_from)
+
+
+DEFAULT_MAX_SHARD_SIZE = "50GB"
+"""transformers v5's default for ``save_pretrained``: one file for any speech model."""
+
+
+def write_weights(
+    directory: Path,
+    state: Mapping[str, torch.Tensor],
+    *,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+    source: MappedFile | None = None,
+) -> None:
+    """``model.safetensors``, or shards ``model-0000k-of-0000n.safetensors`` of at most ``max_shard_size``
+    and ``model.safetensors.index.json`` (``metadata.total_size``, ``metadata.total_parameters`` and the
+    ``weight_map`` of the keys written), as ``save_pretrained`` lays them out (``huggingface_hub``'s split)."""
+    from huggingface_hub import split_torch_state_dict_into_shards
+
+    split = split_torch_state_dict_into_shards(dict(state), max_shard_size=max_shard_size)
+    for filename, names in split.filename_to_tensors.items():
+        write_safetensors(directory / filename, {n: state[n] for n in names}, {"format": "pt"}, source)
+    if split.is_sharded:
+        index = {
+            "metadata": {
+                **split.metadata,
+                "total_size": sum(t.numel() * t.element_size() for t in state.values()),
+                "total_parameters": sum(t.numel() for t in state.values()),
+            },
+            "weight_map": dict(sorted(split.tensor_to_filename.items())),
+        }
+        (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+def save_pretrained_streaming(
+    model: PreTrainedModel,
+    state: Mapping[str, torch.Tensor],
+    directory: Path,
+    *,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+    source: MappedFile | None = None,
+) -> None:
+    """What ``model.save_pretrained(directory, max_shard_size=...)`` writes, the weights streamed from ``state``.
+
+    ``state`` is what was loaded into ``model`` (strictly, by assignment), so
+    the two agree; writing from it (and from the source file itself where a
+    tensor is unchanged) avoids the second copy ``save_pretrained`` makes. A tied copy
+    (Whisper's ``proj_out``) is left out, as ``save_pretrained`` leaves it: loading ties it again.
+    """
+    tied = model.get_expanded_tied_weights_keys(all_submodels=True)  # target -> source, as the config ties them
+    state = {key: value for key, value in state.items() if not (key in tied and tied[key] in state)}
+    floating = next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
+    model.config.dtype = str(floating).split(".")[1]
+    model.config.architectures = [type(model).__name__]
+    model.config.save_pretrained(directory)
+    if model.can_generate() and model.generation_config is not None:
+        model.generation_config.save_pretrained(directory)
+    write_weights(directory, state, max_shard_size=max_shard_size, source=source)
+
+
+@attrs.frozen
+class PickledAs:
+    """Pickled as an instance of the class ``global_name`` whose fields are ``state``, without that class
+    being importable here (fairseq's ``Dictionary`` in an export's ``task_state``; wmap never imports
+    fairseq). The original's unpickler makes its own object from it, as from a file it wrote."""
+
+    global_name: str
+    state: Mapping[str, Any]
+
+
+def _pickle_module() -> Any:
+    """A pickle module for ``torch.save`` that writes :class:`PickledAs` values as their class."""
+    import pickle
+    import types
+
+    python_pickler: Any = pickle._Pickler  # the Python pickler: its save() can be overridden
+
+    class Pickler(python_pickler):  # type: ignore[misc]
+        def save(self, obj: object, save_persistent_id: bool = True) -> None:
+            if isinstance(obj, PickledAs):
+                module, _, name = obj.global_name.rpartition(".")
+                self.write(pickle.GLOBAL + f"{module}\n{name}\n".encode())
+                self.write(pickle.EMPTY_TUPLE + pickle.NEWOBJ)  # cls.__new__(cls), as copyreg.__newobj__
+                super().save(dict(obj.state))
+                self.write(pickle.BUILD)  # its __dict__ updated with the fields
+                return
+            super().save(obj, save_persistent_id)
+
+    module = types.ModuleType("wmap_pickle")
+    module.Pickler = Pickler  # type: ignore[attr-defined]
+    module.Unpickler = pickle.Unpickler  # type: ignore[attr-defined]
+    module.load = pickle.load  # type: ignore[attr-defined]
+    return module
+
+
+def save_torch(container: object, path: Path) -> None:
+    """``torch.save(container, path)``, :class:`PickledAs` values written as the classes they name. A
+    write that fails (a full disk) is an ``OSError``, as any other write's: torch's zip writer says so
+    with a ``RuntimeError``."""
+    try:
+        torch.save(container, path, pickle_module=_pickle_module())
+    except RuntimeError as error:
+        if any(sign in str(error) for sign in ("inline_container", "PytorchStreamWriter", "file write failed")):
+            # torch's zip writer: a short write shows as "unexpected pos", a failed one as "file write failed"
+            raise OSError(errno.EIO, "the file could not be written (a full disk?)") from error
+        raise
