@@ -7,21 +7,26 @@ where the model holds floats), naming the key, before any tensor is read.
 
 from __future__ import annotations
 
-WRITABLE = frozenset({"float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool"})
+DTYPES: tuple[tuple[str, str], ...] = (
+    ("float64", "F64"),
+    ("float32", "F32"),
+    ("float16", "F16"),
+    ("bfloat16", "BF16"),
+    ("int64", "I64"),
+    ("int32", "I32"),
+    ("int16", "I16"),
+    ("int8", "I8"),
+    ("uint8", "U8"),
+    ("bool", "BOOL"),
+)
+"""The one table of the dtypes a converted checkpoint holds: the kind name (torch's dtype name) and
+safetensors' code. Everything else about dtypes is derived from it (the writer's codes, what apply
+accepts, what the plan refuses)."""
+
+WRITABLE = frozenset(name for name, _ in DTYPES)
 """What a converted checkpoint holds: safetensors' dtypes that transformers' models use."""
 
-SAFETENSORS_NAMES = {
-    "F64": "float64",
-    "F32": "float32",
-    "F16": "float16",
-    "BF16": "bfloat16",
-    "I64": "int64",
-    "I32": "int32",
-    "I16": "int16",
-    "I8": "int8",
-    "U8": "uint8",
-    "BOOL": "bool",
-}
+SAFETENSORS_NAMES = {code: name for name, code in DTYPES}
 """safetensors' dtype codes -> the kind names (other codes, such as ``F8_E4M3``, stay as they are)."""
 
 RULE = "tensor kind"

@@ -17,19 +17,10 @@ import torch
 from transformers import PreTrainedModel
 
 from wmap.io.mapped import MappedFile, copy_from_file
+from wmap.kinds import DTYPES
 
-SAFETENSORS_DTYPES: dict[torch.dtype, str] = {
-    torch.float64: "F64",
-    torch.float32: "F32",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.int64: "I64",
-    torch.int32: "I32",
-    torch.int16: "I16",
-    torch.int8: "I8",
-    torch.uint8: "U8",
-    torch.bool: "BOOL",
-}
+SAFETENSORS_DTYPES: dict[torch.dtype, str] = {getattr(torch, name): code for name, code in DTYPES}
+"""torch dtype -> safetensors' code, from :data:`wmap.kinds.DTYPES`."""
 
 
 def write_safetensors(
