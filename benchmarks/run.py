@@ -196,7 +196,7 @@ model.save_pretrained(OUT)
 
 EXPORT_WORKERS = {
     "wmap export": """
-from wmap.conversion import export
+from wmap.way_back import export
 os.makedirs(OUT)
 assert export("data2vec_audio_ctc", CKPT, os.path.join(OUT, "checkpoint.pt")).unwrap()
 """,

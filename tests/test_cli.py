@@ -451,7 +451,7 @@ def test_a_family_given_as_a_file_path_or_a_broken_module_is_one_line(checkpoint
     ("line", "said"), [("a --5", "expected '<symbol> <count>'"), ("a ²", "expected '<symbol> <count>'")]
 )
 def test_a_dict_with_a_malformed_count_is_one_line(ctc_hf: Path, tmp_path: Path, line: str, said: str) -> None:
-    from wmap.conversion import export
+    from wmap.way_back import export
 
     export("wav2vec2_ctc", ctc_hf, tmp_path / "ckpt.pt").unwrap()
     checkpoint = torch.load(tmp_path / "ckpt.pt", weights_only=False)

@@ -16,8 +16,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.helpers import CTC_LETTERS, hub_directory
-from wmap.conversion import convert, export, preview_reverse
+from wmap.conversion import convert
 from wmap.errors import BadConfig, Disagrees, OutputRefused, PlanNotClean, UnreadableCheckpoint
+from wmap.way_back import export, preview_reverse
 
 
 @pytest.fixture(scope="module")

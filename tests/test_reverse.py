@@ -186,8 +186,9 @@ def test_every_exportable_family_gives_back_every_converted_tensor(name: str, tm
 
     from tests.helpers import reference_state
     from tests.originals import write_letter_dictionary
-    from wmap.conversion import convert, export, preview_reverse
+    from wmap.conversion import convert
     from wmap.dictionary import FAIRSEQ_GLOBAL, Dictionary
+    from wmap.way_back import export, preview_reverse
 
     state, meta = reference_state(name, **SMALLER.get(name, {}))
     container = CONTAINERS.get(name, "model")

@@ -14,17 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "wmap.apply": ("apply_plan", "load_into"),
-    "wmap.conversion": (
-        "Prepared",
-        "PreparedReverse",
-        "Verification",
-        "convert",
-        "export",
-        "prepare",
-        "preview",
-        "preview_reverse",
-        "verify",
-    ),
+    "wmap.conversion": ("Prepared", "convert", "prepare", "preview"),
+    "wmap.way_back": ("PreparedReverse", "export", "preview_reverse"),
+    "wmap.verification": ("Verification", "verify"),
     "wmap.errors": (
         "BadConfig",
         "LoadFailed",
@@ -160,17 +152,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from wmap.apply import apply_plan, load_into
-    from wmap.conversion import (
-        Prepared,
-        PreparedReverse,
-        Verification,
-        convert,
-        export,
-        prepare,
-        preview,
-        preview_reverse,
-        verify,
-    )
+    from wmap.conversion import Prepared, convert, prepare, preview
     from wmap.errors import (
         BadConfig,
         LoadFailed,
@@ -214,3 +196,5 @@ if TYPE_CHECKING:
         skip,
         tie,
     )
+    from wmap.verification import Verification, verify
+    from wmap.way_back import PreparedReverse, export, preview_reverse

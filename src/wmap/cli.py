@@ -63,8 +63,8 @@ def _models(_: argparse.Namespace) -> int:
 
 
 def _preview_reverse(args: argparse.Namespace) -> int:
-    from wmap.conversion import preview_reverse
     from wmap.render import print_plan
+    from wmap.way_back import preview_reverse
 
     if args.checkpoint is None:
         print("wmap: error: preview --reverse needs HF_DIR, the directory to export", file=sys.stderr)
@@ -151,9 +151,9 @@ def _convert(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     import torch
 
-    from wmap.conversion import export
     from wmap.plan import Accept
     from wmap.render import print_plan
+    from wmap.way_back import export
 
     _quiet_transformers()
     accept = Accept(unrecoverable=frozenset(args.accept_unrecoverable))
@@ -191,7 +191,7 @@ def _tell_what_was_left_out(model: str) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from wmap.conversion import verify
+    from wmap.verification import verify
 
     _quiet_transformers()
     result = verify(args.model, args.checkpoint, args.out_dir)

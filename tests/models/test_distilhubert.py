@@ -62,11 +62,11 @@ def test_the_way_back_loads_in_s3prl_strictly_and_gives_the_same_features(tmp_pa
     from s3prl.upstream.distiller.model import DistillerConfig
 
     from tests.originals import distiller_config, distiller_original, save_s3prl_checkpoint
-    from wmap.conversion import export, preview_reverse
     from wmap.errors import PlanNotClean
     from wmap.models.distilhubert import DISTILLER
     from wmap.models.fairseq_export import inverted
     from wmap.plan import Accept
+    from wmap.way_back import export, preview_reverse
 
     config = distiller_config(extractor_mode="layer_norm")
     original = distiller_original(config)

@@ -105,7 +105,7 @@ def test_parity_with_the_original(name: str, container: str, tmp_path: Path) -> 
 def test_the_way_back_loads_strictly_in_encodec_and_gives_back_every_tensor(name: str, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    from wmap.conversion import export, preview_reverse
+    from wmap.way_back import export, preview_reverse
 
     original = encodec_original(name)
     torch.save(original.state_dict(), tmp_path / "original.pt")

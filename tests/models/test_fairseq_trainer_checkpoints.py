@@ -245,7 +245,7 @@ def test_the_way_back_loads_in_fairseq_strictly_and_gives_back_every_tensor(
     from safetensors.torch import load_file
 
     from tests.originals import ctc_trainer_checkpoint
-    from wmap.conversion import export, preview_reverse
+    from wmap.way_back import export, preview_reverse
 
     torch.manual_seed(0)
     family, encoder = FAMILIES[style]
@@ -348,9 +348,9 @@ def test_hubert_ctc_goes_back_with_its_label_embeddings_named(
     from fairseq import checkpoint_utils
 
     from tests.originals import ctc_trainer_checkpoint
-    from wmap.conversion import export, preview_reverse
     from wmap.errors import PlanNotClean
     from wmap.plan import Accept
+    from wmap.way_back import export, preview_reverse
 
     torch.manual_seed(0)
     data = tmp_path_factory.mktemp("fairseq")

@@ -18,8 +18,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.helpers import hub_directory
-from wmap.conversion import convert, export, preview_reverse
+from wmap.conversion import convert
 from wmap.plan import Accept
+from wmap.way_back import export, preview_reverse
 
 pytestmark = pytest.mark.parity
 ATOL = 1e-5

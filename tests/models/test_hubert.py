@@ -53,8 +53,8 @@ def test_conformer_layers_are_refused_with_the_reason(tmp_path: Path) -> None:
 
 def test_the_way_back_names_what_hubert_model_lacks_and_refuses_without_acceptance(tmp_path: Path) -> None:
     from tests.originals import hubert_checkpoint
-    from wmap.conversion import export, preview_reverse
     from wmap.plan import Accept
+    from wmap.way_back import export, preview_reverse
 
     hubert_checkpoint(tmp_path / "hubert.pt", tmp_path)
     hf = convert("hubert", tmp_path / "hubert.pt", tmp_path / "hf").unwrap()

@@ -63,7 +63,7 @@ def test_the_way_back_loads_in_fairseq_strictly_with_the_same_outputs(tmp_path: 
     from fairseq import checkpoint_utils
 
     from tests.originals import wav2vec2_pretraining_checkpoint
-    from wmap.conversion import export
+    from wmap.way_back import export
 
     original = wav2vec2_pretraining_checkpoint(tmp_path / "w2v.pt", tmp_path, extractor_mode="layer_norm")
     hf = convert("wav2vec2", tmp_path / "w2v.pt", tmp_path / "hf").unwrap()

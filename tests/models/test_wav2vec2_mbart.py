@@ -11,7 +11,8 @@ import torch
 from transformers import GenerationConfig, SpeechEncoderDecoderConfig, SpeechEncoderDecoderModel
 
 from tests.helpers import load_pretrained_strictly
-from wmap.conversion import convert, preview, verify
+from wmap.conversion import convert, preview
+from wmap.verification import verify
 
 ATOL = 1e-5
 pytestmark = pytest.mark.parity
@@ -155,7 +156,7 @@ def test_the_way_back_builds_in_fairseq_and_loads_strictly(shared: bool, tmp_pat
     from fairseq import checkpoint_utils, models
     from safetensors.torch import load_file
 
-    from wmap.conversion import export, preview_reverse
+    from wmap.way_back import export, preview_reverse
 
     original, checkpoint = _build(tmp_path, share_decoder_input_output_embed=shared)
     hf = convert("wav2vec2_mbart", checkpoint, tmp_path / "hf").unwrap()
@@ -234,7 +235,7 @@ def test_an_adapter_that_projects_and_has_layers_is_refused_on_the_way_back(tmp_
     fairseq file for it: refused before anything is read, naming the field."""
     from transformers import MBartConfig, Wav2Vec2Config, Wav2Vec2FeatureExtractor
 
-    from wmap.conversion import export
+    from wmap.way_back import export
 
     encoder = Wav2Vec2Config(
         hidden_size=32,

@@ -11,8 +11,9 @@ from safetensors.torch import load_file
 from transformers import WhisperForConditionalGeneration
 
 from tests.helpers import load_pretrained_strictly
-from wmap.conversion import convert, export, preview, preview_reverse
+from wmap.conversion import convert, preview
 from wmap.errors import BadConfig
+from wmap.way_back import export, preview_reverse
 
 pytestmark = pytest.mark.parity
 

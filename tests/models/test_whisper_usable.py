@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import torch
 
-from wmap.conversion import convert, export
+from wmap.conversion import convert
+from wmap.way_back import export
 
 pytestmark = pytest.mark.parity
 

@@ -1,0 +1,259 @@
+"""The way back: a transformers directory to the original implementation's format (``preview_reverse``,
+``export``), its reverse plan checked against the model the directory's ``config.json`` describes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from returns.result import Failure, Result, Success
+from transformers import PretrainedConfig
+
+from wmap.apply import apply_plan
+from wmap.conversion import Family, build_target, floating_dtype, resolve_config, widen
+from wmap.errors import BadConfig, TensorMismatch, WmapError
+from wmap.io import (
+    Checkpoint,
+    Source,
+    inputs_of,
+    looks_like_checkpoint,
+    read_directory_source,
+    read_small_text,
+    read_weights,
+    save_torch,
+    write_files_atomically,
+)
+from wmap.layout import Kinds, kinds_of, layout_of
+from wmap.models.base import Exporter, ExportSource, ModelSpec
+from wmap.pipeline import first_match
+from wmap.plan import NO_EXCEPTIONS, Accept, MappingPlan
+from wmap.planner import reverse_plan
+from wmap.registry import Registry, resolve
+from wmap.reverse import reverse, tied_primary
+from wmap.transforms import Layout, Transform
+
+
+@attrs.frozen
+class PreparedReverse:
+    """Everything an export decides before any tensor is read: the transformers config, the
+    reversed rules, the original's layout and metadata, and the reverse plan."""
+
+    spec: ModelSpec
+    exporter: Exporter
+    config: PretrainedConfig
+    pipeline: Transform
+    meta: Mapping[str, Any]
+    plan: MappingPlan
+
+
+def _exporter(spec: ModelSpec) -> Result[Exporter, WmapError]:
+    if spec.export is None:
+        expected = "a family wmap exports (whisper, encodec_*, data2vec_audio[_ctc], wav2vec2[_ctc], hubert)"
+        return Failure(BadConfig(spec.name, "export", expected, f"{spec.name} converts one way only"))
+    return Success(spec.export)
+
+
+@attrs.frozen
+class Described:
+    """What a directory's ``config.json`` describes: the target model built from it on ``meta``, as
+    names, shapes and kinds. The directory's weights must be exactly these (a tied copy may be absent,
+    as ``save_pretrained`` leaves it out)."""
+
+    config: PretrainedConfig
+    layout: Layout
+    kinds: Kinds
+
+
+def describe(spec: ModelSpec, config: PretrainedConfig) -> Result[Described, WmapError]:
+    """The model ``config`` describes, on ``meta`` (no memory, no random init)."""
+    return widen(build_target(spec, config)).map(
+        lambda model: Described(config, layout_of(model), kinds_of(model.state_dict()))
+    )
+
+
+def prepare_reverse(spec: ModelSpec, hf_dir: str | os.PathLike[str]) -> Result[PreparedReverse, WmapError]:
+    """The reverse plan of ``hf_dir`` (a ``save_pretrained`` directory, one file or shards) back to
+    the family's original format: the forward rules reversed (:func:`wmap.reverse.reverse`), from the
+    model the directory's ``config.json`` describes (built on ``meta``) to the original's names and
+    shapes, with the directory's own tensors as the source. So a tensor the model holds that the
+    directory lacks is missing, one it does not hold is unknown, a shape or kind that differs is
+    named: the plan checks the directory against its config, not the config against itself."""
+    directory = Path(hf_dir)
+
+    def configured(exporter: Exporter) -> Result[tuple[Exporter, Described], WmapError]:
+        config = resolve_config(spec, {}, {}, directory / "config.json", field="config.json")
+        return widen(config).bind(lambda found: describe(spec, found.config)).map(lambda d: (exporter, d))
+
+    def reversed_rules(found: tuple[Exporter, Described]) -> Result[tuple[Exporter, Described, Transform], WmapError]:
+        exporter, described = found
+        only = exporter.way_back_only(described.config)
+        return widen(reverse(spec.pipeline(described.config, {}))).map(
+            lambda rules: (exporter, described, first_match("the way back", [*only, rules]) if only else rules)
+        )
+
+    def planned(found: tuple[Exporter, Described, Transform]) -> Result[PreparedReverse, WmapError]:
+        exporter, described, rules = found
+
+        def against(weights: Source, files: dict[str, str]) -> Result[PreparedReverse, WmapError]:
+            what = ExportSource(described.config, rules, described.layout, files)
+            return widen(exporter.original(what)).map(
+                lambda original: PreparedReverse(
+                    spec,
+                    exporter,
+                    described.config,
+                    rules,
+                    original[1],
+                    reverse_plan(
+                        rules, weights.layout, original[0], kinds=weights.kinds, expected_kinds=described.kinds
+                    ),
+                )
+            )
+
+        def with_files(weights: Source) -> Result[PreparedReverse, WmapError]:
+            return _companion_files(directory, exporter.reads).bind(lambda files: against(weights, files))
+
+        return widen(read_directory_source(directory)).bind(with_files)
+
+    return _exporter(spec).bind(configured).bind(reversed_rules).bind(planned)
+
+
+def _companion_files(directory: Path, names: tuple[str, ...]) -> Result[dict[str, str], WmapError]:
+    """The small files of a transformers directory an exporter reads (``vocab.json``), by name;
+    ``a|b`` names alternatives (the first that exists is read, under the name ``a|b``)."""
+    files: dict[str, str] = {}
+    for name in names:
+        choices = name.split("|")
+        found = next((c for c in choices if (directory / c).is_file()), choices[0])
+        read = read_small_text(directory / found, found, f"the {' or '.join(choices)} of a converted directory")
+        if isinstance(read, Failure):
+            return widen(read).map(lambda _: {})
+        files[name] = read.unwrap()
+    return Success(files)
+
+
+def preview_reverse(
+    model: Family, hf_dir: str | os.PathLike[str], *, registry: Registry | None = None
+) -> Result[PreparedReverse, WmapError]:
+    """The dry run of an export: the reverse plan, from the directory's config and safetensors headers."""
+    return widen(resolve(model, registry)).bind(lambda spec: prepare_reverse(spec, hf_dir))
+
+
+def _tied_copies_equal(prepared: PreparedReverse, weights: Checkpoint) -> Result[Checkpoint, WmapError]:
+    """A tied copy the directory holds (``proj_out``) must equal its primary: the original holds one
+    tensor, so a fine-tune that untied them cannot go back without losing one."""
+    for item in prepared.plan.skipped:
+        primary = tied_primary(prepared.pipeline, item.key)
+        if primary is None or primary not in weights.tensors or item.key not in weights.tensors:
+            continue
+        if not torch.equal(weights.tensors[item.key], weights.tensors[primary]):
+            expected = f"equal to {primary} (tied: the original holds one tensor)"
+            return Failure(TensorMismatch(item.key, expected, "a different tensor (the two were untied)"))
+    return Success(weights)
+
+
+def _text(text: str) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        path.write_text(text)
+
+    return write
+
+
+def _write_export(
+    prepared: PreparedReverse,
+    state: Mapping[str, torch.Tensor],
+    out_file: Path,
+    overwrite: bool,
+    hf_dir: str | os.PathLike[str],
+) -> Result[Path, WmapError]:
+    """The file the original's loader reads and its companions (fairseq's ``dict.ltr.txt``), all or
+    none (:func:`wmap.io.write_files_atomically`); never over a file the directory reads (a Hub
+    cache's blob included), and over an existing file only if it looks like a checkpoint."""
+    where = out_file.absolute()
+    container = prepared.exporter.container(state, prepared.meta, where)
+    files: dict[str | os.PathLike[str], Callable[[Path], None]] = {where: lambda path: save_torch(container, path)}
+    for name, text in prepared.exporter.companions(prepared.meta).items():
+        files[where.parent / name] = _text(text)
+    protect, replaces = inputs_of(hf_dir), _replaceable(where)
+    written = write_files_atomically(files, overwrite=overwrite, protect=protect, replaces=replaces)
+    return widen(written).map(lambda _: where)
+
+
+def _replaceable(out_file: Path) -> Callable[[Path], str | None]:
+    """What ``--overwrite`` may replace: at ``out_file`` a torch checkpoint only (never a user's other
+    file named by mistake); the companions the exporter names (``dict.ltr.txt``) as they are."""
+
+    def why_not(path: Path) -> str | None:
+        if path != out_file or looks_like_checkpoint(path):
+            return None
+        return "exists and is not a torch checkpoint: not replaced"
+
+    return why_not
+
+
+def export(
+    model: Family,
+    hf_dir: str | os.PathLike[str],
+    out_file: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    accept: Accept = NO_EXCEPTIONS,
+    dtype: torch.dtype | None = None,
+    registry: Registry | None = None,
+) -> Result[Path, WmapError]:
+    """A transformers directory back into the original implementation's own format (``out_file``).
+
+    Refused unless the reverse plan is clean: keys of the original that the directory cannot give
+    back (the forward direction skipped them) are ``unrecoverable`` and must be named in
+    ``accept.unrecoverable`` to export without them. Tensors keep the directory's dtype unless
+    ``dtype`` is given. The file is written atomically and never replaces one without ``overwrite``.
+    """
+
+    def accepted(prepared: PreparedReverse) -> Result[PreparedReverse, WmapError]:
+        checked = widen(_accepted_keys_exist(prepared.plan, accept)).bind(lambda plan: widen(plan.result(accept)))
+        return checked.map(lambda _: prepared)
+
+    def weighed(prepared: PreparedReverse) -> Result[tuple[PreparedReverse, Checkpoint], WmapError]:
+        weights = widen(read_weights(hf_dir)).bind(lambda found: _tied_copies_equal(prepared, found))
+        return weights.map(lambda found: (prepared, found))
+
+    def applied(found: tuple[PreparedReverse, Checkpoint]) -> Result[tuple[PreparedReverse, StateDict], WmapError]:
+        prepared, weights = found
+        state = widen(apply_plan(prepared.plan, weights.tensors, accept=accept, dtype=dtype))
+        return state.map(lambda tensors: (prepared, tensors))
+
+    def written(found: tuple[PreparedReverse, StateDict]) -> Result[Path, WmapError]:
+        return _write_export(found[0], found[1], Path(out_file), overwrite, hf_dir)
+
+    return (
+        widen(floating_dtype(dtype))
+        .bind(lambda _: widen(resolve(model, registry)))
+        .bind(_exportable)
+        .bind(lambda spec: prepare_reverse(spec, hf_dir))
+        .bind(accepted)
+        .bind(weighed)
+        .bind(applied)
+        .bind(written)
+    )
+
+
+def _exportable(spec: ModelSpec) -> Result[ModelSpec, WmapError]:
+    return _exporter(spec).map(lambda _: spec)
+
+
+StateDict = dict[str, torch.Tensor]
+"""The original's state dict, as apply builds it."""
+
+
+def _accepted_keys_exist(plan: MappingPlan, accept: Accept) -> Result[MappingPlan, BadConfig]:
+    """Every key ``accept`` names is one the plan calls unrecoverable: a short or misspelt one would
+    otherwise be ignored in silence and the export refused for a reason the user thinks they accepted."""
+    known = {u.key for u in plan.unrecoverable}
+    unknown = sorted(accept.unrecoverable - known)
+    if not unknown:
+        return Success(plan)
+    expected = f"one of the unrecoverable keys the plan names ({', '.join(sorted(known)) or 'none'})"
+    return Failure(BadConfig("--accept-unrecoverable", unknown[0], expected, repr(unknown[0])))
