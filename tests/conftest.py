@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,3 +16,13 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 def _seeded() -> None:
     """Every test starts from the same random state."""
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def ctc_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wav2vec2 CTC fine-tune as transformers saves it, with its processor (shared: read only)."""
+    from tests.helpers import hub_directory
+
+    directory = tmp_path_factory.mktemp("hub") / "w2v-ctc"
+    hub_directory("wav2vec2_ctc", directory)
+    return directory

@@ -416,15 +416,6 @@ def test_an_export_that_would_lose_keys_says_which_and_how_to_accept_them(tmp_pa
     assert done.returncode == 0 and (tmp_path / "back.ckpt").is_file()
 
 
-@pytest.fixture(scope="module")
-def ctc_hf(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.helpers import hub_directory
-
-    directory = tmp_path_factory.mktemp("hub") / "ctc"
-    hub_directory("wav2vec2_ctc", directory)
-    return directory
-
-
 def test_a_family_given_as_a_file_path_or_a_broken_module_is_one_line(checkpoint: Path, tmp_path: Path) -> None:
     """``path/to/file.py:SPEC`` works; a name that is no module, or a module that raises while it is
     imported, is exit 2 with one line that blames that module, not wmap."""
@@ -450,10 +441,10 @@ def test_a_family_given_as_a_file_path_or_a_broken_module_is_one_line(checkpoint
 @pytest.mark.parametrize(
     ("line", "said"), [("a --5", "expected '<symbol> <count>'"), ("a ²", "expected '<symbol> <count>'")]
 )
-def test_a_dict_with_a_malformed_count_is_one_line(ctc_hf: Path, tmp_path: Path, line: str, said: str) -> None:
+def test_a_dict_with_a_malformed_count_is_one_line(ctc_dir: Path, tmp_path: Path, line: str, said: str) -> None:
     from wmap.way_back import export
 
-    export("wav2vec2_ctc", ctc_hf, tmp_path / "ckpt.pt").unwrap()
+    export("wav2vec2_ctc", ctc_dir, tmp_path / "ckpt.pt").unwrap()
     checkpoint = torch.load(tmp_path / "ckpt.pt", weights_only=False)
     del checkpoint["task_state"]  # a file without its dictionary: --dict is needed
     torch.save(checkpoint, tmp_path / "bare.pt")
@@ -482,7 +473,7 @@ def test_a_dictionary_of_100k_symbols_reads_at_once() -> None:
 
 
 def test_paths_users_mistype_are_usage_errors(
-    ctc_hf: Path, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ctc_dir: Path, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An unset variable ("") never means the current directory; a 300-character name is one line."""
     monkeypatch.chdir(tmp_path)
@@ -490,8 +481,8 @@ def test_paths_users_mistype_are_usage_errors(
     for args in (
         ["convert", "encodec_32khz", str(checkpoint), "", "--overwrite"],
         ["convert", "encodec_32khz", str(checkpoint), ".", "--overwrite"],
-        ["export", "wav2vec2_ctc", str(ctc_hf), ""],
-        ["export", "wav2vec2_ctc", str(ctc_hf), "x" * 300],
+        ["export", "wav2vec2_ctc", str(ctc_dir), ""],
+        ["export", "wav2vec2_ctc", str(ctc_dir), "x" * 300],
         ["convert", "encodec_32khz", str(checkpoint), "y" * 300],
     ):
         result = wmap(*args)
@@ -510,20 +501,20 @@ def test_help_is_plain_text_and_explains_every_argument() -> None:
         assert argument in convert_help
 
 
-def test_export_interrupted_or_out_of_disk_leaves_the_folder_as_it_was(ctc_hf: Path, tmp_path: Path) -> None:
+def test_export_interrupted_or_out_of_disk_leaves_the_folder_as_it_was(ctc_dir: Path, tmp_path: Path) -> None:
     """As processes: a full disk (RLIMIT_FSIZE) while writing, with --overwrite, keeps the old checkpoint
     and the user's dict.ltr.txt; SIGTERM while staging leaves neither a new file nor a staging file."""
     out = tmp_path / "checkpoint.pt"
     out.write_bytes(b"PK\x03\x04 the old checkpoint")
     (tmp_path / "dict.ltr.txt").write_text("old 1\n")
     before = _listing(tmp_path)
-    full = wmap_process("export", "wav2vec2_ctc", str(ctc_hf), str(out), "--overwrite", limit_file_bytes=64_000)
+    full = wmap_process("export", "wav2vec2_ctc", str(ctc_dir), str(out), "--overwrite", limit_file_bytes=64_000)
     assert full.returncode == 2 and "could not write output" in full.stderr, full.stderr
     assert _listing(tmp_path) == before
 
     script = shutil.which("wmap", path=str(Path(sys.executable).parent)) or "wmap"
     run = subprocess.Popen(
-        [script, "export", "wav2vec2_ctc", str(ctc_hf), str(out), "--overwrite"],
+        [script, "export", "wav2vec2_ctc", str(ctc_dir), str(out), "--overwrite"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

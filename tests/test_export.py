@@ -21,14 +21,6 @@ from wmap.errors import BadConfig, Disagrees, OutputRefused, PlanNotClean, Unrea
 from wmap.way_back import export, preview_reverse
 
 
-@pytest.fixture(scope="module")
-def ctc_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A wav2vec2 CTC fine-tune as transformers saves it, with its processor."""
-    directory = tmp_path_factory.mktemp("hub") / "w2v-ctc"
-    hub_directory("wav2vec2_ctc", directory)
-    return directory
-
-
 def _copy(directory: Path, to: Path) -> Path:
     import shutil
 

@@ -14,23 +14,14 @@ from typing import Any
 import pytest
 import torch
 
+from tests.models.test_whisper import SMALL
 from wmap.conversion import convert
 from wmap.way_back import export
 
 pytestmark = pytest.mark.parity
 
-DIMS = {
-    "n_mels": 80,
-    "n_audio_ctx": 50,
-    "n_audio_state": 64,
-    "n_audio_head": 4,
-    "n_audio_layer": 2,
-    "n_vocab": 51865,
-    "n_text_ctx": 64,
-    "n_text_state": 64,
-    "n_text_head": 4,
-    "n_text_layer": 2,
-}
+DIMS = {**SMALL, "n_text_ctx": 64}
+"""test_whisper's small dims, with room for 32 generated tokens (openai decodes n_text_ctx // 2)."""
 VOCABULARIES = {"english": (51864, 80), "multilingual": (51865, 80), "large-v3": (51866, 128)}
 
 
