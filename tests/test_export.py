@@ -288,15 +288,33 @@ def test_a_weights_file_that_is_a_directory_is_named_as_such(ctc_dir: Path, tmp_
 
 
 @pytest.mark.parametrize("family", ["wav2vec2_ctc", "hubert", "distilhubert"])
-def test_a_projection_the_original_builds_no_place_for_is_refused(family: str, tmp_path: Path) -> None:
-    """fairseq and s3prl have no post_extract_proj when the conv and encoder widths are equal; the
-    plan refuses transformers' projection, naming both widths (negative control: unequal widths)."""
-    hub_directory(family, tmp_path / "equal", conv_dim=(32, 32))
+def test_a_projection_the_original_has_no_place_for_goes_back_only_as_the_identity(family: str, tmp_path: Path) -> None:
+    """fairseq and s3prl have no post_extract_proj where the conv and encoder widths are equal. The
+    forward direction makes the identity there; back, the projection is dropped while it is the
+    identity, and a trained one (these random weights) is refused, naming it (exit 1)."""
+    import torch
+
+    from wmap.errors import TensorMismatch
+    from wmap.plan import Accept
+
+    model = hub_directory(family, tmp_path / "equal", conv_dim=(32, 32))
     plan = preview_reverse(family, tmp_path / "equal").unwrap().plan
-    refused = [r for r in plan.refused if "feature_projection.projection" in r.key]
-    assert len(refused) == 2 and "conv_dim[-1]=32" in refused[0].reason and "hidden_size=32" in refused[0].reason
-    hub_directory(family, tmp_path / "unequal")
-    assert not preview_reverse(family, tmp_path / "unequal").unwrap().plan.refused
+    dropped = [s for s in plan.skipped if "feature_projection.projection" in s.key]
+    assert len(dropped) == 2 and "conv_dim[-1] = hidden_size = 32" in dropped[0].reason
+    accept = Accept(unrecoverable=frozenset(u.key for u in plan.unrecoverable))
+    (tmp_path / "out").mkdir()
+    refused = export(family, tmp_path / "equal", tmp_path / "out" / "a.pt", accept=accept).failure()
+    assert isinstance(refused, TensorMismatch) and "feature_projection.projection" in refused.key
+    projection = (
+        model.base_model.feature_projection.projection
+        if family.endswith("_ctc")
+        else model.feature_projection.projection
+    )
+    with torch.no_grad():
+        projection.weight.copy_(torch.eye(32))
+        projection.bias.zero_()
+    model.save_pretrained(tmp_path / "equal")
+    export(family, tmp_path / "equal", tmp_path / "out" / "b.pt", accept=accept).unwrap()
 
 
 def test_what_s3prl_has_no_place_for_is_named(tmp_path: Path) -> None:

@@ -76,3 +76,21 @@ def test_a_split_rule_carries_its_parts_in_the_plan_and_checks_their_shapes() ->
     assert plan.is_clean() and [a.value for a in plan.applied] == [Chunk(0, i, 3) for i in range(3)]
     wrong = make_plan(rule, {"l.0.in_proj_weight": (10, 4)}, target)  # not three equal parts
     assert {m.target for m in wrong.shape_mismatches} == set(target)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 24), st.sampled_from([torch.float32, torch.float16, torch.bfloat16]), st.integers(0, 10_000))
+def test_a_made_tensor_is_recognised_as_made_and_any_change_is_not(size: int, dtype: torch.dtype, seed: int) -> None:
+    """The way back of a made tensor: dropped while it is still what would be made. ``is_made`` is
+    true of what ``make`` makes in every dtype, and false once any one element changes."""
+    from wmap.values import Identity, Zeros
+
+    generator = torch.Generator().manual_seed(seed)
+    for maker in (Identity(size), Zeros((size,))):
+        made = maker.make(dtype)
+        assert made.shape == maker.shape and made.dtype == dtype and maker.is_made(made)
+        changed = made.clone().reshape(-1)
+        changed[int(torch.randint(changed.numel(), (1,), generator=generator))] += 0.5
+        assert not maker.is_made(changed.reshape(maker.shape))
+        if made.numel() > 1:  # another shape is never what was made
+            assert not maker.is_made(made.reshape(-1)[:-1])

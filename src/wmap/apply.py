@@ -70,6 +70,9 @@ def apply_plan(
         if dtype is not None and value.is_floating_point() and value.dtype != dtype:
             value = value.to(dtype)
         state[item.target] = value.clone() if item.tied_to is not None else value
+    floating = dtype or next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
+    for made in plan.made:  # from the config alone, in the dtype of the rest
+        state[made.target] = made.maker.make(floating)
     return Success(state)
 
 

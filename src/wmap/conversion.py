@@ -163,6 +163,7 @@ def prepare(
                     lint=lint,
                     kinds=kinds,
                     target_kinds=kinds_of(target.state_dict()),
+                    made=spec.made(translated.config),
                 ),
                 translated.ignored,
             )

@@ -43,7 +43,9 @@ from wmap.config_fields import (
 )
 from wmap.errors import BadConfig
 from wmap.pipeline import first_match, seq, upgrade, when
+from wmap.plan import MakeRule
 from wmap.transforms import BATCH_NORM, EXACT, PARAMS, WEIGHT_NORM, Transform, refuse, rename, skip, split
+from wmap.values import Identity, Zeros
 
 # --- config -------------------------------------------------------------------------------------
 
@@ -430,6 +432,20 @@ def masks(config: PretrainedConfig) -> bool:
     """Whether a transformers wav2vec2-family model of ``config`` holds ``masked_spec_embed``: only
     when SpecAugment is on (``mask_time_prob`` or ``mask_feature_prob`` above 0)."""
     return float(getattr(config, "mask_time_prob", 0.0)) > 0 or float(getattr(config, "mask_feature_prob", 0.0)) > 0
+
+
+def identity_projection(config: PretrainedConfig) -> tuple[MakeRule, ...]:
+    """fairseq builds no ``post_extract_proj`` where the conv extractor's width equals the encoder's;
+    transformers always projects (transformers#28174): there the projection is made the identity
+    (weight ``I``, bias 0), which computes what fairseq computes. Elsewhere nothing is made."""
+    width = int(config.hidden_size)
+    if int(config.conv_dim[-1]) != width:
+        return ()
+    reason = f"fairseq has no post_extract_proj where conv_dim[-1] = hidden_size = {width}: the identity"
+    return (
+        MakeRule("feature_projection.projection.weight", Identity(width), reason),
+        MakeRule("feature_projection.projection.bias", Zeros((width,)), reason),
+    )
 
 
 def projections(config: PretrainedConfig) -> tuple[Transform, ...]:

@@ -9,7 +9,7 @@ from returns.result import Failure, Result, Success
 
 from wmap.errors import PlanNotClean
 from wmap.transforms import Shape
-from wmap.values import ValueOp
+from wmap.values import Maker, ValueOp
 
 
 @attrs.frozen
@@ -23,6 +23,27 @@ class Applied:
     tied_to: str | None = None
     value: ValueOp | None = None
     """A value operation apply runs on the way (``shape`` is then the result's shape)."""
+
+
+@attrs.frozen
+class Made:
+    """``target`` (shape ``shape``) has no source: it is made by ``maker`` from the config, for
+    ``reason`` (an identity projection where the original has none)."""
+
+    target: str
+    shape: Shape
+    maker: Maker
+    reason: str
+
+
+@attrs.frozen
+class MakeRule:
+    """A target a family makes where the source has nothing for it: the first missing target key
+    ending in ``suffix`` whose shape is the maker's (checked by the planner, made only by apply)."""
+
+    suffix: str
+    maker: Maker
+    reason: str
 
 
 @attrs.frozen
@@ -105,6 +126,8 @@ class MappingPlan:
     unrecoverable: tuple[SkippedKey, ...] = ()
     """Reverse plans: keys of the original that the converted model does not hold (the forward
     direction skipped or refused them), with the forward reason."""
+    made: tuple[Made, ...] = ()
+    """Targets no source writes that the family makes from the config (:class:`MakeRule`)."""
 
     def problems(self, limit: int | None = None, accept: Accept = NO_EXCEPTIONS) -> list[str]:
         """One line per problem that keeps the plan from being clean (ambiguity is a warning)."""
@@ -161,4 +184,8 @@ class MappingPlan:
             ],
             "ambiguous": [{"key": a.key, "rules": list(a.rules)} for a in self.ambiguous],
             "unrecoverable": [{"key": u.key, "reason": u.reason, "rule": u.rule} for u in self.unrecoverable],
+            "made": [
+                {"target": m.target, "shape": list(m.shape), "maker": repr(m.maker), "reason": m.reason}
+                for m in self.made
+            ],
         }

@@ -7,7 +7,7 @@ names and shapes only, no tensors.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import attrs
 
@@ -17,6 +17,8 @@ from wmap.plan import (
     Ambiguity,
     Applied,
     Conflict,
+    Made,
+    MakeRule,
     MappingPlan,
     RefusedKey,
     ShapeMismatch,
@@ -35,6 +37,7 @@ def make_plan(
     lint: bool = True,
     kinds: Mapping[str, str] | None = None,
     target_kinds: Mapping[str, str] | None = None,
+    made: Sequence[MakeRule] = (),
 ) -> MappingPlan:
     """Decide, for every source key, where it goes. Reads names and shapes (and kinds) only.
 
@@ -44,7 +47,8 @@ def make_plan(
     one group that can match the same key (:class:`~wmap.plan.Ambiguity`, a
     warning), found from the rules when their groups were built. Given the tensors' ``kinds`` (and the
     target's), a key whose kind the output cannot hold, or whose number kind differs from its
-    target's, is refused (:mod:`wmap.kinds`).
+    target's, is refused (:mod:`wmap.kinds`). ``made``: targets the family makes where no source
+    writes them (a missing key matching a rule's suffix and shape is made, not missing).
     """
     applied: list[Applied] = []
     skipped: list[SkippedKey] = []
@@ -82,16 +86,30 @@ def make_plan(
         else:
             unused.append(key)
     claimed = written.keys() | {m.target for m in mismatches} | kind_refused
+    missing = [k for k in target if k not in claimed]
+    making = _made(made, missing, target)
     return MappingPlan(
         applied=tuple(applied),
         skipped=tuple(skipped),
         refused=tuple(refused),
         unused=tuple(unused),
-        missing=tuple(k for k in target if k not in claimed),
+        missing=tuple(k for k in missing if k not in {m.target for m in making}),
         conflicts=tuple(Conflict(t, tuple(s)) for t, s in clashes.items()),
         shape_mismatches=tuple(mismatches),
         unknown_targets=tuple(unknown),
         ambiguous=ambiguities(pipeline) if lint else (),
+        made=making,
+    )
+
+
+def _made(rules: Sequence[MakeRule], missing: Sequence[str], target: Layout) -> tuple[Made, ...]:
+    """The missing targets the family's rules make: each rule, the missing keys ending in its suffix
+    whose shape is what it makes."""
+    return tuple(
+        Made(key, rule.maker.shape, rule.maker, rule.reason)
+        for rule in rules
+        for key in missing
+        if (key == rule.suffix or key.endswith("." + rule.suffix)) and target[key] == rule.maker.shape
     )
 
 

@@ -122,6 +122,12 @@ def plan_renderable(plan: MappingPlan, title: str = "mapping plan") -> Group:
         [(a.source, a.target, "x".join(map(str, a.shape)) or "scalar", " then ".join(a.rules)) for a in plan.applied],
         keys=2,
     )
+    table(
+        "made from the config (no source)",
+        "green",
+        ("target", "shape", "made", "reason"),
+        [(m.target, "x".join(map(str, m.shape)), repr(m.maker), m.reason) for m in plan.made],
+    )
     table("skipped", "cyan", ("source", "reason", "rule"), [(s.key, s.reason, s.rule) for s in plan.skipped])
     table("refused", "bold red", ("source", "reason", "rule"), [(r.key, r.reason, r.rule) for r in plan.refused])
     table(
@@ -163,6 +169,7 @@ def plan_renderable(plan: MappingPlan, title: str = "mapping plan") -> Group:
             f"{len(plan.conflicts)} conflicts, {len(plan.shape_mismatches)} shape mismatches, "
             f"{len(plan.unknown_targets)} unknown targets, {len(plan.ambiguous)} ambiguous",
             f", {len(plan.unrecoverable)} unrecoverable" if plan.unrecoverable else "",
+            f", {len(plan.made)} made" if plan.made else "",
         )
     )
     return Group(*parts)

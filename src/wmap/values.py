@@ -193,3 +193,53 @@ class WeightNormUnfold:
 
     def inverse(self) -> WeightNormFold:
         return WeightNormFold(self.dim)
+
+
+class Maker(Protocol):
+    """A tensor made from the config alone, for a target the original does not hold (fairseq has no
+    ``post_extract_proj`` where the widths are equal; transformers always has a projection). ``shape``
+    says what it makes (for the plan), ``make`` makes it, ``is_made`` tells whether a tensor is still
+    what it would make (the way back drops it then, and refuses a trained one)."""
+
+    @property
+    def shape(self) -> Shape: ...
+
+    def make(self, dtype: torch.dtype) -> torch.Tensor: ...
+
+    def is_made(self, tensor: torch.Tensor) -> bool: ...
+
+
+@attrs.frozen
+class Identity:
+    """The identity matrix ``size`` x ``size``: a projection that changes nothing."""
+
+    size: int
+
+    @property
+    def shape(self) -> Shape:
+        return (self.size, self.size)
+
+    def make(self, dtype: torch.dtype) -> torch.Tensor:
+        import torch
+
+        return torch.eye(self.size, dtype=dtype)
+
+    def is_made(self, tensor: torch.Tensor) -> bool:
+        import torch
+
+        return tuple(tensor.shape) == self.shape and bool(torch.equal(tensor, torch.eye(self.size, dtype=tensor.dtype)))
+
+
+@attrs.frozen
+class Zeros:
+    """Zeros of ``shape``: a bias that adds nothing."""
+
+    shape: Shape
+
+    def make(self, dtype: torch.dtype) -> torch.Tensor:
+        import torch
+
+        return torch.zeros(self.shape, dtype=dtype)
+
+    def is_made(self, tensor: torch.Tensor) -> bool:
+        return tuple(tensor.shape) == self.shape and not bool(tensor.any())

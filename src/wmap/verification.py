@@ -52,7 +52,13 @@ def _compare(plan: MappingPlan, source: Checkpoint, written: Checkpoint) -> Veri
         expected = produced.to(out.dtype)
         if out.shape != expected.shape or not torch.equal(_bits(out), _bits(expected)):
             differing.append(item.target)
-    return Verification(len(plan.applied), tuple(differing), tuple(absent))
+    for made in plan.made:  # what apply made from the config: still what it makes
+        out = written.tensors.get(made.target)
+        if out is None:
+            absent.append(made.target)
+        elif not made.maker.is_made(out):
+            differing.append(made.target)
+    return Verification(len(plan.applied) + len(plan.made), tuple(differing), tuple(absent))
 
 
 def _bits(tensor: torch.Tensor) -> torch.Tensor:

@@ -30,11 +30,11 @@ from wmap.io import (
 from wmap.layout import Kinds, kinds_of, layout_of
 from wmap.models.base import Exporter, ExportSource, ModelSpec
 from wmap.pipeline import first_match
-from wmap.plan import NO_EXCEPTIONS, Accept, MappingPlan
+from wmap.plan import NO_EXCEPTIONS, Accept, MakeRule, MappingPlan
 from wmap.planner import reverse_plan
 from wmap.registry import Registry, resolve
 from wmap.reverse import reverse, tied_primary
-from wmap.transforms import Layout, Transform
+from wmap.transforms import EXACT, Layout, Transform, skip
 
 
 @attrs.frozen
@@ -90,7 +90,7 @@ def prepare_reverse(spec: ModelSpec, hf_dir: str | os.PathLike[str]) -> Result[P
 
     def reversed_rules(found: tuple[Exporter, Described]) -> Result[tuple[Exporter, Described, Transform], WmapError]:
         exporter, described = found
-        only = exporter.way_back_only(described.config)
+        only = (*exporter.way_back_only(described.config), *_made_dropped(spec.made(described.config)))
         return widen(reverse(spec.pipeline(described.config, {}))).map(
             lambda rules: (exporter, described, first_match("the way back", [*only, rules]) if only else rules)
         )
@@ -119,6 +119,28 @@ def prepare_reverse(spec: ModelSpec, hf_dir: str | os.PathLike[str]) -> Result[P
         return widen(read_directory_source(directory)).bind(with_files)
 
     return _exporter(spec).bind(configured).bind(reversed_rules).bind(planned)
+
+
+def _made_dropped(rules: tuple[MakeRule, ...]) -> tuple[Transform, ...]:
+    """What the forward direction made from the config (an identity projection) has no place in the
+    original: dropped, while it is still what would be made (:func:`_made_still_as_made` checks)."""
+    return tuple(
+        skip(where, f"made by the forward direction ({rule.reason}); dropped while it still is", EXACT)
+        for rule in rules
+        for where in (rule.suffix, f"*.{rule.suffix}")
+    )
+
+
+def _made_still_as_made(prepared: PreparedReverse, weights: Checkpoint) -> Result[Checkpoint, WmapError]:
+    """A made tensor the directory holds goes back only by being dropped, so it must still be what
+    would be made: a fine-tune that trained the identity projection has no place in the original."""
+    rules = prepared.spec.made(prepared.config)
+    for item in prepared.plan.skipped:
+        rule = next((r for r in rules if item.key == r.suffix or item.key.endswith("." + r.suffix)), None)
+        if rule is not None and item.key in weights.tensors and not rule.maker.is_made(weights.tensors[item.key]):
+            expected = f"{rule.maker!r}, as made ({rule.reason}); the original has no place for another"
+            return Failure(TensorMismatch(item.key, expected, "a trained tensor"))
+    return Success(weights)
 
 
 def _companion_files(directory: Path, names: tuple[str, ...]) -> Result[dict[str, str], WmapError]:
@@ -218,6 +240,7 @@ def export(
 
     def weighed(prepared: PreparedReverse) -> Result[tuple[PreparedReverse, Checkpoint], WmapError]:
         weights = widen(read_weights(hf_dir)).bind(lambda found: _tied_copies_equal(prepared, found))
+        weights = weights.bind(lambda found: _made_still_as_made(prepared, found))
         return weights.map(lambda found: (prepared, found))
 
     def applied(found: tuple[PreparedReverse, Checkpoint]) -> Result[tuple[PreparedReverse, StateDict], WmapError]:

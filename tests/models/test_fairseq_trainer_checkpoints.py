@@ -400,3 +400,65 @@ def _encoder_settings_agree(original: Any, exported: Any) -> None:
     assert eval(ours["conv_feature_layers"]) == eval(theirs["conv_feature_layers"])  # our own test file
     for field in ("final_dropout", "normalize"):
         assert exported[field] == original[field], field
+
+
+EQUAL_WIDTHS: dict[str, Any] = {"conv_feature_layers": "[(32, 10, 5)] + [(32, 3, 2)] * 2"}
+"""The conv extractor as wide as the encoder (32): fairseq then builds no ``post_extract_proj``."""
+
+
+@pytest.mark.parametrize("family", ["wav2vec2", "hubert"])  # data2vec-audio always has post_extract_proj
+def test_equal_widths_convert_with_an_identity_projection_and_go_back(
+    family: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """transformers#28174: fairseq omits ``post_extract_proj`` where the widths are equal and
+    transformers always projects. The plan makes the projection the identity (named, with the
+    reason); transcripts and logits equal fairseq's; the negative control, a random projection as the
+    official script leaves, is caught. Back, the identity is dropped and fairseq loads the file
+    strictly; a trained projection is refused, naming it."""
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForCTC, AutoProcessor
+
+    from tests.originals import ctc_trainer_checkpoint
+    from wmap.errors import TensorMismatch
+    from wmap.verification import verify
+    from wmap.way_back import export
+
+    torch.manual_seed(0)
+    data = tmp_path_factory.mktemp("fairseq")
+    path = data / "checkpoint_best.pt"
+    ctc_trainer_checkpoint(path, data, family=family, **EQUAL_WIDTHS)
+    assert not any("post_extract_proj" in k for k in torch.load(path, weights_only=False)["model"])
+    name = f"{family}_ctc"
+    plan = preview(name, path).unwrap().plan
+    assert plan.is_clean(), plan.problems(limit=5)
+    assert sorted(m.target.rsplit(".", 1)[1] for m in plan.made) == ["bias", "weight"]
+    out = convert(name, path, tmp_path / "hf").unwrap()
+    assert verify(name, path, out).unwrap().ok
+
+    reference, task = _fairseq_reference(path)
+    audio = _utterances()
+    expected, fairseq_logits = _fairseq_transcripts(reference, task, audio)
+    processor, model = AutoProcessor.from_pretrained(out), AutoModelForCTC.from_pretrained(out).eval()
+    ours, logits = _transcribe(processor, model, audio)
+    assert ours == expected
+    for mine, theirs in zip(logits, fairseq_logits, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=ATOL)
+    projection = model.base_model.feature_projection.projection
+    with torch.no_grad():  # the negative control: what the official script leaves (a random Linear)
+        projection.weight.copy_(torch.randn_like(projection.weight))
+    _, garbage = _transcribe(processor, model, audio)
+    assert not torch.allclose(garbage[0], fairseq_logits[0], atol=ATOL)
+
+    if family == "hubert":
+        return  # fairseq 0.12 builds no HubertCtc without fairseq#4917's fix; the drop is the same code
+    (tmp_path / "back").mkdir()
+    back = export(name, out, tmp_path / "back" / "checkpoint.pt").unwrap()
+    theirs_back, back_task = _fairseq_reference(back)  # strict=True
+    returned, _ = _fairseq_transcripts(theirs_back, back_task, audio)
+    assert returned == expected
+    weights = load_file(out / "model.safetensors")
+    key = next(k for k in weights if k.endswith("feature_projection.projection.weight"))
+    weights[key] = weights[key] + 0.01  # a fine-tune that trained the projection
+    save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
+    refused = export(name, out, tmp_path / "back" / "other.pt").failure()
+    assert isinstance(refused, TensorMismatch) and refused.key == key and not (tmp_path / "back" / "other.pt").exists()

@@ -15,6 +15,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 
 from wmap.config_fields import IgnoredField
 from wmap.errors import BadConfig
+from wmap.plan import MakeRule
 from wmap.transforms import Layout, Transform
 
 
@@ -107,6 +108,10 @@ class ModelSpec:
     takes_file: str | None = None
     export: Exporter | None = None
     """The way back to the original's format (``None``: the family is converted one way only)."""
+    made: Callable[[PretrainedConfig], tuple[MakeRule, ...]] = lambda config: ()
+    """Targets the original does not hold that the family makes from the config (an identity
+    projection where fairseq has no ``post_extract_proj``); the way back drops them while they are
+    still what would be made, and refuses a trained one, naming it."""
     reference: Traversable | None = None
     """A JSON file of the original's names and shapes at its default config (``{"layout": {key:
     shape}, "meta": {...}}``), previewed when no checkpoint is given; ``None``: the family has none."""

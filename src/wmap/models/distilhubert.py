@@ -37,10 +37,17 @@ from wmap.config_fields import (
     translate,
 )
 from wmap.errors import BadConfig
-from wmap.fairseq import TRAINING_ONLY, activation, conv_kwargs, layout_agrees, wav2vec2_encoder_rules
+from wmap.fairseq import (
+    TRAINING_ONLY,
+    activation,
+    conv_kwargs,
+    identity_projection,
+    layout_agrees,
+    wav2vec2_encoder_rules,
+)
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, Writer, shipped
 from wmap.models.ctc_processor import FeatureExtractorSettings
-from wmap.models.fairseq_export import conv_feature_layers, inverted, projection_rules, weight_norm_hook_names
+from wmap.models.fairseq_export import conv_feature_layers, inverted, weight_norm_hook_names
 from wmap.pipeline import first_match, seq
 from wmap.reverse import predicted_layout
 from wmap.transforms import Layout, Transform, refuse, route_weight_norm, skip
@@ -178,10 +185,10 @@ def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadC
 
 
 def way_back_only(config: PretrainedConfig) -> tuple[Transform, ...]:
-    """What a ``HubertModel`` may hold that s3prl's distiller has no place for: the projection where
-    the widths are equal (:func:`projection_rules`), the layer norm before the projection (refused:
-    it changes what the model computes), SpecAugment's mask embedding (skipped: used only in training)."""
-    rules: list[Transform] = [*projection_rules(config)]
+    """What a ``HubertModel`` may hold that s3prl's distiller has no place for: the layer norm before
+    the projection (refused: it changes what the model computes), SpecAugment's mask embedding (skipped:
+    used only in training)."""
+    rules: list[Transform] = []
     if getattr(config, "feat_proj_layer_norm", False):
         reason = "s3prl's distiller has no layer norm before the projection (the config's feat_proj_layer_norm)"
         rules.append(refuse("feature_projection.layer_norm", reason))
@@ -199,6 +206,7 @@ EXPORTER = Exporter(
 )
 
 DISTILHUBERT = ModelSpec(
+    made=identity_projection,
     **shipped("distilhubert"),
     config_class=HubertConfig,
     config_from_checkpoint=translate_config,

@@ -27,7 +27,7 @@ from wmap.fairseq import wav2vec2_encoder_fields
 from wmap.io import PickledAs
 from wmap.models.base import Exporter, ExportSource
 from wmap.reverse import predicted_layout, unrecoverable_names
-from wmap.transforms import WEIGHT_NORM_NAMES, Layout, Transform, refuse
+from wmap.transforms import WEIGHT_NORM_NAMES, Layout
 
 VOCAB = "vocab.json"
 FEATURES = "processor_config.json|preprocessor_config.json"
@@ -113,21 +113,6 @@ def feature_settings(files: Mapping[str, str]) -> Result[tuple[bool, int], BadCo
         return Failure(BadConfig(FEATURES, "do_normalize", "a Wav2Vec2FeatureExtractor config", type(error).__name__))
 
 
-def projection_rules(config: PretrainedConfig) -> tuple[Transform, ...]:
-    """fairseq (and s3prl) build no ``post_extract_proj`` when the conv extractor's width equals the
-    encoder's; transformers always has ``feature_projection.projection``. Such a config's projection
-    has no place in the original: refused, naming the two widths."""
-    if int(config.conv_dim[-1]) != int(config.hidden_size):
-        return ()
-    reason = (
-        f"the original builds no post_extract_proj when the conv width (conv_dim[-1]={config.conv_dim[-1]}) "
-        f"equals the encoder width (hidden_size={config.hidden_size})"
-    )
-    return tuple(
-        refuse(prefix, reason) for prefix in ("feature_projection.projection", "*.feature_projection.projection")
-    )
-
-
 def normalised_features(config: PretrainedConfig) -> Result[PretrainedConfig, BadConfig]:
     """fairseq's wav2vec2-family models always normalise the extracted features (``layer_norm``) before
     the projection; a ``HubertConfig`` can turn that off (``feat_proj_layer_norm: false``, as
@@ -178,7 +163,6 @@ def pretraining_exporter(
         container,
         "a fairseq checkpoint (load_model_ensemble_and_task reads it)",
         (FEATURES,),
-        way_back_only=projection_rules,
     )
 
 
@@ -248,5 +232,4 @@ def ctc_exporter(
         "a fairseq checkpoint (load_model_ensemble_and_task reads it) and dict.ltr.txt beside it",
         reads=(VOCAB, FEATURES),
         companions=lambda meta: {DICTIONARY: meta[DICTIONARY]},
-        way_back_only=projection_rules,
     )

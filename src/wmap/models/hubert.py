@@ -15,6 +15,7 @@ from transformers import HubertConfig, HubertForCTC, HubertModel, PretrainedConf
 
 from wmap.config_fields import ConfigTable, Translated, boolean, ignore_all
 from wmap.fairseq import (
+    identity_projection,
     wav2vec2_encoder_fields,
     with_upgrades,
 )
@@ -63,6 +64,7 @@ def pretrained_pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Tr
 
 
 HUBERT = ModelSpec(
+    made=identity_projection,
     **shipped("hubert"),
     config_class=HubertConfig,
     config_from_checkpoint=lambda meta, layout: pretrained_config(
@@ -75,6 +77,7 @@ HUBERT = ModelSpec(
 )
 
 HUBERT_CTC = ModelSpec(
+    made=identity_projection,
     **shipped("hubert_ctc"),
     config_class=HubertConfig,
     config_from_checkpoint=lambda meta, layout: fine_tuned_config(

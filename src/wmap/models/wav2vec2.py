@@ -31,6 +31,7 @@ from wmap.fairseq import (
     ctc_head_kwargs,
     encoder_config_kwargs,
     fine_tuned,
+    identity_projection,
     layout_agrees,
     pre_trained,
     wav2vec2_encoder_fields,
@@ -176,6 +177,7 @@ def ctc_rules(
 
 
 WAV2VEC2 = ModelSpec(
+    made=identity_projection,
     **shipped("wav2vec2"),
     config_class=Wav2Vec2Config,
     config_from_checkpoint=lambda meta, layout: pretrained_config(
@@ -196,6 +198,7 @@ WAV2VEC2 = ModelSpec(
 )
 
 WAV2VEC2_CTC = ModelSpec(
+    made=identity_projection,
     **shipped("wav2vec2_ctc"),
     config_class=Wav2Vec2Config,
     config_from_checkpoint=lambda meta, layout: fine_tuned_config(meta, layout, FINE_TUNED_ENCODER, Wav2Vec2Config),
