@@ -174,3 +174,24 @@ def test_an_absent_section_is_an_error_naming_where_it_was_looked_for() -> None:
     refused = translate(table, None).failure()
     assert refused.key == "section" and "my cfg.model.encoder" in refused.message and "absent" in refused.message
     assert translate(table, {}).unwrap().kwargs == {"num_hidden_layers": 12}  # an empty section: its defaults
+
+
+def test_a_value_map_reads_both_ways_from_one_table_and_refuses_with_its_reason() -> None:
+    """fairseq's extractor mode is transformers' feat_extract_norm spelled otherwise: one map, read
+    forward by the table and back by its inverse; a value outside it is refused with the reason."""
+    from transformers import Wav2Vec2Config
+
+    from wmap.config_fields import ConfigTable, inverse, translate, values_back
+    from wmap.fairseq import EXTRACTOR_MODE, wav2vec2_encoder_fields
+
+    table = ConfigTable(
+        "t", tuple(f for f in wav2vec2_encoder_fields() if getattr(f, "source", "") == "extractor_mode")
+    )
+    assert translate(table, {"extractor_mode": "layer_norm"}).unwrap().kwargs == {"feat_extract_norm": "layer"}
+    assert translate(table, {}).unwrap().kwargs == {"feat_extract_norm": "group"}  # fairseq's default
+    refused = translate(table, {"extractor_mode": "batch_norm"}).failure()
+    assert "'default', 'layer_norm'" in refused.message and "group norm" in refused.message
+    (back,) = inverse(table.fields)
+    assert back.read("layer").unwrap() == "layer_norm" and EXTRACTOR_MODE.inverted().inverted() == EXTRACTOR_MODE
+    for norm, mode in (("layer", "layer_norm"), ("group", "default")):
+        assert values_back(table.fields, Wav2Vec2Config(feat_extract_norm=norm)) == {"extractor_mode": mode}

@@ -105,6 +105,26 @@ def one_of(*allowed: object) -> Reader:
     return read
 
 
+@attrs.frozen
+class ValueMap:
+    """A reader for a field whose values are spelled differently on each side (fairseq's
+    ``extractor_mode`` ``"default"``/``"layer_norm"`` is transformers' ``feat_extract_norm``
+    ``"group"``/``"layer"``): it reads a value as the other side's, and refuses one outside the map
+    with the reason. :func:`inverse` reads the other way with :meth:`inverted`: the map is written once."""
+
+    pairs: tuple[tuple[Any, Any], ...]
+    reason: str
+
+    def __call__(self, value: object) -> Result[Any, str]:
+        for here, there in self.pairs:
+            if type(value) is type(here) and value == here:
+                return Success(there)
+        return Failure(f"one of {', '.join(repr(here) for here, _ in self.pairs)} ({self.reason})")
+
+    def inverted(self) -> ValueMap:
+        return ValueMap(tuple((there, here) for here, there in self.pairs), self.reason)
+
+
 def optional(reader: Reader) -> Reader:
     """``None`` or what ``reader`` reads."""
 
@@ -330,7 +350,24 @@ def translate(table: ConfigTable, container: object, *, report_unknown: bool = T
 def inverse(fields: Iterable[Field]) -> tuple[Translated, ...]:
     """A forward table's translated fields the other way: each ``target`` read back as its ``source``,
     by the same reader (the way back's table names a field once, where the forward one does)."""
-    return tuple(Translated(f.target, f.read, f.source) for f in fields if isinstance(f, Translated) and f.target)
+    return tuple(
+        Translated(f.target, f.read.inverted() if isinstance(f.read, ValueMap) else f.read, f.source)
+        for f in fields
+        if isinstance(f, Translated) and f.target
+    )
+
+
+def values_back(fields: Iterable[Field], config: object) -> dict[str, Any]:
+    """The source-side values of a forward table's translated fields, read from ``config`` (a
+    transformers config): each ``target`` as its ``source``, a :class:`ValueMap`'s value mapped back
+    (a value outside the map is kept as it is: the original's own reader names it)."""
+    values: dict[str, Any] = {}
+    for f in inverse(fields):
+        if not hasattr(config, f.source):
+            continue
+        raw = getattr(config, f.source)
+        values[str(f.target)] = f.read(raw).value_or(raw) if isinstance(f.read, ValueMap) else raw
+    return values
 
 
 def ignore_all(names: Iterable[str], reason: str) -> tuple[Ignored, ...]:

@@ -31,6 +31,7 @@ from wmap.config_fields import (
     Ignored,
     Translated,
     Translation,
+    ValueMap,
     boolean,
     conv_layers,
     get,
@@ -160,6 +161,13 @@ def activation(value: object) -> Any:
     return one_of(*ACTIVATIONS)(value).map(ACTIVATIONS.__getitem__)
 
 
+EXTRACTOR_MODE = ValueMap(
+    (("default", "group"), ("layer_norm", "layer")),
+    "fairseq's extractor modes: group norm on the first conv layer, or layer norm on every one",
+)
+"""fairseq's ``extractor_mode`` <-> transformers' ``feat_extract_norm``: the one map, read both ways."""
+
+
 def wav2vec2_encoder_fields(**overrides: Field) -> tuple[Field, ...]:
     """fairseq ``Wav2Vec2Config``'s 64 fields for a transformers wav2vec2-family target; ``overrides``
     replace entries by field name (a field whose meaning differs for the family's target)."""
@@ -186,7 +194,7 @@ def wav2vec2_encoder_fields(**overrides: Field) -> tuple[Field, ...]:
         Translated("layer_norm_first", boolean, None, False),
         Translated("conv_feature_layers", conv_layers, None, "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2"),
         Translated("conv_bias", boolean, "conv_bias", False),
-        Translated("extractor_mode", one_of("default", "layer_norm"), None, "default"),
+        Translated("extractor_mode", EXTRACTOR_MODE, "feat_extract_norm", "default"),
         Ignored("feature_grad_mult", TRAINING_ONLY + " (gradient scaling of the feature extractor)"),
         Translated("mask_length", integer(1, 100_000), "mask_time_length", 10),
         Translated("mask_prob", PROBABILITY, "mask_time_prob", 0.65),
@@ -261,11 +269,10 @@ def conv_kwargs(layers: tuple[tuple[int, int, int], ...]) -> dict[str, Any]:
 def encoder_config_kwargs(encoder: Translation) -> dict[str, Any]:
     """The keyword arguments every transformers wav2vec2-family config takes, from a translation of
     :func:`wav2vec2_encoder_fields`: sizes, dropouts and masking (the table's targets), the conv
-    layers, the positional conv's width and groups, the extractor's norm mode and pre-/post-LN."""
+    layers, the positional conv's width and groups, the extractor's norm mode (a table field) and pre-/post-LN."""
     values = encoder.values
     kwargs = {**encoder.kwargs, **conv_kwargs(values["conv_feature_layers"]), "layer_norm_eps": 1e-5}
     kwargs["num_conv_pos_embeddings"] = values["conv_pos"]
-    kwargs["feat_extract_norm"] = "layer" if values["extractor_mode"] == "layer_norm" else "group"
     kwargs["do_stable_layer_norm"] = values["layer_norm_first"]
     return kwargs
 

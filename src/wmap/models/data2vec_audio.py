@@ -72,6 +72,13 @@ ENCODER_FIELDS = (
 )
 """fairseq's ``Data2VecAudioConfig`` (wav2vec2's encoder fields and data2vec's objective)."""
 
+
+def layer_norm_extractor(config: PretrainedConfig) -> dict[str, Any]:
+    """What the way back spells out beyond the table: Data2VecAudio has layer norms only (a group-norm
+    extractor is refused forward), which its config does not say (it has no ``feat_extract_norm``)."""
+    return {"extractor_mode": "layer_norm"}
+
+
 PRETRAINED = ConfigTable("fairseq cfg.model", ENCODER_FIELDS)
 FINE_TUNED_ENCODER = ConfigTable("fairseq cfg.model.w2v_args.model", ENCODER_FIELDS)
 
@@ -166,7 +173,7 @@ DATA2VEC_AUDIO_CTC = ModelSpec(
     pipeline=ctc_pipeline,
     model_class=Data2VecAudioForCTC,
     extras=ctc_processor,
-    export=ctc_exporter("data2vec_audio"),
+    export=ctc_exporter("data2vec_audio", extra=layer_norm_extractor),
     takes_file="--dict: the fine-tuning dictionary (dict.ltr.txt) where task_state lacks it",
 )
 
@@ -177,5 +184,5 @@ DATA2VEC_AUDIO = ModelSpec(
     pipeline=headless_pipeline,
     model_class=Data2VecAudioModel,
     extras=feature_extractor_writer,
-    export=pretraining_exporter("data2vec_audio", ENCODER_FIELDS, criterion="ModelCriterion"),
+    export=pretraining_exporter("data2vec_audio", ENCODER_FIELDS, layer_norm_extractor, criterion="ModelCriterion"),
 )

@@ -32,12 +32,13 @@ from wmap.config_fields import (
     get,
     ignore_all,
     integer,
-    one_of,
     text,
     translate,
+    values_back,
 )
 from wmap.errors import BadConfig
 from wmap.fairseq import (
+    EXTRACTOR_MODE,
     TRAINING_ONLY,
     activation,
     conv_kwargs,
@@ -47,7 +48,7 @@ from wmap.fairseq import (
 )
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, Writer, shipped
 from wmap.models.ctc_processor import FeatureExtractorSettings
-from wmap.models.fairseq_export import conv_feature_layers, inverted, weight_norm_hook_names
+from wmap.models.fairseq_export import conv_feature_layers, weight_norm_hook_names
 from wmap.pipeline import first_match, seq
 from wmap.reverse import predicted_layout
 from wmap.transforms import Layout, Transform, refuse, route_weight_norm, skip
@@ -58,7 +59,7 @@ DISTILLATION = "distillation objective (prediction heads, task embeddings, loss)
 DISTILLER = ConfigTable(
     "s3prl Config.distiller",
     (
-        Translated("extractor_mode", one_of("default", "layer_norm"), None, "default"),
+        Translated("extractor_mode", EXTRACTOR_MODE, "feat_extract_norm", "default"),
         Translated("extractor_conv_feature_layers", conv_layers, None, S3PRL_CONV_LAYERS),
         Checked(
             "extractor_dropout", (0.0,), "HubertModel has no dropout inside the feature extractor", 0.0, PROBABILITY
@@ -118,7 +119,6 @@ def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[Translat
 
 
 def _hubert_config(read: Translation, layout: Layout) -> Result[TranslatedConfig, BadConfig]:
-    mode = read.values["extractor_mode"]
     kwargs = {**read.kwargs, **conv_kwargs(read.values["extractor_conv_feature_layers"])}
     wrong = layout_agrees(DISTILLER.section, layout, kwargs, conv_field="extractor_conv_feature_layers")
     if wrong is not None:
@@ -127,7 +127,6 @@ def _hubert_config(read: Translation, layout: Layout) -> Result[TranslatedConfig
         **kwargs,
         layer_norm_eps=1e-5,
         conv_bias=False,
-        feat_extract_norm="layer" if mode == "layer_norm" else "group",
         feat_extract_activation="gelu",
         feat_proj_layer_norm=False,
         apply_spec_augment=False,
@@ -168,10 +167,9 @@ HEADLESS = {"task_emb_type": "none", "out_layer_type": "none", "n_tasks": 1, "pr
 
 
 def distiller_fields(config: PretrainedConfig) -> dict[str, Any]:
-    """``Config.distiller`` for a ``HubertConfig``: :data:`DISTILLER`'s translated fields inverted, the
-    extractor's mode and conv spec, and no heads (:data:`HEADLESS`)."""
-    values: dict[str, Any] = {src: getattr(config, hf) for hf, src in inverted(DISTILLER.fields).items()}
-    values["extractor_mode"] = "layer_norm" if config.feat_extract_norm == "layer" else "default"
+    """``Config.distiller`` for a ``HubertConfig``: :data:`DISTILLER`'s translated fields read back
+    (the extractor's mode among them), the conv spec, and no heads (:data:`HEADLESS`)."""
+    values = values_back(DISTILLER.fields, config)
     values["extractor_conv_feature_layers"] = conv_feature_layers(config)
     return {**values, "extractor_dropout": 0.0, "attention_type": "original", **HEADLESS}
 

@@ -20,7 +20,7 @@ from typing import Any
 from returns.result import Failure, Result, Success
 from transformers import PretrainedConfig
 
-from wmap.config_fields import Field, inverse
+from wmap.config_fields import Field, inverse, values_back
 from wmap.dictionary import FAIRSEQ_GLOBAL, SPECIALS, parse_dict_file, saved_fields
 from wmap.errors import BadConfig, Disagrees
 from wmap.fairseq import wav2vec2_encoder_fields
@@ -52,10 +52,8 @@ def conv_feature_layers(config: PretrainedConfig) -> str:
 def encoder_cfg(config: PretrainedConfig, name: str, fields: tuple[Field, ...] = ()) -> dict[str, Any]:
     """fairseq's encoder config (``w2v_args.model``) for a transformers wav2vec2-family config, from
     the family's forward ``fields`` inverted (default: ``wav2vec2_encoder_fields()``)."""
-    back = inverted(fields) if fields else TRANSLATED_BACK
-    values: dict[str, Any] = {src: getattr(config, hf) for hf, src in back.items() if hasattr(config, hf)}
+    values = values_back(fields or wav2vec2_encoder_fields(), config)
     values["conv_feature_layers"] = conv_feature_layers(config)
-    values["extractor_mode"] = "layer_norm" if getattr(config, "feat_extract_norm", "layer") == "layer" else "default"
     values["layer_norm_first"] = bool(getattr(config, "do_stable_layer_norm", False))
     if name == "data2vec_audio":
         depth = int(config.num_conv_pos_embeddings)
