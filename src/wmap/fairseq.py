@@ -191,7 +191,7 @@ def wav2vec2_encoder_fields(**overrides: Field) -> tuple[Field, ...]:
         Translated("dropout_input", PROBABILITY, "feat_proj_dropout", 0.0),
         Ignored("dropout_features", "dropout on the pre-training targets' features: " + PRETRAINING_OBJECTIVE),
         Ignored("final_dim", "size of the pre-training projection: " + PRETRAINING_OBJECTIVE),
-        Translated("layer_norm_first", boolean, None, False),
+        Translated("layer_norm_first", boolean, "do_stable_layer_norm", False),
         Translated("conv_feature_layers", conv_layers, None, "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2"),
         Translated("conv_bias", boolean, "conv_bias", False),
         Translated("extractor_mode", EXTRACTOR_MODE, "feat_extract_norm", "default"),
@@ -200,7 +200,7 @@ def wav2vec2_encoder_fields(**overrides: Field) -> tuple[Field, ...]:
         Translated("mask_prob", PROBABILITY, "mask_time_prob", 0.65),
         Translated("mask_channel_length", integer(1, 100_000), "mask_feature_length", 10),
         Translated("mask_channel_prob", PROBABILITY, "mask_feature_prob", 0.0),
-        Translated("conv_pos", integer(1, 4096), None, 128),
+        Translated("conv_pos", integer(1, 4096), "num_conv_pos_embeddings", 128),
         Translated("conv_pos_groups", integer(1, 65536), "num_conv_pos_embedding_groups", 16),
         Translated("pos_conv_depth", integer(1, 64), None, 1),
         Checked(
@@ -272,8 +272,6 @@ def encoder_config_kwargs(encoder: Translation) -> dict[str, Any]:
     layers, the positional conv's width and groups, the extractor's norm mode (a table field) and pre-/post-LN."""
     values = encoder.values
     kwargs = {**encoder.kwargs, **conv_kwargs(values["conv_feature_layers"]), "layer_norm_eps": 1e-5}
-    kwargs["num_conv_pos_embeddings"] = values["conv_pos"]
-    kwargs["do_stable_layer_norm"] = values["layer_norm_first"]
     return kwargs
 
 

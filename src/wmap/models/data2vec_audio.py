@@ -74,9 +74,16 @@ ENCODER_FIELDS = (
 
 
 def layer_norm_extractor(config: PretrainedConfig) -> dict[str, Any]:
-    """What the way back spells out beyond the table: Data2VecAudio has layer norms only (a group-norm
-    extractor is refused forward), which its config does not say (it has no ``feat_extract_norm``)."""
-    return {"extractor_mode": "layer_norm"}
+    """What the way back spells otherwise than the table: Data2VecAudio has layer norms only (a
+    group-norm extractor is refused forward), which its config does not say (it has no
+    ``feat_extract_norm``), and a stack of ``num_conv_pos_embeddings`` positional convs of kernel
+    ``conv_pos_kernel_size`` where fairseq says ``pos_conv_depth`` and ``conv_pos`` = kernel x depth."""
+    depth = int(config.num_conv_pos_embeddings)
+    return {
+        "extractor_mode": "layer_norm",
+        "pos_conv_depth": depth,
+        "conv_pos": int(config.conv_pos_kernel_size) * depth,  # fairseq: kernel = conv_pos // depth
+    }
 
 
 PRETRAINED = ConfigTable("fairseq cfg.model", ENCODER_FIELDS)

@@ -50,17 +50,11 @@ def conv_feature_layers(config: PretrainedConfig) -> str:
 
 
 def encoder_cfg(config: PretrainedConfig, name: str, fields: tuple[Field, ...] = ()) -> dict[str, Any]:
-    """fairseq's encoder config (``w2v_args.model``) for a transformers wav2vec2-family config, from
-    the family's forward ``fields`` inverted (default: ``wav2vec2_encoder_fields()``)."""
+    """fairseq's encoder config (``w2v_args.model``) for a transformers wav2vec2-family config: the
+    family's forward ``fields`` (default: ``wav2vec2_encoder_fields()``) read back, and the conv spec.
+    What a family's config spells otherwise is its exporter's ``extra`` (data2vec-audio's)."""
     values = values_back(fields or wav2vec2_encoder_fields(), config)
     values["conv_feature_layers"] = conv_feature_layers(config)
-    values["layer_norm_first"] = bool(getattr(config, "do_stable_layer_norm", False))
-    if name == "data2vec_audio":
-        depth = int(config.num_conv_pos_embeddings)
-        values["pos_conv_depth"] = depth
-        values["conv_pos"] = int(config.conv_pos_kernel_size) * depth  # fairseq: kernel = conv_pos // depth
-    else:
-        values["conv_pos"] = int(config.num_conv_pos_embeddings)
     return {**values, "_name": name}
 
 

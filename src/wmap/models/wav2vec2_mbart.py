@@ -205,7 +205,6 @@ def encoder_config(encoder: Translation, model: Translation, layout: Layout) -> 
         Wav2Vec2Config(
             **kwargs,
             layer_norm_eps=1e-5,
-            num_conv_pos_embeddings=encoder.values["conv_pos"],
             add_adapter=n_adapter > 0,
             num_adapter_layers=max(n_adapter, 1),
             adapter_kernel_size=kernel,
