@@ -212,8 +212,14 @@ class Optional:
         return f"optional {self.inner!r}"
 
     def apply(self, key: str, target: Layout) -> Outcome:
-        outcome = self.inner.apply(key, target)
-        return Mapped((Target(key),), ()) if outcome is NO_MATCH else outcome
+        return passing_unmatched(self.inner, key, target)
+
+
+def passing_unmatched(inner: Transform, key: str, target: Layout) -> Outcome:
+    """``inner``'s outcome for ``key``, or ``key`` itself unchanged where ``inner`` does not match it
+    (what :class:`Optional` and :class:`Upgrade` do; they differ only in their inverse)."""
+    outcome = inner.apply(key, target)
+    return Mapped((Target(key),), ()) if outcome is NO_MATCH else outcome
 
 
 @attrs.frozen(repr=False)
@@ -289,8 +295,7 @@ class Upgrade:
         return f"upgrade {self.name}: {self.inner!r}"
 
     def apply(self, key: str, target: Layout) -> Outcome:
-        outcome = self.inner.apply(key, target)
-        return Mapped((Target(key),), ()) if outcome is NO_MATCH else outcome
+        return passing_unmatched(self.inner, key, target)
 
 
 def upgrade(name: str, inner: Transform) -> Upgrade:
