@@ -44,7 +44,7 @@ def test_a_transformers_directory_exports_and_the_export_converts_back_to_the_sa
     assert json.loads((back / "vocab.json").read_text()) == {t: i for i, t in enumerate(CTC_LETTERS)}
 
 
-@pytest.mark.parametrize("variant", ["sharded", "float16", "bfloat16", "no processor", "stale index"])
+@pytest.mark.parametrize("variant", ["sharded", "float16", "bfloat16", "no processor", "stale index", "v4 names"])
 def test_every_way_transformers_saves_a_directory_exports(variant: str, tmp_path: Path) -> None:
     """Sharded, half precision, with a stale index beside one file (transformers leaves one when it
     re-saves unsharded, and loads the single file): each exports the same tensors as the default."""
@@ -56,10 +56,21 @@ def test_every_way_transformers_saves_a_directory_exports(variant: str, tmp_path
         "bfloat16": {"dtype": torch.bfloat16},
         "no processor": {"processor": False},
         "stale index": {},
+        "v4 names": {},
     }[variant]
     hub_directory(family, tmp_path / "hf", **kwargs)  # type: ignore[arg-type]
     if variant == "sharded":
         assert (tmp_path / "hf" / "model.safetensors.index.json").is_file()
+    if variant == "v4 names":  # transformers v4 saved the weight-norm pair as weight_g / weight_v
+        state = load_file(tmp_path / "hf" / "model.safetensors")
+        v4 = {
+            k.replace("parametrizations.weight.original0", "weight_g").replace(
+                "parametrizations.weight.original1", "weight_v"
+            ): v
+            for k, v in state.items()
+        }
+        assert any(k.endswith("weight_g") for k in v4)
+        save_file(v4, tmp_path / "hf" / "model.safetensors", {"format": "pt"})
     if variant == "stale index":
         (tmp_path / "hf" / "model.safetensors.index.json").write_text('{"weight_map": {"x": "gone.safetensors"}}')
     if variant == "no processor":  # the feature extractor's settings: fairseq's defaults are not guessed
