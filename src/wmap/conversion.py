@@ -35,7 +35,7 @@ from wmap.io import (
     write_directory_atomically,
 )
 from wmap.layout import Kinds, build_on_meta, kinds_of, layout_of
-from wmap.models.base import ModelSpec, TranslatedConfig, Writer, no_extras
+from wmap.models.base import ModelSpec, TranslatedConfig, Writer
 from wmap.plan import NO_EXCEPTIONS, Accept, MappingPlan
 from wmap.planner import make_plan
 from wmap.registry import Registry, resolve
@@ -279,7 +279,7 @@ def convert(
 
     def written(found: tuple[Prepared, Checkpoint]) -> Result[Path, WmapError]:
         prepared, source = found
-        extras = prepared.spec.extras if processor else no_extras
+        extras = prepared.spec.extras if processor else prepared.spec.without_processor
         return widen(extras(prepared.config, source.meta, file)).bind(
             lambda extras: _apply_and_write(
                 prepared,

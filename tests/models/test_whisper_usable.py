@@ -253,6 +253,7 @@ def test_export_then_convert_keeps_the_processor_and_generation_settings(tmp_pat
 def test_without_openai_whisper_the_tokenizer_file_is_asked_for_by_name(tmp_path: Path) -> None:
     """openai-whisper made unimportable: the conversion refuses naming ``--tokenizer`` (and
     ``--no-processor``), and converts with either; a file of another vocabulary is refused."""
+    import json
     import subprocess
     import sys
 
@@ -262,8 +263,7 @@ def test_without_openai_whisper_the_tokenizer_file_is_asked_for_by_name(tmp_path
     assets = installed_bpe_file("multilingual.tiktoken")
     assert assets is not None
 
-    def run(*extra: str) -> subprocess.CompletedProcess[str]:
-        out = tmp_path / f"hf{len(list(tmp_path.iterdir()))}"
+    def run(*extra: str, out: Path = tmp_path / "hf") -> subprocess.CompletedProcess[str]:
         code = (
             "import sys; sys.modules['whisper'] = None; from wmap.cli import main; "
             f"sys.exit(main(['convert', 'whisper', {str(path)!r}, {str(out)!r}, *{list(extra)!r}]))"
@@ -272,7 +272,14 @@ def test_without_openai_whisper_the_tokenizer_file_is_asked_for_by_name(tmp_path
 
     refused = run()
     assert refused.returncode == 2 and "--tokenizer" in refused.stderr and "--no-processor" in refused.stderr
-    assert run("--no-processor").returncode == 0
-    assert run("--tokenizer", str(assets.parent)).returncode == 0  # the directory holding it
-    other = run("--tokenizer", str(assets.parent / "gpt2.tiktoken"))  # English-only BPE for a multilingual model
+    weights_only = tmp_path / "weights-only"  # weights, config, generation config
+    assert run("--no-processor", out=weights_only).returncode == 0
+    assert not (weights_only / "tokenizer.json").exists() and not (weights_only / "preprocessor_config.json").exists()
+    generation = json.loads((weights_only / "generation_config.json").read_text())
+    assert generation["eos_token_id"] == 50257 and generation["begin_suppress_tokens"] == [220, 50257]
+    assert generation["lang_to_id"]["<|en|>"] == 50259 and 50362 in generation["suppress_tokens"]
+    assert run("--tokenizer", str(assets.parent), out=tmp_path / "given").returncode == 0  # the directory holding it
+    other = run(
+        "--tokenizer", str(assets.parent / "gpt2.tiktoken"), out=tmp_path / "other"
+    )  # English-only BPE for a multilingual model
     assert other.returncode == 2 and "50257 ranks" in other.stderr

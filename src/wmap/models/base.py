@@ -94,7 +94,8 @@ class ModelSpec:
     - ``model_class``: the target model's class, which :meth:`build` makes from a ``config_class`` config;
     - ``extras``: the processor files (tokenizer, feature extractor, generation config) the original
       script wrote, prepared before anything is written;
-    - ``takes_file``: what the user's ``--dict``/``--tokenizer`` file is for this family (``None``: it takes none).
+    - ``takes_file``: what the user's ``--dict``/``--tokenizer`` file is for this family (``None``: it takes none);
+    - ``without_processor``: what ``--no-processor`` still writes (configs only).
     """
 
     name: str
@@ -106,6 +107,9 @@ class ModelSpec:
     model_class: type[PreTrainedModel]
     extras: Extras = no_extras
     takes_file: str | None = None
+    without_processor: Extras = no_extras
+    """What ``--no-processor`` still writes beside the weights (configs only: Whisper's generation
+    config, derived without the tokenizer)."""
     export: Exporter | None = None
     """The way back to the original's format (``None``: the family is converted one way only)."""
     made: Callable[[PretrainedConfig], tuple[MakeRule, ...]] = lambda config: ()

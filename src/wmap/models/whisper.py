@@ -32,7 +32,7 @@ from wmap.config_fields import (
 from wmap.config_fields import translate as read_table
 from wmap.errors import BadConfig, Disagrees
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, shipped
-from wmap.models.whisper_processor import whisper_processor
+from wmap.models.whisper_processor import whisper_generation_config, whisper_processor
 from wmap.pipeline import first_match, scoped
 from wmap.transforms import EXACT, PARAMS, Layout, Transform, rename, tie
 
@@ -269,6 +269,7 @@ WHISPER = ModelSpec(
     pipeline=lambda config, meta: RULES,
     model_class=WhisperForConditionalGeneration,
     extras=whisper_processor,
+    without_processor=whisper_generation_config,
     takes_file="--tokenizer: openai's gpt2.tiktoken or multilingual.tiktoken, or the directory holding it "
     "(default: the installed openai-whisper's)",
     export=Exporter(

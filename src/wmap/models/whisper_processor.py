@@ -201,13 +201,21 @@ def non_speech_tokens(tokenizer: Any) -> list[int]:
     return sorted(found)
 
 
-def generation_settings(vocab: Vocabulary, text_context: int, audio_context: int, tokenizer: Any) -> dict[str, Any]:
+BLANK = 220
+"""The id of a lone space (``Ġ``) in both of openai's BPE files: GPT-2's byte-level vocabulary."""
+
+
+def generation_settings(
+    vocab: Vocabulary, text_context: int, audio_context: int, tokenizer: Any | None
+) -> dict[str, Any]:
     """The generation config openai's decoding implies for this vocabulary and these dims (what the
     official transformers checkpoints carry, alignment heads aside: openai's files hold none). The first
-    timestamp may be at most 1 s (openai's ``max_initial_timestamp``), in steps of 30 s / ``audio_context``."""
+    timestamp may be at most 1 s (openai's ``max_initial_timestamp``), in steps of 30 s / ``audio_context``.
+    Without the ``tokenizer`` (``--no-processor``) openai's non-speech tokens cannot be computed: only
+    the special ids are suppressed; every other setting is the same."""
     end = vocab.end_of_text
     suppressed = [
-        *non_speech_tokens(tokenizer),
+        *(non_speech_tokens(tokenizer) if tokenizer is not None else ()),
         vocab.start_of_transcript,
         vocab.control("<|startoflm|>"),
         vocab.control("<|startofprev|>"),
@@ -218,7 +226,7 @@ def generation_settings(vocab: Vocabulary, text_context: int, audio_context: int
         "eos_token_id": end,
         "pad_token_id": end,
         "decoder_start_token_id": vocab.start_of_transcript,
-        "begin_suppress_tokens": [tokenizer.encode(" ", add_special_tokens=False)[0], end],
+        "begin_suppress_tokens": [BLANK, end],
         "suppress_tokens": sorted(set(suppressed)),
         "max_length": text_context,
         "max_initial_timestamp_index": round(1.0 / (30 / audio_context)),  # 50 for openai's 1500 positions
@@ -278,3 +286,20 @@ def whisper_processor(
         return bpe_source(vocab, file).bind(ranks).map(lambda found: Prepared(vocab, found, *_dims(config)))
 
     return vocabulary(int(config.vocab_size)).bind(read).map(lambda prepared: prepared.write)
+
+
+def whisper_generation_config(
+    config: PretrainedConfig, meta: Mapping[str, Any], file: Path | None
+) -> Result[Writer, BadConfig]:
+    """With ``--no-processor``: no tokenizer or feature extractor, but the generation config still
+    derived from the vocabulary and dims (transformers' own default is English-only's), the non-speech
+    tokens aside (they need the BPE)."""
+
+    def write(out_dir: Path) -> None:
+        from transformers import GenerationConfig
+
+        vocab = Vocabulary(int(config.vocab_size))
+        text, audio = int(config.max_target_positions), int(config.max_source_positions)
+        GenerationConfig(**generation_settings(vocab, text, audio, None)).save_pretrained(out_dir)
+
+    return vocabulary(int(config.vocab_size)).map(lambda _: write)
