@@ -136,11 +136,13 @@ def reverse_plan(
     *,
     kinds: Mapping[str, str] | None = None,
     expected_kinds: Mapping[str, str] | None = None,
+    made: Sequence[MakeRule] = (),
 ) -> MappingPlan:
     """The plan of a reverse conversion (a converted model's layout back to the original's): a plan
     like any other, whose missing keys that lie under a forward skip or refusal are listed as
     ``unrecoverable`` with the forward reason (see :mod:`wmap.reverse`). ``expected_kinds``: the
-    kinds the converted model holds, by converted key (an int8 tensor where it holds floats is refused)."""
+    kinds the converted model holds, by converted key (an int8 tensor where it holds floats is refused).
+    ``made``: what the original holds that the way back makes (fairseq's training-only ``mask_emb``)."""
     from wmap.reverse import unrecoverable_rule
 
     target_kinds = None
@@ -150,7 +152,9 @@ def reverse_plan(
             outcome = reversed_pipeline.apply(key, original)
             if isinstance(outcome, Mapped):
                 target_kinds.update({item.key: kind for item in outcome.targets})
-    plan = make_plan(reversed_pipeline, converted, original, lint=False, kinds=kinds, target_kinds=target_kinds)
+    plan = make_plan(
+        reversed_pipeline, converted, original, lint=False, kinds=kinds, target_kinds=target_kinds, made=made
+    )
     gone: list[SkippedKey] = []
     missing: list[str] = []
     for key in plan.missing:

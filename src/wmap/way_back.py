@@ -108,7 +108,12 @@ def prepare_reverse(spec: ModelSpec, hf_dir: str | os.PathLike[str]) -> Result[P
                     rules,
                     original[1],
                     reverse_plan(
-                        rules, weights.layout, original[0], kinds=weights.kinds, expected_kinds=described.kinds
+                        rules,
+                        weights.layout,
+                        original[0],
+                        kinds=weights.kinds,
+                        expected_kinds=described.kinds,
+                        made=exporter.made(described.config),
                     ),
                 )
             )

@@ -70,6 +70,22 @@ def test_a_ctc_fine_tune_saved_by_transformers_goes_back_to_fairseq_with_its_log
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
+def test_a_fine_tune_without_masking_goes_back_with_the_mask_embedding_fairseq_needs(tmp_path: Path) -> None:
+    """A transformers model whose config masks nothing holds no ``masked_spec_embed``; fairseq's model
+    always holds ``mask_emb``. The way back makes it (zeros, named in the plan with the reason), so
+    fairseq's loader takes the file strictly, with the model's logits (it used to be exported without
+    it: a file fairseq refuses, reported as success)."""
+    model = hub_directory("wav2vec2_ctc", tmp_path / "hf", mask_time_prob=0.0)
+    plan = preview_reverse("wav2vec2_ctc", tmp_path / "hf").unwrap().plan
+    assert [m.target for m in plan.made] == ["w2v_encoder.w2v_model.mask_emb"] and "training" in plan.made[0].reason
+    out = _exported("wav2vec2_ctc", tmp_path / "hf", tmp_path / "back" / "checkpoint.pt")
+    theirs, _ = _fairseq(out)  # strict
+    x = torch.randn(2, 4000)
+    with torch.no_grad():
+        frames = theirs.get_logits(theirs(source=x, padding_mask=None)).transpose(0, 1)
+        torch.testing.assert_close(frames, model(x).logits, rtol=0, atol=ATOL)
+
+
 def test_a_pretraining_model_saved_by_transformers_goes_back_to_fairseq_with_its_features(tmp_path: Path) -> None:
     model = hub_directory("wav2vec2", tmp_path / "hf")
     out = _exported("wav2vec2", tmp_path / "hf", tmp_path / "back" / "checkpoint.pt")

@@ -77,6 +77,9 @@ class Exporter:
     reads: tuple[str, ...] = ()
     companions: Callable[[Mapping[str, Any]], dict[str, str]] = lambda meta: {}
     way_back_only: Callable[[PretrainedConfig], tuple[Transform, ...]] = lambda config: ()
+    made: Callable[[PretrainedConfig], tuple[MakeRule, ...]] = lambda config: ()
+    """What the original holds that the directory cannot give and the way back makes (fairseq's
+    ``mask_emb``, used only to mask in training, which a transformers model without masking lacks)."""
     leaves_out: str = ""
     """What of the directory the original's format has no place for (processor files, generation
     settings) and how it comes back; told to the user after an export."""

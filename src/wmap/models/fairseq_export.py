@@ -26,8 +26,10 @@ from wmap.errors import BadConfig, Disagrees
 from wmap.fairseq import wav2vec2_encoder_fields
 from wmap.io import PickledAs
 from wmap.models.base import Exporter, ExportSource
+from wmap.plan import MakeRule
 from wmap.reverse import predicted_layout, unrecoverable_names
 from wmap.transforms import WEIGHT_NORM_NAMES, Layout
+from wmap.values import Zeros
 
 VOCAB = "vocab.json"
 FEATURES = "processor_config.json|preprocessor_config.json"
@@ -115,6 +117,22 @@ def normalised_features(config: PretrainedConfig) -> Result[PretrainedConfig, Ba
     return Failure(Disagrees("config.json", "feat_proj_layer_norm", expected, "false"))
 
 
+def with_mask_embedding(layout: dict[str, tuple[int, ...]], config: PretrainedConfig) -> dict[str, tuple[int, ...]]:
+    """fairseq's wav2vec2-family models always hold ``mask_emb`` (under the encoder's prefix); a
+    transformers model holds ``masked_spec_embed`` only where its config masks. The original's layout
+    gets it either way, so that the plan maps it or makes it (:func:`mask_embedding`)."""
+    conv = next((k for k in layout if k.endswith("feature_extractor.conv_layers.0.0.weight")), None)
+    prefix = "" if conv is None else conv[: -len("feature_extractor.conv_layers.0.0.weight")]
+    return {**layout, f"{prefix}mask_emb": layout.get(f"{prefix}mask_emb", (int(config.hidden_size),))}
+
+
+def mask_embedding(config: PretrainedConfig) -> tuple[MakeRule, ...]:
+    """Where the directory has no ``masked_spec_embed`` (its config masks nothing), the way back makes
+    fairseq's ``mask_emb`` as zeros: fairseq uses it only to mask in training, and its loader needs it."""
+    reason = "fairseq's mask embedding (training only): the transformers config masks nothing, so it holds none"
+    return (MakeRule("mask_emb", Zeros((int(config.hidden_size),)), reason),)
+
+
 def trainer_file(cfg: Mapping[str, Any], state: Mapping[str, Any], criterion: str) -> dict[str, Any]:
     """What fairseq's loader expects around a model: ``cfg``, the state dict, an optimizer history
     (``_upgrade_state_dict`` reads it) and the iterator's state; no optimizer state."""
@@ -140,7 +158,9 @@ def pretraining_exporter(
         def meta(found: tuple[bool, int]) -> tuple[Layout, dict[str, Any]]:
             model = {**encoder_cfg(source.config, encoder_name, fields), **(extra(source.config) if extra else {})}
             task = {"_name": "audio_pretraining", "normalize": found[0], "sample_rate": found[1]}
-            layout = dict(weight_norm_hook_names(predicted_layout(source.pipeline, source.converted)))
+            layout = with_mask_embedding(
+                dict(weight_norm_hook_names(predicted_layout(source.pipeline, source.converted))), source.config
+            )
             layout.update({name: () for name in unrecoverable_names(source.pipeline)})  # named, not recovered
             return layout, {"cfg": {"model": model, "task": task}}
 
@@ -155,6 +175,7 @@ def pretraining_exporter(
         container,
         "a fairseq checkpoint (load_model_ensemble_and_task reads it)",
         (FEATURES,),
+        made=mask_embedding,
     )
 
 
@@ -194,7 +215,9 @@ def ctc_exporter(
                 "apply_mask": bool(getattr(config, "apply_spec_augment", float(config.mask_time_prob) > 0)),
             }
             task = {"_name": "audio_finetuning", "labels": "ltr", "normalize": normalize, "sample_rate": rate}
-            layout = dict(weight_norm_hook_names(predicted_layout(source.pipeline, source.converted)))
+            layout = with_mask_embedding(
+                dict(weight_norm_hook_names(predicted_layout(source.pipeline, source.converted))), config
+            )
             layout.update({name: () for name in unrecoverable})  # named, not recovered
             return layout, {"cfg": {"model": model, "task": task}, DICTIONARY: dictionary}
 
@@ -224,4 +247,5 @@ def ctc_exporter(
         "a fairseq checkpoint (load_model_ensemble_and_task reads it) and dict.ltr.txt beside it",
         reads=(VOCAB, FEATURES),
         companions=lambda meta: {DICTIONARY: meta[DICTIONARY]},
+        made=mask_embedding,
     )

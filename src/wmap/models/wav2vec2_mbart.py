@@ -71,8 +71,10 @@ from wmap.models.fairseq_export import (
     encoder_cfg,
     feature_settings,
     inverted,
+    mask_embedding,
     trainer_file,
     weight_norm_hook_names,
+    with_mask_embedding,
 )
 from wmap.pipeline import first_match, scoped, seq, upgrade, when
 from wmap.reverse import predicted_layout
@@ -513,7 +515,8 @@ def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadC
         )
 
     def meta(found: tuple[bool, int]) -> tuple[Layout, dict[str, Any]]:
-        layout = weight_norm_hook_names(predicted_layout(source.pipeline, source.converted))
+        named = dict(weight_norm_hook_names(predicted_layout(source.pipeline, source.converted)))
+        layout = with_mask_embedding(named, source.config.encoder)
         return layout, {"cfg": {"model": model_cfg(source.config, *found)}}
 
     return feature_settings(source.files).map(meta)
@@ -542,6 +545,7 @@ EXPORTER = Exporter(
     container,
     "a fairseq xm_transformer checkpoint (fairseq's build_model makes the model; the task's data is not written)",
     reads=(FEATURES,),
+    made=lambda config: mask_embedding(config.encoder),
 )
 
 WAV2VEC2_MBART = ModelSpec(
