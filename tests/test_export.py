@@ -389,3 +389,18 @@ def test_a_config_object_of_another_family_is_an_error_value() -> None:
 
     refused = preview("encodec_24khz", None, WhisperConfig()).failure()
     assert isinstance(refused, BadConfig) and "EncodecConfig" in str(refused) and "WhisperConfig" in str(refused)
+
+
+def test_two_feature_extractor_files_that_disagree_are_refused(ctc_dir: Path, tmp_path: Path) -> None:
+    """A v4 directory re-saved by v5 holds preprocessor_config.json and processor_config.json; if
+    they disagree on normalisation, which one a loader reads decides the outputs: refused (exit 1).
+    The negative control: the same two files agreeing export."""
+    hf = _copy(ctc_dir, tmp_path / "hf")
+    nested = json.loads((hf / "processor_config.json").read_text())["feature_extractor"]
+    (hf / "preprocessor_config.json").write_text(json.dumps(nested))
+    (tmp_path / "a").mkdir()
+    export("wav2vec2_ctc", hf, tmp_path / "a" / "x.pt").unwrap()
+    (hf / "preprocessor_config.json").write_text(json.dumps({**nested, "do_normalize": not nested["do_normalize"]}))
+    refused = export("wav2vec2_ctc", hf, tmp_path / "x.pt").failure()
+    assert isinstance(refused, Disagrees) and "preprocessor_config.json" in str(refused)
+    assert not (tmp_path / "x.pt").exists()

@@ -150,15 +150,18 @@ def _made_still_as_made(prepared: PreparedReverse, weights: Checkpoint) -> Resul
 
 def _companion_files(directory: Path, names: tuple[str, ...]) -> Result[dict[str, str], WmapError]:
     """The small files of a transformers directory an exporter reads (``vocab.json``), by name;
-    ``a|b`` names alternatives (the first that exists is read, under the name ``a|b``)."""
+    ``a|b`` names alternatives: the first that exists is read under the name ``a|b``, and every one
+    that exists under its own name too (so that the exporter can check that they agree)."""
     files: dict[str, str] = {}
     for name in names:
         choices = name.split("|")
-        found = next((c for c in choices if (directory / c).is_file()), choices[0])
-        read = read_small_text(directory / found, found, f"the {' or '.join(choices)} of a converted directory")
-        if isinstance(read, Failure):
-            return widen(read).map(lambda _: {})
-        files[name] = read.unwrap()
+        present = [c for c in choices if (directory / c).is_file()] or choices[:1]
+        for found in present:
+            read = read_small_text(directory / found, found, f"the {' or '.join(choices)} of a converted directory")
+            if isinstance(read, Failure):
+                return widen(read).map(lambda _: {})
+            files[found] = read.unwrap()
+        files[name] = files[present[0]]
     return Success(files)
 
 

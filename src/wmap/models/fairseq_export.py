@@ -96,15 +96,32 @@ def weight_norm_hook_names(layout: Mapping[str, tuple[int, ...]]) -> Layout:
     return renamed
 
 
-def feature_settings(files: Mapping[str, str]) -> Result[tuple[bool, int], BadConfig]:
+def _settings(text: str, where: str) -> Result[tuple[bool, int], BadConfig]:
+    """``do_normalize`` and ``sampling_rate`` of a feature extractor's file (nested in v5's processor file)."""
     try:
-        features = json.loads(files[FEATURES])
+        features = json.loads(text)
         features = features.get("feature_extractor", features)
         return Success((bool(features["do_normalize"]), int(features["sampling_rate"])))
     except (ValueError, KeyError, TypeError, AttributeError) as error:
-        return Failure(BadConfig(FEATURES, "do_normalize", "a Wav2Vec2FeatureExtractor config", repr(error)[:80]))
+        return Failure(BadConfig(where, "do_normalize", "a Wav2Vec2FeatureExtractor config", repr(error)[:80]))
     except (RecursionError, OverflowError) as error:
-        return Failure(BadConfig(FEATURES, "do_normalize", "a Wav2Vec2FeatureExtractor config", type(error).__name__))
+        return Failure(BadConfig(where, "do_normalize", "a Wav2Vec2FeatureExtractor config", type(error).__name__))
+
+
+def feature_settings(files: Mapping[str, str]) -> Result[tuple[bool, int], BadConfig]:
+    """The feature extractor's normalisation and sampling rate, from ``processor_config.json`` or
+    ``preprocessor_config.json``; where a directory holds both (a v4 directory re-saved by v5), they
+    must agree: which one a loader reads is then no question."""
+    held = [name for name in FEATURES.split("|") if name in files]
+    read = [_settings(files[name], name) for name in held] or [_settings(files[FEATURES], FEATURES)]
+    failed = next((r for r in read if isinstance(r, Failure)), None)
+    if failed is not None:
+        return failed
+    found = [r.unwrap() for r in read]
+    if any(other != found[0] for other in found[1:]):
+        expected = f"the settings of {held[0]} (do_normalize, sampling_rate = {found[0]})"
+        return Failure(Disagrees(held[1], "do_normalize, sampling_rate", expected, str(found[1])))
+    return Success(found[0])
 
 
 def normalised_features(config: PretrainedConfig) -> Result[PretrainedConfig, BadConfig]:
