@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wmap.dictionary import SPECIALS, Dictionary, DictionaryError, from_saved_fields, parse_dict_file
 
@@ -40,3 +42,23 @@ def test_a_stand_in_never_given_its_fields_is_no_dictionary() -> None:
     assert find_in_task_state({"task_state": {"target_dictionary": empty}}) is None
     made = parse_dict_file("A 1\n", "d")
     assert find_in_task_state({"task_state": {"target_dictionary": made}}) is made
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.text(alphabet=st.characters(blacklist_categories=("Cs", "Zs", "Zl", "Zp", "Cc")), min_size=1, max_size=4),
+        unique=True,
+        max_size=20,
+    ).filter(lambda symbols: not set(symbols) & {"<s>", "<pad>", "</s>", "<unk>"}),
+    st.integers(0, 10**6),
+)
+def test_the_dict_file_written_reads_back_as_the_dictionary(symbols: list[str], count: int) -> None:
+    """dict_file_text is parse_dict_file's inverse: the export's dict.ltr.txt reads back as the
+    dictionary it carries in task_state."""
+    from wmap.dictionary import dict_file_text
+
+    text = "".join(f"{symbol} {count}\n" for symbol in symbols)
+    read = parse_dict_file(text, "dict.ltr.txt")
+    assert dict_file_text(read) == text
+    assert parse_dict_file(dict_file_text(read), "again") == read

@@ -149,6 +149,15 @@ def saved_fields(dictionary: Dictionary) -> dict[str, Any]:
     }
 
 
+def dict_file_text(dictionary: Dictionary) -> str:
+    """The ``dict.*.txt`` fairseq's ``Dictionary.load`` reads back as ``dictionary``: a ``symbol
+    count`` line per symbol after the four specials (:func:`parse_dict_file`'s inverse; counts of 1
+    where the dictionary kept none)."""
+    counts = dictionary.count if len(dictionary.count) == len(dictionary.symbols) else (1,) * len(dictionary.symbols)
+    rows = zip(dictionary.symbols, counts, strict=True)
+    return "".join(f"{symbol} {count}\n" for index, (symbol, count) in enumerate(rows) if index >= len(SPECIALS))
+
+
 def find_in_task_state(meta: Mapping[str, Any], name: str = "target_dictionary") -> Dictionary | None:
     """The dictionary a fairseq task saved under ``task_state[name]``, if the checkpoint has one."""
     state = meta.get("task_state")

@@ -45,6 +45,10 @@ class MakeRule:
     maker: Maker
     reason: str
 
+    def names(self, key: str) -> bool:
+        """Whether ``key`` is the rule's target: the suffix itself, or it under any prefix."""
+        return key == self.suffix or key.endswith("." + self.suffix)
+
 
 @attrs.frozen
 class SkippedKey:

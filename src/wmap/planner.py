@@ -109,7 +109,7 @@ def _made(rules: Sequence[MakeRule], missing: Sequence[str], target: Layout) -> 
         Made(key, rule.maker.shape, rule.maker, rule.reason)
         for rule in rules
         for key in missing
-        if (key == rule.suffix or key.endswith("." + rule.suffix)) and target[key] == rule.maker.shape
+        if rule.names(key) and target[key] == rule.maker.shape
     )
 
 

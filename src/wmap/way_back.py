@@ -141,7 +141,7 @@ def _made_still_as_made(prepared: PreparedReverse, weights: Checkpoint) -> Resul
     would be made: a fine-tune that trained the identity projection has no place in the original."""
     rules = prepared.spec.made(prepared.config)
     for item in prepared.plan.skipped:
-        rule = next((r for r in rules if item.key == r.suffix or item.key.endswith("." + r.suffix)), None)
+        rule = next((r for r in rules if r.names(item.key)), None)
         if rule is not None and item.key in weights.tensors and not rule.maker.is_made(weights.tensors[item.key]):
             expected = f"{rule.maker!r}, as made ({rule.reason}); the original has no place for another"
             return Failure(TensorMismatch(item.key, expected, "a trained tensor"))

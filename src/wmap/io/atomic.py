@@ -55,12 +55,19 @@ MODEL_DIRECTORY_FILES = (".json", ".safetensors", ".bin", ".txt", ".model", ".md
 only files ``--overwrite`` replaces a directory of."""
 
 
+def _within(path: str | os.PathLike[str], directory: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is ``directory`` or lies inside it, links resolved (a name that cannot be a
+    file, with a NUL byte say, lies nowhere)."""
+    if path_problem(path) is not None or path_problem(directory) is not None:
+        return False
+    real, outer = os.path.realpath(path), os.path.realpath(directory)
+    return real == outer or real.startswith(outer.rstrip(os.sep) + os.sep)
+
+
 def _not_a_model_directory(target: Path) -> str | None:
     """Why ``--overwrite`` must not replace the directory ``target``: it is the current directory or
     holds it, or it holds something a model directory does not (named)."""
-    real = os.path.realpath(target)
-    here = os.path.realpath(os.getcwd())
-    if here == real or here.startswith(real.rstrip(os.sep) + os.sep):
+    if _within(os.getcwd(), target):
         return "is the current directory or holds it; name a model directory to replace"
     others = []
     with os.scandir(target) as entries:
@@ -163,12 +170,8 @@ def _file_refused(
         return "exists and is not a regular file: not replaced"
     if not target.parent.is_dir():
         return "its directory does not exist"
-    real = os.path.realpath(target)
     for item in protect:  # the file must not replace the input, nor land inside the input directory
-        if path_problem(item) is not None:
-            continue
-        inside = os.path.realpath(item)
-        if real == inside or real.startswith(inside + os.sep):
+        if _within(target, item):
             return f"is, or lies in, the input {item}; write the output elsewhere"
     return replaces(target) if os.path.lexists(target) else None
 
@@ -250,12 +253,8 @@ def _move_all_in(staged: list[Path], targets: list[Path], backup: Path, *, overw
 
 def holds_none_of(target: Path, protect: tuple[str | os.PathLike[str], ...]) -> Result[Path, OutputRefused]:
     """``target``, unless replacing it would delete one of ``protect`` (it is, or holds, that path)."""
-    real = os.path.realpath(target)
     for item in protect:
-        if path_problem(item) is not None:
-            continue  # names no file: cannot be inside
-        inside = os.path.realpath(item)
-        if inside == real or inside.startswith(real + os.sep):
+        if _within(item, target):
             return Failure(OutputRefused(str(target), f"holds the input {item}; write the output elsewhere"))
     return Success(target)
 

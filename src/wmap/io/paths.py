@@ -7,6 +7,7 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 from returns.result import Failure, Result, Success
 
@@ -81,7 +82,7 @@ def read_small_text(path: Path, option: str, expected: str) -> Result[str, BadCo
         return Failure(BadConfig(where, option, expected, f"not UTF-8 text ({error.reason} at byte {error.start})"))
 
 
-def parse_json(text: str) -> object:
+def parse_json(text: str) -> Any:
     """JSON from a file wmap did not write: nesting too deep for the parser, or a number too large,
     raise ``ValueError`` like any other malformed text."""
     try:

@@ -12,7 +12,6 @@ undone), and the task's ``data`` points there.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,10 @@ from returns.result import Failure, Result, Success
 from transformers import PretrainedConfig
 
 from wmap.config_fields import Field, inverse, values_back
-from wmap.dictionary import FAIRSEQ_GLOBAL, SPECIALS, parse_dict_file, saved_fields
+from wmap.dictionary import FAIRSEQ_GLOBAL, SPECIALS, Dictionary, dict_file_text, saved_fields
 from wmap.errors import BadConfig, Disagrees
 from wmap.fairseq import wav2vec2_encoder_fields
-from wmap.io import PickledAs
+from wmap.io import PickledAs, parse_json
 from wmap.models.base import Exporter, ExportSource
 from wmap.plan import MakeRule
 from wmap.reverse import predicted_layout, unrecoverable_names
@@ -60,15 +59,15 @@ def encoder_cfg(config: PretrainedConfig, name: str, fields: tuple[Field, ...] =
     return {**values, "_name": name}
 
 
-def dictionary_text(vocab_json: str, size: int) -> Result[str, BadConfig]:
-    """fairseq's ``dict.ltr.txt`` from the tokenizer's vocabulary: index 0 back to ``<s>`` (fairseq's
+def vocabulary_dictionary(vocab_json: str, size: int) -> Result[Dictionary, BadConfig]:
+    """fairseq's target dictionary from the tokenizer's vocabulary: index 0 back to ``<s>`` (fairseq's
     blank), the four specials first, then the labels in index order. ``size``: the CTC head's outputs
-    (``config.vocab_size``), which the vocabulary must name one for one; a label fairseq's file
-    cannot hold (empty, a line break, a space before its count) is refused."""
+    (``config.vocab_size``), which the vocabulary must name one for one; a label fairseq's
+    ``dict.ltr.txt`` cannot hold (empty, a line break, a space before its count) is refused."""
     try:
-        vocab = json.loads(vocab_json)
+        vocab = parse_json(vocab_json)
         by_index = {int(i): str(token) for token, i in vocab.items()}
-    except (ValueError, TypeError, AttributeError, RecursionError, OverflowError) as error:
+    except (ValueError, TypeError, AttributeError, OverflowError) as error:  # int(1e999): OverflowError
         return Failure(BadConfig(VOCAB, "vocab", "a token -> id mapping", f"{type(error).__name__}"))
     bos, pad, eos, unk = SPECIALS
     expected = {0: pad, 1: bos, 2: eos, 3: unk}  # the forward direction swapped fairseq's blank <s> and <pad>
@@ -82,7 +81,7 @@ def dictionary_text(vocab_json: str, size: int) -> Result[str, BadConfig]:
     if bad is not None:
         expected_token = "labels a dict.ltr.txt line can hold (no line break, no surrounding space, not empty)"
         return Failure(Disagrees(VOCAB, "vocab", expected_token, repr(bad)[:40]))
-    return Success("".join(f"{by_index[i]} 1\n" for i in range(4, len(by_index))))
+    return Success(Dictionary((*SPECIALS, *(by_index[i] for i in range(4, len(by_index))))))
 
 
 def weight_norm_hook_names(layout: Mapping[str, tuple[int, ...]]) -> Layout:
@@ -99,13 +98,11 @@ def weight_norm_hook_names(layout: Mapping[str, tuple[int, ...]]) -> Layout:
 def _settings(text: str, where: str) -> Result[tuple[bool, int], BadConfig]:
     """``do_normalize`` and ``sampling_rate`` of a feature extractor's file (nested in v5's processor file)."""
     try:
-        features = json.loads(text)
+        features = parse_json(text)
         features = features.get("feature_extractor", features)
         return Success((bool(features["do_normalize"]), int(features["sampling_rate"])))
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as error:
         return Failure(BadConfig(where, "do_normalize", "a Wav2Vec2FeatureExtractor config", repr(error)[:80]))
-    except (RecursionError, OverflowError) as error:
-        return Failure(BadConfig(where, "do_normalize", "a Wav2Vec2FeatureExtractor config", type(error).__name__))
 
 
 def feature_settings(files: Mapping[str, str]) -> Result[tuple[bool, int], BadConfig]:
@@ -213,7 +210,7 @@ def ctc_exporter(
     def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
         config = source.config
 
-        def meta(dictionary: str, normalize: bool, rate: int) -> tuple[Layout, dict[str, Any]]:
+        def meta(dictionary: Dictionary, normalize: bool, rate: int) -> tuple[Layout, dict[str, Any]]:
             model = {
                 "_name": model_name,
                 "w2v_args": {
@@ -242,8 +239,8 @@ def ctc_exporter(
             normalised_features(config)
             .bind(lambda _: feature_settings(source.files))
             .bind(
-                lambda found: dictionary_text(source.files[VOCAB], int(config.vocab_size)).map(
-                    lambda text: meta(text, *found)
+                lambda found: vocabulary_dictionary(source.files[VOCAB], int(config.vocab_size)).map(
+                    lambda dictionary: meta(dictionary, *found)
                 )
             )
         )
@@ -255,7 +252,7 @@ def ctc_exporter(
         model["w2v_args"]["task"] = {**model["w2v_args"]["task"], "data": data}
         file = trainer_file({"model": model, "task": {**cfg["task"], "data": data}}, state, "CtcCriterion")
         # as fairseq's trainer keeps it: the task reads no dict.ltr.txt when the checkpoint has its dictionary
-        dictionary = saved_fields(parse_dict_file(meta[DICTIONARY], DICTIONARY))
+        dictionary = saved_fields(meta[DICTIONARY])
         return {**file, "task_state": {"target_dictionary": PickledAs(FAIRSEQ_GLOBAL, dictionary)}}
 
     return Exporter(
@@ -263,6 +260,6 @@ def ctc_exporter(
         container,
         "a fairseq checkpoint (load_model_ensemble_and_task reads it) and dict.ltr.txt beside it",
         reads=(VOCAB, FEATURES),
-        companions=lambda meta: {DICTIONARY: meta[DICTIONARY]},
+        companions=lambda meta: {DICTIONARY: dict_file_text(meta[DICTIONARY])},
         made=mask_embedding,
     )

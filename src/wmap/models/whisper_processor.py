@@ -295,11 +295,13 @@ def whisper_generation_config(
     derived from the vocabulary and dims (transformers' own default is English-only's), the non-speech
     tokens aside (they need the BPE)."""
 
-    def write(out_dir: Path) -> None:
-        from transformers import GenerationConfig
+    def writer(vocab: Vocabulary) -> Writer:
+        def write(out_dir: Path) -> None:
+            from transformers import GenerationConfig
 
-        vocab = Vocabulary(int(config.vocab_size))
-        text, audio = int(config.max_target_positions), int(config.max_source_positions)
-        GenerationConfig(**generation_settings(vocab, text, audio, None)).save_pretrained(out_dir)
+            text, audio = int(config.max_target_positions), int(config.max_source_positions)
+            GenerationConfig(**generation_settings(vocab, text, audio, None)).save_pretrained(out_dir)
 
-    return vocabulary(int(config.vocab_size)).map(lambda _: write)
+        return write
+
+    return vocabulary(int(config.vocab_size)).map(writer)
