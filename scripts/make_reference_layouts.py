@@ -182,7 +182,42 @@ def whisper() -> dict[str, Any]:
     return _entry("openai-whisper base (Whisper(ModelDimensions))", model.state_dict(), {"dims": WHISPER_BASE})
 
 
+# wav2vec 2.0 Conformer large, relative positions (fairseq examples/wav2vec/config/pretraining/
+# wav2vec2_conformer_large_librivox.yaml).
+CONFORMER_LARGE: dict[str, Any] = {
+    **originals.LARGE_ENCODER,
+    **originals.CONFORMER,
+    "pos_enc_type": "rel_pos",
+    "depthwise_conv_kernel_size": 31,
+    "conv_pos": 128,
+    "conv_pos_groups": 16,
+    "conv_bias": True,
+    "final_dim": 768,
+}
+
+
+def _conformer(write: Callable[[Path, Path], Any], source: str) -> dict[str, Any]:
+    with originals.conformer_fix():
+        return _saved(write, source)
+
+
 BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
+    "wav2vec2_conformer": lambda: _conformer(
+        lambda path, data: originals.wav2vec2_pretraining_checkpoint(
+            path, data, **CONFORMER_LARGE, latent_vars=320, latent_groups=2
+        ),
+        "fairseq wav2vec 2.0 Conformer large (rel_pos) pre-training",
+    ),
+    "wav2vec2_conformer_ctc": lambda: _conformer(
+        lambda path, data: originals.ctc_trainer_checkpoint(
+            path,
+            data,
+            family="wav2vec2",
+            normalize=True,
+            **{k: v for k, v in CONFORMER_LARGE.items() if k != "final_dim"},
+        ),
+        "fairseq wav2vec 2.0 Conformer large (rel_pos) fine-tuned for CTC (letters), as its Trainer saves it",
+    ),
     "whisper": whisper,
     "wav2vec2": lambda: _saved(
         lambda path, data: originals.wav2vec2_pretraining_checkpoint(path, data, **WAV2VEC2_BASE),

@@ -21,7 +21,14 @@ def reference_state(
     layout, meta = get_model(model).unwrap().reference_layout().unwrap()
     cut = rows or {}
     shapes = {key: (cut.get(shape[0], shape[0]), *shape[1:]) if shape else () for key, shape in layout.items()}
-    return {key: torch.randn(shape, dtype=dtype) for key, shape in shapes.items()}, meta
+    return {key: _random(key, shape, dtype) for key, shape in shapes.items()}, meta
+
+
+def _random(key: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """A random tensor as the original holds it: a batch norm's step count is an int64 scalar."""
+    if key.endswith("num_batches_tracked"):
+        return torch.randint(0, 1000, shape, dtype=torch.int64)
+    return torch.randn(shape, dtype=dtype)
 
 
 def reference_checkpoint(path: Path, model: str = "encodec_32khz") -> Path:

@@ -6,9 +6,11 @@ Used by the parity tests (small configs) and by ``scripts/make_reference_layouts
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -417,6 +419,42 @@ def fix_hubert_ctc_config() -> None:
         cls.autoregressive = False
 
 
+@contextlib.contextmanager
+def conformer_fix() -> Iterator[None]:
+    """fairseq 0.12.3 cannot build or run its own conformer: ``TransformerEncoder.__init__`` calls
+    ``build_encoder_layer(args, layer_idx=...)``, which ``ConformerEncoder`` does not accept
+    (fairseq#5174, fixed upstream by #5176), and ``TransformerEncoder.forward`` passes
+    ``corpus_key=`` to ``ConformerEncoder.extract_features``, which it does not accept (fairseq#5386).
+    While this runs (reference side only: wmap never imports fairseq) both accept and ignore the
+    extra keyword; they are restored after."""
+    from fairseq.models.wav2vec.wav2vec2 import ConformerEncoder
+
+    build, extract = ConformerEncoder.build_encoder_layer, ConformerEncoder.extract_features
+
+    def build_layer(self: Any, args: Any, **ignored: Any) -> Any:
+        return build(self, args)
+
+    def extract_features(self: Any, x: Any, padding_mask: Any = None, tgt_layer: Any = None, **ignored: Any) -> Any:
+        return extract(self, x, padding_mask, tgt_layer)
+
+    ConformerEncoder.build_encoder_layer = build_layer
+    ConformerEncoder.extract_features = extract_features
+    try:
+        yield
+    finally:
+        ConformerEncoder.build_encoder_layer = build
+        ConformerEncoder.extract_features = extract
+
+
+CONFORMER: dict[str, Any] = {
+    "layer_type": "conformer",
+    "attn_type": "espnet",
+    "depthwise_conv_kernel_size": 7,
+    "layer_norm_first": True,
+}
+"""A small conformer's own settings (with :data:`SMALL_ENCODER`'s sizes; ``pos_enc_type`` apart)."""
+
+
 def encoder_config(family: str, **overrides: Any) -> Any:
     """A small fairseq encoder config of ``family`` (data2vec_audio, wav2vec2, hubert)."""
     if family == "data2vec_audio":
@@ -480,8 +518,10 @@ def ctc_trainer_checkpoint(
         }
     )
     ctc_config, name = (HubertCtcConfig, "hubert_ctc") if family == "hubert" else (Wav2Vec2CtcConfig, "wav2vec_ctc")
+    layers = {"layer_type": encoder["layer_type"]} if "layer_type" in encoder else {}  # fairseq builds the wrapper's
     model_cfg = _named(
         ctc_config(
+            **layers,
             w2v_args=w2v_args,
             w2v_path=str(data_dir / "pretrained.pt"),  # where fine-tuning started (not read again)
             normalize=normalize,

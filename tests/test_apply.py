@@ -143,3 +143,62 @@ def test_a_safetensors_header_gives_the_plan_its_kinds(tmp_path: Path) -> None:
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "odd.safetensors"))
     refused = preview("encodec_32khz", tmp_path / "odd.safetensors").unwrap().plan.refused
     assert [(r.key, r.rule) for r in refused] == [(key, "tensor kind")] and "F8_E5M2" in refused[0].reason
+
+
+# --- gathered copies: many sources, one target, checked equal ---------------------------------
+
+GATHER_SOURCE = {f"layers.{i}.rotary.inv_freq": (4,) for i in range(3)} | {"layers.0.fc.weight": (2, 2)}
+GATHER_TARGET = {"positions.inv_freq": (4,), "layers.0.fc.weight": (2, 2)}
+
+
+def _gathering() -> Any:
+    from wmap.transforms import EXACT, gather
+
+    return first_match(
+        "copies", (gather("layers.*.rotary.inv_freq", "positions.inv_freq", EXACT), rename("layers", "layers"))
+    )
+
+
+def test_copies_are_gathered_into_one_target_and_checked_equal_when_applied() -> None:
+    plan = make_plan(_gathering(), GATHER_SOURCE, GATHER_TARGET)
+    assert plan.is_clean(), plan.problems()
+    (gathered,) = plan.gathered
+    assert gathered.target == "positions.inv_freq" and len(gathered.sources) == 3
+    copy = torch.arange(4.0)
+    tensors = {**{k: copy.clone() for k in GATHER_SOURCE if "rotary" in k}, "layers.0.fc.weight": torch.ones(2, 2)}
+    state = apply_plan(plan, tensors).unwrap()
+    assert torch.equal(state["positions.inv_freq"], copy) and state.keys() == GATHER_TARGET.keys()
+    tensors["layers.2.rotary.inv_freq"] = copy + 1  # a fine-tune that changed one copy
+    error = apply_plan(plan, tensors).failure()
+    assert isinstance(error, TensorMismatch) and error.key == "layers.2.rotary.inv_freq"
+    assert "layers.0.rotary.inv_freq" in error.expected
+
+
+def test_two_sources_of_a_plain_rename_still_conflict() -> None:
+    """Negative control: only a gather rule's sources may share a target."""
+    from wmap.transforms import EXACT
+
+    both = first_match(
+        "two",
+        (
+            rename("layers.0.rotary.inv_freq", "positions.inv_freq", EXACT),
+            rename("layers.1.rotary.inv_freq", "positions.inv_freq", EXACT),
+        ),
+    )
+    plan = make_plan(both, GATHER_SOURCE, GATHER_TARGET)
+    assert plan.conflicts and not plan.gathered
+
+
+def test_the_way_back_fans_a_gathered_target_out_to_every_copy() -> None:
+    from wmap.planner import reverse_plan
+    from wmap.reverse import predicted_layout, reverse
+
+    back = reverse(_gathering()).unwrap()
+    plan = reverse_plan(back, GATHER_TARGET, GATHER_SOURCE)
+    assert plan.is_clean(), plan.problems()
+    copies = sorted(a.target for a in plan.applied if a.source == "positions.inv_freq")
+    assert copies == [f"layers.{i}.rotary.inv_freq" for i in range(3)]
+    state = apply_plan(plan, {"positions.inv_freq": torch.arange(4.0), "layers.0.fc.weight": torch.ones(2, 2)})
+    assert all(torch.equal(state.unwrap()[k], torch.arange(4.0)) for k in copies)
+    # known only through the rules (fairseq's layout): one copy under every layer the rest names
+    assert set(predicted_layout(back, GATHER_TARGET)) == {"layers.0.fc.weight", "layers.0.rotary.inv_freq"}

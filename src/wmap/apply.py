@@ -70,10 +70,26 @@ def apply_plan(
         if dtype is not None and value.is_floating_point() and value.dtype != dtype:
             value = value.to(dtype)
         state[item.target] = value.clone() if item.tied_to is not None else value
+    for gathered in plan.gathered:  # copies held once: every other source must equal the written one
+        mismatch = _disagreeing(gathered.sources, tensors)
+        if mismatch is not None:
+            return Failure(mismatch)
     floating = dtype or next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
     for made in plan.made:  # from the config alone, in the dtype of the rest
         state[made.target] = made.maker.make(floating)
     return Success(state)
+
+
+def _disagreeing(sources: tuple[str, ...], tensors: Mapping[str, torch.Tensor]) -> TensorMismatch | None:
+    """A :class:`TensorMismatch` naming the first of ``sources`` that differs from ``sources[0]``."""
+    first = tensors[sources[0]]
+    for key in sources[1:]:
+        value = tensors.get(key)
+        if value is None:
+            return TensorMismatch(key, f"a tensor equal to {sources[0]}", "no such key")
+        if value.shape != first.shape or value.dtype != first.dtype or not torch.equal(value, first):
+            return TensorMismatch(key, f"equal to {sources[0]} (the target holds one copy)", "a different tensor")
+    return None
 
 
 M = TypeVar("M", bound=nn.Module)

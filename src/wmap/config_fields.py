@@ -370,6 +370,12 @@ def values_back(fields: Iterable[Field], config: object) -> dict[str, Any]:
     return values
 
 
+def fixed_back(fields: Iterable[Field]) -> dict[str, Any]:
+    """A forward table's checked fields that allow one value, as that value: what the way back must
+    spell out where the original's default is another (a conformer's ``layer_type``)."""
+    return {f.source: f.allowed[0] for f in fields if isinstance(f, Checked) and len(f.allowed) == 1}
+
+
 def ignore_all(names: Iterable[str], reason: str) -> tuple[Ignored, ...]:
     """Several fields ignored for one reason."""
     return tuple(Ignored(name, reason) for name in names)

@@ -45,13 +45,14 @@ from wmap.config_fields import (
 from wmap.errors import BadConfig
 from wmap.pipeline import first_match, seq, upgrade, when
 from wmap.plan import MakeRule
-from wmap.transforms import BATCH_NORM, EXACT, PARAMS, WEIGHT_NORM, Transform, refuse, rename, skip, split
+from wmap.transforms import BATCH_NORM, EXACT, PARAMS, WEIGHT_NORM, Transform, gather, refuse, rename, skip, split
 from wmap.values import Identity, Zeros
 
 __all__ = [
     "ACTIVATIONS",
     "ATTENTION",
     "BATCH_NORM_POS_CONV",
+    "CONFORMER_LAYERS",
     "CONFORMER_ONLY",
     "CONV_LAYERS",
     "CTC_FINE_TUNING",
@@ -74,6 +75,7 @@ __all__ = [
     "WEIGHT_NORM_POS_CONV",
     "activation",
     "conv_kwargs",
+    "ctc_fine_tuning",
     "ctc_head_kwargs",
     "encoder_config_kwargs",
     "fairseq_encoder_config",
@@ -332,6 +334,20 @@ FINE_TUNING_OVERRIDES = (
 fine-tuning starts (``w2v_args.model`` then holds the values in effect)."""
 
 FROM_ENCODER_CONFIG = "the pre-trained encoder's config in w2v_args.model holds the value in effect"
+
+
+def _wrapper_layer_type(kind: str) -> Checked:
+    reason = f"fairseq builds the encoder with the wrapper's layer_type (not w2v_args'); the target has {kind} layers"
+    return Checked("layer_type", (kind, None), reason, None, optional(one_of("transformer", "conformer", "trf_adp")))
+
+
+def ctc_fine_tuning(layer_type: str) -> ConfigTable:
+    """:data:`CTC_FINE_TUNING` for an encoder of ``layer_type`` layers ("conformer"): fairseq replaces
+    the encoder config's ``layer_type`` with the wrapper's when it builds the model."""
+    fields = tuple(_wrapper_layer_type(layer_type) if f.source == "layer_type" else f for f in CTC_FINE_TUNING.fields)
+    return ConfigTable(CTC_FINE_TUNING.section, fields)
+
+
 CTC_FINE_TUNING = ConfigTable(
     "fairseq cfg.model (wav2vec_ctc / hubert_ctc)",
     (
@@ -346,13 +362,7 @@ CTC_FINE_TUNING = ConfigTable(
             number(-1e9, 1e9),
         ),
         Ignored("blank_mode", "how blank_weight (checked to be 0) is applied"),
-        Checked(
-            "layer_type",
-            ("transformer", None),
-            "transformers has transformer layers only",
-            None,
-            optional(one_of("transformer", "conformer", "trf_adp")),
-        ),
+        _wrapper_layer_type("transformer"),
         Translated("normalize", boolean, None, False),
         Ignored("w2v_path", "where fine-tuning loaded the pre-trained weights from; the checkpoint holds them"),
         Ignored(
@@ -410,15 +420,18 @@ def pre_trained(meta: Mapping[str, Any], table: ConfigTable) -> Result[Translati
     return Failure(NO_CONFIG) if model is None else translate(table, model)
 
 
-def fine_tuned(meta: Mapping[str, Any], encoder: ConfigTable) -> Result[tuple[Translation, Translation], BadConfig]:
-    """A fine-tuned fairseq checkpoint's two configs: the CTC wrapper (:data:`CTC_FINE_TUNING`) and
-    the pre-trained encoder's (``w2v_args.model``, read with ``encoder``)."""
+def fine_tuned(
+    meta: Mapping[str, Any], encoder: ConfigTable, wrapper: ConfigTable | None = None
+) -> Result[tuple[Translation, Translation], BadConfig]:
+    """A fine-tuned fairseq checkpoint's two configs: the CTC wrapper (``wrapper``, by default
+    :data:`CTC_FINE_TUNING`) and the pre-trained encoder's (``w2v_args.model``, read with ``encoder``)."""
     model = fairseq_model_config(meta)
+    outer = wrapper or CTC_FINE_TUNING
     if model is None:
         return Failure(NO_CONFIG)
     if get(model, "w2v_args", None) is None:
-        return Failure(BadConfig(CTC_FINE_TUNING.section, "w2v_args", "the pre-trained encoder's config", "missing"))
-    return translate(CTC_FINE_TUNING, model).bind(
+        return Failure(BadConfig(outer.section, "w2v_args", "the pre-trained encoder's config", "missing"))
+    return translate(outer, model).bind(
         lambda outer: translate(encoder, fairseq_encoder_config(meta)).map(lambda inner: (outer, inner))
     )
 
@@ -479,6 +492,41 @@ TRANSFORMER_LAYERS = (
     rename("encoder.layer_norm", "encoder.layer_norm", PARAMS),
 )
 """The transformer encoder: attention, its norm, feed-forward, final norm, and the encoder norm."""
+
+
+def _feed_forward(name: str) -> tuple[Transform, ...]:
+    at = f"encoder.layers.*.{name}"
+    return (
+        rename(f"{at}.layer_norm", f"encoder.layers.*.{name}_layer_norm", PARAMS),
+        rename(f"{at}.w_1", f"{at}.intermediate_dense", PARAMS),
+        rename(f"{at}.w_2", f"{at}.output_dense", PARAMS),
+    )
+
+
+CONFORMER_CONV = ("layer_norm", "pointwise_conv1", "depthwise_conv", "pointwise_conv2")
+
+CONFORMER_LAYERS = (
+    *_feed_forward("ffn1"),
+    rename("encoder.layers.*.self_attn_layer_norm", "encoder.layers.*.self_attn_layer_norm", PARAMS),
+    *(
+        rename(f"encoder.layers.*.self_attn.linear_{p}", f"encoder.layers.*.self_attn.linear_{p}", PARAMS)
+        for p in ("q", "k", "v", "out", "pos")
+    ),
+    *(
+        rename(f"encoder.layers.*.self_attn.{p}", f"encoder.layers.*.self_attn.{p}", EXACT)
+        for p in ("pos_bias_u", "pos_bias_v")
+    ),
+    gather("encoder.layers.*.self_attn.rotary_emb.inv_freq", "encoder.embed_positions.inv_freq", EXACT),
+    *(rename(f"encoder.layers.*.conv_module.{p}", f"encoder.layers.*.conv_module.{p}", PARAMS) for p in CONFORMER_CONV),
+    rename("encoder.layers.*.conv_module.batch_norm", "encoder.layers.*.conv_module.batch_norm", BATCH_NORM),
+    *_feed_forward("ffn2"),
+    rename("encoder.layers.*.final_layer_norm", "encoder.layers.*.final_layer_norm", PARAMS),
+    rename("encoder.layer_norm", "encoder.layer_norm", PARAMS),
+)
+"""fairseq's conformer encoder (ESPnet attention) as transformers' ``Wav2Vec2Conformer`` names it: two
+half-step feed-forwards, attention with relative (``linear_pos``, ``pos_bias_u/v``) or rotary positions,
+the conv module. fairseq keeps one identical rotary ``inv_freq`` per layer, transformers one for the
+encoder: gathered, every copy checked equal when apply runs."""
 
 
 def masks(config: PretrainedConfig) -> bool:
@@ -578,12 +626,16 @@ BATCH_NORM_POS_CONV = (
 
 
 def wav2vec2_encoder_rules(
-    config: PretrainedConfig, *, positional: tuple[Transform, ...] = ()
+    config: PretrainedConfig,
+    *,
+    positional: tuple[Transform, ...] = (),
+    layers: tuple[Transform, ...] = TRANSFORMER_LAYERS,
 ) -> tuple[Transform, ...]:
     """The whole fairseq wav2vec2-style encoder as rules for a transformers wav2vec2-family model:
     feature extractor (norm mode from ``config``), the positional conv (``positional``; by default
-    weight-norm or batch-norm as ``config.conv_pos_batch_norm`` says), transformer layers and
-    projections. Follow with :func:`~wmap.transforms.route_weight_norm` for the weight-norm pair."""
+    weight-norm or batch-norm as ``config.conv_pos_batch_norm`` says), the layers (``layers``:
+    :data:`TRANSFORMER_LAYERS`, or :data:`CONFORMER_LAYERS`) and projections. Follow with
+    :func:`~wmap.transforms.route_weight_norm` for the weight-norm pair."""
     if not positional:
         positional = BATCH_NORM_POS_CONV if getattr(config, "conv_pos_batch_norm", False) else WEIGHT_NORM_POS_CONV
-    return (*feature_extractor(config), *positional, *TRANSFORMER_LAYERS, *projections(config))
+    return (*feature_extractor(config), *positional, *layers, *projections(config))

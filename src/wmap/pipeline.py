@@ -197,7 +197,11 @@ class Seq:
                 for new in outcome.targets:
                     if new.value is not None and item.value is not None:
                         return Refused("two value operations on one key: not supported", repr(stage))
-                    produced.append(Target(new.key, new.tied_to or item.tied_to, new.value or item.value))
+                    produced.append(
+                        Target(
+                            new.key, new.tied_to or item.tied_to, new.value or item.value, new.gathered or item.gathered
+                        )
+                    )
             current = tuple(produced)
         return Mapped(current, rules)
 
@@ -277,7 +281,8 @@ class Scoped:
         if not isinstance(outcome, Mapped):
             return outcome
         targets = tuple(
-            Target(prefix + t.key, None if t.tied_to is None else prefix + t.tied_to, t.value) for t in outcome.targets
+            Target(prefix + t.key, None if t.tied_to is None else prefix + t.tied_to, t.value, t.gathered)
+            for t in outcome.targets
         )
         return Mapped(targets, (f"under {self.source!r}", *outcome.rules))
 

@@ -37,6 +37,16 @@ class Made:
 
 
 @attrs.frozen
+class Gathered:
+    """``target`` is written from ``sources[0]``; every other source must hold the same values
+    (checked by apply, which names both keys if not): copies the target holds once."""
+
+    target: str
+    sources: tuple[str, ...]
+    rules: tuple[str, ...]
+
+
+@attrs.frozen
 class MakeRule:
     """A target a family makes where the source has nothing for it: the first missing target key
     ending in ``suffix`` whose shape is the maker's (checked by the planner, made only by apply)."""
@@ -132,6 +142,9 @@ class MappingPlan:
     direction skipped or refused them), with the forward reason."""
     made: tuple[Made, ...] = ()
     """Targets no source writes that the family makes from the config (:class:`MakeRule`)."""
+    gathered: tuple[Gathered, ...] = ()
+    """Targets several sources write that must agree (:class:`~wmap.transforms.Gather`): the first
+    source is in ``applied``, the others are checked equal to it by apply."""
 
     def problems(self, limit: int | None = None, accept: Accept = NO_EXCEPTIONS) -> list[str]:
         """One line per problem that keeps the plan from being clean (ambiguity is a warning)."""
@@ -191,5 +204,8 @@ class MappingPlan:
             "made": [
                 {"target": m.target, "shape": list(m.shape), "maker": repr(m.maker), "reason": m.reason}
                 for m in self.made
+            ],
+            "gathered": [
+                {"target": g.target, "sources": list(g.sources), "rules": list(g.rules)} for g in self.gathered
             ],
         }

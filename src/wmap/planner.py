@@ -17,6 +17,7 @@ from wmap.plan import (
     Ambiguity,
     Applied,
     Conflict,
+    Gathered,
     Made,
     MakeRule,
     MappingPlan,
@@ -47,8 +48,10 @@ def make_plan(
     one group that can match the same key (:class:`~wmap.plan.Ambiguity`, a
     warning), found from the rules when their groups were built. Given the tensors' ``kinds`` (and the
     target's), a key whose kind the output cannot hold, or whose number kind differs from its
-    target's, is refused (:mod:`wmap.kinds`). ``made``: targets the family makes where no source
-    writes them (a missing key matching a rule's suffix and shape is made, not missing).
+    target's, is refused (:mod:`wmap.kinds`). Sources a gather rule sends to one target (each of
+    the target's shape) are :class:`~wmap.plan.Gathered`, not conflicts. ``made``: targets the family
+    makes where no source writes them (a missing key matching a rule's suffix and shape is made, not
+    missing).
     """
     applied: list[Applied] = []
     skipped: list[SkippedKey] = []
@@ -59,6 +62,8 @@ def make_plan(
     written: dict[str, str] = {}
     kind_refused: set[str] = set()
     clashes: dict[str, list[str]] = {}
+    gathering: dict[str, list[str]] = {}
+    gather_rules: dict[str, tuple[str, ...]] = {}
     decide = pipeline.apply
     for key, shape in source.items():
         outcome = decide(key, target)
@@ -69,6 +74,8 @@ def make_plan(
                 produced = shape if item.value is None else shape_after(item.value, shape)
                 if want is None:
                     unknown.append(UnknownTarget(key, name, outcome.rules))
+                elif name in written and item.gathered and name in gathering and want == produced:
+                    gathering[name].append(key)
                 elif name in written:
                     clashes.setdefault(name, [written[name]]).append(key)
                 elif want != produced:
@@ -78,6 +85,8 @@ def make_plan(
                     kind_refused.add(name)
                 else:
                     written[name] = key
+                    if item.gathered:
+                        gathering[name], gather_rules[name] = [key], outcome.rules
                     applied.append(Applied(key, name, produced, outcome.rules, item.tied_to, item.value))
         elif isinstance(outcome, Skipped):
             skipped.append(SkippedKey(key, outcome.reason, outcome.rule))
@@ -99,6 +108,7 @@ def make_plan(
         unknown_targets=tuple(unknown),
         ambiguous=ambiguities(pipeline) if lint else (),
         made=making,
+        gathered=tuple(Gathered(t, tuple(s), gather_rules[t]) for t, s in gathering.items()),
     )
 
 

@@ -82,6 +82,20 @@ SHIPPED: Final = (
         "WAV2VEC2_CTC",
     ),
     Family(
+        "wav2vec2_conformer",
+        "fairseq wav2vec 2.0 Conformer pre-trained (rel_pos or rope; a trainer checkpoint)",
+        "transformers Wav2Vec2ConformerForPreTraining",
+        "wmap.models.wav2vec2_conformer",
+        "WAV2VEC2_CONFORMER",
+    ),
+    Family(
+        "wav2vec2_conformer_ctc",
+        "fairseq wav2vec 2.0 Conformer fine-tuned for CTC (rel_pos or rope; a trainer checkpoint)",
+        "transformers Wav2Vec2ConformerForCTC, with its Wav2Vec2Processor",
+        "wmap.models.wav2vec2_conformer",
+        "WAV2VEC2_CONFORMER_CTC",
+    ),
+    Family(
         "hubert",
         "fairseq HuBERT pre-trained (a trainer checkpoint; label dictionaries in task_state)",
         "transformers HubertModel",

@@ -128,6 +128,12 @@ def plan_renderable(plan: MappingPlan, title: str = "mapping plan") -> Group:
         ("target", "shape", "made", "reason"),
         [(m.target, "x".join(map(str, m.shape)), repr(m.maker), m.reason) for m in plan.made],
     )
+    table(
+        "gathered: copies held once, checked equal when applied",
+        "green",
+        ("target", "sources", "rule"),
+        [(g.target, ", ".join(g.sources), " then ".join(g.rules)) for g in plan.gathered],
+    )
     table("skipped", "cyan", ("source", "reason", "rule"), [(s.key, s.reason, s.rule) for s in plan.skipped])
     table("refused", "bold red", ("source", "reason", "rule"), [(r.key, r.reason, r.rule) for r in plan.refused])
     table(
@@ -170,6 +176,7 @@ def plan_renderable(plan: MappingPlan, title: str = "mapping plan") -> Group:
             f"{len(plan.unknown_targets)} unknown targets, {len(plan.ambiguous)} ambiguous",
             f", {len(plan.unrecoverable)} unrecoverable" if plan.unrecoverable else "",
             f", {len(plan.made)} made" if plan.made else "",
+            f", {len(plan.gathered)} gathered" if plan.gathered else "",
         )
     )
     return Group(*parts)

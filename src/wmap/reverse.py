@@ -296,12 +296,17 @@ def tied_primary(transform: Transform, key: str) -> str | None:
 
 def predicted_layout(transform: Transform, converted: Layout) -> dict[str, tuple[int, ...]]:
     """The original's layout as the reversed rules name it, for an original whose layout is known
-    only through them (fairseq's: its loader is the check); shapes as in the converted layout."""
+    only through them (fairseq's: its loader is the check); shapes as in the converted layout. A second
+    pass gives the rules the layout of the first, so a fan-out names a copy under every layer."""
     layout: dict[str, tuple[int, ...]] = {}
     for key, shape in converted.items():
         outcome = transform.apply(key, {})
         if isinstance(outcome, Mapped):
             layout[outcome.targets[0].key] = shape
+    for key, shape in converted.items():  # rules that copy by what the original holds (a fan-out) see it
+        outcome = transform.apply(key, layout)
+        if isinstance(outcome, Mapped):
+            layout.update({item.key: shape for item in outcome.targets})
     return layout
 
 

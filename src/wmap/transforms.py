@@ -30,6 +30,9 @@ class Target:
     key: str
     tied_to: str | None = None
     value: ValueOp | None = None
+    gathered: bool = False
+    """One of several sources of this target that must all hold the same values (:class:`Gather`):
+    the first is written, the others are checked equal to it when apply runs."""
 
 
 @attrs.frozen
@@ -269,6 +272,86 @@ class SplitRename:
             for i, p in enumerate(self.targets)
         )
         return Mapped(parts, (repr(self),))
+
+
+@attrs.frozen(repr=False)
+class Gather:
+    """Many source keys to one target that must all hold equal values (the target's ``*`` take the
+    source's first captures): fairseq's rotary ``inv_freq``,
+    one identical copy per layer, is one buffer in transformers. The first source is written; apply
+    checks every other one equal to it and names both keys if not (a fine-tune that changed one copy).
+    The inverse is :class:`FanOut`, one copy back under every instance the original holds."""
+
+    source: Pattern
+    target: Pattern
+    leaves: Leaves | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.target.wildcards > self.source.wildcards:
+            raise PatternError(f"gather {self.source.text!r} -> {self.target.text!r}: the target has more '*'")
+
+    def __repr__(self) -> str:
+        return f"gather {self.source!r} -> {self.target!r}"
+
+    def apply(self, key: str, target: Layout) -> Outcome:
+        found = match_under(self.source, self.leaves, key)
+        if found is None:
+            return NO_MATCH
+        captures, rest = found
+        name = join_key(self.target.substitute(captures[: self.target.wildcards]) + rest)
+        return Mapped((Target(name, gathered=True),), (repr(self),))
+
+    def inverse(self) -> FanOut:
+        return FanOut(self.target, self.source, self.leaves)
+
+
+@attrs.frozen(repr=False)
+class FanOut:
+    """One key to a copy under every instance of ``targets``' wildcards that the target layout holds
+    (any key under the pattern's part up to its last ``*`` counts: ``encoder.layers.3.…`` is instance
+    ``3``), the first written, the others tied to it. The inverse of :class:`Gather`."""
+
+    source: Pattern
+    targets: Pattern
+    leaves: Leaves | None = None
+
+    def __repr__(self) -> str:
+        return f"fan out {self.source!r} -> {self.targets!r}"
+
+    def instances(self, target: Layout) -> tuple[tuple[str, ...], ...]:
+        """The captures of the pattern's wildcards that the layout holds keys under, in order."""
+        segments = self.targets.segments
+        last = max((i for i, s in enumerate(segments) if s == "*"), default=-1)
+        head = Pattern(join_key(segments[: last + 1])) if last >= 0 else None
+        if head is None:
+            return ((),)
+        found: dict[tuple[str, ...], None] = {}
+        for key in target:
+            matched = head.match_prefix(split_key(key))
+            if matched is not None:
+                found.setdefault(matched[0], None)
+        return tuple(sorted(found, key=lambda c: tuple((int(x) if x.isdigit() else -1, x) for x in c)))
+
+    def apply(self, key: str, target: Layout) -> Outcome:
+        found = match_under(self.source, self.leaves, key)
+        if found is None:
+            return NO_MATCH
+        captures, rest = found
+        held = (c for c in self.instances(target) if c[: len(captures)] == captures)
+        names = [join_key(self.targets.substitute(c) + rest) for c in held]
+        if not names:
+            return NO_MATCH
+        copies = tuple(Target(name, tied_to=names[0]) for name in names[1:])
+        return Mapped((Target(names[0]), *copies), (repr(self),))
+
+    def inverse(self) -> Gather:
+        return Gather(self.targets, self.source, self.leaves)
+
+
+def gather(source: str, target: str, leaves: Leaves | None = None) -> Gather:
+    """Every key under ``source`` to ``target`` (fewer ``*``: the extra captures are dropped), all
+    checked equal when apply runs (:class:`Gather`); reversed, one copy per instance (:class:`FanOut`)."""
+    return Gather(pattern(source), pattern(target), leaves)
 
 
 def split(source: str, targets: tuple[str, ...], dim: int = 0) -> SplitRename:

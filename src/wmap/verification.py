@@ -58,6 +58,12 @@ def _compare(plan: MappingPlan, source: Checkpoint, written: Checkpoint) -> Veri
             absent.append(made.target)
         elif not made.maker.is_made(out):
             differing.append(made.target)
+    for gathered in plan.gathered:  # the copies apply checked equal to what it wrote
+        out = written.tensors.get(gathered.target)
+        if out is not None and any(
+            not torch.equal(_bits(out), _bits(source.tensors[key].to(out.dtype))) for key in gathered.sources[1:]
+        ):
+            differing.append(gathered.target)
     return Verification(len(plan.applied) + len(plan.made), tuple(differing), tuple(absent))
 
 

@@ -114,9 +114,13 @@ def save_pretrained_streaming(
     the two agree; writing from it (and from the source file itself where a
     tensor is unchanged) avoids the second copy ``save_pretrained`` makes. A tied copy
     (Whisper's ``proj_out``) is left out, as ``save_pretrained`` leaves it: loading ties it again.
+    Tensors are written in the model's own order, so that the same model gives the same bytes from
+    any source (an original, or the export of a converted directory).
     """
     tied = model.get_expanded_tied_weights_keys(all_submodels=True)  # target -> source, as the config ties them
-    state = {key: value for key, value in state.items() if not (key in tied and tied[key] in state)}
+    order = {key: None for key in model.state_dict()}  # the model's own order, whatever the source's
+    keys = [*(k for k in order if k in state), *(k for k in state if k not in order)]
+    state = {key: state[key] for key in keys if not (key in tied and tied[key] in state)}
     floating = next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
     model.config.dtype = str(floating).split(".")[1]
     model.config.architectures = [type(model).__name__]

@@ -200,12 +200,16 @@ def ctc_exporter(
     unrecoverable: tuple[str, ...] = (),
     task_fields: Mapping[str, Any] | None = None,
     extra: Callable[[PretrainedConfig], dict[str, Any]] | None = None,
+    fields: tuple[Field, ...] = (),
+    wrapper: Mapping[str, Any] | None = None,
 ) -> Exporter:
     """The way back for a fine-tuned wav2vec2-style CTC family (``encoder_name``, ``model_name`` and the
     encoder's ``pretraining_task`` as fairseq registers them). ``unrecoverable``: keys the original
     model always holds that the forward rules skip (HubertCtc's unused label embeddings), named by the
     reverse plan; ``task_fields`` and ``extra(config)``: what the pre-training task and the encoder's
-    config must spell out (nothing fills a nested config's defaults or resolves its interpolations)."""
+    config must spell out (nothing fills a nested config's defaults or resolves its interpolations);
+    ``fields``: the encoder's forward table (default ``wav2vec2_encoder_fields()``); ``wrapper``: what the
+    CTC wrapper's config must spell (a conformer's ``layer_type``: fairseq builds the encoder with it)."""
 
     def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
         config = source.config
@@ -220,13 +224,14 @@ def ctc_exporter(
                         "sample_rate": rate,
                         **(task_fields or {}),
                     },
-                    "model": {**encoder_cfg(config, encoder_name), **(extra(config) if extra else {})},
+                    "model": {**encoder_cfg(config, encoder_name, fields), **(extra(config) if extra else {})},
                 },
                 "w2v_path": "",
                 "normalize": normalize,
                 "final_dropout": float(config.final_dropout),
                 # Data2VecAudioConfig has no such field: it masks whenever mask_time_prob > 0
                 "apply_mask": bool(getattr(config, "apply_spec_augment", float(config.mask_time_prob) > 0)),
+                **(wrapper or {}),
             }
             task = {"_name": "audio_finetuning", "labels": "ltr", "normalize": normalize, "sample_rate": rate}
             layout = with_mask_embedding(

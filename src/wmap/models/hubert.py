@@ -36,7 +36,7 @@ FIELDS = (
 PRETRAINED = ConfigTable("fairseq cfg.model (hubert)", FIELDS)
 FINE_TUNED_ENCODER = ConfigTable("fairseq cfg.model.w2v_args.model (hubert)", FIELDS)
 
-FIXED = {"feat_proj_layer_norm": True}
+FIXED: dict[str, Any] = {"feat_proj_layer_norm": True}
 """fairseq's HuBERT normalises the features before projecting them (its top-level ``layer_norm``)."""
 
 

@@ -18,16 +18,19 @@ from transformers import PretrainedConfig, Wav2Vec2Config, Wav2Vec2ForCTC, Wav2V
 from wmap.config_fields import (
     Checked,
     ConfigTable,
+    Field,
     Ignored,
     Translated,
     Translation,
     boolean,
     integer,
     number,
+    one_of,
 )
 from wmap.errors import BadConfig
 from wmap.fairseq import (
     PRETRAINING_HEADS,
+    TRANSFORMER_LAYERS,
     ctc_head_kwargs,
     encoder_config_kwargs,
     fine_tuned,
@@ -53,12 +56,24 @@ ONE_POS_CONV = Checked(
 )
 
 
-def encoder_fields(*, pretraining: bool) -> tuple[Any, ...]:
+TRANSFORMER_LAYER_TYPE = Checked(
+    "layer_type",
+    ("transformer",),
+    "Wav2Vec2 has transformer layers; a wav2vec 2.0 conformer converts with wav2vec2_conformer[_ctc]",
+    "transformer",
+    one_of("transformer", "conformer", "trf_adp"),
+)
+
+
+def encoder_fields(*, pretraining: bool, **overrides: Field) -> tuple[Field, ...]:
     """fairseq's ``Wav2Vec2Config``: for pre-training the quantizer's fields are translated (the target
-    has the quantizer), else they belong to the objective the fine-tuned encoder no longer has."""
+    has the quantizer), else they belong to the objective the fine-tuned encoder no longer has.
+    ``overrides`` as in :func:`~wmap.fairseq.wav2vec2_encoder_fields` (the conformer's fields)."""
+    overrides = {"layer_type": TRANSFORMER_LAYER_TYPE, **overrides}
     if not pretraining:
-        return wav2vec2_encoder_fields(pos_conv_depth=ONE_POS_CONV)
+        return wav2vec2_encoder_fields(pos_conv_depth=ONE_POS_CONV, **overrides)
     return wav2vec2_encoder_fields(
+        **overrides,
         pos_conv_depth=ONE_POS_CONV,
         final_dim=Translated("final_dim", integer(0, 65536), None, 0),
         latent_vars=Translated("latent_vars", integer(1, 65536), "num_codevectors_per_group", 320),
@@ -86,13 +101,21 @@ PRETRAINED = ConfigTable("fairseq cfg.model (wav2vec2)", encoder_fields(pretrain
 FINE_TUNED_ENCODER = ConfigTable("fairseq cfg.model.w2v_args.model (wav2vec2)", encoder_fields(pretraining=False))
 
 
-def _pretraining_kwargs(read: Translation) -> dict[str, Any]:
+def pretraining_kwargs(read: Translation) -> dict[str, Any]:
+    """The quantizer's and projections' sizes of a ``...ForPreTraining`` config (fairseq's 0 means the
+    encoder's width)."""
     values = read.values
     final_dim = values["final_dim"] or read.kwargs["hidden_size"]
     return {
         "codevector_dim": values["latent_dim"] or final_dim,
         "proj_codevector_dim": final_dim,
     }
+
+
+def pretraining_back(config: PretrainedConfig) -> dict[str, Any]:
+    """The quantizer's sizes for fairseq's config, from a ``...ForPreTraining`` config (the way back of
+    :func:`pretraining_kwargs`)."""
+    return {"quantize_targets": True, "latent_dim": config.codevector_dim, "final_dim": config.proj_codevector_dim}
 
 
 def pretrained_config(
@@ -110,10 +133,17 @@ def pretrained_config(
 
 
 def fine_tuned_config(
-    meta: Mapping[str, Any], layout: Layout, table: ConfigTable, config_class: type[PretrainedConfig], **fixed: Any
+    meta: Mapping[str, Any],
+    layout: Layout,
+    table: ConfigTable,
+    config_class: type[PretrainedConfig],
+    *,
+    wrapper: ConfigTable | None = None,
+    **fixed: Any,
 ) -> Result[TranslatedConfig, BadConfig]:
     """A fine-tuned (CTC) fairseq wav2vec2-style checkpoint's config: the encoder's from ``table``, the
-    CTC head's from the wrapper; shared by wav2vec2 and HuBERT."""
+    CTC head's from the wrapper (``wrapper``: its table, by default ``CTC_FINE_TUNING``); shared by
+    wav2vec2, HuBERT and the conformer. ``fixed``: keyword arguments the family always sets."""
 
     def built(outer: Translation, encoder: Translation) -> Result[TranslatedConfig, BadConfig]:
         kwargs = {**encoder_config_kwargs(encoder), **fixed}
@@ -126,16 +156,21 @@ def fine_tuned_config(
             lambda head: TranslatedConfig(config_class(**{**kwargs, **head}), outer.ignored + encoder.ignored)
         )
 
-    return fine_tuned(meta, table).bind(lambda both: built(*both))
+    return fine_tuned(meta, table, wrapper).bind(lambda both: built(*both))
 
 
 STACKED = "a stack of positional convs (fairseq pos_conv_depth > 1); {target} has one weight-norm conv"
 
 
-def encoder_rules(config: PretrainedConfig, target: str) -> tuple[Transform, ...]:
-    """The encoder's rules (:func:`wmap.fairseq.wav2vec2_encoder_rules`) and the refusal of a stacked
-    positional conv, whose keys (``encoder.pos_conv.N.0``) the single conv's rule does not take."""
-    return (*wav2vec2_encoder_rules(config), refuse("encoder.pos_conv", STACKED.format(target=target)))
+def encoder_rules(
+    config: PretrainedConfig, target: str, layers: tuple[Transform, ...] = TRANSFORMER_LAYERS
+) -> tuple[Transform, ...]:
+    """The encoder's rules (:func:`wmap.fairseq.wav2vec2_encoder_rules`, with ``layers``) and the refusal
+    of a stacked positional conv, whose keys (``encoder.pos_conv.N.0``) the single conv's rule does not take."""
+    return (
+        *wav2vec2_encoder_rules(config, layers=layers),
+        refuse("encoder.pos_conv", STACKED.format(target=target)),
+    )
 
 
 QUANTIZER = (
@@ -147,26 +182,30 @@ QUANTIZER = (
 """wav2vec 2.0's pre-training heads, which Wav2Vec2ForPreTraining has at its top level."""
 
 
+def pretraining_rules(
+    config: PretrainedConfig, base: str, target: str, layers: tuple[Transform, ...] = TRANSFORMER_LAYERS
+) -> Transform:
+    """Pre-trained checkpoint -> a ``...ForPreTraining``: the encoder (its ``layers``) under ``base``,
+    the quantizer and projections on top."""
+    encoder = with_upgrades(first_match(target, encoder_rules(config, target, layers)))
+    return seq(first_match(f"{target} pre-training", (*QUANTIZER, scoped("", base, encoder))), route_weight_norm())
+
+
 def pretraining_pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
     """Pre-trained checkpoint -> Wav2Vec2ForPreTraining: the encoder under ``wav2vec2.``, heads on top."""
-    return seq(
-        first_match(
-            "wav2vec2 pre-training",
-            (
-                *QUANTIZER,
-                scoped("", "wav2vec2", with_upgrades(first_match("wav2vec2", encoder_rules(config, "Wav2Vec2")))),
-            ),
-        ),
-        route_weight_norm(),
-    )
+    return pretraining_rules(config, "wav2vec2", "Wav2Vec2")
 
 
 def ctc_rules(
-    config: PretrainedConfig, base: str, target: str, heads: tuple[Transform, ...] = PRETRAINING_HEADS
+    config: PretrainedConfig,
+    base: str,
+    target: str,
+    heads: tuple[Transform, ...] = PRETRAINING_HEADS,
+    layers: tuple[Transform, ...] = TRANSFORMER_LAYERS,
 ) -> Transform:
-    """Fine-tuned checkpoint -> a wav2vec2-family ``...ForCTC``: the encoder under ``base``, ``lm_head``;
-    the pre-training ``heads`` a fine-tuned file may still carry are skipped."""
-    encoder = with_upgrades(first_match(target, (*encoder_rules(config, target), *heads)))
+    """Fine-tuned checkpoint -> a wav2vec2-family ``...ForCTC``: the encoder (its ``layers``) under
+    ``base``, ``lm_head``; the pre-training ``heads`` a fine-tuned file may still carry are skipped."""
+    encoder = with_upgrades(first_match(target, (*encoder_rules(config, target, layers), *heads)))
     return seq(
         first_match(
             f"{target} CTC",
@@ -181,7 +220,7 @@ WAV2VEC2 = ModelSpec(
     **shipped("wav2vec2"),
     config_class=Wav2Vec2Config,
     config_from_checkpoint=lambda meta, layout: pretrained_config(
-        meta, layout, PRETRAINED, Wav2Vec2Config, _pretraining_kwargs
+        meta, layout, PRETRAINED, Wav2Vec2Config, pretraining_kwargs
     ),
     pipeline=pretraining_pipeline,
     model_class=Wav2Vec2ForPreTraining,
@@ -189,11 +228,7 @@ WAV2VEC2 = ModelSpec(
     export=pretraining_exporter(
         "wav2vec2",
         encoder_fields(pretraining=True),
-        lambda config: {
-            "quantize_targets": True,
-            "latent_dim": config.codevector_dim,
-            "final_dim": config.proj_codevector_dim,
-        },
+        pretraining_back,
     ),
 )
 
