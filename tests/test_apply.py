@@ -202,3 +202,42 @@ def test_the_way_back_fans_a_gathered_target_out_to_every_copy() -> None:
     assert all(torch.equal(state.unwrap()[k], torch.arange(4.0)) for k in copies)
     # known only through the rules (fairseq's layout): one copy under every layer the rest names
     assert set(predicted_layout(back, GATHER_TARGET)) == {"layers.0.fc.weight", "layers.0.rotary.inv_freq"}
+
+
+# --- joined parts: a fused tensor split forward, joined back -------------------------------------
+
+FUSED = {"blocks.0.attn.qkv.weight": (6, 2), "blocks.0.attn.qkv.bias": (6,)}
+SPLIT = {
+    f"layers.0.{p}.{leaf}": (2, 2) if leaf == "weight" else (2,) for p in ("q", "k", "v") for leaf in ("weight", "bias")
+}
+
+
+def _fused() -> Any:
+    from wmap.transforms import split
+
+    return first_match("attention", (split("blocks.*.attn.qkv", ("layers.*.q", "layers.*.k", "layers.*.v")),))
+
+
+def test_a_split_reverses_into_a_join_that_gives_back_the_fused_tensor() -> None:
+    from wmap.reverse import reverse
+
+    tensors = {"blocks.0.attn.qkv.weight": torch.randn(6, 2), "blocks.0.attn.qkv.bias": torch.randn(6)}
+    forward = make_plan(_fused(), FUSED, SPLIT)
+    assert forward.is_clean(), forward.problems()
+    parts = apply_plan(forward, tensors).unwrap()
+    back = make_plan(reverse(_fused()).unwrap(), SPLIT, FUSED)
+    assert back.is_clean(), back.problems()
+    assert {j.target for j in back.joined} == set(FUSED) and not back.applied
+    (weight,) = [j for j in back.joined if j.target.endswith("weight")]
+    assert weight.sources == ("layers.0.q.weight", "layers.0.k.weight", "layers.0.v.weight")
+    joined = apply_plan(back, parts).unwrap()
+    assert all(torch.equal(joined[k], tensors[k]) for k in tensors)
+
+
+def test_a_join_with_a_part_missing_leaves_the_target_missing() -> None:
+    """Negative control: two of three parts do not make a fused tensor."""
+    from wmap.reverse import reverse
+
+    partial = {k: v for k, v in SPLIT.items() if ".v." not in k}
+    back = make_plan(reverse(_fused()).unwrap(), partial, FUSED)
+    assert set(back.missing) == set(FUSED) and not back.joined and len(back.unused) == 4

@@ -70,6 +70,14 @@ def apply_plan(
         if dtype is not None and value.is_floating_point() and value.dtype != dtype:
             value = value.to(dtype)
         state[item.target] = value.clone() if item.tied_to is not None else value
+    for joined in plan.joined:  # parts concatenated, in order
+        missing = next((k for k in joined.sources if k not in tensors), None)
+        if missing is not None:
+            return Failure(TensorMismatch(missing, f"part of {joined.target}", "no such key"))
+        value = torch.cat([tensors[k] for k in joined.sources], dim=joined.dim)
+        if tuple(value.shape) != joined.shape:
+            return Failure(TensorMismatch(joined.sources[0], _shape(joined.shape), _shape(tuple(value.shape))))
+        state[joined.target] = value.to(dtype) if dtype is not None and value.is_floating_point() else value
     for gathered in plan.gathered:  # copies held once: every other source must equal the written one
         mismatch = _disagreeing(gathered.sources, tensors)
         if mismatch is not None:

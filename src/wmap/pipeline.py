@@ -198,8 +198,12 @@ class Seq:
                     if new.value is not None and item.value is not None:
                         return Refused("two value operations on one key: not supported", repr(stage))
                     produced.append(
-                        Target(
-                            new.key, new.tied_to or item.tied_to, new.value or item.value, new.gathered or item.gathered
+                        attrs.evolve(  # what an earlier stage said of the key stays said
+                            new,
+                            tied_to=new.tied_to or item.tied_to,
+                            value=new.value or item.value,
+                            gathered=new.gathered or item.gathered,
+                            part=new.part or item.part,
                         )
                     )
             current = tuple(produced)
@@ -281,7 +285,7 @@ class Scoped:
         if not isinstance(outcome, Mapped):
             return outcome
         targets = tuple(
-            Target(prefix + t.key, None if t.tied_to is None else prefix + t.tied_to, t.value, t.gathered)
+            attrs.evolve(t, key=prefix + t.key, tied_to=None if t.tied_to is None else prefix + t.tied_to)
             for t in outcome.targets
         )
         return Mapped(targets, (f"under {self.source!r}", *outcome.rules))

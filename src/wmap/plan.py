@@ -47,6 +47,18 @@ class Gathered:
 
 
 @attrs.frozen
+class Joined:
+    """``target`` (shape ``shape``) is ``sources`` concatenated along ``dim``, in order (q, k and v
+    into a fused ``qkv``); apply joins them."""
+
+    target: str
+    sources: tuple[str, ...]
+    dim: int
+    shape: Shape
+    rules: tuple[str, ...]
+
+
+@attrs.frozen
 class MakeRule:
     """A target a family makes where the source has nothing for it: the first missing target key
     ending in ``suffix`` whose shape is the maker's (checked by the planner, made only by apply)."""
@@ -145,6 +157,8 @@ class MappingPlan:
     gathered: tuple[Gathered, ...] = ()
     """Targets several sources write that must agree (:class:`~wmap.transforms.Gather`): the first
     source is in ``applied``, the others are checked equal to it by apply."""
+    joined: tuple[Joined, ...] = ()
+    """Targets made of several sources concatenated (:class:`~wmap.transforms.JoinRename`)."""
 
     def problems(self, limit: int | None = None, accept: Accept = NO_EXCEPTIONS) -> list[str]:
         """One line per problem that keeps the plan from being clean (ambiguity is a warning)."""
@@ -204,6 +218,10 @@ class MappingPlan:
             "made": [
                 {"target": m.target, "shape": list(m.shape), "maker": repr(m.maker), "reason": m.reason}
                 for m in self.made
+            ],
+            "joined": [
+                {"target": j.target, "sources": list(j.sources), "dim": j.dim, "shape": list(j.shape)}
+                for j in self.joined
             ],
             "gathered": [
                 {"target": g.target, "sources": list(g.sources), "rules": list(g.rules)} for g in self.gathered

@@ -18,6 +18,7 @@ from wmap.plan import (
     Applied,
     Conflict,
     Gathered,
+    Joined,
     Made,
     MakeRule,
     MappingPlan,
@@ -26,7 +27,7 @@ from wmap.plan import (
     SkippedKey,
     UnknownTarget,
 )
-from wmap.transforms import Layout, Mapped, Refused, Skipped, Transform
+from wmap.transforms import Layout, Mapped, Part, Refused, Skipped, Transform
 from wmap.values import shape_after
 
 
@@ -64,12 +65,18 @@ def make_plan(
     clashes: dict[str, list[str]] = {}
     gathering: dict[str, list[str]] = {}
     gather_rules: dict[str, tuple[str, ...]] = {}
+    parts: dict[str, dict[int, str]] = {}
+    part_rules: dict[str, tuple[Part, tuple[str, ...]]] = {}
     decide = pipeline.apply
     for key, shape in source.items():
         outcome = decide(key, target)
         if isinstance(outcome, Mapped):
             for item in outcome.targets:
                 name = item.key
+                if item.part is not None:  # joined once every part is known
+                    parts.setdefault(name, {})[item.part.index] = key
+                    part_rules[name] = (item.part, outcome.rules)
+                    continue
                 want = target.get(name)
                 produced = shape if item.value is None else shape_after(item.value, shape)
                 if want is None:
@@ -94,6 +101,21 @@ def make_plan(
             refused.append(RefusedKey(key, outcome.reason, outcome.rule))
         else:
             unused.append(key)
+    joined: list[Joined] = []
+    for name, held in parts.items():
+        part, rules = part_rules[name]
+        keys = [held.get(i) for i in range(part.count)]
+        want = target.get(name)
+        present = [k for k in keys if k is not None]
+        if want is None:
+            unknown += [UnknownTarget(k, name, rules) for k in present]
+        elif len(present) < part.count or name in written:  # a part missing: the target is missing
+            unused += present
+        elif (produced := _joined_shape([source[k] for k in present], part.dim)) != want:
+            mismatches.append(ShapeMismatch(present[0], name, source[present[0]], want, rules))
+        else:
+            written[name] = present[0]
+            joined.append(Joined(name, tuple(present), part.dim, produced, rules))
     claimed = written.keys() | {m.target for m in mismatches} | kind_refused
     missing = [k for k in target if k not in claimed]
     making = _made(made, missing, target)
@@ -109,7 +131,18 @@ def make_plan(
         ambiguous=ambiguities(pipeline) if lint else (),
         made=making,
         gathered=tuple(Gathered(t, tuple(s), gather_rules[t]) for t, s in gathering.items()),
+        joined=tuple(joined),
     )
+
+
+def _joined_shape(shapes: Sequence[tuple[int, ...]], dim: int) -> tuple[int, ...] | None:
+    """The shape of ``shapes`` concatenated along ``dim``; ``None`` where they cannot be."""
+    first = shapes[0]
+    if dim >= len(first) or any(
+        len(s) != len(first) or s[:dim] + s[dim + 1 :] != first[:dim] + first[dim + 1 :] for s in shapes
+    ):
+        return None
+    return (*first[:dim], sum(s[dim] for s in shapes), *first[dim + 1 :])
 
 
 def _made(rules: Sequence[MakeRule], missing: Sequence[str], target: Layout) -> tuple[Made, ...]:

@@ -129,6 +129,12 @@ def plan_renderable(plan: MappingPlan, title: str = "mapping plan") -> Group:
         [(m.target, "x".join(map(str, m.shape)), repr(m.maker), m.reason) for m in plan.made],
     )
     table(
+        "joined: parts concatenated into one target",
+        "green",
+        ("target", "parts", "along", "shape"),
+        [(j.target, ", ".join(j.sources), str(j.dim), "x".join(map(str, j.shape))) for j in plan.joined],
+    )
+    table(
         "gathered: copies held once, checked equal when applied",
         "green",
         ("target", "sources", "rule"),
@@ -177,6 +183,7 @@ def plan_renderable(plan: MappingPlan, title: str = "mapping plan") -> Group:
             f", {len(plan.unrecoverable)} unrecoverable" if plan.unrecoverable else "",
             f", {len(plan.made)} made" if plan.made else "",
             f", {len(plan.gathered)} gathered" if plan.gathered else "",
+            f", {len(plan.joined)} joined" if plan.joined else "",
         )
     )
     return Group(*parts)

@@ -33,6 +33,18 @@ class Target:
     gathered: bool = False
     """One of several sources of this target that must all hold the same values (:class:`Gather`):
     the first is written, the others are checked equal to it when apply runs."""
+    part: Part | None = None
+    """This source is one part of the target (:class:`JoinRename`): apply concatenates the parts."""
+
+
+@attrs.frozen
+class Part:
+    """Part ``index`` of ``count`` equal parts along ``dim`` of a joined target (q, k and v of a fused
+    ``qkv``)."""
+
+    index: int
+    count: int
+    dim: int
 
 
 @attrs.frozen
@@ -272,6 +284,43 @@ class SplitRename:
             for i, p in enumerate(self.targets)
         )
         return Mapped(parts, (repr(self),))
+
+    def inverse(self) -> JoinRename:
+        return JoinRename(self.targets, self.source, self.dim)
+
+
+@attrs.frozen(repr=False)
+class JoinRename:
+    """Several tensors into one along ``dim``, in the order of ``sources`` (q, k, v into a fused
+    ``qkv``): each source is a :class:`Part` of the target; the planner checks that every part is
+    there and the joined shape is the target's, and apply concatenates them. The inverse of
+    :class:`SplitRename`, and it of this."""
+
+    sources: tuple[Pattern, ...]
+    target: Pattern
+    dim: int = 0
+
+    def __repr__(self) -> str:
+        return f"join {', '.join(map(repr, self.sources))} -> {self.target!r} along {self.dim}"
+
+    def apply(self, key: str, target: Layout) -> Outcome:
+        for index, source in enumerate(self.sources):
+            found = match_under(source, None, key)
+            if found is not None:
+                captures, rest = found
+                name = join_key(self.target.substitute(captures) + rest)
+                part = Part(index, len(self.sources), self.dim)
+                return Mapped((Target(name, part=part),), (repr(self),))
+        return NO_MATCH
+
+    def inverse(self) -> SplitRename:
+        return SplitRename(self.target, self.sources, self.dim)
+
+
+def join(sources: tuple[str, ...], target: str, dim: int = 0) -> JoinRename:
+    """Tensors under ``sources`` joined along ``dim``, in order, into ``target`` (patterns as in
+    :func:`rename`; the remainder after the pattern is kept); reversed, a :func:`split`."""
+    return JoinRename(tuple(pattern(s) for s in sources), pattern(target), dim)
 
 
 @attrs.frozen(repr=False)

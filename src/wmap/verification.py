@@ -58,13 +58,20 @@ def _compare(plan: MappingPlan, source: Checkpoint, written: Checkpoint) -> Veri
             absent.append(made.target)
         elif not made.maker.is_made(out):
             differing.append(made.target)
+    for joined in plan.joined:  # the parts, concatenated as apply does
+        out = written.tensors.get(joined.target)
+        expected = torch.cat([source.tensors[k] for k in joined.sources], dim=joined.dim)
+        if out is None:
+            absent.append(joined.target)
+        elif out.shape != expected.shape or not torch.equal(_bits(out), _bits(expected.to(out.dtype))):
+            differing.append(joined.target)
     for gathered in plan.gathered:  # the copies apply checked equal to what it wrote
         out = written.tensors.get(gathered.target)
         if out is not None and any(
             not torch.equal(_bits(out), _bits(source.tensors[key].to(out.dtype))) for key in gathered.sources[1:]
         ):
             differing.append(gathered.target)
-    return Verification(len(plan.applied) + len(plan.made), tuple(differing), tuple(absent))
+    return Verification(len(plan.applied) + len(plan.made) + len(plan.joined), tuple(differing), tuple(absent))
 
 
 def _bits(tensor: torch.Tensor) -> torch.Tensor:
