@@ -40,10 +40,21 @@ DATA2VEC_BASE: dict[str, Any] = {
 }
 
 
-def _entry(source: str, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+def _flat(state: dict[str, Any], prefix: str = "") -> dict[str, torch.Tensor]:
+    """Nested dicts (data2vec 2.0's ``_ema``) as the dotted keys wmap reads them as."""
+    flat: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def _entry(source: str, state: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     return {
         "source": source,
-        "layout": {key: list(value.shape) for key, value in state.items()},
+        "layout": {key: list(value.shape) for key, value in _flat(state).items()},
         "meta": meta,
     }
 
@@ -201,7 +212,26 @@ def _conformer(write: Callable[[Path, Path], Any], source: str) -> dict[str, Any
         return _saved(write, source)
 
 
+# data2vec 2.0 audio base (fairseq examples/data2vec/config/v2/base_audio_only_task.yaml), without
+# ALiBi (which Data2VecAudio cannot represent: the released model is refused, naming the field).
+DATA2VEC2_BASE_AUDIO: dict[str, Any] = {
+    "feature_encoder_spec": "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] + [(512,2,2)]",
+    "conv_pos_depth": 5,
+    "conv_pos_width": 95,
+    "conv_pos_groups": 16,
+    "prenet_depth": 0,
+    "mask_prob": 0.5,
+    "use_alibi_encoder": False,
+}
+
+
 BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
+    "data2vec2_audio": lambda: _saved(
+        lambda path, data: originals.data2vec2_checkpoint(
+            path, data, audio=DATA2VEC2_BASE_AUDIO, depth=12, embed_dim=768, num_heads=12, mlp_ratio=4.0, layerdrop=0.05
+        ),
+        "fairseq data2vec 2.0 audio base pre-training (without ALiBi)",
+    ),
     "wav2vec2_conformer": lambda: _conformer(
         lambda path, data: originals.wav2vec2_pretraining_checkpoint(
             path, data, **CONFORMER_LARGE, latent_vars=320, latent_groups=2

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
+import importlib.abc
+import importlib.machinery
 import sys
 import types
 from collections.abc import Iterator
@@ -690,3 +693,170 @@ def save_whisper_checkpoint(path: Path, model: Any, dtype: torch.dtype = torch.f
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
     torch.save({"dims": dataclasses.asdict(model.dims), "model_state_dict": state}, path)
     return path
+
+
+# --- fairseq data2vec 2.0 (examples/data2vec/models/data2vec2.py) --------------------------------
+
+
+class _Anything(types.ModuleType):
+    """A stand-in module whose every attribute is an inert class: what data2vec 2.0's image and text
+    modalities import from torchvision, PIL and timm at module level, never used for audio."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.__path__: list[str] = []  # a package: its submodules are stand-ins too
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return type(name, (), {"__init__": lambda self, *args, **kwargs: None})
+
+
+class _Mlp(nn.Module):
+    """timm's ``Mlp`` as data2vec 2.0's blocks use it: fc1, activation, dropout, fc2, dropout."""
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: int | None = None,
+        out_features: int | None = None,
+        act_layer: Any = nn.GELU,
+        drop: float = 0.0,
+        **ignored: Any,
+    ) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features or in_features)
+        self.act = act_layer()
+        self.drop = nn.Dropout(drop)
+        self.fc2 = nn.Linear(hidden_features or in_features, out_features or in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        return out
+
+
+class _DropPath(nn.Identity):
+    """timm's stochastic depth, an identity in eval (and drop-path rates are 0 here)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+
+
+class _Stand_ins(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds any module under ``roots`` not otherwise installed, as an :class:`_Anything`."""
+
+    def __init__(self, roots: frozenset[str]) -> None:
+        self.roots = roots
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name.split(".")[0] in self.roots and name not in sys.modules:
+            return importlib.machinery.ModuleSpec(name, self, is_package=True)
+        return None
+
+    def create_module(self, spec: Any) -> types.ModuleType:
+        return _Anything(spec.name)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        pass
+
+
+def import_data2vec2() -> Any:
+    """fairseq's data2vec 2.0 module, imported on the reference side with the shims it needs here:
+    fairseq's package directory on ``sys.path`` (the module imports ``examples.…``); stand-ins for
+    torchvision, PIL, torchaudio and timm (the image and text modalities import them; audio uses
+    none), except timm's ``Mlp`` and ``DropPath``, which the blocks use (small real ones); and
+    dataclasses defaulting to ``unsafe_hash=True`` during the import (the examples' configs have
+    mutable defaults that Python 3.11 refuses). Registers ``data2vec_multi`` with fairseq."""
+    import os
+
+    import fairseq
+
+    root = os.path.dirname(fairseq.__file__)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    stand_ins = _Stand_ins(frozenset({"torchvision", "PIL", "torchaudio", "timm"}) - _installed())
+    vit = types.ModuleType("timm.models.vision_transformer")
+    vit.__dict__.update(Mlp=_Mlp, DropPath=_DropPath, PatchEmbed=object, Block=object)
+    original = dataclasses.dataclass
+
+    def hashable(cls: Any = None, **kwargs: Any) -> Any:
+        kwargs.setdefault("unsafe_hash", True)
+        return original(cls, **kwargs) if cls is not None else (lambda c: original(c, **kwargs))
+
+    dataclasses.dataclass = hashable
+    sys.meta_path.insert(0, stand_ins)
+    try:
+        if "timm" in stand_ins.roots:
+            importlib.import_module("timm.models")
+            sys.modules["timm.models.vision_transformer"] = vit
+            setattr(sys.modules["timm.models"], "vision_transformer", vit)  # noqa: B010 - a stand-in module
+        return importlib.import_module("examples.data2vec.models.data2vec2")
+    finally:
+        dataclasses.dataclass = original
+        sys.meta_path.remove(stand_ins)
+
+
+def _installed() -> frozenset[str]:
+    return frozenset(
+        name
+        for name in ("torchvision", "PIL", "torchaudio", "timm")
+        if name in sys.modules and not isinstance(sys.modules[name], _Anything)
+    )
+
+
+DATA2VEC2_AUDIO: dict[str, Any] = {
+    "feature_encoder_spec": "[(16, 10, 5)] + [(16, 3, 2)] * 2",
+    "conv_pos_width": 12,
+    "conv_pos_depth": 3,
+    "conv_pos_groups": 4,
+    "prenet_depth": 0,
+    "use_alibi_encoder": False,
+}
+"""A small data2vec 2.0 audio encoder, otherwise as the released base (no ALiBi: see the family)."""
+
+
+def data2vec2_checkpoint(path: Path, data_dir: Path, *, audio: dict[str, Any] | None = None, **model: Any) -> Any:
+    """A fairseq data2vec 2.0 audio pre-training checkpoint: the ``audio_pretraining`` task built from
+    its cfg, ``data2vec_multi`` built by the task (with its EMA teacher, whose parameters its
+    ``state_dict`` nests as ``_ema``, and the pre-training decoder), saved with
+    ``checkpoint_utils.torch_persistent_save`` as fairseq's trainer saves (cfg as plain containers,
+    ``task_state``, an optimizer state). Returns the model (eval mode)."""
+    from fairseq import checkpoint_utils, tasks
+    from omegaconf import OmegaConf
+
+    data2vec2 = import_data2vec2()
+    settings = {"depth": 2, "num_heads": 4, "embed_dim": 32, "mlp_ratio": 2.0, "norm_eps": 1e-5, **model}
+    cfg = OmegaConf.structured(data2vec2.Data2VecMultiConfig(**settings))
+    cfg._name = "data2vec_multi"
+    cfg.supported_modality = "AUDIO"
+    cfg.ema_anneal_end_step = cfg.max_update = 100
+    cfg.seed = 1
+    for key, value in {**DATA2VEC2_AUDIO, **(audio or {})}.items():
+        cfg.modalities.audio[key] = value
+    cfg.modalities.audio.num_alibi_heads = cfg.num_heads
+    cfg.modalities.audio.model_depth = cfg.depth
+    task_cfg = OmegaConf.create(_pretraining_task("wav2vec2", data_dir, True))
+    task = tasks.setup_task(task_cfg)
+    model_ = task.build_model(cfg)
+    randomize_parameters(model_)
+    with torch.no_grad():
+        for module in model_.modules():
+            if isinstance(module, nn.LayerNorm) and module.weight is not None:
+                module.weight.uniform_(0.8, 1.2)
+    optimizer = torch.optim.Adam(model_.parameters(), lr=1e-9)
+    model_(torch.randn(2, 4000), features_only=True, mask=False)["x"].pow(2).mean().backward()
+    optimizer.step()
+    both = OmegaConf.create({"model": cfg, "task": task_cfg})
+    checkpoint_utils.torch_persistent_save(
+        {
+            "args": None,
+            "cfg": OmegaConf.to_container(both, resolve=True, enum_to_str=True),
+            "model": model_.state_dict(),
+            "task_state": task.state_dict(),
+            "last_optimizer_state": optimizer.state_dict(),
+            "optimizer_history": [{"criterion_name": "ModelCriterion", "optimizer_name": "Adam", "num_updates": 1}],
+            "extra_state": {"train_iterator": {"epoch": 1}},
+        },
+        str(path),
+    )
+    return model_.eval()

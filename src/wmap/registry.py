@@ -68,6 +68,13 @@ SHIPPED: Final = (
         "DATA2VEC_AUDIO",
     ),
     Family(
+        "data2vec2_audio",
+        "fairseq data2vec 2.0 audio pre-trained (data2vec_multi; a trainer checkpoint, without ALiBi)",
+        "transformers Data2VecAudioModel (headless)",
+        "wmap.models.data2vec2_audio",
+        "DATA2VEC2_AUDIO",
+    ),
+    Family(
         "wav2vec2",
         "fairseq wav2vec 2.0 pre-trained (a trainer checkpoint: quantizer, project_q, final_proj)",
         "transformers Wav2Vec2ForPreTraining",

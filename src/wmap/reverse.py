@@ -40,9 +40,11 @@ from wmap.transforms import (
     RouteWeightNorm,
     Skip,
     Skipped,
+    Target,
     Transform,
     match_under,
 )
+from wmap.values import shape_after
 
 
 @runtime_checkable
@@ -302,12 +304,23 @@ def predicted_layout(transform: Transform, converted: Layout) -> dict[str, tuple
     for key, shape in converted.items():
         outcome = transform.apply(key, {})
         if isinstance(outcome, Mapped):
-            layout[outcome.targets[0].key] = shape
+            layout[outcome.targets[0].key] = _produced(outcome.targets[0], shape)
     for key, shape in converted.items():  # rules that copy by what the original holds (a fan-out) see it
         outcome = transform.apply(key, layout)
         if isinstance(outcome, Mapped):
-            layout.update({item.key: shape for item in outcome.targets})
+            layout.update({item.key: _produced(item, shape) for item in outcome.targets})
     return layout
+
+
+def _produced(item: Target, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape a target gets from a source of ``shape``: after its value operation, or ``count``
+    parts of it joined (q, k and v into ``qkv``)."""
+    if item.value is not None:
+        return shape_after(item.value, shape) or shape
+    if item.part is not None and item.part.dim < len(shape):
+        dim = item.part.dim
+        return (*shape[:dim], shape[dim] * item.part.count, *shape[dim + 1 :])
+    return shape
 
 
 def unrecoverable_names(transform: Transform) -> tuple[str, ...]:

@@ -1,0 +1,357 @@
+"""fairseq data2vec 2.0 audio (``data2vec_multi``, audio modality) -> ``Data2VecAudioModel``, both ways.
+
+Its encoder is data2vec-audio's under other names: the conv extractor (``local_encoder``), the
+feature projection (``project_features``), a stack of positional convs, the encoder norm
+(``context_encoder.norm``, before the layers: post-LN), then the prenet blocks and the blocks as one
+sequence of layers, each with q, k and v fused in ``attn.qkv`` (split in thirds; joined on the way
+back). The EMA teacher (``_ema``) and the pre-training decoder are training only.
+
+What ``Data2VecAudioModel`` cannot represent is refused, naming the field: ALiBi attention biases
+(``use_alibi_encoder``: the released base and large audio models use them, so this family converts
+models trained without), extra tokens, a pre-LN encoder, a layer norm before the positional convs,
+a group-norm extractor. The layer norms all take ``norm_eps`` except the feature projection's,
+which is fairseq's default 1e-5: with ``norm_eps`` 1e-5 (the released configs) the outputs agree
+within 1e-5; with another the floor is set by that one norm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from returns.result import Failure, Result, Success
+from transformers import Data2VecAudioConfig, Data2VecAudioModel, PretrainedConfig
+
+from wmap.config_fields import (
+    PROBABILITY,
+    Checked,
+    ConfigTable,
+    Decided,
+    Ignored,
+    Translated,
+    Translation,
+    boolean,
+    conv_layers,
+    fixed_back,
+    get,
+    ignore_all,
+    integer,
+    number,
+    one_of,
+    optional,
+    translate,
+    values_back,
+)
+from wmap.errors import BadConfig
+from wmap.fairseq import (
+    MASKING_DETAIL,
+    NO_CONFIG,
+    TRAINING_ONLY,
+    conv_kwargs,
+    fairseq_model_config,
+    heads_divide,
+    layers_agree,
+)
+from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, shipped
+from wmap.models.ctc_processor import feature_extractor_writer
+from wmap.models.fairseq_export import FEATURES, conv_feature_layers, feature_settings, trainer_file
+from wmap.pipeline import first_match, scoped
+from wmap.plan import MakeRule
+from wmap.reverse import predicted_layout
+from wmap.transforms import PARAMS, Layout, Transform, rename, skip, split
+from wmap.values import Zeros
+
+OBJECTIVE = "data2vec 2.0 pre-training objective (EMA teacher, decoder, targets): not part of the encoder"
+ALIBI = "ALiBi setting; use_alibi_encoder (checked) is off"
+
+MODEL = ConfigTable(
+    "fairseq cfg.model (data2vec_multi)",
+    (
+        Translated("depth", integer(1, 512), None, 8),
+        Translated("num_heads", integer(1, 1024), "num_attention_heads", 12),
+        Translated("embed_dim", integer(1, 65536), "hidden_size", 768),
+        Translated("mlp_ratio", number(0.01, 64.0), None, 4.0),
+        Translated("norm_eps", number(1e-12, 1.0), "layer_norm_eps", 1e-6),
+        Checked("norm_affine", (True,), "Data2VecAudio's layer norms have weights and biases", True),
+        Translated("encoder_dropout", PROBABILITY, "hidden_dropout", 0.1),
+        Translated("attention_dropout", PROBABILITY, "attention_dropout", 0.1),
+        Translated("activation_dropout", PROBABILITY, "activation_dropout", 0.0),
+        Translated("dropout_input", PROBABILITY, "feat_proj_dropout", 0.0),
+        Translated("layerdrop", PROBABILITY, "layerdrop", 0.0),
+        Checked("layer_norm_first", (False,), "Data2VecAudio's layers normalise after attention (post-LN)", False),
+        Ignored("post_mlp_drop", TRAINING_ONLY + " (dropout after each block's MLP)"),
+        *ignore_all(("start_drop_path_rate", "end_drop_path_rate"), TRAINING_ONLY + " (stochastic depth)"),
+        Decided("modalities", "the audio modality's settings, read by their own table"),
+        Checked(
+            "supported_modality",
+            ("AUDIO",),
+            "this family converts the audio encoder",
+            None,
+            optional(one_of("AUDIO", "IMAGE", "TEXT")),
+        ),
+        *ignore_all(
+            (
+                "loss_beta",
+                "loss_scale",
+                "average_top_k_layers",
+                "end_of_block_targets",
+                "clone_batch",
+                "layer_norm_target_layer",
+                "batch_norm_target_layer",
+                "instance_norm_target_layer",
+                "instance_norm_targets",
+                "layer_norm_targets",
+                "ema_decay",
+                "ema_same_dtype",
+                "log_norms",
+                "ema_end_decay",
+                "ema_anneal_end_step",
+                "ema_encoder_only",
+                "max_update",
+                "shared_decoder",
+                "min_target_var",
+                "min_pred_var",
+                "mae_init",
+                "seed",
+                "skip_ema",
+                "cls_loss",
+                "recon_loss",
+                "d2v_loss",
+                "decoder_group",
+            ),
+            OBJECTIVE,
+        ),
+    ),
+)
+"""fairseq's ``Data2VecMultiConfig``: the shared blocks' sizes, dropouts and norms."""
+
+AUDIO = ConfigTable(
+    "fairseq cfg.model.modalities.audio (data2vec_multi)",
+    (
+        Checked("type", ("AUDIO",), "the audio modality", "AUDIO", one_of("AUDIO", "IMAGE", "TEXT")),
+        Translated("prenet_depth", integer(0, 512), None, 4),
+        *ignore_all(("prenet_layerdrop", "prenet_dropout"), TRAINING_ONLY + " (of the prenet blocks)"),
+        *ignore_all(("start_drop_path_rate", "end_drop_path_rate"), TRAINING_ONLY + " (stochastic depth)"),
+        Checked("num_extra_tokens", (0,), "Data2VecAudio has no extra tokens before the frames", 0, integer(0, 4096)),
+        Ignored("init_extra_token_zero", "how extra tokens (checked: none) start"),
+        Translated("mask_prob", PROBABILITY, "mask_time_prob", 0.7),
+        Translated("mask_length", integer(1, 100_000), "mask_time_length", 5),
+        Translated("mask_channel_prob", PROBABILITY, "mask_feature_prob", 0.0),
+        Translated("mask_channel_length", integer(1, 100_000), "mask_feature_length", 64),
+        *ignore_all(
+            (
+                "mask_noise_std",
+                "mask_prob_min",
+                "inverse_mask",
+                "mask_prob_adjust",
+                "keep_masked_pct",
+                "add_masks",
+                "remove_masks",
+                "mask_dropout",
+                "encoder_zero_mask",
+            ),
+            MASKING_DETAIL,
+        ),
+        *ignore_all(("ema_local_encoder", "local_grad_mult"), TRAINING_ONLY),
+        Checked(
+            "use_alibi_encoder",
+            (False,),
+            "ALiBi attention biases, which Data2VecAudio lacks (the released data2vec 2.0 audio models use them)",
+            False,
+            boolean,
+        ),
+        *ignore_all(
+            (
+                "alibi_scale",
+                "learned_alibi",
+                "alibi_max_pos",
+                "learned_alibi_scale",
+                "learned_alibi_scale_per_head",
+                "learned_alibi_scale_per_layer",
+                "num_alibi_heads",
+            ),
+            ALIBI,
+        ),
+        Ignored("model_depth", "the model's depth again (an interpolation of depth)"),
+        Ignored("decoder", "the pre-training decoder: " + OBJECTIVE),
+        Checked(
+            "extractor_mode",
+            ("layer_norm",),
+            "Data2VecAudio's conv extractor has a layer norm on every layer",
+            "layer_norm",
+            one_of("layer_norm", "default"),
+        ),
+        Translated("feature_encoder_spec", conv_layers, None, "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2"),
+        Translated("conv_pos_width", integer(1, 4096), None, 95),
+        Translated("conv_pos_groups", integer(1, 65536), "num_conv_pos_embedding_groups", 16),
+        Translated("conv_pos_depth", integer(1, 64), "num_conv_pos_embeddings", 5),
+        Checked("conv_pos_pre_ln", (False,), "Data2VecAudio has no layer norm before its positional convs", False),
+    ),
+)
+"""The audio modality's ``D2vAudioConfig``: extractor, positional convs, prenet depth, masking."""
+
+ENCODER = "modality_encoders.AUDIO"
+
+
+def _kwargs(model: Translation, audio: Translation) -> dict[str, Any]:
+    """Data2VecAudioConfig's keyword arguments: the prenet blocks and the blocks are one stack of
+    layers; the positional conv's kernel is fairseq's ``max(3, width // depth)``."""
+    depth, prenet = model.values["depth"], audio.values["prenet_depth"]
+    width, pos_depth = audio.values["conv_pos_width"], audio.values["conv_pos_depth"]
+    return {
+        **model.kwargs,
+        **audio.kwargs,
+        **conv_kwargs(audio.values["feature_encoder_spec"]),
+        "num_hidden_layers": depth + prenet,
+        "intermediate_size": round(model.values["embed_dim"] * model.values["mlp_ratio"]),
+        "conv_pos_kernel_size": max(3, width // pos_depth),
+    }
+
+
+def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
+    """The model's config and its audio modality's, each by its table, into a ``Data2VecAudioConfig``
+    checked against the file's own blocks."""
+    model = fairseq_model_config(meta)
+    if model is None:
+        return Failure(NO_CONFIG)
+
+    def built(read: Translation, audio: Translation) -> Result[TranslatedConfig, BadConfig]:
+        kwargs = _kwargs(read, audio)
+        wrong = heads_divide(MODEL.section, kwargs) or layers_agree(
+            MODEL.section, layout, "blocks", read.values["depth"], "depth"
+        )
+        if wrong is not None:
+            return Failure(wrong)
+        return Success(TranslatedConfig(Data2VecAudioConfig(**kwargs), read.ignored + audio.ignored))
+
+    audio_cfg = get(get(model, "modalities", None), "audio", None)
+    return translate(MODEL, model).bind(lambda read: translate(AUDIO, audio_cfg).bind(lambda a: built(read, a)))
+
+
+BLOCK = (
+    split("attn.qkv", ("attention.q_proj", "attention.k_proj", "attention.v_proj")),
+    rename("attn.proj", "attention.out_proj", PARAMS),
+    rename("norm1", "layer_norm", PARAMS),
+    rename("norm2", "final_layer_norm", PARAMS),
+    rename("mlp.fc1", "feed_forward.intermediate_dense", PARAMS),
+    rename("mlp.fc2", "feed_forward.output_dense", PARAMS),
+)
+"""One data2vec 2.0 block (timm-style ``AltBlock``, post-LN) as a Data2VecAudio encoder layer."""
+
+
+def prenet_depth(config: PretrainedConfig, meta: Mapping[str, Any]) -> int:
+    """How many of the layers are the audio encoder's prenet blocks (0 on the way back)."""
+    audio = get(get(fairseq_model_config(meta), "modalities", None), "audio", None)
+    prenet = get(audio, "prenet_depth", 0)
+    return prenet if isinstance(prenet, int) and 0 <= prenet <= int(config.num_hidden_layers) else 0
+
+
+def pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
+    """The audio encoder's extractor, projection, positional convs and norm, the prenet blocks as the
+    first layers and the blocks after them (indices shifted by the prenet's depth)."""
+    prenet = prenet_depth(config, meta)
+    layers = int(config.num_hidden_layers)
+    block = first_match("block", BLOCK)
+    blocks = (
+        (scoped("blocks.*", "encoder.layers.*", block),)
+        if not prenet
+        else tuple(scoped(f"blocks.{i}", f"encoder.layers.{prenet + i}", block) for i in range(layers - prenet))
+    )
+    positional = tuple(
+        rename(f"relative_positional_encoder.{i + 1}.0", f"encoder.pos_conv_embed.layers.{i}.conv", PARAMS)
+        for i in range(int(config.num_conv_pos_embeddings))
+    )
+    extractor = first_match(
+        "conv extractor",
+        (
+            rename("conv_layers.*.0", "conv_layers.*.conv", PARAMS),
+            rename("conv_layers.*.2.1", "conv_layers.*.layer_norm", PARAMS),
+        ),
+    )
+    audio = first_match(
+        "data2vec 2.0 audio encoder",
+        (
+            scoped("local_encoder", "feature_extractor", extractor),
+            rename("project_features.1", "feature_projection.layer_norm", PARAMS),
+            rename("project_features.2", "feature_projection.projection", PARAMS),
+            *positional,
+            rename("context_encoder.norm", "encoder.layer_norm", PARAMS),
+            *((scoped("context_encoder.blocks.*", "encoder.layers.*", block),) if prenet else ()),
+            skip("decoder", "the pre-training decoder: " + OBJECTIVE),
+        ),
+    )
+    return first_match(
+        "data2vec 2.0",
+        (scoped(ENCODER, "", audio), *blocks, skip("_ema", "the EMA teacher: " + OBJECTIVE)),
+    )
+
+
+def zero_mask(config: PretrainedConfig) -> tuple[MakeRule, ...]:
+    """data2vec 2.0 masks frames by zeroing them (``encoder_zero_mask``) and holds no mask embedding;
+    Data2VecAudio masks with ``masked_spec_embed`` where its config masks: made as zeros, which masks
+    as data2vec 2.0 does."""
+    reason = "data2vec 2.0 masks frames with zeros and holds no mask embedding: zeros mask the same way"
+    return (MakeRule("masked_spec_embed", Zeros((int(config.hidden_size),)), reason),)
+
+
+def fairseq_config(config: PretrainedConfig, normalize: bool, rate: int) -> dict[str, Any]:
+    """fairseq's ``cfg`` for an export: the two tables read back, their checked values, what is
+    derived (depth, MLP ratio, conv spec, positional width: every layer a block, no prenet), and no
+    EMA teacher or decoder (training only: fairseq builds them from its config, the export has none)."""
+    layers, heads = int(config.num_hidden_layers), int(config.num_attention_heads)
+    audio = {
+        **fixed_back(AUDIO.fields),
+        **values_back(AUDIO.fields, config),
+        "prenet_depth": 0,
+        "feature_encoder_spec": conv_feature_layers(config),
+        "conv_pos_width": int(config.conv_pos_kernel_size) * int(config.num_conv_pos_embeddings),
+        "decoder": None,
+        "num_alibi_heads": heads,
+        "model_depth": layers,
+    }
+    model = {
+        **fixed_back(MODEL.fields),
+        **values_back(MODEL.fields, config),
+        "_name": "data2vec_multi",
+        "depth": layers,
+        "mlp_ratio": int(config.intermediate_size) / int(config.hidden_size),
+        "skip_ema": True,
+        "ema_anneal_end_step": 0,
+        "max_update": 0,
+        "seed": 1,
+        "modalities": {"audio": audio},
+    }
+    return {"model": model, "task": {"_name": "audio_pretraining", "normalize": normalize, "sample_rate": rate}}
+
+
+def _original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
+    def meta(found: tuple[bool, int]) -> tuple[Layout, dict[str, Any]]:
+        layout = dict(predicted_layout(source.pipeline, source.converted))
+        return layout, {"cfg": fairseq_config(source.config, *found)}
+
+    return feature_settings(source.files).map(meta)
+
+
+def _container(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
+    cfg = meta["cfg"]
+    return trainer_file({**cfg, "task": {**cfg["task"], "data": str(where.parent)}}, state, "ModelCriterion")
+
+
+DATA2VEC2_AUDIO = ModelSpec(
+    **shipped("data2vec2_audio"),
+    config_class=Data2VecAudioConfig,
+    config_from_checkpoint=translate_config,
+    pipeline=pipeline,
+    model_class=Data2VecAudioModel,
+    made=zero_mask,
+    extras=feature_extractor_writer,
+    export=Exporter(
+        _original,
+        _container,
+        "a fairseq checkpoint of data2vec_multi (load_model_ensemble_and_task reads it, data2vec 2.0 imported)",
+        (FEATURES,),
+        leaves_out="the EMA teacher and the pre-training decoder: the written config builds neither (as fairseq's "
+        "remove_pretraining_modules), so pre-training cannot resume from the file; fine-tuning and inference can",
+    ),
+)
