@@ -225,11 +225,18 @@ DATA2VEC2_BASE_AUDIO: dict[str, Any] = {
 }
 
 
+DATA2VEC2_BASE: dict[str, Any] = {"depth": 12, "embed_dim": 768, "num_heads": 12, "mlp_ratio": 4.0, "layerdrop": 0.05}
+
+
 BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
-    "data2vec2_audio": lambda: _saved(
-        lambda path, data: originals.data2vec2_checkpoint(
-            path, data, audio=DATA2VEC2_BASE_AUDIO, depth=12, embed_dim=768, num_heads=12, mlp_ratio=4.0, layerdrop=0.05
+    "data2vec2_audio_ctc": lambda: _saved(
+        lambda path, data: originals.ctc_trainer_checkpoint(
+            path, data, family="data2vec_multi", audio=DATA2VEC2_BASE_AUDIO, **DATA2VEC2_BASE
         ),
+        "fairseq data2vec 2.0 audio base (without ALiBi) fine-tuned for CTC (letters), as its Trainer saves it",
+    ),
+    "data2vec2_audio": lambda: _saved(
+        lambda path, data: originals.data2vec2_checkpoint(path, data, audio=DATA2VEC2_BASE_AUDIO, **DATA2VEC2_BASE),
         "fairseq data2vec 2.0 audio base pre-training (without ALiBi)",
     ),
     "wav2vec2_conformer": lambda: _conformer(

@@ -168,6 +168,8 @@ KNOWN_INTERPOLATIONS: dict[str, Any] = {
     "${common.seed}": 1,
     "${checkpoint.save_dir}": "",
     "${model.encoder_embed_dim}": 32,
+    "${model.num_heads}": 4,  # data2vec 2.0's image and text modalities (unused for audio)
+    "${model.depth}": 2,
 }
 
 
@@ -403,6 +405,19 @@ TRAINED_ENCODER: dict[str, Any] = {
 """Settings a fine-tuned encoder carries (none at transformers' defaults, so a lost one shows)."""
 
 
+def trained_encoder(family: str) -> dict[str, Any]:
+    """:data:`TRAINED_ENCODER` as ``family``'s config spells it (data2vec 2.0's own names)."""
+    if family != "data2vec_multi":
+        return TRAINED_ENCODER
+    return {
+        "encoder_dropout": 0.05,
+        "attention_dropout": 0.02,
+        "activation_dropout": 0.03,
+        "dropout_input": 0.04,
+        "layerdrop": 0.07,
+    }
+
+
 def fix_hubert_ctc_config() -> None:
     """fairseq#4917's one-field fix, in this process, on the reference side only: fairseq 0.12's
     ``HubertCtcConfig`` lacks the ``autoregressive`` field its ``HubertEncoder`` reads, so no
@@ -459,9 +474,12 @@ CONFORMER: dict[str, Any] = {
 
 
 def encoder_config(family: str, **overrides: Any) -> Any:
-    """A small fairseq encoder config of ``family`` (data2vec_audio, wav2vec2, hubert)."""
+    """A small fairseq encoder config of ``family`` (data2vec_audio, wav2vec2, hubert, data2vec_multi:
+    data2vec 2.0, whose audio modality's settings are ``overrides["audio"]``)."""
     if family == "data2vec_audio":
         return data2vec_audio_config(**overrides)
+    if family == "data2vec_multi":
+        return data2vec2_config(**overrides)
     settings: dict[str, Any] = {**SMALL_ENCODER, "conv_pos": 16, "conv_pos_groups": 4, **overrides}
     if family == "wav2vec2":
         from fairseq.models.wav2vec.wav2vec2 import Wav2Vec2Config
@@ -512,12 +530,17 @@ def ctc_trainer_checkpoint(
 
     if family == "hubert":
         fix_hubert_ctc_config()
+    if family == "data2vec_multi":
+        import_data2vec2()  # registers data2vec_multi
     write_letter_dictionary(data_dir)
     task_cfg = _named(AudioFinetuningConfig(data=str(data_dir), labels="ltr", normalize=normalize), "audio_finetuning")
     w2v_args = OmegaConf.create(
         {
             "task": _pretraining_task(family, data_dir, normalize),
-            "model": {**as_container(encoder_config(family, **{**TRAINED_ENCODER, **encoder})), "_name": family},
+            "model": {
+                **as_container(encoder_config(family, **{**trained_encoder(family), **encoder})),
+                "_name": family,
+            },
         }
     )
     ctc_config, name = (HubertCtcConfig, "hubert_ctc") if family == "hubert" else (Wav2Vec2CtcConfig, "wav2vec_ctc")
@@ -815,13 +838,9 @@ DATA2VEC2_AUDIO: dict[str, Any] = {
 """A small data2vec 2.0 audio encoder, otherwise as the released base (no ALiBi: see the family)."""
 
 
-def data2vec2_checkpoint(path: Path, data_dir: Path, *, audio: dict[str, Any] | None = None, **model: Any) -> Any:
-    """A fairseq data2vec 2.0 audio pre-training checkpoint: the ``audio_pretraining`` task built from
-    its cfg, ``data2vec_multi`` built by the task (with its EMA teacher, whose parameters its
-    ``state_dict`` nests as ``_ema``, and the pre-training decoder), saved with
-    ``checkpoint_utils.torch_persistent_save`` as fairseq's trainer saves (cfg as plain containers,
-    ``task_state``, an optimizer state). Returns the model (eval mode)."""
-    from fairseq import checkpoint_utils, tasks
+def data2vec2_config(audio: dict[str, Any] | None = None, **model: Any) -> Any:
+    """A small ``Data2VecMultiConfig`` (omegaconf) for the audio modality, its interpolations set as a
+    trainer resolves them."""
     from omegaconf import OmegaConf
 
     data2vec2 = import_data2vec2()
@@ -835,6 +854,19 @@ def data2vec2_checkpoint(path: Path, data_dir: Path, *, audio: dict[str, Any] | 
         cfg.modalities.audio[key] = value
     cfg.modalities.audio.num_alibi_heads = cfg.num_heads
     cfg.modalities.audio.model_depth = cfg.depth
+    return cfg
+
+
+def data2vec2_checkpoint(path: Path, data_dir: Path, *, audio: dict[str, Any] | None = None, **model: Any) -> Any:
+    """A fairseq data2vec 2.0 audio pre-training checkpoint: the ``audio_pretraining`` task built from
+    its cfg, ``data2vec_multi`` built by the task (with its EMA teacher, whose parameters its
+    ``state_dict`` nests as ``_ema``, and the pre-training decoder), saved with
+    ``checkpoint_utils.torch_persistent_save`` as fairseq's trainer saves (cfg as plain containers,
+    ``task_state``, an optimizer state). Returns the model (eval mode)."""
+    from fairseq import checkpoint_utils, tasks
+    from omegaconf import OmegaConf
+
+    cfg = data2vec2_config(audio, **model)
     task_cfg = OmegaConf.create(_pretraining_task("wav2vec2", data_dir, True))
     task = tasks.setup_task(task_cfg)
     model_ = task.build_model(cfg)

@@ -75,6 +75,13 @@ SHIPPED: Final = (
         "DATA2VEC2_AUDIO",
     ),
     Family(
+        "data2vec2_audio_ctc",
+        "fairseq data2vec 2.0 audio fine-tuned for CTC (a trainer checkpoint, without ALiBi)",
+        "transformers Data2VecAudioForCTC, with its Wav2Vec2Processor",
+        "wmap.models.data2vec2_audio",
+        "DATA2VEC2_AUDIO_CTC",
+    ),
+    Family(
         "wav2vec2",
         "fairseq wav2vec 2.0 pre-trained (a trainer checkpoint: quantizer, project_q, final_proj)",
         "transformers Wav2Vec2ForPreTraining",

@@ -117,3 +117,60 @@ def test_what_data2vec_audio_cannot_represent_is_refused(
     assert isinstance(error, BadConfig) and error.key == field, error
     if field == "use_alibi_encoder":
         assert "released" in error.expected
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.originals import ctc_trainer_checkpoint
+
+    torch.manual_seed(0)
+    data = tmp_path_factory.mktemp("data2vec2_ctc")
+    ctc_trainer_checkpoint(data / "checkpoint_best.pt", data, family="data2vec_multi")
+    return data / "checkpoint_best.pt"
+
+
+def test_a_fine_tuned_data2vec2_transcribes_as_fairseq_does(fine_tuned: Path, tmp_path: Path) -> None:
+    """A CTC checkpoint written by fairseq's Trainer (``Wav2Vec2CtcConfig`` around ``data2vec_multi``):
+    through ``AutoProcessor`` and the model, fairseq's greedy transcripts, logits within 1e-5."""
+    from transformers import AutoModelForCTC, AutoProcessor
+
+    from tests.models.test_fairseq_trainer_checkpoints import (
+        _fairseq_reference,
+        _fairseq_transcripts,
+        _transcribe,
+        _utterances,
+    )
+
+    plan = preview("data2vec2_audio_ctc", fine_tuned).unwrap().plan
+    assert plan.is_clean(), plan.problems(limit=5)
+    out = convert("data2vec2_audio_ctc", fine_tuned, tmp_path / "hf").unwrap()
+    processor = AutoProcessor.from_pretrained(out)
+    model = AutoModelForCTC.from_pretrained(out).eval()
+    assert (model.config.hidden_dropout, model.config.layerdrop) == (0.05, 0.07)
+    audio = _utterances()
+    reference, task = _fairseq_reference(fine_tuned)
+    expected, their_logits = _fairseq_transcripts(reference, task, audio)
+    ours, logits = _transcribe(processor, model, audio)
+    assert ours == expected and len(set(expected)) > 1
+    for mine, theirs in zip(logits, their_logits, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-5)
+
+
+def test_a_fine_tuned_data2vec2_goes_back_to_fairseq(fine_tuned: Path, tmp_path: Path) -> None:
+    from tests.models.test_fairseq_trainer_checkpoints import _fairseq_reference
+    from tests.originals import import_data2vec2
+    from wmap.way_back import export
+
+    hf = convert("data2vec2_audio_ctc", fine_tuned, tmp_path / "hf").unwrap()
+    (tmp_path / "back").mkdir()
+    out = export("data2vec2_audio_ctc", hf, tmp_path / "back" / "checkpoint.pt").unwrap()
+    import_data2vec2()
+    back, _ = _fairseq_reference(out)  # strict
+    reference, _ = _fairseq_reference(fine_tuned)
+    x = torch.randn(1, 4000)
+    with torch.no_grad():
+        expected = reference(source=x, padding_mask=None)["encoder_out"]
+        returned = back(source=x, padding_mask=None)["encoder_out"]
+    torch.testing.assert_close(returned, expected, rtol=0, atol=0)
+    again = convert("data2vec2_audio_ctc", out, tmp_path / "again").unwrap()
+    assert (again / "model.safetensors").read_bytes() == (hf / "model.safetensors").read_bytes()

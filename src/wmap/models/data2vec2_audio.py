@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from returns.result import Failure, Result, Success
-from transformers import Data2VecAudioConfig, Data2VecAudioModel, PretrainedConfig
+from transformers import Data2VecAudioConfig, Data2VecAudioForCTC, Data2VecAudioModel, PretrainedConfig
 
 from wmap.config_fields import (
     PROBABILITY,
@@ -45,17 +45,20 @@ from wmap.config_fields import (
 )
 from wmap.errors import BadConfig
 from wmap.fairseq import (
+    CTC_FINE_TUNING,
     MASKING_DETAIL,
     NO_CONFIG,
     TRAINING_ONLY,
     conv_kwargs,
+    ctc_head_kwargs,
+    fairseq_encoder_config,
     fairseq_model_config,
     heads_divide,
     layers_agree,
 )
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, shipped
-from wmap.models.ctc_processor import feature_extractor_writer
-from wmap.models.fairseq_export import FEATURES, conv_feature_layers, feature_settings, trainer_file
+from wmap.models.ctc_processor import ctc_processor, feature_extractor_writer
+from wmap.models.fairseq_export import FEATURES, conv_feature_layers, ctc_exporter, feature_settings, trainer_file
 from wmap.pipeline import first_match, scoped
 from wmap.plan import MakeRule
 from wmap.reverse import predicted_layout
@@ -212,21 +215,48 @@ def _kwargs(model: Translation, audio: Translation) -> dict[str, Any]:
 def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
     """The model's config and its audio modality's, each by its table, into a ``Data2VecAudioConfig``
     checked against the file's own blocks."""
+    return _encoder(fairseq_model_config(meta), layout, "").map(
+        lambda found: TranslatedConfig(Data2VecAudioConfig(**found[0]), found[1])
+    )
+
+
+def _encoder(model: object, layout: Layout, root: str) -> Result[tuple[dict[str, Any], tuple[Any, ...]], BadConfig]:
+    """The encoder's keyword arguments and ignored fields, from ``model`` (its two tables), checked
+    against the blocks the file holds under ``root``."""
+    if model is None:
+        return Failure(NO_CONFIG)
+
+    def built(read: Translation, audio: Translation) -> Result[tuple[dict[str, Any], tuple[Any, ...]], BadConfig]:
+        kwargs = _kwargs(read, audio)
+        wrong = heads_divide(MODEL.section, kwargs) or layers_agree(
+            MODEL.section, layout, root + "blocks", read.values["depth"], "depth"
+        )
+        return Failure(wrong) if wrong is not None else Success((kwargs, read.ignored + audio.ignored))
+
+    audio_cfg = get(get(model, "modalities", None), "audio", None)
+    return translate(MODEL, model).bind(lambda read: translate(AUDIO, audio_cfg).bind(lambda a: built(read, a)))
+
+
+def translate_ctc_config(meta: Mapping[str, Any], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
+    """A fine-tuned (CTC) file: the wrapper (fairseq's ``Wav2Vec2CtcConfig``) and the encoder in
+    ``w2v_args.model``, into a ``Data2VecAudioConfig`` with the CTC head's size."""
     model = fairseq_model_config(meta)
     if model is None:
         return Failure(NO_CONFIG)
 
-    def built(read: Translation, audio: Translation) -> Result[TranslatedConfig, BadConfig]:
-        kwargs = _kwargs(read, audio)
-        wrong = heads_divide(MODEL.section, kwargs) or layers_agree(
-            MODEL.section, layout, "blocks", read.values["depth"], "depth"
+    def built(
+        outer: Translation, encoder: tuple[dict[str, Any], tuple[Any, ...]]
+    ) -> Result[TranslatedConfig, BadConfig]:
+        kwargs = {**encoder[0], "apply_spec_augment": bool(outer.values["apply_mask"])}
+        return ctc_head_kwargs(outer, layout).map(
+            lambda head: TranslatedConfig(Data2VecAudioConfig(**kwargs, **head), outer.ignored + encoder[1])
         )
-        if wrong is not None:
-            return Failure(wrong)
-        return Success(TranslatedConfig(Data2VecAudioConfig(**kwargs), read.ignored + audio.ignored))
 
-    audio_cfg = get(get(model, "modalities", None), "audio", None)
-    return translate(MODEL, model).bind(lambda read: translate(AUDIO, audio_cfg).bind(lambda a: built(read, a)))
+    return translate(CTC_FINE_TUNING, model).bind(
+        lambda outer: _encoder(fairseq_encoder_config(meta), layout, "w2v_encoder.w2v_model.").bind(
+            lambda encoder: built(outer, encoder)
+        )
+    )
 
 
 BLOCK = (
@@ -242,7 +272,7 @@ BLOCK = (
 
 def prenet_depth(config: PretrainedConfig, meta: Mapping[str, Any]) -> int:
     """How many of the layers are the audio encoder's prenet blocks (0 on the way back)."""
-    audio = get(get(fairseq_model_config(meta), "modalities", None), "audio", None)
+    audio = get(get(fairseq_encoder_config(meta), "modalities", None), "audio", None)
     prenet = get(audio, "prenet_depth", 0)
     return prenet if isinstance(prenet, int) and 0 <= prenet <= int(config.num_hidden_layers) else 0
 
@@ -295,6 +325,17 @@ def zero_mask(config: PretrainedConfig) -> tuple[MakeRule, ...]:
     return (MakeRule("masked_spec_embed", Zeros((int(config.hidden_size),)), reason),)
 
 
+def ctc_pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
+    """A fine-tuned file: the encoder under ``data2vec_audio.``, the CTC projection as ``lm_head``."""
+    return first_match(
+        "data2vec 2.0 CTC",
+        (
+            rename("w2v_encoder.proj", "lm_head", PARAMS),
+            scoped("w2v_encoder.w2v_model", "data2vec_audio", pipeline(config, meta)),
+        ),
+    )
+
+
 def fairseq_config(config: PretrainedConfig, normalize: bool, rate: int) -> dict[str, Any]:
     """fairseq's ``cfg`` for an export: the two tables read back, their checked values, what is
     derived (depth, MLP ratio, conv spec, positional width: every layer a block, no prenet), and no
@@ -323,6 +364,12 @@ def fairseq_config(config: PretrainedConfig, normalize: bool, rate: int) -> dict
         "modalities": {"audio": audio},
     }
     return {"model": model, "task": {"_name": "audio_pretraining", "normalize": normalize, "sample_rate": rate}}
+
+
+def encoder_model(config: PretrainedConfig) -> dict[str, Any]:
+    """The encoder's config in a CTC export's ``w2v_args.model`` (the task there says the rest)."""
+    model: dict[str, Any] = fairseq_config(config, True, 16_000)["model"]
+    return model
 
 
 def _original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
@@ -354,4 +401,16 @@ DATA2VEC2_AUDIO = ModelSpec(
         leaves_out="the EMA teacher and the pre-training decoder: the written config builds neither (as fairseq's "
         "remove_pretraining_modules), so pre-training cannot resume from the file; fine-tuning and inference can",
     ),
+)
+
+DATA2VEC2_AUDIO_CTC = ModelSpec(
+    **shipped("data2vec2_audio_ctc"),
+    config_class=Data2VecAudioConfig,
+    config_from_checkpoint=translate_ctc_config,
+    pipeline=ctc_pipeline,
+    model_class=Data2VecAudioForCTC,
+    made=zero_mask,
+    extras=ctc_processor,
+    export=ctc_exporter("data2vec_multi", encoder=encoder_model),
+    takes_file="--dict: the fine-tuning dictionary (dict.ltr.txt) where task_state lacks it",
 )

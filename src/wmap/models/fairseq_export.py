@@ -202,6 +202,7 @@ def ctc_exporter(
     extra: Callable[[PretrainedConfig], dict[str, Any]] | None = None,
     fields: tuple[Field, ...] = (),
     wrapper: Mapping[str, Any] | None = None,
+    encoder: Callable[[PretrainedConfig], dict[str, Any]] | None = None,
 ) -> Exporter:
     """The way back for a fine-tuned wav2vec2-style CTC family (``encoder_name``, ``model_name`` and the
     encoder's ``pretraining_task`` as fairseq registers them). ``unrecoverable``: keys the original
@@ -209,7 +210,9 @@ def ctc_exporter(
     reverse plan; ``task_fields`` and ``extra(config)``: what the pre-training task and the encoder's
     config must spell out (nothing fills a nested config's defaults or resolves its interpolations);
     ``fields``: the encoder's forward table (default ``wav2vec2_encoder_fields()``); ``wrapper``: what the
-    CTC wrapper's config must spell (a conformer's ``layer_type``: fairseq builds the encoder with it)."""
+    CTC wrapper's config must spell (a conformer's ``layer_type``: fairseq builds the encoder with it);
+    ``encoder``: the whole encoder config, for an encoder that is not wav2vec 2.0's (data2vec 2.0's
+    ``data2vec_multi``, which holds no mask embedding either)."""
 
     def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
         config = source.config
@@ -224,7 +227,9 @@ def ctc_exporter(
                         "sample_rate": rate,
                         **(task_fields or {}),
                     },
-                    "model": {**encoder_cfg(config, encoder_name, fields), **(extra(config) if extra else {})},
+                    "model": encoder(config)
+                    if encoder
+                    else {**encoder_cfg(config, encoder_name, fields), **(extra(config) if extra else {})},
                 },
                 "w2v_path": "",
                 "normalize": normalize,
@@ -234,9 +239,8 @@ def ctc_exporter(
                 **(wrapper or {}),
             }
             task = {"_name": "audio_finetuning", "labels": "ltr", "normalize": normalize, "sample_rate": rate}
-            layout = with_mask_embedding(
-                dict(weight_norm_hook_names(predicted_layout(source.pipeline, source.converted))), config
-            )
+            layout = dict(weight_norm_hook_names(predicted_layout(source.pipeline, source.converted)))
+            layout = layout if encoder else with_mask_embedding(layout, config)
             layout.update({name: () for name in unrecoverable})  # named, not recovered
             return layout, {"cfg": {"model": model, "task": task}, DICTIONARY: dictionary}
 
@@ -266,5 +270,5 @@ def ctc_exporter(
         "a fairseq checkpoint (load_model_ensemble_and_task reads it) and dict.ltr.txt beside it",
         reads=(VOCAB, FEATURES),
         companions=lambda meta: {DICTIONARY: dict_file_text(meta[DICTIONARY])},
-        made=mask_embedding,
+        made=(lambda config: ()) if encoder else mask_embedding,
     )
