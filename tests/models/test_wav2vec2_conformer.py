@@ -199,3 +199,30 @@ def test_a_fine_tuned_conformer_goes_back_to_fairseq(fine_tuned: tuple[Path, Any
     torch.testing.assert_close(returned, expected, rtol=0, atol=0)
     again = convert("wav2vec2_conformer_ctc", out, tmp_path / "again").unwrap()
     assert (again / "model.safetensors").read_bytes() == (hf / "model.safetensors").read_bytes()
+
+
+def test_a_file_without_a_quantizer_converts_to_the_headless_model(tmp_path: Path) -> None:
+    """``quantize_targets: false``: no quantizer to hold, so the headless ``Wav2Vec2ConformerModel``,
+    named in the config; what the file still holds of the objective (``project_q``, ``final_proj``) is
+    skipped with the reason, and the way back names it unrecoverable."""
+    from transformers import Wav2Vec2ConformerModel
+
+    from tests.originals import CONFORMER, conformer_fix, wav2vec2_pretraining_checkpoint
+    from wmap.way_back import preview_reverse
+
+    torch.manual_seed(0)
+    with conformer_fix():
+        original = wav2vec2_pretraining_checkpoint(
+            tmp_path / "c.pt", tmp_path, **CONFORMER, pos_enc_type="rope", quantize_targets=False
+        )
+    plan = preview("wav2vec2_conformer", tmp_path / "c.pt").unwrap().plan
+    assert plan.is_clean(), plan.problems(limit=5)
+    assert {s.key.split(".")[0] for s in plan.skipped} == {"project_q", "final_proj"}
+    out = convert("wav2vec2_conformer", tmp_path / "c.pt", tmp_path / "hf").unwrap()
+    ported = load_pretrained_strictly(Wav2Vec2ConformerModel, out)
+    x = torch.randn(2, 4000)
+    with torch.no_grad():
+        ours = ported(x).last_hidden_state
+    torch.testing.assert_close(ours, _features(original, x), rtol=0, atol=ATOL)
+    back = preview_reverse("wav2vec2_conformer", out).unwrap().plan
+    assert {u.key.split(".")[0] for u in back.unrecoverable} >= {"project_q", "final_proj"}

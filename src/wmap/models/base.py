@@ -119,6 +119,9 @@ class ModelSpec:
     """Targets the original does not hold that the family makes from the config (an identity
     projection where fairseq has no ``post_extract_proj``); the way back drops them while they are
     still what would be made, and refuses a trained one, naming it."""
+    headless: type[PreTrainedModel] | None = None
+    """The class for a file without the pre-training heads (a conformer without a quantizer), built
+    where the config's ``architectures`` names it (the config translation, or ``config.json``, says so)."""
     reference: Traversable | None = None
     """A JSON file of the original's names and shapes at its default config (``{"layout": {key:
     shape}, "meta": {...}}``), previewed when no checkpoint is given; ``None``: the family has none."""
@@ -127,6 +130,8 @@ class ModelSpec:
         """The target model for ``config`` (called on the ``meta`` device for layouts)."""
         if not isinstance(config, self.config_class):
             raise TypeError(f"{self.name} builds from a {self.config_class.__name__}, not a {type(config).__name__}")
+        if self.headless is not None and is_headless(self, config):
+            return self.headless(config=config)
         return self.model_class(config=config)
 
     def reference_layout(self) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
@@ -137,6 +142,12 @@ class ModelSpec:
                 BadConfig(self.name, "checkpoint", "a checkpoint file (the family has no reference layout)", "none")
             )
         return read_reference(self.reference)
+
+
+def is_headless(spec: ModelSpec, config: PretrainedConfig) -> bool:
+    """Whether ``config`` is for ``spec``'s headless class (its ``architectures`` names it)."""
+    names = getattr(config, "architectures", None) or [None]
+    return spec.headless is not None and names[0] == spec.headless.__name__
 
 
 def read_reference(reference: Traversable) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:

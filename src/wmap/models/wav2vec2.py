@@ -72,8 +72,7 @@ def encoder_fields(*, pretraining: bool, **overrides: Field) -> tuple[Field, ...
     overrides = {"layer_type": TRANSFORMER_LAYER_TYPE, **overrides}
     if not pretraining:
         return wav2vec2_encoder_fields(pos_conv_depth=ONE_POS_CONV, **overrides)
-    return wav2vec2_encoder_fields(
-        **overrides,
+    quantizer: dict[str, Field] = dict(
         pos_conv_depth=ONE_POS_CONV,
         final_dim=Translated("final_dim", integer(0, 65536), None, 0),
         latent_vars=Translated("latent_vars", integer(1, 65536), "num_codevectors_per_group", 320),
@@ -95,6 +94,7 @@ def encoder_fields(*, pretraining: bool, **overrides: Field) -> tuple[Field, ...
             "quantizer_depth", (1,), "Wav2Vec2ForPreTraining's quantizer is one linear layer", 1, integer(1, 64)
         ),
     )
+    return wav2vec2_encoder_fields(**{**quantizer, **overrides})
 
 
 PRETRAINED = ConfigTable("fairseq cfg.model (wav2vec2)", encoder_fields(pretraining=True))

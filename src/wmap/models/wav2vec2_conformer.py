@@ -12,9 +12,10 @@ fairseq's conformer layers use swish whatever ``activation_fn`` says. Where fair
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from transformers import PretrainedConfig, Wav2Vec2ConformerConfig, Wav2Vec2ConformerForCTC
+from transformers import PretrainedConfig, Wav2Vec2ConformerConfig, Wav2Vec2ConformerForCTC, Wav2Vec2ConformerModel
 from transformers import Wav2Vec2ConformerForPreTraining as ForPreTraining
 
 from wmap.config_fields import (
@@ -30,19 +31,22 @@ from wmap.config_fields import (
     integer,
     one_of,
 )
-from wmap.fairseq import CONFORMER_LAYERS, ctc_fine_tuning, identity_projection
-from wmap.models.base import ModelSpec, shipped
+from wmap.fairseq import CONFORMER_LAYERS, PRETRAINING_HEADS, ctc_fine_tuning, identity_projection, with_upgrades
+from wmap.models.base import ModelSpec, is_headless, shipped
 from wmap.models.ctc_processor import ctc_processor, feature_extractor_writer
 from wmap.models.fairseq_export import ctc_exporter, pretraining_exporter
 from wmap.models.wav2vec2 import (
     ctc_rules,
     encoder_fields,
+    encoder_rules,
     fine_tuned_config,
     pretrained_config,
     pretraining_back,
     pretraining_kwargs,
     pretraining_rules,
 )
+from wmap.pipeline import first_match, seq
+from wmap.transforms import Transform, route_weight_norm
 
 POSITIONS = ValueMap(
     (("rel_pos", "relative"), ("rope", "rotary")),
@@ -84,7 +88,12 @@ CONFORMER_FIELDS: dict[str, Field] = {
 }
 """Where fairseq's ``Wav2Vec2Config`` means something else for a conformer."""
 
-PRETRAINED_FIELDS = encoder_fields(pretraining=True, **CONFORMER_FIELDS)
+PRETRAINED_FIELDS = encoder_fields(
+    pretraining=True,
+    **CONFORMER_FIELDS,
+    quantize_targets=Translated("quantize_targets", boolean, None, False),
+)
+"""A file without a quantizer (``quantize_targets: false``) converts to the headless model."""
 ENCODER_FIELDS = encoder_fields(pretraining=False, **CONFORMER_FIELDS)
 PRETRAINED = ConfigTable("fairseq cfg.model (wav2vec2, conformer)", PRETRAINED_FIELDS)
 FINE_TUNED_ENCODER = ConfigTable("fairseq cfg.model.w2v_args.model (wav2vec2, conformer)", ENCODER_FIELDS)
@@ -100,7 +109,28 @@ def fixed(read: Translation) -> dict[str, Any]:
     return {"hidden_act": "swish", "conformer_conv_dropout": read.kwargs["hidden_dropout"]}
 
 
+def pretrained_kwargs(read: Translation) -> dict[str, Any]:
+    """With a quantizer, ``ForPreTraining``'s sizes; without one, the headless model (named)."""
+    if read.values["quantize_targets"]:
+        return {**pretraining_kwargs(read), **fixed(read)}
+    return {**fixed(read), "architectures": [HEADLESS.__name__]}
+
+
+HEADLESS = Wav2Vec2ConformerModel
+
+
+def pretrained_pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
+    """``ForPreTraining`` with the quantizer and projections; the headless model skips what a file
+    without a quantizer still holds (``project_q``, ``final_proj``), with the reason."""
+    if not is_headless(WAV2VEC2_CONFORMER, config):
+        return pretraining_rules(config, "wav2vec2_conformer", "Wav2Vec2Conformer", CONFORMER_LAYERS)
+    encoder = encoder_rules(config, HEADLESS.__name__, CONFORMER_LAYERS)
+    return seq(with_upgrades(first_match(HEADLESS.__name__, (*encoder, *PRETRAINING_HEADS))), route_weight_norm())
+
+
 def _back(config: PretrainedConfig) -> dict[str, Any]:
+    if is_headless(WAV2VEC2_CONFORMER, config):
+        return {**BACK, "quantize_targets": False}
     return {**BACK, **pretraining_back(config)}
 
 
@@ -109,12 +139,11 @@ WAV2VEC2_CONFORMER = ModelSpec(
     **shipped("wav2vec2_conformer"),
     config_class=Wav2Vec2ConformerConfig,
     config_from_checkpoint=lambda meta, layout: pretrained_config(
-        meta, layout, PRETRAINED, Wav2Vec2ConformerConfig, lambda read: {**pretraining_kwargs(read), **fixed(read)}
+        meta, layout, PRETRAINED, Wav2Vec2ConformerConfig, pretrained_kwargs
     ),
-    pipeline=lambda config, meta: pretraining_rules(
-        config, "wav2vec2_conformer", "Wav2Vec2Conformer", CONFORMER_LAYERS
-    ),
+    pipeline=lambda config, meta: pretrained_pipeline(config, meta),
     model_class=ForPreTraining,
+    headless=HEADLESS,
     extras=feature_extractor_writer,
     export=pretraining_exporter("wav2vec2", PRETRAINED_FIELDS, _back),
 )
