@@ -9,7 +9,7 @@ features, a GLU on the targets.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from returns.result import Failure, Result, Success
@@ -139,14 +139,16 @@ def fine_tuned_config(
     config_class: type[PretrainedConfig],
     *,
     wrapper: ConfigTable | None = None,
+    extra: Callable[[Translation], dict[str, Any]] | None = None,
     **fixed: Any,
 ) -> Result[TranslatedConfig, BadConfig]:
     """A fine-tuned (CTC) fairseq wav2vec2-style checkpoint's config: the encoder's from ``table``, the
     CTC head's from the wrapper (``wrapper``: its table, by default ``CTC_FINE_TUNING``); shared by
-    wav2vec2, HuBERT and the conformer. ``fixed``: keyword arguments the family always sets."""
+    wav2vec2, HuBERT and the conformer. ``fixed``: keyword arguments the family always sets; ``extra``:
+    those it derives from the encoder's translation (the conformer's conv-module dropout)."""
 
     def built(outer: Translation, encoder: Translation) -> Result[TranslatedConfig, BadConfig]:
-        kwargs = {**encoder_config_kwargs(encoder), **fixed}
+        kwargs = {**encoder_config_kwargs(encoder), **fixed, **(extra(encoder) if extra else {})}
         if not outer.values["apply_mask"]:  # fine-tuned without masking: off (the embedding keeps its place)
             kwargs["apply_spec_augment"] = False
         wrong = layout_agrees(table.section, layout, kwargs, "w2v_encoder.w2v_model.")

@@ -153,7 +153,7 @@ WAV2VEC2_CONFORMER_CTC = ModelSpec(
     **shipped("wav2vec2_conformer_ctc"),
     config_class=Wav2Vec2ConformerConfig,
     config_from_checkpoint=lambda meta, layout: fine_tuned_config(
-        meta, layout, FINE_TUNED_ENCODER, Wav2Vec2ConformerConfig, wrapper=WRAPPER, hidden_act="swish"
+        meta, layout, FINE_TUNED_ENCODER, Wav2Vec2ConformerConfig, wrapper=WRAPPER, extra=fixed
     ),
     pipeline=lambda config, meta: ctc_rules(
         config, "wav2vec2_conformer", "Wav2Vec2ConformerForCTC", layers=CONFORMER_LAYERS
