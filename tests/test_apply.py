@@ -241,3 +241,30 @@ def test_a_join_with_a_part_missing_leaves_the_target_missing() -> None:
     partial = {k: v for k, v in SPLIT.items() if ".v." not in k}
     back = make_plan(reverse(_fused()).unwrap(), partial, FUSED)
     assert set(back.missing) == set(FUSED) and not back.joined and len(back.unused) == 4
+
+
+def test_a_weight_norm_pair_folds_into_a_plain_conv_and_unfolds_back() -> None:
+    """``fold``: DAC-style ``weight_g``/``weight_v`` -> a plain conv's weight (on the CPU in float32),
+    outputs equal; reversed, the pair a weight-norm conv loads strictly, outputs equal again."""
+    from wmap.reverse import reverse
+    from wmap.transforms import EXACT, fold
+
+    torch.manual_seed(0)
+    normed = weight_norm(nn.Conv1d(3, 4, 5))
+    plain = nn.Conv1d(3, 4, 5)
+    rules = first_match("conv", (fold("conv", "layer"), rename("conv.bias", "layer.bias", EXACT)))
+    source = {f"conv.{k}": v for k, v in normed.state_dict().items()}
+    target = {f"layer.{k}": tuple(v.shape) for k, v in plain.state_dict().items()}
+    plan = make_plan(rules, {k: tuple(v.shape) for k, v in source.items()}, target)
+    assert plan.is_clean(), plan.problems() and len(plan.joined) == 1
+    state = apply_plan(plan, source).unwrap()
+    plain.load_state_dict({k.removeprefix("layer."): v for k, v in state.items()}, strict=True)
+    x = torch.randn(2, 3, 20)
+    torch.testing.assert_close(plain(x), normed(x), rtol=0, atol=1e-6)
+    back_plan = make_plan(reverse(rules).unwrap(), target, {k: tuple(v.shape) for k, v in source.items()})
+    assert back_plan.is_clean(), back_plan.problems()
+    back = apply_plan(back_plan, state).unwrap()
+    again = weight_norm(nn.Conv1d(3, 4, 5))
+    again.load_state_dict({k.removeprefix("conv."): v for k, v in back.items()}, strict=True)
+    torch.testing.assert_close(again(x), normed(x), rtol=0, atol=1e-6)
+    assert not torch.equal(again.weight_g, normed.weight_g) or torch.equal(again.weight_v, normed.weight_v)

@@ -74,7 +74,7 @@ def apply_plan(
         missing = next((k for k in joined.sources if k not in tensors), None)
         if missing is not None:
             return Failure(TensorMismatch(missing, f"part of {joined.target}", "no such key"))
-        value = torch.cat([tensors[k] for k in joined.sources], dim=joined.dim)
+        value = joined.joiner.join([tensors[k] for k in joined.sources])
         if tuple(value.shape) != joined.shape:
             return Failure(TensorMismatch(joined.sources[0], _shape(joined.shape), _shape(tuple(value.shape))))
         state[joined.target] = value.to(dtype) if dtype is not None and value.is_floating_point() else value

@@ -9,7 +9,7 @@ from returns.result import Failure, Result, Success
 
 from wmap.errors import PlanNotClean
 from wmap.transforms import Shape
-from wmap.values import Maker, ValueOp
+from wmap.values import Joiner, Maker, ValueOp
 
 
 @attrs.frozen
@@ -48,12 +48,12 @@ class Gathered:
 
 @attrs.frozen
 class Joined:
-    """``target`` (shape ``shape``) is ``sources`` concatenated along ``dim``, in order (q, k and v
-    into a fused ``qkv``); apply joins them."""
+    """``target`` (shape ``shape``) is ``sources`` joined by ``joiner``, in order (q, k and v concatenated
+    into a fused ``qkv``; weight norm's ``g`` and ``v`` folded); apply joins them."""
 
     target: str
     sources: tuple[str, ...]
-    dim: int
+    joiner: Joiner
     shape: Shape
     rules: tuple[str, ...]
 
@@ -220,7 +220,7 @@ class MappingPlan:
                 for m in self.made
             ],
             "joined": [
-                {"target": j.target, "sources": list(j.sources), "dim": j.dim, "shape": list(j.shape)}
+                {"target": j.target, "sources": list(j.sources), "joiner": repr(j.joiner), "shape": list(j.shape)}
                 for j in self.joined
             ],
             "gathered": [

@@ -111,11 +111,11 @@ def make_plan(
             unknown += [UnknownTarget(k, name, rules) for k in present]
         elif len(present) < part.count or name in written:  # a part missing: the target is missing
             unused += present
-        elif (produced := _joined_shape([source[k] for k in present], part.dim)) != want:
+        elif (produced := part.joiner.shape_of([source[k] for k in present])) != want:
             mismatches.append(ShapeMismatch(present[0], name, source[present[0]], want, rules))
         else:
             written[name] = present[0]
-            joined.append(Joined(name, tuple(present), part.dim, produced, rules))
+            joined.append(Joined(name, tuple(present), part.joiner, produced, rules))
     claimed = written.keys() | {m.target for m in mismatches} | kind_refused
     missing = [k for k in target if k not in claimed]
     making = _made(made, missing, target)
@@ -133,16 +133,6 @@ def make_plan(
         gathered=tuple(Gathered(t, tuple(s), gather_rules[t]) for t, s in gathering.items()),
         joined=tuple(joined),
     )
-
-
-def _joined_shape(shapes: Sequence[tuple[int, ...]], dim: int) -> tuple[int, ...] | None:
-    """The shape of ``shapes`` concatenated along ``dim``; ``None`` where they cannot be."""
-    first = shapes[0]
-    if dim >= len(first) or any(
-        len(s) != len(first) or s[:dim] + s[dim + 1 :] != first[:dim] + first[dim + 1 :] for s in shapes
-    ):
-        return None
-    return (*first[:dim], sum(s[dim] for s in shapes), *first[dim + 1 :])
 
 
 def _made(rules: Sequence[MakeRule], missing: Sequence[str], target: Layout) -> tuple[Made, ...]:

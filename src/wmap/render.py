@@ -131,8 +131,8 @@ def plan_renderable(plan: MappingPlan, title: str = "mapping plan") -> Group:
     table(
         "joined: parts concatenated into one target",
         "green",
-        ("target", "parts", "along", "shape"),
-        [(j.target, ", ".join(j.sources), str(j.dim), "x".join(map(str, j.shape))) for j in plan.joined],
+        ("target", "parts", "joined by", "shape"),
+        [(j.target, ", ".join(j.sources), repr(j.joiner), "x".join(map(str, j.shape))) for j in plan.joined],
     )
     table(
         "gathered: copies held once, checked equal when applied",

@@ -44,7 +44,7 @@ from wmap.transforms import (
     Transform,
     match_under,
 )
-from wmap.values import shape_after
+from wmap.values import Joiner, shape_after
 
 
 @runtime_checkable
@@ -305,22 +305,28 @@ def predicted_layout(transform: Transform, converted: Layout) -> dict[str, tuple
         outcome = transform.apply(key, {})
         if isinstance(outcome, Mapped):
             layout[outcome.targets[0].key] = _produced(outcome.targets[0], shape)
+    parts: dict[str, dict[int, tuple[int, ...]]] = {}
+    joiners: dict[str, Joiner] = {}
     for key, shape in converted.items():  # rules that copy by what the original holds (a fan-out) see it
         outcome = transform.apply(key, layout)
-        if isinstance(outcome, Mapped):
-            layout.update({item.key: _produced(item, shape) for item in outcome.targets})
+        if not isinstance(outcome, Mapped):
+            continue
+        for item in outcome.targets:
+            if item.part is None:
+                layout[item.key] = _produced(item, shape)
+            else:
+                parts.setdefault(item.key, {})[item.part.index] = shape
+                joiners[item.key] = item.part.joiner
+    for name, held in parts.items():  # a joined target's shape is its joiner's of all its parts
+        joined = joiners[name].shape_of([held[i] for i in sorted(held)])
+        if joined is not None:
+            layout[name] = joined
     return layout
 
 
 def _produced(item: Target, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The shape a target gets from a source of ``shape``: after its value operation, or ``count``
-    parts of it joined (q, k and v into ``qkv``)."""
-    if item.value is not None:
-        return shape_after(item.value, shape) or shape
-    if item.part is not None and item.part.dim < len(shape):
-        dim = item.part.dim
-        return (*shape[:dim], shape[dim] * item.part.count, *shape[dim + 1 :])
-    return shape
+    """The shape a target gets from a source of ``shape`` (after its value operation)."""
+    return shape if item.value is None else (shape_after(item.value, shape) or shape)
 
 
 def unrecoverable_names(transform: Transform) -> tuple[str, ...]:

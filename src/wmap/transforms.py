@@ -14,7 +14,7 @@ from typing import Final, Protocol, TypeAlias
 import attrs
 
 from wmap.keys import Pattern, PatternError, join_key, pattern, split_key
-from wmap.values import Chunk, ValueOp
+from wmap.values import Concatenate, Joiner, ValueOp, WeightNormFold
 
 Shape: TypeAlias = tuple[int, ...]
 Layout: TypeAlias = typing.Mapping[str, Shape]
@@ -39,12 +39,12 @@ class Target:
 
 @attrs.frozen
 class Part:
-    """Part ``index`` of ``count`` equal parts along ``dim`` of a joined target (q, k and v of a fused
-    ``qkv``)."""
+    """Part ``index`` of ``count`` parts that ``joiner`` makes one target of (q, k and v of a fused
+    ``qkv``; weight norm's ``g`` and ``v``)."""
 
     index: int
     count: int
-    dim: int
+    joiner: Joiner
 
 
 @attrs.frozen
@@ -261,47 +261,47 @@ class RouteWeightNorm:
 
 @attrs.frozen(repr=False)
 class SplitRename:
-    """One fused tensor into equal parts along ``dim``, one per target (fairseq's old
-    ``in_proj_weight`` holds q, k and v): each target carries its :class:`~wmap.values.Chunk`, whose
-    shape the plan checks. The inverse joins several keys into one, which a key-by-key rule cannot
-    do: such a rule reverses only inside :func:`~wmap.pipeline.upgrade` (nothing to undo)."""
+    """One tensor into one part per target, each taken by what ``joiner`` says of its parts (equal
+    chunks along a dimension for :class:`~wmap.values.Concatenate`: fairseq's old ``in_proj_weight``
+    holds q, k and v; weight norm's ``g`` and ``v`` for :class:`~wmap.values.WeightNormFold`). Each
+    target carries its value operation, whose shape the plan checks. The inverse is :class:`JoinRename`."""
 
     source: Pattern
     targets: tuple[Pattern, ...]
-    dim: int = 0
+    joiner: Joiner
 
     def __repr__(self) -> str:
-        return f"split {self.source!r} -> {', '.join(map(repr, self.targets))} along {self.dim}"
+        return f"split {self.source!r} -> {', '.join(map(repr, self.targets))} ({self.joiner!r})"
 
     def apply(self, key: str, target: Layout) -> Outcome:
         found = match_under(self.source, None, key)
         if found is None:
             return NO_MATCH
         captures, rest = found
-        count = len(self.targets)
+        values = self.joiner.parts(len(self.targets))
         parts = tuple(
-            Target(join_key(p.substitute(captures) + rest), value=Chunk(self.dim, i, count))
-            for i, p in enumerate(self.targets)
+            Target(join_key(p.substitute(captures) + rest), value=value)
+            for p, value in zip(self.targets, values, strict=True)
         )
         return Mapped(parts, (repr(self),))
 
     def inverse(self) -> JoinRename:
-        return JoinRename(self.targets, self.source, self.dim)
+        return JoinRename(self.targets, self.source, self.joiner)
 
 
 @attrs.frozen(repr=False)
 class JoinRename:
-    """Several tensors into one along ``dim``, in the order of ``sources`` (q, k, v into a fused
-    ``qkv``): each source is a :class:`Part` of the target; the planner checks that every part is
-    there and the joined shape is the target's, and apply concatenates them. The inverse of
-    :class:`SplitRename`, and it of this."""
+    """Several tensors into one by ``joiner``, in the order of ``sources`` (q, k, v concatenated into a
+    fused ``qkv``; weight norm's ``g`` and ``v`` folded into a weight): each source is a :class:`Part`
+    of the target; the planner checks that every part is there and the joined shape is the target's,
+    and apply joins them. The inverse of :class:`SplitRename`, and it of this."""
 
     sources: tuple[Pattern, ...]
     target: Pattern
-    dim: int = 0
+    joiner: Joiner
 
     def __repr__(self) -> str:
-        return f"join {', '.join(map(repr, self.sources))} -> {self.target!r} along {self.dim}"
+        return f"join {', '.join(map(repr, self.sources))} -> {self.target!r} ({self.joiner!r})"
 
     def apply(self, key: str, target: Layout) -> Outcome:
         for index, source in enumerate(self.sources):
@@ -309,18 +309,27 @@ class JoinRename:
             if found is not None:
                 captures, rest = found
                 name = join_key(self.target.substitute(captures) + rest)
-                part = Part(index, len(self.sources), self.dim)
+                part = Part(index, len(self.sources), self.joiner)
                 return Mapped((Target(name, part=part),), (repr(self),))
         return NO_MATCH
 
     def inverse(self) -> SplitRename:
-        return SplitRename(self.target, self.sources, self.dim)
+        return SplitRename(self.target, self.sources, self.joiner)
 
 
 def join(sources: tuple[str, ...], target: str, dim: int = 0) -> JoinRename:
-    """Tensors under ``sources`` joined along ``dim``, in order, into ``target`` (patterns as in
+    """Tensors under ``sources`` concatenated along ``dim``, in order, into ``target`` (patterns as in
     :func:`rename`; the remainder after the pattern is kept); reversed, a :func:`split`."""
-    return JoinRename(tuple(pattern(s) for s in sources), pattern(target), dim)
+    return JoinRename(tuple(pattern(s) for s in sources), pattern(target), Concatenate(dim))
+
+
+def fold(source: str, target: str, dim: int = 0) -> JoinRename:
+    """An old-style weight-norm pair ``source.weight_g``/``source.weight_v`` folded into ``target.weight``
+    (``w = g * v / ||v||``, the norm over every dimension but ``dim``), on the CPU in float32; the way
+    back unfolds (``g = ||w||``, ``v = w``). The bias is another rule's."""
+    return JoinRename(
+        (pattern(f"{source}.weight_g"), pattern(f"{source}.weight_v")), pattern(f"{target}.weight"), WeightNormFold(dim)
+    )
 
 
 @attrs.frozen(repr=False)
@@ -405,8 +414,8 @@ def gather(source: str, target: str, leaves: Leaves | None = None) -> Gather:
 
 def split(source: str, targets: tuple[str, ...], dim: int = 0) -> SplitRename:
     """A fused tensor ``source`` split along ``dim`` in equal parts, one per target, in order
-    (patterns as in :func:`rename`; the remainder after the pattern is kept)."""
-    return SplitRename(pattern(source), tuple(pattern(t) for t in targets), dim)
+    (patterns as in :func:`rename`; the remainder after the pattern is kept); reversed, a :func:`join`."""
+    return SplitRename(pattern(source), tuple(pattern(t) for t in targets), Concatenate(dim))
 
 
 def rename(source: str, target: str, leaves: Leaves | None = None) -> Rename:

@@ -10,6 +10,8 @@ inverse, and a property test checks that the inverse undoes it:
   all parts, which takes several keys: rules that split reverse only inside an upgrade chain);
 - :class:`Transpose` (its own inverse), :class:`Reshape` (exact both ways);
 - :class:`Cast` (exact from a narrower float type to a wider one and back);
+- :class:`Concatenate` and :class:`WeightNormFold`, :class:`Joiner` s of several tensors into one,
+  each with the parts back (:class:`Chunk`; :class:`WeightNormG` and the weight itself);
 - :class:`WeightNormFold` / :class:`WeightNormUnfold` respecting ``dim`` (wav2vec2's positional
   conv uses ``dim=2``, codecs ``0``): unfold then fold gives the same weight up to float rounding,
   and fold then unfold gives the same *represented* weight (``v``'s scale is not kept: it never
@@ -18,6 +20,7 @@ inverse, and a property test checks that the inverse undoes it:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
@@ -169,9 +172,16 @@ def _norm_except(v: torch.Tensor, dim: int) -> torch.Tensor:
     return v.norm(dim=others, keepdim=True) if others else v.abs()
 
 
+def _norm_shape(shape: Shape, dim: int) -> Shape:
+    """The shape of ``norm_except_dim``'s result: ``shape[dim]`` at ``dim``, 1 elsewhere."""
+    return tuple(n if i == dim else 1 for i, n in enumerate(shape))
+
+
 @attrs.frozen
 class WeightNormFold:
-    """``(g, v) -> w = g * v / ||v||`` with the norm over every dimension but ``dim``."""
+    """``(g, v) -> w = g * v / ||v||`` with the norm over every dimension but ``dim``. As a
+    :class:`Joiner` (two parts, ``g`` then ``v``) it folds in float32 on the CPU, whatever the dtype
+    (transformers PR #39793: folding elsewhere gives other weights), and gives ``v``'s dtype back."""
 
     dim: int
 
@@ -180,6 +190,81 @@ class WeightNormFold:
 
     def inverse(self) -> WeightNormUnfold:
         return WeightNormUnfold(self.dim)
+
+    def shape_of(self, shapes: Sequence[Shape]) -> Shape | None:
+        if len(shapes) != 2 or self.dim >= len(shapes[1]) or shapes[0] != _norm_shape(shapes[1], self.dim):
+            return None
+        return shapes[1]
+
+    def join(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        g, v = parts
+        import torch
+
+        folded = self.apply_all(g.to("cpu", torch.float32), v.to("cpu", torch.float32))
+        return folded.to(v.dtype)
+
+    def parts(self, count: int) -> tuple[ValueOp | None, ...]:
+        """Unfolding: ``g`` is the norm (:class:`WeightNormG`), ``v`` the weight itself."""
+        return (WeightNormG(self.dim), None)
+
+
+@attrs.frozen
+class WeightNormG:
+    """``w -> ||w||`` over every dimension but ``dim`` (kept): the ``g`` that weight norm starts from,
+    computed in float32 and given back in ``w``'s dtype; ``v`` is ``w`` itself."""
+
+    dim: int
+
+    def shape(self, shape: Shape) -> Shape:
+        if self.dim >= len(shape):
+            raise ValueError(f"{list(shape)} has no dimension {self.dim}")
+        return _norm_shape(shape, self.dim)
+
+    def apply(self, tensor: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        return _norm_except(tensor.to(torch.float32), self.dim).to(tensor.dtype)
+
+
+class Joiner(Protocol):
+    """Several parts into one tensor (:class:`~wmap.transforms.JoinRename`), and the way back: what each
+    part is of the whole (:meth:`parts`, for :class:`~wmap.transforms.SplitRename`)."""
+
+    def shape_of(self, shapes: Sequence[Shape]) -> Shape | None:
+        """The joined shape, ``None`` where the parts cannot be joined (the plan shows a mismatch)."""
+        ...
+
+    def join(self, parts: Sequence[torch.Tensor]) -> torch.Tensor: ...
+
+    def parts(self, count: int) -> tuple[ValueOp | None, ...]:
+        """The value operation giving each of ``count`` parts from the whole (``None``: the whole)."""
+        ...
+
+
+@attrs.frozen
+class Concatenate:
+    """Parts concatenated along ``dim`` (q, k and v into a fused ``qkv``); split back in equal parts."""
+
+    dim: int
+
+    def shape_of(self, shapes: Sequence[Shape]) -> Shape | None:
+        first = shapes[0]
+        dim = self.dim
+
+        def others(shape: Shape) -> Shape:
+            return shape[:dim] + shape[dim + 1 :]
+
+        if dim >= len(first) or any(len(s) != len(first) or others(s) != others(first) for s in shapes):
+            return None
+        return (*first[:dim], sum(s[dim] for s in shapes), *first[dim + 1 :])
+
+    def join(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        import torch
+
+        return torch.cat(list(parts), dim=self.dim)
+
+    def parts(self, count: int) -> tuple[ValueOp | None, ...]:
+        return tuple(Chunk(self.dim, i, count) for i in range(count))
 
 
 @attrs.frozen

@@ -60,7 +60,7 @@ def _compare(plan: MappingPlan, source: Checkpoint, written: Checkpoint) -> Veri
             differing.append(made.target)
     for joined in plan.joined:  # the parts, concatenated as apply does
         out = written.tensors.get(joined.target)
-        expected = torch.cat([source.tensors[k] for k in joined.sources], dim=joined.dim)
+        expected = joined.joiner.join([source.tensors[k] for k in joined.sources])
         if out is None:
             absent.append(joined.target)
         elif out.shape != expected.shape or not torch.equal(_bits(out), _bits(expected.to(out.dtype))):
