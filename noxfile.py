@@ -27,12 +27,23 @@ def _install_whisper(session: nox.Session) -> None:
     session.install("--no-deps", OPENAI_WHISPER)
 
 
+DAC = ("descript-audio-codec==1.0.0", "descript-audiotools==0.7.2")
+
+
+def _install_dac(session: nox.Session) -> None:
+    """descript-audio-codec and descript-audiotools without their declared dependencies (torchaudio,
+    broken against torch 2.13, and audio I/O and metrics DAC's model never uses: the test's import
+    stubs them, tests/originals.py names them). What the model imports comes with the ``codecs`` extra."""
+    session.install("--no-deps", *CONSTRAINTS, *DAC)
+
+
 @nox.session(python="3.11")
 def tests(session: nox.Session) -> None:
     """Unit, property, CLI and parity tests (parity builds the original implementations and runs the
     runtimes users feed converted models to: CTranslate2)."""
-    session.install(*CONSTRAINTS, "-e", ".[originals,runtimes,dev]")
+    session.install(*CONSTRAINTS, "-e", ".[originals,codecs,runtimes,dev]")
     _install_whisper(session)
+    _install_dac(session)
     _drop_torchaudio(session)
     session.run("pytest", "-q", *session.posargs)
 

@@ -228,7 +228,33 @@ DATA2VEC2_BASE_AUDIO: dict[str, Any] = {
 DATA2VEC2_BASE: dict[str, Any] = {"depth": 12, "embed_dim": 768, "num_heads": 12, "mlp_ratio": 4.0, "layerdrop": 0.05}
 
 
+# DAC 44 kHz (descript-audio-codec's DAC defaults, the released 44khz model's kwargs).
+DAC_44KHZ: dict[str, Any] = {
+    "encoder_dim": 64,
+    "encoder_rates": [2, 4, 8, 8],
+    "latent_dim": None,
+    "decoder_dim": 1536,
+    "decoder_rates": [8, 8, 4, 2],
+    "n_codebooks": 9,
+    "codebook_size": 1024,
+    "codebook_dim": 8,
+    "quantizer_dropout": False,
+    "sample_rate": 44100,
+}
+
+
+def dac() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as data:
+        path = Path(data) / "dac.pth"
+        originals.dac_checkpoint(path, **DAC_44KHZ)
+        saved = torch.load(path, weights_only=True)
+    return _entry(
+        "descript-audio-codec DAC 44 kHz, DAC.save(package=False)", saved["state_dict"], {"metadata": saved["metadata"]}
+    )
+
+
 BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
+    "dac": dac,
     "data2vec2_audio_ctc": lambda: _saved(
         lambda path, data: originals.ctc_trainer_checkpoint(
             path, data, family="data2vec_multi", audio=DATA2VEC2_BASE_AUDIO, **DATA2VEC2_BASE

@@ -892,3 +892,65 @@ def data2vec2_checkpoint(path: Path, data_dir: Path, *, audio: dict[str, Any] | 
         str(path),
     )
     return model_.eval()
+
+
+# --- descript-audio-codec (DAC) ------------------------------------------------------------------
+
+DAC_STAND_INS = frozenset(
+    {
+        "torchaudio",
+        "librosa",
+        "soundfile",
+        "pyloudnorm",
+        "ffmpy",
+        "IPython",
+        "matplotlib",
+        "pystoi",
+        "torch_stoi",
+        "flatten_dict",
+        "markdown2",
+        "randomname",
+        "tensorboard",
+        "julius",
+    }
+)
+"""What descript-audiotools imports at module level for audio I/O, metrics and logging: nothing DAC's
+model uses. Stand-ins (:class:`_Anything`) while ``dac`` is imported; ``torch.utils.tensorboard`` too."""
+
+
+def import_dac() -> Any:
+    """descript-audio-codec's ``DAC`` class, imported with :data:`DAC_STAND_INS` (installed
+    ``--no-deps``: its declared torchaudio is broken against torch 2.13)."""
+    if "dac" in sys.modules:
+        return sys.modules["dac"].DAC
+    stand_ins = _Stand_ins(DAC_STAND_INS - _installed())
+    board = types.ModuleType("torch.utils.tensorboard")
+    board.__dict__["SummaryWriter"] = object
+    sys.modules.setdefault("torch.utils.tensorboard", board)
+    sys.meta_path.insert(0, stand_ins)
+    try:
+        dac = importlib.import_module("dac")
+    finally:
+        sys.meta_path.remove(stand_ins)
+    return dac.DAC
+
+
+DAC_SMALL: dict[str, Any] = {
+    "encoder_dim": 8,
+    "encoder_rates": [2, 4],
+    "decoder_dim": 32,
+    "decoder_rates": [4, 2],
+    "n_codebooks": 3,
+    "codebook_size": 16,
+    "codebook_dim": 4,
+    "sample_rate": 16000,
+}
+"""A small DAC: two strides each way, three codebooks."""
+
+
+def dac_checkpoint(path: Path, **kwargs: Any) -> Any:
+    """A random DAC saved as ``DAC.save(path, package=False)`` writes it. Returns the model (eval)."""
+    model = import_dac()(**{**DAC_SMALL, **kwargs})
+    randomize_parameters(model)
+    model.save(str(path), package=False)
+    return model.eval()

@@ -68,6 +68,13 @@ SHIPPED: Final = (
         "DATA2VEC_AUDIO",
     ),
     Family(
+        "dac",
+        "descript-audio-codec DAC ({'state_dict', 'metadata': {'kwargs'}}, as DAC.save(package=False) writes it)",
+        "transformers DacModel (16/24/44 kHz, or as the kwargs say), with its DacFeatureExtractor",
+        "wmap.models.dac",
+        "DAC",
+    ),
+    Family(
         "data2vec2_audio",
         "fairseq data2vec 2.0 audio pre-trained (data2vec_multi; a trainer checkpoint, without ALiBi)",
         "transformers Data2VecAudioModel (headless)",

@@ -200,7 +200,8 @@ class WeightNormFold:
         g, v = parts
         import torch
 
-        folded = self.apply_all(g.to("cpu", torch.float32), v.to("cpu", torch.float32))
+        # torch's own kernel, as the weight-norm hook runs it: the weight the original computes, bit for bit
+        folded = torch._weight_norm(v.to("cpu", torch.float32), g.to("cpu", torch.float32), self.dim)
         return folded.to(v.dtype)
 
     def parts(self, count: int) -> tuple[ValueOp | None, ...]:
@@ -211,7 +212,8 @@ class WeightNormFold:
 @attrs.frozen
 class WeightNormG:
     """``w -> ||w||`` over every dimension but ``dim`` (kept): the ``g`` that weight norm starts from,
-    computed in float32 and given back in ``w``'s dtype; ``v`` is ``w`` itself."""
+    computed in float32 and given back in ``w``'s dtype; ``v`` is ``w`` itself. The norm is the one
+    torch's weight-norm kernel computes, so that folding the pair again gives ``w`` bit for bit."""
 
     dim: int
 
@@ -223,7 +225,13 @@ class WeightNormG:
     def apply(self, tensor: torch.Tensor) -> torch.Tensor:
         import torch
 
-        return _norm_except(tensor.to(torch.float32), self.dim).to(tensor.dtype)
+        w = tensor.to("cpu", torch.float32)
+        if self.dim in (0, w.dim() - 1):  # the norm torch's fused kernel computes: folding gives w back exactly
+            ones = torch.ones(_norm_shape(tuple(w.shape), self.dim))
+            g = torch._weight_norm_interface(w, ones, self.dim)[1].reshape(ones.shape)
+        else:  # torch folds these dims with norm_except_dim: the same, so the same holds
+            g = torch.norm_except_dim(w, 2, self.dim)
+        return g.to(tensor.dtype)
 
 
 class Joiner(Protocol):
