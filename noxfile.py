@@ -28,13 +28,15 @@ def _install_whisper(session: nox.Session) -> None:
 
 
 DAC = ("descript-audio-codec==1.0.0", "descript-audiotools==0.7.2")
+AUDIOCRAFT = "audiocraft==1.3.0"
 
 
 def _install_dac(session: nox.Session) -> None:
-    """descript-audio-codec and descript-audiotools without their declared dependencies (torchaudio,
-    broken against torch 2.13, and audio I/O and metrics DAC's model never uses: the test's import
-    stubs them, tests/originals.py names them). What the model imports comes with the ``codecs`` extra."""
-    session.install("--no-deps", *CONSTRAINTS, *DAC)
+    """descript-audio-codec, descript-audiotools and audiocraft without their declared dependencies
+    (torchaudio, broken against torch 2.13; audiocraft's torch 2.1 pin; audio I/O, metrics and demos
+    the models never use: the tests' imports stub them, tests/originals.py names them). What the models
+    import comes with the ``codecs`` extra."""
+    session.install("--no-deps", *CONSTRAINTS, *DAC, AUDIOCRAFT)
 
 
 @nox.session(python="3.11")

@@ -243,6 +243,23 @@ DAC_44KHZ: dict[str, Any] = {
 }
 
 
+# MusicGen's 32 kHz EnCodec (audiocraft's config/model/encodec/encodec_large_nq4_s640.yaml).
+MUSICGEN_ENCODEC: dict[str, Any] = {
+    "encodec": {**originals.AUDIOCRAFT_ENCODEC["encodec"], "sample_rate": 32000},
+    "seanet": {**originals.AUDIOCRAFT_ENCODEC["seanet"], "dimension": 128, "n_filters": 64, "ratios": [8, 5, 4, 4]},
+    "rvq": {**originals.AUDIOCRAFT_ENCODEC["rvq"], "n_q": 4, "bins": 2048},
+}
+
+
+def encodec_audiocraft() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as data:
+        path = Path(data) / "compression_state_dict.bin"
+        originals.audiocraft_encodec_file(path, MUSICGEN_ENCODEC)
+        saved = torch.load(path, weights_only=True)
+    meta = {k: v for k, v in saved.items() if k != "best_state"}
+    return _entry("audiocraft EnCodec 32 kHz (MusicGen's), as audiocraft's export writes it", saved["best_state"], meta)
+
+
 def dac() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as data:
         path = Path(data) / "dac.pth"
@@ -255,6 +272,7 @@ def dac() -> dict[str, Any]:
 
 BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
     "dac": dac,
+    "encodec_audiocraft": encodec_audiocraft,
     "data2vec2_audio_ctc": lambda: _saved(
         lambda path, data: originals.ctc_trainer_checkpoint(
             path, data, family="data2vec_multi", audio=DATA2VEC2_BASE_AUDIO, **DATA2VEC2_BASE

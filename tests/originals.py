@@ -954,3 +954,113 @@ def dac_checkpoint(path: Path, **kwargs: Any) -> Any:
     randomize_parameters(model)
     model.save(str(path), package=False)
     return model.eval()
+
+
+# --- audiocraft (MusicGen / AudioGen and their EnCodec) ------------------------------------------
+
+AUDIOCRAFT_STAND_INS = frozenset(
+    {
+        "av",
+        "torchaudio",
+        "librosa",
+        "gradio",
+        "spacy",
+        "torchtext",
+        "torchvision",
+        "demucs",
+        "torchmetrics",
+        "pesq",
+        "pystoi",
+        "xformers",
+    }
+)
+"""What audiocraft imports at module level for audio I/O, text processing, metrics and its demos: nothing
+its models use (xformers: only the LM's memory-efficient attention, not the compression model).
+Stand-ins (:class:`_Anything`) while ``audiocraft`` is imported (installed ``--no-deps``: it pins
+torch 2.1)."""
+
+
+def import_audiocraft() -> Any:
+    """audiocraft's ``models`` package (builders, loaders) and ``utils.export``, imported with
+    :data:`AUDIOCRAFT_STAND_INS`."""
+    stand_ins = _Stand_ins(AUDIOCRAFT_STAND_INS - _installed())
+    sys.meta_path.insert(0, stand_ins)
+    try:
+        importlib.import_module("audiocraft.models.builders")
+        importlib.import_module("audiocraft.models.loaders")
+        importlib.import_module("audiocraft.utils.export")
+    finally:
+        sys.meta_path.remove(stand_ins)
+    return sys.modules["audiocraft"]
+
+
+AUDIOCRAFT_ENCODEC: dict[str, Any] = {
+    "compression_model": "encodec",
+    "device": "cpu",
+    "encodec": {
+        "autoencoder": "seanet",
+        "quantizer": "rvq",
+        "sample_rate": 16000,
+        "channels": 1,
+        "causal": False,
+        "renormalize": False,
+    },
+    "seanet": {
+        "dimension": 16,
+        "channels": 1,
+        "causal": False,
+        "n_filters": 4,
+        "n_residual_layers": 1,
+        "ratios": [4, 2],
+        "activation": "ELU",
+        "activation_params": {"alpha": 1.0},
+        "norm": "weight_norm",
+        "norm_params": {},
+        "kernel_size": 7,
+        "residual_kernel_size": 3,
+        "last_kernel_size": 7,
+        "dilation_base": 2,
+        "pad_mode": "constant",
+        "true_skip": True,
+        "compress": 2,
+        "lstm": 2,
+        "disable_norm_outer_blocks": 0,
+        "encoder": {},
+        "decoder": {"trim_right_ratio": 1.0},
+    },
+    "rvq": {
+        "n_q": 4,
+        "q_dropout": False,
+        "bins": 64,
+        "decay": 0.99,
+        "kmeans_init": True,
+        "kmeans_iters": 50,
+        "threshold_ema_dead_code": 2,
+        "orthogonal_reg_weight": 0.0,
+        "orthogonal_reg_active_codes_only": False,
+    },
+}
+"""A small audiocraft EnCodec config (the sections ``get_compression_model`` reads), as MusicGen's 32 kHz
+one is shaped: weight norm, constant padding, a residual shortcut, two LSTM layers, 4 codebooks."""
+
+
+def audiocraft_encodec_file(path: Path, sections: dict[str, Any] | None = None) -> Any:
+    """An audiocraft EnCodec built by ``builders.get_compression_model`` from its config, with random
+    weights and initialised codebooks, saved as a solver's checkpoint and exported by audiocraft's own
+    ``utils.export.export_encodec`` (``best_state``, ``xp.cfg`` YAML, ``version``, ``exported``).
+    Returns the model (eval)."""
+    from omegaconf import OmegaConf
+
+    audiocraft = import_audiocraft()
+    cfg = OmegaConf.create({**AUDIOCRAFT_ENCODEC, **(sections or {})})
+    model = audiocraft.models.builders.get_compression_model(cfg)
+    randomize_parameters(model)
+    randomize_buffers(model)
+    for layer in model.quantizer.vq.layers:
+        layer._codebook.inited.fill_(1.0)
+    solver = path.with_name("checkpoint.th")
+    # the solver's cfg as plain containers: audiocraft's export reads it with torch.load's default, which
+    # under torch >= 2.6 refuses an omegaconf object; the exported xp.cfg is YAML text either way
+    torch.save({"best_state": {"model": model.state_dict()}, "xp.cfg": OmegaConf.to_container(cfg)}, solver)
+    audiocraft.utils.export.export_encodec(solver, path)
+    return model.eval()

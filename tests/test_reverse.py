@@ -168,7 +168,12 @@ beside wav2vec2-large: 4.2 GB in float32): its vocabulary cut to 4096 rows (the 
 the weights), its values in float16. Every name and every other shape stays the original's."""
 
 
-CONTAINERS = {"whisper": "model_state_dict", "distilhubert": "Distiller", "dac": "state_dict"}
+CONTAINERS = {
+    "whisper": "model_state_dict",
+    "distilhubert": "Distiller",
+    "dac": "state_dict",
+    "encodec_audiocraft": "best_state",
+}
 """Where the original's file keeps its state dict (fairseq: ``model``)."""
 
 LEFT_OUT = {"data2vec2_audio": ("_ema", "modality_encoders.AUDIO.decoder")}

@@ -54,6 +54,13 @@ SHIPPED: Final = (
     _encodec("32 kHz", "ENCODEC_32KHZ"),
     _encodec("48 kHz", "ENCODEC_48KHZ"),
     Family(
+        "encodec_audiocraft",
+        "audiocraft EnCodec (compression_state_dict.bin: best_state, xp.cfg; MusicGen's, AudioGen's or your own)",
+        "transformers EncodecModel, configured from the file's xp.cfg",
+        "wmap.models.encodec_audiocraft",
+        "ENCODEC_AUDIOCRAFT",
+    ),
+    Family(
         "data2vec_audio_ctc",
         "fairseq data2vec-audio fine-tuned for CTC (a trainer checkpoint)",
         "transformers Data2VecAudioForCTC, with its Wav2Vec2Processor",
