@@ -195,3 +195,16 @@ def test_a_value_map_reads_both_ways_from_one_table_and_refuses_with_its_reason(
     assert back.read("layer").unwrap() == "layer_norm" and EXTRACTOR_MODE.inverted().inverted() == EXTRACTOR_MODE
     for norm, mode in (("layer", "layer_norm"), ("group", "default")):
         assert values_back(table.fields, Wav2Vec2Config(feat_extract_norm=norm)) == {"extractor_mode": mode}
+
+
+def test_every_bad_field_is_reported_not_only_the_first() -> None:
+    """A config with three bad fields names all three (one line: the CLI prints it as it is)."""
+    from wmap.config_fields import ConfigTable, Translated, integer, translate
+    from wmap.errors import BadConfig
+
+    table = ConfigTable("section", tuple(Translated(n, integer(1, 10), n, 1) for n in ("a", "b", "c", "d")))
+    error = translate(table, {"a": 0, "b": 5, "c": "x", "d": 99}).failure()
+    assert isinstance(error, BadConfig) and error.key == "a"
+    assert [o.key for o in error.others] == ["c", "d"]
+    assert "'c' is 'x'" in error.message and "'d' is 99" in error.message and "\n" not in error.message
+    assert translate(table, {"a": 2}).unwrap().kwargs == {"a": 2, "b": 1, "c": 1, "d": 1}  # the control

@@ -318,6 +318,7 @@ def translate(table: ConfigTable, container: object, *, report_unknown: bool = T
     values: dict[str, Any] = {}
     kwargs: dict[str, Any] = {}
     ignored: list[IgnoredField] = []
+    bad: list[BadConfig] = []  # every bad field is reported, not only the first
     present = field_names(container)
     for f in table.fields:
         raw = get(container, f.source)
@@ -328,16 +329,21 @@ def translate(table: ConfigTable, container: object, *, report_unknown: bool = T
                 values[f.source] = raw
             continue
         if raw is MISSING and f.default is REQUIRED:
-            return Failure(BadConfig(table.section, f.source, "a value (the field is required)", "missing"))
+            bad.append(BadConfig(table.section, f.source, "a value (the field is required)", "missing"))
+            continue
         read = f.read(f.default if raw is MISSING else raw)  # a default is read as a value would be
         if isinstance(read, Failure):
-            return Failure(_bad(table, f.source, read.failure(), raw))
+            bad.append(_bad(table, f.source, read.failure(), raw))
+            continue
         values[f.source] = read.unwrap()
         if isinstance(f, Checked) and values[f.source] not in f.allowed:
             allowed = " or ".join(map(repr, f.allowed))
-            return Failure(_bad(table, f.source, f"{allowed}: {f.reason}", values[f.source]))
+            bad.append(_bad(table, f.source, f"{allowed}: {f.reason}", values[f.source]))
+            continue
         if isinstance(f, Translated) and f.target is not None:
             kwargs[f.target] = values[f.source]
+    if bad:
+        return Failure(attrs.evolve(bad[0], others=tuple(bad[1:])))
     known = table.names() if report_unknown else frozenset(present)
     ignored += [
         IgnoredField(table.section, name, shown(get(container, name)), UNRECOGNISED)

@@ -99,10 +99,13 @@ class BadConfig(Error):
     key: str
     expected: str
     found: str
+    others: tuple[BadConfig, ...] = ()
+    """Further bad fields of the same config (a translation reports every one, not the first)."""
 
     @property
     def message(self) -> str:
-        return f"{self.source}: config {self.key!r} is {self.found}; expected {self.expected}"
+        first = f"{self.source}: config {self.key!r} is {self.found}; expected {self.expected}"
+        return first + "".join(f"; and {o.key!r} is {o.found}; expected {o.expected}" for o in self.others)
 
 
 @attrs.frozen(auto_exc=False)
