@@ -7,7 +7,7 @@ from pathlib import Path
 from transformers import Data2VecAudioConfig
 
 from wmap.dictionary import parse_dict_file
-from wmap.models.ctc_processor import ctc_processor, ctc_vocabulary, feature_extractor_settings
+from wmap.fairseq.processor import ctc_processor, ctc_vocabulary, feature_extractor_settings
 
 
 def test_the_blank_is_renamed_to_the_pad_token() -> None:

@@ -63,8 +63,8 @@ def test_the_way_back_loads_in_s3prl_strictly_and_gives_the_same_features(tmp_pa
 
     from tests.originals import distiller_config, distiller_original, save_s3prl_checkpoint
     from wmap.errors import PlanNotClean
+    from wmap.fairseq.export import inverted
     from wmap.models.distilhubert import DISTILLER
-    from wmap.models.fairseq_export import inverted
     from wmap.plan import Accept
     from wmap.way_back import export, preview_reverse
 

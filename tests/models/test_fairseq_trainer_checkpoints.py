@@ -391,7 +391,7 @@ def _encoder_settings_agree(original: Any, exported: Any) -> None:
     """Every encoder field the forward table translates comes back with the original's value (the
     trained settings differ from every default, so a field lost on either way shows), and so do the
     conv spec and the fine-tuning wrapper's own fields."""
-    from wmap.models.fairseq_export import TRANSLATED_BACK
+    from wmap.fairseq.export import TRANSLATED_BACK
 
     theirs, ours = original["w2v_args"]["model"], exported["w2v_args"]["model"]
     compared = [f for f in TRANSLATED_BACK.values() if f in theirs]

@@ -17,18 +17,19 @@ PAGE = Path(__file__).resolve().parents[2] / "docs" / "porting.md"
 pytestmark = pytest.mark.parity
 
 
-def port() -> tuple[ModelSpec, int]:
-    """The page's port, run as a module of its own; and its length in lines."""
-    code = re.findall(r"```python\n(.*?)```", PAGE.read_text(), flags=re.DOTALL)[-1]
-    namespace: dict[str, Any] = {"__name__": "hubert_port"}
+def port(index: int = 0, name: str = "HUBERT") -> tuple[ModelSpec, int]:
+    """The page's ``index``-th port, run as a module of its own; and its length in lines."""
+    code = re.findall(r"```python\n(.*?)```", PAGE.read_text(), flags=re.DOTALL)[index]
+    namespace: dict[str, Any] = {"__name__": f"port_{index}"}
     exec(compile(code, str(PAGE), "exec"), namespace)
-    return cast(ModelSpec, namespace["HUBERT"]), len(code.strip().splitlines())
+    return cast(ModelSpec, namespace[name]), len(code.strip().splitlines())
 
 
-def test_the_port_is_short_and_uses_the_public_api_only() -> None:
-    _, lines = port()
-    code = re.findall(r"```python\n(.*?)```", PAGE.read_text(), flags=re.DOTALL)[-1]
-    assert lines <= 30
+@pytest.mark.parametrize(("index", "name"), [(0, "HUBERT"), (1, "CONFORMER_CTC")])
+def test_each_port_is_short_and_uses_the_public_api_only(index: int, name: str) -> None:
+    _, lines = port(index, name)
+    code = re.findall(r"```python\n(.*?)```", PAGE.read_text(), flags=re.DOTALL)[index]
+    assert lines <= 35
     assert not re.search(r"wmap\.\w*\._|from wmap\.models", code)  # no private module, no shipped family
 
 
@@ -47,3 +48,36 @@ def test_the_port_has_parity_with_fairseq(tmp_path: Path) -> None:
         theirs, _ = original.extract_features(x, padding_mask=None, mask=False)
         ours = ported(x).last_hidden_state
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+
+
+def test_the_ctc_port_with_a_value_operation_has_parity_with_fairseq(tmp_path: Path) -> None:
+    """The page's second port on a conformer (rope) CTC checkpoint written by fairseq's trainer: the
+    rotary copies are gathered, the processor loads, the logits are fairseq's within 1e-5."""
+    from transformers import AutoModelForCTC, AutoProcessor
+
+    from tests.models.test_fairseq_trainer_checkpoints import (
+        _fairseq_reference,
+        _fairseq_transcripts,
+        _transcribe,
+        _utterances,
+    )
+    from tests.originals import CONFORMER, conformer_fix, ctc_trainer_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path / "checkpoint_best.pt"
+    with conformer_fix():
+        ctc_trainer_checkpoint(path, tmp_path, family="wav2vec2", pos_enc_type="rope", **CONFORMER)
+    spec, _ = port(1, "CONFORMER_CTC")
+    plan = preview(spec, path).unwrap().plan
+    assert plan.is_clean(), plan.problems(limit=5)
+    assert len(plan.gathered) == 1
+    out = convert(spec, path, tmp_path / "hf").unwrap()
+    processor, model = AutoProcessor.from_pretrained(out), AutoModelForCTC.from_pretrained(out).eval()
+    audio = _utterances()
+    with conformer_fix():
+        reference, task = _fairseq_reference(path)
+        expected, their_logits = _fairseq_transcripts(reference, task, audio)
+    ours, logits = _transcribe(processor, model, audio)
+    assert ours == expected
+    for mine, theirs in zip(logits, their_logits, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-5)

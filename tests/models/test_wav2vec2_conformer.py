@@ -137,13 +137,16 @@ def test_the_wav2vec2_family_names_the_conformer_family(pretrained: tuple[str, P
     assert isinstance(error, BadConfig) and error.key == "layer_type" and "wav2vec2_conformer" in error.expected
 
 
-@pytest.fixture(scope="module", params=["rel_pos", "rope"])
+@pytest.fixture(scope="module", params=["rel_pos", "rope", "rel_pos-equal-widths"])
 def fine_tuned(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     from tests.originals import CONFORMER, conformer_fix, ctc_trainer_checkpoint
 
     torch.manual_seed(0)
     data = tmp_path_factory.mktemp("conformer_ctc")
-    encoder = {**CONFORMER, "pos_enc_type": request.param, "extractor_mode": "layer_norm"}
+    kind, _, widths = request.param.partition("-")
+    encoder = {**CONFORMER, "pos_enc_type": kind, "extractor_mode": "layer_norm"}
+    if widths:  # fairseq builds no post_extract_proj: the projection is made the identity
+        encoder["conv_feature_layers"] = VARIANTS["rope-equal-widths"]["conv_feature_layers"]
     with conformer_fix():
         ctc_trainer_checkpoint(data / "checkpoint_best.pt", data, family="wav2vec2", **encoder)
     return data / "checkpoint_best.pt", data

@@ -170,7 +170,7 @@ def test_the_way_back_builds_in_fairseq_and_loads_strictly(shared: bool, tmp_pat
     assert exported.keys() == state.keys()
     assert all(exported[k].dtype == v.dtype and torch.equal(exported[k], v) for k, v in state.items())
 
-    from wmap.models.fairseq_export import TRANSLATED_BACK
+    from wmap.fairseq.export import TRANSLATED_BACK
     from wmap.models.wav2vec2_mbart import DECODER_BACK
 
     theirs, ours = torch.load(checkpoint, weights_only=False)["cfg"]["model"], written["cfg"]["model"]

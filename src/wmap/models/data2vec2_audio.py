@@ -56,9 +56,9 @@ from wmap.fairseq import (
     heads_divide,
     layers_agree,
 )
+from wmap.fairseq.export import FEATURES, conv_feature_layers, ctc_exporter, feature_settings, trainer_file
+from wmap.fairseq.processor import ctc_processor, feature_extractor_writer
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, shipped
-from wmap.models.ctc_processor import ctc_processor, feature_extractor_writer
-from wmap.models.fairseq_export import FEATURES, conv_feature_layers, ctc_exporter, feature_settings, trainer_file
 from wmap.pipeline import first_match, scoped
 from wmap.plan import MakeRule
 from wmap.reverse import predicted_layout

@@ -34,9 +34,9 @@ from wmap.fairseq import (
     wav2vec2_encoder_fields,
     with_upgrades,
 )
+from wmap.fairseq.export import ctc_exporter, pretraining_exporter
+from wmap.fairseq.processor import ctc_processor, feature_extractor_writer
 from wmap.models.base import ModelSpec, TranslatedConfig, shipped
-from wmap.models.ctc_processor import ctc_processor, feature_extractor_writer
-from wmap.models.fairseq_export import ctc_exporter, pretraining_exporter
 from wmap.pipeline import first_match, scoped, seq, when
 from wmap.pipeline import optional as pass_unmatched
 from wmap.transforms import PARAMS, Layout, Transform, refuse, rename, skip

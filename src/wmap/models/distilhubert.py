@@ -46,9 +46,9 @@ from wmap.fairseq import (
     layout_agrees,
     wav2vec2_encoder_rules,
 )
+from wmap.fairseq.export import conv_feature_layers, weight_norm_hook_names
+from wmap.fairseq.processor import FeatureExtractorSettings
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, Writer, shipped
-from wmap.models.ctc_processor import FeatureExtractorSettings
-from wmap.models.fairseq_export import conv_feature_layers, weight_norm_hook_names
 from wmap.pipeline import first_match, seq
 from wmap.reverse import predicted_layout
 from wmap.transforms import Layout, Transform, refuse, route_weight_norm, skip

@@ -38,9 +38,9 @@ from wmap.config_fields import (
     values_back,
 )
 from wmap.errors import BadConfig
+from wmap.fairseq.export import weight_norm_hook_names
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, shipped
 from wmap.models.encodec import encodec_pipeline, feature_extractor_files
-from wmap.models.fairseq_export import weight_norm_hook_names
 from wmap.reverse import predicted_layout
 from wmap.transforms import Layout, Transform
 

@@ -19,9 +19,9 @@ from wmap.fairseq import (
     wav2vec2_encoder_fields,
     with_upgrades,
 )
+from wmap.fairseq.export import ctc_exporter, pretraining_exporter
+from wmap.fairseq.processor import ctc_processor, feature_extractor_writer
 from wmap.models.base import ModelSpec, shipped
-from wmap.models.ctc_processor import ctc_processor, feature_extractor_writer
-from wmap.models.fairseq_export import ctc_exporter, pretraining_exporter
 from wmap.models.wav2vec2 import ONE_POS_CONV, ctc_rules, encoder_rules, fine_tuned_config, pretrained_config
 from wmap.pipeline import first_match, seq
 from wmap.transforms import Transform, route_weight_norm, skip

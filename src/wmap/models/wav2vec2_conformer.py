@@ -32,9 +32,9 @@ from wmap.config_fields import (
     one_of,
 )
 from wmap.fairseq import CONFORMER_LAYERS, PRETRAINING_HEADS, ctc_fine_tuning, identity_projection, with_upgrades
+from wmap.fairseq.export import ctc_exporter, pretraining_exporter
+from wmap.fairseq.processor import ctc_processor, feature_extractor_writer
 from wmap.models.base import ModelSpec, is_headless, shipped
-from wmap.models.ctc_processor import ctc_processor, feature_extractor_writer
-from wmap.models.fairseq_export import ctc_exporter, pretraining_exporter
 from wmap.models.wav2vec2 import (
     ctc_rules,
     encoder_fields,

@@ -63,10 +63,7 @@ from wmap.fairseq import (
     projections,
     wav2vec2_encoder_fields,
 )
-from wmap.io import staged_copy
-from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, Writer, shipped
-from wmap.models.ctc_processor import FeatureExtractorSettings
-from wmap.models.fairseq_export import (
+from wmap.fairseq.export import (
     FEATURES,
     encoder_cfg,
     feature_settings,
@@ -76,6 +73,9 @@ from wmap.models.fairseq_export import (
     weight_norm_hook_names,
     with_mask_embedding,
 )
+from wmap.fairseq.processor import FeatureExtractorSettings
+from wmap.io import staged_copy
+from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, Writer, shipped
 from wmap.pipeline import first_match, scoped, seq, upgrade, when
 from wmap.reverse import predicted_layout
 from wmap.transforms import PARAMS, Layout, Transform, refuse, rename, route_weight_norm, skip, tie
