@@ -208,3 +208,18 @@ def test_every_bad_field_is_reported_not_only_the_first() -> None:
     assert [o.key for o in error.others] == ["c", "d"]
     assert "'c' is 'x'" in error.message and "'d' is 99" in error.message and "\n" not in error.message
     assert translate(table, {"a": 2}).unwrap().kwargs == {"a": 2, "b": 1, "c": 1, "d": 1}  # the control
+
+
+def test_a_conv_spec_is_one_row_read_both_ways() -> None:
+    """``conv_spec``: one source field <-> conv_dim/conv_kernel/conv_stride, and back to the list it
+    expands to (what fairseq's own reader evaluates to the same layers)."""
+    from transformers import Wav2Vec2Config
+
+    from wmap.config_fields import ConfigTable, conv_layers, conv_spec, translate, values_back
+
+    table = ConfigTable("model", (conv_spec("conv_feature_layers"),))
+    read = translate(table, {"conv_feature_layers": "[(32, 10, 5)] + [(16, 3, 2)] * 2"}).unwrap()
+    assert read.kwargs == {"conv_dim": [32, 16, 16], "conv_kernel": [10, 3, 3], "conv_stride": [5, 2, 2]}
+    back = values_back(table.fields, Wav2Vec2Config(**read.kwargs))["conv_feature_layers"]
+    assert conv_layers(back).unwrap() == read.values["conv_feature_layers"]
+    assert translate(table, {"conv_feature_layers": "[(1, 2)]"}).failure().key == "conv_feature_layers"

@@ -229,7 +229,20 @@ class Ignored:
     reason: str
 
 
-Field: TypeAlias = Translated | Checked | Decided | Ignored
+@attrs.frozen
+class Composite:
+    """One source field <-> several target fields: ``source`` is read by ``read`` and becomes the
+    keyword arguments ``forward(value)``; the way back, ``backward(config)`` is its value again (a
+    conv spec string <-> ``conv_dim``/``conv_kernel``/``conv_stride``). Written once, read both ways."""
+
+    source: str
+    read: Reader
+    forward: Callable[[Any], Mapping[str, Any]]
+    backward: Callable[[Any], Any]
+    default: Any = REQUIRED
+
+
+Field: TypeAlias = Translated | Checked | Decided | Ignored | Composite
 
 
 @attrs.frozen
@@ -342,6 +355,8 @@ def translate(table: ConfigTable, container: object, *, report_unknown: bool = T
             continue
         if isinstance(f, Translated) and f.target is not None:
             kwargs[f.target] = values[f.source]
+        if isinstance(f, Composite):
+            kwargs.update(f.forward(values[f.source]))
     if bad:
         return Failure(attrs.evolve(bad[0], others=tuple(bad[1:])))
     known = table.names() if report_unknown else frozenset(present)
@@ -367,13 +382,39 @@ def values_back(fields: Iterable[Field], config: object) -> dict[str, Any]:
     """The source-side values of a forward table's translated fields, read from ``config`` (a
     transformers config): each ``target`` as its ``source``, a :class:`ValueMap`'s value mapped back
     (a value outside the map is kept as it is: the original's own reader names it)."""
+    fields = tuple(fields)
     values: dict[str, Any] = {}
     for f in inverse(fields):
         if not hasattr(config, f.source):
             continue
         raw = getattr(config, f.source)
         values[str(f.target)] = f.read(raw).value_or(raw) if isinstance(f.read, ValueMap) else raw
+    for composite in (f for f in fields if isinstance(f, Composite)):
+        try:
+            values[composite.source] = composite.backward(config)
+        except (AttributeError, TypeError, ValueError):  # a config without those fields: the original's default
+            continue
     return values
+
+
+def _conv_kwargs(layers: tuple[tuple[int, int, int], ...]) -> dict[str, Any]:
+    return {
+        "conv_dim": [c[0] for c in layers],
+        "conv_kernel": [c[1] for c in layers],
+        "conv_stride": [c[2] for c in layers],
+    }
+
+
+def _conv_spec(config: Any) -> str:
+    layers = zip(config.conv_dim, config.conv_kernel, config.conv_stride, strict=True)
+    return repr([tuple(int(n) for n in layer) for layer in layers])
+
+
+def conv_spec(source: str, default: Any = REQUIRED) -> Composite:
+    """A conv feature extractor's spec (``"[(512, 10, 5)] + [(512, 3, 2)] * 4"``: fairseq's
+    ``conv_feature_layers``, s3prl's, data2vec 2.0's) <-> transformers' ``conv_dim``, ``conv_kernel`` and
+    ``conv_stride``, read with :func:`conv_layers` and written back as the list it expands to."""
+    return Composite(source, conv_layers, _conv_kwargs, _conv_spec, default)
 
 
 def fixed_back(fields: Iterable[Field]) -> dict[str, Any]:

@@ -25,7 +25,6 @@ from wmap.fairseq.config import (
     PRETRAINING_OBJECTIVE,
     TRAINING_ONLY,
     activation,
-    conv_kwargs,
     ctc_fine_tuning,
     ctc_head_kwargs,
     encoder_config_kwargs,
@@ -41,7 +40,6 @@ from wmap.fairseq.config import (
     wav2vec2_encoder_fields,
 )
 from wmap.fairseq.export import (
-    conv_feature_layers,
     ctc_exporter,
     encoder_cfg,
     feature_settings,
@@ -111,8 +109,6 @@ __all__ = [
     "TRANSFORMER_LAYERS",
     "WEIGHT_NORM_POS_CONV",
     "activation",
-    "conv_feature_layers",
-    "conv_kwargs",
     "ctc_exporter",
     "ctc_fine_tuning",
     "ctc_head_kwargs",

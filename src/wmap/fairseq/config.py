@@ -21,7 +21,7 @@ from wmap.config_fields import (
     Translation,
     ValueMap,
     boolean,
-    conv_layers,
+    conv_spec,
     get,
     ignore_all,
     integer,
@@ -128,7 +128,7 @@ def wav2vec2_encoder_fields(**overrides: Field) -> tuple[Field, ...]:
         Ignored("dropout_features", "dropout on the pre-training targets' features: " + PRETRAINING_OBJECTIVE),
         Ignored("final_dim", "size of the pre-training projection: " + PRETRAINING_OBJECTIVE),
         Translated("layer_norm_first", boolean, "do_stable_layer_norm", False),
-        Translated("conv_feature_layers", conv_layers, None, "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2"),
+        conv_spec("conv_feature_layers", "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2"),
         Translated("conv_bias", boolean, "conv_bias", False),
         Translated("extractor_mode", EXTRACTOR_MODE, "feat_extract_norm", "default"),
         Ignored("feature_grad_mult", TRAINING_ONLY + " (gradient scaling of the feature extractor)"),
@@ -193,22 +193,12 @@ def wav2vec2_encoder_fields(**overrides: Field) -> tuple[Field, ...]:
     return tuple(overrides.get(f.source, f) for f in fields)
 
 
-def conv_kwargs(layers: tuple[tuple[int, int, int], ...]) -> dict[str, Any]:
-    """A parsed ``conv_feature_layers`` as transformers' ``conv_dim`` / ``conv_kernel`` / ``conv_stride``."""
-    return {
-        "conv_dim": [c[0] for c in layers],
-        "conv_kernel": [c[1] for c in layers],
-        "conv_stride": [c[2] for c in layers],
-    }
-
-
 def encoder_config_kwargs(encoder: Translation) -> dict[str, Any]:
     """The keyword arguments every transformers wav2vec2-family config takes, from a translation of
-    :func:`wav2vec2_encoder_fields`: sizes, dropouts and masking (the table's targets), the conv
-    layers, the positional conv's width and groups, the extractor's norm mode (a table field) and pre-/post-LN."""
-    values = encoder.values
-    kwargs = {**encoder.kwargs, **conv_kwargs(values["conv_feature_layers"]), "layer_norm_eps": 1e-5}
-    return kwargs
+    :func:`wav2vec2_encoder_fields`: sizes, dropouts and masking, the conv layers (a conv spec row),
+    the positional conv's width and groups, the extractor's norm mode and pre-/post-LN, all the
+    table's; and fairseq's layer-norm epsilon."""
+    return {**encoder.kwargs, "layer_norm_eps": 1e-5}
 
 
 def heads_divide(section: str, kwargs: Mapping[str, Any]) -> BadConfig | None:

@@ -44,18 +44,11 @@ def inverted(fields: tuple[Field, ...]) -> dict[str, str]:
 TRANSLATED_BACK = inverted(wav2vec2_encoder_fields())
 
 
-def conv_feature_layers(config: PretrainedConfig) -> str:
-    """fairseq's ``conv_feature_layers`` spec (``[(dim, kernel, stride), ...]``) of a wav2vec2-family config."""
-    layers = zip(config.conv_dim, config.conv_kernel, config.conv_stride, strict=True)
-    return repr([tuple(int(n) for n in layer) for layer in layers])
-
-
 def encoder_cfg(config: PretrainedConfig, name: str, fields: tuple[Field, ...] = ()) -> dict[str, Any]:
     """fairseq's encoder config (``w2v_args.model``) for a transformers wav2vec2-family config: the
     family's forward ``fields`` (default: ``wav2vec2_encoder_fields()``) read back, and the conv spec.
     What a family's config spells otherwise is its exporter's ``extra`` (data2vec-audio's)."""
     values = values_back(fields or wav2vec2_encoder_fields(), config)
-    values["conv_feature_layers"] = conv_feature_layers(config)
     return {**values, "_name": name}
 
 

@@ -32,7 +32,7 @@ from wmap.config_fields import (
     Translated,
     Translation,
     boolean,
-    conv_layers,
+    conv_spec,
     fixed_back,
     get,
     ignore_all,
@@ -49,14 +49,13 @@ from wmap.fairseq import (
     MASKING_DETAIL,
     NO_CONFIG,
     TRAINING_ONLY,
-    conv_kwargs,
     ctc_head_kwargs,
     fairseq_encoder_config,
     fairseq_model_config,
     heads_divide,
     layers_agree,
 )
-from wmap.fairseq.export import FEATURES, conv_feature_layers, ctc_exporter, feature_settings, trainer_file
+from wmap.fairseq.export import FEATURES, ctc_exporter, feature_settings, trainer_file
 from wmap.fairseq.processor import ctc_processor, feature_extractor_writer
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, shipped
 from wmap.pipeline import first_match, scoped
@@ -185,7 +184,7 @@ AUDIO = ConfigTable(
             "layer_norm",
             one_of("layer_norm", "default"),
         ),
-        Translated("feature_encoder_spec", conv_layers, None, "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2"),
+        conv_spec("feature_encoder_spec", "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2"),
         Translated("conv_pos_width", integer(1, 4096), None, 95),
         Translated("conv_pos_groups", integer(1, 65536), "num_conv_pos_embedding_groups", 16),
         Translated("conv_pos_depth", integer(1, 64), "num_conv_pos_embeddings", 5),
@@ -205,7 +204,6 @@ def _kwargs(model: Translation, audio: Translation) -> dict[str, Any]:
     return {
         **model.kwargs,
         **audio.kwargs,
-        **conv_kwargs(audio.values["feature_encoder_spec"]),
         "num_hidden_layers": depth + prenet,
         "intermediate_size": round(model.values["embed_dim"] * model.values["mlp_ratio"]),
         "conv_pos_kernel_size": max(3, width // pos_depth),
@@ -345,7 +343,6 @@ def fairseq_config(config: PretrainedConfig, normalize: bool, rate: int) -> dict
         **fixed_back(AUDIO.fields),
         **values_back(AUDIO.fields, config),
         "prenet_depth": 0,
-        "feature_encoder_spec": conv_feature_layers(config),
         "conv_pos_width": int(config.conv_pos_kernel_size) * int(config.num_conv_pos_embeddings),
         "decoder": None,
         "num_alibi_heads": heads,

@@ -22,7 +22,6 @@ from wmap.errors import BadConfig
 from wmap.fairseq import (
     STACKED_POS_CONV,
     TRANSFORMER_LAYERS,
-    conv_kwargs,
     ctc_head_kwargs,
     fairseq_encoder_config,
     fine_tuned,
@@ -98,7 +97,6 @@ def _encoder_kwargs(encoder: Translation, *, masking: bool) -> dict[str, Any]:
         kwargs["apply_spec_augment"] = False
     return {
         **kwargs,
-        **conv_kwargs(values["conv_feature_layers"]),
         "num_conv_pos_embeddings": depth,
         "conv_pos_kernel_size": max(3, values["conv_pos"] // depth),
         "layer_norm_eps": 1e-5,

@@ -28,7 +28,7 @@ from wmap.config_fields import (
     Translated,
     Translation,
     boolean,
-    conv_layers,
+    conv_spec,
     get,
     ignore_all,
     integer,
@@ -41,12 +41,11 @@ from wmap.fairseq import (
     EXTRACTOR_MODE,
     TRAINING_ONLY,
     activation,
-    conv_kwargs,
     identity_projection,
     layout_agrees,
     wav2vec2_encoder_rules,
 )
-from wmap.fairseq.export import conv_feature_layers, weight_norm_hook_names
+from wmap.fairseq.export import weight_norm_hook_names
 from wmap.fairseq.processor import FeatureExtractorSettings
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, Writer, shipped
 from wmap.pipeline import first_match, seq
@@ -60,7 +59,7 @@ DISTILLER = ConfigTable(
     "s3prl Config.distiller",
     (
         Translated("extractor_mode", EXTRACTOR_MODE, "feat_extract_norm", "default"),
-        Translated("extractor_conv_feature_layers", conv_layers, None, S3PRL_CONV_LAYERS),
+        conv_spec("extractor_conv_feature_layers", S3PRL_CONV_LAYERS),
         Checked(
             "extractor_dropout", (0.0,), "HubertModel has no dropout inside the feature extractor", 0.0, PROBABILITY
         ),
@@ -119,7 +118,7 @@ def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[Translat
 
 
 def _hubert_config(read: Translation, layout: Layout) -> Result[TranslatedConfig, BadConfig]:
-    kwargs = {**read.kwargs, **conv_kwargs(read.values["extractor_conv_feature_layers"])}
+    kwargs = dict(read.kwargs)
     wrong = layout_agrees(DISTILLER.section, layout, kwargs, conv_field="extractor_conv_feature_layers")
     if wrong is not None:
         return Failure(wrong)
@@ -170,7 +169,6 @@ def distiller_fields(config: PretrainedConfig) -> dict[str, Any]:
     """``Config.distiller`` for a ``HubertConfig``: :data:`DISTILLER`'s translated fields read back
     (the extractor's mode among them), the conv spec, and no heads (:data:`HEADLESS`)."""
     values = values_back(DISTILLER.fields, config)
-    values["extractor_conv_feature_layers"] = conv_feature_layers(config)
     return {**values, "extractor_dropout": 0.0, "attention_type": "original", **HEADLESS}
 
 

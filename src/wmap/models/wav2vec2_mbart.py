@@ -55,7 +55,6 @@ from wmap.fairseq import (
     TRANSFORMER_LAYERS,
     WEIGHT_NORM_POS_CONV,
     activation,
-    conv_kwargs,
     fairseq_model_config,
     feature_extractor,
     flag,
@@ -198,7 +197,7 @@ def encoder_config(encoder: Translation, model: Translation, layout: Layout) -> 
     kernel = model.values["adaptor_kernel_size"]
     if n_adapter and kernel != 3:
         return Failure(BadConfig(SOURCE, "adaptor_kernel_size", "3 (Wav2Vec2's adapter pads by 1)", str(kernel)))
-    kwargs = {**encoder.kwargs, **conv_kwargs(encoder.values["conv_feature_layers"])}
+    kwargs = dict(encoder.kwargs)
     wrong = layout_agrees(W2V_ENCODER.section, layout, kwargs, W2V + ".")
     if wrong is not None:
         return Failure(wrong)
