@@ -18,7 +18,9 @@ sampled every 2 ms), both against the checkpoint's size.
 Export: the converted directory back to a fairseq checkpoint by ``wmap export``,
 against the physical baseline the other way (``safetensors`` load, the same
 keys renamed by a dict lookup, ``torch.save``), measured the same way.
-Figures are medians over ``--repeats`` runs.
+Start-up (#29): ``wmap preview`` of a bundled reference layout and ``wmap models`` as whole processes,
+against ``python -c "import torch"`` in the same run (paired, A B A B), the baseline #29's preview
+target is a ratio of. Figures are medians over ``--repeats`` runs.
 """
 
 from __future__ import annotations
@@ -306,6 +308,37 @@ def export_back(data: Path, repeats: int) -> dict[str, Any]:
     return {"model_bytes": size, **ratios(results, "raw copy back", size)}
 
 
+STARTUP: dict[str, list[str]] = {
+    "import torch": ["-c", "import torch"],
+    "wmap models": ["-m", "wmap", "models"],
+    "wmap preview encodec_48khz": ["-m", "wmap", "preview", "encodec_48khz"],
+    "wmap preview wav2vec2_ctc": ["-m", "wmap", "preview", "wav2vec2_ctc"],
+}
+"""Whole processes a user starts, and the baseline: each command's wall time from exec to exit."""
+
+
+def startup(repeats: int) -> dict[str, Any]:
+    """Each command of :data:`STARTUP` as a fresh process, in turn with the others (so drift hits all
+    alike): the median wall time, and its ratio to ``import torch`` measured in the same rounds."""
+
+    def once(arguments: list[str]) -> float:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, *arguments], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        return time.perf_counter() - start
+
+    times: dict[str, list[float]] = {name: [] for name in STARTUP}
+    for arguments in STARTUP.values():  # once each to warm the page cache, not counted
+        once(arguments)
+    for _ in range(repeats):
+        for name, arguments in STARTUP.items():
+            times[name].append(once(arguments))
+    base = statistics.median(times["import torch"])
+    return {
+        name: {"seconds": statistics.median(found), "vs_import_torch": statistics.median(found) / base}
+        for name, found in times.items()
+    }
+
+
 def _memory_table(title: str, rows: Mapping[str, Any], names: Any, baseline: str) -> Any:
     from rich.table import Table
 
@@ -361,6 +394,14 @@ def main() -> None:
         table.add_row(f"{row['keys']:,}", f"{row['wmap_s']:.4f} s", f"{row['seed_s']:.3f} s", f"{row['speedup']:.1f}x")
     console.print(table)
     console.print(f"10x the keys (10k -> 100k) costs {planned['scaling_100k_over_10k']:.2f}x the time")
+
+    report["startup"] = started = startup(args.repeats)
+    table = Table(title=f"whole processes a user starts, against import torch (median of {args.repeats})")
+    for column in ("command", "wall", "/ import torch"):
+        table.add_column(column, justify="right")
+    for name, row in started.items():
+        table.add_row(name, f"{row['seconds']:.2f} s", f"{row['vs_import_torch']:.2f}x")
+    console.print(table)
 
     if not args.skip_conversion:
         report["conversion"] = conv = conversion(args.data, args.repeats)
