@@ -187,6 +187,16 @@ def conv_layers(value: object) -> Result[Any, str]:
     return Success(tuple((layer[0], layer[1], layer[2]) for layer in parsed))
 
 
+def strides(value: object) -> Result[Any, str]:
+    """A list of 1 to 16 positive strides (a codec's ``ratios``/``encoder_rates``), as a list of ints."""
+    expected = "a list of 1 to 16 strides (positive integers)"
+    if not isinstance(value, list | tuple) or not 0 < len(value) <= 16:
+        return Failure(expected)
+    if not all(_is_int(v) and 0 < v <= 4096 for v in value):
+        return Failure(expected)
+    return Success([int(v) for v in value])
+
+
 def text(value: object) -> Result[Any, str]:
     """Any string."""
     return Success(value) if isinstance(value, str) else Failure("a string")

@@ -25,6 +25,7 @@ from wmap.config_fields import (
     get,
     integer,
     optional,
+    strides,
     translate,
     values_back,
 )
@@ -33,16 +34,6 @@ from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig
 from wmap.pipeline import first_match
 from wmap.reverse import predicted_layout
 from wmap.transforms import EXACT, PARAMS, Layout, Transform, fold, rename
-
-
-def _rates(value: object) -> Result[Any, str]:
-    """A list of 1 to 16 positive strides."""
-    expected = "a list of 1 to 16 strides (positive integers)"
-    if not isinstance(value, list | tuple) or not 0 < len(value) <= 16:
-        return Failure(expected)
-    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 4096 for v in value):
-        return Failure(expected)
-    return Success([int(v) for v in value])
 
 
 def _codebook_dim(value: object) -> Result[Any, str]:
@@ -63,10 +54,10 @@ KWARGS = ConfigTable(
     "DAC metadata.kwargs",
     (
         Translated("encoder_dim", integer(1, 65536), "encoder_hidden_size", 64),
-        Translated("encoder_rates", _rates, "downsampling_ratios", [2, 4, 8, 8]),
+        Translated("encoder_rates", strides, "downsampling_ratios", [2, 4, 8, 8]),
         Translated("latent_dim", optional(integer(1, 1 << 20)), None, None),
         Translated("decoder_dim", integer(1, 1 << 20), "decoder_hidden_size", 1536),
-        Translated("decoder_rates", _rates, None, [8, 8, 4, 2]),
+        Translated("decoder_rates", strides, None, [8, 8, 4, 2]),
         Translated("n_codebooks", integer(1, 1024), "n_codebooks", 9),
         Translated("codebook_size", integer(2, 1 << 20), "codebook_size", 1024),
         Translated("codebook_dim", _codebook_dim, "codebook_dim", 8),

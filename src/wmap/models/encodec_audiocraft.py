@@ -34,6 +34,7 @@ from wmap.config_fields import (
     integer,
     number,
     one_of,
+    strides,
     translate,
     values_back,
 )
@@ -45,15 +46,6 @@ from wmap.reverse import predicted_layout
 from wmap.transforms import Layout, Transform
 
 TRAINING = "training-only setting of the quantizer (codebook updates, dropout, regularisation)"
-
-
-def _ratios(value: object) -> Result[Any, str]:
-    expected = "a list of 1 to 16 strides (positive integers)"
-    if not isinstance(value, list | tuple) or not 0 < len(value) <= 16:
-        return Failure(expected)
-    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 4096 for v in value):
-        return Failure(expected)
-    return Success([int(v) for v in value])
 
 
 def _alpha_one(value: object) -> Result[Any, str]:
@@ -98,7 +90,7 @@ SEANET = ConfigTable(
         Translated("causal", boolean, "use_causal_conv", False),
         Translated("n_filters", integer(1, 65536), "num_filters", 32),
         Translated("n_residual_layers", integer(1, 64), "num_residual_layers", 1),
-        Translated("ratios", _ratios, "upsampling_ratios", [8, 5, 4, 2]),
+        Translated("ratios", strides, "upsampling_ratios", [8, 5, 4, 2]),
         Checked("activation", ("ELU",), "transformers' EnCodec uses ELU", "ELU", one_of("ELU", "ReLU", "GELU")),
         Translated("activation_params", _alpha_one, None, {"alpha": 1.0}),
         Translated("norm", NORMS, "norm_type", "weight_norm"),
