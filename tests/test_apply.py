@@ -269,3 +269,24 @@ def test_a_weight_norm_pair_folds_into_a_plain_conv_and_unfolds_back() -> None:
     torch.testing.assert_close(again(x), normed(x), rtol=0, atol=1e-6)
     folded_again = apply_plan(plan, back).unwrap()  # g is the norm torch's kernel computes: w comes back exactly
     assert torch.equal(folded_again["layer.weight"], state["layer.weight"])
+
+
+def test_a_stacked_tensor_unstacks_by_index_and_stacks_back() -> None:
+    """``unstack``: one ``[layers, ...]`` tensor, one index to each layer's key; reversed, ``stack``
+    gives the tensor back. The negative control: a layer missing leaves the stacked target missing."""
+    from wmap.reverse import reverse
+    from wmap.transforms import unstack
+
+    rules = first_match("stacked", (unstack("scales", ("layers.0.scale", "layers.1.scale", "layers.2.scale")),))
+    stacked = {"scales": (3, 4)}
+    per_layer = {f"layers.{i}.scale": (4,) for i in range(3)}
+    tensors = {"scales": torch.randn(3, 4)}
+    plan = make_plan(rules, stacked, per_layer)
+    assert plan.is_clean(), plan.problems()
+    layers = apply_plan(plan, tensors).unwrap()
+    assert all(torch.equal(layers[f"layers.{i}.scale"], tensors["scales"][i]) for i in range(3))
+    back = make_plan(reverse(rules).unwrap(), per_layer, stacked)
+    assert back.is_clean(), back.problems() and len(back.joined) == 1
+    assert torch.equal(apply_plan(back, layers).unwrap()["scales"], tensors["scales"])
+    partial = make_plan(reverse(rules).unwrap(), {k: v for k, v in per_layer.items() if "2" not in k}, stacked)
+    assert partial.missing == ("scales",) and not partial.joined

@@ -14,7 +14,7 @@ from typing import Final, Protocol, TypeAlias
 import attrs
 
 from wmap.keys import Pattern, PatternError, join_key, pattern, split_key
-from wmap.values import Concatenate, Joiner, ValueOp, WeightNormFold
+from wmap.values import Concatenate, Joiner, Stack, ValueOp, WeightNormFold
 
 Shape: TypeAlias = tuple[int, ...]
 Layout: TypeAlias = typing.Mapping[str, Shape]
@@ -321,6 +321,17 @@ def join(sources: tuple[str, ...], target: str, dim: int = 0) -> JoinRename:
     """Tensors under ``sources`` concatenated along ``dim``, in order, into ``target`` (patterns as in
     :func:`rename`; the remainder after the pattern is kept); reversed, a :func:`split`."""
     return JoinRename(tuple(pattern(s) for s in sources), pattern(target), Concatenate(dim))
+
+
+def stack(sources: tuple[str, ...], target: str, dim: int = 0) -> JoinRename:
+    """Tensors of one shape under ``sources`` stacked along a new ``dim``, in order, into ``target``
+    (per-layer weights into one ``[layers, ...]`` tensor); reversed, :func:`unstack` (each selects its index)."""
+    return JoinRename(tuple(pattern(s) for s in sources), pattern(target), Stack(dim))
+
+
+def unstack(source: str, targets: tuple[str, ...], dim: int = 0) -> SplitRename:
+    """A stacked tensor ``source``, one index along ``dim`` to each target, in order; reversed, :func:`stack`."""
+    return SplitRename(pattern(source), tuple(pattern(t) for t in targets), Stack(dim))
 
 
 def fold(source: str, target: str, dim: int = 0) -> JoinRename:

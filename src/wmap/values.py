@@ -10,8 +10,9 @@ inverse, and a property test checks that the inverse undoes it:
   all parts, which takes several keys: rules that split reverse only inside an upgrade chain);
 - :class:`Transpose` (its own inverse), :class:`Reshape` (exact both ways);
 - :class:`Cast` (exact from a narrower float type to a wider one and back);
-- :class:`Concatenate` and :class:`WeightNormFold`, :class:`Joiner` s of several tensors into one,
-  each with the parts back (:class:`Chunk`; :class:`WeightNormG` and the weight itself);
+- :class:`Concatenate`, :class:`Stack` and :class:`WeightNormFold`, :class:`Joiner` s of several
+  tensors into one, each with the parts back (:class:`Chunk`; :class:`Select`; :class:`WeightNormG`
+  and the weight itself);
 - :class:`WeightNormFold` / :class:`WeightNormUnfold` respecting ``dim`` (wav2vec2's positional
   conv uses ``dim=2``, codecs ``0``): unfold then fold gives the same weight up to float rounding,
   and fold then unfold gives the same *represented* weight (``v``'s scale is not kept: it never
@@ -79,6 +80,23 @@ class Chunk:
 
     def apply(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.chunk(self.count, dim=self.dim)[self.index]
+
+
+@attrs.frozen
+class Select:
+    """Index ``index`` along ``dim``, which goes: one layer of a stacked tensor (a per-layer weight kept
+    as one ``[layers, ...]`` tensor)."""
+
+    dim: int
+    index: int
+
+    def shape(self, shape: Shape) -> Shape:
+        if self.dim >= len(shape) or not 0 <= self.index < shape[self.dim]:
+            raise ValueError(f"{list(shape)} has no index {self.index} along {self.dim}")
+        return (*shape[: self.dim], *shape[self.dim + 1 :])
+
+    def apply(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.select(self.dim, self.index)
 
 
 @attrs.frozen
@@ -273,6 +291,28 @@ class Concatenate:
 
     def parts(self, count: int) -> tuple[ValueOp | None, ...]:
         return tuple(Chunk(self.dim, i, count) for i in range(count))
+
+
+@attrs.frozen
+class Stack:
+    """Parts of one shape stacked along a new ``dim`` (per-layer tensors into one ``[layers, ...]``);
+    the way back selects each (:class:`Select`)."""
+
+    dim: int
+
+    def shape_of(self, shapes: Sequence[Shape]) -> Shape | None:
+        first = shapes[0]
+        if any(s != first for s in shapes) or self.dim > len(first):
+            return None
+        return (*first[: self.dim], len(shapes), *first[self.dim :])
+
+    def join(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        import torch
+
+        return torch.stack(list(parts), dim=self.dim)
+
+    def parts(self, count: int) -> tuple[ValueOp | None, ...]:
+        return tuple(Select(self.dim, i) for i in range(count))
 
 
 @attrs.frozen
