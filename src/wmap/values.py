@@ -184,12 +184,6 @@ class Cast:
         return Cast(self.target, self.source)
 
 
-def _norm_except(v: torch.Tensor, dim: int) -> torch.Tensor:
-    """torch's ``norm_except_dim``: the 2-norm over every dimension but ``dim`` (kept, as size 1)."""
-    others = [d for d in range(v.dim()) if d != dim]
-    return v.norm(dim=others, keepdim=True) if others else v.abs()
-
-
 def _norm_shape(shape: Shape, dim: int) -> Shape:
     """The shape of ``norm_except_dim``'s result: ``shape[dim]`` at ``dim``, 1 elsewhere."""
     return tuple(n if i == dim else 1 for i, n in enumerate(shape))
@@ -204,7 +198,12 @@ class WeightNormFold:
     dim: int
 
     def apply_all(self, g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return v * (g / _norm_except(v, self.dim))
+        """The fold, computed as torch's weight-norm hook computes it (its own kernel, on the CPU in
+        float32): the weight the original computes, bit for bit, in ``v``'s dtype."""
+        import torch
+
+        folded = torch._weight_norm(v.to("cpu", torch.float32), g.to("cpu", torch.float32), self.dim)
+        return folded.to(v.dtype)
 
     def inverse(self) -> WeightNormUnfold:
         return WeightNormUnfold(self.dim)
@@ -216,11 +215,7 @@ class WeightNormFold:
 
     def join(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
         g, v = parts
-        import torch
-
-        # torch's own kernel, as the weight-norm hook runs it: the weight the original computes, bit for bit
-        folded = torch._weight_norm(v.to("cpu", torch.float32), g.to("cpu", torch.float32), self.dim)
-        return folded.to(v.dtype)
+        return self.apply_all(g, v)
 
     def parts(self, count: int) -> tuple[ValueOp | None, ...]:
         """Unfolding: ``g`` is the norm (:class:`WeightNormG`), ``v`` the weight itself."""
@@ -322,7 +317,7 @@ class WeightNormUnfold:
     dim: int
 
     def apply_all(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return _norm_except(w, self.dim), w
+        return WeightNormG(self.dim).apply(w), w
 
     def inverse(self) -> WeightNormFold:
         return WeightNormFold(self.dim)
