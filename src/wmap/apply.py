@@ -59,25 +59,27 @@ def apply_plan(
         produced = tuple(value.shape) if item.value is None else shape_after(item.value, tuple(value.shape))
         if produced != item.shape:
             return Failure(TensorMismatch(item.source, _shape(item.shape), _shape(tuple(value.shape))))
-        if value.layout != torch.strided or value.dtype not in WRITABLE:
-            return Failure(TensorMismatch(item.source, "a dense float, integer or bool tensor", _kind(value)))
-        want = None if target_dtypes is None else target_dtypes.get(item.target)
-        if want is not None and want.is_floating_point != value.is_floating_point():
-            expected = f"a {'floating' if want.is_floating_point else 'non-floating'} tensor for {item.target}"
-            return Failure(TensorMismatch(item.source, expected, _kind(value)))
+        wrong = _inadmissible(item.source, value, item.target, target_dtypes)
+        if wrong is not None:
+            return Failure(wrong)
         if item.value is not None:
             value = item.value.apply(value)
-        if dtype is not None and value.is_floating_point() and value.dtype != dtype:
-            value = value.to(dtype)
+        value = _cast(value, dtype)
         state[item.target] = value.clone() if item.tied_to is not None else value
-    for joined in plan.joined:  # parts concatenated, in order
-        missing = next((k for k in joined.sources if k not in tensors), None)
-        if missing is not None:
-            return Failure(TensorMismatch(missing, f"part of {joined.target}", "no such key"))
+    for joined in plan.joined:  # the parts, each checked as an applied tensor is, joined in order
+        for key in joined.sources:
+            part = tensors.get(key)
+            wrong = (
+                TensorMismatch(key, f"part of {joined.target}", "no such key")
+                if part is None
+                else _inadmissible(key, part, joined.target, target_dtypes)
+            )
+            if wrong is not None:
+                return Failure(wrong)
         value = joined.joiner.join([tensors[k] for k in joined.sources])
         if tuple(value.shape) != joined.shape:
             return Failure(TensorMismatch(joined.sources[0], _shape(joined.shape), _shape(tuple(value.shape))))
-        state[joined.target] = value.to(dtype) if dtype is not None and value.is_floating_point() else value
+        state[joined.target] = _cast(value, dtype)
     for gathered in plan.gathered:  # copies held once: every other source must equal the written one
         mismatch = _disagreeing(gathered.sources, tensors)
         if mismatch is not None:
@@ -86,6 +88,27 @@ def apply_plan(
     for made in plan.made:  # from the config alone, in the dtype of the rest
         state[made.target] = made.maker.make(floating)
     return Success(state)
+
+
+def _inadmissible(
+    key: str, value: torch.Tensor, target: str, target_dtypes: Mapping[str, torch.dtype] | None
+) -> TensorMismatch | None:
+    """A tensor the output cannot hold (sparse, complex, fp8), or, given ``target_dtypes``, an integer
+    one where the target holds floats (or the reverse): a :class:`TensorMismatch` naming ``key``."""
+    if value.layout != torch.strided or value.dtype not in WRITABLE:
+        return TensorMismatch(key, "a dense float, integer or bool tensor", _kind(value))
+    want = None if target_dtypes is None else target_dtypes.get(target)
+    if want is not None and want.is_floating_point != value.is_floating_point():
+        expected = f"a {'floating' if want.is_floating_point else 'non-floating'} tensor for {target}"
+        return TensorMismatch(key, expected, _kind(value))
+    return None
+
+
+def _cast(value: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """A floating tensor in ``dtype`` when one is asked for; anything else as it is."""
+    if dtype is not None and value.is_floating_point() and value.dtype != dtype:
+        return value.to(dtype)
+    return value
 
 
 def _disagreeing(sources: tuple[str, ...], tensors: Mapping[str, torch.Tensor]) -> TensorMismatch | None:
