@@ -136,6 +136,19 @@ WEIGHT_NORM: Final = Leaves(
 """A weight-norm conv's pair in either form (``weight_g``/``weight_v`` or ``parametrizations``) and its bias."""
 
 
+def weight_norm_hook_names(layout: typing.Mapping[str, Shape]) -> dict[str, Shape]:
+    """``layout`` with weight-norm pairs under torch's hook names (``weight_g``/``weight_v``), which
+    the originals' modules use (fairseq, s3prl, audiocraft), where a transformers layout has
+    ``parametrizations.weight.original0/1``: what a way back predicts of such an original."""
+    renamed = {}
+    for key, shape in layout.items():
+        for old, new in WEIGHT_NORM_NAMES:
+            if key.endswith("." + new):
+                key = key[: -len(new)] + old
+        renamed[key] = shape
+    return renamed
+
+
 def lstm_leaves(num_layers: int, *, bidirectional: bool = False) -> Leaves:
     """LSTM parameter names (``weight_ih_l0`` ... ``bias_hh_l{n-1}``, with ``_reverse`` if bidirectional)."""
     suffixes = ("", "_reverse") if bidirectional else ("",)

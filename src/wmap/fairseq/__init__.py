@@ -47,7 +47,6 @@ from wmap.fairseq.export import (
     pretraining_exporter,
     trainer_file,
     vocabulary_dictionary,
-    weight_norm_hook_names,
     with_mask_embedding,
 )
 from wmap.fairseq.processor import (
@@ -140,7 +139,6 @@ __all__ = [
     "vocabulary_dictionary",
     "wav2vec2_encoder_fields",
     "wav2vec2_encoder_rules",
-    "weight_norm_hook_names",
     "with_mask_embedding",
     "with_upgrades",
 ]

@@ -27,7 +27,7 @@ from wmap.io import PickledAs, parse_json
 from wmap.models.base import Exporter, ExportSource
 from wmap.plan import MakeRule
 from wmap.reverse import predicted_layout, unrecoverable_names
-from wmap.transforms import WEIGHT_NORM_NAMES, Layout
+from wmap.transforms import Layout, weight_norm_hook_names
 from wmap.values import Zeros
 
 VOCAB = "vocab.json"
@@ -75,17 +75,6 @@ def vocabulary_dictionary(vocab_json: str, size: int) -> Result[Dictionary, BadC
         expected_token = "labels a dict.ltr.txt line can hold (no line break, no surrounding space, not empty)"
         return Failure(Disagrees(VOCAB, "vocab", expected_token, repr(bad)[:40]))
     return Success(Dictionary((*SPECIALS, *(by_index[i] for i in range(4, len(by_index))))))
-
-
-def weight_norm_hook_names(layout: Mapping[str, tuple[int, ...]]) -> Layout:
-    """fairseq's (and s3prl's) modules use torch's weight-norm hook names (``weight_g``/``weight_v``)."""
-    renamed = {}
-    for key, shape in layout.items():
-        for old, new in WEIGHT_NORM_NAMES:
-            if key.endswith("." + new):
-                key = key[: -len(new)] + old
-        renamed[key] = shape
-    return renamed
 
 
 def _settings(text: str, where: str) -> Result[tuple[bool, int], BadConfig]:

@@ -45,12 +45,11 @@ from wmap.fairseq import (
     layout_agrees,
     wav2vec2_encoder_rules,
 )
-from wmap.fairseq.export import weight_norm_hook_names
 from wmap.fairseq.processor import FeatureExtractorSettings
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, Writer, shipped
 from wmap.pipeline import first_match, seq
 from wmap.reverse import predicted_layout
-from wmap.transforms import Layout, Transform, refuse, route_weight_norm, skip
+from wmap.transforms import Layout, Transform, refuse, route_weight_norm, skip, weight_norm_hook_names
 
 S3PRL_CONV_LAYERS = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
 DISTILLATION = "distillation objective (prediction heads, task embeddings, loss): HubertModel has none"

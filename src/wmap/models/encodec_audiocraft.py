@@ -29,6 +29,7 @@ from wmap.config_fields import (
     Translation,
     ValueMap,
     boolean,
+    fixed_back,
     get,
     ignore_all,
     integer,
@@ -39,11 +40,10 @@ from wmap.config_fields import (
     values_back,
 )
 from wmap.errors import BadConfig
-from wmap.fairseq.export import weight_norm_hook_names
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, shipped
 from wmap.models.encodec import encodec_pipeline, feature_extractor_files
 from wmap.reverse import predicted_layout
-from wmap.transforms import Layout, Transform
+from wmap.transforms import Layout, Transform, weight_norm_hook_names
 
 TRAINING = "training-only setting of the quantizer (codebook updates, dropout, regularisation)"
 
@@ -229,19 +229,17 @@ def xp_cfg(config: PretrainedConfig) -> dict[str, Any]:
     bits = math.log2(int(config.codebook_size))  # the bandwidth's codebooks (translate_config wrote it so)
     n_q = round(config.target_bandwidths[-1] * 1000 / (frame_rate(config) * bits))
     seanet = {
+        **fixed_back(SEANET.fields),
         **values_back(SEANET.fields, config),
-        "activation": "ELU",
         "activation_params": {"alpha": 1.0},
         "norm_params": {},
-        "disable_norm_outer_blocks": 0,
         "encoder": {},
         "decoder": {"trim_right_ratio": float(config.trim_right_ratio)},
     }
     rvq = {**values_back(RVQ.fields, config), "n_q": n_q, "q_dropout": False}
     encodec = {
+        **fixed_back(ENCODEC.fields),
         **values_back(ENCODEC.fields, config),
-        "autoencoder": "seanet",
-        "quantizer": "rvq",
         "channels": int(config.audio_channels),
         "causal": bool(config.use_causal_conv),
     }

@@ -69,7 +69,6 @@ from wmap.fairseq.export import (
     inverted,
     mask_embedding,
     trainer_file,
-    weight_norm_hook_names,
     with_mask_embedding,
 )
 from wmap.fairseq.processor import FeatureExtractorSettings
@@ -77,7 +76,17 @@ from wmap.io import staged_copy
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, Writer, shipped
 from wmap.pipeline import first_match, scoped, seq, upgrade, when
 from wmap.reverse import predicted_layout
-from wmap.transforms import PARAMS, Layout, Transform, refuse, rename, route_weight_norm, skip, tie
+from wmap.transforms import (
+    PARAMS,
+    Layout,
+    Transform,
+    refuse,
+    rename,
+    route_weight_norm,
+    skip,
+    tie,
+    weight_norm_hook_names,
+)
 
 SOURCE = "fairseq cfg.model (xm_transformer)"
 W2V = "encoder.w2v_encoder.w2v_model"
