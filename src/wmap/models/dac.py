@@ -145,8 +145,6 @@ def dac_kwargs(config: PretrainedConfig) -> dict[str, Any]:
         **values_back(KWARGS.fields, config),
         "decoder_rates": rates[::-1],
         "latent_dim": int(config.encoder_hidden_size) * 2 ** len(rates),
-        "codebook_dim": int(config.codebook_dim),
-        "quantizer_dropout": float(config.quantizer_dropout),
     }
 
 

@@ -334,10 +334,11 @@ def ctc_pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform
     )
 
 
-def fairseq_config(config: PretrainedConfig, normalize: bool, rate: int) -> dict[str, Any]:
-    """fairseq's ``cfg`` for an export: the two tables read back, their checked values, what is
-    derived (depth, MLP ratio, conv spec, positional width: every layer a block, no prenet), and no
-    EMA teacher or decoder (training only: fairseq builds them from its config, the export has none)."""
+def encoder_model(config: PretrainedConfig) -> dict[str, Any]:
+    """fairseq's model config for an export (``cfg.model``, or a CTC export's ``w2v_args.model``): the
+    two tables read back, their checked values, what is derived (depth, MLP ratio, positional width:
+    every layer a block, no prenet), and no EMA teacher or decoder (training only: fairseq builds them
+    from its config, the export has none)."""
     layers, heads = int(config.num_hidden_layers), int(config.num_attention_heads)
     audio = {
         **fixed_back(AUDIO.fields),
@@ -360,13 +361,13 @@ def fairseq_config(config: PretrainedConfig, normalize: bool, rate: int) -> dict
         "seed": 1,
         "modalities": {"audio": audio},
     }
-    return {"model": model, "task": {"_name": "audio_pretraining", "normalize": normalize, "sample_rate": rate}}
-
-
-def encoder_model(config: PretrainedConfig) -> dict[str, Any]:
-    """The encoder's config in a CTC export's ``w2v_args.model`` (the task there says the rest)."""
-    model: dict[str, Any] = fairseq_config(config, True, 16_000)["model"]
     return model
+
+
+def fairseq_config(config: PretrainedConfig, normalize: bool, rate: int) -> dict[str, Any]:
+    """fairseq's ``cfg`` for a pre-trained export: the model's (:func:`encoder_model`) and the task's."""
+    task = {"_name": "audio_pretraining", "normalize": normalize, "sample_rate": rate}
+    return {"model": encoder_model(config), "task": task}
 
 
 def _original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
