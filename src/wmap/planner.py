@@ -63,8 +63,7 @@ def make_plan(
     written: dict[str, str] = {}
     kind_refused: set[str] = set()
     clashes: dict[str, list[str]] = {}
-    gathering: dict[str, list[str]] = {}
-    gather_rules: dict[str, tuple[str, ...]] = {}
+    gathering: dict[str, tuple[tuple[str, ...], list[str]]] = {}  # target -> (rules, its sources)
     parts: dict[str, dict[int, str]] = {}
     part_rules: dict[str, tuple[Part, tuple[str, ...]]] = {}
     decide = pipeline.apply
@@ -82,7 +81,7 @@ def make_plan(
                 if want is None:
                     unknown.append(UnknownTarget(key, name, outcome.rules))
                 elif name in written and item.gathered and name in gathering and want == produced:
-                    gathering[name].append(key)
+                    gathering[name][1].append(key)
                 elif name in written:
                     clashes.setdefault(name, [written[name]]).append(key)
                 elif want != produced:
@@ -93,7 +92,7 @@ def make_plan(
                 else:
                     written[name] = key
                     if item.gathered:
-                        gathering[name], gather_rules[name] = [key], outcome.rules
+                        gathering[name] = (outcome.rules, [key])
                     applied.append(Applied(key, name, produced, outcome.rules, item.tied_to, item.value))
         elif isinstance(outcome, Skipped):
             skipped.append(SkippedKey(key, outcome.reason, outcome.rule))
@@ -119,18 +118,19 @@ def make_plan(
     claimed = written.keys() | {m.target for m in mismatches} | kind_refused
     missing = [k for k in target if k not in claimed]
     making = _made(made, missing, target)
+    made_targets = {m.target for m in making}
     return MappingPlan(
         applied=tuple(applied),
         skipped=tuple(skipped),
         refused=tuple(refused),
         unused=tuple(unused),
-        missing=tuple(k for k in missing if k not in {m.target for m in making}),
+        missing=tuple(k for k in missing if k not in made_targets),
         conflicts=tuple(Conflict(t, tuple(s)) for t, s in clashes.items()),
         shape_mismatches=tuple(mismatches),
         unknown_targets=tuple(unknown),
         ambiguous=ambiguities(pipeline) if lint else (),
         made=making,
-        gathered=tuple(Gathered(t, tuple(s), gather_rules[t]) for t, s in gathering.items()),
+        gathered=tuple(Gathered(t, tuple(sources), rules) for t, (rules, sources) in gathering.items()),
         joined=tuple(joined),
     )
 
