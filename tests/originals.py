@@ -797,7 +797,8 @@ def import_data2vec2() -> Any:
     root = os.path.dirname(fairseq.__file__)
     if root not in sys.path:
         sys.path.insert(0, root)
-    stand_ins = _Stand_ins(frozenset({"torchvision", "PIL", "torchaudio", "timm"}) - _installed())
+    roots = frozenset({"torchvision", "PIL", "torchaudio", "timm"})
+    stand_ins = _Stand_ins(roots - _installed(roots))
     vit = types.ModuleType("timm.models.vision_transformer")
     vit.__dict__.update(Mlp=_Mlp, DropPath=_DropPath, PatchEmbed=object, Block=object)
     original = dataclasses.dataclass
@@ -819,12 +820,9 @@ def import_data2vec2() -> Any:
         sys.meta_path.remove(stand_ins)
 
 
-def _installed() -> frozenset[str]:
-    return frozenset(
-        name
-        for name in ("torchvision", "PIL", "torchaudio", "timm")
-        if name in sys.modules and not isinstance(sys.modules[name], _Anything)
-    )
+def _installed(roots: frozenset[str]) -> frozenset[str]:
+    """Those of ``roots`` already imported for real: a stand-in must not shadow them."""
+    return frozenset(name for name in roots if name in sys.modules and not isinstance(sys.modules[name], _Anything))
 
 
 DATA2VEC2_AUDIO: dict[str, Any] = {
@@ -923,7 +921,7 @@ def import_dac() -> Any:
     ``--no-deps``: its declared torchaudio is broken against torch 2.13)."""
     if "dac" in sys.modules:
         return sys.modules["dac"].DAC
-    stand_ins = _Stand_ins(DAC_STAND_INS - _installed())
+    stand_ins = _Stand_ins(DAC_STAND_INS - _installed(DAC_STAND_INS))
     board = types.ModuleType("torch.utils.tensorboard")
     board.__dict__["SummaryWriter"] = object
     sys.modules.setdefault("torch.utils.tensorboard", board)
@@ -983,7 +981,7 @@ torch 2.1)."""
 def import_audiocraft() -> Any:
     """audiocraft's ``models`` package (builders, loaders) and ``utils.export``, imported with
     :data:`AUDIOCRAFT_STAND_INS`."""
-    stand_ins = _Stand_ins(AUDIOCRAFT_STAND_INS - _installed())
+    stand_ins = _Stand_ins(AUDIOCRAFT_STAND_INS - _installed(AUDIOCRAFT_STAND_INS))
     sys.meta_path.insert(0, stand_ins)
     try:
         importlib.import_module("audiocraft.models.builders")
