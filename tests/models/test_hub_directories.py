@@ -234,3 +234,82 @@ def test_a_damaged_directory_is_refused_with_exit_1_and_nothing_written(damage: 
     assert shown.returncode == 1 and result.returncode == 1, result.stderr
     assert "missing" in shown.stdout
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def _fine_tuned_by_transformers(family: str, original_file: Path, tmp_path: Path, shard: str | None) -> Any:
+    """A user's fine-tune of a session-7 family as transformers saves it: converted once, loaded with
+    ``from_pretrained``, its weights changed (nothing wmap made or gathered: those stay as made), and
+    written by ``save_pretrained`` itself (default or sharded), processor files copied."""
+    import shutil
+
+    import transformers
+
+    first = convert(family, original_file, tmp_path / "first").unwrap()
+    model = (
+        transformers.AutoModel.from_pretrained(first)
+        if family != "wav2vec2_conformer_ctc"
+        else (transformers.Wav2Vec2ConformerForCTC.from_pretrained(first))
+    )
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "feature_projection.projection" not in name and "masked_spec_embed" not in name:
+                parameter.add_(0.01 * torch.randn_like(parameter))
+    model.eval().save_pretrained(tmp_path / "hf", **({"max_shard_size": shard} if shard else {}))
+    for extra in first.iterdir():
+        if extra.suffix == ".json" and extra.name not in ("config.json", "model.safetensors.index.json"):
+            shutil.copy(extra, tmp_path / "hf" / extra.name)
+    return model
+
+
+@pytest.mark.parametrize("shard", [None, "20KB"])
+@pytest.mark.parametrize("family", ["dac", "encodec_audiocraft", "data2vec2_audio", "wav2vec2_conformer_ctc"])
+def test_a_fine_tune_of_a_new_family_saved_by_transformers_goes_back_with_its_outputs(
+    family: str, shard: str | None, tmp_path: Path
+) -> None:
+    """DAC, audiocraft's EnCodec, data2vec 2.0 and the conformer: a directory ``save_pretrained`` wrote
+    (default and sharded) exports, loads in the original's own loader, and gives the transformers
+    model's outputs (codes equal; audio, features or logits within 1e-5)."""
+    from tests import originals
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 1600) * 0.3
+    if family == "dac":
+        originals.dac_checkpoint(tmp_path / "orig.pth")
+        model = _fine_tuned_by_transformers(family, tmp_path / "orig.pth", tmp_path, shard)
+        back = originals.import_dac().load(str(_exported(family, tmp_path / "hf", tmp_path / "back.pth"))).eval()
+        with torch.no_grad():
+            z, codes, *_ = back.encode(x)
+            encoded = model.encode(x)
+            ours = model.decode(encoded.quantized_representation).audio_values
+            torch.testing.assert_close(back.decode(z).reshape(ours.shape), ours, rtol=0, atol=ATOL)
+        assert torch.equal(codes, encoded.audio_codes)
+    elif family == "encodec_audiocraft":
+        originals.audiocraft_encodec_file(tmp_path / "compression_state_dict.bin")
+        model = _fine_tuned_by_transformers(family, tmp_path / "compression_state_dict.bin", tmp_path, shard)
+        out = _exported(family, tmp_path / "hf", tmp_path / "back" / "compression_state_dict.bin")
+        back = originals.import_audiocraft().models.loaders.load_compression_model(out)
+        with torch.no_grad():
+            codes, scale = back.encode(x)
+            encoded = model.encode(x)
+            ours = model.decode(encoded.audio_codes, encoded.audio_scales).audio_values
+            torch.testing.assert_close(back.decode(codes, scale), ours, rtol=0, atol=ATOL)
+        assert torch.equal(codes, encoded.audio_codes[0])
+    elif family == "data2vec2_audio":
+        originals.data2vec2_checkpoint(tmp_path / "orig.pt", tmp_path)
+        model = _fine_tuned_by_transformers(family, tmp_path / "orig.pt", tmp_path, shard)
+        back, _ = _fairseq(_exported(family, tmp_path / "hf", tmp_path / "back" / "checkpoint.pt"))
+        with torch.no_grad():
+            theirs = back(x[0], features_only=True, mask=False)["x"]
+            torch.testing.assert_close(theirs, model(x[0]).last_hidden_state, rtol=0, atol=ATOL)
+    else:
+        with originals.conformer_fix():
+            originals.ctc_trainer_checkpoint(
+                tmp_path / "orig.pt", tmp_path, family="wav2vec2", pos_enc_type="rope", **originals.CONFORMER
+            )
+        model = _fine_tuned_by_transformers(family, tmp_path / "orig.pt", tmp_path, shard)
+        out = _exported(family, tmp_path / "hf", tmp_path / "back" / "checkpoint.pt")
+        with originals.conformer_fix(), torch.no_grad():
+            back, _ = _fairseq(out)
+            theirs = back(source=x[0], padding_mask=None)["encoder_out"][:, 0]
+        torch.testing.assert_close(theirs, model(x[0]).logits[0], rtol=0, atol=ATOL)
