@@ -10,16 +10,18 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from returns.result import Failure, Result
 
 from wmap.conversion import preview
 from wmap.errors import NotInvertible
 from wmap.layout import layout_of
-from wmap.pipeline import first_match, optional, scoped, seq, when
+from wmap.pipeline import Reverser, Scoped, first_match, groups, optional, scoped, seq, when
 from wmap.plan import Accept
 from wmap.planner import make_plan, reverse_plan
 from wmap.registry import registered
-from wmap.reverse import reverse, tied_primary
+from wmap.reverse import Unrecoverable, reverse, rules_of, tied_primary
 from wmap.transforms import (
+    EXACT,
     NO_MATCH,
     PARAMS,
     WEIGHT_NORM,
@@ -198,7 +200,7 @@ def test_every_exportable_family_gives_back_every_converted_tensor(name: str, tm
     from tests.helpers import reference_state
     from tests.originals import write_letter_dictionary
     from wmap.conversion import convert
-    from wmap.dictionary import FAIRSEQ_GLOBAL, Dictionary
+    from wmap.fairseq.dictionary import FAIRSEQ_GLOBAL, Dictionary
     from wmap.way_back import export, preview_reverse
 
     state, meta = reference_state(name, **SMALLER.get(name, {}))
@@ -253,3 +255,44 @@ def test_a_round_trip_catches_two_swapped_rules() -> None:
 
     assert all(torch.equal(back_with(reverse(forward).unwrap())[k], v) for k, v in original.items())
     assert not all(torch.equal(back_with(swapped)[k], v) for k, v in original.items())
+
+
+@attrs.frozen
+class Logged:
+    """A user's own combinator: it applies its inner transform; the walks enter it and the way back
+    reverses it, with no change to wmap."""
+
+    inner: Transform
+
+    def apply(self, key: str, target: Layout) -> Outcome:
+        return self.inner.apply(key, target)
+
+    def children(self) -> tuple[Transform, ...]:
+        return (self.inner,)
+
+    def under(self) -> Scoped | None:
+        return None
+
+    def reversed(self, reverse: Reverser) -> Result[Transform, NotInvertible]:
+        return reverse(self.inner).map(Logged)
+
+
+def test_a_users_combinator_is_walked_and_reversed_like_wmaps_own() -> None:
+    group = first_match("inside", (rename("a.*.w", "b.*.w", EXACT), skip("opt", "training only")))
+    pipeline = seq(scoped("model", "net", Logged(group)), route_weight_norm())
+    assert [(prefix, g.name) for prefix, g in groups(pipeline)] == [("model", "inside")]
+    back = reverse(pipeline).unwrap()
+    outcome = back.apply("net.b.3.w", {"model.a.3.w": (1,)})
+    assert isinstance(outcome, Mapped) and [t.key for t in outcome.targets] == ["model.a.3.w"]
+    assert [type(rule).__name__ for _, rule in rules_of(back)] == ["RenameBack", "Unrecoverable", "RouteWeightNorm"]
+    assert [len(scopes) for scopes, rule in rules_of(back) if isinstance(rule, Unrecoverable)] == [1]
+
+
+def test_a_users_combinator_around_a_transform_without_inverse_is_refused_naming_it() -> None:
+    @attrs.frozen
+    class Opaque:
+        def apply(self, key: str, target: Layout) -> Outcome:
+            return NO_MATCH
+
+    failed = reverse(seq(Logged(Opaque())))
+    assert isinstance(failed, Failure) and failed.failure().kind == "Opaque"

@@ -11,15 +11,21 @@
 - :func:`scoped` — a pipeline under a source prefix and a target prefix (``*`` captures as in ``rename``).
 
 Every combinator is a :class:`~wmap.transforms.Transform`: it only calls ``apply`` of
-what it holds, so a user's own transform (anything with ``apply``) fits anywhere.
+what it holds, so a user's own transform (anything with ``apply``) fits anywhere. Each is also a
+:class:`Combinator`: it gives the children it applies, the scope it puts them under, and its
+inverse given its children's, so one walk (:func:`walk`) serves everything that looks inside a
+pipeline (its groups, the way back, the rules under their scopes), and a new combinator is one class.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol, runtime_checkable
 
 import attrs
+from returns.result import Result, Success
 
+from wmap.errors import NotInvertible
 from wmap.keys import WILDCARD, Pattern, PatternError, join_key, pattern, split_key
 from wmap.transforms import (
     NO_MATCH,
@@ -30,12 +36,60 @@ from wmap.transforms import (
     Refuse,
     Refused,
     Rename,
+    RouteWeightNorm,
     Skip,
     Target,
     Transform,
 )
 
 _Indexed = Rename | Skip | Refuse
+
+Reverser = Callable[[Transform], Result[Transform, NotInvertible]]
+"""How a child is reversed (:func:`wmap.reverse.reverse`), given to :meth:`Combinator.reversed`."""
+
+
+@runtime_checkable
+class Combinator(Protocol):
+    """A transform made of others. wmap's combinators are; a user's own is entered by the walks if it is."""
+
+    def children(self) -> tuple[Transform, ...]:
+        """The transforms it applies, in order (a decided ``when``: the chosen one)."""
+        ...
+
+    def under(self) -> Scoped | None:
+        """The scope its children's keys are under, if it is one."""
+        ...
+
+    def reversed(self, reverse: Reverser) -> Result[Transform, NotInvertible]:
+        """Itself the other way, its children reversed with ``reverse`` (or the child that has no inverse)."""
+        ...
+
+
+def reverse_all(rules: tuple[Transform, ...], reverse: Reverser) -> Result[tuple[Transform, ...], NotInvertible]:
+    """Every rule reversed, in order, or the first that has no inverse."""
+    done: list[Transform] = []
+    for rule in rules:
+        inverse = reverse(rule)
+        if not isinstance(inverse, Success):
+            return inverse.map(lambda _: ())
+        done.append(inverse.unwrap())
+    return Success(tuple(done))
+
+
+def walk(transform: Transform, scopes: tuple[Scoped, ...] = ()) -> Iterator[tuple[tuple[Scoped, ...], Transform]]:
+    """Every transform of a pipeline, parents first, with the scopes above it (outermost first);
+    a transform that is not a :class:`Combinator` is a leaf."""
+    yield scopes, transform
+    if isinstance(transform, Combinator):
+        scope = transform.under()
+        inner = (*scopes, scope) if scope is not None else scopes
+        for child in transform.children():
+            yield from walk(child, inner)
+
+
+def _no_scope() -> None:
+    return None
+
 
 INDEX_DEPTH = 2
 """A group narrows its rules by a key's first segments (``encoder.layers``): the ones whose pattern
@@ -161,6 +215,14 @@ class FirstMatch:
         inner = "\n".join("  " + line for rule in self.rules for line in repr(rule).splitlines())
         return f"first_match {self.name!r}:\n{inner}"
 
+    def children(self) -> tuple[Transform, ...]:
+        return self.rules
+
+    under = staticmethod(_no_scope)
+
+    def reversed(self, reverse: Reverser) -> Result[Transform, NotInvertible]:
+        return reverse_all(self.rules, reverse).map(lambda rules: FirstMatch(f"{self.name} (reversed)", rules))
+
     def apply(self, key: str, target: Layout) -> Outcome:
         head = tuple(key.split(".", INDEX_DEPTH)[:INDEX_DEPTH])
         candidates = self._candidates.get(head)
@@ -183,6 +245,18 @@ class Seq:
 
     def __repr__(self) -> str:
         return "\n".join(f"then {stage!r}" if i else repr(stage) for i, stage in enumerate(self.stages))
+
+    def children(self) -> tuple[Transform, ...]:
+        return self.stages
+
+    under = staticmethod(_no_scope)
+
+    def reversed(self, reverse: Reverser) -> Result[Transform, NotInvertible]:
+        """The stages reversed in reverse order; a stage that adapts names to the target layout
+        (``route_weight_norm``, either direction) stays last."""
+        adapters = tuple(s for s in self.stages if isinstance(s, RouteWeightNorm))
+        stages = tuple(s for s in reversed(self.stages) if not isinstance(s, RouteWeightNorm))
+        return reverse_all(stages, reverse).map(lambda done: Seq((*done, *adapters)))
 
     def apply(self, key: str, target: Layout) -> Outcome:
         current: tuple[Target, ...] = (Target(key),)
@@ -219,6 +293,14 @@ class Optional:
     def __repr__(self) -> str:
         return f"optional {self.inner!r}"
 
+    def children(self) -> tuple[Transform, ...]:
+        return (self.inner,)
+
+    under = staticmethod(_no_scope)
+
+    def reversed(self, reverse: Reverser) -> Result[Transform, NotInvertible]:
+        return reverse(self.inner).map(Optional)
+
     def apply(self, key: str, target: Layout) -> Outcome:
         return passing_unmatched(self.inner, key, target)
 
@@ -243,6 +325,21 @@ class When:
         chosen = self.then if self.holds else self.otherwise
         shown = "no rule (keys pass to the next one)" if chosen is None else repr(chosen)
         return f"when {self.condition} ({'yes' if self.holds else 'no'}): {shown}"
+
+    def children(self) -> tuple[Transform, ...]:
+        chosen = self.then if self.holds else self.otherwise
+        return () if chosen is None else (chosen,)
+
+    under = staticmethod(_no_scope)
+
+    def reversed(self, reverse: Reverser) -> Result[Transform, NotInvertible]:
+        """The chosen branch reversed; the other is never applied and is kept as it is."""
+        chosen = self.then if self.holds else self.otherwise
+        if chosen is None:
+            return Success(self)
+        return reverse(chosen).map(
+            lambda inverse: attrs.evolve(self, then=inverse) if self.holds else attrs.evolve(self, otherwise=inverse)
+        )
 
     def apply(self, key: str, target: Layout) -> Outcome:
         chosen = self.then if self.holds else self.otherwise
@@ -273,6 +370,16 @@ class Scoped:
         inner = "\n".join("  " + line for line in repr(self.inner).splitlines())
         return f"under {self.source!r} -> {self.target!r}:\n{inner}"
 
+    def children(self) -> tuple[Transform, ...]:
+        return (self.inner,)
+
+    def under(self) -> Scoped | None:
+        return self
+
+    def reversed(self, reverse: Reverser) -> Result[Transform, NotInvertible]:
+        """The prefixes swapped, the rules inside reversed (and shown the target layout under the scope)."""
+        return reverse(self.inner).map(lambda inner: ScopedBack(Scoped(self.target, self.source, inner)))
+
     def apply(self, key: str, target: Layout) -> Outcome:
         segments = split_key(key)
         found = self.source.match_prefix(segments)
@@ -292,6 +399,58 @@ class Scoped:
 
 
 @attrs.frozen(repr=False)
+class ScopedBack:
+    """A scope reversed: as :class:`~wmap.pipeline.Scoped`, but the rules inside see the target
+    layout under the scope's prefix (prefix stripped), so that :class:`RenameBack` can ask it."""
+
+    scope: Scoped
+    _views: dict[tuple[int, str], _Both] = attrs.field(init=False, factory=dict, eq=False)
+
+    def __repr__(self) -> str:
+        return repr(self.scope)
+
+    def children(self) -> tuple[Transform, ...]:
+        return (self.scope.inner,)
+
+    def under(self) -> Scoped | None:
+        return self.scope
+
+    def reversed(self, reverse: Reverser) -> Result[Transform, NotInvertible]:
+        return reverse(self.scope)
+
+    def apply(self, key: str, target: Layout) -> Outcome:
+        segments = split_key(key)
+        found = self.scope.source.match_prefix(segments)
+        if found is None or found[1] == len(segments):
+            return NO_MATCH
+        prefix = ".".join(self.scope.target.substitute(found[0]))
+        cached = (id(target), prefix)
+        view = self._views.get(cached)
+        if view is None:
+            head = prefix + "." if prefix else ""
+            view = _Both({k[len(head) :]: v for k, v in target.items() if k.startswith(head)}, target)
+            if len(self._views) > 64:  # a plan is made against one layout; its prefixes are few
+                self._views.clear()
+            self._views[cached] = view
+        return self.scope.apply(key, view)
+
+
+class _Both(dict[str, tuple[int, ...]]):
+    """The scope's view of the target layout, falling back to the whole layout (for rules inside that
+    write top-level names)."""
+
+    def __init__(self, view: Layout, whole: Layout) -> None:
+        super().__init__(view)
+        self.whole = whole
+
+    def __missing__(self, key: str) -> tuple[int, ...]:
+        return self.whole[key]
+
+    def __contains__(self, key: object) -> bool:
+        return super().__contains__(key) or key in self.whole
+
+
+@attrs.frozen(repr=False)
 class Upgrade:
     """A named chain that rewrites an older file's layout into the current one before the rules run
     (fairseq's load-time upgrades). Keys it does not match pass unchanged. Its inverse is nothing to
@@ -303,6 +462,15 @@ class Upgrade:
     def __repr__(self) -> str:
         return f"upgrade {self.name}: {self.inner!r}"
 
+    def children(self) -> tuple[Transform, ...]:
+        return (self.inner,)
+
+    under = staticmethod(_no_scope)
+
+    def reversed(self, reverse: Reverser) -> Result[Transform, NotInvertible]:
+        """Nothing to undo (the way back writes the current format): its rules need no inverse."""
+        return Success(Optional(FirstMatch(f"{self.name} (current format: nothing to undo)", ())))
+
     def apply(self, key: str, target: Layout) -> Outcome:
         return passing_unmatched(self.inner, key, target)
 
@@ -313,24 +481,11 @@ def upgrade(name: str, inner: Transform) -> Upgrade:
 
 
 def groups(transform: Transform) -> Iterator[tuple[str, FirstMatch]]:
-    """Every first-match group inside a pipeline built from wmap's combinators, with the source
-    prefix it sees keys under (a user's own transforms are opaque and not entered)."""
-    if isinstance(transform, FirstMatch):
-        yield "", transform
-        for rule in transform.rules:
-            yield from groups(rule)
-    elif isinstance(transform, Seq):
-        for stage in transform.stages:
-            yield from groups(stage)
-    elif isinstance(transform, Optional | Upgrade):
-        yield from groups(transform.inner)
-    elif isinstance(transform, When):
-        chosen = transform.then if transform.holds else transform.otherwise
-        if chosen is not None:
-            yield from groups(chosen)
-    elif isinstance(transform, Scoped):
-        for prefix, group in groups(transform.inner):
-            yield join_key((transform.source.text, prefix)) if prefix else transform.source.text, group
+    """Every first-match group inside a pipeline, with the source prefix it sees keys under (a
+    transform that is not a :class:`Combinator` is opaque and not entered)."""
+    for scopes, node in walk(transform):
+        if isinstance(node, FirstMatch):
+            yield join_key(tuple(scope.source.text for scope in scopes if scope.source.text)), node
 
 
 def first_match(name: str, rules: Iterable[Transform]) -> FirstMatch:

@@ -28,7 +28,7 @@ from returns.result import Failure, Result, Success
 
 from wmap.errors import NotInvertible
 from wmap.keys import Pattern, split_key
-from wmap.pipeline import FirstMatch, Optional, Scoped, Seq, Upgrade, When
+from wmap.pipeline import Combinator, FirstMatch, Scoped, walk
 from wmap.transforms import (
     NO_MATCH,
     Layout,
@@ -117,49 +117,6 @@ class RenameBack:
 _ROUTE = RouteWeightNorm()
 
 
-@attrs.frozen(repr=False)
-class ScopedBack:
-    """A scope reversed: as :class:`~wmap.pipeline.Scoped`, but the rules inside see the target
-    layout under the scope's prefix (prefix stripped), so that :class:`RenameBack` can ask it."""
-
-    scope: Scoped
-    _views: dict[tuple[int, str], _Both] = attrs.field(init=False, factory=dict, eq=False)
-
-    def __repr__(self) -> str:
-        return repr(self.scope)
-
-    def apply(self, key: str, target: Layout) -> Outcome:
-        segments = split_key(key)
-        found = self.scope.source.match_prefix(segments)
-        if found is None or found[1] == len(segments):
-            return NO_MATCH
-        prefix = ".".join(self.scope.target.substitute(found[0]))
-        cached = (id(target), prefix)
-        view = self._views.get(cached)
-        if view is None:
-            head = prefix + "." if prefix else ""
-            view = _Both({k[len(head) :]: v for k, v in target.items() if k.startswith(head)}, target)
-            if len(self._views) > 64:  # a plan is made against one layout; its prefixes are few
-                self._views.clear()
-            self._views[cached] = view
-        return self.scope.apply(key, view)
-
-
-class _Both(dict[str, tuple[int, ...]]):
-    """The scope's view of the target layout, falling back to the whole layout (for rules inside that
-    write top-level names)."""
-
-    def __init__(self, view: Layout, whole: Layout) -> None:
-        super().__init__(view)
-        self.whole = whole
-
-    def __missing__(self, key: str) -> tuple[int, ...]:
-        return self.whole[key]
-
-    def __contains__(self, key: object) -> bool:
-        return super().__contains__(key) or key in self.whole
-
-
 def _rename(rule: Rename) -> Transform:
     back = RenameBack(Rename(rule.target, rule.source, rule.leaves))
     if not rule.also:
@@ -168,13 +125,10 @@ def _rename(rule: Rename) -> Transform:
     return FirstMatch(f"tie {rule.source.text!r} (reversed)", (back, *copies))
 
 
-def _adapts(stage: Transform) -> bool:
-    """Stages that adapt names to the target layout (either direction): they stay last."""
-    return isinstance(stage, RouteWeightNorm)
-
-
 def reverse(transform: Transform) -> Result[Transform, NotInvertible]:
     """The inverse of ``transform`` (see the module's docstring), or the transform that has none."""
+    if isinstance(transform, Combinator):
+        return transform.reversed(reverse)
     if isinstance(transform, Rename):
         return Success(_rename(transform))
     if isinstance(transform, Skip):
@@ -183,69 +137,16 @@ def reverse(transform: Transform) -> Result[Transform, NotInvertible]:
         return Success(FirstMatch(f"{transform!r} (never converted)", ()))
     if isinstance(transform, RenameBack):
         return Success(transform.rule)
-    if isinstance(transform, ScopedBack):
-        return reverse(transform.scope)
     if isinstance(transform, (RouteWeightNorm, Unrecoverable, TiedCopy)):
         return Success(transform)
-    if isinstance(transform, FirstMatch):
-        return _all(transform.rules).map(lambda rules: FirstMatch(f"{transform.name} (reversed)", rules))
-    if isinstance(transform, Seq):
-        adapters = tuple(s for s in transform.stages if _adapts(s))
-        stages = tuple(s for s in reversed(transform.stages) if not _adapts(s))
-        return _all(stages).map(lambda done: Seq((*done, *adapters)))
-    if isinstance(transform, Upgrade):  # the way back writes the current format: nothing to undo
-        return Success(Optional(FirstMatch(f"{transform.name} (current format: nothing to undo)", ())))
-    if isinstance(transform, Optional):
-        return reverse(transform.inner).map(Optional)
-    if isinstance(transform, When):
-        chosen = transform.then if transform.holds else transform.otherwise
-        if chosen is None:
-            return Success(transform)
-        return reverse(chosen).map(  # the branch not chosen is never applied: kept as it is
-            lambda inverse: When(
-                transform.condition,
-                transform.holds,
-                inverse if transform.holds else transform.then,
-                transform.otherwise if transform.holds else inverse,
-            )
-        )
-    if isinstance(transform, Scoped):
-        return reverse(transform.inner).map(lambda inner: ScopedBack(Scoped(transform.target, transform.source, inner)))
     if isinstance(transform, Invertible):
         return Success(transform.inverse())
     return Failure(NotInvertible(repr(transform).splitlines()[0][:200], type(transform).__name__))
 
 
-def _all(rules: tuple[Transform, ...]) -> Result[tuple[Transform, ...], NotInvertible]:
-    done: list[Transform] = []
-    for rule in rules:
-        inverse = reverse(rule)
-        if not isinstance(inverse, Success):
-            return inverse.map(lambda _: ())
-        done.append(inverse.unwrap())
-    return Success(tuple(done))
-
-
-def rules_of(transform: Transform, scopes: tuple[Scoped, ...] = ()) -> Iterator[tuple[tuple[Scoped, ...], Transform]]:
+def rules_of(transform: Transform) -> Iterator[tuple[tuple[Scoped, ...], Transform]]:
     """Every rule of a (reversed) pipeline with the scopes above it, outermost first."""
-    if isinstance(transform, FirstMatch):
-        for rule in transform.rules:
-            yield from rules_of(rule, scopes)
-    elif isinstance(transform, Seq):
-        for stage in transform.stages:
-            yield from rules_of(stage, scopes)
-    elif isinstance(transform, Optional):
-        yield from rules_of(transform.inner, scopes)
-    elif isinstance(transform, When):
-        chosen = transform.then if transform.holds else transform.otherwise
-        if chosen is not None:
-            yield from rules_of(chosen, scopes)
-    elif isinstance(transform, ScopedBack):
-        yield from rules_of(transform.scope.inner, (*scopes, transform.scope))
-    elif isinstance(transform, Scoped):
-        yield from rules_of(transform.inner, (*scopes, transform))
-    else:
-        yield scopes, transform
+    return ((scopes, node) for scopes, node in walk(transform) if not isinstance(node, Combinator))
 
 
 def unrecoverable(transform: Transform) -> Iterator[tuple[tuple[Pattern, ...], Unrecoverable]]:
