@@ -466,7 +466,7 @@ def test_a_dict_with_a_malformed_count_is_one_line(ctc_dir: Path, tmp_path: Path
 
 def test_a_dictionary_of_100k_symbols_reads_at_once() -> None:
     """The duplicate check was a list lookup: 100,000 symbols took minutes (now a set)."""
-    from wmap.dictionary import parse_dict_file
+    from wmap.fairseq.dictionary import parse_dict_file
 
     read = parse_dict_file("".join(f"w{i} 1\n" for i in range(100_000)), "dict.txt")
     assert len(read.symbols) == 100_004

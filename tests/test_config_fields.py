@@ -109,8 +109,10 @@ def test_an_argparse_namespace_reads_like_a_dict() -> None:
         ("fairseq.models.wav2vec.wav2vec2_asr:Wav2Vec2CtcConfig", "wmap.fairseq:CTC_FINE_TUNING"),
         ("fairseq.models.hubert.hubert_asr:HubertCtcConfig", "wmap.fairseq:CTC_FINE_TUNING"),
         ("fairseq.models.wav2vec.wav2vec2:Wav2Vec2Config", "wmap.models.wav2vec2_mbart:W2V_ENCODER"),
-        ("fairseq.models.wav2vec.wav2vec2:Wav2Vec2Config", "wmap.models.wav2vec2:PRETRAINED"),
-        ("fairseq.models.wav2vec.wav2vec2:Wav2Vec2Config", "wmap.models.wav2vec2:FINE_TUNED_ENCODER"),
+        ("fairseq.models.wav2vec.wav2vec2:Wav2Vec2Config", "wmap.models.wav2vec2:STYLE.pretrained_table"),
+        ("fairseq.models.wav2vec.wav2vec2:Wav2Vec2Config", "wmap.models.wav2vec2:STYLE.encoder_table"),
+        ("fairseq.models.wav2vec.wav2vec2:Wav2Vec2Config", "wmap.models.wav2vec2_conformer:STYLE.pretrained_table"),
+        ("fairseq.models.wav2vec.wav2vec2:Wav2Vec2Config", "wmap.models.wav2vec2_conformer:STYLE.encoder_table"),
         ("fairseq.models.hubert.hubert:HubertConfig", "wmap.models.hubert:PRETRAINED"),
     ],
 )
@@ -122,7 +124,10 @@ def test_every_field_of_the_original_config_is_accounted_for(config_class: str, 
     module_name, _, class_name = config_class.partition(":")
     original = getattr(importlib.import_module(module_name), class_name)
     table_module, _, table_name = table_path.partition(":")
-    table: ConfigTable = getattr(importlib.import_module(table_module), table_name)
+    table: Any = importlib.import_module(table_module)
+    for name in table_name.split("."):  # a module's table, or a family description's
+        table = getattr(table, name)
+    assert isinstance(table, ConfigTable)
     names = {f.name for f in dataclasses.fields(original)} - {"_name"}
     assert names - table.names() == set(), "fields of the original config that the table does not account for"
 
@@ -223,3 +228,49 @@ def test_a_conv_spec_is_one_row_read_both_ways() -> None:
     back = values_back(table.fields, Wav2Vec2Config(**read.kwargs))["conv_feature_layers"]
     assert conv_layers(back).unwrap() == read.values["conv_feature_layers"]
     assert translate(table, {"conv_feature_layers": "[(1, 2)]"}).failure().key == "conv_feature_layers"
+
+
+STRIDES = st.lists(st.integers(min_value=1, max_value=16), min_size=1, max_size=6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rates=STRIDES, width=st.integers(min_value=1, max_value=512))
+def test_a_derived_field_is_checked_forward_and_derived_back(rates: list[int], width: int) -> None:
+    """``Derived``: what the target derives (DAC's decoder strides, the encoder's reversed) is refused
+    when the file says otherwise, accepted when it agrees or is null, and written back derived."""
+    from types import SimpleNamespace
+
+    from wmap.config_fields import Derived, optional, strides, values_back
+
+    table = ConfigTable(
+        "kwargs",
+        (
+            Translated("dim", integer(1, 4096), "hidden", 1),
+            Translated("rates", strides, "ratios", [1]),
+            Derived("back_rates", optional(strides), lambda v: list(v["rates"])[::-1], "the rates reversed", None),
+            Derived("latent", optional(integer(1, 1 << 30)), lambda v: v["dim"] << len(v["rates"]), "derived", None),
+        ),
+    )
+    agreeing = {"dim": width, "rates": rates, "back_rates": rates[::-1], "latent": width << len(rates)}
+    read = translate(table, agreeing).unwrap()
+    assert translate(table, {**agreeing, "back_rates": None, "latent": None}).unwrap().kwargs == read.kwargs
+    back = values_back(table.fields, SimpleNamespace(**read.kwargs))
+    assert back == agreeing
+    wrong = translate(table, {**agreeing, "back_rates": [*rates, 2], "latent": (width << len(rates)) + 1}).failure()
+    assert isinstance(wrong, BadConfig) and (wrong.key, [o.key for o in wrong.others]) == ("back_rates", ["latent"])
+    assert "the rates reversed" in wrong.message
+
+
+def test_several_sections_report_every_bad_field_of_all_of_them() -> None:
+    from wmap.config_fields import translate_each
+
+    one = ConfigTable("one", (Translated("a", integer(1, 10), "a", 1),))
+    two = ConfigTable("two", (Translated("b", integer(1, 10), "b", 1), Translated("c", integer(1, 10), "c", 1)))
+    error = translate_each(((one, {"a": 0}), (two, {"b": 99, "c": "x"}))).failure()
+    assert [(error.source, error.key), *((o.source, o.key) for o in error.others)] == [
+        ("one", "a"),
+        ("two", "b"),
+        ("two", "c"),
+    ]
+    both = translate_each(((one, {"a": 2}), (two, {}))).unwrap()  # the control
+    assert [read.kwargs for read in both] == [{"a": 2}, {"b": 1, "c": 1}]

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wmap.dictionary import SPECIALS, Dictionary, DictionaryError, from_saved_fields, parse_dict_file
+from wmap.fairseq.dictionary import SPECIALS, Dictionary, DictionaryError, from_saved_fields, parse_dict_file
 
 
 def test_a_dict_file_follows_the_four_specials() -> None:
@@ -36,7 +36,7 @@ def test_saved_fields_are_type_checked_and_nothing_else_is_kept() -> None:
 
 
 def test_a_stand_in_never_given_its_fields_is_no_dictionary() -> None:
-    from wmap.dictionary import find_in_task_state
+    from wmap.fairseq.dictionary import find_in_task_state
 
     empty = Dictionary.__new__(Dictionary)  # what a pickle that skips BUILD leaves
     assert find_in_task_state({"task_state": {"target_dictionary": empty}}) is None
@@ -56,7 +56,7 @@ def test_a_stand_in_never_given_its_fields_is_no_dictionary() -> None:
 def test_the_dict_file_written_reads_back_as_the_dictionary(symbols: list[str], count: int) -> None:
     """dict_file_text is parse_dict_file's inverse: the export's dict.ltr.txt reads back as the
     dictionary it carries in task_state."""
-    from wmap.dictionary import dict_file_text
+    from wmap.fairseq.dictionary import dict_file_text
 
     text = "".join(f"{symbol} {count}\n" for symbol in symbols)
     read = parse_dict_file(text, "dict.ltr.txt")

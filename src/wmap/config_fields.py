@@ -252,7 +252,22 @@ class Composite:
     default: Any = REQUIRED
 
 
-Field: TypeAlias = Translated | Checked | Decided | Ignored | Composite
+@attrs.frozen
+class Derived:
+    """``source`` is what the target derives from other fields of the section instead of reading it
+    (DAC's decoder strides: the encoder's reversed). Read by ``read``, it must equal
+    ``derive(values)`` (the other fields' source values), or be ``None`` where the original derives
+    it too; else it is refused, naming what it must be. The way back writes ``derive`` of the values
+    read back. Written once, read both ways."""
+
+    source: str
+    read: Reader
+    derive: Callable[[Mapping[str, Any]], Any]
+    reason: str
+    default: Any = REQUIRED
+
+
+Field: TypeAlias = Translated | Checked | Decided | Ignored | Composite | Derived
 
 
 @attrs.frozen
@@ -367,6 +382,7 @@ def translate(table: ConfigTable, container: object, *, report_unknown: bool = T
             kwargs[f.target] = values[f.source]
         if isinstance(f, Composite):
             kwargs.update(f.forward(values[f.source]))
+    bad += _underived(table, values)
     if bad:
         return Failure(attrs.evolve(bad[0], others=tuple(bad[1:])))
     known = table.names() if report_unknown else frozenset(present)
@@ -376,6 +392,41 @@ def translate(table: ConfigTable, container: object, *, report_unknown: bool = T
         if name not in known and not name.startswith("_")
     ]
     return Success(Translation(values, kwargs, tuple(ignored)))
+
+
+def _underived(table: ConfigTable, values: Mapping[str, Any]) -> list[BadConfig]:
+    """The :class:`Derived` fields that say otherwise than what they derive from (those whose
+    inputs were themselves bad are not judged)."""
+    bad: list[BadConfig] = []
+    for f in table.fields:
+        if not isinstance(f, Derived) or values.get(f.source) is None:
+            continue
+        try:
+            expected = f.derive(values)
+        except (KeyError, TypeError, ValueError):
+            continue
+        if values[f.source] != expected:
+            bad.append(_bad(table, f.source, f"{shown(expected)} ({f.reason})", values[f.source]))
+    return bad
+
+
+def translate_each(
+    sections: Iterable[tuple[ConfigTable, object]], *, report_unknown: bool = True
+) -> Result[tuple[Translation, ...], BadConfig]:
+    """Several sections, each by its table (:func:`translate`): every translation, or every bad field
+    of all of them in one error."""
+    done: list[Translation] = []
+    bad: list[BadConfig] = []
+    for table, container in sections:
+        result = translate(table, container, report_unknown=report_unknown)
+        if isinstance(result, Success):
+            done.append(result.unwrap())
+        else:
+            bad.append(result.failure())
+    if bad:
+        others = tuple(b for first in bad for b in (first, *first.others))
+        return Failure(attrs.evolve(others[0], others=others[1:]))
+    return Success(tuple(done))
 
 
 def inverse(fields: Iterable[Field]) -> tuple[Translated, ...]:
@@ -403,6 +454,11 @@ def values_back(fields: Iterable[Field], config: object) -> dict[str, Any]:
         try:
             values[composite.source] = composite.backward(config)
         except (AttributeError, TypeError, ValueError):  # a config without those fields: the original's default
+            continue
+    for derived in (f for f in fields if isinstance(f, Derived)):
+        try:
+            values[derived.source] = derived.derive(values)
+        except (KeyError, TypeError, ValueError):  # derived from fields the config lacks: the original derives it
             continue
     return values
 

@@ -201,7 +201,7 @@ def preview(
         if checkpoint is None:
             where = f"<{spec.name} reference layout>"
             return widen(spec.reference_layout()).map(lambda found: (Source(found[0], {}, found[1]), where))
-        return widen(read_source(checkpoint)).map(lambda read: (read, os.fspath(checkpoint)))
+        return widen(read_source(checkpoint, stand_ins=spec.stand_ins)).map(lambda read: (read, os.fspath(checkpoint)))
 
     def planned(spec: ModelSpec) -> Result[Prepared, WmapError]:
         return source(spec).bind(lambda found: _planned_from(spec, found[0], found[1], config))
@@ -263,7 +263,7 @@ def convert(
 
     def read(spec: ModelSpec) -> Result[tuple[ModelSpec, Checkpoint], WmapError]:
         step("reading checkpoint")
-        return widen(read_checkpoint(checkpoint)).map(lambda source: (spec, source))
+        return widen(read_checkpoint(checkpoint, stand_ins=spec.stand_ins)).map(lambda source: (spec, source))
 
     def planned(found: tuple[ModelSpec, Checkpoint]) -> Result[tuple[Prepared, Checkpoint], WmapError]:
         spec, source = found

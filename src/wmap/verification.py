@@ -91,7 +91,7 @@ def verify(
     (cast to the written dtype). Needs neither the original package nor the target model's code."""
 
     def read(spec: ModelSpec) -> Result[tuple[ModelSpec, Checkpoint], WmapError]:
-        return widen(read_checkpoint(checkpoint)).map(lambda source: (spec, source))
+        return widen(read_checkpoint(checkpoint, stand_ins=spec.stand_ins)).map(lambda source: (spec, source))
 
     def planned(found: tuple[ModelSpec, Checkpoint]) -> Result[tuple[MappingPlan, Checkpoint], WmapError]:
         spec, source = found

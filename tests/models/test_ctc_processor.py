@@ -6,7 +6,7 @@ from pathlib import Path
 
 from transformers import Data2VecAudioConfig
 
-from wmap.dictionary import parse_dict_file
+from wmap.fairseq.dictionary import parse_dict_file
 from wmap.fairseq.processor import ctc_processor, ctc_vocabulary, feature_extractor_settings
 
 

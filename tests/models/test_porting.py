@@ -25,7 +25,7 @@ def port(index: int = 0, name: str = "HUBERT") -> tuple[ModelSpec, int]:
     return cast(ModelSpec, namespace[name]), len(code.strip().splitlines())
 
 
-@pytest.mark.parametrize(("index", "name"), [(0, "HUBERT"), (1, "CONFORMER_CTC")])
+@pytest.mark.parametrize(("index", "name"), [(0, "HUBERT"), (1, "CONFORMER_CTC"), (2, "CTC")])
 def test_each_port_is_short_and_uses_the_public_api_only(index: int, name: str) -> None:
     _, lines = port(index, name)
     code = re.findall(r"```python\n(.*?)```", PAGE.read_text(), flags=re.DOTALL)[index]
@@ -50,9 +50,11 @@ def test_the_port_has_parity_with_fairseq(tmp_path: Path) -> None:
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
 
 
-def test_the_ctc_port_with_a_value_operation_has_parity_with_fairseq(tmp_path: Path) -> None:
-    """The page's second port on a conformer (rope) CTC checkpoint written by fairseq's trainer: the
-    rotary copies are gathered, the processor loads, the logits are fairseq's within 1e-5."""
+@pytest.mark.parametrize(("index", "name"), [(1, "CONFORMER_CTC"), (2, "CTC")])
+def test_the_ctc_port_with_a_value_operation_has_parity_with_fairseq(tmp_path: Path, index: int, name: str) -> None:
+    """The page's second port, and the CTC spec of its third (one description), on a conformer (rope)
+    CTC checkpoint written by fairseq's trainer: the rotary copies are gathered, the processor loads,
+    the logits are fairseq's within 1e-5."""
     from transformers import AutoModelForCTC, AutoProcessor
 
     from tests.models.test_fairseq_trainer_checkpoints import (
@@ -67,7 +69,7 @@ def test_the_ctc_port_with_a_value_operation_has_parity_with_fairseq(tmp_path: P
     path = tmp_path / "checkpoint_best.pt"
     with conformer_fix():
         ctc_trainer_checkpoint(path, tmp_path, family="wav2vec2", pos_enc_type="rope", **CONFORMER)
-    spec, _ = port(1, "CONFORMER_CTC")
+    spec, _ = port(index, name)
     plan = preview(spec, path).unwrap().plan
     assert plan.is_clean(), plan.problems(limit=5)
     assert len(plan.gathered) == 1

@@ -170,11 +170,13 @@ def test_the_way_back_builds_in_fairseq_and_loads_strictly(shared: bool, tmp_pat
     assert exported.keys() == state.keys()
     assert all(exported[k].dtype == v.dtype and torch.equal(exported[k], v) for k, v in state.items())
 
+    from wmap.config_fields import inverse
     from wmap.fairseq.export import TRANSLATED_BACK
-    from wmap.models.wav2vec2_mbart import DECODER_BACK
+    from wmap.models.wav2vec2_mbart import XM_TRANSFORMER
 
     theirs, ours = torch.load(checkpoint, weights_only=False)["cfg"]["model"], written["cfg"]["model"]
-    fields = [*DECODER_BACK.values(), "adaptor_n_layers", "adaptor_kernel_size", "adaptor_stride", "adaptor_proj"]
+    translated = [str(f.target) for f in inverse(XM_TRANSFORMER.fields)]  # the table's, read back
+    fields = [*translated, "no_scale_embedding", "adaptor_n_layers", "adaptor_kernel_size", "adaptor_proj"]
     assert {f: ours[f] for f in fields} == {f: theirs[f] for f in fields}
     encoder = [f for f in TRANSLATED_BACK.values() if f in theirs["w2v_args"]["model"]]
     assert {f: ours["w2v_args"]["model"][f] for f in encoder} == {f: theirs["w2v_args"]["model"][f] for f in encoder}

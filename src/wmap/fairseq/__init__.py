@@ -5,8 +5,12 @@ another one uses (``docs/porting.md``). wmap never imports fairseq itself.
 - :mod:`wmap.fairseq.config`: where a checkpoint keeps its config, and the field tables read both ways;
 - :mod:`wmap.fairseq.rules`: fairseq's names as rules (extractor, positional convs, transformer and
   conformer layers, projections, made targets, load-time upgrades);
+- :mod:`wmap.fairseq.dictionary`: the label dictionary as inert data (the unpickling stand-in,
+  ``dict.*.txt``);
 - :mod:`wmap.fairseq.processor`: the CTC processor (vocabulary from the dictionary, feature extractor);
 - :mod:`wmap.fairseq.export`: the way back (configs from the same tables, the trainer's file).
+- :mod:`wmap.fairseq.family`: a wav2vec 2.0-style family from one description (:class:`Wav2Vec2Style`):
+  the pre-trained and CTC specs, both ways, and the blocks they are made of.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from wmap.fairseq.config import (
     pre_trained,
     wav2vec2_encoder_fields,
 )
+from wmap.fairseq.dictionary import STAND_INS, Dictionary
 from wmap.fairseq.export import (
     ctc_exporter,
     encoder_cfg,
@@ -48,6 +53,22 @@ from wmap.fairseq.export import (
     trainer_file,
     vocabulary_dictionary,
     with_mask_embedding,
+)
+from wmap.fairseq.family import (
+    CONFORMER_FIELDS,
+    ONE_POS_CONV,
+    POSITIONS,
+    QUANTIZER,
+    TRANSFORMER_LAYER_TYPE,
+    Wav2Vec2Style,
+    ctc_rules,
+    encoder_fields,
+    encoder_rules,
+    fine_tuned_config,
+    pretrained_config,
+    pretraining_back,
+    pretraining_kwargs,
+    pretraining_rules,
 )
 from wmap.fairseq.processor import (
     FeatureExtractorSettings,
@@ -84,11 +105,13 @@ __all__ = [
     "ACTIVATIONS",
     "ATTENTION",
     "BATCH_NORM_POS_CONV",
+    "CONFORMER_FIELDS",
     "CONFORMER_LAYERS",
     "CONFORMER_ONLY",
     "CONV_LAYERS",
     "CTC_FINE_TUNING",
     "CTC_HEAD",
+    "Dictionary",
     "DECODER_LAYER_NORMS",
     "DECODER_UPGRADES",
     "EXTRACTOR_MODE",
@@ -101,20 +124,29 @@ __all__ = [
     "MASKING_DETAIL",
     "MASKING_FIELDS",
     "NO_CONFIG",
+    "ONE_POS_CONV",
+    "POSITIONS",
     "PRETRAINING_HEADS",
     "PRETRAINING_OBJECTIVE",
+    "QUANTIZER",
     "STACKED_POS_CONV",
+    "STAND_INS",
     "TRAINING_ONLY",
     "TRANSFORMER_LAYERS",
+    "TRANSFORMER_LAYER_TYPE",
     "WEIGHT_NORM_POS_CONV",
+    "Wav2Vec2Style",
     "activation",
     "ctc_exporter",
     "ctc_fine_tuning",
     "ctc_head_kwargs",
     "ctc_processor",
+    "ctc_rules",
     "ctc_vocabulary",
     "encoder_cfg",
     "encoder_config_kwargs",
+    "encoder_fields",
+    "encoder_rules",
     "fairseq_encoder_config",
     "fairseq_model_config",
     "fairseq_task_config",
@@ -123,6 +155,7 @@ __all__ = [
     "feature_extractor_writer",
     "feature_settings",
     "fine_tuned",
+    "fine_tuned_config",
     "flag",
     "fused_attention",
     "heads_divide",
@@ -133,7 +166,11 @@ __all__ = [
     "mask_embedding",
     "masks",
     "pre_trained",
+    "pretrained_config",
+    "pretraining_back",
     "pretraining_exporter",
+    "pretraining_kwargs",
+    "pretraining_rules",
     "projections",
     "trainer_file",
     "vocabulary_dictionary",

@@ -20,9 +20,9 @@ from returns.result import Failure, Result, Success
 from transformers import PretrainedConfig
 
 from wmap.config_fields import Field, inverse, values_back
-from wmap.dictionary import FAIRSEQ_GLOBAL, SPECIALS, Dictionary, dict_file_text, saved_fields
 from wmap.errors import BadConfig, Disagrees
 from wmap.fairseq.config import wav2vec2_encoder_fields
+from wmap.fairseq.dictionary import FAIRSEQ_GLOBAL, SPECIALS, Dictionary, dict_file_text, saved_fields
 from wmap.io import PickledAs, parse_json
 from wmap.models.base import Exporter, ExportSource
 from wmap.plan import MakeRule

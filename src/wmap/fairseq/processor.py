@@ -19,9 +19,9 @@ from returns.result import Failure, Result, Success
 from transformers import PretrainedConfig
 
 from wmap.config_fields import ConfigTable, Translated, boolean, get, integer, translate
-from wmap.dictionary import Dictionary, DictionaryError, find_in_task_state, parse_dict_file
 from wmap.errors import BadConfig
 from wmap.fairseq.config import fairseq_model_config, fairseq_task_config
+from wmap.fairseq.dictionary import Dictionary, DictionaryError, find_in_task_state, parse_dict_file
 from wmap.io import read_small_text
 from wmap.models.base import Writer
 

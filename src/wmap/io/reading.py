@@ -13,6 +13,7 @@ import struct
 import warnings
 import zipfile
 from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import attrs
@@ -20,7 +21,6 @@ import torch
 from returns.result import Failure, Result, Success
 from safetensors import SafetensorError, safe_open
 
-from wmap.dictionary import FAIRSEQ_GLOBAL, Dictionary
 from wmap.errors import UnreadableCheckpoint, UnsafePickle
 from wmap.io.mapped import mapped_file
 from wmap.io.paths import regular_file_problem
@@ -186,11 +186,9 @@ def unwrap(
     return Failure(UnreadableCheckpoint(path, EXPECTED, f"it holds a {type(container).__name__}"))
 
 
-STAND_INS: Mapping[str, type] = {FAIRSEQ_GLOBAL: Dictionary}
-"""Classes real checkpoints pickle beyond plain containers, read as inert data: global name -> stand-in.
-
-fairseq's trainer keeps its label dictionaries in ``task_state``; the stand-in keeps their
-fields and runs no fairseq code."""
+NO_STAND_INS: Mapping[str, type] = MappingProxyType({})
+"""Beyond plain containers and :func:`allowed_globals`, nothing: a family names the classes its
+original pickles (fairseq's label dictionary: :data:`wmap.fairseq.STAND_INS`)."""
 
 _REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+) was not an allowed global")
 
@@ -356,7 +354,7 @@ def _storages_within_records(checkpoint: Checkpoint) -> Result[Checkpoint, Unrea
 
 
 def read_checkpoint(
-    path: str | os.PathLike[str], *, stand_ins: Mapping[str, type] = STAND_INS
+    path: str | os.PathLike[str], *, stand_ins: Mapping[str, type] = NO_STAND_INS
 ) -> Result[Checkpoint, UnreadableCheckpoint | UnsafePickle]:
     """Read a checkpoint safely; tensors stay memory-mapped where the format allows.
 
@@ -379,19 +377,24 @@ def read_checkpoint(
     return checked.bind(_read_safetensors if _is_safetensors(where) else pickled)
 
 
-def read_source(path: str | os.PathLike[str]) -> Result[Source, UnreadableCheckpoint | UnsafePickle]:
-    """Names, shapes, kinds and metadata: for safetensors just the header is read."""
+def read_source(
+    path: str | os.PathLike[str], *, stand_ins: Mapping[str, type] = NO_STAND_INS
+) -> Result[Source, UnreadableCheckpoint | UnsafePickle]:
+    """Names, shapes, kinds and metadata: for safetensors just the header is read (``stand_ins`` as
+    for :func:`read_checkpoint`)."""
     where = os.fspath(path)
     if not _is_safetensors(where):
-        return read_checkpoint(where).map(lambda found: Source(found.layout, found.kinds, found.meta))
+        return read_checkpoint(where, stand_ins=stand_ins).map(
+            lambda found: Source(found.layout, found.kinds, found.meta)
+        )
     return widen_reading(_check_file(where)).bind(safetensors_header)
 
 
 def read_layout(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str], *, stand_ins: Mapping[str, type] = NO_STAND_INS
 ) -> Result[tuple[Layout, Mapping[str, Any]], UnreadableCheckpoint | UnsafePickle]:
     """Names and shapes (and metadata) only: for safetensors just the header is read."""
-    return read_source(path).map(lambda found: (found.layout, found.meta))
+    return read_source(path, stand_ins=stand_ins).map(lambda found: (found.layout, found.meta))
 
 
 def safetensors_header(where: str) -> Result[Source, UnreadableCheckpoint | UnsafePickle]:

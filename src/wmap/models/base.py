@@ -122,6 +122,9 @@ class ModelSpec:
     headless: type[PreTrainedModel] | None = None
     """The class for a file without the pre-training heads (a conformer without a quantizer), built
     where the config's ``architectures`` names it (the config translation, or ``config.json``, says so)."""
+    stand_ins: Mapping[str, type] = attrs.field(factory=dict)
+    """Classes the original pickles beyond plain containers, read as inert data (global name ->
+    stand-in: fairseq's label dictionary, :data:`wmap.fairseq.STAND_INS`); anything else is refused."""
     reference: Traversable | None = None
     """A JSON file of the original's names and shapes at its default config (``{"layout": {key:
     shape}, "meta": {...}}``), previewed when no checkpoint is given; ``None``: the family has none."""
@@ -130,7 +133,7 @@ class ModelSpec:
         """The target model for ``config`` (called on the ``meta`` device for layouts)."""
         if not isinstance(config, self.config_class):
             raise TypeError(f"{self.name} builds from a {self.config_class.__name__}, not a {type(config).__name__}")
-        if self.headless is not None and is_headless(self, config):
+        if self.headless is not None and is_headless(self.headless, config):
             return self.headless(config=config)
         return self.model_class(config=config)
 
@@ -144,10 +147,10 @@ class ModelSpec:
         return read_reference(self.reference)
 
 
-def is_headless(spec: ModelSpec, config: PretrainedConfig) -> bool:
-    """Whether ``config`` is for ``spec``'s headless class (its ``architectures`` names it)."""
+def is_headless(headless: type[PreTrainedModel] | None, config: PretrainedConfig) -> bool:
+    """Whether ``config`` is for a family's ``headless`` class (its ``architectures`` names it)."""
     names = getattr(config, "architectures", None) or [None]
-    return spec.headless is not None and names[0] == spec.headless.__name__
+    return headless is not None and names[0] == headless.__name__
 
 
 def read_reference(reference: Traversable) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:

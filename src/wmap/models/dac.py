@@ -20,6 +20,7 @@ from transformers import DacConfig, DacFeatureExtractor, DacModel, PretrainedCon
 from wmap.config_fields import (
     PROBABILITY,
     ConfigTable,
+    Derived,
     Translated,
     Translation,
     get,
@@ -50,14 +51,25 @@ def _dropout(value: object) -> Result[Any, str]:
     return PROBABILITY(value)
 
 
+LATENT = "or null: encoder_dim * 2 ** len(encoder_rates), DacModel derives it"
+
+
+def _latent(values: Mapping[str, Any]) -> int:
+    return int(values["encoder_dim"]) << len(values["encoder_rates"])  # encoder_dim * 2 ** len(encoder_rates)
+
+
+def _reversed(values: Mapping[str, Any]) -> list[int]:
+    return [int(rate) for rate in values["encoder_rates"]][::-1]
+
+
 KWARGS = ConfigTable(
     "DAC metadata.kwargs",
     (
         Translated("encoder_dim", integer(1, 65536), "encoder_hidden_size", 64),
         Translated("encoder_rates", strides, "downsampling_ratios", [2, 4, 8, 8]),
-        Translated("latent_dim", optional(integer(1, 1 << 20)), None, None),
+        Derived("latent_dim", optional(integer(1, 1 << 20)), _latent, LATENT, None),
         Translated("decoder_dim", integer(1, 1 << 20), "decoder_hidden_size", 1536),
-        Translated("decoder_rates", strides, None, [8, 8, 4, 2]),
+        Derived("decoder_rates", strides, _reversed, "the encoder's strides reversed: DacModel derives them", None),
         Translated("n_codebooks", integer(1, 1024), "n_codebooks", 9),
         Translated("codebook_size", integer(2, 1 << 20), "codebook_size", 1024),
         Translated("codebook_dim", _codebook_dim, "codebook_dim", 8),
@@ -65,31 +77,18 @@ KWARGS = ConfigTable(
         Translated("sample_rate", integer(1, 1 << 20), "sampling_rate", 44100),
     ),
 )
-"""DAC's constructor arguments, as ``DAC.save`` keeps them."""
+"""DAC's constructor arguments, as ``DAC.save`` keeps them; what DacModel derives instead of reading
+(the decoder's strides, the latent width) is checked, and written back derived."""
 
 
-def _derived(read: Translation) -> BadConfig | None:
-    """What DacModel derives instead of reading: the decoder's strides are the encoder's reversed, the
-    latent width ``encoder_dim * 2 ** len(encoder_rates)``; a file that says otherwise is refused."""
-    values = read.values
-    if values["decoder_rates"] != values["encoder_rates"][::-1]:
-        expected = f"{values['encoder_rates'][::-1]} (the encoder's reversed: DacModel derives them)"
-        return BadConfig(KWARGS.section, "decoder_rates", expected, str(values["decoder_rates"]))
-    latent = values["encoder_dim"] * 2 ** len(values["encoder_rates"])
-    if values["latent_dim"] not in (None, latent):
-        expected = f"{latent} or null (encoder_dim * 2 ** len(encoder_rates): DacModel derives it)"
-        return BadConfig(KWARGS.section, "latent_dim", expected, str(values["latent_dim"]))
-    return None
+def built(read: Translation) -> TranslatedConfig:
+    """The ``DacConfig`` of a translation of :data:`KWARGS`."""
+    return TranslatedConfig(DacConfig(**read.kwargs), read.ignored)
 
 
 def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
     """``metadata.kwargs`` by :data:`KWARGS`, into a ``DacConfig``."""
-
-    def built(read: Translation) -> Result[TranslatedConfig, BadConfig]:
-        wrong = _derived(read)
-        return Failure(wrong) if wrong else Success(TranslatedConfig(DacConfig(**read.kwargs), read.ignored))
-
-    return translate(KWARGS, get(meta.get("metadata"), "kwargs", None)).bind(built)
+    return translate(KWARGS, get(meta.get("metadata"), "kwargs", None)).map(built)
 
 
 RESIDUAL_UNIT = ("snake1", "conv1", "snake2", "conv2")
@@ -139,13 +138,8 @@ def pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
 
 
 def dac_kwargs(config: PretrainedConfig) -> dict[str, Any]:
-    """``DAC(**kwargs)`` for a ``DacConfig``: the table read back, and what DacModel derives."""
-    rates = [int(r) for r in config.downsampling_ratios]
-    return {
-        **values_back(KWARGS.fields, config),
-        "decoder_rates": rates[::-1],
-        "latent_dim": int(config.encoder_hidden_size) * 2 ** len(rates),
-    }
+    """``DAC(**kwargs)`` for a ``DacConfig``: the table read back (the derived fields derived)."""
+    return values_back(KWARGS.fields, config)
 
 
 def feature_extractor(

@@ -55,6 +55,7 @@ from wmap.fairseq import (
     heads_divide,
     layers_agree,
 )
+from wmap.fairseq.dictionary import STAND_INS
 from wmap.fairseq.export import FEATURES, ctc_exporter, feature_settings, trainer_file
 from wmap.fairseq.processor import ctc_processor, feature_extractor_writer
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, shipped
@@ -385,6 +386,7 @@ def _container(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -
 
 DATA2VEC2_AUDIO = ModelSpec(
     **shipped("data2vec2_audio"),
+    stand_ins=STAND_INS,
     config_class=Data2VecAudioConfig,
     config_from_checkpoint=translate_config,
     pipeline=pipeline,
@@ -403,6 +405,7 @@ DATA2VEC2_AUDIO = ModelSpec(
 
 DATA2VEC2_AUDIO_CTC = ModelSpec(
     **shipped("data2vec2_audio_ctc"),
+    stand_ins=STAND_INS,
     config_class=Data2VecAudioConfig,
     config_from_checkpoint=translate_ctc_config,
     pipeline=ctc_pipeline,

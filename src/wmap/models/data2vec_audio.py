@@ -33,6 +33,7 @@ from wmap.fairseq import (
     wav2vec2_encoder_fields,
     with_upgrades,
 )
+from wmap.fairseq.dictionary import STAND_INS
 from wmap.fairseq.export import ctc_exporter, pretraining_exporter
 from wmap.fairseq.processor import ctc_processor, feature_extractor_writer
 from wmap.models.base import ModelSpec, TranslatedConfig, shipped
@@ -173,6 +174,7 @@ def ctc_pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform
 
 DATA2VEC_AUDIO_CTC = ModelSpec(
     **shipped("data2vec_audio_ctc"),
+    stand_ins=STAND_INS,
     config_class=Data2VecAudioConfig,
     config_from_checkpoint=lambda meta, layout: translate_config(meta, layout, ctc=True),
     pipeline=ctc_pipeline,
@@ -184,6 +186,7 @@ DATA2VEC_AUDIO_CTC = ModelSpec(
 
 DATA2VEC_AUDIO = ModelSpec(
     **shipped("data2vec_audio"),
+    stand_ins=STAND_INS,
     config_class=Data2VecAudioConfig,
     config_from_checkpoint=lambda meta, layout: translate_config(meta, layout, ctc=False),
     pipeline=headless_pipeline,

@@ -23,6 +23,7 @@ from transformers import EncodecConfig, EncodecModel, PretrainedConfig
 
 from wmap.config_fields import (
     Checked,
+    Composite,
     ConfigTable,
     Ignored,
     Translated,
@@ -36,7 +37,7 @@ from wmap.config_fields import (
     number,
     one_of,
     strides,
-    translate,
+    translate_each,
     values_back,
 )
 from wmap.errors import BadConfig
@@ -48,11 +49,14 @@ from wmap.transforms import Layout, Transform, weight_norm_hook_names
 TRAINING = "training-only setting of the quantizer (codebook updates, dropout, regularisation)"
 
 
-def _alpha_one(value: object) -> Result[Any, str]:
-    """ELU's parameters: transformers' EnCodec uses ELU with alpha 1."""
-    if get(value, "alpha", None) in (1, 1.0) and len(_keys(value)) == 1:
-        return Success(1.0)
-    return Failure("{'alpha': 1.0} (transformers' EnCodec uses ELU with alpha 1)")
+ALPHA_ONE = {"alpha": 1.0}
+
+
+def _settings(value: object) -> Result[Any, str]:
+    """A section of settings, as a plain dict."""
+    if value is None or isinstance(value, str):
+        return Failure("a mapping of settings")
+    return Success({k: get(value, k) for k in _keys(value)})
 
 
 def _keys(value: object) -> list[str]:
@@ -60,11 +64,6 @@ def _keys(value: object) -> list[str]:
         return [str(k) for k in value]  # type: ignore[attr-defined]
     except TypeError:
         return []
-
-
-def _no_overrides(value: object) -> Result[Any, str]:
-    """The encoder's overrides of the shared SEANet settings: none (transformers has one set)."""
-    return Success({}) if value is not None and not _keys(value) else Failure("{} (no encoder-only settings)")
 
 
 def _trim(value: object) -> Result[Any, str]:
@@ -75,6 +74,16 @@ def _trim(value: object) -> Result[Any, str]:
             "{'trim_right_ratio': r} at most (transformers has no other decoder-only setting, e.g. a final activation)"
         )
     return number(0.0, 1.0)(get(value, "trim_right_ratio", 1.0))
+
+
+DECODER = Composite(
+    "decoder",
+    _trim,
+    lambda ratio: {"trim_right_ratio": ratio},
+    lambda config: {"trim_right_ratio": float(config.trim_right_ratio)},
+    {},
+)
+"""SEANet's decoder-only settings <-> transformers' ``trim_right_ratio``."""
 
 
 NORMS = ValueMap(
@@ -92,7 +101,7 @@ SEANET = ConfigTable(
         Translated("n_residual_layers", integer(1, 64), "num_residual_layers", 1),
         Translated("ratios", strides, "upsampling_ratios", [8, 5, 4, 2]),
         Checked("activation", ("ELU",), "transformers' EnCodec uses ELU", "ELU", one_of("ELU", "ReLU", "GELU")),
-        Translated("activation_params", _alpha_one, None, {"alpha": 1.0}),
+        Checked("activation_params", (ALPHA_ONE,), "transformers' EnCodec uses ELU with alpha 1", ALPHA_ONE, _settings),
         Translated("norm", NORMS, "norm_type", "weight_norm"),
         Ignored("norm_params", "the norm's parameters: transformers' norms take none (weight norm, one group)"),
         Translated("kernel_size", integer(1, 1024), "kernel_size", 7),
@@ -109,8 +118,8 @@ SEANET = ConfigTable(
         Translated("compress", integer(1, 64), "compress", 2),
         Translated("lstm", integer(0, 64), "num_lstm_layers", 0),
         Checked("disable_norm_outer_blocks", (0,), "transformers normalises every block's convs", 0, integer(0, 64)),
-        Translated("encoder", _no_overrides, None, {}),
-        Translated("decoder", _trim, "trim_right_ratio", {}),
+        Checked("encoder", ({},), "no encoder-only settings: transformers has one set", {}, _settings),
+        DECODER,
     ),
 )
 """audiocraft's SEANet settings, shared by encoder and decoder."""
@@ -192,11 +201,8 @@ def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[Translat
     if get(cfg, "compression_model", None) != "encodec":
         found = repr(get(cfg, "compression_model", None))
         return Failure(BadConfig("audiocraft xp.cfg", "compression_model", "'encodec'", found))
-    return translate(SEANET, get(cfg, "seanet", None)).bind(
-        lambda seanet: translate(RVQ, get(cfg, "rvq", None)).bind(
-            lambda rvq: translate(ENCODEC, get(cfg, "encodec", None)).bind(lambda encodec: built(seanet, rvq, encodec))
-        )
-    )
+    sections = ((SEANET, get(cfg, "seanet", None)), (RVQ, get(cfg, "rvq", None)), (ENCODEC, get(cfg, "encodec", None)))
+    return translate_each(sections).bind(lambda read: built(*read))
 
 
 MAX_CFG = 1 << 20
@@ -228,14 +234,7 @@ def xp_cfg(config: PretrainedConfig) -> dict[str, Any]:
     """The sections of ``xp.cfg`` audiocraft's loader builds the model from, the tables read back."""
     bits = math.log2(int(config.codebook_size))  # the bandwidth's codebooks (translate_config wrote it so)
     n_q = round(config.target_bandwidths[-1] * 1000 / (frame_rate(config) * bits))
-    seanet = {
-        **fixed_back(SEANET.fields),
-        **values_back(SEANET.fields, config),
-        "activation_params": {"alpha": 1.0},
-        "norm_params": {},
-        "encoder": {},
-        "decoder": {"trim_right_ratio": float(config.trim_right_ratio)},
-    }
+    seanet = {**fixed_back(SEANET.fields), **values_back(SEANET.fields, config), "norm_params": {}}
     rvq = {**values_back(RVQ.fields, config), "n_q": n_q, "q_dropout": False}
     encodec = {
         **fixed_back(ENCODEC.fields),

@@ -15,14 +15,19 @@ from transformers import HubertConfig, HubertForCTC, HubertModel, PretrainedConf
 
 from wmap.config_fields import ConfigTable, Translated, boolean, ignore_all
 from wmap.fairseq import (
+    ONE_POS_CONV,
+    ctc_rules,
+    encoder_rules,
+    fine_tuned_config,
     identity_projection,
+    pretrained_config,
     wav2vec2_encoder_fields,
     with_upgrades,
 )
+from wmap.fairseq.dictionary import STAND_INS
 from wmap.fairseq.export import ctc_exporter, pretraining_exporter
 from wmap.fairseq.processor import ctc_processor, feature_extractor_writer
 from wmap.models.base import ModelSpec, shipped
-from wmap.models.wav2vec2 import ONE_POS_CONV, ctc_rules, encoder_rules, fine_tuned_config, pretrained_config
 from wmap.pipeline import first_match, seq
 from wmap.transforms import Transform, route_weight_norm, skip
 
@@ -66,6 +71,7 @@ def pretrained_pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Tr
 HUBERT = ModelSpec(
     made=identity_projection,
     **shipped("hubert"),
+    stand_ins=STAND_INS,
     config_class=HubertConfig,
     config_from_checkpoint=lambda meta, layout: pretrained_config(
         meta, layout, PRETRAINED, HubertConfig, lambda read: FIXED
@@ -79,6 +85,7 @@ HUBERT = ModelSpec(
 HUBERT_CTC = ModelSpec(
     made=identity_projection,
     **shipped("hubert_ctc"),
+    stand_ins=STAND_INS,
     config_class=HubertConfig,
     config_from_checkpoint=lambda meta, layout: fine_tuned_config(
         meta, layout, FINE_TUNED_ENCODER, HubertConfig, **FIXED

@@ -36,13 +36,16 @@ from wmap.config_fields import (
     Ignored,
     Translated,
     Translation,
+    ValueMap,
     boolean,
+    fixed_back,
     get,
     ignore_all,
     integer,
     optional,
     text,
     translate,
+    values_back,
 )
 from wmap.errors import BadConfig
 from wmap.fairseq import (
@@ -62,11 +65,11 @@ from wmap.fairseq import (
     projections,
     wav2vec2_encoder_fields,
 )
+from wmap.fairseq.dictionary import STAND_INS
 from wmap.fairseq.export import (
     FEATURES,
     encoder_cfg,
     feature_settings,
-    inverted,
     mask_embedding,
     trainer_file,
     with_mask_embedding,
@@ -107,6 +110,9 @@ W2V_ENCODER = ConfigTable(
 )
 """The pre-trained wav2vec2 encoder (``w2v_args.model``)."""
 
+NOT = ValueMap(((True, False), (False, True)), "a flag, the other way round")
+"""fairseq's negative flags (``no_scale_embedding``) <-> transformers' positive ones."""
+
 FINE_TUNED_IN_ENCODER = (
     "copied into the encoder's config (w2v_args.model) when fine-tuning started, which holds the value in effect"
 )
@@ -134,7 +140,7 @@ XM_TRANSFORMER = ConfigTable(
         Checked("adaptive_softmax_cutoff", (None,), "MBart has a plain output projection", None, optional(text)),
         Ignored("adaptive_softmax_dropout", "only used with an adaptive softmax (checked absent)"),
         Ignored("tie_adaptive_weights", "only used with an adaptive softmax (checked absent)"),
-        Translated("no_scale_embedding", boolean, None, False),
+        Translated("no_scale_embedding", NOT, "scale_embedding", False),
         Translated("share_decoder_input_output_embed", boolean, "tie_word_embeddings", False),
         Translated("activation_fn", activation, "activation_function", "relu"),
         Translated("max_target_positions", integer(1, 1_000_000), None, 1024),
@@ -245,7 +251,6 @@ def decoder_config(model: Translation, layout: Layout) -> Result[MBartConfig, Ba
             vocab_size=vocab,
             encoder_layers=0,
             max_position_embeddings=positions,
-            scale_embedding=not model.values["no_scale_embedding"],
             is_decoder=True,
             pad_token_id=1,
             bos_token_id=0,
@@ -469,9 +474,6 @@ BUILD_DEFAULTS: dict[str, Any] = {"freeze_regex": None}
 no dataclass fills them in), at fairseq's defaults: training settings the transformers model does
 not carry (the forward table ignores them with that reason)."""
 
-DECODER_BACK = {hf: src for hf, src in inverted(XM_TRANSFORMER.fields).items() if hf != "adapter_stride"}
-"""transformers ``MBartConfig`` field -> xm_transformer field (the adaptor's are the encoder's)."""
-
 
 def model_cfg(config: PretrainedConfig, normalize: bool, rate: int) -> dict[str, Any]:
     """fairseq's ``cfg.model`` for a composite config: the encoder's (``w2v_args.model``, with the
@@ -490,18 +492,13 @@ def model_cfg(config: PretrainedConfig, normalize: bool, rate: int) -> dict[str,
         "encoder_embed_dim": int(encoder.hidden_size),
         "adaptor_n_layers": adaptor_layers,
         "adaptor_kernel_size": int(encoder.adapter_kernel_size),
-        "adaptor_stride": int(encoder.adapter_stride),
         "adaptor_layernorm": False,
-        **{src: getattr(decoder, hf) for hf, src in DECODER_BACK.items()},
+        **fixed_back(XM_TRANSFORMER.fields),
+        **values_back(XM_TRANSFORMER.fields, decoder),  # the decoder's (the adaptor's stride is the encoder's)
+        "adaptor_stride": int(encoder.adapter_stride),
         "decoder_output_dim": int(decoder.d_model),
         "decoder_input_dim": int(decoder.d_model),
-        "no_scale_embedding": not decoder.scale_embedding,
         "max_target_positions": int(decoder.max_position_embeddings),
-        "decoder_learned_pos": True,
-        "no_token_positional_embeddings": False,
-        "layernorm_embedding": True,
-        "adaptive_input": False,
-        "adaptive_softmax_cutoff": None,
         "decoder_dropout": float(decoder.dropout),
         "decoder_attention_dropout": float(decoder.attention_dropout),
         "decoder_activation_dropout": float(decoder.activation_dropout),
@@ -558,6 +555,7 @@ EXPORTER = Exporter(
 
 WAV2VEC2_MBART = ModelSpec(
     **shipped("wav2vec2_mbart"),
+    stand_ins=STAND_INS,
     config_class=SpeechEncoderDecoderConfig,
     config_from_checkpoint=translate_config,
     pipeline=pipeline,

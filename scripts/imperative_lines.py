@@ -1,0 +1,101 @@
+"""Lines of imperative config and export code, per module, at git revisions (issue #26's measure).
+
+Counted: code lines (no blank, comment or docstring lines) in the bodies of functions, lambdas
+included where they sit inside a function, of the family modules and the shared fairseq modules,
+except functions that build rules (their return annotation names ``Transform``): the rules are
+tables made into transforms, not config or export code. Module-level tables are data and not
+counted. Usage: ``python scripts/imperative_lines.py REV [REV ...]`` (``WORKTREE``: the files as they are).
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import subprocess
+import sys
+import tokenize
+
+FAMILY_DIR = "src/wmap/models/"
+NOT_FAMILIES = {"__init__.py", "base.py"}
+SHARED = ("src/wmap/fairseq.py", "src/wmap/fairseq/", "src/wmap/models/fairseq_export.py", "src/wmap/models/ctc_processor.py")
+NOT_SHARED = {"src/wmap/fairseq/__init__.py", "src/wmap/fairseq/dictionary.py", "src/wmap/fairseq/rules.py"}
+
+
+def _files(rev: str) -> list[str]:
+    if rev == "WORKTREE":
+        listed = subprocess.run(["git", "ls-files", "src/wmap"], capture_output=True, text=True)
+        return [f for f in listed.stdout.split() if f.endswith(".py")]
+    listed = subprocess.run(["git", "ls-tree", "-r", "--name-only", rev, "src/wmap"], capture_output=True, text=True)
+    return [f for f in listed.stdout.split() if f.endswith(".py")]
+
+
+def _code_lines(source: str) -> set[int]:
+    """Lines holding a token other than comments, newlines and docstrings."""
+    lines: set[int] = set()
+    docstrings = {
+        n.body[0].lineno
+        for n in ast.walk(ast.parse(source))
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Module)
+        and n.body
+        and isinstance(n.body[0], ast.Expr)
+        and isinstance(n.body[0].value, ast.Constant)
+        and isinstance(n.body[0].value.value, str)
+    }
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT):
+            continue
+        if tok.type == tokenize.STRING and tok.start[0] in docstrings:
+            continue
+        lines.update(range(tok.start[0], tok.end[0] + 1))
+    return lines
+
+
+def imperative(source: str) -> int:
+    """Code lines in the bodies of top-level and nested functions that do not build rules."""
+    tree = ast.parse(source)
+    code = _code_lines(source)
+    counted: set[int] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        returns = ast.unparse(node.returns) if node.returns else ""
+        if "Transform" in returns or "MakeRule" in returns:
+            continue
+        body = range(node.body[0].lineno, (node.end_lineno or node.lineno) + 1)
+        counted.update(line for line in body if line in code)
+    return len(counted)
+
+
+def measure(rev: str) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for path in _files(rev):
+        name = path.rsplit("/", 1)[1]
+        family = path.startswith(FAMILY_DIR) and path.count("/") == 3 and name not in NOT_FAMILIES
+        shared = path.startswith(SHARED) and path not in NOT_SHARED
+        if not (family or shared):
+            continue
+        if path in ("src/wmap/models/fairseq_export.py", "src/wmap/models/ctc_processor.py"):
+            family = False
+        if rev == "WORKTREE":
+            with open(path) as file:
+                source = file.read()
+        else:
+            source = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True).stdout
+        found[("shared " if not family else "") + path.removeprefix("src/wmap/")] = imperative(source)
+    return found
+
+
+def main(revs: list[str]) -> None:
+    table = {rev: measure(rev) for rev in revs}
+    names = sorted({n for t in table.values() for n in t})
+    print("| module | " + " | ".join(revs) + " |")
+    print("|---|" + "---|" * len(revs))
+    for name in names:
+        print(f"| {name} | " + " | ".join(str(table[r].get(name, "-")) for r in revs) + " |")
+    for kind in ("", "shared "):
+        totals = [sum(v for n, v in table[r].items() if n.startswith("shared ") == bool(kind)) for r in revs]
+        print(f"| **total {kind or 'family '}** | " + " | ".join(map(str, totals)) + " |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or ["HEAD"])

@@ -1,0 +1,385 @@
+"""A fairseq wav2vec 2.0-style family from one description (:class:`Wav2Vec2Style`): the encoder's
+field overrides, the layer rules and the transformers classes; from it the pre-trained spec and the
+CTC spec with its processor, both ways. The blocks it is made of (the encoder's fields with or
+without the quantizer, the pre-training and CTC rules, the two configs) are public for families that
+differ more (HuBERT's heads, data2vec's encoder).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+from returns.result import Failure, Result, Success
+from transformers import PretrainedConfig, PreTrainedModel
+
+from wmap.config_fields import (
+    Checked,
+    ConfigTable,
+    Field,
+    Ignored,
+    Translated,
+    Translation,
+    ValueMap,
+    boolean,
+    fixed_back,
+    integer,
+    number,
+    one_of,
+)
+from wmap.errors import BadConfig
+from wmap.fairseq.config import (
+    CTC_FINE_TUNING,
+    ctc_fine_tuning,
+    ctc_head_kwargs,
+    encoder_config_kwargs,
+    fine_tuned,
+    layout_agrees,
+    pre_trained,
+    wav2vec2_encoder_fields,
+)
+from wmap.fairseq.dictionary import STAND_INS
+from wmap.fairseq.export import ctc_exporter, pretraining_exporter
+from wmap.fairseq.processor import ctc_processor, feature_extractor_writer
+from wmap.fairseq.rules import (
+    PRETRAINING_HEADS,
+    TRANSFORMER_LAYERS,
+    identity_projection,
+    wav2vec2_encoder_rules,
+    with_upgrades,
+)
+from wmap.models.base import ModelSpec, TranslatedConfig, is_headless, shipped
+from wmap.pipeline import first_match, scoped, seq
+from wmap.transforms import EXACT, PARAMS, Layout, Transform, refuse, rename, route_weight_norm
+
+ONE_POS_CONV = Checked(
+    "pos_conv_depth",
+    (1,),
+    "transformers' wav2vec2-family encoders have one weight-norm positional conv",
+    1,
+    integer(1, 64),
+)
+
+
+TRANSFORMER_LAYER_TYPE = Checked(
+    "layer_type",
+    ("transformer",),
+    "Wav2Vec2 has transformer layers; a wav2vec 2.0 conformer converts with wav2vec2_conformer[_ctc]",
+    "transformer",
+    one_of("transformer", "conformer", "trf_adp"),
+)
+
+
+def encoder_fields(*, pretraining: bool, **overrides: Field) -> tuple[Field, ...]:
+    """fairseq's ``Wav2Vec2Config``: for pre-training the quantizer's fields are translated (the target
+    has the quantizer), else they belong to the objective the fine-tuned encoder no longer has.
+    ``overrides`` as in :func:`~wmap.fairseq.wav2vec2_encoder_fields` (the conformer's fields)."""
+    overrides = {"layer_type": TRANSFORMER_LAYER_TYPE, **overrides}
+    if not pretraining:
+        return wav2vec2_encoder_fields(pos_conv_depth=ONE_POS_CONV, **overrides)
+    quantizer: dict[str, Field] = dict(
+        pos_conv_depth=ONE_POS_CONV,
+        final_dim=Translated("final_dim", integer(0, 65536), None, 0),
+        latent_vars=Translated("latent_vars", integer(1, 65536), "num_codevectors_per_group", 320),
+        latent_groups=Translated("latent_groups", integer(1, 64), "num_codevector_groups", 2),
+        latent_dim=Translated("latent_dim", integer(0, 65536), None, 0),
+        latent_temp=Ignored(
+            "latent_temp", "the gumbel temperature schedule: training only (in eval the quantizer takes the argmax)"
+        ),
+        num_negatives=Translated("num_negatives", integer(0, 100_000), "num_negatives", 100),
+        logit_temp=Translated("logit_temp", number(1e-6, 1e6), "contrastive_logits_temperature", 0.1),
+        quantize_targets=Checked(
+            "quantize_targets", (True,), "Wav2Vec2ForPreTraining always quantizes its targets", False, boolean
+        ),
+        quantize_input=Checked(
+            "quantize_input", (False,), "Wav2Vec2ForPreTraining quantizes targets only", False, boolean
+        ),
+        target_glu=Checked("target_glu", (False,), "Wav2Vec2ForPreTraining has no GLU on its targets", False, boolean),
+        quantizer_depth=Checked(
+            "quantizer_depth", (1,), "Wav2Vec2ForPreTraining's quantizer is one linear layer", 1, integer(1, 64)
+        ),
+    )
+    return wav2vec2_encoder_fields(**{**quantizer, **overrides})
+
+
+def pretraining_kwargs(read: Translation) -> dict[str, Any]:
+    """The quantizer's and projections' sizes of a ``...ForPreTraining`` config (fairseq's 0 means the
+    encoder's width)."""
+    values = read.values
+    final_dim = values["final_dim"] or read.kwargs["hidden_size"]
+    return {
+        "codevector_dim": values["latent_dim"] or final_dim,
+        "proj_codevector_dim": final_dim,
+    }
+
+
+def pretraining_back(config: PretrainedConfig) -> dict[str, Any]:
+    """The quantizer's sizes for fairseq's config, from a ``...ForPreTraining`` config (the way back of
+    :func:`pretraining_kwargs`)."""
+    return {"quantize_targets": True, "latent_dim": config.codevector_dim, "final_dim": config.proj_codevector_dim}
+
+
+def pretrained_config(
+    meta: Mapping[str, Any], layout: Layout, table: ConfigTable, config_class: type[PretrainedConfig], extra: Any
+) -> Result[TranslatedConfig, BadConfig]:
+    """A pre-trained fairseq wav2vec2-style checkpoint's config: the encoder's from ``table``, plus
+    ``extra(read)`` (the family's own keyword arguments); shared by wav2vec2 and HuBERT."""
+
+    def built(read: Translation) -> Result[TranslatedConfig, BadConfig]:
+        kwargs = {**encoder_config_kwargs(read), **extra(read)}
+        wrong = layout_agrees(table.section, layout, kwargs)
+        return Failure(wrong) if wrong else Success(TranslatedConfig(config_class(**kwargs), read.ignored))
+
+    return pre_trained(meta, table).bind(built)
+
+
+def fine_tuned_config(
+    meta: Mapping[str, Any],
+    layout: Layout,
+    table: ConfigTable,
+    config_class: type[PretrainedConfig],
+    *,
+    wrapper: ConfigTable | None = None,
+    extra: Callable[[Translation], dict[str, Any]] | None = None,
+    **fixed: Any,
+) -> Result[TranslatedConfig, BadConfig]:
+    """A fine-tuned (CTC) fairseq wav2vec2-style checkpoint's config: the encoder's from ``table``, the
+    CTC head's from the wrapper (``wrapper``: its table, by default ``CTC_FINE_TUNING``); shared by
+    wav2vec2, HuBERT and the conformer. ``fixed``: keyword arguments the family always sets; ``extra``:
+    those it derives from the encoder's translation (the conformer's conv-module dropout)."""
+
+    def built(outer: Translation, encoder: Translation) -> Result[TranslatedConfig, BadConfig]:
+        kwargs = {**encoder_config_kwargs(encoder), **fixed, **(extra(encoder) if extra else {})}
+        if not outer.values["apply_mask"]:  # fine-tuned without masking: off (the embedding keeps its place)
+            kwargs["apply_spec_augment"] = False
+        wrong = layout_agrees(table.section, layout, kwargs, "w2v_encoder.w2v_model.")
+        if wrong is not None:
+            return Failure(wrong)
+        return ctc_head_kwargs(outer, layout).map(
+            lambda head: TranslatedConfig(config_class(**{**kwargs, **head}), outer.ignored + encoder.ignored)
+        )
+
+    return fine_tuned(meta, table, wrapper).bind(lambda both: built(*both))
+
+
+STACKED = "a stack of positional convs (fairseq pos_conv_depth > 1); {target} has one weight-norm conv"
+
+
+def encoder_rules(
+    config: PretrainedConfig, target: str, layers: tuple[Transform, ...] = TRANSFORMER_LAYERS
+) -> tuple[Transform, ...]:
+    """The encoder's rules (:func:`wmap.fairseq.wav2vec2_encoder_rules`, with ``layers``) and the refusal
+    of a stacked positional conv, whose keys (``encoder.pos_conv.N.0``) the single conv's rule does not take."""
+    return (
+        *wav2vec2_encoder_rules(config, layers=layers),
+        refuse("encoder.pos_conv", STACKED.format(target=target)),
+    )
+
+
+QUANTIZER = (
+    rename("quantizer.vars", "quantizer.codevectors", EXACT),
+    rename("quantizer.weight_proj", "quantizer.weight_proj", PARAMS),
+    rename("project_q", "project_q", PARAMS),
+    rename("final_proj", "project_hid", PARAMS),
+)
+"""wav2vec 2.0's pre-training heads, which Wav2Vec2ForPreTraining has at its top level."""
+
+
+def pretraining_rules(
+    config: PretrainedConfig, base: str, target: str, layers: tuple[Transform, ...] = TRANSFORMER_LAYERS
+) -> Transform:
+    """Pre-trained checkpoint -> a ``...ForPreTraining``: the encoder (its ``layers``) under ``base``,
+    the quantizer and projections on top."""
+    encoder = with_upgrades(first_match(target, encoder_rules(config, target, layers)))
+    return seq(first_match(f"{target} pre-training", (*QUANTIZER, scoped("", base, encoder))), route_weight_norm())
+
+
+def ctc_rules(
+    config: PretrainedConfig,
+    base: str,
+    target: str,
+    heads: tuple[Transform, ...] = PRETRAINING_HEADS,
+    layers: tuple[Transform, ...] = TRANSFORMER_LAYERS,
+) -> Transform:
+    """Fine-tuned checkpoint -> a wav2vec2-family ``...ForCTC``: the encoder (its ``layers``) under
+    ``base``, ``lm_head``; the pre-training ``heads`` a fine-tuned file may still carry are skipped."""
+    encoder = with_upgrades(first_match(target, (*encoder_rules(config, target, layers), *heads)))
+    return seq(
+        first_match(
+            f"{target} CTC",
+            (rename("w2v_encoder.proj", "lm_head", PARAMS), scoped("w2v_encoder.w2v_model", base, encoder)),
+        ),
+        route_weight_norm(),
+    )
+
+
+POSITIONS = ValueMap(
+    (("rel_pos", "relative"), ("rope", "rotary")),
+    "relative or rotary positions in the attention; transformers' conformer has no absolute ('abs') kind",
+)
+"""fairseq's ``pos_enc_type`` <-> transformers' ``position_embeddings_type``."""
+
+ADAPTERS = "setting of adapter layers (layer_type 'trf_adp'), which conformer layers do not use"
+
+CONFORMER_FIELDS: Mapping[str, Field] = {
+    "layer_type": Checked(
+        "layer_type",
+        ("conformer",),
+        "this family's target has conformer layers; transformer layers convert with wav2vec2[_ctc]",
+        "transformer",
+        one_of("transformer", "conformer", "trf_adp"),
+    ),
+    "activation_fn": Ignored("activation_fn", "fairseq's conformer layers use swish whatever it says"),
+    "layer_norm_first": Checked(
+        "layer_norm_first",
+        (True,),
+        "fairseq's conformer normalises before the layers when false, transformers' after them",
+        False,
+        boolean,
+    ),
+    "attn_type": Checked(
+        "attn_type",
+        ("espnet",),
+        "transformers' conformer has ESPnet's attention (linear_q/k/v/out), not fairseq's own",
+        "",
+        one_of("", "espnet"),
+    ),
+    "pos_enc_type": Translated("pos_enc_type", POSITIONS, "position_embeddings_type", "abs"),
+    "depthwise_conv_kernel_size": Translated(
+        "depthwise_conv_kernel_size", integer(1, 4097), "conv_depthwise_kernel_size", 31
+    ),
+    "max_positions": Translated("max_positions", integer(1, 10**7), "max_source_positions", 100_000),
+    **{name: Ignored(name, ADAPTERS) for name in ("adp_num", "adp_dim", "adp_act_fn", "adp_trf_idx")},
+}
+"""fairseq's ``Wav2Vec2Config`` for conformer layers (``layer_type: conformer``) as transformers'
+conformer reads it: the position encoding (relative or rotary; ``abs`` is refused), the depthwise
+kernel, and what the target needs (ESPnet attention, the encoder norm after the layers)."""
+
+
+def _nothing(read: Translation) -> dict[str, Any]:
+    return {}
+
+
+def described(name: str, source: str, target: type[PreTrainedModel]) -> dict[str, Any]:
+    """A shipped family's registry entry and bundled reference layout; a port's own ``name``,
+    described from what it converts (no reference layout)."""
+    from wmap.registry import SHIPPED
+
+    if any(family.name == name for family in SHIPPED):
+        return shipped(name)
+    return {"name": name, "source": source, "target": f"transformers {target.__name__}"}
+
+
+@attrs.frozen
+class Wav2Vec2Style:
+    """A fairseq wav2vec 2.0-style family, described once: :meth:`pretrained` and :meth:`ctc` are its
+    two :class:`~wmap.models.base.ModelSpec` (named ``name`` and ``name_ctc``), both ways.
+
+    - ``base``: the encoder's attribute in the transformers models (``wav2vec2_conformer``);
+    - ``config_class``, ``pretraining``, ``ctc_class``: the transformers classes; ``headless``: the
+      class for a pre-trained file without a quantizer (``quantize_targets: false``), else refused;
+    - ``fields``: fields of fairseq's ``Wav2Vec2Config`` read otherwise than wav2vec 2.0's (by name);
+    - ``layers``: the layer rules (:data:`TRANSFORMER_LAYERS`, :data:`CONFORMER_LAYERS`);
+    - ``layer_type``: fairseq's ``layer_type`` the fine-tuning wrapper must name (it builds the encoder
+      with the wrapper's value);
+    - ``fixed``: keyword arguments of the target config derived from the encoder's translation.
+    The way back's configs come from the same tables (their inverse, and the checked single values)."""
+
+    name: str
+    base: str
+    config_class: type[PretrainedConfig]
+    pretraining: type[PreTrainedModel]
+    ctc_class: type[PreTrainedModel]
+    headless: type[PreTrainedModel] | None = None
+    fields: Mapping[str, Field] = attrs.field(factory=dict)
+    layers: tuple[Transform, ...] = TRANSFORMER_LAYERS
+    layer_type: str = "transformer"
+    fixed: Callable[[Translation], dict[str, Any]] = _nothing
+
+    @property
+    def prefix(self) -> str:
+        """The transformers classes' prefix (``Wav2Vec2Conformer``), for rule-group names."""
+        return self.config_class.__name__.removesuffix("Config")
+
+    def pretrained_fields(self) -> tuple[Field, ...]:
+        """fairseq's ``cfg.model`` of a pre-trained file (a headless family translates
+        ``quantize_targets`` to choose the class)."""
+        headless = {"quantize_targets": Translated("quantize_targets", boolean, None, False)} if self.headless else {}
+        return encoder_fields(pretraining=True, **{**self.fields, **headless})
+
+    def encoder_fields(self) -> tuple[Field, ...]:
+        """fairseq's ``cfg.model.w2v_args.model`` of a fine-tuned file."""
+        return encoder_fields(pretraining=False, **self.fields)
+
+    @property
+    def pretrained_table(self) -> ConfigTable:
+        """The table of a pre-trained file's ``cfg.model``."""
+        return ConfigTable(f"fairseq cfg.model ({self.name})", self.pretrained_fields())
+
+    @property
+    def encoder_table(self) -> ConfigTable:
+        """The table of a fine-tuned file's encoder config (``cfg.model.w2v_args.model``)."""
+        return ConfigTable(f"fairseq cfg.model.w2v_args.model ({self.name})", self.encoder_fields())
+
+    def _pretrained_kwargs(self, read: Translation) -> dict[str, Any]:
+        if self.headless is not None and not read.values["quantize_targets"]:
+            return {**self.fixed(read), "architectures": [self.headless.__name__]}
+        return {**pretraining_kwargs(read), **self.fixed(read)}
+
+    def _pretrained_rules(self, config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
+        if not is_headless(self.headless, config):
+            return pretraining_rules(config, self.base, self.prefix, self.layers)
+        assert self.headless is not None
+        encoder = encoder_rules(config, self.headless.__name__, self.layers)
+        return seq(
+            with_upgrades(first_match(self.headless.__name__, (*encoder, *PRETRAINING_HEADS))), route_weight_norm()
+        )
+
+    def _pretrained_back(self, config: PretrainedConfig) -> dict[str, Any]:
+        if is_headless(self.headless, config):
+            return {**fixed_back(self.encoder_fields()), "quantize_targets": False}
+        return {**fixed_back(self.encoder_fields()), **pretraining_back(config)}
+
+    def pretrained(self) -> ModelSpec:
+        """The pre-trained family: ``cfg.model`` -> the ``...ForPreTraining`` (or headless) model."""
+        table = self.pretrained_table
+        return ModelSpec(
+            made=identity_projection,
+            **described(self.name, f"fairseq {self.name} (pre-trained)", self.pretraining),
+            stand_ins=STAND_INS,
+            config_class=self.config_class,
+            config_from_checkpoint=lambda meta, layout: pretrained_config(
+                meta, layout, table, self.config_class, self._pretrained_kwargs
+            ),
+            pipeline=self._pretrained_rules,
+            model_class=self.pretraining,
+            headless=self.headless,
+            extras=feature_extractor_writer,
+            export=pretraining_exporter("wav2vec2", self.pretrained_fields(), self._pretrained_back),
+        )
+
+    def ctc(self) -> ModelSpec:
+        """The fine-tuned family: the CTC wrapper around ``w2v_args.model`` -> the ``...ForCTC`` model."""
+        table = self.encoder_table
+        wrapper = CTC_FINE_TUNING if self.layer_type == "transformer" else ctc_fine_tuning(self.layer_type)
+        back = fixed_back(self.encoder_fields())
+        return ModelSpec(
+            made=identity_projection,
+            **described(f"{self.name}_ctc", f"fairseq {self.name} (fine-tuned, CTC)", self.ctc_class),
+            stand_ins=STAND_INS,
+            config_class=self.config_class,
+            config_from_checkpoint=lambda meta, layout: fine_tuned_config(
+                meta, layout, table, self.config_class, wrapper=wrapper, extra=self.fixed
+            ),
+            pipeline=lambda config, meta: ctc_rules(config, self.base, self.ctc_class.__name__, layers=self.layers),
+            model_class=self.ctc_class,
+            extras=ctc_processor,
+            export=ctc_exporter(
+                "wav2vec2",
+                fields=self.encoder_fields(),
+                extra=lambda config: back,
+                wrapper={"layer_type": self.layer_type},
+            ),
+            takes_file="--dict: the fine-tuning dictionary (dict.ltr.txt) where task_state lacks it",
+        )
