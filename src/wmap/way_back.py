@@ -18,9 +18,11 @@ from wmap.conversion import Family, build_target, floating_dtype, resolve_config
 from wmap.errors import BadConfig, TensorMismatch, WmapError
 from wmap.io import (
     Checkpoint,
+    MappedFile,
     Source,
     inputs_of,
     looks_like_checkpoint,
+    mapped_sources,
     read_directory_source,
     read_small_text,
     read_weights,
@@ -192,19 +194,28 @@ def _text(text: str) -> Callable[[Path], None]:
     return write
 
 
+@attrs.frozen
+class _Applied:
+    """The reverse plan applied: the original's state dict, and where its unchanged tensors lie mapped."""
+
+    prepared: PreparedReverse
+    state: StateDict
+    sources: tuple[MappedFile, ...]
+
+
 def _write_export(
-    prepared: PreparedReverse,
-    state: Mapping[str, torch.Tensor],
-    out_file: Path,
-    overwrite: bool,
-    hf_dir: str | os.PathLike[str],
+    applied: _Applied, out_file: Path, overwrite: bool, hf_dir: str | os.PathLike[str]
 ) -> Result[Path, WmapError]:
     """The file the original's loader reads and its companions (fairseq's ``dict.ltr.txt``), all or
     none (:func:`wmap.io.write_files_atomically`); never over a file the directory reads (a Hub
-    cache's blob included), and over an existing file only if it looks like a checkpoint."""
-    where = out_file.absolute()
-    container = prepared.exporter.container(state, prepared.meta, where)
-    files: dict[str | os.PathLike[str], Callable[[Path], None]] = {where: lambda path: save_torch(container, path)}
+    cache's blob included), and over an existing file only if it looks like a checkpoint. Tensors
+    unchanged in the directory's files are copied from them record by record (the model is never
+    resident: :func:`wmap.io.save_torch`)."""
+    where, prepared = out_file.absolute(), applied.prepared
+    container = prepared.exporter.container(applied.state, prepared.meta, where)
+    files: dict[str | os.PathLike[str], Callable[[Path], None]] = {
+        where: lambda path: save_torch(container, path, applied.sources)
+    }
     for name, text in prepared.exporter.companions(prepared.meta).items():
         files[where.parent / name] = _text(text)
     protect, replaces = inputs_of(hf_dir), _replaceable(where)
@@ -251,13 +262,13 @@ def export(
         weights = weights.bind(lambda found: _made_still_as_made(prepared, found))
         return weights.map(lambda found: (prepared, found))
 
-    def applied(found: tuple[PreparedReverse, Checkpoint]) -> Result[tuple[PreparedReverse, StateDict], WmapError]:
+    def applied(found: tuple[PreparedReverse, Checkpoint]) -> Result[_Applied, WmapError]:
         prepared, weights = found
         state = widen(apply_plan(prepared.plan, weights.tensors, accept=accept, dtype=dtype))
-        return state.map(lambda tensors: (prepared, tensors))
+        return state.map(lambda tensors: _Applied(prepared, tensors, mapped_sources(weights)))
 
-    def written(found: tuple[PreparedReverse, StateDict]) -> Result[Path, WmapError]:
-        return _write_export(found[0], found[1], Path(out_file), overwrite, hf_dir)
+    def written(found: _Applied) -> Result[Path, WmapError]:
+        return _write_export(found, Path(out_file), overwrite, hf_dir)
 
     return (
         widen(floating_dtype(dtype))

@@ -26,7 +26,15 @@ from wmap.io.atomic import (
     write_file_atomically,
     write_files_atomically,
 )
-from wmap.io.directory import INDEX, WEIGHTS_FILES, read_directory_source, read_weights, staged_copy, weights_file
+from wmap.io.directory import (
+    INDEX,
+    WEIGHTS_FILES,
+    mapped_sources,
+    read_directory_source,
+    read_weights,
+    staged_copy,
+    weights_file,
+)
 from wmap.io.mapped import MappedFile, mapped_file
 from wmap.io.paths import (
     NAME_MAX,
@@ -95,6 +103,7 @@ __all__ = [
     "read_small_text",
     "read_source",
     "read_weights",
+    "mapped_sources",
     "refused_globals",
     "regular_file_problem",
     "save_pretrained_streaming",

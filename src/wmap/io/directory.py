@@ -9,15 +9,23 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 from returns.result import Failure, Result, Success
 from safetensors import SafetensorError, safe_open
 
 from wmap.errors import UnreadableCheckpoint, UnsafePickle
+from wmap.io.mapped import MappedFile, mapped_file
 from wmap.io.paths import parse_json, path_problem, read_small_text, regular_file_problem
-from wmap.io.reading import Checkpoint, Source, read_checkpoint, read_source, safetensors_header, widen_reading
+from wmap.io.reading import (
+    Checkpoint,
+    Source,
+    mapped_safetensors,
+    read_checkpoint,
+    read_source,
+    safetensors_header,
+    widen_reading,
+)
 
 INDEX = "model.safetensors.index.json"
 
@@ -28,7 +36,7 @@ class _ShardedTensors(Mapping[str, torch.Tensor]):
     def __init__(self, directory: Path, weight_map: Mapping[str, str]) -> None:
         self._directory = directory
         self._map = dict(weight_map)
-        self._open: dict[str, Any] = {}
+        self._open: dict[str, dict[str, torch.Tensor]] = {}
 
     @property
     def weight_map(self) -> Mapping[str, str]:
@@ -37,11 +45,14 @@ class _ShardedTensors(Mapping[str, torch.Tensor]):
 
     def __getitem__(self, key: str) -> torch.Tensor:
         shard = self._map[key]
-        handle = self._open.get(shard)
-        if handle is None:
-            handle = self._open[shard] = safe_open(self._directory / shard, framework="pt")
-        tensor: torch.Tensor = handle.get_tensor(key)
-        return tensor
+        tensors = self._open.get(shard)
+        if tensors is None:
+            tensors = self._open[shard] = mapped_safetensors(str(self._directory / shard))[0]
+        return tensors[key]
+
+    def opened(self) -> dict[Path, Mapping[str, torch.Tensor]]:
+        """The shard files mapped so far, with their tensors."""
+        return {self._directory / shard: tensors for shard, tensors in self._open.items()}
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._map)
@@ -113,6 +124,15 @@ def read_weights(directory: str | os.PathLike[str]) -> Result[Checkpoint, Unread
         return widen_reading(found)
 
     return widen_reading(weights_file(directory)).bind(read)
+
+
+def mapped_sources(weights: Checkpoint) -> tuple[MappedFile, ...]:
+    """Where the tensors of a directory read by :func:`read_weights` lie mapped in this process (one
+    file, or the shards opened so far), for a writer to copy unchanged bytes from the files."""
+    tensors = weights.tensors
+    files = tensors.opened() if isinstance(tensors, _ShardedTensors) else {Path(weights.path): tensors}
+    found = (mapped_file(path, held.values()) for path, held in files.items())
+    return tuple(source for source in found if source is not None)
 
 
 def read_directory_source(directory: str | os.PathLike[str]) -> Result[Source, UnreadableCheckpoint | UnsafePickle]:

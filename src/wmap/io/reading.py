@@ -7,6 +7,9 @@ import argparse
 import bisect
 import contextlib
 import io
+import json
+import math
+import mmap
 import os
 import re
 import struct
@@ -24,7 +27,7 @@ from safetensors import SafetensorError, safe_open
 from wmap.errors import UnreadableCheckpoint, UnsafePickle
 from wmap.io.mapped import mapped_file
 from wmap.io.paths import regular_file_problem
-from wmap.kinds import SAFETENSORS_NAMES
+from wmap.kinds import DTYPES, SAFETENSORS_NAMES
 from wmap.layout import Kinds, kinds_of, tensors_layout
 from wmap.pickle_scan import allocating_call
 from wmap.transforms import Layout
@@ -289,15 +292,56 @@ def _bad_safetensors(path: str, error: BaseException) -> UnreadableCheckpoint:
     return UnreadableCheckpoint(path, "a valid safetensors file", f"{type(error).__name__}: {error}")
 
 
+MAX_SAFETENSORS_HEADER = 100_000_000
+"""The longest safetensors header read (safetensors' own limit)."""
+
+TORCH_DTYPES = {code: getattr(torch, name) for name, code in DTYPES}
+"""safetensors' dtype codes -> torch dtypes, from :data:`wmap.kinds.DTYPES`."""
+
+
+def mapped_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A safetensors file's tensors as views of one private memory map of the file (no copy: a tensor's
+    pages are read when it is used, and a writer can copy its bytes from the file,
+    :func:`~wmap.io.mapped.mapped_file`), and its metadata. The header is checked against the file
+    (bounded, every tensor within the data, sizes that agree with dtype and shape): ``ValueError``."""
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        prefix = handle.read(8)
+        if len(prefix) != 8:
+            raise ValueError("shorter than a safetensors header")
+        (length,) = struct.unpack("<Q", prefix)
+        if length > min(MAX_SAFETENSORS_HEADER, size - 8):
+            raise ValueError(f"a header of {length} bytes in a file of {size}")
+        header = json.loads(handle.read(length))
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY) if size > 8 + length else None
+    if not isinstance(header, dict):
+        raise ValueError("a header that is not a JSON object")
+    start = 8 + length
+    tensors: dict[str, torch.Tensor] = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = TORCH_DTYPES.get(str(entry.get("dtype"))) if isinstance(entry, dict) else None
+        if dtype is None:
+            raise ValueError(f"{name}: dtype {entry.get('dtype') if isinstance(entry, dict) else entry!r}")
+        shape, (begin, end) = [int(n) for n in entry["shape"]], entry["data_offsets"]
+        count = math.prod(shape)
+        width = torch.empty((), dtype=dtype).element_size()
+        if min(shape, default=0) < 0 or not 0 <= begin <= end <= size - start or end - begin != count * width:
+            raise ValueError(f"{name}: shape {shape} of {dtype} at bytes {begin}..{end}")
+        if count == 0 or mapped is None:
+            tensors[name] = torch.empty(shape, dtype=dtype)
+        else:
+            tensors[name] = torch.frombuffer(mapped, dtype=dtype, count=count, offset=start + begin).view(shape)
+    metadata = header.get("__metadata__") or {}
+    return tensors, {str(k): str(v) for k, v in metadata.items()}
+
+
 def _read_safetensors(path: str) -> Result[Checkpoint, UnreadableCheckpoint | UnsafePickle]:
     try:
-        tensors: dict[str, torch.Tensor] = {}
-        with safe_open(path, framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            for key in handle.keys():  # noqa: SIM118 - safe_open is not iterable
-                tensors[key] = handle.get_tensor(key)
-        return Success(Checkpoint(path, tensors, dict(metadata)))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        tensors, metadata = mapped_safetensors(path)
+        return Success(Checkpoint(path, tensors, metadata))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RuntimeError) as error:
         return Failure(_bad_safetensors(path, error))
 
 

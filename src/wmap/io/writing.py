@@ -8,15 +8,16 @@ import json
 import os
 import struct
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import attrs
 import torch
 from transformers import PreTrainedModel
 
 from wmap.io.mapped import MappedFile, copy_from_file
+from wmap.io.torch_file import PickledAs as PickledAs  # re-exported where it always was
+from wmap.io.torch_file import save_pickled_as, writable, write_torch_file
 from wmap.kinds import DTYPES
 
 SAFETENSORS_DTYPES: dict[torch.dtype, str] = {getattr(torch, name): code for name, code in DTYPES}
@@ -130,16 +131,6 @@ def save_pretrained_streaming(
     write_weights(directory, state, max_shard_size=max_shard_size, source=source)
 
 
-@attrs.frozen
-class PickledAs:
-    """Pickled as an instance of the class ``global_name`` whose fields are ``state``, without that class
-    being importable here (fairseq's ``Dictionary`` in an export's ``task_state``; wmap never imports
-    fairseq). The original's unpickler makes its own object from it, as from a file it wrote."""
-
-    global_name: str
-    state: Mapping[str, Any]
-
-
 def _pickle_module() -> Any:
     """A pickle module for ``torch.save`` that writes :class:`PickledAs` values as their class."""
     import pickle
@@ -150,11 +141,7 @@ def _pickle_module() -> Any:
     class Pickler(python_pickler):  # type: ignore[misc]
         def save(self, obj: object, save_persistent_id: bool = True) -> None:
             if isinstance(obj, PickledAs):
-                module, _, name = obj.global_name.rpartition(".")
-                self.write(pickle.GLOBAL + f"{module}\n{name}\n".encode())
-                self.write(pickle.EMPTY_TUPLE + pickle.NEWOBJ)  # cls.__new__(cls), as copyreg.__newobj__
-                super().save(dict(obj.state))
-                self.write(pickle.BUILD)  # its __dict__ updated with the fields
+                save_pickled_as(self, obj)
                 return
             super().save(obj, save_persistent_id)
 
@@ -165,10 +152,15 @@ def _pickle_module() -> Any:
     return module
 
 
-def save_torch(container: object, path: Path) -> None:
-    """``torch.save(container, path)``, :class:`PickledAs` values written as the classes they name. A
-    write that fails (a full disk) is an ``OSError``, as any other write's: torch's zip writer says so
-    with a ``RuntimeError``."""
+def save_torch(container: object, path: Path, sources: Iterable[MappedFile] = ()) -> None:
+    """``torch.save(container, path)``, :class:`PickledAs` values written as the classes they name;
+    record by record where every tensor's dtype allows (:func:`~wmap.io.torch_file.write_torch_file`:
+    a tensor unchanged in one of the mapped ``sources`` is read from its file in bounded chunks, so
+    the model is never resident), else by ``torch.save``. A write that fails (a full disk) is an
+    ``OSError``, as any other write's: torch's zip writer says so with a ``RuntimeError``."""
+    if writable(container):
+        write_torch_file(container, path, sources)
+        return
     try:
         torch.save(container, path, pickle_module=_pickle_module())
     except RuntimeError as error:
