@@ -308,30 +308,49 @@ def export_back(data: Path, repeats: int) -> dict[str, Any]:
     return {"model_bytes": size, **ratios(results, "raw copy back", size)}
 
 
-STARTUP: dict[str, list[str]] = {
-    "import torch": ["-c", "import torch"],
-    "wmap models": ["-m", "wmap", "models"],
-    "wmap preview encodec_48khz": ["-m", "wmap", "preview", "encodec_48khz"],
-    "wmap preview wav2vec2_ctc": ["-m", "wmap", "preview", "wav2vec2_ctc"],
-}
-"""Whole processes a user starts, and the baseline: each command's wall time from exec to exit."""
+def startup_commands(checkpoint: Path | None) -> dict[str, list[str]]:
+    """Whole processes a user starts, and the baseline: each command's wall time from exec to exit. A
+    preview is timed cold (``--no-cache``: planned, torch and transformers imported) and repeated (the
+    kept preview, :mod:`wmap.preview_cache`); with ``checkpoint`` (the big fairseq file) on a real file too."""
+    commands = {
+        "import torch": ["-c", "import torch"],
+        "wmap models": ["-m", "wmap", "models"],
+        "wmap preview encodec_48khz (cold)": ["-m", "wmap", "preview", "encodec_48khz", "--no-cache"],
+        "wmap preview encodec_48khz (repeated)": ["-m", "wmap", "preview", "encodec_48khz"],
+        "wmap preview wav2vec2_ctc (cold)": ["-m", "wmap", "preview", "wav2vec2_ctc", "--no-cache"],
+        "wmap preview wav2vec2_ctc (repeated)": ["-m", "wmap", "preview", "wav2vec2_ctc"],
+    }
+    if checkpoint is not None and checkpoint.exists():
+        big = ["-m", "wmap", "preview", "data2vec_audio_ctc", str(checkpoint)]
+        commands["wmap preview data2vec_audio_ctc FILE (cold)"] = [*big, "--no-cache"]
+        commands["wmap preview data2vec_audio_ctc FILE (repeated)"] = big
+    return commands
 
 
-def startup(repeats: int) -> dict[str, Any]:
+def startup(repeats: int, checkpoint: Path | None = None) -> dict[str, Any]:
     """Each command of :data:`STARTUP` as a fresh process, in turn with the others (so drift hits all
     alike): the median wall time, and its ratio to ``import torch`` measured in the same rounds."""
 
+    import tempfile
+
+    kept = tempfile.mkdtemp(prefix="wmap-bench-cache-")  # the previews kept: by this run only
+    environment = {**os.environ, "WMAP_CACHE_DIR": kept}
+    commands = startup_commands(checkpoint)
+
     def once(arguments: list[str]) -> float:
         start = time.perf_counter()
-        subprocess.run([sys.executable, *arguments], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        subprocess.run(
+            [sys.executable, *arguments], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment
+        )
         return time.perf_counter() - start
 
-    times: dict[str, list[float]] = {name: [] for name in STARTUP}
-    for arguments in STARTUP.values():  # once each to warm the page cache, not counted
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for arguments in commands.values():  # once each to warm the page cache (and keep the previews), not counted
         once(arguments)
     for _ in range(repeats):
-        for name, arguments in STARTUP.items():
+        for name, arguments in commands.items():
             times[name].append(once(arguments))
+    shutil.rmtree(kept, ignore_errors=True)
     base = statistics.median(times["import torch"])
     return {
         name: {"seconds": statistics.median(found), "vs_import_torch": statistics.median(found) / base}
@@ -395,7 +414,7 @@ def main() -> None:
     console.print(table)
     console.print(f"10x the keys (10k -> 100k) costs {planned['scaling_100k_over_10k']:.2f}x the time")
 
-    report["startup"] = started = startup(args.repeats)
+    report["startup"] = started = startup(args.repeats, args.data / "data2vec_audio_ctc_large.pt")
     table = Table(title=f"whole processes a user starts, against import torch (median of {args.repeats})")
     for column in ("command", "wall", "/ import torch"):
         table.add_column(column, justify="right")

@@ -17,7 +17,12 @@ import tokenize
 
 FAMILY_DIR = "src/wmap/models/"
 NOT_FAMILIES = {"__init__.py", "base.py"}
-SHARED = ("src/wmap/fairseq.py", "src/wmap/fairseq/", "src/wmap/models/fairseq_export.py", "src/wmap/models/ctc_processor.py")
+SHARED = (
+    "src/wmap/fairseq.py",
+    "src/wmap/fairseq/",
+    "src/wmap/models/fairseq_export.py",
+    "src/wmap/models/ctc_processor.py",
+)
 NOT_SHARED = {"src/wmap/fairseq/__init__.py", "src/wmap/fairseq/dictionary.py", "src/wmap/fairseq/rules.py"}
 
 

@@ -18,6 +18,13 @@ def _seeded() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _previews_kept_by_this_test(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test keeps its ``wmap preview`` outputs apart (never in the user's cache, never one test's
+    preview shown to another that changed what the key cannot see, such as a patched module)."""
+    monkeypatch.setenv("WMAP_CACHE_DIR", str(tmp_path_factory.mktemp("previews")))
+
+
 @pytest.fixture(scope="session")
 def ctc_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A wav2vec2 CTC fine-tune as transformers saves it, with its processor (shared: read only)."""

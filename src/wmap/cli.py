@@ -14,10 +14,11 @@ import contextlib
 import json
 import os
 import shlex
+import shutil
 import signal
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO, cast
 
 import attrs
 from returns.result import Failure
@@ -43,8 +44,8 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def _console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, width=None if sys.stdout.isatty() else 160)
+def _console(stderr: bool = False, file: TextIO | None = None) -> Console:
+    return Console(stderr=stderr, file=file, width=None if sys.stdout.isatty() else 160)
 
 
 def _fail(error: WmapError) -> int:
@@ -80,27 +81,57 @@ def _preview_reverse(args: argparse.Namespace) -> int:
     return EXIT_OK if plan.is_clean() else EXIT_REFUSED
 
 
+SHOWN_BY = ("TERM", "COLORTERM", "NO_COLOR", "FORCE_COLOR", "COLUMNS", "LINES", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
+"""Environment variables that change how rich shows a preview (part of a kept preview's key)."""
+
+
 def _preview(args: argparse.Namespace) -> int:
+    """The plan as text or JSON; shown again from :mod:`wmap.preview_cache` (no torch, no transformers)
+    when nothing it depends on has changed."""
+    from wmap import preview_cache
+    from wmap.registry import SHIPPED
+
+    if args.reverse:
+        return _preview_reverse(args)
+    shown = {
+        "json": args.json,
+        "tty": sys.stdout.isatty(),
+        "size": tuple(shutil.get_terminal_size()) if sys.stdout.isatty() else None,
+        "env": {name: os.environ.get(name) for name in SHOWN_BY},
+    }
+    names = (family.name for family in SHIPPED)
+    kept = None if args.no_cache else preview_cache.key(args.model, args.checkpoint, args.config, shown, names)
+    entry = None if kept is None else preview_cache.load(kept)
+    if entry is not None:
+        sys.stdout.write(entry.text)
+        return entry.code
+    out = preview_cache.Tee(sys.stdout)
+    code, planned = _planned_preview(args, cast(TextIO, out))  # a text stream that keeps a copy
+    if kept is not None and planned:
+        preview_cache.store(kept, preview_cache.Entry(out.text(), code))
+    return code
+
+
+def _planned_preview(args: argparse.Namespace, out: TextIO) -> tuple[int, bool]:
+    """The preview written to ``out``: its exit code, and whether a plan was made (an error is not kept)."""
     from wmap.conversion import preview
     from wmap.render import print_ignored_fields, print_plan
 
     _quiet_transformers()
-    if args.reverse:
-        return _preview_reverse(args)
     result = preview(args.model, args.checkpoint, args.config)
     if isinstance(result, Failure):
-        return _fail(result.failure())
+        return _fail(result.failure()), False
     prepared = result.unwrap()
     plan = prepared.plan
     if args.json:
         ignored = [attrs.asdict(f) for f in prepared.ignored]
-        print(json.dumps({**plan.to_json(), "config_fields_ignored": ignored}, indent=2))
+        print(json.dumps({**plan.to_json(), "config_fields_ignored": ignored}, indent=2), file=out)
     else:
         source = args.checkpoint or "bundled reference layout"
-        console = _console()
+        console = _console(file=out)
         print_plan(plan, console, title=f"{args.model} ← {source}")  # the title is shown as text
         print_ignored_fields(prepared.ignored, console)
-    return EXIT_OK if plan.is_clean() else EXIT_REFUSED
+    return (EXIT_OK if plan.is_clean() else EXIT_REFUSED), True
 
 
 CONVERT_STEPS = ("reading checkpoint", "planning", "applying plan", "writing output")
@@ -247,6 +278,12 @@ def parser() -> argparse.ArgumentParser:
     )
     pre.add_argument("--config", help="a transformers config JSON to use instead of the translated one")
     pre.add_argument("--json", action="store_true", help="print the plan as JSON")
+    pre.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="plan again even if the same preview was kept (a preview is kept, and shown again without importing "
+        "torch, while the checkpoint's names, shapes and config, the family and the packages are unchanged)",
+    )
     pre.add_argument(
         "--reverse",
         action="store_true",

@@ -1,0 +1,176 @@
+"""What ``wmap preview`` printed, kept and shown again when nothing it depends on has changed, without
+importing torch or transformers.
+
+A preview is a pure function of: the family's rules (wmap's own code: only shipped families are
+kept), the checkpoint's names, shapes, dtypes and metadata (for a torch zip all in its ``data.pkl``;
+for safetensors all in its header: read here as bytes, never unpickled), the ``--config`` file, the
+versions of the packages that make the target's layout (transformers, torch), and how the output is
+shown (``--json``, the console's width and colours). The key is a digest of all of them; the entry is
+the printed text and the exit code. Caching only the target layout would not spare the imports: the
+config translation itself builds transformers' config classes. Entries live in ``WMAP_CACHE_DIR``
+(default ``$XDG_CACHE_HOME/wmap/previews``), at most :data:`MAX_ENTRIES`, the oldest removed first;
+any problem with the cache (unwritable, corrupt) means it is not used, never that a preview fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterable
+from importlib import metadata
+from pathlib import Path
+from typing import Any, TextIO
+
+import attrs
+
+MAX_ENTRIES = 256
+MAX_STRUCTURE = 64 << 20
+"""The most bytes of a checkpoint's structure (a torch zip's ``data.pkl``, a safetensors header) read
+for the key; a file whose structure is larger is not cached."""
+PACKAGES = ("transformers", "torch", "safetensors", "rich", "returns", "attrs")
+
+
+@attrs.frozen
+class Entry:
+    """A preview as printed: its text and exit code."""
+
+    text: str
+    code: int
+
+
+def cache_dir() -> Path:
+    """Where entries are kept."""
+    configured = os.environ.get("WMAP_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "wmap" / "previews"
+
+
+def _structure(path: str) -> bytes | None:
+    """What a checkpoint's preview reads of it: a safetensors header, or a torch zip's ``data.pkl`` and
+    its records' names and sizes; ``None`` for anything else (not kept)."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(8)
+            if len(head) == 8 and not head.startswith(b"PK"):
+                (length,) = struct.unpack("<Q", head)
+                if length > MAX_STRUCTURE:
+                    return None
+                header = file.read(length)
+                return head + header if header.lstrip().startswith(b"{") and len(header) == length else None
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+            pickles = [info for info in infos if info.filename.endswith("/data.pkl")]
+            if len(pickles) != 1 or pickles[0].file_size > MAX_STRUCTURE:
+                return None
+            records = json.dumps([(info.filename.split("/", 1)[-1], info.file_size) for info in infos]).encode()
+            return archive.read(pickles[0]) + b"\0" + records
+    except (OSError, ValueError, zipfile.BadZipFile, struct.error):
+        return None
+
+
+def _package_files() -> Iterable[str]:
+    """wmap's own files (its rules, tables and reference layouts) by name, size and modification time."""
+    root = Path(__file__).parent
+    for folder, _, names in sorted(os.walk(root)):
+        for name in sorted(names):
+            if name.endswith((".py", ".json")):
+                stat = os.stat(os.path.join(folder, name))
+                yield f"{os.path.relpath(os.path.join(folder, name), root)}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _versions() -> list[str]:
+    found = []
+    for package in PACKAGES:
+        try:
+            found.append(f"{package}={metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{package}=none")
+    return found
+
+
+def key(
+    family: str, checkpoint: str | None, config: str | None, shown: dict[str, Any], shipped: Iterable[str]
+) -> str | None:
+    """The digest a preview is kept under, or ``None`` where it cannot be kept (a family not shipped
+    with wmap, a checkpoint or config file whose structure is not read here)."""
+    if family not in set(shipped):
+        return None
+    digest = hashlib.sha256()
+    parts: list[bytes] = [family.encode(), json.dumps(shown, sort_keys=True).encode()]
+    parts += [line.encode() for line in (*_package_files(), *_versions(), sys.version)]
+    if checkpoint is not None:
+        structure = _structure(checkpoint)
+        if structure is None:
+            return None
+        parts += [os.path.realpath(checkpoint).encode(), structure]
+    if config is not None:
+        try:
+            with open(config, "rb") as file:
+                parts.append(file.read(MAX_STRUCTURE + 1))
+        except OSError:
+            return None
+        if len(parts[-1]) > MAX_STRUCTURE:
+            return None
+    for part in parts:
+        digest.update(struct.pack("<Q", len(part)) + part)
+    return digest.hexdigest()
+
+
+def load(name: str) -> Entry | None:
+    """The entry kept under ``name``, if there is a sound one."""
+    try:
+        data = json.loads((cache_dir() / f"{name}.json").read_text())
+        return Entry(str(data["text"]), int(data["code"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def store(name: str, entry: Entry) -> None:
+    """Keep ``entry`` (written whole, then moved in), and remove the oldest beyond :data:`MAX_ENTRIES`."""
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as file:
+            json.dump({"text": entry.text, "code": entry.code}, file)
+        os.replace(file.name, folder / f"{name}.json")
+        kept = sorted(folder.glob("*.json"), key=lambda path: path.stat().st_mtime_ns)
+        for old in kept[:-MAX_ENTRIES]:
+            old.unlink(missing_ok=True)
+    except OSError:
+        return
+
+
+@attrs.define
+class Tee:
+    """A text stream that writes to ``stream`` and keeps what it wrote (what rich and print see is
+    ``stream``'s terminal-ness, so the kept text is what was shown)."""
+
+    stream: TextIO
+    kept: list[str] = attrs.field(factory=list)
+
+    def write(self, text: str) -> int:
+        self.kept.append(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self.stream, "encoding", None) or "utf-8"
+
+    def text(self) -> str:
+        return "".join(self.kept)

@@ -1,0 +1,115 @@
+"""wmap.preview_cache: a repeated preview is shown again without importing torch, and only while
+nothing it depends on has changed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import reference_checkpoint
+from tests.test_cli import wmap
+from wmap import preview_cache
+
+PROBE = """
+import sys
+from wmap.cli import main
+code = main(sys.argv[1:])
+sys.stdout.flush()
+print(json.dumps(sorted(m for m in ("torch", "transformers") if m in sys.modules)), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def _preview_process(*args: str) -> tuple[int, str, list[str]]:
+    """``wmap preview ARGS`` as a fresh process: its exit code, output, and which of torch and
+    transformers it imported."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import json\n" + PROBE, "preview", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    return done.returncode, done.stdout, json.loads(done.stderr.strip().splitlines()[-1])
+
+
+def test_a_repeated_preview_is_the_same_and_imports_neither_torch_nor_transformers(tmp_path: Path) -> None:
+    checkpoint = reference_checkpoint(tmp_path / "encodec.pt", "encodec_32khz")
+    first = _preview_process("encodec_32khz", str(checkpoint))
+    again = _preview_process("encodec_32khz", str(checkpoint))
+    assert first[2] == ["torch", "transformers"] and again[2] == []  # the control: the first one planned
+    assert again[:2] == first[:2] and first[0] == 0 and "applied" in first[1]
+    fresh = _preview_process("encodec_32khz", str(checkpoint), "--no-cache")
+    assert fresh[2] == ["torch", "transformers"] and fresh[:2] == first[:2]
+
+
+def test_what_the_preview_depends_on_is_in_the_key(tmp_path: Path) -> None:
+    """The checkpoint's names, shapes and metadata, the config file, how it is shown, the family; not
+    the tensors' values (a fine-tune of the same model previews the same)."""
+    checkpoint = reference_checkpoint(tmp_path / "encodec.pt", "encodec_32khz")
+    shipped = ("encodec_32khz", "encodec_48khz")
+    shown = {"json": False}
+
+    def key(path: Path = checkpoint, config: str | None = None, **overrides: object) -> str | None:
+        return preview_cache.key(
+            str(overrides.get("family", "encodec_32khz")),
+            str(path),
+            config,
+            {**shown, **overrides.get("shown", {})},  # type: ignore[dict-item]
+            shipped,
+        )
+
+    base = key()
+    assert base is not None and key() == base
+    state = torch.load(checkpoint, weights_only=True)
+    torch.save({k: v + 1 for k, v in state.items()}, tmp_path / "tuned.pt")
+    assert key(tmp_path / "tuned.pt") != base  # another path: titles name it
+    os.replace(tmp_path / "tuned.pt", checkpoint)
+    assert key() == base  # same names, shapes and metadata: the same preview
+    torch.save({**state, "extra.weight": torch.zeros(2)}, checkpoint)
+    assert key() not in (None, base)
+    torch.save({k: v.half() for k, v in state.items()}, checkpoint)
+    assert key() not in (None, base)
+    torch.save(state, checkpoint)
+    (tmp_path / "config.json").write_text("{}")
+    assert key(config=str(tmp_path / "config.json")) not in (None, base)
+    assert key(shown={"json": True}) != base
+    assert key(family="encodec_48khz") != base
+    assert key(family="my_module:SPEC") is None  # a family wmap does not ship: its code is not known here
+    (tmp_path / "legacy.pt").write_bytes(b"\x80\x02}q\x00.")  # not a zip: its structure is not read here
+    assert key(tmp_path / "legacy.pt") is None
+
+
+def test_a_kept_not_clean_plan_exits_1_again_and_a_broken_entry_is_planned_again(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "odd.pt"
+    state = torch.load(reference_checkpoint(tmp_path / "e.pt", "encodec_32khz"), weights_only=True)
+    torch.save({**state, "mystery.weight": torch.zeros(3)}, checkpoint)
+    first = wmap("preview", "encodec_32khz", str(checkpoint))
+    assert first.returncode == 1 and "mystery.weight" in first.stdout
+    entries = list(Path(os.environ["WMAP_CACHE_DIR"]).glob("*.json"))
+    assert len(entries) == 1
+    again = wmap("preview", "encodec_32khz", str(checkpoint))
+    assert (again.returncode, again.stdout) == (1, first.stdout)
+    entries[0].write_text("{not json")
+    planned = wmap("preview", "encodec_32khz", str(checkpoint))
+    assert (planned.returncode, planned.stdout) == (1, first.stdout)
+    assert json.loads(entries[0].read_text())["code"] == 1  # kept again, whole
+
+
+def test_an_error_is_not_kept_and_an_unwritable_cache_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "bad.pt").write_bytes(b"PK\x03\x04 not a zip")
+    assert wmap("preview", "encodec_32khz", str(tmp_path / "bad.pt")).returncode == 2
+    assert not list(Path(os.environ["WMAP_CACHE_DIR"]).glob("*.json"))
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    monkeypatch.setenv("WMAP_CACHE_DIR", str(blocked / "cache"))  # under a file: cannot be made
+    result = wmap("preview", "encodec_48khz")
+    assert result.returncode == 0 and "applied" in result.stdout
