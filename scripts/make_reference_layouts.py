@@ -260,6 +260,83 @@ def encodec_audiocraft() -> dict[str, Any]:
     return _entry("audiocraft EnCodec 32 kHz (MusicGen's), as audiocraft's export writes it", saved["best_state"], meta)
 
 
+# MusicGen small (audiocraft's config/model/lm/musicgen_lm.yaml with model_scale small; t5-base).
+MUSICGEN_SMALL: dict[str, Any] = {
+    "transformer_lm": {
+        **originals.MUSICGEN_LM["transformer_lm"],
+        "dim": 1024,
+        "num_heads": 16,
+        "num_layers": 24,
+        "hidden_scale": 4,
+        "card": 2048,
+        "custom": True,
+    },
+    "conditioners": {
+        "description": {
+            "model": "t5",
+            "t5": {"name": "t5-base", "finetune": False, "word_dropout": 0.3, "normalize_text": False},
+        }
+    },
+    "classifier_free_guidance": {"training_dropout": 0.1, "inference_coef": 3.0},
+}
+
+
+def musicgen() -> dict[str, Any]:
+    """MusicGen small's three parts (names and shapes, built on ``meta``; T5 as transformers names it),
+    under the prefixes the family reads them with."""
+    from unittest import mock
+
+    from omegaconf import OmegaConf
+    from transformers import T5Config, T5EncoderModel
+
+    audiocraft = originals.import_audiocraft()
+    conditioners = sys.modules["audiocraft.modules.conditioners"]
+    t5_config = T5Config.from_dict(T5_BASE)
+    with torch.device("meta"):
+        t5 = T5EncoderModel(t5_config)
+    cfg = OmegaConf.create({**originals.MUSICGEN_LM, **MUSICGEN_SMALL})
+    stand_in = T5EncoderModel(T5Config(d_model=768, d_ff=8, num_layers=1, num_heads=1, d_kv=4, vocab_size=8))
+    with (  # audiocraft loads T5 from the Hub: a thin stand-in (its weights are not in the LM's file)
+        mock.patch.object(conditioners.T5EncoderModel, "from_pretrained", lambda *a, **k: stand_in),
+        mock.patch.object(conditioners.T5Tokenizer, "from_pretrained", lambda *a, **k: None),
+    ):
+        lm = audiocraft.models.builders.get_lm_model(cfg)
+    compression = encodec_audiocraft()
+    lm_cfg = OmegaConf.to_yaml(OmegaConf.create({**originals.MUSICGEN_LM, **MUSICGEN_SMALL}))
+    layout = {f"lm.{k}": list(v.shape) for k, v in lm.state_dict().items()}
+    layout |= {f"compression.{k}": v for k, v in compression["layout"].items()}
+    layout |= {
+        f"text_encoder.{k}": list(v.shape) for k, v in t5.state_dict().items() if k != "encoder.embed_tokens.weight"
+    }
+    meta = {
+        "lm": {"xp.cfg": lm_cfg, "version": "1.3.0", "exported": True},
+        "compression": compression["meta"],
+        "text_encoder": t5_config.to_dict(),
+    }
+    return {
+        "source": "audiocraft MusicGen small (LM, 32 kHz EnCodec) and t5-base, as the family reads them",
+        "layout": layout,
+        "meta": meta,
+    }
+
+
+T5_BASE: dict[str, Any] = {
+    "model_type": "t5",
+    "d_model": 768,
+    "d_ff": 3072,
+    "d_kv": 64,
+    "num_layers": 12,
+    "num_heads": 12,
+    "vocab_size": 32128,
+    "relative_attention_num_buckets": 32,
+    "dropout_rate": 0.1,
+    "layer_norm_epsilon": 1e-6,
+    "feed_forward_proj": "relu",
+    "architectures": ["T5ForConditionalGeneration"],
+}
+"""t5-base's config.json (the fields that shape it)."""
+
+
 def dac() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as data:
         path = Path(data) / "dac.pth"
@@ -273,6 +350,7 @@ def dac() -> dict[str, Any]:
 BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
     "dac": dac,
     "encodec_audiocraft": encodec_audiocraft,
+    "musicgen": musicgen,
     "data2vec2_audio_ctc": lambda: _saved(
         lambda path, data: originals.ctc_trainer_checkpoint(
             path, data, family="data2vec_multi", audio=DATA2VEC2_BASE_AUDIO, **DATA2VEC2_BASE

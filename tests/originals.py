@@ -1062,3 +1062,121 @@ def audiocraft_encodec_file(path: Path, sections: dict[str, Any] | None = None) 
     torch.save({"best_state": {"model": model.state_dict()}, "xp.cfg": OmegaConf.to_container(cfg)}, solver)
     audiocraft.utils.export.export_encodec(solver, path)
     return model.eval()
+
+
+MUSICGEN_LM: dict[str, Any] = {
+    "lm_model": "transformer_lm",
+    "device": "cpu",
+    "dtype": "float32",
+    "dataset": {"segment_duration": 1.0},
+    "transformer_lm": {
+        "dim": 16,
+        "num_heads": 2,
+        "num_layers": 2,
+        "hidden_scale": 2,
+        "n_q": 4,
+        "card": 64,
+        "dropout": 0.0,
+        "emb_lr": None,
+        "activation": "gelu",
+        "norm_first": True,
+        "bias_ff": False,
+        "bias_attn": False,
+        "bias_proj": False,
+        "past_context": None,
+        "causal": True,
+        "custom": False,
+        "memory_efficient": False,
+        "attention_as_float32": False,
+        "layer_scale": None,
+        "positional_embedding": "sin",
+        "xpos": False,
+        "checkpointing": "none",
+        "weight_init": None,
+        "depthwise_init": None,
+        "zero_bias_init": False,
+        "norm": "layer_norm",
+        "cross_attention": False,
+        "qk_layer_norm": False,
+        "qk_layer_norm_cross": False,
+        "attention_dropout": None,
+        "kv_repeat": 1,
+        "two_step_cfg": False,
+    },
+    "codebooks_pattern": {
+        "modeling": "delay",
+        "delay": {"delays": [0, 1, 2, 3], "flatten_first": 0, "empty_initial": 0},
+    },
+    "conditioners": {
+        "description": {
+            "model": "t5",
+            "t5": {"name": "t5-small", "finetune": False, "word_dropout": 0.0, "normalize_text": False},
+        }
+    },
+    "fuser": {
+        "cross_attention_pos_emb": False,
+        "cross_attention_pos_emb_scale": 1,
+        "sum": [],
+        "prepend": [],
+        "cross": ["description"],
+        "input_interpolate": [],
+    },
+    "attribute_dropout": {},
+    "classifier_free_guidance": {"training_dropout": 0.0, "inference_coef": 3.0},
+}
+"""A MusicGen LM's xp.cfg, shrunk (4 codebooks of 32 codes, 2 layers of width 16), as MusicGen's solver
+keeps it; conditioned on text by T5 through cross-attention."""
+
+T5_SMALL_WIDTH = 512
+"""t5-small's width, which audiocraft's conditioner projects from (its ``MODELS_DIMS``)."""
+
+
+def t5_directory(path: Path) -> Path:
+    """A T5 text encoder as transformers saves it (random, t5-small's width, one thin layer), with a
+    tokenizer (a small Unigram vocabulary): what a user names with ``--text-encoder``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import T5Config, T5EncoderModel, T5Tokenizer
+
+    config = T5Config(d_model=T5_SMALL_WIDTH, d_ff=32, num_layers=1, num_heads=2, d_kv=8, vocab_size=64)
+    T5EncoderModel(config).eval().save_pretrained(path)
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces += [(f"\u2581{word}", -1.0) for word in ("a", "calm", "piano", "loud", "drum", "song", "with")]
+    pieces += [(letter, -2.0) for letter in "abcdefghijklmnopqrstuvwxyz"]
+    unigram = Tokenizer(models.Unigram(pieces, unk_id=2))
+    unigram.pre_tokenizer = pre_tokenizers.Metaspace()
+    T5Tokenizer(tokenizer_object=unigram, eos_token="</s>", unk_token="<unk>", pad_token="<pad>").save_pretrained(path)
+    return path
+
+
+def musicgen_directory(path: Path, lm_sections: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    """An audiocraft MusicGen directory as ``MusicGen.get_pretrained(path)`` reads it: ``state_dict.bin``
+    (the LM, exported by audiocraft's ``export_lm`` from a solver checkpoint) and
+    ``compression_state_dict.bin`` (its EnCodec, by ``export_encodec``), random weights. audiocraft's T5
+    conditioner loads T5 from the Hub when built: here a random T5 of t5-small's width stands in (its
+    weights are not in the file; only the projection is). Returns (lm, compression model), eval."""
+    from unittest import mock
+
+    from omegaconf import OmegaConf
+    from transformers import T5Config, T5EncoderModel
+
+    audiocraft = import_audiocraft()
+    conditioners = sys.modules["audiocraft.modules.conditioners"]
+    path.mkdir(parents=True, exist_ok=True)
+    compression = audiocraft_encodec_file(path / "compression_state_dict.bin")
+    cfg = OmegaConf.create({**MUSICGEN_LM, **(lm_sections or {})})
+    t5 = T5EncoderModel(T5Config(d_model=T5_SMALL_WIDTH, d_ff=8, num_layers=1, num_heads=1, d_kv=4, vocab_size=8))
+    with (
+        mock.patch.object(conditioners.T5EncoderModel, "from_pretrained", lambda *a, **k: t5),
+        mock.patch.object(conditioners.T5Tokenizer, "from_pretrained", lambda *a, **k: None),
+    ):
+        lm = audiocraft.models.builders.get_lm_model(cfg)
+    randomize_parameters(lm)
+    solver = path / "lm_checkpoint.th"
+    torch.save(
+        {"best_state": {"model": lm.state_dict()}, "fsdp_best_state": None, "xp.cfg": OmegaConf.to_container(cfg)},
+        solver,
+    )
+    audiocraft.utils.export.export_lm(solver, path / "state_dict.bin")
+    solver.unlink()
+    (path / "checkpoint.th").unlink(missing_ok=True)
+    return lm.eval(), compression

@@ -100,7 +100,8 @@ def _preview(args: argparse.Namespace) -> int:
         "env": {name: os.environ.get(name) for name in SHOWN_BY},
     }
     names = (family.name for family in SHIPPED)
-    kept = None if args.no_cache else preview_cache.key(args.model, args.checkpoint, args.config, shown, names)
+    keyable = not args.no_cache and args.processor_file is None  # a directory named beside it: not keyed here
+    kept = preview_cache.key(args.model, args.checkpoint, args.config, shown, names) if keyable else None
     entry = None if kept is None else preview_cache.load(kept)
     if entry is not None:
         sys.stdout.write(entry.text)
@@ -118,7 +119,7 @@ def _planned_preview(args: argparse.Namespace, out: TextIO) -> tuple[int, bool]:
     from wmap.render import print_ignored_fields, print_plan
 
     _quiet_transformers()
-    result = preview(args.model, args.checkpoint, args.config)
+    result = preview(args.model, args.checkpoint, args.config, processor_file=args.processor_file)
     if isinstance(result, Failure):
         return _fail(result.failure()), False
     prepared = result.unwrap()
@@ -225,7 +226,7 @@ def _verify(args: argparse.Namespace) -> int:
     from wmap.verification import verify
 
     _quiet_transformers()
-    result = verify(args.model, args.checkpoint, args.out_dir)
+    result = verify(args.model, args.checkpoint, args.out_dir, processor_file=args.processor_file)
     if isinstance(result, Failure):
         return _fail(result.failure())
     found = result.unwrap()
@@ -279,6 +280,13 @@ def parser() -> argparse.ArgumentParser:
     pre.add_argument("--config", help="a transformers config JSON to use instead of the translated one")
     pre.add_argument("--json", action="store_true", help="print the plan as JSON")
     pre.add_argument(
+        "--text-encoder",
+        dest="processor_file",
+        metavar="DIR",
+        help="the transformers directory of the text encoder a family reads part of its source from (musicgen: "
+        "the T5 the LM was conditioned on)",
+    )
+    pre.add_argument(
         "--no-cache",
         action="store_true",
         help="plan again even if the same preview was kept (a preview is kept, and shown again without importing "
@@ -317,6 +325,7 @@ def parser() -> argparse.ArgumentParser:
     con.add_argument(
         "--dict",
         "--tokenizer",
+        "--text-encoder",
         dest="processor_file",
         metavar="FILE",
         help="the tokenizer's source where the checkpoint lacks it: CTC families, fairseq's dict.ltr.txt; "
@@ -365,6 +374,12 @@ def parser() -> argparse.ArgumentParser:
     ver.add_argument("model", help=MODEL_HELP)
     ver.add_argument("checkpoint", help="the original checkpoint the directory was converted from")
     ver.add_argument("out_dir", help="the converted directory")
+    ver.add_argument(
+        "--text-encoder",
+        dest="processor_file",
+        metavar="DIR",
+        help="where the family reads part of its source (musicgen: the T5 directory it was converted with)",
+    )
     ver.set_defaults(run=_verify)
     return top
 

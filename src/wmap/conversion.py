@@ -190,17 +190,23 @@ def preview(
     config: ConfigSource = None,
     *,
     registry: Registry | None = None,
+    processor_file: str | os.PathLike[str] | None = None,
 ) -> Result[Prepared, WmapError]:
     """The dry run: plan a conversion from names and shapes only.
 
     Without ``checkpoint`` the family's reference layout is used. ``registry``
-    resolves a name (default: the shipped and installed families).
+    resolves a name (default: the shipped and installed families). ``processor_file``: the user's
+    file where the family reads part of its source from it (MusicGen's ``--text-encoder``).
     """
+    file = None if processor_file is None else Path(processor_file)
 
     def source(spec: ModelSpec) -> Result[tuple[Source, str], WmapError]:
         if checkpoint is None:
             where = f"<{spec.name} reference layout>"
             return widen(spec.reference_layout()).map(lambda found: (Source(found[0], {}, found[1]), where))
+        if spec.reads is not None:
+            parts = spec.reads(os.fspath(checkpoint), file)
+            return parts.map(lambda read: (Source(read.layout, read.kinds, read.meta), os.fspath(checkpoint)))
         return widen(read_source(checkpoint, stand_ins=spec.stand_ins)).map(lambda read: (read, os.fspath(checkpoint)))
 
     def planned(spec: ModelSpec) -> Result[Prepared, WmapError]:
@@ -263,6 +269,8 @@ def convert(
 
     def read(spec: ModelSpec) -> Result[tuple[ModelSpec, Checkpoint], WmapError]:
         step("reading checkpoint")
+        if spec.reads is not None:
+            return spec.reads(os.fspath(checkpoint), file).map(lambda source: (spec, source))
         return widen(read_checkpoint(checkpoint, stand_ins=spec.stand_ins)).map(lambda source: (spec, source))
 
     def planned(found: tuple[ModelSpec, Checkpoint]) -> Result[tuple[Prepared, Checkpoint], WmapError]:

@@ -61,6 +61,13 @@ SHIPPED: Final = (
         "ENCODEC_AUDIOCRAFT",
     ),
     Family(
+        "musicgen",
+        "audiocraft MusicGen directory (state_dict.bin + compression_state_dict.bin) and --text-encoder T5 directory",
+        "transformers MusicgenForConditionalGeneration, with MusicgenProcessor and its generation config",
+        "wmap.models.musicgen",
+        "MUSICGEN",
+    ),
+    Family(
         "data2vec_audio_ctc",
         "fairseq data2vec-audio fine-tuned for CTC (a trainer checkpoint)",
         "transformers Data2VecAudioForCTC, with its Wav2Vec2Processor",

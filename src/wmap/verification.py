@@ -85,12 +85,17 @@ def verify(
     out_dir: str | os.PathLike[str],
     *,
     registry: Registry | None = None,
+    processor_file: str | os.PathLike[str] | None = None,
 ) -> Result[Verification, WmapError]:
     """Check a converted directory against its source: plan again with the directory's own
     ``config.json``, then compare every written tensor with the source tensor the plan maps to it
-    (cast to the written dtype). Needs neither the original package nor the target model's code."""
+    (cast to the written dtype). Needs neither the original package nor the target model's code.
+    ``processor_file``: where the family reads part of its source (MusicGen's ``--text-encoder``)."""
 
     def read(spec: ModelSpec) -> Result[tuple[ModelSpec, Checkpoint], WmapError]:
+        if spec.reads is not None:
+            part = None if processor_file is None else Path(processor_file)
+            return spec.reads(os.fspath(checkpoint), part).map(lambda source: (spec, source))
         return widen(read_checkpoint(checkpoint, stand_ins=spec.stand_ins)).map(lambda source: (spec, source))
 
     def planned(found: tuple[ModelSpec, Checkpoint]) -> Result[tuple[MappingPlan, Checkpoint], WmapError]:

@@ -14,7 +14,8 @@ from returns.result import Failure, Result, Success
 from transformers import PretrainedConfig, PreTrainedModel
 
 from wmap.config_fields import IgnoredField
-from wmap.errors import BadConfig
+from wmap.errors import BadConfig, WmapError
+from wmap.io.reading import Checkpoint
 from wmap.plan import MakeRule
 from wmap.transforms import Layout, Transform
 
@@ -122,6 +123,11 @@ class ModelSpec:
     headless: type[PreTrainedModel] | None = None
     """The class for a file without the pre-training heads (a conformer without a quantizer), built
     where the config's ``architectures`` names it (the config translation, or ``config.json``, says so)."""
+    reads: Callable[[str, Path | None], Result[Checkpoint, WmapError]] | None = None
+    """How the family reads a source of several files, as one checkpoint whose keys are prefixed by
+    part and whose metadata holds each part's: (the checkpoint path, the user's ``--text-encoder`` /
+    ``--dict`` path) -> the checkpoint (audiocraft's MusicGen: a directory of two files, and the text
+    encoder's transformers directory). ``None``: the checkpoint is one file, read as any."""
     stand_ins: Mapping[str, type] = attrs.field(factory=dict)
     """Classes the original pickles beyond plain containers, read as inert data (global name ->
     stand-in: fairseq's label dictionary, :data:`wmap.fairseq.STAND_INS`); anything else is refused."""

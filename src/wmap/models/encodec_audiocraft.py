@@ -185,7 +185,7 @@ def frame_rate(config: PretrainedConfig) -> int:
 def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
     """``xp.cfg`` (YAML text, as audiocraft's export writes it) -> ``EncodecConfig``; the one target
     bandwidth is what makes transformers use every codebook."""
-    cfg = _xp_cfg(meta)
+    cfg = xp_cfg_of(meta)
     if isinstance(cfg, BadConfig):
         return Failure(cfg)
 
@@ -209,7 +209,7 @@ MAX_CFG = 1 << 20
 """The longest ``xp.cfg`` read (a real one is a few kB)."""
 
 
-def _xp_cfg(meta: Mapping[str, Any]) -> Any:
+def xp_cfg_of(meta: Mapping[str, Any]) -> Any:
     """The file's ``xp.cfg``: YAML text (read safely, bounded), or a mapping already."""
     text = meta.get("xp.cfg")
     if isinstance(text, Mapping):
@@ -230,10 +230,16 @@ def pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
     return encodec_pipeline(config, with_norms=config.norm_type == "time_group_norm")
 
 
+def codebooks(config: PretrainedConfig) -> int:
+    """How many codebooks the (one) target bandwidth uses: audiocraft's ``rvq.n_q`` (translate_config
+    wrote the bandwidth so)."""
+    bits = math.log2(int(config.codebook_size))
+    return round(float(config.target_bandwidths[-1]) * 1000 / (frame_rate(config) * bits))
+
+
 def xp_cfg(config: PretrainedConfig) -> dict[str, Any]:
     """The sections of ``xp.cfg`` audiocraft's loader builds the model from, the tables read back."""
-    bits = math.log2(int(config.codebook_size))  # the bandwidth's codebooks (translate_config wrote it so)
-    n_q = round(config.target_bandwidths[-1] * 1000 / (frame_rate(config) * bits))
+    n_q = codebooks(config)
     seanet = {**fixed_back(SEANET.fields), **values_back(SEANET.fields, config), "norm_params": {}}
     rvq = {**values_back(RVQ.fields, config), "n_q": n_q, "q_dropout": False}
     encodec = {

@@ -1,0 +1,418 @@
+"""audiocraft MusicGen -> ``MusicgenForConditionalGeneration`` (with its processor and generation
+config), from the directory ``MusicGen.get_pretrained(path)`` reads and the text encoder the user names.
+
+An audiocraft MusicGen is three parts in two files and one name: ``state_dict.bin`` (the LM, with the
+projection of the text encoder's states into the LM: ``condition_provider...output_proj``),
+``compression_state_dict.bin`` (its EnCodec) and, by name only, the T5 the LM was conditioned on
+(audiocraft downloads it; its weights are in neither file). The T5 comes from a transformers directory
+the user names (``--text-encoder``); without one the conversion is refused, naming the flag. The plan
+shows each part under its own prefix (``lm.``, ``compression.``, ``text_encoder.``): what comes from where.
+
+The LM's ``xp.cfg`` is read by tables (every field of ``transformer_lm`` accounted for; the codebook
+pattern, the conditioners and the fuser checked to be what transformers' MusicGen computes: the delay
+pattern, one T5 description through cross-attention); the compression model's by
+:mod:`wmap.models.encodec_audiocraft`; the text encoder's ``config.json`` as transformers reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from returns.result import Failure, Result, Success
+from transformers import (
+    GenerationConfig,
+    MusicgenConfig,
+    MusicgenDecoderConfig,
+    MusicgenForConditionalGeneration,
+    PretrainedConfig,
+    T5Config,
+)
+
+from wmap.config_fields import (
+    PROBABILITY,
+    Checked,
+    ConfigTable,
+    Decided,
+    Ignored,
+    Translated,
+    Translation,
+    get,
+    ignore_all,
+    integer,
+    number,
+    optional,
+    text,
+    translate_each,
+)
+from wmap.errors import BadConfig, WmapError
+from wmap.io import Checkpoint, parse_json, read_checkpoint, read_small_text, read_weights
+from wmap.models import encodec_audiocraft
+from wmap.models.base import ModelSpec, TranslatedConfig, Writer, shipped
+from wmap.pipeline import first_match, scoped, seq
+from wmap.transforms import PARAMS, Layout, Transform, rename, route_weight_norm, split, tie
+
+LM_FILE, COMPRESSION_FILE = "state_dict.bin", "compression_state_dict.bin"
+PARTS = ("lm", "compression", "text_encoder")
+"""The prefixes the three parts' keys are read under."""
+SOURCE = "audiocraft xp.cfg transformer_lm"
+TEXT_ENCODER = "--text-encoder"
+T5_NEEDED = "the transformers T5 directory the LM was conditioned on (audiocraft's files hold only its projection)"
+TRAINING = "training-only setting (initialisation, learning rate, checkpointing)"
+
+
+def _listed(value: object) -> Result[Any, str]:
+    """A list of names (omegaconf's list read as a plain one)."""
+    return Success([str(v) for v in value]) if isinstance(value, list | tuple) else Failure("a list of names")
+
+
+def _anything(value: object) -> Result[Any, str]:
+    return Success(value)
+
+
+TRANSFORMER_LM = ConfigTable(
+    SOURCE,
+    (
+        Translated("dim", integer(1, 65536), "hidden_size"),
+        Translated("num_heads", integer(1, 1024), "num_attention_heads"),
+        Translated("num_layers", integer(1, 1024), "num_hidden_layers"),
+        Translated("hidden_scale", number(0.0, 1024.0), None, 4),
+        Translated("n_q", integer(1, 64), "num_codebooks", 8),
+        Translated("card", integer(2, 1 << 20), "vocab_size", 1024),
+        Translated("dropout", PROBABILITY, "dropout", 0.0),
+        Translated("attention_dropout", optional(PROBABILITY), None, None),
+        Checked("activation", ("gelu",), "transformers' MusicGen uses GELU", "gelu", text),
+        Checked("norm_first", (True,), "transformers' MusicGen normalises before each block", False),
+        Checked("norm", ("layer_norm",), "transformers' MusicGen has layer norms", "layer_norm", text),
+        Checked("bias_ff", (False,), "transformers' MusicGen feed-forward layers have no bias", True),
+        Checked("bias_attn", (False,), "transformers' MusicGen attention projections have no bias", True),
+        Checked("bias_proj", (False,), "transformers' MusicGen output heads have no bias", True),
+        Checked("causal", (True,), "transformers' MusicGen decoder is causal", False),
+        Checked(
+            "past_context",
+            (None,),
+            "transformers' MusicGen attends to all the past",
+            None,
+            optional(integer(0, 1 << 30)),
+        ),
+        Checked("layer_scale", (None,), "transformers' MusicGen has no layer scale", None, optional(number(-1e9, 1e9))),
+        Checked("positional_embedding", ("sin",), "transformers' MusicGen adds sinusoidal positions", "sin", text),
+        Checked("xpos", (False,), "transformers' MusicGen has no xpos", False),
+        Checked("qk_layer_norm", (False,), "transformers' MusicGen has no query/key norms", False),
+        Checked("qk_layer_norm_cross", (False,), "transformers' MusicGen has no query/key norms", False),
+        Checked(
+            "kv_repeat", (1,), "transformers' MusicGen has as many key/value heads as query heads", 1, integer(1, 64)
+        ),
+        Checked(
+            "max_period", (10000,), "transformers' MusicGen's positions have period 10000", 10000, integer(1, 1 << 30)
+        ),
+        Checked("positional_scale", (1.0,), "transformers' MusicGen adds positions unscaled", 1.0, number(0.0, 1e9)),
+        Decided("custom", "audiocraft's own attention or torch's (under mha.): the rules take its names"),
+        Ignored("memory_efficient", "the attention kernel (xformers): the same computation"),
+        Ignored("attention_as_float32", "a numerical detail of audiocraft's attention kernel"),
+        Ignored("cross_attention", "set by the fuser (checked: the description through cross-attention)"),
+        Ignored("two_step_cfg", "how audiocraft batches classifier-free guidance: the same result"),
+        Decided("q_modeling", "the codebook pattern's modeling when it has none (checked with it)"),
+        *ignore_all(("emb_lr", "weight_init", "depthwise_init", "zero_bias_init", "checkpointing", "lr"), TRAINING),
+    ),
+)
+"""audiocraft's ``transformer_lm`` section: LMModel's and StreamingTransformer's arguments."""
+
+DELAY = ConfigTable(
+    "audiocraft xp.cfg codebooks_pattern",
+    (
+        Checked(
+            "modeling",
+            ("delay",),
+            "transformers' MusicGen models the codebooks with a delay pattern",
+            "delay",
+            optional(text),
+        ),
+        Translated("delay", _anything, None, {}),
+    ),
+)
+CONDITIONING = ConfigTable(
+    "audiocraft xp.cfg fuser",
+    (
+        Checked(
+            "cross",
+            (["description"],),
+            "transformers' MusicGen conditions on one text description, by cross-attention",
+            [],
+            _listed,
+        ),
+        *(
+            Checked(name, ([],), "transformers' MusicGen conditions by cross-attention only", [], _listed)
+            for name in ("sum", "prepend", "input_interpolate")
+        ),
+        Checked(
+            "cross_attention_pos_emb", (False,), "transformers' MusicGen adds no positions to the condition", False
+        ),
+        Ignored("cross_attention_pos_emb_scale", "used only with positions on the condition (checked off)"),
+    ),
+)
+GUIDANCE = ConfigTable(
+    "audiocraft xp.cfg classifier_free_guidance",
+    (
+        Translated("inference_coef", number(0.0, 1000.0), None, 3.0),
+        Ignored("training_dropout", "training-only: how often the condition was dropped"),
+    ),
+)
+
+
+def _conditioner(cfg: object) -> BadConfig | None:
+    """One conditioner, the text description by T5 (a melody's chroma, a LUT: another model)."""
+    conditioners = get(cfg, "conditioners", None)
+    names = [str(name) for name in conditioners] if isinstance(conditioners, Mapping) else []
+    model = get(get(conditioners, "description", None), "model", None)
+    if names != ["description"] or model != "t5":
+        expected = "one 'description' conditioner of model t5 (MusicGen's; a melody's chroma is another model)"
+        return BadConfig("audiocraft xp.cfg", "conditioners", expected, f"{names} ({model})")
+    if get(cfg, "lm_model", None) != "transformer_lm":
+        return BadConfig("audiocraft xp.cfg", "lm_model", "'transformer_lm'", repr(get(cfg, "lm_model", None)))
+    return None
+
+
+def _delays(lm: Translation, delay: Translation) -> BadConfig | None:
+    """The delay pattern transformers applies: one step per codebook, nothing flattened or empty first."""
+    n_q, settings = lm.values["n_q"], delay.values["delay"]
+    delays = get(settings, "delays", None)
+    if delays is not None and _listed(delays).value_or(None) != [str(n) for n in range(n_q)]:
+        return BadConfig(DELAY.section, "delay.delays", f"{list(range(n_q))} (one step per codebook)", str(delays))
+    for name in ("flatten_first", "empty_initial"):
+        if get(settings, name, 0) != 0:
+            return BadConfig(
+                DELAY.section, f"delay.{name}", "0 (transformers' delay pattern)", str(get(settings, name))
+            )
+    return None
+
+
+def decoder_config(lm: Translation) -> MusicgenDecoderConfig:
+    """The LM -> ``MusicgenDecoderConfig``: the special token (start and padding) is the codebooks' size
+    (audiocraft's ``card``; its embeddings hold one more row)."""
+    attention = lm.values["attention_dropout"]
+    return MusicgenDecoderConfig(
+        **lm.kwargs,
+        ffn_dim=int(lm.values["hidden_scale"] * lm.values["dim"]),
+        attention_dropout=lm.kwargs["dropout"] if attention is None else attention,
+        activation_function="gelu",
+        pad_token_id=lm.values["card"],
+        bos_token_id=lm.values["card"],
+    )
+
+
+PROJECTION = "lm.condition_provider.conditioners.description.output_proj.weight"
+"""The LM's projection of the text encoder's states (its input width is the text encoder's)."""
+
+
+def _text_encoder_config(found: object) -> Result[T5Config, BadConfig]:
+    where = f"{TEXT_ENCODER} config.json"
+    if not isinstance(found, Mapping) or found.get("model_type") != "t5":
+        kind = found.get("model_type") if isinstance(found, Mapping) else type(found).__name__
+        return Failure(BadConfig(where, "model_type", "'t5' (audiocraft conditions MusicGen on T5)", repr(kind)))
+    try:
+        return Success(T5Config.from_dict(dict(found)))
+    except Exception as error:  # transformers' validation errors are of many types
+        return Failure(BadConfig(where, "config", "a T5 config", " ".join(str(error).split())[:120]))
+
+
+def _all(*results: Result[Any, BadConfig]) -> Result[tuple[Any, ...], BadConfig]:
+    """Every value, or the first failure."""
+    failed = next((r for r in results if isinstance(r, Failure)), None)
+    return failed if failed is not None else Success(tuple(r.unwrap() for r in results))
+
+
+def _composite(parts: tuple[Any, ...], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
+    """``MusicgenConfig`` of the three, where they fit together: the LM's codebooks are the compression
+    model's (as many, as large), its projection takes the text encoder's width."""
+    reads, audio, t5 = parts
+    decoder = decoder_config(reads[0])
+    codebooks = encodec_audiocraft.codebooks(audio.config)
+    if (decoder.num_codebooks, decoder.vocab_size) != (codebooks, audio.config.codebook_size):
+        expected = f"{codebooks} codebooks of {audio.config.codebook_size} (the compression model's)"
+        found = f"n_q {decoder.num_codebooks}, card {decoder.vocab_size}"
+        return Failure(BadConfig(SOURCE, "n_q, card", expected, found))
+    width = layout.get(PROJECTION, (0, t5.d_model))[1]
+    if width != t5.d_model:
+        expected = f"{width} (the width the LM's projection takes)"
+        return Failure(BadConfig(f"{TEXT_ENCODER} config.json", "d_model", expected, str(t5.d_model)))
+    config = MusicgenConfig(text_encoder=t5.to_dict(), audio_encoder=audio.config.to_dict(), decoder=decoder.to_dict())
+    ignored = tuple(field for read in reads for field in read.ignored) + audio.ignored
+    return Success(TranslatedConfig(config, ignored))
+
+
+def _lm_sections(cfg: object) -> Result[tuple[Translation, ...], BadConfig]:
+    wrong = _conditioner(cfg)
+    if wrong is not None:
+        return Failure(wrong)
+    sections = (
+        (TRANSFORMER_LM, get(cfg, "transformer_lm", None)),
+        (DELAY, get(cfg, "codebooks_pattern", None)),
+        (CONDITIONING, get(cfg, "fuser", None)),
+        (GUIDANCE, get(cfg, "classifier_free_guidance", None)),
+    )
+    read = translate_each(sections)
+    wrong = read.map(lambda found: _delays(found[0], found[1])).value_or(None)
+    return Failure(wrong) if wrong is not None else read
+
+
+def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
+    """The three parts' configs (the LM's ``xp.cfg``, the compression model's, the text encoder's
+    ``config.json``), joined into one ``MusicgenConfig``."""
+    cfg = encodec_audiocraft.xp_cfg_of(meta.get("lm") or {})
+    lm = Failure(cfg) if isinstance(cfg, BadConfig) else _lm_sections(cfg)
+    audio = encodec_audiocraft.translate_config(meta.get("compression") or {}, {})
+    t5 = _text_encoder_config(meta.get("text_encoder"))
+    return _all(lm, audio, t5).bind(lambda parts: _composite(parts, layout))
+
+
+def guidance(meta: Mapping[str, Any]) -> float:
+    """The LM's classifier-free guidance coefficient at inference (3.0 where its config has none)."""
+    cfg = encodec_audiocraft.xp_cfg_of(meta.get("lm") or {})
+    value = get(get(cfg, "classifier_free_guidance", None), "inference_coef", 3.0)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 3.0
+
+
+def _attention(source: str, target: str) -> tuple[Transform, ...]:
+    """audiocraft's fused attention -> q, k, v and out projections."""
+    return (
+        split(f"{source}.in_proj_weight", tuple(f"{target}.{p}_proj.weight" for p in "qkv")),
+        rename(f"{source}.out_proj", f"{target}.out_proj", PARAMS),
+    )
+
+
+def lm_rules(torch_attention: bool) -> tuple[Transform, ...]:
+    """audiocraft's ``LMModel`` -> transformers' ``MusicgenForCausalLM`` (the composite's ``decoder``);
+    ``torch_attention``: the LM's attention is torch's, under ``mha.`` (``custom: false``), else audiocraft's own."""
+    inner = ".mha" if torch_attention else ""
+    layer = (
+        *_attention(f"self_attn{inner}", "self_attn"),
+        *_attention(f"cross_attention{inner}", "encoder_attn"),
+        rename("linear1", "fc1", PARAMS),
+        rename("linear2", "fc2", PARAMS),
+        rename("norm1", "self_attn_layer_norm", PARAMS),
+        rename("norm_cross", "encoder_attn_layer_norm", PARAMS),
+        rename("norm2", "final_layer_norm", PARAMS),
+    )
+    return (
+        rename("emb.*", "model.decoder.embed_tokens.*", PARAMS),
+        rename("linears.*", "lm_heads.*", PARAMS),
+        rename("out_norm", "model.decoder.layer_norm", PARAMS),
+        scoped("transformer.layers.*", "model.decoder.layers.*", first_match("MusicGen layer", layer)),
+    )
+
+
+def torch_attention(meta: Mapping[str, Any]) -> bool:
+    """Whether the LM's attention is torch's (``transformer_lm.custom``: false, audiocraft's default)."""
+    cfg = encodec_audiocraft.xp_cfg_of(meta.get("lm") or {})
+    return get(get(cfg, "transformer_lm", None), "custom", False) is not True
+
+
+TEXT_ENCODER_RULES = (
+    tie("shared", "shared", "encoder.embed_tokens"),
+    rename("encoder", "encoder"),
+)
+"""A transformers T5 encoder's names as they are (the token embedding also the encoder's, tied)."""
+
+
+def pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
+    """Each part under its prefix: the LM as the decoder (its projection of the text encoder's states
+    as ``enc_to_dec_proj``), the compression model as the audio encoder, the text encoder as it is."""
+    assert isinstance(config, MusicgenConfig)  # the family's config class, checked when it was read
+    assert isinstance(config.audio_encoder, PretrainedConfig)  # MusicgenConfig builds its sub-configs
+    audio = encodec_audiocraft.pipeline(config.audio_encoder, meta)
+    parts = (
+        rename("lm.condition_provider.conditioners.description.output_proj", "enc_to_dec_proj", PARAMS),
+        scoped("lm", "decoder", first_match("MusicGen LM", lm_rules(torch_attention(meta)))),
+        scoped("compression", "audio_encoder", audio),
+        scoped("text_encoder", "text_encoder", first_match("T5 encoder", TEXT_ENCODER_RULES)),
+    )
+    return seq(first_match("MusicGen", parts), route_weight_norm())
+
+
+def _prefixed(part: str, checkpoint: Checkpoint) -> dict[str, Any]:
+    return {f"{part}.{key}": tensor for key, tensor in checkpoint.tensors.items()}
+
+
+def read_parts(checkpoint: str, text_encoder: Path | None) -> Result[Checkpoint, WmapError]:
+    """The directory's LM and compression model, and the text encoder's transformers directory, as one
+    checkpoint whose keys are prefixed by part (:data:`PARTS`) and whose metadata holds each part's."""
+    if text_encoder is None:
+        return Failure(BadConfig("musicgen", TEXT_ENCODER, T5_NEEDED, "none"))
+    directory = Path(checkpoint)
+    lm = read_checkpoint(directory / LM_FILE)
+    compression = read_checkpoint(directory / COMPRESSION_FILE)
+    t5 = read_weights(text_encoder)
+    config = read_small_text(Path(text_encoder) / "config.json", TEXT_ENCODER, "a transformers T5 config.json")
+    found: Result[tuple[Any, ...], Any] = _all(lm, compression, t5, config)  # type: ignore[arg-type]
+    return found.bind(lambda parts: _joined(directory, *parts))
+
+
+def _joined(
+    directory: Path, lm: Checkpoint, compression: Checkpoint, t5: Checkpoint, config: str
+) -> Result[Checkpoint, WmapError]:
+    try:
+        text_config = parse_json(config)
+    except ValueError as error:
+        return Failure(BadConfig(f"{TEXT_ENCODER} config.json", "config", "JSON", type(error).__name__))
+    tensors = {**_prefixed("lm", lm), **_prefixed("compression", compression), **_prefixed("text_encoder", t5)}
+    meta = {"lm": dict(lm.meta), "compression": dict(compression.meta), "text_encoder": text_config}
+    return Success(Checkpoint(str(directory / LM_FILE), tensors, meta))
+
+
+def processor_files(config: PretrainedConfig, meta: Mapping[str, Any], file: Path | None) -> Result[Writer, BadConfig]:
+    """``MusicgenProcessor`` (the text encoder directory's tokenizer, an EnCodec feature extractor at the
+    compression model's rate) and the generation settings audiocraft samples with."""
+    from transformers import AutoTokenizer, EncodecFeatureExtractor, MusicgenProcessor
+
+    if file is None:
+        return Failure(BadConfig("musicgen", TEXT_ENCODER, T5_NEEDED, "none"))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(file)
+    except Exception as error:  # a directory without tokenizer files, of many kinds
+        return Failure(
+            BadConfig(str(file), "tokenizer", "the T5 tokenizer's files", " ".join(str(error).split())[:120])
+        )
+    audio = config.audio_encoder
+    extractor = EncodecFeatureExtractor(feature_size=int(audio.audio_channels), sampling_rate=int(audio.sampling_rate))
+    processor = MusicgenProcessor(feature_extractor=extractor, tokenizer=tokenizer)
+    settings = generation_config(config, meta)
+
+    def write(directory: Path) -> None:
+        processor.save_pretrained(directory)
+        settings.save_pretrained(directory)
+
+    return Success(write)
+
+
+def generation_config(config: PretrainedConfig, meta: Mapping[str, Any]) -> GenerationConfig:
+    """How audiocraft samples: from the special token, top-k 250, guided by the LM's coefficient, 30 s."""
+    special = int(config.decoder.pad_token_id)
+    return GenerationConfig(
+        decoder_start_token_id=special,
+        pad_token_id=special,
+        do_sample=True,
+        top_k=250,
+        guidance_scale=guidance(meta),
+        max_length=int(30 * config.audio_encoder.frame_rate),
+    )
+
+
+def generation_only(config: PretrainedConfig, meta: Mapping[str, Any], file: Path | None) -> Result[Writer, BadConfig]:
+    """``--no-processor``: the generation settings alone."""
+    settings = generation_config(config, meta)
+    return Success(settings.save_pretrained)
+
+
+MUSICGEN = ModelSpec(
+    **shipped("musicgen"),
+    config_class=MusicgenConfig,
+    config_from_checkpoint=translate_config,
+    pipeline=pipeline,
+    model_class=MusicgenForConditionalGeneration,
+    reads=read_parts,
+    extras=processor_files,
+    without_processor=generation_only,
+    takes_file=f"{TEXT_ENCODER}: {T5_NEEDED}",
+)

@@ -1,0 +1,143 @@
+"""audiocraft MusicGen -> MusicgenForConditionalGeneration: the LM, its EnCodec and the T5 the user
+names, built by audiocraft and saved by its own exporters (state_dict.bin, compression_state_dict.bin)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from wmap import convert, preview
+from wmap.errors import BadConfig
+
+pytestmark = pytest.mark.parity
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Any, Any]:
+    """(the MusicGen directory, the T5 directory, audiocraft's LM, its compression model)."""
+    from tests.originals import musicgen_directory, t5_directory
+
+    root = tmp_path_factory.mktemp("musicgen")
+    torch.manual_seed(0)
+    lm, compression = musicgen_directory(root / "musicgen")
+    return root / "musicgen", t5_directory(root / "t5"), lm, compression
+
+
+@pytest.fixture(scope="module")
+def converted(saved: tuple[Path, Path, Any, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory, t5, _, _ = saved
+    return convert("musicgen", directory, tmp_path_factory.mktemp("hf") / "out", processor_file=t5).unwrap()
+
+
+def test_the_plan_says_what_comes_from_where(saved: tuple[Path, Path, Any, Any]) -> None:
+    directory, t5, _, _ = saved
+    plan = preview("musicgen", directory, processor_file=t5).unwrap().plan
+    assert plan.is_clean(), plan.problems(limit=5)
+    sources = {a.source.split(".", 1)[0] for a in plan.applied}
+    assert sources == {"lm", "compression", "text_encoder"}
+    targets = {a.source: a.target for a in plan.applied}
+    assert targets["lm.condition_provider.conditioners.description.output_proj.weight"] == "enc_to_dec_proj.weight"
+    assert len(plan.joined) == 0 and any(a.target.endswith("self_attn.q_proj.weight") for a in plan.applied)
+
+
+def test_lm_logits_and_codes_are_audiocrafts(saved: tuple[Path, Path, Any, Any], converted: Path) -> None:
+    """For the same codes and the same description: the logits audiocraft's LM gives (its T5 states
+    projected by its own output_proj), within 1e-5; the audio encoder's codes are EnCodec's. The
+    processor loads with AutoProcessor and the model generates."""
+    from transformers import AutoProcessor, MusicgenForConditionalGeneration
+
+    _, _, lm, compression = saved
+    model = MusicgenForConditionalGeneration.from_pretrained(converted).eval()
+    processor = AutoProcessor.from_pretrained(converted)
+    inputs = processor(text=["a calm piano song with drum"], return_tensors="pt")
+    codes = torch.randint(0, 64, (1, 4, 9))
+    with torch.no_grad():
+        states = model.text_encoder(**inputs).last_hidden_state
+        condition = lm.condition_provider.conditioners["description"].output_proj(states)
+        theirs = lm(codes, [], condition_tensors={"description": (condition, inputs["attention_mask"])})
+        ours = model(**inputs, decoder_input_ids=codes.reshape(4, 9)).logits.reshape(1, 4, 9, -1)
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+        other = codes.clone()
+        other[0, 0, 0] = (other[0, 0, 0] + 1) % 64  # the control: another first code changes the logits
+        assert not torch.allclose(model(**inputs, decoder_input_ids=other.reshape(4, 9)).logits, ours.reshape(4, 9, -1))
+        audio = torch.randn(1, 1, 1600)
+        expected = compression.encode(audio)[0]
+        found = model.audio_encoder.encode(audio, bandwidth=model.config.audio_encoder.target_bandwidths[0])
+        assert torch.equal(found.audio_codes[0], expected)
+        generated = model.generate(**inputs, max_new_tokens=4, do_sample=False, guidance_scale=None)
+    assert generated.shape[0] == 1 and generated.shape[1] == 1  # mono audio
+
+
+def test_without_the_text_encoder_or_with_another_one_it_is_refused(
+    saved: tuple[Path, Path, Any, Any], tmp_path: Path
+) -> None:
+    from transformers import T5Config, T5EncoderModel
+
+    directory, _, _, _ = saved
+    missing = preview("musicgen", directory).failure()
+    assert isinstance(missing, BadConfig) and missing.key == "--text-encoder"
+    T5EncoderModel(T5Config(d_model=64, d_ff=8, num_layers=1, num_heads=1, d_kv=8, vocab_size=16)).save_pretrained(
+        tmp_path / "narrow"
+    )
+    narrow = preview("musicgen", directory, processor_file=tmp_path / "narrow").failure()
+    assert isinstance(narrow, BadConfig) and narrow.key == "d_model" and "512" in narrow.expected
+
+
+@pytest.mark.parametrize(
+    ("sections", "key"),
+    [
+        (
+            {"conditioners": {"genre": {"model": "lut", "lut": {"n_bins": 4, "dim": 8, "tokenizer": "noop"}}}},
+            "conditioners",
+        ),
+        ({"codebooks_pattern": {"modeling": "parallel", "parallel": {}}}, "modeling"),
+        ({"transformer_lm_overrides": {"norm_first": False}}, "norm_first"),
+    ],
+)
+def test_what_transformers_musicgen_cannot_compute_is_refused_naming_the_field(
+    tmp_path: Path, sections: dict[str, Any], key: str
+) -> None:
+    from tests.originals import MUSICGEN_LM, musicgen_directory, t5_directory
+
+    overrides = sections.pop("transformer_lm_overrides", None)
+    if overrides:
+        sections["transformer_lm"] = {**MUSICGEN_LM["transformer_lm"], **overrides}
+    if "conditioners" in sections:
+        sections["conditioners"] = {**MUSICGEN_LM["conditioners"], **sections["conditioners"]}
+        sections["fuser"] = {**MUSICGEN_LM["fuser"], "sum": ["genre"]}  # a second conditioner, summed in
+    musicgen_directory(tmp_path / "musicgen", sections)
+    error = preview("musicgen", tmp_path / "musicgen", processor_file=t5_directory(tmp_path / "t5")).failure()
+    assert isinstance(error, BadConfig) and key in error.key, error
+
+
+def test_verify_and_shards_work_as_for_the_other_families(
+    saved: tuple[Path, Path, Any, Any], converted: Path, tmp_path: Path
+) -> None:
+    """``verify`` finds every tensor as apply writes it (the split q/k/v included), and a changed one;
+    ``--max-shard-size`` shards the composite as transformers does."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+    from transformers import MusicgenForConditionalGeneration
+
+    from wmap.verification import verify
+
+    directory, t5, _, _ = saved
+    found = verify("musicgen", directory, converted, processor_file=t5).unwrap()
+    assert found.ok and found.checked > 100
+    sharded = convert("musicgen", directory, tmp_path / "sharded", processor_file=t5, max_shard_size="100KB").unwrap()
+    index = json.loads((sharded / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1
+    assert MusicgenForConditionalGeneration.from_pretrained(sharded) is not None
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    for name in ("config.json", "generation_config.json"):
+        (changed / name).write_bytes((converted / name).read_bytes())
+    state = load_file(converted / "model.safetensors")
+    key = "decoder.model.decoder.layers.0.self_attn.k_proj.weight"
+    state[key] = state[key] + 1
+    save_file(state, changed / "model.safetensors", metadata={"format": "pt"})
+    assert verify("musicgen", directory, changed, processor_file=t5).unwrap().differing == (key,)
