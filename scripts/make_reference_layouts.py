@@ -281,9 +281,11 @@ MUSICGEN_SMALL: dict[str, Any] = {
 }
 
 
-def musicgen() -> dict[str, Any]:
-    """MusicGen small's three parts (names and shapes, built on ``meta``; T5 as transformers names it),
-    under the prefixes the family reads them with."""
+def _audiocraft_lm(
+    sections: dict[str, Any], t5_fields: dict[str, Any], encodec: dict[str, Any], source: str
+) -> dict[str, Any]:
+    """An audiocraft LM family's three parts (names and shapes; T5 as transformers names it, on
+    ``meta``), under the prefixes the family reads them with."""
     from unittest import mock
 
     from omegaconf import OmegaConf
@@ -291,33 +293,66 @@ def musicgen() -> dict[str, Any]:
 
     audiocraft = originals.import_audiocraft()
     conditioners = sys.modules["audiocraft.modules.conditioners"]
-    t5_config = T5Config.from_dict(T5_BASE)
+    t5_config = T5Config.from_dict(t5_fields)
     with torch.device("meta"):
         t5 = T5EncoderModel(t5_config)
-    cfg = OmegaConf.create({**originals.MUSICGEN_LM, **MUSICGEN_SMALL})
-    stand_in = T5EncoderModel(T5Config(d_model=768, d_ff=8, num_layers=1, num_heads=1, d_kv=4, vocab_size=8))
+    cfg = OmegaConf.create({**originals.MUSICGEN_LM, **sections})
+    stand_in = T5EncoderModel(
+        T5Config(d_model=t5_config.d_model, d_ff=8, num_layers=1, num_heads=1, d_kv=4, vocab_size=8)
+    )
     with (  # audiocraft loads T5 from the Hub: a thin stand-in (its weights are not in the LM's file)
         mock.patch.object(conditioners.T5EncoderModel, "from_pretrained", lambda *a, **k: stand_in),
         mock.patch.object(conditioners.T5Tokenizer, "from_pretrained", lambda *a, **k: None),
     ):
         lm = audiocraft.models.builders.get_lm_model(cfg)
-    compression = encodec_audiocraft()
-    lm_cfg = OmegaConf.to_yaml(OmegaConf.create({**originals.MUSICGEN_LM, **MUSICGEN_SMALL}))
     layout = {f"lm.{k}": list(v.shape) for k, v in lm.state_dict().items()}
-    layout |= {f"compression.{k}": v for k, v in compression["layout"].items()}
+    del lm
+    with tempfile.TemporaryDirectory() as data:
+        path = Path(data) / "compression_state_dict.bin"
+        originals.audiocraft_encodec_file(path, encodec)
+        saved = torch.load(path, weights_only=True)
+    layout |= {f"compression.{k}": list(v.shape) for k, v in saved["best_state"].items()}
     layout |= {
         f"text_encoder.{k}": list(v.shape) for k, v in t5.state_dict().items() if k != "encoder.embed_tokens.weight"
     }
     meta = {
-        "lm": {"xp.cfg": lm_cfg, "version": "1.3.0", "exported": True},
-        "compression": compression["meta"],
+        "lm": {"xp.cfg": OmegaConf.to_yaml(cfg), "version": "1.3.0", "exported": True},
+        "compression": {k: v for k, v in saved.items() if k != "best_state"},
         "text_encoder": t5_config.to_dict(),
     }
-    return {
-        "source": "audiocraft MusicGen small (LM, 32 kHz EnCodec) and t5-base, as the family reads them",
-        "layout": layout,
-        "meta": meta,
-    }
+    return {"source": source, "layout": layout, "meta": meta}
+
+
+def musicgen() -> dict[str, Any]:
+    return _audiocraft_lm(
+        MUSICGEN_SMALL, T5_BASE, MUSICGEN_ENCODEC, "audiocraft MusicGen small (LM, 32 kHz EnCodec) and t5-base"
+    )
+
+
+# AudioGen medium (audiocraft's config/model/lm/audiogen_lm.yaml, model_scale medium; t5-large) and its
+# 16 kHz EnCodec (config/model/encodec/encodec_audiogen_16khz.yaml).
+AUDIOGEN_MEDIUM: dict[str, Any] = {
+    "transformer_lm": {**MUSICGEN_SMALL["transformer_lm"], "dim": 1536, "num_heads": 24, "num_layers": 48},
+    "conditioners": {
+        "description": {
+            "model": "t5",
+            "t5": {"name": "t5-large", "finetune": False, "word_dropout": 0.0, "normalize_text": False},
+        }
+    },
+    "classifier_free_guidance": {"training_dropout": 0.1, "inference_coef": 3.0},
+}
+AUDIOGEN_ENCODEC: dict[str, Any] = {
+    "encodec": {**originals.AUDIOCRAFT_ENCODEC["encodec"], "sample_rate": 16000},
+    "seanet": {**originals.AUDIOCRAFT_ENCODEC["seanet"], "dimension": 128, "n_filters": 64, "ratios": [8, 5, 4, 2]},
+    "rvq": {**originals.AUDIOCRAFT_ENCODEC["rvq"], "n_q": 4, "bins": 2048},
+}
+
+
+def audiogen() -> dict[str, Any]:
+    t5_large = {**T5_BASE, "d_model": 1024, "d_ff": 4096, "num_layers": 24, "num_heads": 16}
+    return _audiocraft_lm(
+        AUDIOGEN_MEDIUM, t5_large, AUDIOGEN_ENCODEC, "audiocraft AudioGen medium (LM, 16 kHz EnCodec) and t5-large"
+    )
 
 
 T5_BASE: dict[str, Any] = {
@@ -351,6 +386,7 @@ BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
     "dac": dac,
     "encodec_audiocraft": encodec_audiocraft,
     "musicgen": musicgen,
+    "audiogen": audiogen,
     "data2vec2_audio_ctc": lambda: _saved(
         lambda path, data: originals.ctc_trainer_checkpoint(
             path, data, family="data2vec_multi", audio=DATA2VEC2_BASE_AUDIO, **DATA2VEC2_BASE

@@ -68,6 +68,13 @@ SHIPPED: Final = (
         "MUSICGEN",
     ),
     Family(
+        "audiogen",
+        "audiocraft AudioGen directory (state_dict.bin + compression_state_dict.bin) and --text-encoder T5 directory",
+        "transformers MusicgenForConditionalGeneration (AudioGen's LM is MusicGen's), with MusicgenProcessor",
+        "wmap.models.musicgen",
+        "AUDIOGEN",
+    ),
+    Family(
         "data2vec_audio_ctc",
         "fairseq data2vec-audio fine-tuned for CTC (a trainer checkpoint)",
         "transformers Data2VecAudioForCTC, with its Wav2Vec2Processor",

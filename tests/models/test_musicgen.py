@@ -141,3 +141,21 @@ def test_verify_and_shards_work_as_for_the_other_families(
     state[key] = state[key] + 1
     save_file(state, changed / "model.safetensors", metadata={"format": "pt"})
     assert verify("musicgen", directory, changed, processor_file=t5).unwrap().differing == (key,)
+
+
+def test_audiogen_is_musicgens_lm_with_its_own_sampling(
+    saved: tuple[Path, Path, Any, Any], converted: Path, tmp_path: Path
+) -> None:
+    """AudioGen's LM is audiocraft's LMModel as MusicGen's (transformers has no AudioGen class): the
+    same weights in the same places (byte-identical to the musicgen conversion of the same files, whose
+    logits are audiocraft's), and AudioGen's sampling (5 s by default, not 30)."""
+    import json
+
+    directory, t5, _, _ = saved
+    audiogen = convert("audiogen", directory, tmp_path / "audiogen", processor_file=t5).unwrap()
+    assert (audiogen / "model.safetensors").read_bytes() == (converted / "model.safetensors").read_bytes()
+    from transformers import MusicgenConfig
+
+    frame_rate = MusicgenConfig.from_pretrained(converted).audio_encoder.frame_rate
+    lengths = [json.loads((d / "generation_config.json").read_text())["max_length"] for d in (audiogen, converted)]
+    assert lengths == [round(5 * frame_rate), round(30 * frame_rate)]

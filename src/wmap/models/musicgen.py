@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 from returns.result import Failure, Result, Success
 from transformers import (
     GenerationConfig,
@@ -361,58 +362,76 @@ def _joined(
     return Success(Checkpoint(str(directory / LM_FILE), tensors, meta))
 
 
-def processor_files(config: PretrainedConfig, meta: Mapping[str, Any], file: Path | None) -> Result[Writer, BadConfig]:
-    """``MusicgenProcessor`` (the text encoder directory's tokenizer, an EnCodec feature extractor at the
-    compression model's rate) and the generation settings audiocraft samples with."""
-    from transformers import AutoTokenizer, EncodecFeatureExtractor, MusicgenProcessor
+@attrs.frozen
+class Sampling:
+    """How audiocraft's generation wrapper samples by default (its ``set_generation_params``): top-k 250,
+    guided by the LM's coefficient, ``seconds`` of audio (MusicGen 30, AudioGen 5)."""
 
-    if file is None:
-        return Failure(BadConfig("musicgen", TEXT_ENCODER, T5_NEEDED, "none"))
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(file)
-    except Exception as error:  # a directory without tokenizer files, of many kinds
-        return Failure(
-            BadConfig(str(file), "tokenizer", "the T5 tokenizer's files", " ".join(str(error).split())[:120])
+    seconds: float
+
+    def generation_config(self, config: PretrainedConfig, meta: Mapping[str, Any]) -> GenerationConfig:
+        """From the special token (audiocraft's ``card``), as audiocraft samples."""
+        special = int(config.decoder.pad_token_id)
+        return GenerationConfig(
+            decoder_start_token_id=special,
+            pad_token_id=special,
+            do_sample=True,
+            top_k=250,
+            guidance_scale=guidance(meta),
+            max_length=round(self.seconds * float(config.audio_encoder.frame_rate)),
         )
-    audio = config.audio_encoder
-    extractor = EncodecFeatureExtractor(feature_size=int(audio.audio_channels), sampling_rate=int(audio.sampling_rate))
-    processor = MusicgenProcessor(feature_extractor=extractor, tokenizer=tokenizer)
-    settings = generation_config(config, meta)
 
-    def write(directory: Path) -> None:
-        processor.save_pretrained(directory)
-        settings.save_pretrained(directory)
+    def processor_files(
+        self, config: PretrainedConfig, meta: Mapping[str, Any], file: Path | None
+    ) -> Result[Writer, BadConfig]:
+        """``MusicgenProcessor`` (the text encoder directory's tokenizer, an EnCodec feature extractor at
+        the compression model's rate) and the generation settings."""
+        from transformers import AutoTokenizer, EncodecFeatureExtractor, MusicgenProcessor
 
-    return Success(write)
+        if file is None:
+            return Failure(BadConfig("musicgen", TEXT_ENCODER, T5_NEEDED, "none"))
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(file)
+        except Exception as error:  # a directory without tokenizer files, of many kinds
+            detail = " ".join(str(error).split())[:120]
+            return Failure(BadConfig(str(file), "tokenizer", "the T5 tokenizer's files", detail))
+        audio = config.audio_encoder
+        extractor = EncodecFeatureExtractor(
+            feature_size=int(audio.audio_channels), sampling_rate=int(audio.sampling_rate)
+        )
+        processor = MusicgenProcessor(feature_extractor=extractor, tokenizer=tokenizer)
+        settings = self.generation_config(config, meta)
+
+        def write(directory: Path) -> None:
+            processor.save_pretrained(directory)
+            settings.save_pretrained(directory)
+
+        return Success(write)
+
+    def generation_only(
+        self, config: PretrainedConfig, meta: Mapping[str, Any], file: Path | None
+    ) -> Result[Writer, BadConfig]:
+        """``--no-processor``: the generation settings alone."""
+        return Success(self.generation_config(config, meta).save_pretrained)
 
 
-def generation_config(config: PretrainedConfig, meta: Mapping[str, Any]) -> GenerationConfig:
-    """How audiocraft samples: from the special token, top-k 250, guided by the LM's coefficient, 30 s."""
-    special = int(config.decoder.pad_token_id)
-    return GenerationConfig(
-        decoder_start_token_id=special,
-        pad_token_id=special,
-        do_sample=True,
-        top_k=250,
-        guidance_scale=guidance(meta),
-        max_length=int(30 * config.audio_encoder.frame_rate),
+def audiocraft_lm(name: str, sampling: Sampling) -> ModelSpec:
+    """An audiocraft text-to-audio LM family (MusicGen, AudioGen: one ``LMModel``, T5 through
+    cross-attention, an EnCodec) -> ``MusicgenForConditionalGeneration``."""
+    return ModelSpec(
+        **shipped(name),
+        config_class=MusicgenConfig,
+        config_from_checkpoint=translate_config,
+        pipeline=pipeline,
+        model_class=MusicgenForConditionalGeneration,
+        reads=read_parts,
+        extras=sampling.processor_files,
+        without_processor=sampling.generation_only,
+        takes_file=f"{TEXT_ENCODER}: {T5_NEEDED}",
     )
 
 
-def generation_only(config: PretrainedConfig, meta: Mapping[str, Any], file: Path | None) -> Result[Writer, BadConfig]:
-    """``--no-processor``: the generation settings alone."""
-    settings = generation_config(config, meta)
-    return Success(settings.save_pretrained)
-
-
-MUSICGEN = ModelSpec(
-    **shipped("musicgen"),
-    config_class=MusicgenConfig,
-    config_from_checkpoint=translate_config,
-    pipeline=pipeline,
-    model_class=MusicgenForConditionalGeneration,
-    reads=read_parts,
-    extras=processor_files,
-    without_processor=generation_only,
-    takes_file=f"{TEXT_ENCODER}: {T5_NEEDED}",
-)
+MUSICGEN = audiocraft_lm("musicgen", Sampling(30.0))
+AUDIOGEN = audiocraft_lm("audiogen", Sampling(5.0))
+"""transformers has no AudioGen class: AudioGen's LM is audiocraft's ``LMModel``, as MusicGen's, so
+``MusicgenForConditionalGeneration`` computes it (tested against audiocraft's own)."""
