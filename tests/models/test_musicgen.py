@@ -156,6 +156,8 @@ def test_audiogen_is_musicgens_lm_with_its_own_sampling(
     assert (audiogen / "model.safetensors").read_bytes() == (converted / "model.safetensors").read_bytes()
     from transformers import MusicgenConfig
 
-    frame_rate = MusicgenConfig.from_pretrained(converted).audio_encoder.frame_rate
+    audio = MusicgenConfig.from_pretrained(converted).audio_encoder
+    assert not isinstance(audio, dict | None)
+    frame_rate = audio.frame_rate
     lengths = [json.loads((d / "generation_config.json").read_text())["max_length"] for d in (audiogen, converted)]
     assert lengths == [round(5 * frame_rate), round(30 * frame_rate)]
