@@ -1131,13 +1131,17 @@ T5_SMALL_WIDTH = 512
 """t5-small's width, which audiocraft's conditioner projects from (its ``MODELS_DIMS``)."""
 
 
-def t5_directory(path: Path) -> Path:
-    """A T5 text encoder as transformers saves it (random, t5-small's width, one thin layer), with a
-    tokenizer (a small Unigram vocabulary): what a user names with ``--text-encoder``."""
+def t5_directory(path: Path, *, as_t5_small: bool = False) -> Path:
+    """A T5 text encoder as transformers saves it (random, t5-small's width, one thin layer; or shaped as
+    t5-small is, with ``as_t5_small``, so that audiocraft can name it), with a tokenizer (a small Unigram
+    vocabulary): what a user names with ``--text-encoder``."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import T5Config, T5EncoderModel, T5Tokenizer
 
-    config = T5Config(d_model=T5_SMALL_WIDTH, d_ff=32, num_layers=1, num_heads=2, d_kv=8, vocab_size=64)
+    if as_t5_small:
+        config = T5Config(d_model=T5_SMALL_WIDTH, d_ff=2048, num_layers=6, num_heads=8, d_kv=64, vocab_size=64)
+    else:
+        config = T5Config(d_model=T5_SMALL_WIDTH, d_ff=32, num_layers=1, num_heads=2, d_kv=8, vocab_size=64)
     T5EncoderModel(config).eval().save_pretrained(path)
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
     pieces += [(f"\u2581{word}", -1.0) for word in ("a", "calm", "piano", "loud", "drum", "song", "with")]

@@ -187,6 +187,13 @@ def _tied_copies_equal(prepared: PreparedReverse, weights: Checkpoint) -> Result
     return Success(weights)
 
 
+def _torch_file(container: object, sources: tuple[MappedFile, ...]) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        save_torch(container, path, sources)
+
+    return write
+
+
 def _text(text: str) -> Callable[[Path], None]:
     def write(path: Path) -> None:
         path.write_text(text)
@@ -218,6 +225,8 @@ def _write_export(
     }
     for name, text in prepared.exporter.companions(prepared.meta).items():
         files[where.parent / name] = _text(text)
+    for name, beside in prepared.exporter.beside(applied.state, prepared.meta, where).items():
+        files[where.parent / name] = _torch_file(beside, applied.sources)
     protect, replaces = inputs_of(hf_dir), _replaceable(where)
     written = write_files_atomically(files, overwrite=overwrite, protect=protect, replaces=replaces)
     return widen(written).map(lambda _: where)

@@ -161,3 +161,63 @@ def test_audiogen_is_musicgens_lm_with_its_own_sampling(
     frame_rate = audio.frame_rate
     lengths = [json.loads((d / "generation_config.json").read_text())["max_length"] for d in (audiogen, converted)]
     assert lengths == [round(5 * frame_rate), round(30 * frame_rate)]
+
+
+def test_the_way_back_loads_in_audiocraft_with_its_outputs(saved: tuple[Path, Path, Any, Any], tmp_path: Path) -> None:
+    """export -> the directory MusicGen.get_pretrained reads: audiocraft's own loaders build the LM and
+    the compression model from it strictly, every tensor as audiocraft had it, the same logits; the T5 is
+    named in xp.cfg (skipped, with the reason), one audiocraft cannot name is refused; converted again,
+    byte-identical weights."""
+    from unittest import mock
+
+    from tests.originals import import_audiocraft, t5_directory
+    from wmap.way_back import export, preview_reverse
+
+    directory, _, lm, compression = saved
+    t5 = t5_directory(tmp_path / "t5-small", as_t5_small=True)
+    hf = convert("musicgen", directory, tmp_path / "hf", processor_file=t5).unwrap()
+    plan = preview_reverse("musicgen", hf).unwrap().plan
+    assert plan.is_clean() and {s.key.split(".", 1)[0] for s in plan.skipped} == {"text_encoder"}
+    (tmp_path / "back").mkdir()
+    out = export("musicgen", hf, tmp_path / "back" / "state_dict.bin").unwrap()
+    assert (out.parent / "compression_state_dict.bin").exists()
+
+    audiocraft = import_audiocraft()
+    conditioners = __import__("sys").modules["audiocraft.modules.conditioners"]
+    named: list[str] = []
+    load = conditioners.T5EncoderModel.from_pretrained  # the real one, before it is patched
+
+    def t5_by_name(name: str, *args: Any, **kwargs: Any) -> Any:
+        named.append(name)
+        return load(t5)
+
+    with (
+        mock.patch.object(conditioners.T5EncoderModel, "from_pretrained", t5_by_name),
+        mock.patch.object(conditioners.T5Tokenizer, "from_pretrained", lambda *a, **k: None),
+    ):
+        back = audiocraft.models.loaders.load_lm_model(out.parent)  # load_state_dict: strict
+    back_compression = audiocraft.models.loaders.load_compression_model(out.parent)
+    assert named == ["t5-small"]
+    for original, returned in ((lm, back), (compression, back_compression)):
+        theirs, ours = original.state_dict(), returned.state_dict()
+        assert theirs.keys() == ours.keys() and all(torch.equal(theirs[k], ours[k]) for k in theirs)
+    codes = torch.randint(0, 64, (1, 4, 5))
+    condition = (torch.randn(1, 3, 16), torch.ones(1, 3, dtype=torch.long))
+    with torch.no_grad():
+        assert torch.equal(
+            back(codes, [], condition_tensors={"description": condition}),
+            lm(codes, [], condition_tensors={"description": condition}),
+        )
+    again = convert("musicgen", out.parent, tmp_path / "again", processor_file=t5).unwrap()
+    assert (again / "model.safetensors").read_bytes() == (hf / "model.safetensors").read_bytes()
+
+    (tmp_path / "never").mkdir()
+    unnamed = export("musicgen", saved_converted(saved, tmp_path), tmp_path / "never" / "state_dict.bin").failure()
+    assert isinstance(unnamed, BadConfig) and unnamed.key == "text_encoder"
+    assert not list((tmp_path / "never").iterdir())  # nothing written
+
+
+def saved_converted(saved: tuple[Path, Path, Any, Any], tmp_path: Path) -> Path:
+    """The fixture's conversion, with its thin T5 (no name audiocraft knows)."""
+    directory, t5, _, _ = saved
+    return convert("musicgen", directory, tmp_path / "thin", processor_file=t5).unwrap()

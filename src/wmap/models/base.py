@@ -78,6 +78,9 @@ class Exporter:
     reads: tuple[str, ...] = ()
     companions: Callable[[Mapping[str, Any]], dict[str, str]] = lambda meta: {}
     way_back_only: Callable[[PretrainedConfig], tuple[Transform, ...]] = lambda config: ()
+    beside: Callable[[Mapping[str, Any], Mapping[str, Any], Path], dict[str, Any]] = lambda state, meta, where: {}
+    """(state dict, metadata, where the file goes) -> more torch files the original's loader reads beside
+    it, by name (audiocraft's MusicGen: ``compression_state_dict.bin`` beside ``state_dict.bin``)."""
     made: Callable[[PretrainedConfig], tuple[MakeRule, ...]] = lambda config: ()
     """What the original holds that the directory cannot give and the way back makes (fairseq's
     ``mask_emb``, used only to mask in training, which a transformers model without masking lacks)."""

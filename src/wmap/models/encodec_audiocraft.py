@@ -266,19 +266,31 @@ def transposed(config: PretrainedConfig) -> frozenset[str]:
     )
 
 
-def _original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
-    """audiocraft's layout: the reversed rules' names, with torch's weight-norm hook names (audiocraft's
-    convs use them) and ``convtr.convtr`` where the decoder's layer is a transposed conv."""
+def audiocraft_names(predicted: Layout, config: PretrainedConfig, prefix: str = "") -> dict[str, tuple[int, ...]]:
+    """audiocraft's layout from the reversed rules' names (those under ``prefix``): torch's weight-norm
+    hook names (audiocraft's convs use them) and ``convtr.convtr`` where the decoder's layer is a
+    transposed conv; other keys as they are."""
+    upsampling = {name.split(".")[2] for name in transposed(config)}  # decoder.layers.N.conv -> N
+    layout: dict[str, tuple[int, ...]] = {}
+    for key, shape in weight_norm_hook_names(predicted).items():
+        head, parts = (prefix, key[len(prefix) :].split(".")) if key.startswith(prefix) else ("", [])
+        if parts[:2] == ["decoder", "model"] and parts[2] in upsampling and parts[3:5] == ["conv", "conv"]:
+            key = head + ".".join([*parts[:3], "convtr", "convtr", *parts[5:]])
+        layout[key] = shape
+    return layout
+
+
+def xp_cfg_text(config: PretrainedConfig) -> str:
+    """:func:`xp_cfg` as the YAML text audiocraft's export writes."""
     import yaml
 
-    upsampling = {name.split(".")[2] for name in transposed(source.config)}  # decoder.layers.N.conv -> N
-    layout: dict[str, tuple[int, ...]] = {}
-    for key, shape in weight_norm_hook_names(predicted_layout(source.pipeline, source.converted)).items():
-        parts = key.split(".")
-        if parts[:2] == ["decoder", "model"] and parts[2] in upsampling and parts[3:5] == ["conv", "conv"]:
-            key = ".".join([*parts[:3], "convtr", "convtr", *parts[5:]])
-        layout[key] = shape
-    return Success((layout, {"xp.cfg": yaml.safe_dump(xp_cfg(source.config), sort_keys=False)}))
+    return str(yaml.safe_dump(xp_cfg(config), sort_keys=False))
+
+
+def _original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
+    """audiocraft's layout (:func:`audiocraft_names`) and its ``xp.cfg``."""
+    layout = audiocraft_names(predicted_layout(source.pipeline, source.converted), source.config)
+    return Success((layout, {"xp.cfg": xp_cfg_text(source.config)}))
 
 
 def _container(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import yaml
 from returns.result import Failure, Result, Success
 from transformers import (
     GenerationConfig,
@@ -39,6 +40,7 @@ from wmap.config_fields import (
     Ignored,
     Translated,
     Translation,
+    fixed_back,
     get,
     ignore_all,
     integer,
@@ -46,13 +48,15 @@ from wmap.config_fields import (
     optional,
     text,
     translate_each,
+    values_back,
 )
 from wmap.errors import BadConfig, WmapError
 from wmap.io import Checkpoint, parse_json, read_checkpoint, read_small_text, read_weights
 from wmap.models import encodec_audiocraft
-from wmap.models.base import ModelSpec, TranslatedConfig, Writer, shipped
+from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, Writer, shipped
 from wmap.pipeline import first_match, scoped, seq
-from wmap.transforms import PARAMS, Layout, Transform, rename, route_weight_norm, split, tie
+from wmap.reverse import predicted_layout
+from wmap.transforms import PARAMS, Layout, Transform, rename, route_weight_norm, skip, split, tie
 
 LM_FILE, COMPRESSION_FILE = "state_dict.bin", "compression_state_dict.bin"
 PARTS = ("lm", "compression", "text_encoder")
@@ -415,6 +419,149 @@ class Sampling:
         return Success(self.generation_config(config, meta).save_pretrained)
 
 
+T5_NAMES: Mapping[tuple[int, int, int, str], str] = {
+    (512, 6, 2048, "relu"): "t5-small",
+    (768, 12, 3072, "relu"): "t5-base",
+    (1024, 24, 4096, "relu"): "t5-large",
+    (1024, 24, 16384, "relu"): "t5-3b",
+    (1024, 24, 65536, "relu"): "t5-11b",
+    (512, 8, 1024, "gated-gelu"): "google/flan-t5-small",
+    (768, 12, 2048, "gated-gelu"): "google/flan-t5-base",
+    (1024, 24, 2816, "gated-gelu"): "google/flan-t5-large",
+    (2048, 24, 5120, "gated-gelu"): "google/flan-t5-xl",
+    (4096, 24, 10240, "gated-gelu"): "google/flan-t5-xxl",
+}
+"""The T5s audiocraft's conditioner can name (its ``MODELS``), by what shapes them: (width, layers,
+feed-forward width, feed-forward kind). audiocraft loads the T5 by name, so the way back names the one
+the directory's text encoder is; a text encoder that is none of them cannot be named."""
+
+SKIPPED_T5 = "audiocraft loads the T5 by name (conditioners.description.t5.name): its weights are not in its files"
+
+
+def t5_name(config: PretrainedConfig) -> Result[str, BadConfig]:
+    """The name audiocraft loads ``config``'s text encoder by (:data:`T5_NAMES`)."""
+    t5 = config.text_encoder
+    shape = (int(t5.d_model), int(t5.num_layers), int(t5.d_ff), str(t5.feed_forward_proj))
+    if shape in T5_NAMES:
+        return Success(T5_NAMES[shape])
+    expected = (
+        "a T5 audiocraft can name (d_model, num_layers, d_ff, feed_forward_proj of "
+        + ", ".join(T5_NAMES.values())
+        + ")"
+    )
+    return Failure(BadConfig("config.json", "text_encoder", expected, str(shape)))
+
+
+def lm_xp_cfg(config: PretrainedConfig, t5: str, guidance_scale: float, seconds: float) -> dict[str, Any]:
+    """The LM's ``xp.cfg`` sections audiocraft's ``load_lm_model`` builds from: the tables read back
+    (the checked single values, the translated ones), torch's attention (``custom: false``: the names the
+    rules write back), one T5 description through cross-attention, the delay pattern."""
+    decoder = config.decoder
+    scale = decoder.ffn_dim / decoder.hidden_size
+    transformer_lm = {
+        **fixed_back(TRANSFORMER_LM.fields),
+        **values_back(TRANSFORMER_LM.fields, decoder),
+        "hidden_scale": int(scale) if scale == int(scale) else scale,
+        "attention_dropout": float(decoder.attention_dropout),
+        "custom": False,
+        "memory_efficient": False,
+        "attention_as_float32": False,
+        "two_step_cfg": False,
+        "emb_lr": None,
+        "weight_init": None,
+        "depthwise_init": None,
+        "zero_bias_init": False,
+        "checkpointing": "none",
+    }
+    n_q = int(decoder.num_codebooks)
+    return {
+        "lm_model": "transformer_lm",
+        "device": "cpu",
+        "dtype": "float32",
+        "dataset": {"segment_duration": seconds},
+        "transformer_lm": transformer_lm,
+        "codebooks_pattern": {
+            "modeling": "delay",
+            "delay": {"delays": list(range(n_q)), "flatten_first": 0, "empty_initial": 0},
+        },
+        "conditioners": {
+            "description": {
+                "model": "t5",
+                "t5": {"name": t5, "finetune": False, "word_dropout": 0.0, "normalize_text": False},
+            }
+        },
+        "fuser": {
+            "cross_attention_pos_emb": False,
+            "cross_attention_pos_emb_scale": 1,
+            "sum": [],
+            "prepend": [],
+            "cross": ["description"],
+            "input_interpolate": [],
+        },
+        "attribute_dropout": {},
+        "classifier_free_guidance": {"training_dropout": 0.0, "inference_coef": guidance_scale},
+    }
+
+
+GENERATION = "generation_config.json"
+NOTHING_FIRST = {"flatten_first": 0, "empty_initial": 0}
+NO_TEXT_AUGMENTATION = {"word_dropout": 0.0, "normalize_text": False}
+
+
+def _guidance_of(files: Mapping[str, str]) -> float:
+    """The directory's guidance scale (3.0, audiocraft's default, where it has none)."""
+    try:
+        value = parse_json(files[GENERATION]).get("guidance_scale")
+    except (KeyError, ValueError, AttributeError):
+        return 3.0
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 3.0
+
+
+def _part(state: Mapping[str, Any], part: str) -> dict[str, Any]:
+    head = part + "."
+    return {key[len(head) :]: tensor for key, tensor in state.items() if key.startswith(head)}
+
+
+def _exported(state: dict[str, Any], cfg: str) -> dict[str, Any]:
+    """What audiocraft's ``export_lm`` / ``export_encodec`` write (the version: the audiocraft wmap tests)."""
+    return {"best_state": state, "xp.cfg": cfg, "version": "1.3.0", "exported": True}
+
+
+def exporter(sampling: Sampling) -> Exporter:
+    """Back to the directory ``MusicGen.get_pretrained(path)`` reads: ``state_dict.bin`` (the file named)
+    and ``compression_state_dict.bin`` beside it; the T5 is named in the LM's ``xp.cfg``, not written."""
+
+    def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
+        config = source.config
+
+        def described(t5: str) -> tuple[Layout, dict[str, Any]]:
+            audio = config.audio_encoder
+            predicted = predicted_layout(source.pipeline, source.converted)
+            layout = encodec_audiocraft.audiocraft_names(predicted, audio, "compression.")
+            cfg = lm_xp_cfg(config, t5, _guidance_of(source.files), sampling.seconds)
+            lm = str(yaml.safe_dump(cfg, sort_keys=False))
+            return layout, {"lm": lm, "compression": encodec_audiocraft.xp_cfg_text(audio)}
+
+        return t5_name(config).map(described)
+
+    def container(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
+        return _exported(_part(state, "lm"), meta["lm"])
+
+    def beside(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
+        return {COMPRESSION_FILE: _exported(_part(state, "compression"), meta["compression"])}
+
+    return Exporter(
+        original,
+        container,
+        f"audiocraft's {LM_FILE} and {COMPRESSION_FILE} beside it (MusicGen.get_pretrained reads the directory)",
+        reads=(GENERATION,),
+        beside=beside,
+        way_back_only=lambda config: (skip("text_encoder", SKIPPED_T5),),
+        leaves_out="the T5 text encoder (audiocraft loads it by the name in xp.cfg), the processor files and "
+        "the generation settings but the guidance coefficient",
+    )
+
+
 def audiocraft_lm(name: str, sampling: Sampling) -> ModelSpec:
     """An audiocraft text-to-audio LM family (MusicGen, AudioGen: one ``LMModel``, T5 through
     cross-attention, an EnCodec) -> ``MusicgenForConditionalGeneration``."""
@@ -428,6 +575,7 @@ def audiocraft_lm(name: str, sampling: Sampling) -> ModelSpec:
         extras=sampling.processor_files,
         without_processor=sampling.generation_only,
         takes_file=f"{TEXT_ENCODER}: {T5_NEEDED}",
+        export=exporter(sampling),
     )
 
 
