@@ -221,3 +221,25 @@ def saved_converted(saved: tuple[Path, Path, Any, Any], tmp_path: Path) -> Path:
     """The fixture's conversion, with its thin T5 (no name audiocraft knows)."""
     directory, t5, _, _ = saved
     return convert("musicgen", directory, tmp_path / "thin", processor_file=t5).unwrap()
+
+
+def test_every_argument_the_lm_config_can_set_is_accounted_for() -> None:
+    """transformer_lm's fields are LMModel's, StreamingTransformer's and its layers' keyword arguments
+    (what the builder sets from other sections, and the classes it passes, aside): the table knows each."""
+    import inspect
+
+    from tests.originals import import_audiocraft
+    from wmap.models.musicgen import TRANSFORMER_LM
+
+    import_audiocraft()
+    lm = __import__("audiocraft.models.lm", fromlist=["LMModel"])
+    transformer = __import__("audiocraft.modules.transformer", fromlist=["StreamingTransformer"])
+    from_builder = {"pattern_provider", "condition_provider", "fuser", "cfg_dropout", "cfg_coef", "attribute_dropout"}
+    derived = {"d_model", "dim_feedforward", "device", "dtype", "layer_class", "rope"}  # from dim, hidden_scale...
+    arguments = {
+        name
+        for cls in (lm.LMModel, transformer.StreamingTransformer, transformer.StreamingTransformerLayer)
+        for name in inspect.signature(cls.__init__).parameters
+        if name not in ("self", "args", "kwargs")
+    }
+    assert arguments - from_builder - derived - TRANSFORMER_LM.names() == set()

@@ -119,7 +119,10 @@ TRANSFORMER_LM = ConfigTable(
         Ignored("cross_attention", "set by the fuser (checked: the description through cross-attention)"),
         Ignored("two_step_cfg", "how audiocraft batches classifier-free guidance: the same result"),
         Decided("q_modeling", "the codebook pattern's modeling when it has none (checked with it)"),
-        *ignore_all(("emb_lr", "weight_init", "depthwise_init", "zero_bias_init", "checkpointing", "lr"), TRAINING),
+        *ignore_all(
+            ("emb_lr", "weight_init", "depthwise_init", "zero_bias_init", "checkpointing", "lr", "weight_decay"),
+            TRAINING,
+        ),
     ),
 )
 """audiocraft's ``transformer_lm`` section: LMModel's and StreamingTransformer's arguments."""
