@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import yaml
@@ -57,6 +57,8 @@ from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig
 from wmap.pipeline import first_match, scoped, seq
 from wmap.reverse import predicted_layout
 from wmap.transforms import PARAMS, Layout, Transform, rename, route_weight_norm, skip, split, tie
+
+_E = TypeVar("_E")
 
 LM_FILE, COMPRESSION_FILE = "state_dict.bin", "compression_state_dict.bin"
 PARTS = ("lm", "compression", "text_encoder")
@@ -225,7 +227,7 @@ def _text_encoder_config(found: object) -> Result[T5Config, BadConfig]:
         return Failure(BadConfig(where, "config", "a T5 config", " ".join(str(error).split())[:120]))
 
 
-def _all(*results: Result[Any, BadConfig]) -> Result[tuple[Any, ...], BadConfig]:
+def _all(*results: Result[Any, _E]) -> Result[tuple[Any, ...], _E]:
     """Every value, or the first failure."""
     failed = next((r for r in results if isinstance(r, Failure)), None)
     return failed if failed is not None else Success(tuple(r.unwrap() for r in results))
@@ -353,7 +355,7 @@ def read_parts(checkpoint: str, text_encoder: Path | None) -> Result[Checkpoint,
     compression = read_checkpoint(directory / COMPRESSION_FILE)
     t5 = read_weights(text_encoder)
     config = read_small_text(Path(text_encoder) / "config.json", TEXT_ENCODER, "a transformers T5 config.json")
-    found: Result[tuple[Any, ...], Any] = _all(lm, compression, t5, config)  # type: ignore[arg-type]
+    found: Result[tuple[Any, ...], WmapError] = _all(lm, compression, t5, config)
     return found.bind(lambda parts: _joined(directory, *parts))
 
 
@@ -456,51 +458,28 @@ def t5_name(config: PretrainedConfig) -> Result[str, BadConfig]:
 
 
 def lm_xp_cfg(config: PretrainedConfig, t5: str, guidance_scale: float, seconds: float) -> dict[str, Any]:
-    """The LM's ``xp.cfg`` sections audiocraft's ``load_lm_model`` builds from: the tables read back
-    (the checked single values, the translated ones), torch's attention (``custom: false``: the names the
-    rules write back), one T5 description through cross-attention, the delay pattern."""
+    """The LM's ``xp.cfg`` sections audiocraft's ``load_lm_model`` builds from: the tables read back (the
+    checked single values, the translated ones; what the tables ignore at audiocraft's defaults), torch's
+    attention (``custom: false``: the names the rules write back), the T5 named ``t5``."""
     decoder = config.decoder
     scale = decoder.ffn_dim / decoder.hidden_size
     transformer_lm = {
         **fixed_back(TRANSFORMER_LM.fields),
         **values_back(TRANSFORMER_LM.fields, decoder),
-        "hidden_scale": int(scale) if scale == int(scale) else scale,
+        "hidden_scale": int(scale) if float(scale).is_integer() else scale,
         "attention_dropout": float(decoder.attention_dropout),
         "custom": False,
-        "memory_efficient": False,
-        "attention_as_float32": False,
-        "two_step_cfg": False,
-        "emb_lr": None,
-        "weight_init": None,
-        "depthwise_init": None,
-        "zero_bias_init": False,
-        "checkpointing": "none",
     }
-    n_q = int(decoder.num_codebooks)
+    delays = {"delays": list(range(int(decoder.num_codebooks))), **NOTHING_FIRST}
     return {
         "lm_model": "transformer_lm",
         "device": "cpu",
         "dtype": "float32",
         "dataset": {"segment_duration": seconds},
         "transformer_lm": transformer_lm,
-        "codebooks_pattern": {
-            "modeling": "delay",
-            "delay": {"delays": list(range(n_q)), "flatten_first": 0, "empty_initial": 0},
-        },
-        "conditioners": {
-            "description": {
-                "model": "t5",
-                "t5": {"name": t5, "finetune": False, "word_dropout": 0.0, "normalize_text": False},
-            }
-        },
-        "fuser": {
-            "cross_attention_pos_emb": False,
-            "cross_attention_pos_emb_scale": 1,
-            "sum": [],
-            "prepend": [],
-            "cross": ["description"],
-            "input_interpolate": [],
-        },
+        "codebooks_pattern": {**fixed_back(DELAY.fields), "delay": delays},
+        "conditioners": {"description": {"model": "t5", "t5": {"name": t5, "finetune": False, **NO_TEXT_AUGMENTATION}}},
+        "fuser": {**fixed_back(CONDITIONING.fields), "cross_attention_pos_emb_scale": 1},
         "attribute_dropout": {},
         "classifier_free_guidance": {"training_dropout": 0.0, "inference_coef": guidance_scale},
     }
