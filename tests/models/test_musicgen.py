@@ -43,13 +43,16 @@ def test_the_plan_says_what_comes_from_where(saved: tuple[Path, Path, Any, Any])
     assert len(plan.joined) == 0 and any(a.target.endswith("self_attn.q_proj.weight") for a in plan.applied)
 
 
-def test_lm_logits_and_codes_are_audiocrafts(saved: tuple[Path, Path, Any, Any], converted: Path) -> None:
+@pytest.mark.parametrize("family", ["musicgen", "audiogen"])
+def test_lm_logits_and_codes_are_audiocrafts(saved: tuple[Path, Path, Any, Any], tmp_path: Path, family: str) -> None:
     """For the same codes and the same description: the logits audiocraft's LM gives (its T5 states
     projected by its own output_proj), within 1e-5; the audio encoder's codes are EnCodec's. The
-    processor loads with AutoProcessor and the model generates."""
+    processor loads with AutoProcessor and the model generates. (An AudioGen is the same LMModel with a
+    16 kHz EnCodec, as this one: converted by the audiogen family, the same.)"""
     from transformers import AutoProcessor, MusicgenForConditionalGeneration
 
-    _, _, lm, compression = saved
+    directory, t5, lm, compression = saved
+    converted = convert(family, directory, tmp_path / "out", processor_file=t5).unwrap()
     model = MusicgenForConditionalGeneration.from_pretrained(converted).eval()
     processor = AutoProcessor.from_pretrained(converted)
     inputs = processor(text=["a calm piano song with drum"], return_tensors="pt")
