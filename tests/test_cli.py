@@ -141,7 +141,7 @@ def test_a_failure_in_the_middle_of_writing_leaves_nothing(checkpoint: Path, tmp
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["preview", "nope"], "known models: dac, data2vec2_audio, "),
+        (["preview", "nope"], "known models: audiogen, dac, data2vec2_audio, "),
         (["preview", "encodec_24khz", "/no/such/file.pt"], "no such file"),
         (["convert", "encodec_24khz"], "usage"),
         (["frobnicate"], "usage"),
