@@ -104,93 +104,102 @@ EXTRACTOR_MODE = ValueMap(
 """fairseq's ``extractor_mode`` <-> transformers' ``feat_extract_norm``: the one map, read both ways."""
 
 
-def wav2vec2_encoder_fields(**overrides: Field) -> tuple[Field, ...]:
-    """fairseq ``Wav2Vec2Config``'s 64 fields for a transformers wav2vec2-family target; ``overrides``
-    replace entries by field name (a field whose meaning differs for the family's target)."""
-    fields: list[Field] = [
-        Translated("encoder_layers", integer(1, 512), "num_hidden_layers", 12),
-        Translated("encoder_embed_dim", integer(1, 65536), "hidden_size", 768),
-        Translated("encoder_ffn_embed_dim", integer(1, 262144), "intermediate_size", 3072),
-        Translated("encoder_attention_heads", integer(1, 1024), "num_attention_heads", 12),
-        Translated("activation_fn", activation, "hidden_act", "gelu"),
-        Checked(
-            "layer_type",
-            ("transformer",),
-            "transformers has transformer layers only",
-            "transformer",
-            one_of("transformer", "conformer", "trf_adp"),
+WAV2VEC2_ENCODER: tuple[Field, ...] = (
+    Translated("encoder_layers", integer(1, 512), "num_hidden_layers", 12),
+    Translated("encoder_embed_dim", integer(1, 65536), "hidden_size", 768),
+    Translated("encoder_ffn_embed_dim", integer(1, 262144), "intermediate_size", 3072),
+    Translated("encoder_attention_heads", integer(1, 1024), "num_attention_heads", 12),
+    Translated("activation_fn", activation, "hidden_act", "gelu"),
+    Checked(
+        "layer_type",
+        ("transformer",),
+        "transformers has transformer layers only",
+        "transformer",
+        one_of("transformer", "conformer", "trf_adp"),
+    ),
+    Translated("dropout", PROBABILITY, "hidden_dropout", 0.1),
+    Translated("attention_dropout", PROBABILITY, "attention_dropout", 0.1),
+    Translated("activation_dropout", PROBABILITY, "activation_dropout", 0.0),
+    Translated("encoder_layerdrop", PROBABILITY, "layerdrop", 0.0),
+    Translated("dropout_input", PROBABILITY, "feat_proj_dropout", 0.0),
+    Ignored("dropout_features", "dropout on the pre-training targets' features: " + PRETRAINING_OBJECTIVE),
+    Ignored("final_dim", "size of the pre-training projection: " + PRETRAINING_OBJECTIVE),
+    Translated("layer_norm_first", boolean, "do_stable_layer_norm", False),
+    conv_spec("conv_feature_layers", "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2"),
+    Translated("conv_bias", boolean, "conv_bias", False),
+    Translated("extractor_mode", EXTRACTOR_MODE, "feat_extract_norm", "default"),
+    Ignored("feature_grad_mult", TRAINING_ONLY + " (gradient scaling of the feature extractor)"),
+    Translated("mask_length", integer(1, 100_000), "mask_time_length", 10),
+    Translated("mask_prob", PROBABILITY, "mask_time_prob", 0.65),
+    Translated("mask_channel_length", integer(1, 100_000), "mask_feature_length", 10),
+    Translated("mask_channel_prob", PROBABILITY, "mask_feature_prob", 0.0),
+    Translated("conv_pos", integer(1, 4096), "num_conv_pos_embeddings", 128),
+    Translated("conv_pos_groups", integer(1, 65536), "num_conv_pos_embedding_groups", 16),
+    Translated("pos_conv_depth", integer(1, 64), None, 1),
+    Checked(
+        "crop_seq_to_multiple",
+        (1,),
+        "fairseq crops the features to a multiple; transformers does not",
+        1,
+        integer(1, 1_000_000),
+    ),
+    Ignored("max_positions", "fairseq's input-length limit; transformers' wav2vec2 models have none"),
+    Ignored("required_seq_len_multiple", "padding multiple for efficient kernels; valid frames are unchanged"),
+    Ignored("checkpoint_activations", TRAINING_ONLY + " (activation checkpointing)"),
+    Ignored("fp16", TRAINING_ONLY + " (the dtype is kept from the tensors, or --dtype)"),
+    *ignore_all(
+        MASKING_FIELDS,
+        MASKING_DETAIL,
+    ),
+    *ignore_all(
+        (
+            "logit_temp",
+            "quantize_targets",
+            "quantize_input",
+            "same_quantizer",
+            "target_glu",
+            "quantizer_depth",
+            "quantizer_factor",
+            "latent_vars",
+            "latent_groups",
+            "latent_dim",
+            "num_negatives",
+            "negatives_from_everywhere",
+            "cross_sample_negatives",
+            "codebook_negatives",
+            "latent_temp",
         ),
-        Translated("dropout", PROBABILITY, "hidden_dropout", 0.1),
-        Translated("attention_dropout", PROBABILITY, "attention_dropout", 0.1),
-        Translated("activation_dropout", PROBABILITY, "activation_dropout", 0.0),
-        Translated("encoder_layerdrop", PROBABILITY, "layerdrop", 0.0),
-        Translated("dropout_input", PROBABILITY, "feat_proj_dropout", 0.0),
-        Ignored("dropout_features", "dropout on the pre-training targets' features: " + PRETRAINING_OBJECTIVE),
-        Ignored("final_dim", "size of the pre-training projection: " + PRETRAINING_OBJECTIVE),
-        Translated("layer_norm_first", boolean, "do_stable_layer_norm", False),
-        conv_spec("conv_feature_layers", "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2"),
-        Translated("conv_bias", boolean, "conv_bias", False),
-        Translated("extractor_mode", EXTRACTOR_MODE, "feat_extract_norm", "default"),
-        Ignored("feature_grad_mult", TRAINING_ONLY + " (gradient scaling of the feature extractor)"),
-        Translated("mask_length", integer(1, 100_000), "mask_time_length", 10),
-        Translated("mask_prob", PROBABILITY, "mask_time_prob", 0.65),
-        Translated("mask_channel_length", integer(1, 100_000), "mask_feature_length", 10),
-        Translated("mask_channel_prob", PROBABILITY, "mask_feature_prob", 0.0),
-        Translated("conv_pos", integer(1, 4096), "num_conv_pos_embeddings", 128),
-        Translated("conv_pos_groups", integer(1, 65536), "num_conv_pos_embedding_groups", 16),
-        Translated("pos_conv_depth", integer(1, 64), None, 1),
-        Checked(
-            "crop_seq_to_multiple",
-            (1,),
-            "fairseq crops the features to a multiple; transformers does not",
-            1,
-            integer(1, 1_000_000),
+        PRETRAINING_OBJECTIVE,
+    ),
+    *ignore_all(
+        (
+            "depthwise_conv_kernel_size",
+            "attn_type",
+            "pos_enc_type",
+            "adp_num",
+            "adp_dim",
+            "adp_act_fn",
+            "adp_trf_idx",
         ),
-        Ignored("max_positions", "fairseq's input-length limit; transformers' wav2vec2 models have none"),
-        Ignored("required_seq_len_multiple", "padding multiple for efficient kernels; valid frames are unchanged"),
-        Ignored("checkpoint_activations", TRAINING_ONLY + " (activation checkpointing)"),
-        Ignored("fp16", TRAINING_ONLY + " (the dtype is kept from the tensors, or --dtype)"),
-        *ignore_all(
-            MASKING_FIELDS,
-            MASKING_DETAIL,
-        ),
-        *ignore_all(
-            (
-                "logit_temp",
-                "quantize_targets",
-                "quantize_input",
-                "same_quantizer",
-                "target_glu",
-                "quantizer_depth",
-                "quantizer_factor",
-                "latent_vars",
-                "latent_groups",
-                "latent_dim",
-                "num_negatives",
-                "negatives_from_everywhere",
-                "cross_sample_negatives",
-                "codebook_negatives",
-                "latent_temp",
-            ),
-            PRETRAINING_OBJECTIVE,
-        ),
-        *ignore_all(
-            (
-                "depthwise_conv_kernel_size",
-                "attn_type",
-                "pos_enc_type",
-                "adp_num",
-                "adp_dim",
-                "adp_act_fn",
-                "adp_trf_idx",
-            ),
-            CONFORMER_ONLY,
-        ),
-    ]
+        CONFORMER_ONLY,
+    ),
+)
+"""fairseq ``Wav2Vec2Config``'s 64 fields for a transformers wav2vec2-family target (the table; a family
+changes entries with :func:`wav2vec2_encoder_fields`)."""
+
+
+def overridden(fields: tuple[Field, ...], overrides: Mapping[str, Field], what: str) -> tuple[Field, ...]:
+    """``fields`` with entries replaced by source name (a field whose meaning differs for a family's
+    target); naming a field the table does not have is a bug in the family, raised at import."""
     unknown = set(overrides) - {f.source for f in fields}
     if unknown:
-        raise ValueError(f"no such wav2vec2 encoder field: {sorted(unknown)}")
+        raise ValueError(f"no such {what} field: {sorted(unknown)}")
     return tuple(overrides.get(f.source, f) for f in fields)
+
+
+def wav2vec2_encoder_fields(**overrides: Field) -> tuple[Field, ...]:
+    """:data:`WAV2VEC2_ENCODER` with ``overrides`` by field name."""
+    return overridden(WAV2VEC2_ENCODER, overrides, "wav2vec2 encoder")
 
 
 def encoder_config_kwargs(encoder: Translation) -> dict[str, Any]:

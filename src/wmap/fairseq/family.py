@@ -71,36 +71,30 @@ TRANSFORMER_LAYER_TYPE = Checked(
 )
 
 
+QUANTIZER_FIELDS: tuple[Field, ...] = (
+    Translated("final_dim", integer(0, 65536), None, 0),
+    Translated("latent_vars", integer(1, 65536), "num_codevectors_per_group", 320),
+    Translated("latent_groups", integer(1, 64), "num_codevector_groups", 2),
+    Translated("latent_dim", integer(0, 65536), None, 0),
+    Ignored("latent_temp", "the gumbel temperature schedule: training only (in eval the quantizer takes the argmax)"),
+    Translated("num_negatives", integer(0, 100_000), "num_negatives", 100),
+    Translated("logit_temp", number(1e-6, 1e6), "contrastive_logits_temperature", 0.1),
+    Checked("quantize_targets", (True,), "Wav2Vec2ForPreTraining always quantizes its targets", False, boolean),
+    Checked("quantize_input", (False,), "Wav2Vec2ForPreTraining quantizes targets only", False, boolean),
+    Checked("target_glu", (False,), "Wav2Vec2ForPreTraining has no GLU on its targets", False, boolean),
+    Checked("quantizer_depth", (1,), "Wav2Vec2ForPreTraining's quantizer is one linear layer", 1, integer(1, 64)),
+)
+"""The pre-training fields a ``...ForPreTraining`` target carries (the quantizer, the projections, the
+contrastive loss's settings), read where the shared table ignores them as the objective's."""
+
+
 def encoder_fields(*, pretraining: bool, **overrides: Field) -> tuple[Field, ...]:
-    """fairseq's ``Wav2Vec2Config``: for pre-training the quantizer's fields are translated (the target
-    has the quantizer), else they belong to the objective the fine-tuned encoder no longer has.
-    ``overrides`` as in :func:`~wmap.fairseq.wav2vec2_encoder_fields` (the conformer's fields)."""
-    overrides = {"layer_type": TRANSFORMER_LAYER_TYPE, **overrides}
-    if not pretraining:
-        return wav2vec2_encoder_fields(pos_conv_depth=ONE_POS_CONV, **overrides)
-    quantizer: dict[str, Field] = dict(
-        pos_conv_depth=ONE_POS_CONV,
-        final_dim=Translated("final_dim", integer(0, 65536), None, 0),
-        latent_vars=Translated("latent_vars", integer(1, 65536), "num_codevectors_per_group", 320),
-        latent_groups=Translated("latent_groups", integer(1, 64), "num_codevector_groups", 2),
-        latent_dim=Translated("latent_dim", integer(0, 65536), None, 0),
-        latent_temp=Ignored(
-            "latent_temp", "the gumbel temperature schedule: training only (in eval the quantizer takes the argmax)"
-        ),
-        num_negatives=Translated("num_negatives", integer(0, 100_000), "num_negatives", 100),
-        logit_temp=Translated("logit_temp", number(1e-6, 1e6), "contrastive_logits_temperature", 0.1),
-        quantize_targets=Checked(
-            "quantize_targets", (True,), "Wav2Vec2ForPreTraining always quantizes its targets", False, boolean
-        ),
-        quantize_input=Checked(
-            "quantize_input", (False,), "Wav2Vec2ForPreTraining quantizes targets only", False, boolean
-        ),
-        target_glu=Checked("target_glu", (False,), "Wav2Vec2ForPreTraining has no GLU on its targets", False, boolean),
-        quantizer_depth=Checked(
-            "quantizer_depth", (1,), "Wav2Vec2ForPreTraining's quantizer is one linear layer", 1, integer(1, 64)
-        ),
-    )
-    return wav2vec2_encoder_fields(**{**quantizer, **overrides})
+    """fairseq's ``Wav2Vec2Config``: for pre-training the quantizer's fields are translated
+    (:data:`QUANTIZER_FIELDS`: the target has the quantizer), else they belong to the objective the
+    fine-tuned encoder no longer has. ``overrides`` as in :func:`~wmap.fairseq.wav2vec2_encoder_fields`."""
+    quantizer = {f.source: f for f in QUANTIZER_FIELDS} if pretraining else {}
+    fixed = {"pos_conv_depth": ONE_POS_CONV, "layer_type": TRANSFORMER_LAYER_TYPE}
+    return wav2vec2_encoder_fields(**{**quantizer, **fixed, **overrides})
 
 
 def pretraining_kwargs(read: Translation) -> dict[str, Any]:
