@@ -298,3 +298,22 @@ def test_a_users_combinator_around_a_transform_without_inverse_is_refused_naming
 
     failed = reverse(seq(Logged(Opaque())))
     assert isinstance(failed, Failure) and failed.failure().kind == "Opaque"
+
+
+def test_reversed_twice_is_the_forward_rule_and_the_original_decides_between_two_joins() -> None:
+    """``reverse(reverse(r))`` renames and splits as ``r`` does; back, of two splits that give the same
+    parts (a fused tensor under two names), the join writes the name the original's layout holds."""
+    from wmap.transforms import split
+
+    forward = rename("a", "b", PARAMS)
+    again = reverse(reverse(forward).unwrap()).unwrap()
+    assert again.apply("a.weight", {}) == forward.apply("a.weight", {}) and again.apply("b.weight", {}) is NO_MATCH
+    fused = split("attn.in_proj", ("q", "k", "v"))
+    assert reverse(reverse(fused).unwrap()).unwrap().apply("attn.in_proj", {}) == fused.apply("attn.in_proj", {})
+    both = first_match("attention", (split("attn.mha.in_proj", ("q", "k", "v")), fused))
+    back = reverse(both).unwrap()
+    for held in ("attn.in_proj", "attn.mha.in_proj"):
+        outcome = back.apply("q", {held: (3, 2)})
+        assert isinstance(outcome, Mapped) and outcome.targets[0].key == held
+    first = back.apply("q", {})  # no layout to ask: the first rule's name
+    assert isinstance(first, Mapped) and first.targets[0].key == "attn.mha.in_proj"

@@ -31,6 +31,7 @@ from wmap.keys import Pattern, split_key
 from wmap.pipeline import Combinator, FirstMatch, Scoped, walk
 from wmap.transforms import (
     NO_MATCH,
+    JoinRename,
     Layout,
     Leaves,
     Mapped,
@@ -40,6 +41,7 @@ from wmap.transforms import (
     RouteWeightNorm,
     Skip,
     Skipped,
+    SplitRename,
     Target,
     Transform,
     match_under,
@@ -95,11 +97,12 @@ class TiedCopy:
 
 @attrs.frozen(repr=False)
 class RenameBack:
-    """A rename reversed. Forward, two rules may give one name (EnCodec's ``conv.conv`` and
-    ``convtr.convtr`` both become ``conv``); back, the original's layout decides: a name the
-    original does not have (in either weight-norm form) is left to the next rule."""
+    """A rename reversed, or a split (its join). Forward, two rules may give one name (EnCodec's
+    ``conv.conv`` and ``convtr.convtr`` both become ``conv``; audiocraft's ``self_attn.in_proj_weight``
+    and ``self_attn.mha.in_proj_weight`` both become q/k/v); back, the original's layout decides: a
+    name the original does not have (in either weight-norm form) is left to the next rule."""
 
-    rule: Rename
+    rule: Rename | JoinRename
 
     def __repr__(self) -> str:
         return repr(self.rule)
@@ -135,8 +138,11 @@ def reverse(transform: Transform) -> Result[Transform, NotInvertible]:
         return Success(Unrecoverable(transform.source, transform.reason, transform.leaves))
     if isinstance(transform, Refuse):  # a refused variant was never converted: nothing comes back from it
         return Success(FirstMatch(f"{transform!r} (never converted)", ()))
-    if isinstance(transform, RenameBack):
-        return Success(transform.rule)
+    if isinstance(transform, RenameBack):  # the forward rule again
+        rule = transform.rule
+        return Success(Rename(rule.target, rule.source, rule.leaves) if isinstance(rule, Rename) else rule.inverse())
+    if isinstance(transform, SplitRename):
+        return Success(RenameBack(transform.inverse()))
     if isinstance(transform, (RouteWeightNorm, Unrecoverable, TiedCopy)):
         return Success(transform)
     if isinstance(transform, Invertible):

@@ -115,7 +115,7 @@ TRANSFORMER_LM = ConfigTable(
             "max_period", (10000,), "transformers' MusicGen's positions have period 10000", 10000, integer(1, 1 << 30)
         ),
         Checked("positional_scale", (1.0,), "transformers' MusicGen adds positions unscaled", 1.0, number(0.0, 1e9)),
-        Decided("custom", "audiocraft's own attention or torch's (under mha.): the rules take its names"),
+        Decided("custom", "audiocraft's own attention or torch's (under mha.): the rules take either name"),
         Ignored("memory_efficient", "the attention kernel (xformers): the same computation"),
         Ignored("attention_as_float32", "a numerical detail of audiocraft's attention kernel"),
         Ignored("cross_attention", "set by the fuser (checked: the description through cross-attention)"),
@@ -162,10 +162,13 @@ CONDITIONING = ConfigTable(
         Ignored("cross_attention_pos_emb_scale", "used only with positions on the condition (checked off)"),
     ),
 )
+DEFAULT_GUIDANCE = 3.0
+"""audiocraft's coefficient where a config has none."""
+
 GUIDANCE = ConfigTable(
     "audiocraft xp.cfg classifier_free_guidance",
     (
-        Translated("inference_coef", number(0.0, 1000.0), None, 3.0),
+        Translated("inference_coef", number(0.0, 1000.0), None, DEFAULT_GUIDANCE),
         Ignored("training_dropout", "training-only: how often the condition was dropped"),
     ),
 )
@@ -277,11 +280,16 @@ def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[Translat
     return _all(lm, audio, t5).bind(lambda parts: _composite(parts, layout))
 
 
+def _coefficient(value: object) -> float:
+    """``value`` as a guidance coefficient where it is a number, else :data:`DEFAULT_GUIDANCE`."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else DEFAULT_GUIDANCE
+
+
 def guidance(meta: Mapping[str, Any]) -> float:
-    """The LM's classifier-free guidance coefficient at inference (3.0 where its config has none)."""
+    """The LM's classifier-free guidance coefficient at inference (:data:`DEFAULT_GUIDANCE` where its
+    config has none)."""
     cfg = encodec_audiocraft.xp_cfg_of(meta.get("lm") or {})
-    value = get(get(cfg, "classifier_free_guidance", None), "inference_coef", 3.0)
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 3.0
+    return _coefficient(get(get(cfg, "classifier_free_guidance", None), "inference_coef", DEFAULT_GUIDANCE))
 
 
 def _attention(source: str, target: str) -> tuple[Transform, ...]:
@@ -292,32 +300,31 @@ def _attention(source: str, target: str) -> tuple[Transform, ...]:
     )
 
 
-def lm_rules(torch_attention: bool) -> tuple[Transform, ...]:
-    """audiocraft's ``LMModel`` -> transformers' ``MusicgenForCausalLM`` (the composite's ``decoder``);
-    ``torch_attention``: the LM's attention is torch's, under ``mha.`` (``custom: false``), else audiocraft's own."""
-    inner = ".mha" if torch_attention else ""
-    layer = (
-        *_attention(f"self_attn{inner}", "self_attn"),
-        *_attention(f"cross_attention{inner}", "encoder_attn"),
-        rename("linear1", "fc1", PARAMS),
-        rename("linear2", "fc2", PARAMS),
-        rename("norm1", "self_attn_layer_norm", PARAMS),
-        rename("norm_cross", "encoder_attn_layer_norm", PARAMS),
-        rename("norm2", "final_layer_norm", PARAMS),
-    )
-    return (
-        rename("emb.*", "model.decoder.embed_tokens.*", PARAMS),
-        rename("linears.*", "lm_heads.*", PARAMS),
-        rename("out_norm", "model.decoder.layer_norm", PARAMS),
-        scoped("transformer.layers.*", "model.decoder.layers.*", first_match("MusicGen layer", layer)),
-    )
+LAYER = (
+    *(
+        rule
+        for inner in (".mha", "")  # torch's attention (custom: false, the way back's names) or audiocraft's own
+        for rule in (
+            *_attention(f"self_attn{inner}", "self_attn"),
+            *_attention(f"cross_attention{inner}", "encoder_attn"),
+        )
+    ),
+    rename("linear1", "fc1", PARAMS),
+    rename("linear2", "fc2", PARAMS),
+    rename("norm1", "self_attn_layer_norm", PARAMS),
+    rename("norm_cross", "encoder_attn_layer_norm", PARAMS),
+    rename("norm2", "final_layer_norm", PARAMS),
+)
+"""audiocraft's ``StreamingTransformerLayer`` -> transformers' ``MusicgenDecoderLayer``: the attention
+under either name a file holds (the way back writes the name the original's layout has)."""
 
-
-def torch_attention(meta: Mapping[str, Any]) -> bool:
-    """Whether the LM's attention is torch's (``transformer_lm.custom``: false, audiocraft's default)."""
-    cfg = encodec_audiocraft.xp_cfg_of(meta.get("lm") or {})
-    return get(get(cfg, "transformer_lm", None), "custom", False) is not True
-
+LM = (
+    rename("emb.*", "model.decoder.embed_tokens.*", PARAMS),
+    rename("linears.*", "lm_heads.*", PARAMS),
+    rename("out_norm", "model.decoder.layer_norm", PARAMS),
+    scoped("transformer.layers.*", "model.decoder.layers.*", first_match("MusicGen layer", LAYER)),
+)
+"""audiocraft's ``LMModel`` -> transformers' ``MusicgenForCausalLM`` (the composite's ``decoder``)."""
 
 TEXT_ENCODER_RULES = (
     tie("shared", "shared", "encoder.embed_tokens"),
@@ -334,7 +341,7 @@ def pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
     audio = encodec_audiocraft.pipeline(config.audio_encoder, meta)
     parts = (
         rename("lm.condition_provider.conditioners.description.output_proj", "enc_to_dec_proj", PARAMS),
-        scoped("lm", "decoder", first_match("MusicGen LM", lm_rules(torch_attention(meta)))),
+        scoped("lm", "decoder", first_match("MusicGen LM", LM)),
         scoped("compression", "audio_encoder", audio),
         scoped("text_encoder", "text_encoder", first_match("T5 encoder", TEXT_ENCODER_RULES)),
     )
@@ -349,7 +356,7 @@ def read_parts(checkpoint: str, text_encoder: Path | None) -> Result[Checkpoint,
     """The directory's LM and compression model, and the text encoder's transformers directory, as one
     checkpoint whose keys are prefixed by part (:data:`PARTS`) and whose metadata holds each part's."""
     if text_encoder is None:
-        return Failure(BadConfig("musicgen", TEXT_ENCODER, T5_NEEDED, "none"))
+        return Failure(BadConfig("audiocraft LM", TEXT_ENCODER, T5_NEEDED, "none"))
     directory = Path(checkpoint)
     lm = read_checkpoint(directory / LM_FILE)
     compression = read_checkpoint(directory / COMPRESSION_FILE)
@@ -398,7 +405,7 @@ class Sampling:
         from transformers import AutoTokenizer, EncodecFeatureExtractor, MusicgenProcessor
 
         if file is None:
-            return Failure(BadConfig("musicgen", TEXT_ENCODER, T5_NEEDED, "none"))
+            return Failure(BadConfig("audiocraft LM", TEXT_ENCODER, T5_NEEDED, "none"))
         try:
             tokenizer = AutoTokenizer.from_pretrained(file)
         except Exception as error:  # a directory without tokenizer files, of many kinds
@@ -491,12 +498,11 @@ NO_TEXT_AUGMENTATION = {"word_dropout": 0.0, "normalize_text": False}
 
 
 def _guidance_of(files: Mapping[str, str]) -> float:
-    """The directory's guidance scale (3.0, audiocraft's default, where it has none)."""
+    """The directory's guidance scale (audiocraft's default where it has none)."""
     try:
-        value = parse_json(files[GENERATION]).get("guidance_scale")
+        return _coefficient(parse_json(files[GENERATION]).get("guidance_scale", DEFAULT_GUIDANCE))
     except (KeyError, ValueError, AttributeError):
-        return 3.0
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 3.0
+        return DEFAULT_GUIDANCE
 
 
 def _part(state: Mapping[str, Any], part: str) -> dict[str, Any]:
