@@ -326,8 +326,7 @@ def mapped_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, st
             raise ValueError(f"{name}: dtype {entry.get('dtype') if isinstance(entry, dict) else entry!r}")
         shape, (begin, end) = [int(n) for n in entry["shape"]], entry["data_offsets"]
         count = math.prod(shape)
-        width = torch.empty((), dtype=dtype).element_size()
-        if min(shape, default=0) < 0 or not 0 <= begin <= end <= size - start or end - begin != count * width:
+        if min(shape, default=0) < 0 or not 0 <= begin <= end <= size - start or end - begin != count * dtype.itemsize:
             raise ValueError(f"{name}: shape {shape} of {dtype} at bytes {begin}..{end}")
         if count == 0 or mapped is None:
             tensors[name] = torch.empty(shape, dtype=dtype)
