@@ -606,12 +606,34 @@ def data2vec_ctc_trainer_checkpoint(path: Path, data_dir: Path, *, normalize: bo
     return ctc_trainer_checkpoint(path, data_dir, family="data2vec_audio", normalize=normalize, **encoder)
 
 
+def save_as_trainer(path: Path, cfg: Any, model: Any, task: Any, optimizer: Any, criterion: str) -> None:
+    """What fairseq's ``Trainer.save_checkpoint`` writes, through its own
+    ``checkpoint_utils.torch_persistent_save``: ``cfg`` (model and task) as plain containers, the
+    model's state, the task's (its pickled label dictionaries), the optimizer's, one update's history."""
+    from fairseq import checkpoint_utils
+    from omegaconf import OmegaConf
+
+    history = [{"criterion_name": criterion, "optimizer_name": "Adam", "num_updates": 1}]
+    checkpoint_utils.torch_persistent_save(
+        {
+            "args": None,
+            "cfg": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+            "model": model.state_dict(),
+            "task_state": task.state_dict(),
+            "last_optimizer_state": optimizer.state_dict(),
+            "optimizer_history": history,
+            "extra_state": {"train_iterator": {"epoch": 1}},
+        },
+        str(path),
+    )
+
+
 def wav2vec2_pretraining_checkpoint(path: Path, data_dir: Path, **overrides: Any) -> Any:
     """A fairseq wav2vec 2.0 pre-training checkpoint: the ``audio_pretraining`` task built from its cfg,
     the model (quantizer, ``project_q``, ``final_proj``) built by the task, one real Adam step on the
     contrastive loss of fairseq's own ``wav2vec`` criterion, saved with ``torch_persistent_save`` and the
     task's state. Returns the model (eval mode)."""
-    from fairseq import checkpoint_utils, tasks
+    from fairseq import tasks
     from fairseq.criterions.wav2vec_criterion import Wav2vecCriterion
     from omegaconf import OmegaConf
 
@@ -629,18 +651,7 @@ def wav2vec2_pretraining_checkpoint(path: Path, data_dir: Path, **overrides: Any
     loss.backward()
     optimizer.step()
     both = OmegaConf.create({"model": OmegaConf.structured(model_cfg), "task": task_cfg})
-    checkpoint_utils.torch_persistent_save(
-        {
-            "args": None,
-            "cfg": OmegaConf.to_container(both, resolve=True, enum_to_str=True),
-            "model": model.state_dict(),
-            "task_state": task.state_dict(),
-            "last_optimizer_state": optimizer.state_dict(),
-            "optimizer_history": [{"criterion_name": "Wav2vecCriterion", "optimizer_name": "Adam", "num_updates": 1}],
-            "extra_state": {"train_iterator": {"epoch": 1}},
-        },
-        str(path),
-    )
+    save_as_trainer(path, both, model, task, optimizer, "Wav2vecCriterion")
     return model.eval()
 
 
@@ -649,7 +660,7 @@ def hubert_checkpoint(path: Path, data_dir: Path, **overrides: Any) -> Any:
     (its label dictionary ``dict.km.txt`` read from the label directory), the model built by the task,
     saved with ``checkpoint_utils.torch_persistent_save`` with the task's ``state_dict()`` (the pickled
     label ``Dictionary``) as ``task_state`` and a real Adam state. Returns the model (eval mode)."""
-    from fairseq import checkpoint_utils, tasks
+    from fairseq import tasks
     from fairseq.models.hubert.hubert import HubertConfig
     from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig
     from omegaconf import OmegaConf
@@ -678,19 +689,7 @@ def hubert_checkpoint(path: Path, data_dir: Path, **overrides: Any) -> Any:
     loss.backward()
     optimizer.step()
     both = OmegaConf.create({"model": OmegaConf.structured(model_cfg), "task": OmegaConf.structured(task_cfg)})
-    cfg = OmegaConf.to_container(both, resolve=True, enum_to_str=True)  # as fairseq's Trainer saves its cfg
-    checkpoint_utils.torch_persistent_save(
-        {
-            "args": None,
-            "cfg": cfg,
-            "model": model.state_dict(),
-            "task_state": task.state_dict(),
-            "last_optimizer_state": optimizer.state_dict(),
-            "optimizer_history": [{"criterion_name": "HubertCriterion", "optimizer_name": "Adam", "num_updates": 1}],
-            "extra_state": {"train_iterator": {"epoch": 1}},
-        },
-        str(path),
-    )
+    save_as_trainer(path, both, model, task, optimizer, "HubertCriterion")
     return model.eval()
 
 
@@ -861,7 +860,7 @@ def data2vec2_checkpoint(path: Path, data_dir: Path, *, audio: dict[str, Any] | 
     ``state_dict`` nests as ``_ema``, and the pre-training decoder), saved with
     ``checkpoint_utils.torch_persistent_save`` as fairseq's trainer saves (cfg as plain containers,
     ``task_state``, an optimizer state). Returns the model (eval mode)."""
-    from fairseq import checkpoint_utils, tasks
+    from fairseq import tasks
     from omegaconf import OmegaConf
 
     cfg = data2vec2_config(audio, **model)
@@ -876,19 +875,7 @@ def data2vec2_checkpoint(path: Path, data_dir: Path, *, audio: dict[str, Any] | 
     optimizer = torch.optim.Adam(model_.parameters(), lr=1e-9)
     model_(torch.randn(2, 4000), features_only=True, mask=False)["x"].pow(2).mean().backward()
     optimizer.step()
-    both = OmegaConf.create({"model": cfg, "task": task_cfg})
-    checkpoint_utils.torch_persistent_save(
-        {
-            "args": None,
-            "cfg": OmegaConf.to_container(both, resolve=True, enum_to_str=True),
-            "model": model_.state_dict(),
-            "task_state": task.state_dict(),
-            "last_optimizer_state": optimizer.state_dict(),
-            "optimizer_history": [{"criterion_name": "ModelCriterion", "optimizer_name": "Adam", "num_updates": 1}],
-            "extra_state": {"train_iterator": {"epoch": 1}},
-        },
-        str(path),
-    )
+    save_as_trainer(path, OmegaConf.create({"model": cfg, "task": task_cfg}), model_, task, optimizer, "ModelCriterion")
     return model_.eval()
 
 
