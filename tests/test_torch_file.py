@@ -143,3 +143,26 @@ def test_the_stored_zip_is_read_by_zipfile_with_zip64_where_needed(
         assert {info.filename: read.read(info) for info in read.infolist()} == payloads
         for info in read.infolist():
             assert (info.header_offset + 30 + len(info.filename) + len(_local_extra(path, info))) % 64 == 0
+
+
+def test_where_the_kernel_cannot_copy_between_the_files_the_bytes_are_read_and_written(tmp_path: Path) -> None:
+    """Source and output on two file systems (copy_file_range answers EXDEV): every record is still
+    the file's bytes, with its checksum."""
+    import os
+    import tempfile
+
+    if not os.path.isdir("/dev/shm") or os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs a second file system beside the test's temporary directory")
+    source = tmp_path / "model.safetensors"
+    original = {"w": torch.randn(300, 200), "b": torch.arange(7, dtype=torch.int64)}
+    save_file(original, source)
+    tensors, _ = mapped_safetensors(str(source))
+    mapped = mapped_file(source, tensors.values())
+    assert mapped is not None
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as elsewhere:
+        out = Path(elsewhere) / "out.pt"
+        write_torch_file({"model": tensors}, out, [mapped])
+        with zipfile.ZipFile(out) as archive:
+            assert archive.testzip() is None
+        loaded = torch.load(out, weights_only=True)["model"]
+    assert all(torch.equal(loaded[k], v) for k, v in original.items())

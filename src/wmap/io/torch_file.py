@@ -18,7 +18,7 @@ import os
 import pickle
 import sys
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -137,37 +137,39 @@ def writable(container: object) -> bool:
     return True
 
 
-def _crc_of(fd: int, at: int, size: int, buffer: bytearray) -> int:
-    """The CRC-32 of ``size`` bytes of a file at ``at``, read a buffer at a time (``os.preadv``: the
-    pages stay in the page cache, never in this process)."""
-    view, crc, done = memoryview(buffer), 0, 0
+def _read(fd: int, at: int, size: int, buffer: bytearray) -> Iterator[memoryview]:
+    """``size`` bytes of a file from ``at``, a ``buffer`` at a time (``os.preadv``: the pages stay in
+    the page cache, never in this process); each view is valid until the next is read."""
+    view, done = memoryview(buffer), 0
     while done < size:
         got = os.preadv(fd, [view[: min(len(buffer), size - done)]], at + done)
         if got <= 0:
             raise OSError(f"the source ends before byte {at + size} (truncated while exporting?)")
-        crc = zlib.crc32(view[:got], crc)
+        yield view[:got]
         done += got
+
+
+def _crc_of(fd: int, at: int, size: int, buffer: bytearray) -> int:
+    """The CRC-32 of ``size`` bytes of a file at ``at``."""
+    crc = 0
+    for chunk in _read(fd, at, size, buffer):
+        crc = zlib.crc32(chunk, crc)
     return crc
 
 
 def _copied(fd: int, at: int, size: int, buffer: bytearray, checksums: ThreadPoolExecutor) -> Writer:
     """Writes ``size`` bytes of a source file at ``at``: copied by the kernel while another thread
-    computes their checksum from the same pages; where the kernel cannot copy (another file system),
-    the rest through ``buffer``."""
+    computes their checksum from the same pages (through ``buffer``); where the kernel cannot copy
+    (another file system), the rest read and written here."""
 
     def write(out: BinaryIO) -> int:
         crc = checksums.submit(_crc_of, fd, at, size, buffer)
         out.flush()
         done = copy_from_file(fd, out.fileno(), at, size)
         out.seek(0, os.SEEK_END)
-        spare = bytearray(min(CHUNK, size - done))
-        view = memoryview(spare)
-        while done < size:
-            got = os.preadv(fd, [view[: min(len(spare), size - done)]], at + done)
-            if got <= 0:
-                raise OSError(f"the source ends before byte {at + size} (truncated while exporting?)")
-            out.write(view[:got])
-            done += got
+        if done < size:
+            for chunk in _read(fd, at + done, size - done, bytearray(min(CHUNK, size - done))):
+                out.write(chunk)
         return crc.result()
 
     return write
