@@ -28,7 +28,6 @@ from wmap.io import (
     holds_none_of,
     mapped_file,
     parse_json,
-    read_checkpoint,
     read_small_text,
     read_source,
     save_pretrained_streaming,
@@ -269,9 +268,7 @@ def convert(
 
     def read(spec: ModelSpec) -> Result[tuple[ModelSpec, Checkpoint], WmapError]:
         step("reading checkpoint")
-        if spec.reads is not None:
-            return spec.reads(os.fspath(checkpoint), file).map(lambda source: (spec, source))
-        return widen(read_checkpoint(checkpoint, stand_ins=spec.stand_ins)).map(lambda source: (spec, source))
+        return spec.read(checkpoint, file).map(lambda source: (spec, source))
 
     def planned(found: tuple[ModelSpec, Checkpoint]) -> Result[tuple[Prepared, Checkpoint], WmapError]:
         spec, source = found

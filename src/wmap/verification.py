@@ -14,7 +14,6 @@ from wmap.conversion import Family, prepare, widen
 from wmap.errors import WmapError
 from wmap.io import (
     Checkpoint,
-    read_checkpoint,
     read_weights,
 )
 from wmap.models.base import ModelSpec
@@ -93,10 +92,8 @@ def verify(
     ``processor_file``: where the family reads part of its source (MusicGen's ``--text-encoder``)."""
 
     def read(spec: ModelSpec) -> Result[tuple[ModelSpec, Checkpoint], WmapError]:
-        if spec.reads is not None:
-            part = None if processor_file is None else Path(processor_file)
-            return spec.reads(os.fspath(checkpoint), part).map(lambda source: (spec, source))
-        return widen(read_checkpoint(checkpoint, stand_ins=spec.stand_ins)).map(lambda source: (spec, source))
+        part = None if processor_file is None else Path(processor_file)
+        return spec.read(checkpoint, part).map(lambda source: (spec, source))
 
     def planned(found: tuple[ModelSpec, Checkpoint]) -> Result[tuple[MappingPlan, Checkpoint], WmapError]:
         spec, source = found

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -15,7 +16,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 
 from wmap.config_fields import IgnoredField
 from wmap.errors import BadConfig, WmapError
-from wmap.io.reading import Checkpoint
+from wmap.io.reading import Checkpoint, read_checkpoint
 from wmap.plan import MakeRule
 from wmap.transforms import Layout, Transform
 
@@ -145,6 +146,14 @@ class ModelSpec:
         if self.headless is not None and is_headless(self.headless, config):
             return self.headless(config=config)
         return self.model_class(config=config)
+
+    def read(self, checkpoint: str | os.PathLike[str], file: Path | None = None) -> Result[Checkpoint, WmapError]:
+        """The family's source: :attr:`reads` (several files; ``file``: the user's ``--text-encoder``)
+        or one checkpoint file, read with the family's :attr:`stand_ins`."""
+        if self.reads is not None:
+            return self.reads(os.fspath(checkpoint), file)
+        found: Result[Checkpoint, WmapError] = read_checkpoint(checkpoint, stand_ins=self.stand_ins)
+        return found
 
     def reference_layout(self) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
         """The names and shapes of the original at its default config (and its metadata), from
