@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from wmap import convert, preview
-from wmap.errors import BadConfig
+from wmap.errors import BadConfig, Disagrees
 
 pytestmark = pytest.mark.parity
 
@@ -216,7 +216,7 @@ def test_the_way_back_loads_in_audiocraft_with_its_outputs(saved: tuple[Path, Pa
 
     (tmp_path / "never").mkdir()
     unnamed = export("musicgen", saved_converted(saved, tmp_path), tmp_path / "never" / "state_dict.bin").failure()
-    assert isinstance(unnamed, BadConfig) and unnamed.key == "text_encoder"
+    assert isinstance(unnamed, Disagrees) and unnamed.key == "text_encoder"  # refused: exit 1, not bad input
     assert not list((tmp_path / "never").iterdir())  # nothing written
 
 

@@ -50,7 +50,7 @@ from wmap.config_fields import (
     translate_each,
     values_back,
 )
-from wmap.errors import BadConfig, WmapError
+from wmap.errors import BadConfig, Disagrees, WmapError
 from wmap.io import Checkpoint, parse_json, read_checkpoint, read_small_text, read_weights
 from wmap.models import encodec_audiocraft
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, Writer, shipped
@@ -461,7 +461,7 @@ def t5_name(config: PretrainedConfig) -> Result[str, BadConfig]:
         + ", ".join(T5_NAMES.values())
         + ")"
     )
-    return Failure(BadConfig("config.json", "text_encoder", expected, str(shape)))
+    return Failure(Disagrees("config.json", "text_encoder", expected, str(shape)))  # a refusal: exit 1
 
 
 def lm_xp_cfg(config: PretrainedConfig, t5: str, guidance_scale: float, seconds: float) -> dict[str, Any]:
