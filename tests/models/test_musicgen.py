@@ -246,3 +246,47 @@ def test_every_argument_the_lm_config_can_set_is_accounted_for() -> None:
         if name not in ("self", "args", "kwargs")
     }
     assert arguments - from_builder - derived - TRANSFORMER_LM.names() == set()
+
+
+@pytest.mark.parametrize("shard", [None, "300KB"])
+def test_a_fine_tune_saved_by_transformers_goes_back_to_audiocraft(
+    saved: tuple[Path, Path, Any, Any], tmp_path: Path, shard: str | None
+) -> None:
+    """A directory transformers' own save_pretrained wrote (a fine-tune: a changed weight; default and
+    sharded): exported, audiocraft's load_lm_model builds it strictly and its logits are the transformers
+    model's for the same codes and conditioning."""
+    from unittest import mock
+
+    from transformers import MusicgenForConditionalGeneration
+
+    from tests.originals import import_audiocraft, t5_directory
+    from wmap.way_back import export
+
+    directory, _, _, _ = saved
+    t5 = t5_directory(tmp_path / "t5-small", as_t5_small=True)
+    converted = convert("musicgen", directory, tmp_path / "hf", processor_file=t5).unwrap()
+    model = MusicgenForConditionalGeneration.from_pretrained(converted).eval()
+    with torch.no_grad():
+        model.decoder.lm_heads[1].weight.add_(0.5)  # the fine-tune
+    tuned = tmp_path / "tuned"
+    model.save_pretrained(tuned, **({"max_shard_size": shard} if shard else {}))
+    (tmp_path / "back").mkdir()
+    out = export("musicgen", tuned, tmp_path / "back" / "state_dict.bin").unwrap()
+
+    audiocraft = import_audiocraft()
+    conditioners = __import__("sys").modules["audiocraft.modules.conditioners"]
+    load = conditioners.T5EncoderModel.from_pretrained
+    with (
+        mock.patch.object(conditioners.T5EncoderModel, "from_pretrained", lambda *a, **k: load(t5)),
+        mock.patch.object(conditioners.T5Tokenizer, "from_pretrained", lambda *a, **k: None),
+    ):
+        back = audiocraft.models.loaders.load_lm_model(out.parent)  # strict
+    codes = torch.randint(0, 64, (1, 4, 6))
+    states = torch.randn(1, 3, 512)
+    with torch.no_grad():
+        condition = back.condition_provider.conditioners["description"].output_proj(states)
+        theirs = back(codes, [], condition_tensors={"description": (condition, torch.ones(1, 3, dtype=torch.long))})
+        ours = model(
+            encoder_outputs=(states,), attention_mask=torch.ones(1, 3, dtype=torch.long), decoder_input_ids=codes[0]
+        ).logits.reshape(1, 4, 6, -1)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
