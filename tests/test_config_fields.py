@@ -274,3 +274,27 @@ def test_several_sections_report_every_bad_field_of_all_of_them() -> None:
     ]
     both = translate_each(((one, {"a": 2}), (two, {}))).unwrap()  # the control
     assert [read.kwargs for read in both] == [{"a": 2}, {"b": 1, "c": 1}]
+
+
+@settings(max_examples=60, deadline=None)
+@given(width=st.integers(min_value=1, max_value=4096), heads=st.integers(min_value=1, max_value=64))
+def test_a_field_that_must_divide_another_is_refused_naming_both(width: int, heads: int) -> None:
+    """``Translated(fits=divides(...))``: checked once the section is read, so the order of the rows
+    does not matter, and reported with every other bad field."""
+    from wmap.config_fields import divides
+
+    table = ConfigTable(
+        "model",
+        (
+            Translated("heads", integer(1, 64), "num_heads", fits=divides("width")),
+            Translated("width", integer(1, 4096), "hidden"),
+        ),
+    )
+    read = translate(table, {"heads": heads, "width": width})
+    if width % heads == 0:
+        assert read.unwrap().kwargs == {"num_heads": heads, "hidden": width}
+    else:
+        error = read.failure()
+        assert (error.key, error.found) == ("heads", repr(heads)) and f"a divisor of width ({width})" in error.message
+    both = translate(table, {"heads": 0, "width": width}).failure()  # a bad value is not also judged
+    assert both.key == "heads" and both.others == ()

@@ -202,14 +202,33 @@ def text(value: object) -> Result[Any, str]:
     return Success(value) if isinstance(value, str) else Failure("a string")
 
 
+Relation: TypeAlias = Callable[[Any, Mapping[str, Any]], str | None]
+"""A field's value against the other values of its section: ``None`` where it fits, else what it must be."""
+
+
+def divides(width: str) -> Relation:
+    """The value must divide the section's field ``width`` (attention heads: transformers splits the
+    width among them, and fails to build otherwise)."""
+
+    def fits(value: Any, values: Mapping[str, Any]) -> str | None:
+        found = values.get(width)
+        if not _is_int(found) or not _is_int(value) or value == 0 or found % value == 0:
+            return None
+        return f"a divisor of {width} ({found})"
+
+    return fits
+
+
 @attrs.frozen
 class Translated:
-    """``source`` is read by ``read`` and becomes ``target`` (``None``: used by the family's derivation)."""
+    """``source`` is read by ``read`` and becomes ``target`` (``None``: used by the family's derivation).
+    ``fits``: how it must relate to the section's other values (:func:`divides`), checked once all are read."""
 
     source: str
     read: Reader
     target: str | None = None
     default: Any = REQUIRED
+    fits: Relation | None = None
 
 
 @attrs.frozen
@@ -395,10 +414,15 @@ def translate(table: ConfigTable, container: object, *, report_unknown: bool = T
 
 
 def _underived(table: ConfigTable, values: Mapping[str, Any]) -> list[BadConfig]:
-    """The :class:`Derived` fields that say otherwise than what they derive from (those whose
-    inputs were themselves bad are not judged)."""
+    """The :class:`Derived` fields that say otherwise than what they derive from, and the
+    :class:`Translated` ones that do not fit the others (those whose inputs were themselves bad are
+    not judged)."""
     bad: list[BadConfig] = []
     for f in table.fields:
+        if isinstance(f, Translated) and f.fits is not None and f.source in values:
+            wrong = f.fits(values[f.source], values)
+            if wrong is not None:
+                bad.append(_bad(table, f.source, wrong, values[f.source]))
         if not isinstance(f, Derived) or values.get(f.source) is None:
             continue
         try:

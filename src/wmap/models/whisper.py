@@ -21,80 +21,74 @@ from transformers import WhisperConfig, WhisperForConditionalGeneration
 
 from wmap.config_fields import (
     Checked,
+    Composite,
     ConfigTable,
+    Derived,
     Translated,
-    Translation,
+    divides,
     ignore_all,
     integer,
     inverse,
     one_of,
+    values_back,
 )
 from wmap.config_fields import translate as read_table
 from wmap.errors import BadConfig, Disagrees
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, shipped
 from wmap.models.whisper_processor import whisper_generation_config, whisper_processor
 from wmap.pipeline import first_match, scoped
+from wmap.reverse import predicted_layout
 from wmap.transforms import EXACT, PARAMS, Layout, Transform, rename, tie
 
 VOCABULARIES = (51864, 51865, 51866)
 """openai's vocabularies: English-only, multilingual, and large-v3's (one more language)."""
+
+
+def openai_vocabulary(value: object) -> Result[Any, str]:
+    """One of openai's vocabularies: the special-token ids are laid out by its size."""
+    if value in VOCABULARIES and isinstance(value, int) and not isinstance(value, bool):
+        return Success(value)
+    return Failure("51864, 51865 or 51866: the special-token ids (end of text, start of transcript) are openai's")
+
+
+def special_tokens(n_vocab: int) -> dict[str, int]:
+    """The vocabulary's size and openai's end-of-text and start-of-transcript ids (``whisper.tokenizer``):
+    GPT-2's vocabulary for English-only models, one more token before them for multilingual ones."""
+    end = 50256 if n_vocab < 51865 else 50257
+    ids = {"bos_token_id": end, "eos_token_id": end, "pad_token_id": end, "decoder_start_token_id": end + 1}
+    return {"vocab_size": n_vocab, **ids}
+
+
+def widths(width: int) -> dict[str, int]:
+    """openai's one width: the model's, and its MLPs' (four times it)."""
+    return {"d_model": width, "encoder_ffn_dim": 4 * width, "decoder_ffn_dim": 4 * width}
+
+
+ONE_WIDTH = "transformers' Whisper has one d_model"
 
 DIMS = ConfigTable(
     "openai-whisper dims",
     (
         Translated("n_mels", integer(1, 1024), "num_mel_bins"),
         Translated("n_audio_ctx", integer(1, 1 << 20), "max_source_positions"),
-        Translated("n_audio_state", integer(1, 65536), "d_model"),
-        Translated("n_audio_head", integer(1, 1024), "encoder_attention_heads"),
+        Composite("n_audio_state", integer(1, 65536), widths, lambda config: config.d_model),
+        Translated("n_audio_head", integer(1, 1024), "encoder_attention_heads", fits=divides("n_audio_state")),
         Translated("n_audio_layer", integer(1, 512), "encoder_layers"),
-        Checked(
-            "n_vocab",
-            VOCABULARIES,
-            "the special-token ids (end of text, start of transcript) are those of openai's vocabularies",
-            None,
-            integer(1, 1 << 20),
-        ),
+        Composite("n_vocab", openai_vocabulary, special_tokens, lambda config: config.vocab_size),
         Translated("n_text_ctx", integer(1, 1 << 20), "max_target_positions"),
-        Translated("n_text_state", integer(1, 65536), None),
-        Translated("n_text_head", integer(1, 1024), "decoder_attention_heads"),
+        Derived("n_text_state", integer(1, 65536), lambda values: values["n_audio_state"], ONE_WIDTH),
+        Translated("n_text_head", integer(1, 1024), "decoder_attention_heads", fits=divides("n_audio_state")),
         Translated("n_text_layer", integer(1, 512), "decoder_layers"),
     ),
 )
-"""openai's ``ModelDimensions``, every field."""
-
-
-def special_tokens(n_vocab: int) -> dict[str, int]:
-    """openai's end-of-text and start-of-transcript ids (``whisper.tokenizer``): GPT-2's vocabulary
-    for English-only models, one more token before them for multilingual ones."""
-    end = 50256 if n_vocab < 51865 else 50257
-    return {"bos_token_id": end, "eos_token_id": end, "pad_token_id": end, "decoder_start_token_id": end + 1}
+"""openai's ``ModelDimensions``, every field, both ways (:func:`~wmap.config_fields.values_back`)."""
 
 
 def config_from_checkpoint(meta: Mapping[str, Any], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
-    dims = meta.get("dims")
-    if dims is None:
-        return Failure(BadConfig("checkpoint", "dims", "openai-whisper's ModelDimensions; or pass --config", "none"))
-
-    def built(read: Translation) -> Result[TranslatedConfig, BadConfig]:
-        state, text = read.values["n_audio_state"], read.values["n_text_state"]
-        if state != text:
-            expected = f"{state} (n_audio_state: transformers' Whisper has one d_model)"
-            return Failure(BadConfig(DIMS.section, "n_text_state", expected, str(text)))
-        for heads in ("n_audio_head", "n_text_head"):
-            if state % read.values[heads]:
-                return Failure(
-                    BadConfig(DIMS.section, heads, f"a divisor of the width ({state})", str(read.values[heads]))
-                )
-        kwargs = {
-            **read.kwargs,
-            "vocab_size": read.values["n_vocab"],
-            "encoder_ffn_dim": 4 * state,
-            "decoder_ffn_dim": 4 * state,
-            **special_tokens(read.values["n_vocab"]),
-        }
-        return Success(TranslatedConfig(WhisperConfig(**kwargs), read.ignored))
-
-    return read_table(DIMS, dims).bind(built)
+    """``dims`` -> ``WhisperConfig``."""
+    return read_table(DIMS, meta.get("dims")).map(
+        lambda read: TranslatedConfig(WhisperConfig(**read.kwargs), read.ignored)
+    )
 
 
 ATTENTION = (("query", "q_proj"), ("key", "k_proj"), ("value", "v_proj"), ("out", "out_proj"))
@@ -134,13 +128,16 @@ RULES = first_match(
 
 # --- back to openai ------------------------------------------------------------------------------
 
+OPENAI_MLP = "openai's MLP is four times the width"
+
 DIMENSIONS_FROM = ConfigTable(
     "transformers WhisperConfig (for openai's dims)",
     (
         *inverse(DIMS.fields),
-        Translated("vocab_size", integer(1, 1 << 20), "n_vocab"),  # checked, not translated, forward
-        Translated("encoder_ffn_dim", integer(1, 1 << 20), None),
-        Translated("decoder_ffn_dim", integer(1, 1 << 20), None),
+        Translated("d_model", integer(1, 65536), None),
+        Translated("vocab_size", integer(1, 1 << 20), None),
+        Derived("encoder_ffn_dim", integer(1, 1 << 22), lambda values: 4 * values["d_model"], OPENAI_MLP),
+        Derived("decoder_ffn_dim", integer(1, 1 << 22), lambda values: 4 * values["d_model"], OPENAI_MLP),
         Checked(
             "activation_function",
             ("gelu",),
@@ -196,65 +193,20 @@ DIMENSIONS_FROM = ConfigTable(
 
 
 def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
-    """openai's names and shapes for the directory's config, and the ``dims`` ``whisper.load_model`` needs."""
-    config = source.config
-    fields = {k: v for k, v in config.to_dict().items() if k in DIMENSIONS_FROM.names()}
-
-    def built(read: Translation) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
-        dims = {**read.kwargs, "n_text_state": read.kwargs["n_audio_state"]}
-        width = dims["n_audio_state"]
-        for name in ("encoder_ffn_dim", "decoder_ffn_dim"):
-            if read.values[name] != 4 * width:
-                return Failure(
-                    Disagrees(
-                        DIMENSIONS_FROM.section,
-                        name,
-                        f"{4 * width} (openai's MLP is 4x the width)",
-                        str(read.values[name]),
-                    )
-                )
-        return Success((openai_layout(dims), {"dims": dims}))
-
-    return read_table(DIMENSIONS_FROM, fields, report_unknown=False).alt(_cannot_hold).bind(built)
+    """openai's names (the rules reversed) and the ``dims`` ``whisper.load_model`` needs, when openai's
+    model can hold the directory's (every field it adds checked)."""
+    dims = values_back(DIMS.fields, source.config)
+    return (
+        read_table(DIMENSIONS_FROM, source.config.to_dict(), report_unknown=False)
+        .alt(_cannot_hold)
+        .map(lambda _: (predicted_layout(source.pipeline, source.converted), {"dims": dims}))
+    )
 
 
 def _cannot_hold(error: BadConfig) -> BadConfig:
     """A readable config.json whose model openai's code cannot hold (untied embeddings, another MLP
     width): a refusal (exit 1), not bad input."""
     return Disagrees(error.source, error.key, error.expected, error.found)
-
-
-def openai_layout(dims: Mapping[str, int]) -> dict[str, tuple[int, ...]]:
-    """The state-dict layout openai's ``Whisper(ModelDimensions(**dims))`` has."""
-    width, mels, vocab = dims["n_audio_state"], dims["n_mels"], dims["n_vocab"]
-    layout: dict[str, tuple[int, ...]] = {
-        "encoder.positional_embedding": (dims["n_audio_ctx"], width),
-        "encoder.conv1.weight": (width, mels, 3),
-        "encoder.conv1.bias": (width,),
-        "encoder.conv2.weight": (width, width, 3),
-        "encoder.conv2.bias": (width,),
-    }
-
-    def block(prefix: str, cross: bool) -> None:
-        for attention in ("attn", "cross_attn") if cross else ("attn",):
-            for part in ("query", "key", "value", "out"):
-                layout[f"{prefix}.{attention}.{part}.weight"] = (width, width)
-                if part != "key":
-                    layout[f"{prefix}.{attention}.{part}.bias"] = (width,)
-            layout[f"{prefix}.{attention}_ln.weight"] = layout[f"{prefix}.{attention}_ln.bias"] = (width,)
-        layout[f"{prefix}.mlp.0.weight"], layout[f"{prefix}.mlp.0.bias"] = (4 * width, width), (4 * width,)
-        layout[f"{prefix}.mlp.2.weight"], layout[f"{prefix}.mlp.2.bias"] = (width, 4 * width), (width,)
-        layout[f"{prefix}.mlp_ln.weight"] = layout[f"{prefix}.mlp_ln.bias"] = (width,)
-
-    for i in range(dims["n_audio_layer"]):
-        block(f"encoder.blocks.{i}", cross=False)
-    layout["encoder.ln_post.weight"] = layout["encoder.ln_post.bias"] = (width,)
-    layout["decoder.token_embedding.weight"] = (vocab, width)
-    layout["decoder.positional_embedding"] = (dims["n_text_ctx"], width)
-    for i in range(dims["n_text_layer"]):
-        block(f"decoder.blocks.{i}", cross=True)
-    layout["decoder.ln.weight"] = layout["decoder.ln.bias"] = (width,)
-    return layout
 
 
 def openai_container(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
