@@ -233,6 +233,7 @@ def test_preview_lists_the_config_fields_it_does_not_carry_over(tmp_path: Path) 
         ("distilhubert", "extractor_conv_feature_layers", "[(512, 10, 5)] * 2"),
         ("wav2vec2_mbart", "adaptor_n_layers", None),
         ("distilhubert", "encoder_attention_heads", 0),
+        ("data2vec_audio", "encoder_attention_heads", 7),  # valid, but not a divisor of the width
     ],
 )
 def test_an_odd_config_value_is_one_line_and_exit_2(model: str, field: str, value: Any, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from wmap.config_fields import (
     ValueMap,
     boolean,
     conv_spec,
+    divides,
     get,
     ignore_all,
     integer,
@@ -108,7 +109,9 @@ WAV2VEC2_ENCODER: tuple[Field, ...] = (
     Translated("encoder_layers", integer(1, 512), "num_hidden_layers", 12),
     Translated("encoder_embed_dim", integer(1, 65536), "hidden_size", 768),
     Translated("encoder_ffn_embed_dim", integer(1, 262144), "intermediate_size", 3072),
-    Translated("encoder_attention_heads", integer(1, 1024), "num_attention_heads", 12),
+    Translated(
+        "encoder_attention_heads", integer(1, 1024), "num_attention_heads", 12, fits=divides("encoder_embed_dim")
+    ),
     Translated("activation_fn", activation, "hidden_act", "gelu"),
     Checked(
         "layer_type",
@@ -210,15 +213,6 @@ def encoder_config_kwargs(encoder: Translation) -> dict[str, Any]:
     return {**encoder.kwargs, "layer_norm_eps": 1e-5}
 
 
-def heads_divide(section: str, kwargs: Mapping[str, Any]) -> BadConfig | None:
-    """A :class:`BadConfig` when ``encoder_attention_heads`` does not divide ``encoder_embed_dim``
-    (transformers' attention would fail to build), else ``None``."""
-    hidden, heads = kwargs["hidden_size"], kwargs["num_attention_heads"]
-    if hidden % heads == 0:
-        return None
-    return BadConfig(section, "encoder_attention_heads", f"a divisor of encoder_embed_dim ({hidden})", str(heads))
-
-
 def layers_agree(
     section: str, layout: Mapping[str, Any], prefix: str, configured: int, field: str = "encoder_layers"
 ) -> BadConfig | None:
@@ -236,19 +230,15 @@ def layers_agree(
 def layout_agrees(
     section: str, layout: Mapping[str, Any], kwargs: Mapping[str, Any], root: str = "", conv_field: str = ""
 ) -> BadConfig | None:
-    """The config's encoder against the file's own layout under ``root``: the heads divide the hidden
-    size, and the transformer layers and the feature extractor's conv layers (``conv_field``,
-    default ``conv_feature_layers``) are as many as the checkpoint holds."""
-    return (
-        heads_divide(section, kwargs)
-        or layers_agree(section, layout, root + "encoder.layers", kwargs["num_hidden_layers"])
-        or layers_agree(
-            section,
-            layout,
-            root + "feature_extractor.conv_layers",
-            len(kwargs["conv_dim"]),
-            conv_field or "conv_feature_layers",
-        )
+    """The config's encoder against the file's own layout under ``root``: the transformer layers and
+    the feature extractor's conv layers (``conv_field``, default ``conv_feature_layers``) are as many
+    as the checkpoint holds."""
+    return layers_agree(section, layout, root + "encoder.layers", kwargs["num_hidden_layers"]) or layers_agree(
+        section,
+        layout,
+        root + "feature_extractor.conv_layers",
+        len(kwargs["conv_dim"]),
+        conv_field or "conv_feature_layers",
     )
 
 

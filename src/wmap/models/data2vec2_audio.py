@@ -33,6 +33,7 @@ from wmap.config_fields import (
     Translation,
     boolean,
     conv_spec,
+    divides,
     fixed_back,
     get,
     ignore_all,
@@ -52,7 +53,6 @@ from wmap.fairseq import (
     ctc_head_kwargs,
     fairseq_encoder_config,
     fairseq_model_config,
-    heads_divide,
     layers_agree,
 )
 from wmap.fairseq.dictionary import STAND_INS
@@ -72,7 +72,7 @@ MODEL = ConfigTable(
     "fairseq cfg.model (data2vec_multi)",
     (
         Translated("depth", integer(1, 512), None, 8),
-        Translated("num_heads", integer(1, 1024), "num_attention_heads", 12),
+        Translated("num_heads", integer(1, 1024), "num_attention_heads", 12, fits=divides("embed_dim")),
         Translated("embed_dim", integer(1, 65536), "hidden_size", 768),
         Translated("mlp_ratio", number(0.01, 64.0), None, 4.0),
         Translated("norm_eps", number(1e-12, 1.0), "layer_norm_eps", 1e-6),
@@ -227,9 +227,7 @@ def _encoder(model: object, layout: Layout, root: str) -> Result[tuple[dict[str,
 
     def built(read: Translation, audio: Translation) -> Result[tuple[dict[str, Any], tuple[Any, ...]], BadConfig]:
         kwargs = _kwargs(read, audio)
-        wrong = heads_divide(MODEL.section, kwargs) or layers_agree(
-            MODEL.section, layout, root + "blocks", read.values["depth"], "depth"
-        )
+        wrong = layers_agree(MODEL.section, layout, root + "blocks", read.values["depth"], "depth")
         return Failure(wrong) if wrong is not None else Success((kwargs, read.ignored + audio.ignored))
 
     audio_cfg = get(get(model, "modalities", None), "audio", None)

@@ -29,6 +29,7 @@ from wmap.config_fields import (
     Translation,
     boolean,
     conv_spec,
+    divides,
     get,
     ignore_all,
     integer,
@@ -68,7 +69,9 @@ DISTILLER = ConfigTable(
         Translated("encoder_layers", integer(1, 512), "num_hidden_layers", 1),
         Translated("encoder_embed_dim", integer(1, 65536), "hidden_size", 768),
         Translated("encoder_ffn_embed_dim", integer(1, 262144), "intermediate_size", 3072),
-        Translated("encoder_attention_heads", integer(1, 1024), "num_attention_heads", 12),
+        Translated(
+            "encoder_attention_heads", integer(1, 1024), "num_attention_heads", 12, fits=divides("encoder_embed_dim")
+        ),
         Translated("activation_fn", activation, "hidden_act", "gelu"),
         Translated("layer_norm_first", boolean, "do_stable_layer_norm", False),
         Checked(
