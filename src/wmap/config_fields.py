@@ -453,6 +453,21 @@ def translate_each(
     return Success(tuple(done))
 
 
+def kwargs_of(fields: Iterable[Field], read: Translation) -> dict[str, Any]:
+    """The keyword arguments ``fields`` (some of the rows of the table ``read`` was read by) make: for a
+    section whose fields go to two target configs (fairseq's ``cfg.model``: an encoder's adapter and a
+    decoder)."""
+    kwargs: dict[str, Any] = {}
+    for f in fields:
+        if f.source not in read.values:
+            continue
+        if isinstance(f, Translated) and f.target is not None:
+            kwargs[f.target] = read.values[f.source]
+        elif isinstance(f, Composite):
+            kwargs.update(f.forward(read.values[f.source]))
+    return kwargs
+
+
 def inverse(fields: Iterable[Field]) -> tuple[Translated, ...]:
     """A forward table's translated fields the other way: each ``target`` read back as its ``source``,
     by the same reader (the way back's table names a field once, where the forward one does)."""

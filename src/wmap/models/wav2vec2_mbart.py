@@ -16,6 +16,7 @@ dictionary) is not written: the directory holds no fairseq dictionary.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,20 +32,25 @@ from transformers import (
 
 from wmap.config_fields import (
     Checked,
+    Composite,
     ConfigTable,
     Decided,
+    Derived,
+    Field,
     Ignored,
     Translated,
     Translation,
     ValueMap,
     boolean,
+    divides,
     fixed_back,
     get,
     ignore_all,
     integer,
+    kwargs_of,
     optional,
     text,
-    translate,
+    translate_each,
     values_back,
 )
 from wmap.errors import BadConfig
@@ -58,6 +64,7 @@ from wmap.fairseq import (
     TRANSFORMER_LAYERS,
     WEIGHT_NORM_POS_CONV,
     activation,
+    encoder_config_kwargs,
     fairseq_model_config,
     feature_extractor,
     flag,
@@ -93,6 +100,7 @@ from wmap.transforms import (
 
 SOURCE = "fairseq cfg.model (xm_transformer)"
 W2V = "encoder.w2v_encoder.w2v_model"
+PROJECTION = "encoder.w2v_encoder.proj.weight"
 EMBED = "decoder.embed_tokens.weight"
 POSITIONS = "decoder.embed_positions.weight"
 DECODER_VERSION = "decoder.version"
@@ -117,21 +125,63 @@ FINE_TUNED_IN_ENCODER = (
     "copied into the encoder's config (w2v_args.model) when fine-tuning started, which holds the value in effect"
 )
 
+
+def adapter_layers(layers: int) -> dict[str, Any]:
+    """fairseq's adaptor depth (0: none) as Wav2Vec2Config's switch and depth."""
+    return {"add_adapter": layers > 0, "num_adapter_layers": max(layers, 1)}
+
+
+def _adaptor_depth(encoder: Any) -> int:
+    return int(encoder.num_adapter_layers) if encoder.add_adapter else 0
+
+
+def _pads_by_one(kernel: Any, values: Mapping[str, Any]) -> str | None:
+    return None if not values.get("adaptor_n_layers") or kernel == 3 else "3 (Wav2Vec2's adapter pads by 1)"
+
+
+ADAPTOR: tuple[Field, ...] = (
+    Composite("adaptor_n_layers", integer(0, 64), adapter_layers, _adaptor_depth, 3),
+    Translated("adaptor_kernel_size", integer(1, 64), "adapter_kernel_size", 3, fits=_pads_by_one),
+    Translated("adaptor_stride", integer(1, 64), "adapter_stride", 2),
+)
+"""The adaptor's fields of ``cfg.model``: ``Wav2Vec2Config``'s adapter, both ways."""
+
+ONE_WIDTH = "xm_transformer's decoder has one width, decoder_embed_dim"
+
+DECODER: tuple[Field, ...] = (
+    Translated("decoder_embed_dim", integer(1, 65536), "d_model"),
+    Translated("decoder_layers", integer(1, 512), "decoder_layers"),
+    Translated("decoder_ffn_embed_dim", integer(1, 262144), "decoder_ffn_dim"),
+    Translated(
+        "decoder_attention_heads", integer(1, 1024), "decoder_attention_heads", fits=divides("decoder_embed_dim")
+    ),
+    Translated("no_scale_embedding", NOT, "scale_embedding", False),
+    Translated("share_decoder_input_output_embed", boolean, "tie_word_embeddings", False),
+    Translated("activation_fn", activation, "activation_function", "relu"),
+    Translated("max_target_positions", integer(1, 1_000_000), "max_position_embeddings", 1024),
+    Derived("decoder_input_dim", optional(integer(1, 65536)), lambda v: v["decoder_embed_dim"], ONE_WIDTH, None),
+    Derived("decoder_output_dim", optional(integer(1, 65536)), lambda v: v["decoder_embed_dim"], ONE_WIDTH, None),
+)
+"""The decoder's fields of ``cfg.model``: ``MBartConfig``'s, both ways."""
+
+DECODER_DROPOUTS = {
+    "decoder_dropout": "dropout",
+    "decoder_attention_dropout": "attention_dropout",
+    "decoder_activation_dropout": "activation_dropout",
+    "decoder_layerdrop": "decoder_layerdrop",
+}
+"""fairseq's decoder dropouts and MBartConfig's: not read (the converted decoder has the seed's 0), written back."""
+
 XM_TRANSFORMER = ConfigTable(
     SOURCE,
     (
         Decided("w2v_args", "the pre-trained encoder's config, translated by its own table"),
-        Translated("adaptor_n_layers", integer(0, 64), None, 3),
-        Translated("adaptor_kernel_size", integer(1, 64), None, 3),
-        Translated("adaptor_stride", integer(1, 64), "adapter_stride", 2),
+        *ADAPTOR,
+        *DECODER,
         Decided("adaptor_proj", "adaptor projection layers: refused by the rules"),
         Decided("adaptor_layernorm", "adaptor input layer norm: refused by the rules"),
         Ignored("adaptor_layerdrop", "training-only adaptor layer drop"),
         Decided("encoder_proj", "the encoder projection: mapped or refused by the rules"),
-        Translated("decoder_embed_dim", integer(1, 65536), "d_model"),
-        Translated("decoder_layers", integer(1, 512), "decoder_layers"),
-        Translated("decoder_ffn_embed_dim", integer(1, 262144), "decoder_ffn_dim"),
-        Translated("decoder_attention_heads", integer(1, 1024), "decoder_attention_heads"),
         Decided("decoder_normalize_before", "a post-LN decoder is refused by the rules"),
         Checked("decoder_learned_pos", (True,), "MBart has learned positions only", True),
         Checked("no_token_positional_embeddings", (False,), "MBart always adds positions", False),
@@ -140,24 +190,12 @@ XM_TRANSFORMER = ConfigTable(
         Checked("adaptive_softmax_cutoff", (None,), "MBart has a plain output projection", None, optional(text)),
         Ignored("adaptive_softmax_dropout", "only used with an adaptive softmax (checked absent)"),
         Ignored("tie_adaptive_weights", "only used with an adaptive softmax (checked absent)"),
-        Translated("no_scale_embedding", NOT, "scale_embedding", False),
-        Translated("share_decoder_input_output_embed", boolean, "tie_word_embeddings", False),
-        Translated("activation_fn", activation, "activation_function", "relu"),
-        Translated("max_target_positions", integer(1, 1_000_000), None, 1024),
-        Ignored("decoder_input_dim", "equal to decoder_embed_dim in xm_transformer (checked by the shapes)"),
-        Ignored("decoder_output_dim", "equal to decoder_embed_dim in xm_transformer (checked by the shapes)"),
         Ignored("decoder_embed_path", "where training loaded pre-trained embeddings; the checkpoint holds them"),
         Ignored("quant_noise_pq", TRAINING_ONLY + " (quantization noise)"),
         Ignored("pooler_activation_fn", "classification pooler; not part of the decoder"),
         Ignored("pooler_dropout", "classification pooler; not part of the decoder"),
         *ignore_all(
-            (
-                "decoder_dropout",
-                "decoder_attention_dropout",
-                "decoder_activation_dropout",
-                "decoder_layerdrop",
-                "relu_dropout",
-            ),
+            (*DECODER_DROPOUTS, "relu_dropout"),
             "decoder dropouts: the converted decoder has dropout 0 (inference settings, as the seed writes)",
         ),
         Ignored("encoder_embed_dim", "the encoder's width, read from w2v_args.model"),
@@ -207,90 +245,73 @@ XM_TRANSFORMER = ConfigTable(
 
 
 def encoder_config(encoder: Translation, model: Translation, layout: Layout) -> Result[Wav2Vec2Config, BadConfig]:
-    """The wav2vec2 encoder (``w2v_args.model``) and the adaptor -> ``Wav2Vec2Config``."""
-    n_adapter = model.values["adaptor_n_layers"]
-    kernel = model.values["adaptor_kernel_size"]
-    if n_adapter and kernel != 3:
-        return Failure(BadConfig(SOURCE, "adaptor_kernel_size", "3 (Wav2Vec2's adapter pads by 1)", str(kernel)))
-    kwargs = dict(encoder.kwargs)
+    """The wav2vec2 encoder (``w2v_args.model``) and the adaptor -> ``Wav2Vec2Config``; the adapter
+    projects to the width of the encoder projection the file holds."""
+    kwargs = encoder_config_kwargs(encoder)
     wrong = layout_agrees(W2V_ENCODER.section, layout, kwargs, W2V + ".")
-    if wrong is not None:
-        return Failure(wrong)
-    hidden = kwargs["hidden_size"]
-    return Success(
-        Wav2Vec2Config(
-            **kwargs,
-            layer_norm_eps=1e-5,
-            add_adapter=n_adapter > 0,
-            num_adapter_layers=max(n_adapter, 1),
-            adapter_kernel_size=kernel,
-            adapter_stride=model.kwargs["adapter_stride"],
-            output_hidden_size=layout.get("encoder.w2v_encoder.proj.weight", (hidden,))[0],
-        )
-    )
+    projected = layout.get(PROJECTION, (kwargs["hidden_size"],))[0]
+    adapter = kwargs_of(ADAPTOR, model)
+    return Failure(wrong) if wrong else Success(Wav2Vec2Config(**kwargs, **adapter, output_hidden_size=projected))
+
+
+MBART_DECODER = {
+    "encoder_layers": 0,
+    "is_decoder": True,
+    "pad_token_id": 1,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+    "dropout": 0.0,
+    "attention_dropout": 0.0,
+    "activation_dropout": 0.0,
+    "decoder_layerdrop": 0.0,
+}
+"""What the seed's decoder config always is: decoder only, fairseq's token ids, inference dropouts."""
 
 
 def decoder_config(model: Translation, layout: Layout) -> Result[MBartConfig, BadConfig]:
     """fairseq's transformer decoder -> ``MBartConfig`` (vocabulary and positions from the weights)."""
     if EMBED not in layout:
         return Failure(BadConfig("checkpoint", EMBED, "the decoder's token embedding", "missing"))
-    if model.kwargs["d_model"] % model.kwargs["decoder_attention_heads"]:
-        return Failure(
-            BadConfig(
-                SOURCE,
-                "decoder_attention_heads",
-                "a divisor of decoder_embed_dim",
-                str(model.kwargs["decoder_attention_heads"]),
-            )
-        )
-    vocab = layout[EMBED][0]
-    positions = layout.get(POSITIONS, (model.values["max_target_positions"] + 2,))[0] - 2
-    return Success(
-        MBartConfig(
-            **model.kwargs,
-            vocab_size=vocab,
-            encoder_layers=0,
-            max_position_embeddings=positions,
-            is_decoder=True,
-            pad_token_id=1,
-            bos_token_id=0,
-            eos_token_id=2,
-            dropout=0.0,
-            attention_dropout=0.0,
-            activation_dropout=0.0,
-            decoder_layerdrop=0.0,
-        )
-    )
+    sizes = {"vocab_size": layout[EMBED][0]}
+    if POSITIONS in layout:  # fairseq's learned positions hold two more rows (its padding offset)
+        sizes["max_position_embeddings"] = layout[POSITIONS][0] - 2
+    return Success(MBartConfig(**{**kwargs_of(DECODER, model), **sizes, **MBART_DECODER}))
+
+
+COMPOSITE = {
+    "pad_token_id": 1,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+    "decoder_start_token_id": 2,  # the seed: tokenizer.eos_token_id
+    "feature_extractor_type": "wav2vec2",
+    "tokenizer_class": "mbart50",
+}
+"""The seed's settings of the composite config (fairseq's token ids, the processor's classes)."""
 
 
 def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
-    """The composite config, with the token ids and processor hints the seed sets."""
+    """The composite config: ``cfg.model`` and its encoder's ``w2v_args.model``, each by its table."""
     model = fairseq_model_config(meta)
     if model is None:
         return Failure(NO_CONFIG)
-    w2v = get(get(model, "w2v_args", None), "model", None)
-    if w2v is None:
-        return Failure(BadConfig(SOURCE, "w2v_args", "the wav2vec2 encoder config; or pass --config", "missing"))
+    tables = ((XM_TRANSFORMER, model), (W2V_ENCODER, get(get(model, "w2v_args", None), "model", None)))
     # an old-style ``args`` namespace mixes model and training fields: only the model's are reported
-    legacy = "cfg" not in meta
-    return translate(XM_TRANSFORMER, model, report_unknown=not legacy).bind(
-        lambda outer: translate(W2V_ENCODER, w2v).bind(lambda inner: _composite(inner, outer, layout))
+    return translate_each(tables, report_unknown="cfg" in meta).bind(partial(_composite, layout=layout))
+
+
+def _composite(read: tuple[Translation, ...], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
+    model, encoder = read
+    return Result.do(
+        _joined(enc, dec, read)
+        for enc in encoder_config(encoder, model, layout)
+        for dec in decoder_config(model, layout)
     )
 
 
-def _composite(encoder: Translation, model: Translation, layout: Layout) -> Result[TranslatedConfig, BadConfig]:
-    return encoder_config(encoder, model, layout).bind(
-        lambda enc: decoder_config(model, layout).map(lambda dec: _joined(enc, dec, encoder, model))
-    )
-
-
-def _joined(enc: Wav2Vec2Config, dec: MBartConfig, encoder: Translation, model: Translation) -> TranslatedConfig:
+def _joined(enc: Wav2Vec2Config, dec: MBartConfig, read: tuple[Translation, ...]) -> TranslatedConfig:
     config = SpeechEncoderDecoderConfig.from_encoder_decoder_configs(enc, dec)
-    config.pad_token_id, config.bos_token_id, config.eos_token_id = 1, 0, 2
-    config.decoder_start_token_id = 2  # the seed: tokenizer.eos_token_id
-    config.feature_extractor_type = "wav2vec2"
-    config.tokenizer_class = "mbart50"
-    return TranslatedConfig(config, model.ignored + encoder.ignored)
+    config.update(COMPOSITE)
+    return TranslatedConfig(config, tuple(field for section in read for field in section.ignored))
 
 
 def encoder_rules(model: object, encoder: PretrainedConfig) -> tuple[Transform, ...]:
@@ -469,41 +490,35 @@ def variant(config: PretrainedConfig) -> dict[str, Any]:
     }
 
 
-BUILD_DEFAULTS: dict[str, Any] = {"freeze_regex": None}
-"""Arguments fairseq's ``Wav2VecEncoder`` reads when ``XMTransformerModel`` builds (a legacy model:
-no dataclass fills them in), at fairseq's defaults: training settings the transformers model does
-not carry (the forward table ignores them with that reason)."""
+XM_FIXED: dict[str, Any] = {
+    "_name": "xm_transformer",
+    "arch": "xm_transformer",
+    "w2v_path": None,
+    "apply_mask": False,
+    "adaptor_layernorm": False,
+    "freeze_regex": None,
+}
+"""What the way back's ``cfg.model`` always is: the architecture, no pre-trained file to load, no
+masking, no adaptor layer norm (refused forward); and ``freeze_regex``, which fairseq's
+``Wav2VecEncoder`` reads when ``XMTransformerModel`` builds (a legacy model: no dataclass fills it in)."""
 
 
 def model_cfg(config: PretrainedConfig, normalize: bool, rate: int) -> dict[str, Any]:
-    """fairseq's ``cfg.model`` for a composite config: the encoder's (``w2v_args.model``, with the
-    fine-tuning overrides in effect), the adaptor's, the decoder's; the architecture's fixed choices."""
+    """fairseq's ``cfg.model`` for a composite config, from the forward tables: the encoder's
+    (``w2v_args.model``, with the fine-tuning overrides in effect), the adaptor's, the decoder's."""
     encoder, decoder = config.encoder, config.decoder
     w2v = encoder_cfg(encoder, "wav2vec2", W2V_ENCODER.fields)
-    adaptor_layers = int(encoder.num_adapter_layers) if encoder.add_adapter else 0
+    task = {"_name": "audio_pretraining", "normalize": normalize, "sample_rate": rate}
     return {
-        "_name": "xm_transformer",
-        "arch": "xm_transformer",
-        "w2v_path": None,
-        "w2v_args": {"task": {"_name": "audio_pretraining", "normalize": normalize, "sample_rate": rate}, "model": w2v},
+        **XM_FIXED,
+        **fixed_back(XM_TRANSFORMER.fields),
+        "w2v_args": {"task": task, "model": w2v},
         **{name: w2v[name] for name in FINE_TUNING_OVERRIDES if name in w2v},
         "normalize": normalize,
-        "apply_mask": False,
         "encoder_embed_dim": int(encoder.hidden_size),
-        "adaptor_n_layers": adaptor_layers,
-        "adaptor_kernel_size": int(encoder.adapter_kernel_size),
-        "adaptor_layernorm": False,
-        **fixed_back(XM_TRANSFORMER.fields),
-        **values_back(XM_TRANSFORMER.fields, decoder),  # the decoder's (the adaptor's stride is the encoder's)
-        "adaptor_stride": int(encoder.adapter_stride),
-        "decoder_output_dim": int(decoder.d_model),
-        "decoder_input_dim": int(decoder.d_model),
-        "max_target_positions": int(decoder.max_position_embeddings),
-        "decoder_dropout": float(decoder.dropout),
-        "decoder_attention_dropout": float(decoder.attention_dropout),
-        "decoder_activation_dropout": float(decoder.activation_dropout),
-        "decoder_layerdrop": float(decoder.decoder_layerdrop),
-        **BUILD_DEFAULTS,
+        **values_back(ADAPTOR, encoder),
+        **values_back(DECODER, decoder),
+        **{name: float(getattr(decoder, target)) for name, target in DECODER_DROPOUTS.items()},
         **variant(config),
     }
 
