@@ -298,3 +298,23 @@ def test_a_field_that_must_divide_another_is_refused_naming_both(width: int, hea
         assert (error.key, error.found) == ("heads", repr(heads)) and f"a divisor of width ({width})" in error.message
     both = translate(table, {"heads": 0, "width": width}).failure()  # a bad value is not also judged
     assert both.key == "heads" and both.others == ()
+
+
+@settings(max_examples=60, deadline=None)
+@given(depth=st.integers(min_value=1, max_value=8), kernel=st.integers(min_value=3, max_value=64))
+def test_a_joint_row_maps_several_fields_to_several_and_back(depth: int, kernel: int) -> None:
+    """``Joint`` (data2vec's positional convs): ``conv_pos`` and ``pos_conv_depth`` <-> the number of
+    convs and their kernel, forward from the values read and back from the target config."""
+    from types import SimpleNamespace
+
+    from wmap.config_fields import kwargs_of, values_back
+    from wmap.models.data2vec_audio import ENCODER_FIELDS
+
+    fields = tuple(f for f in ENCODER_FIELDS if f.source in ("conv_pos", "pos_conv_depth"))
+    table = ConfigTable("model", fields)
+    read = translate(table, {"conv_pos": kernel * depth, "pos_conv_depth": depth}).unwrap()
+    assert read.kwargs == {"num_conv_pos_embeddings": depth, "conv_pos_kernel_size": kernel}
+    assert kwargs_of(fields, read) == read.kwargs
+    assert values_back(fields, SimpleNamespace(**read.kwargs)) == {"conv_pos": kernel * depth, "pos_conv_depth": depth}
+    bad = translate(table, {"conv_pos": kernel * depth, "pos_conv_depth": 0}).failure()  # read as its own row
+    assert bad.key == "pos_conv_depth"

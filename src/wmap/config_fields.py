@@ -8,7 +8,14 @@ A family declares, for each field of the source config section, one of:
   :class:`~wmap.errors.BadConfig` naming the field, the value and why;
 - :class:`Decided` — the field picks a variant, which the family's rules handle
   (a variant the target cannot represent is refused by the plan, key by key);
-- :class:`Ignored` — deliberately not carried over, with the reason (training-only settings).
+- :class:`Ignored` — deliberately not carried over, with the reason (training-only settings);
+- :class:`Composite` — one source field <-> several target fields (a conv spec);
+- :class:`Joint` — several source fields <-> several target fields (data2vec's positional convs);
+- :class:`Derived` — a field the target derives from the others, checked forward and derived back.
+
+A :class:`Translated` row may also say how its value must relate to the others (``fits``:
+:func:`divides`). The same table is read back (:func:`values_back`, :func:`fixed_back`): the way
+back's configs are never written a second time.
 
 :func:`translate` reads a section (plain containers, ``argparse.Namespace`` or
 omegaconf) against its table. It never raises: a value of the wrong type or
@@ -286,7 +293,23 @@ class Derived:
     default: Any = REQUIRED
 
 
-Field: TypeAlias = Translated | Checked | Decided | Ignored | Composite | Derived
+@attrs.frozen
+class Joint:
+    """Several source fields <-> several target fields: ``source`` is read by ``read`` (as a
+    :class:`Translated` row with no target), the others it uses by their own rows; once the section
+    is read, ``forward(values)`` gives the keyword arguments, and the way back ``backward(config)``
+    gives the source values of all of them again (data2vec's positional convs: ``conv_pos`` and
+    ``pos_conv_depth`` <-> ``num_conv_pos_embeddings`` and ``conv_pos_kernel_size``). Written once,
+    read both ways."""
+
+    source: str
+    read: Reader
+    forward: Callable[[Mapping[str, Any]], Mapping[str, Any]]
+    backward: Callable[[Any], Mapping[str, Any]]
+    default: Any = REQUIRED
+
+
+Field: TypeAlias = Translated | Checked | Decided | Ignored | Composite | Derived | Joint
 
 
 @attrs.frozen
@@ -404,6 +427,7 @@ def translate(table: ConfigTable, container: object, *, report_unknown: bool = T
     bad += _underived(table, values)
     if bad:
         return Failure(attrs.evolve(bad[0], others=tuple(bad[1:])))
+    kwargs.update(kwargs_of((f for f in table.fields if isinstance(f, Joint)), values))
     known = table.names() if report_unknown else frozenset(present)
     ignored += [
         IgnoredField(table.section, name, shown(get(container, name)), UNRECOGNISED)
@@ -453,18 +477,21 @@ def translate_each(
     return Success(tuple(done))
 
 
-def kwargs_of(fields: Iterable[Field], read: Translation) -> dict[str, Any]:
-    """The keyword arguments ``fields`` (some of the rows of the table ``read`` was read by) make: for a
-    section whose fields go to two target configs (fairseq's ``cfg.model``: an encoder's adapter and a
-    decoder)."""
+def kwargs_of(fields: Iterable[Field], read: Translation | Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments ``fields`` (some of the rows of the table ``read`` was read by, or its
+    values) make: for a section whose fields go to two target configs (fairseq's ``cfg.model``: an
+    encoder's adapter and a decoder)."""
+    values = read.values if isinstance(read, Translation) else read
     kwargs: dict[str, Any] = {}
     for f in fields:
-        if f.source not in read.values:
+        if f.source not in values:
             continue
         if isinstance(f, Translated) and f.target is not None:
-            kwargs[f.target] = read.values[f.source]
+            kwargs[f.target] = values[f.source]
         elif isinstance(f, Composite):
-            kwargs.update(f.forward(read.values[f.source]))
+            kwargs.update(f.forward(values[f.source]))
+        elif isinstance(f, Joint):
+            kwargs.update(f.forward(values))
     return kwargs
 
 
@@ -493,6 +520,11 @@ def values_back(fields: Iterable[Field], config: object) -> dict[str, Any]:
         try:
             values[composite.source] = composite.backward(config)
         except (AttributeError, TypeError, ValueError):  # a config without those fields: the original's default
+            continue
+    for joint in (f for f in fields if isinstance(f, Joint)):
+        try:
+            values.update(joint.backward(config))
+        except (AttributeError, TypeError, ValueError):  # a config without those fields: the original's defaults
             continue
     for derived in (f for f in fields if isinstance(f, Derived)):
         try:

@@ -68,8 +68,6 @@ from wmap.fairseq.family import (
     encoder_rules,
     fine_tuned_config,
     pretrained_config,
-    pretraining_back,
-    pretraining_kwargs,
     pretraining_rules,
 )
 from wmap.fairseq.processor import (
@@ -171,9 +169,7 @@ __all__ = [
     "overridden",
     "pre_trained",
     "pretrained_config",
-    "pretraining_back",
     "pretraining_exporter",
-    "pretraining_kwargs",
     "pretraining_rules",
     "projections",
     "trainer_file",

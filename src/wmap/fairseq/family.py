@@ -19,6 +19,7 @@ from wmap.config_fields import (
     ConfigTable,
     Field,
     Ignored,
+    Joint,
     Translated,
     Translation,
     ValueMap,
@@ -71,8 +72,19 @@ TRANSFORMER_LAYER_TYPE = Checked(
 )
 
 
+def projection_sizes(values: Mapping[str, Any]) -> dict[str, int]:
+    """The quantizer's and projections' sizes of a ``...ForPreTraining`` config (fairseq's 0 means the
+    encoder's width)."""
+    final_dim: int = values["final_dim"] or values["encoder_embed_dim"]
+    return {"codevector_dim": values["latent_dim"] or final_dim, "proj_codevector_dim": final_dim}
+
+
+def projection_sizes_back(config: Any) -> dict[str, int]:
+    return {"latent_dim": int(config.codevector_dim), "final_dim": int(config.proj_codevector_dim)}
+
+
 QUANTIZER_FIELDS: tuple[Field, ...] = (
-    Translated("final_dim", integer(0, 65536), None, 0),
+    Joint("final_dim", integer(0, 65536), projection_sizes, projection_sizes_back, 0),
     Translated("latent_vars", integer(1, 65536), "num_codevectors_per_group", 320),
     Translated("latent_groups", integer(1, 64), "num_codevector_groups", 2),
     Translated("latent_dim", integer(0, 65536), None, 0),
@@ -97,25 +109,16 @@ def encoder_fields(*, pretraining: bool, **overrides: Field) -> tuple[Field, ...
     return wav2vec2_encoder_fields(**{**quantizer, **fixed, **overrides})
 
 
-def pretraining_kwargs(read: Translation) -> dict[str, Any]:
-    """The quantizer's and projections' sizes of a ``...ForPreTraining`` config (fairseq's 0 means the
-    encoder's width)."""
-    values = read.values
-    final_dim = values["final_dim"] or read.kwargs["hidden_size"]
-    return {
-        "codevector_dim": values["latent_dim"] or final_dim,
-        "proj_codevector_dim": final_dim,
-    }
-
-
-def pretraining_back(config: PretrainedConfig) -> dict[str, Any]:
-    """The quantizer's sizes for fairseq's config, from a ``...ForPreTraining`` config (the way back of
-    :func:`pretraining_kwargs`)."""
-    return {"quantize_targets": True, "latent_dim": config.codevector_dim, "final_dim": config.proj_codevector_dim}
+def _nothing(read: Translation) -> dict[str, Any]:
+    return {}
 
 
 def pretrained_config(
-    meta: Mapping[str, Any], layout: Layout, table: ConfigTable, config_class: type[PretrainedConfig], extra: Any
+    meta: Mapping[str, Any],
+    layout: Layout,
+    table: ConfigTable,
+    config_class: type[PretrainedConfig],
+    extra: Callable[[Translation], dict[str, Any]] = _nothing,
 ) -> Result[TranslatedConfig, BadConfig]:
     """A pre-trained fairseq wav2vec2-style checkpoint's config: the encoder's from ``table``, plus
     ``extra(read)`` (the family's own keyword arguments); shared by wav2vec2 and HuBERT."""
@@ -251,10 +254,6 @@ conformer reads it: the position encoding (relative or rotary; ``abs`` is refuse
 kernel, and what the target needs (ESPnet attention, the encoder norm after the layers)."""
 
 
-def _nothing(read: Translation) -> dict[str, Any]:
-    return {}
-
-
 def described(name: str, source: str, target: type[PreTrainedModel]) -> dict[str, Any]:
     """A shipped family's registry entry and bundled reference layout; a port's own ``name``,
     described from what it converts (no reference layout)."""
@@ -319,7 +318,7 @@ class Wav2Vec2Style:
     def _pretrained_kwargs(self, read: Translation) -> dict[str, Any]:
         if self.headless is not None and not read.values["quantize_targets"]:
             return {**self.fixed(read), "architectures": [self.headless.__name__]}
-        return {**pretraining_kwargs(read), **self.fixed(read)}
+        return self.fixed(read)
 
     def _pretrained_rules(self, config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
         if not is_headless(self.headless, config):
@@ -331,9 +330,7 @@ class Wav2Vec2Style:
         )
 
     def _pretrained_back(self, config: PretrainedConfig) -> dict[str, Any]:
-        if is_headless(self.headless, config):
-            return {**fixed_back(self.encoder_fields()), "quantize_targets": False}
-        return {**fixed_back(self.encoder_fields()), **pretraining_back(config)}
+        return {**fixed_back(self.encoder_fields()), "quantize_targets": not is_headless(self.headless, config)}
 
     def pretrained(self) -> ModelSpec:
         """The pre-trained family: ``cfg.model`` -> the ``...ForPreTraining`` (or headless) model."""

@@ -8,27 +8,20 @@ transformer.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
-from returns.result import Failure, Result, Success
 from transformers import Data2VecAudioConfig, Data2VecAudioForCTC, Data2VecAudioModel, PretrainedConfig
 
-from wmap.config_fields import (
-    ConfigTable,
-    Translation,
-    ignore_all,
-)
-from wmap.errors import BadConfig
+from wmap.config_fields import ConfigTable, Joint, Translated, ignore_all, integer
 from wmap.fairseq import (
     STACKED_POS_CONV,
     TRANSFORMER_LAYERS,
-    ctc_head_kwargs,
     fairseq_encoder_config,
-    fine_tuned,
+    fine_tuned_config,
     flag,
     layer_norm_feature_extractor,
-    layout_agrees,
-    pre_trained,
+    pretrained_config,
     projections,
     wav2vec2_encoder_fields,
     with_upgrades,
@@ -36,17 +29,32 @@ from wmap.fairseq import (
 from wmap.fairseq.dictionary import STAND_INS
 from wmap.fairseq.export import ctc_exporter, pretraining_exporter
 from wmap.fairseq.processor import ctc_processor, feature_extractor_writer
-from wmap.models.base import ModelSpec, TranslatedConfig, shipped
+from wmap.models.base import ModelSpec, shipped
 from wmap.pipeline import first_match, scoped, seq, when
 from wmap.pipeline import optional as pass_unmatched
-from wmap.transforms import PARAMS, Layout, Transform, refuse, rename, skip
+from wmap.transforms import PARAMS, Transform, refuse, rename, skip
 
 TARGET = "Data2VecAudio"
 
 DATA2VEC_OBJECTIVE = "data2vec pre-training objective (EMA teacher and its targets): not part of the encoder"
 
+
+def positional_convs(values: Mapping[str, Any]) -> dict[str, int]:
+    """fairseq's ``pos_conv_depth`` convs, whose kernels together span ``conv_pos`` (each at least 3)."""
+    depth: int = values["pos_conv_depth"]
+    return {"num_conv_pos_embeddings": depth, "conv_pos_kernel_size": max(3, values["conv_pos"] // depth)}
+
+
+def positional_convs_back(config: Any) -> dict[str, int]:
+    depth = int(config.num_conv_pos_embeddings)
+    return {"pos_conv_depth": depth, "conv_pos": int(config.conv_pos_kernel_size) * depth}
+
+
 ENCODER_FIELDS = (
-    *wav2vec2_encoder_fields(),
+    *wav2vec2_encoder_fields(
+        conv_pos=Translated("conv_pos", integer(1, 4096), None, 128),
+        pos_conv_depth=Joint("pos_conv_depth", integer(1, 64), positional_convs, positional_convs_back, 1),
+    ),
     *ignore_all(
         (
             "loss_beta",
@@ -73,59 +81,13 @@ ENCODER_FIELDS = (
 """fairseq's ``Data2VecAudioConfig`` (wav2vec2's encoder fields and data2vec's objective)."""
 
 
-def layer_norm_extractor(config: PretrainedConfig) -> dict[str, Any]:
-    """What the way back spells otherwise than the table: Data2VecAudio has layer norms only (a
-    group-norm extractor is refused forward), which its config does not say (it has no
-    ``feat_extract_norm``), and a stack of ``num_conv_pos_embeddings`` positional convs of kernel
-    ``conv_pos_kernel_size`` where fairseq says ``pos_conv_depth`` and ``conv_pos`` = kernel x depth."""
-    depth = int(config.num_conv_pos_embeddings)
-    return {
-        "extractor_mode": "layer_norm",
-        "pos_conv_depth": depth,
-        "conv_pos": int(config.conv_pos_kernel_size) * depth,  # fairseq: kernel = conv_pos // depth
-    }
+LAYER_NORM_ONLY = {"extractor_mode": "layer_norm"}
+"""What the way back spells beyond the table: Data2VecAudio has layer norms only (a group-norm extractor
+is refused forward), which its config does not say (it has no ``feat_extract_norm``)."""
 
 
 PRETRAINED = ConfigTable("fairseq cfg.model", ENCODER_FIELDS)
 FINE_TUNED_ENCODER = ConfigTable("fairseq cfg.model.w2v_args.model", ENCODER_FIELDS)
-
-
-def _encoder_kwargs(encoder: Translation, *, masking: bool) -> dict[str, Any]:
-    values = encoder.values
-    depth: int = values["pos_conv_depth"]
-    kwargs = dict(encoder.kwargs)
-    if not masking:  # fine-tuned without masking: off, but the mask embedding keeps its place
-        kwargs["apply_spec_augment"] = False
-    return {
-        **kwargs,
-        "num_conv_pos_embeddings": depth,
-        "conv_pos_kernel_size": max(3, values["conv_pos"] // depth),
-        "layer_norm_eps": 1e-5,
-    }
-
-
-def translate_config(meta: Mapping[str, Any], layout: Layout, *, ctc: bool) -> Result[TranslatedConfig, BadConfig]:
-    """fairseq's data2vec-audio config (plain containers, omegaconf or ``args``) -> ``Data2VecAudioConfig``."""
-    if ctc:
-        return fine_tuned(meta, FINE_TUNED_ENCODER).bind(
-            lambda both: _build(FINE_TUNED_ENCODER.section, both[1], both[0], layout)
-        )
-    return pre_trained(meta, PRETRAINED).bind(lambda enc: _build(PRETRAINED.section, enc, None, layout))
-
-
-def _build(
-    section: str, encoder: Translation, outer: Translation | None, layout: Layout
-) -> Result[TranslatedConfig, BadConfig]:
-    masking = outer is None or bool(outer.values["apply_mask"])
-    kwargs = _encoder_kwargs(encoder, masking=masking)
-    bad = layout_agrees(section, layout, kwargs, "w2v_encoder.w2v_model." if outer is not None else "")
-    if bad is not None:
-        return Failure(bad)
-    if outer is None:
-        return Success(TranslatedConfig(Data2VecAudioConfig(**kwargs), encoder.ignored))
-    return ctc_head_kwargs(outer, layout).map(
-        lambda head: TranslatedConfig(Data2VecAudioConfig(**{**kwargs, **head}), outer.ignored + encoder.ignored)
-    )
 
 
 def encoder_rules(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
@@ -176,11 +138,13 @@ DATA2VEC_AUDIO_CTC = ModelSpec(
     **shipped("data2vec_audio_ctc"),
     stand_ins=STAND_INS,
     config_class=Data2VecAudioConfig,
-    config_from_checkpoint=lambda meta, layout: translate_config(meta, layout, ctc=True),
+    config_from_checkpoint=lambda meta, layout: fine_tuned_config(
+        meta, layout, FINE_TUNED_ENCODER, Data2VecAudioConfig
+    ),
     pipeline=ctc_pipeline,
     model_class=Data2VecAudioForCTC,
     extras=ctc_processor,
-    export=ctc_exporter("data2vec_audio", extra=layer_norm_extractor),
+    export=ctc_exporter("data2vec_audio", fields=ENCODER_FIELDS, extra=lambda config: LAYER_NORM_ONLY),
     takes_file="--dict: the fine-tuning dictionary (dict.ltr.txt) where task_state lacks it",
 )
 
@@ -188,9 +152,11 @@ DATA2VEC_AUDIO = ModelSpec(
     **shipped("data2vec_audio"),
     stand_ins=STAND_INS,
     config_class=Data2VecAudioConfig,
-    config_from_checkpoint=lambda meta, layout: translate_config(meta, layout, ctc=False),
+    config_from_checkpoint=partial(pretrained_config, table=PRETRAINED, config_class=Data2VecAudioConfig),
     pipeline=headless_pipeline,
     model_class=Data2VecAudioModel,
     extras=feature_extractor_writer,
-    export=pretraining_exporter("data2vec_audio", ENCODER_FIELDS, layer_norm_extractor, criterion="ModelCriterion"),
+    export=pretraining_exporter(
+        "data2vec_audio", ENCODER_FIELDS, lambda config: LAYER_NORM_ONLY, criterion="ModelCriterion"
+    ),
 )
