@@ -12,7 +12,7 @@ undone), and the task's ``data`` points there.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from transformers import PretrainedConfig
 
 from wmap.config_fields import Field, inverse, values_back
 from wmap.errors import BadConfig, Disagrees
-from wmap.fairseq.config import wav2vec2_encoder_fields
+from wmap.fairseq.config import CTC_FINE_TUNING, wav2vec2_encoder_fields
 from wmap.fairseq.dictionary import FAIRSEQ_GLOBAL, SPECIALS, Dictionary, dict_file_text, saved_fields
 from wmap.io import PickledAs, parse_json
 from wmap.models.base import Exporter, ExportSource
@@ -143,6 +143,27 @@ def trainer_file(cfg: Mapping[str, Any], state: Mapping[str, Any], criterion: st
     }
 
 
+def fairseq_layout(
+    source: ExportSource, unrecoverable: Iterable[str] = (), *, mask: bool = True
+) -> dict[str, tuple[int, ...]]:
+    """fairseq's names (the rules reversed, weight norm as its hooks name it), the mask embedding its
+    wav2vec2-family models always hold (``mask``), and the keys the forward rules skipped (named, not
+    recovered: the plan says so)."""
+    layout = dict(weight_norm_hook_names(predicted_layout(source.pipeline, source.converted)))
+    named = {name: () for name in unrecoverable}
+    return {**(with_mask_embedding(layout, source.config) if mask else layout), **named}
+
+
+def audio_task(name: str, features: tuple[bool, int], **fields: Any) -> dict[str, Any]:
+    """A fairseq audio task's config: its name, and the normalisation and rate of the features."""
+    return {"_name": name, "normalize": features[0], "sample_rate": features[1], **fields}
+
+
+def read_features(source: ExportSource) -> Result[tuple[bool, int], BadConfig]:
+    """The feature extractor's normalisation and rate, where fairseq can take its features."""
+    return normalised_features(source.config).bind(lambda _: feature_settings(source.files))
+
+
 def pretraining_exporter(
     encoder_name: str, fields: tuple[Field, ...], extra: Any = None, criterion: str = "Wav2vecCriterion"
 ) -> Exporter:
@@ -151,16 +172,12 @@ def pretraining_exporter(
     (HuBERT's label embeddings, data2vec's EMA teacher) are unrecoverable: the plan names them."""
 
     def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
-        def meta(found: tuple[bool, int]) -> tuple[Layout, dict[str, Any]]:
+        def meta(features: tuple[bool, int]) -> tuple[Layout, dict[str, Any]]:
             model = {**encoder_cfg(source.config, encoder_name, fields), **(extra(source.config) if extra else {})}
-            task = {"_name": "audio_pretraining", "normalize": found[0], "sample_rate": found[1]}
-            layout = with_mask_embedding(
-                dict(weight_norm_hook_names(predicted_layout(source.pipeline, source.converted))), source.config
-            )
-            layout.update({name: () for name in unrecoverable_names(source.pipeline)})  # named, not recovered
-            return layout, {"cfg": {"model": model, "task": task}}
+            task = audio_task("audio_pretraining", features)
+            return fairseq_layout(source, unrecoverable_names(source.pipeline)), {"cfg": {"model": model, "task": task}}
 
-        return normalised_features(source.config).bind(lambda _: feature_settings(source.files)).map(meta)
+        return read_features(source).map(meta)
 
     def container(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
         cfg = meta["cfg"]
@@ -196,44 +213,34 @@ def ctc_exporter(
     ``encoder``: the whole encoder config, for an encoder that is not wav2vec 2.0's (data2vec 2.0's
     ``data2vec_multi``, which holds no mask embedding either)."""
 
+    def encoder_model(config: PretrainedConfig) -> dict[str, Any]:
+        if encoder is not None:
+            return encoder(config)
+        return {**encoder_cfg(config, encoder_name, fields), **(extra(config) if extra else {})}
+
     def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
         config = source.config
 
-        def meta(dictionary: Dictionary, normalize: bool, rate: int) -> tuple[Layout, dict[str, Any]]:
+        def meta(features: tuple[bool, int], dictionary: Dictionary) -> tuple[Layout, dict[str, Any]]:
+            pretraining = audio_task(pretraining_task, features, **(task_fields or {}))
             model = {
                 "_name": model_name,
-                "w2v_args": {
-                    "task": {
-                        "_name": pretraining_task,
-                        "normalize": normalize,
-                        "sample_rate": rate,
-                        **(task_fields or {}),
-                    },
-                    "model": encoder(config)
-                    if encoder
-                    else {**encoder_cfg(config, encoder_name, fields), **(extra(config) if extra else {})},
-                },
+                "w2v_args": {"task": pretraining, "model": encoder_model(config)},
                 "w2v_path": "",
-                "normalize": normalize,
-                "final_dropout": float(config.final_dropout),
+                "normalize": features[0],
+                **values_back(CTC_FINE_TUNING.fields, config),
                 # Data2VecAudioConfig has no such field: it masks whenever mask_time_prob > 0
                 "apply_mask": bool(getattr(config, "apply_spec_augment", float(config.mask_time_prob) > 0)),
                 **(wrapper or {}),
             }
-            task = {"_name": "audio_finetuning", "labels": "ltr", "normalize": normalize, "sample_rate": rate}
-            layout = dict(weight_norm_hook_names(predicted_layout(source.pipeline, source.converted)))
-            layout = layout if encoder else with_mask_embedding(layout, config)
-            layout.update({name: () for name in unrecoverable})  # named, not recovered
+            task = audio_task("audio_finetuning", features, labels="ltr")
+            layout = fairseq_layout(source, unrecoverable, mask=encoder is None)
             return layout, {"cfg": {"model": model, "task": task}, DICTIONARY: dictionary}
 
-        return (
-            normalised_features(config)
-            .bind(lambda _: feature_settings(source.files))
-            .bind(
-                lambda found: vocabulary_dictionary(source.files[VOCAB], int(config.vocab_size)).map(
-                    lambda dictionary: meta(dictionary, *found)
-                )
-            )
+        return Result.do(
+            meta(features, dictionary)
+            for features in read_features(source)
+            for dictionary in vocabulary_dictionary(source.files[VOCAB], int(config.vocab_size))
         )
 
     def container(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
