@@ -40,9 +40,19 @@ Extras = Callable[[PretrainedConfig, Mapping[str, Any], "Path | None"], Result[W
 processor files, prepared (and checked) before anything is written."""
 
 
+def writing(*writers: Writer) -> Writer:
+    """One writer running ``writers`` in order (a processor's files, then the generation config)."""
+
+    def write(out_dir: Path) -> None:
+        for writer in writers:
+            writer(out_dir)
+
+    return write
+
+
 def no_extras(config: PretrainedConfig, meta: Mapping[str, Any], file: Path | None) -> Result[Writer, BadConfig]:
     """Families without processor files write nothing extra."""
-    return Success(lambda _: None)
+    return Success(writing())
 
 
 @attrs.frozen

@@ -14,6 +14,7 @@ strictly and runs with ``no_pred=True``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from wmap.config_fields import (
     boolean,
     conv_spec,
     divides,
+    fixed_back,
     get,
     ignore_all,
     integer,
@@ -103,39 +105,29 @@ DISTILLER = ConfigTable(
 """s3prl's ``DistillerConfig`` (as saved: a dict under ``Config.distiller``)."""
 
 
-def distiller_config(meta: Mapping[str, Any]) -> object | None:
-    """The distiller section of an s3prl checkpoint's config."""
-    config: object = get(meta.get("Config"), "distiller", None)
-    return config
+HUBERT_FIXED: dict[str, Any] = {
+    "layer_norm_eps": 1e-5,
+    "conv_bias": False,
+    "feat_extract_activation": "gelu",
+    "feat_proj_layer_norm": False,
+    "apply_spec_augment": False,
+    "mask_time_prob": 0.0,
+    "feat_proj_dropout": 0.0,
+    "final_dropout": 0.0,
+}
+"""What s3prl's distiller always is, as ``HubertConfig`` spells it (the seed's ``convert_config``): no conv
+bias, no layer norm before the projection, no masking."""
 
 
 def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
-    """s3prl's ``DistillerConfig`` -> ``HubertConfig`` (the seed's ``convert_config``)."""
-    cfg = distiller_config(meta)
-    if cfg is None:
-        return Failure(
-            BadConfig("checkpoint", "Config.distiller", "an s3prl distiller config; or pass --config", "none")
-        )
-    return translate(DISTILLER, cfg).bind(lambda read: _hubert_config(read, layout))
+    """s3prl's ``DistillerConfig`` (``Config.distiller``) -> ``HubertConfig``, checked against the file's layers."""
+    return translate(DISTILLER, get(meta.get("Config"), "distiller", None)).bind(partial(_hubert_config, layout=layout))
 
 
 def _hubert_config(read: Translation, layout: Layout) -> Result[TranslatedConfig, BadConfig]:
-    kwargs = dict(read.kwargs)
+    kwargs = {**read.kwargs, **HUBERT_FIXED}
     wrong = layout_agrees(DISTILLER.section, layout, kwargs, conv_field="extractor_conv_feature_layers")
-    if wrong is not None:
-        return Failure(wrong)
-    config = HubertConfig(
-        **kwargs,
-        layer_norm_eps=1e-5,
-        conv_bias=False,
-        feat_extract_activation="gelu",
-        feat_proj_layer_norm=False,
-        apply_spec_augment=False,
-        mask_time_prob=0.0,
-        feat_proj_dropout=0.0,
-        final_dropout=0.0,
-    )
-    return Success(TranslatedConfig(config, read.ignored))
+    return Failure(wrong) if wrong else Success(TranslatedConfig(HubertConfig(**kwargs), read.ignored))
 
 
 def pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
@@ -169,9 +161,9 @@ HEADLESS = {"task_emb_type": "none", "out_layer_type": "none", "n_tasks": 1, "pr
 
 def distiller_fields(config: PretrainedConfig) -> dict[str, Any]:
     """``Config.distiller`` for a ``HubertConfig``: :data:`DISTILLER`'s translated fields read back
-    (the extractor's mode among them), the conv spec, and no heads (:data:`HEADLESS`)."""
-    values = values_back(DISTILLER.fields, config)
-    return {**values, "extractor_dropout": 0.0, "attention_type": "original", **HEADLESS}
+    (the extractor's mode among them), the conv spec, its single checked values, and no heads
+    (:data:`HEADLESS`)."""
+    return {**values_back(DISTILLER.fields, config), **fixed_back(DISTILLER.fields), **HEADLESS}
 
 
 def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:

@@ -53,7 +53,7 @@ from wmap.config_fields import (
 from wmap.errors import BadConfig, Disagrees, WmapError
 from wmap.io import Checkpoint, parse_json, read_checkpoint, read_small_text, read_weights
 from wmap.models import encodec_audiocraft
-from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, Writer, shipped
+from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, Writer, shipped, writing
 from wmap.pipeline import first_match, scoped, seq
 from wmap.reverse import predicted_layout
 from wmap.transforms import PARAMS, Layout, Transform, rename, route_weight_norm, skip, split, tie
@@ -416,13 +416,7 @@ class Sampling:
             feature_size=int(audio.audio_channels), sampling_rate=int(audio.sampling_rate)
         )
         processor = MusicgenProcessor(feature_extractor=extractor, tokenizer=tokenizer)
-        settings = self.generation_config(config, meta)
-
-        def write(directory: Path) -> None:
-            processor.save_pretrained(directory)
-            settings.save_pretrained(directory)
-
-        return Success(write)
+        return Success(writing(processor.save_pretrained, self.generation_config(config, meta).save_pretrained))
 
     def generation_only(
         self, config: PretrainedConfig, meta: Mapping[str, Any], file: Path | None

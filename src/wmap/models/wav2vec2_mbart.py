@@ -83,7 +83,7 @@ from wmap.fairseq.export import (
 )
 from wmap.fairseq.processor import FeatureExtractorSettings
 from wmap.io import staged_copy
-from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, Writer, shipped
+from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, Writer, shipped, writing
 from wmap.pipeline import first_match, scoped, seq, upgrade, when
 from wmap.reverse import predicted_layout
 from wmap.transforms import (
@@ -416,38 +416,31 @@ def pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
     )
 
 
-def generation_config(config: PretrainedConfig) -> GenerationConfig:
-    """The seed's generation settings (transformers 5 keeps them out of the model config).
+GENERATION = {
+    "decoder_start_token_id": 2,
+    "pad_token_id": 1,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+    "forced_eos_token_id": 2,
+}
+"""The seed's generation settings (transformers 5 keeps them out of the model config)."""
 
-    ``forced_bos_token_id`` is mBART-50's ``en_XX`` only where the vocabulary has it.
-    """
-    vocab = int(getattr(getattr(config, "decoder", None), "vocab_size", 0))
-    return GenerationConfig(
-        decoder_start_token_id=2,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-        forced_eos_token_id=2,
-        forced_bos_token_id=MBART50_EN_XX if vocab > MBART50_EN_XX else None,
-    )
+
+def generation_config(config: PretrainedConfig) -> GenerationConfig:
+    """:data:`GENERATION`, with ``forced_bos_token_id`` mBART-50's ``en_XX`` where the vocabulary has it."""
+    english = MBART50_EN_XX if int(getattr(config.decoder, "vocab_size", 0)) > MBART50_EN_XX else None
+    return GenerationConfig(**GENERATION, forced_bos_token_id=english)
+
+
+FEATURES_16KHZ = FeatureExtractorSettings(16_000, do_normalize=True, return_attention_mask=True)
 
 
 def extras(config: PretrainedConfig, meta: Mapping[str, Any], file: Path | None) -> Result[Writer, BadConfig]:
     """The wav2vec2 feature extractor (16 kHz, with attention mask), the generation config, and the
     MBart50Tokenizer where the user gave its sentencepiece model (``--tokenizer``, the seed's ``dict_path``)."""
-    settings = FeatureExtractorSettings(16_000, do_normalize=True, return_attention_mask=True)
-    generation = generation_config(config)
-    tokenizer: Result[Writer, BadConfig] = Success(lambda _: None) if file is None else load_tokenizer(file)
-
-    def writer(write_tokenizer: Writer) -> Writer:
-        def write(out_dir: Path) -> None:
-            settings.write(out_dir)
-            generation.save_pretrained(out_dir)
-            write_tokenizer(out_dir)
-
-        return write
-
-    return tokenizer.map(writer)
+    tokenizer = Success(writing()) if file is None else load_tokenizer(file)
+    generation = generation_config(config).save_pretrained
+    return tokenizer.map(partial(writing, FEATURES_16KHZ.write, generation))
 
 
 def load_tokenizer(path: Path) -> Result[Writer, BadConfig]:
@@ -471,10 +464,7 @@ def load_tokenizer(path: Path) -> Result[Writer, BadConfig]:
         found = f"pad/eos = {tokenizer.pad_token_id}/{tokenizer.eos_token_id}"
         return Failure(BadConfig(where, "--tokenizer", "fairseq's pad/eos ids 1/2 (as the config has)", found))
 
-    def write(out_dir: Path) -> None:
-        tokenizer.save_pretrained(out_dir)
-
-    return Success(write)
+    return Success(tokenizer.save_pretrained)
 
 
 def variant(config: PretrainedConfig) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import base64
 import binascii
 import importlib.util
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -259,14 +260,15 @@ class Prepared:
     """Encoder positions: two mel frames (10 ms each) per position, so 1500 -> openai's 30 s chunks."""
 
     def write(self, out_dir: Path) -> None:
-        from transformers import GenerationConfig, WhisperFeatureExtractor, WhisperProcessor
+        from transformers import WhisperFeatureExtractor, WhisperProcessor
 
         tokenizer = build_tokenizer(self.vocab, self.ranks)
         seconds = self.audio_context * 2 * HOP_LENGTH // SAMPLING_RATE
         features = WhisperFeatureExtractor(feature_size=self.mels, chunk_length=seconds)
         WhisperProcessor(feature_extractor=features, tokenizer=tokenizer).save_pretrained(out_dir)
-        settings = generation_settings(self.vocab, self.text_context, self.audio_context, tokenizer)
-        GenerationConfig(**settings).save_pretrained(out_dir)
+        save_generation_config(
+            generation_settings(self.vocab, self.text_context, self.audio_context, tokenizer), out_dir
+        )
 
 
 def _dims(config: PretrainedConfig) -> tuple[int, int, int]:
@@ -277,15 +279,21 @@ def whisper_processor(
     config: PretrainedConfig, meta: Mapping[str, Any], file: Path | None
 ) -> Result[Writer, BadConfig]:
     """A ``WhisperProcessor`` and generation config for ``config``'s vocabulary and mel count."""
+    return vocabulary(int(config.vocab_size)).bind(partial(prepared, config=config, file=file)).map(_writer)
 
-    def read(vocab: Vocabulary) -> Result[Prepared, BadConfig]:
-        def ranks(path: Path) -> Result[dict[bytes, int], BadConfig]:
-            text = read_small_text(path, "--tokenizer", f"openai's {vocab.bpe_file}")
-            return text.bind(lambda found: read_ranks(found, str(path), vocab.end_of_text))
 
-        return bpe_source(vocab, file).bind(ranks).map(lambda found: Prepared(vocab, found, *_dims(config)))
+def prepared(vocab: Vocabulary, config: PretrainedConfig, file: Path | None) -> Result[Prepared, BadConfig]:
+    """The BPE ranks of ``vocab`` read from ``file`` (or openai-whisper's own), with ``config``'s dims."""
+    return Result.do(
+        Prepared(vocab, ranks, *_dims(config))
+        for path in bpe_source(vocab, file)
+        for text in read_small_text(path, "--tokenizer", f"openai's {vocab.bpe_file}")
+        for ranks in read_ranks(text, str(path), vocab.end_of_text)
+    )
 
-    return vocabulary(int(config.vocab_size)).bind(read).map(lambda prepared: prepared.write)
+
+def _writer(prepared: Prepared) -> Writer:
+    return prepared.write
 
 
 def whisper_generation_config(
@@ -294,14 +302,14 @@ def whisper_generation_config(
     """With ``--no-processor``: no tokenizer or feature extractor, but the generation config still
     derived from the vocabulary and dims (transformers' own default is English-only's), the non-speech
     tokens aside (they need the BPE)."""
+    text, audio = int(config.max_target_positions), int(config.max_source_positions)
+    return vocabulary(int(config.vocab_size)).map(
+        lambda vocab: partial(save_generation_config, generation_settings(vocab, text, audio, None))
+    )
 
-    def writer(vocab: Vocabulary) -> Writer:
-        def write(out_dir: Path) -> None:
-            from transformers import GenerationConfig
 
-            text, audio = int(config.max_target_positions), int(config.max_source_positions)
-            GenerationConfig(**generation_settings(vocab, text, audio, None)).save_pretrained(out_dir)
+def save_generation_config(settings: Mapping[str, Any], out_dir: Path) -> None:
+    """``GenerationConfig(**settings)`` written into ``out_dir``."""
+    from transformers import GenerationConfig
 
-        return write
-
-    return vocabulary(int(config.vocab_size)).map(writer)
+    GenerationConfig(**settings).save_pretrained(out_dir)
