@@ -13,6 +13,7 @@ from returns.result import Failure, Result, Success
 from wmap.config_fields import (
     PROBABILITY,
     Checked,
+    Composite,
     ConfigTable,
     Decided,
     Field,
@@ -30,6 +31,7 @@ from wmap.config_fields import (
     one_of,
     optional,
     translate,
+    translate_each,
 )
 from wmap.errors import BadConfig
 
@@ -259,6 +261,18 @@ fine-tuning starts (``w2v_args.model`` then holds the values in effect)."""
 FROM_ENCODER_CONFIG = "the pre-trained encoder's config in w2v_args.model holds the value in effect"
 
 
+def spec_augment(on: bool) -> dict[str, bool]:
+    """Fine-tuned with masking or not; without, the target does not mask either (its mask embedding
+    keeps its place)."""
+    return {"apply_spec_augment": on}
+
+
+def spec_augment_back(config: Any) -> bool:
+    """Whether the target masks: ``Data2VecAudioConfig`` has no ``apply_spec_augment`` and masks
+    whenever ``mask_time_prob`` > 0."""
+    return bool(getattr(config, "apply_spec_augment", float(config.mask_time_prob) > 0))
+
+
 def _wrapper_layer_type(kind: str) -> Checked:
     reason = f"fairseq builds the encoder with the wrapper's layer_type (not w2v_args'); the target has {kind} layers"
     return Checked("layer_type", (kind, None), reason, None, optional(one_of("transformer", "conformer", "trf_adp")))
@@ -276,7 +290,7 @@ CTC_FINE_TUNING = ConfigTable(
     (
         Decided("w2v_args", "the pre-trained encoder's config, translated by its own table"),
         Translated("final_dropout", PROBABILITY, "final_dropout", 0.0),
-        Translated("apply_mask", boolean, None, False),
+        Composite("apply_mask", boolean, spec_augment, spec_augment_back, False),
         Checked(
             "blank_weight",
             (0.0,),
@@ -354,9 +368,8 @@ def fine_tuned(
         return Failure(NO_CONFIG)
     if get(model, "w2v_args", None) is None:
         return Failure(BadConfig(outer.section, "w2v_args", "the pre-trained encoder's config", "missing"))
-    return translate(outer, model).bind(
-        lambda outer: translate(encoder, fairseq_encoder_config(meta)).map(lambda inner: (outer, inner))
-    )
+    read = translate_each(((outer, model), (encoder, fairseq_encoder_config(meta))))
+    return read.map(lambda both: (both[0], both[1]))
 
 
 def ctc_head_kwargs(outer: Translation, layout: Mapping[str, Any]) -> Result[dict[str, Any], BadConfig]:

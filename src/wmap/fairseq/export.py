@@ -228,9 +228,7 @@ def ctc_exporter(
                 "w2v_args": {"task": pretraining, "model": encoder_model(config)},
                 "w2v_path": "",
                 "normalize": features[0],
-                **values_back(CTC_FINE_TUNING.fields, config),
-                # Data2VecAudioConfig has no such field: it masks whenever mask_time_prob > 0
-                "apply_mask": bool(getattr(config, "apply_spec_augment", float(config.mask_time_prob) > 0)),
+                **values_back(CTC_FINE_TUNING.fields, config),  # final_dropout, apply_mask
                 **(wrapper or {}),
             }
             task = audio_task("audio_finetuning", features, labels="ltr")

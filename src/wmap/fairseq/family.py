@@ -148,8 +148,6 @@ def fine_tuned_config(
 
     def built(outer: Translation, encoder: Translation) -> Result[TranslatedConfig, BadConfig]:
         kwargs = {**encoder_config_kwargs(encoder), **fixed, **(extra(encoder) if extra else {})}
-        if not outer.values["apply_mask"]:  # fine-tuned without masking: off (the embedding keeps its place)
-            kwargs["apply_spec_augment"] = False
         wrong = layout_agrees(table.section, layout, kwargs, "w2v_encoder.w2v_model.")
         if wrong is not None:
             return Failure(wrong)

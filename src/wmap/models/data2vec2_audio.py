@@ -244,7 +244,7 @@ def translate_ctc_config(meta: Mapping[str, Any], layout: Layout) -> Result[Tran
     def built(
         outer: Translation, encoder: tuple[dict[str, Any], tuple[Any, ...]]
     ) -> Result[TranslatedConfig, BadConfig]:
-        kwargs = {**encoder[0], "apply_spec_augment": bool(outer.values["apply_mask"])}
+        kwargs = encoder[0]
         return ctc_head_kwargs(outer, layout).map(
             lambda head: TranslatedConfig(Data2VecAudioConfig(**kwargs, **head), outer.ignored + encoder[1])
         )
