@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,7 @@ def _dictionary(meta: Mapping[str, Any], file: Path | None) -> Result[Dictionary
     if file is not None:
         where = str(file)
         return read_small_text(file, "--dict", "a fairseq dictionary file (dict.ltr.txt)").bind(
-            lambda text: _parsed(text, where)
+            partial(_parsed, where=where)
         )
     found = find_in_task_state(meta)
     if found is None:
@@ -137,10 +138,10 @@ def ctc_processor(config: PretrainedConfig, meta: Mapping[str, Any], file: Path 
             return Failure(BadConfig(where, "symbols", expected, f"{repeated!r} more than once (#fairseq:overwrite)"))
         return Success(dictionary)
 
-    return (
-        _dictionary(meta, file)
-        .bind(fits)
-        .bind(lambda dictionary: feature_extractor_settings(config, meta).map(lambda fe: _writer(dictionary, fe)))
+    return Result.do(
+        _writer(dictionary, extractor)
+        for dictionary in _dictionary(meta, file).bind(fits)
+        for extractor in feature_extractor_settings(config, meta)
     )
 
 

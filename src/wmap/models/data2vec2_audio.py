@@ -16,7 +16,8 @@ within 1e-5; with another the floor is set by that one norm.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ from wmap.config_fields import (
     ConfigTable,
     Decided,
     Ignored,
+    IgnoredField,
+    Joint,
     Translated,
     Translation,
     boolean,
@@ -41,7 +44,7 @@ from wmap.config_fields import (
     number,
     one_of,
     optional,
-    translate,
+    translate_each,
     values_back,
 )
 from wmap.errors import BadConfig
@@ -68,13 +71,32 @@ from wmap.values import Zeros
 OBJECTIVE = "data2vec 2.0 pre-training objective (EMA teacher, decoder, targets): not part of the encoder"
 ALIBI = "ALiBi setting; use_alibi_encoder (checked) is off"
 
+
+def mlp_width(values: Mapping[str, Any]) -> dict[str, int]:
+    """Each block's MLP width: ``mlp_ratio`` times the width."""
+    return {"intermediate_size": round(values["embed_dim"] * values["mlp_ratio"])}
+
+
+def mlp_ratio_back(config: Any) -> dict[str, float]:
+    return {"mlp_ratio": int(config.intermediate_size) / int(config.hidden_size)}
+
+
+def positional_kernel(values: Mapping[str, Any]) -> dict[str, int]:
+    """The positional convs' kernel: fairseq's ``max(3, conv_pos_width // conv_pos_depth)``."""
+    return {"conv_pos_kernel_size": max(3, values["conv_pos_width"] // values["conv_pos_depth"])}
+
+
+def positional_width_back(config: Any) -> dict[str, int]:
+    return {"conv_pos_width": int(config.conv_pos_kernel_size) * int(config.num_conv_pos_embeddings)}
+
+
 MODEL = ConfigTable(
     "fairseq cfg.model (data2vec_multi)",
     (
         Translated("depth", integer(1, 512), None, 8),
         Translated("num_heads", integer(1, 1024), "num_attention_heads", 12, fits=divides("embed_dim")),
         Translated("embed_dim", integer(1, 65536), "hidden_size", 768),
-        Translated("mlp_ratio", number(0.01, 64.0), None, 4.0),
+        Joint("mlp_ratio", number(0.01, 64.0), mlp_width, mlp_ratio_back, 4.0),
         Translated("norm_eps", number(1e-12, 1.0), "layer_norm_eps", 1e-6),
         Checked("norm_affine", (True,), "Data2VecAudio's layer norms have weights and biases", True),
         Translated("encoder_dropout", PROBABILITY, "hidden_dropout", 0.1),
@@ -186,7 +208,7 @@ AUDIO = ConfigTable(
             one_of("layer_norm", "default"),
         ),
         conv_spec("feature_encoder_spec", "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2"),
-        Translated("conv_pos_width", integer(1, 4096), None, 95),
+        Joint("conv_pos_width", integer(1, 4096), positional_kernel, positional_width_back, 95),
         Translated("conv_pos_groups", integer(1, 65536), "num_conv_pos_embedding_groups", 16),
         Translated("conv_pos_depth", integer(1, 64), "num_conv_pos_embeddings", 5),
         Checked("conv_pos_pre_ln", (False,), "Data2VecAudio has no layer norm before its positional convs", False),
@@ -197,41 +219,38 @@ AUDIO = ConfigTable(
 ENCODER = "modality_encoders.AUDIO"
 
 
-def _kwargs(model: Translation, audio: Translation) -> dict[str, Any]:
-    """Data2VecAudioConfig's keyword arguments: the prenet blocks and the blocks are one stack of
-    layers; the positional conv's kernel is fairseq's ``max(3, width // depth)``."""
-    depth, prenet = model.values["depth"], audio.values["prenet_depth"]
-    width, pos_depth = audio.values["conv_pos_width"], audio.values["conv_pos_depth"]
-    return {
-        **model.kwargs,
-        **audio.kwargs,
-        "num_hidden_layers": depth + prenet,
-        "intermediate_size": round(model.values["embed_dim"] * model.values["mlp_ratio"]),
-        "conv_pos_kernel_size": max(3, width // pos_depth),
-    }
+def _sections(model: object) -> tuple[tuple[ConfigTable, object], ...]:
+    """The model's section and its audio modality's (``modalities.audio``), each with its table."""
+    return ((MODEL, model), (AUDIO, get(get(model, "modalities", None), "audio", None)))
+
+
+def encoder_kwargs(read: Sequence[Translation], layout: Layout, root: str) -> Result[dict[str, Any], BadConfig]:
+    """Data2VecAudioConfig's keyword arguments from the last two sections ``read`` (the model's, the
+    audio modality's): the prenet blocks and the blocks are one stack of layers, as many as the file
+    holds under ``root``."""
+    model, audio = read[-2], read[-1]
+    wrong = layers_agree(MODEL.section, layout, root + "blocks", model.values["depth"], "depth")
+    layers = model.values["depth"] + audio.values["prenet_depth"]
+    return Failure(wrong) if wrong else Success({**model.kwargs, **audio.kwargs, "num_hidden_layers": layers})
+
+
+def _ignored(read: Sequence[Translation]) -> tuple[IgnoredField, ...]:
+    return tuple(field for section in read for field in section.ignored)
 
 
 def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
     """The model's config and its audio modality's, each by its table, into a ``Data2VecAudioConfig``
     checked against the file's own blocks."""
-    return _encoder(fairseq_model_config(meta), layout, "").map(
-        lambda found: TranslatedConfig(Data2VecAudioConfig(**found[0]), found[1])
-    )
-
-
-def _encoder(model: object, layout: Layout, root: str) -> Result[tuple[dict[str, Any], tuple[Any, ...]], BadConfig]:
-    """The encoder's keyword arguments and ignored fields, from ``model`` (its two tables), checked
-    against the blocks the file holds under ``root``."""
+    model = fairseq_model_config(meta)
     if model is None:
         return Failure(NO_CONFIG)
+    return translate_each(_sections(model)).bind(partial(_pretrained, layout=layout))
 
-    def built(read: Translation, audio: Translation) -> Result[tuple[dict[str, Any], tuple[Any, ...]], BadConfig]:
-        kwargs = _kwargs(read, audio)
-        wrong = layers_agree(MODEL.section, layout, root + "blocks", read.values["depth"], "depth")
-        return Failure(wrong) if wrong is not None else Success((kwargs, read.ignored + audio.ignored))
 
-    audio_cfg = get(get(model, "modalities", None), "audio", None)
-    return translate(MODEL, model).bind(lambda read: translate(AUDIO, audio_cfg).bind(lambda a: built(read, a)))
+def _pretrained(read: Sequence[Translation], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
+    return encoder_kwargs(read, layout, "").map(
+        lambda kwargs: TranslatedConfig(Data2VecAudioConfig(**kwargs), _ignored(read))
+    )
 
 
 def translate_ctc_config(meta: Mapping[str, Any], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
@@ -240,19 +259,15 @@ def translate_ctc_config(meta: Mapping[str, Any], layout: Layout) -> Result[Tran
     model = fairseq_model_config(meta)
     if model is None:
         return Failure(NO_CONFIG)
+    sections = ((CTC_FINE_TUNING, model), *_sections(fairseq_encoder_config(meta)))
+    return translate_each(sections).bind(partial(_fine_tuned, layout=layout))
 
-    def built(
-        outer: Translation, encoder: tuple[dict[str, Any], tuple[Any, ...]]
-    ) -> Result[TranslatedConfig, BadConfig]:
-        kwargs = encoder[0]
-        return ctc_head_kwargs(outer, layout).map(
-            lambda head: TranslatedConfig(Data2VecAudioConfig(**kwargs, **head), outer.ignored + encoder[1])
-        )
 
-    return translate(CTC_FINE_TUNING, model).bind(
-        lambda outer: _encoder(fairseq_encoder_config(meta), layout, "w2v_encoder.w2v_model.").bind(
-            lambda encoder: built(outer, encoder)
-        )
+def _fine_tuned(read: Sequence[Translation], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
+    return Result.do(
+        TranslatedConfig(Data2VecAudioConfig(**kwargs, **head), _ignored(read))
+        for kwargs in encoder_kwargs(read, layout, "w2v_encoder.w2v_model.")
+        for head in ctc_head_kwargs(read[0], layout)
     )
 
 
@@ -343,7 +358,6 @@ def encoder_model(config: PretrainedConfig) -> dict[str, Any]:
         **fixed_back(AUDIO.fields),
         **values_back(AUDIO.fields, config),
         "prenet_depth": 0,
-        "conv_pos_width": int(config.conv_pos_kernel_size) * int(config.num_conv_pos_embeddings),
         "decoder": None,
         "num_alibi_heads": heads,
         "model_depth": layers,
@@ -353,7 +367,6 @@ def encoder_model(config: PretrainedConfig) -> dict[str, Any]:
         **values_back(MODEL.fields, config),
         "_name": "data2vec_multi",
         "depth": layers,
-        "mlp_ratio": int(config.intermediate_size) / int(config.hidden_size),
         "skip_ema": True,
         "ema_anneal_end_step": 0,
         "max_update": 0,
