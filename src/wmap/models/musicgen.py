@@ -35,11 +35,14 @@ from transformers import (
 from wmap.config_fields import (
     PROBABILITY,
     Checked,
+    Composite,
     ConfigTable,
     Decided,
     Ignored,
+    Joint,
     Translated,
     Translation,
+    divides,
     fixed_back,
     get,
     ignore_all,
@@ -78,17 +81,43 @@ def _anything(value: object) -> Result[Any, str]:
     return Success(value)
 
 
+def feed_forward(values: Mapping[str, Any]) -> dict[str, int]:
+    """The feed-forward width: ``hidden_scale`` times the model's."""
+    return {"ffn_dim": int(values["hidden_scale"] * values["dim"])}
+
+
+def feed_forward_back(decoder: Any) -> dict[str, float]:
+    scale = decoder.ffn_dim / decoder.hidden_size
+    return {"hidden_scale": int(scale) if float(scale).is_integer() else scale}
+
+
+def codebook_ids(card: int) -> dict[str, int]:
+    """The codebooks' size (audiocraft's ``card``); the special token (start and padding) is the next
+    id (audiocraft's embeddings hold one more row)."""
+    return {"vocab_size": card, "pad_token_id": card, "bos_token_id": card}
+
+
+def attention_dropout(values: Mapping[str, Any]) -> dict[str, float]:
+    """The attention's dropout: the layers' own where ``attention_dropout`` is unset (audiocraft's)."""
+    found = values["attention_dropout"]
+    return {"attention_dropout": values["dropout"] if found is None else found}
+
+
+def attention_dropout_back(decoder: Any) -> dict[str, float]:
+    return {"attention_dropout": float(decoder.attention_dropout)}
+
+
 TRANSFORMER_LM = ConfigTable(
     SOURCE,
     (
         Translated("dim", integer(1, 65536), "hidden_size"),
-        Translated("num_heads", integer(1, 1024), "num_attention_heads"),
+        Translated("num_heads", integer(1, 1024), "num_attention_heads", fits=divides("dim")),
         Translated("num_layers", integer(1, 1024), "num_hidden_layers"),
-        Translated("hidden_scale", number(0.0, 1024.0), None, 4),
+        Joint("hidden_scale", number(0.0, 1024.0), feed_forward, feed_forward_back, 4),
         Translated("n_q", integer(1, 64), "num_codebooks", 8),
-        Translated("card", integer(2, 1 << 20), "vocab_size", 1024),
+        Composite("card", integer(2, 1 << 20), codebook_ids, lambda decoder: decoder.vocab_size, 1024),
         Translated("dropout", PROBABILITY, "dropout", 0.0),
-        Translated("attention_dropout", optional(PROBABILITY), None, None),
+        Joint("attention_dropout", optional(PROBABILITY), attention_dropout, attention_dropout_back, None),
         Checked("activation", ("gelu",), "transformers' MusicGen uses GELU", "gelu", text),
         Checked("norm_first", (True,), "transformers' MusicGen normalises before each block", False),
         Checked("norm", ("layer_norm",), "transformers' MusicGen has layer norms", "layer_norm", text),
@@ -202,17 +231,8 @@ def _delays(lm: Translation, delay: Translation) -> BadConfig | None:
 
 
 def decoder_config(lm: Translation) -> MusicgenDecoderConfig:
-    """The LM -> ``MusicgenDecoderConfig``: the special token (start and padding) is the codebooks' size
-    (audiocraft's ``card``; its embeddings hold one more row)."""
-    attention = lm.values["attention_dropout"]
-    return MusicgenDecoderConfig(
-        **lm.kwargs,
-        ffn_dim=int(lm.values["hidden_scale"] * lm.values["dim"]),
-        attention_dropout=lm.kwargs["dropout"] if attention is None else attention,
-        activation_function="gelu",
-        pad_token_id=lm.values["card"],
-        bos_token_id=lm.values["card"],
-    )
+    """The LM -> ``MusicgenDecoderConfig`` (GELU: the only activation its table accepts)."""
+    return MusicgenDecoderConfig(**lm.kwargs, activation_function="gelu")
 
 
 PROJECTION = "lm.condition_provider.conditioners.description.output_proj.weight"
@@ -463,12 +483,9 @@ def lm_xp_cfg(config: PretrainedConfig, t5: str, guidance_scale: float, seconds:
     checked single values, the translated ones; what the tables ignore at audiocraft's defaults), torch's
     attention (``custom: false``: the names the rules write back), the T5 named ``t5``."""
     decoder = config.decoder
-    scale = decoder.ffn_dim / decoder.hidden_size
     transformer_lm = {
         **fixed_back(TRANSFORMER_LM.fields),
         **values_back(TRANSFORMER_LM.fields, decoder),
-        "hidden_scale": int(scale) if float(scale).is_integer() else scale,
-        "attention_dropout": float(decoder.attention_dropout),
         "custom": False,
     }
     delays = {"delays": list(range(int(decoder.num_codebooks))), **NOTHING_FIRST}
