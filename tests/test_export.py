@@ -404,3 +404,15 @@ def test_two_feature_extractor_files_that_disagree_are_refused(ctc_dir: Path, tm
     refused = export("wav2vec2_ctc", hf, tmp_path / "x.pt").failure()
     assert isinstance(refused, Disagrees) and "preprocessor_config.json" in str(refused)
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_a_feature_extractor_file_fairseq_cannot_take_is_refused_naming_each_field() -> None:
+    """The feature extractor's settings are fairseq's task table read back: each bad field is named
+    with what was expected (a string for ``do_normalize``, a rate of 0), and a good file reads."""
+    from wmap.fairseq.export import feature_settings
+
+    error = feature_settings({"preprocessor_config.json": '{"do_normalize": "yes", "sampling_rate": 0}'}).failure()
+    assert (error.source, error.key) == ("preprocessor_config.json", "sampling_rate")
+    assert [o.key for o in error.others] == ["do_normalize"] and "true or false" in error.others[0].message
+    nested = '{"feature_extractor": {"do_normalize": false, "sampling_rate": 8000}}'
+    assert feature_settings({"processor_config.json": nested}).unwrap() == (False, 8000)

@@ -19,10 +19,11 @@ from typing import Any
 from returns.result import Failure, Result, Success
 from transformers import PretrainedConfig
 
-from wmap.config_fields import Field, inverse, values_back
+from wmap.config_fields import ConfigTable, Field, get, inverse, translate, values_back
 from wmap.errors import BadConfig, Disagrees
 from wmap.fairseq.config import CTC_FINE_TUNING, wav2vec2_encoder_fields
 from wmap.fairseq.dictionary import FAIRSEQ_GLOBAL, SPECIALS, Dictionary, dict_file_text, saved_fields
+from wmap.fairseq.processor import TASK
 from wmap.io import PickledAs, parse_json
 from wmap.models.base import Exporter, ExportSource
 from wmap.plan import MakeRule
@@ -78,13 +79,15 @@ def vocabulary_dictionary(vocab_json: str, size: int) -> Result[Dictionary, BadC
 
 
 def _settings(text: str, where: str) -> Result[tuple[bool, int], BadConfig]:
-    """``do_normalize`` and ``sampling_rate`` of a feature extractor's file (nested in v5's processor file)."""
+    """``do_normalize`` and ``sampling_rate`` of a feature extractor's file (nested in v5's processor
+    file): fairseq's task table (:data:`~wmap.fairseq.processor.TASK`) read back."""
     try:
         features = parse_json(text)
-        features = features.get("feature_extractor", features)
-        return Success((bool(features["do_normalize"]), int(features["sampling_rate"])))
-    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as error:
-        return Failure(BadConfig(where, "do_normalize", "a Wav2Vec2FeatureExtractor config", repr(error)[:80]))
+    except ValueError as error:
+        return Failure(BadConfig(where, "feature_extractor", "a Wav2Vec2FeatureExtractor config (JSON)", str(error)))
+    table = ConfigTable(where, inverse(TASK.fields))
+    read = translate(table, get(features, "feature_extractor", features), report_unknown=False)
+    return read.map(lambda found: (found.kwargs["normalize"], found.kwargs["sample_rate"]))
 
 
 def feature_settings(files: Mapping[str, str]) -> Result[tuple[bool, int], BadConfig]:

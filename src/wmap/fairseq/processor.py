@@ -70,11 +70,12 @@ class FeatureExtractorSettings:
 TASK = ConfigTable(
     "fairseq cfg.task",
     (
-        Translated("sample_rate", integer(1, 1_000_000), None, 16_000),
-        Translated("normalize", boolean, None, False),
+        Translated("sample_rate", integer(1, 1_000_000), "sampling_rate", 16_000),
+        Translated("normalize", boolean, "do_normalize", False),
     ),
 )
-"""The task fields the feature extractor needs (a task config holds many others: not reported)."""
+"""The task fields the feature extractor needs, as ``Wav2Vec2FeatureExtractor`` names them (a task config
+holds many others: not reported); read back from the feature extractor's file on the way back."""
 
 
 def feature_extractor_settings(
