@@ -311,7 +311,8 @@ def export_back(data: Path, repeats: int) -> dict[str, Any]:
 def startup_commands(checkpoint: Path | None) -> dict[str, list[str]]:
     """Whole processes a user starts, and the baseline: each command's wall time from exec to exit. A
     preview is timed cold (``--no-cache``: planned, torch and transformers imported) and repeated (the
-    kept preview, :mod:`wmap.preview_cache`); with ``checkpoint`` (the big fairseq file) on a real file too."""
+    kept preview, :mod:`wmap.preview_cache`); with ``checkpoint`` (the big fairseq file) on a real file
+    too, and as a preview of another file of a kind seen (:data:`KIND_SEEN`)."""
     commands = {
         "import torch": ["-c", "import torch"],
         "wmap models": ["-m", "wmap", "models"],
@@ -323,8 +324,14 @@ def startup_commands(checkpoint: Path | None) -> dict[str, list[str]]:
     if checkpoint is not None and checkpoint.exists():
         big = ["-m", "wmap", "preview", "data2vec_audio_ctc", str(checkpoint)]
         commands["wmap preview data2vec_audio_ctc FILE (cold)"] = [*big, "--no-cache"]
+        commands[f"wmap preview data2vec_audio_ctc FILE {KIND_SEEN}"] = big
         commands["wmap preview data2vec_audio_ctc FILE (repeated)"] = big
     return commands
+
+
+KIND_SEEN = "(another file of a kind seen)"
+"""A command run with no kept preview but the target's layout kept (:mod:`wmap.target_layouts`): what
+a preview of another checkpoint of the same kind costs (another fine-tune, another step of a run)."""
 
 
 def startup(repeats: int, checkpoint: Path | None = None) -> dict[str, Any]:
@@ -337,7 +344,10 @@ def startup(repeats: int, checkpoint: Path | None = None) -> dict[str, Any]:
     environment = {**os.environ, "WMAP_CACHE_DIR": kept}
     commands = startup_commands(checkpoint)
 
-    def once(arguments: list[str]) -> float:
+    def once(arguments: list[str], kind_seen: bool = False) -> float:
+        if kind_seen:  # the kept previews dropped, the kept layouts not
+            for entry in Path(kept).glob("*.json"):
+                entry.unlink()
         start = time.perf_counter()
         subprocess.run(
             [sys.executable, *arguments], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment
@@ -349,7 +359,7 @@ def startup(repeats: int, checkpoint: Path | None = None) -> dict[str, Any]:
         once(arguments)
     for _ in range(repeats):
         for name, arguments in commands.items():
-            times[name].append(once(arguments))
+            times[name].append(once(arguments, name.endswith(KIND_SEEN)))
     shutil.rmtree(kept, ignore_errors=True)
     base = statistics.median(times["import torch"])
     return {

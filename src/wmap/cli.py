@@ -31,6 +31,7 @@ from wmap.render import visible
 
 if TYPE_CHECKING:
     from wmap.plan import MappingPlan
+    from wmap.target_layouts import LayoutCache
 
 EXIT_OK, EXIT_REFUSED, EXIT_INPUT = 0, 1, 2
 DTYPES = ("bfloat16", "float16", "float32")
@@ -106,20 +107,24 @@ def _preview(args: argparse.Namespace) -> int:
     if entry is not None:
         sys.stdout.write(entry.text)
         return entry.code
+    from wmap.target_layouts import LayoutCache
+
     out = preview_cache.Tee(sys.stdout)
-    code, planned = _planned_preview(args, cast(TextIO, out))  # a text stream that keeps a copy
+    layouts = None if args.no_cache else LayoutCache(preview_cache.cache_dir() / "layouts")
+    code, planned = _planned_preview(args, cast(TextIO, out), layouts)  # a text stream that keeps a copy
     if kept is not None and planned:
         preview_cache.store(kept, preview_cache.Entry(out.text(), code))
     return code
 
 
-def _planned_preview(args: argparse.Namespace, out: TextIO) -> tuple[int, bool]:
-    """The preview written to ``out``: its exit code, and whether a plan was made (an error is not kept)."""
+def _planned_preview(args: argparse.Namespace, out: TextIO, layouts: LayoutCache | None) -> tuple[int, bool]:
+    """The preview written to ``out``: its exit code, and whether a plan was made (an error is not
+    kept); the target's layout kept in ``layouts`` where one is."""
     from wmap.conversion import preview
     from wmap.render import print_ignored_fields, print_plan
 
     _quiet_transformers()
-    result = preview(args.model, args.checkpoint, args.config, processor_file=args.processor_file)
+    result = preview(args.model, args.checkpoint, args.config, processor_file=args.processor_file, layouts=layouts)
     if isinstance(result, Failure):
         return _fail(result.failure()), False
     prepared = result.unwrap()

@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import torch
 from returns.result import Failure, Result, Success
-from transformers import PretrainedConfig, PreTrainedModel
+from transformers import PretrainedConfig
 
 from wmap.apply import apply_plan, load_into
 from wmap.config_fields import IgnoredField
@@ -34,11 +35,15 @@ from wmap.io import (
     write_directory_atomically,
 )
 from wmap.layout import Kinds, build_on_meta, kinds_of, layout_of
-from wmap.models.base import ModelSpec, TranslatedConfig, Writer
+from wmap.models.base import ModelSpec, TranslatedConfig, Writer, class_name
 from wmap.plan import NO_EXCEPTIONS, Accept, MappingPlan
 from wmap.planner import make_plan
 from wmap.registry import Registry, resolve
+from wmap.target_layouts import LayoutCache, TargetLayout
 from wmap.transforms import Layout, Transform
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 _T = TypeVar("_T")
 
@@ -53,7 +58,8 @@ class Prepared:
     spec: ModelSpec
     config: PretrainedConfig
     pipeline: Transform
-    target: PreTrainedModel
+    target: PreTrainedModel | None
+    """The target model on ``meta``; ``None`` where its layout was kept (:mod:`wmap.target_layouts`)."""
     plan: MappingPlan
     ignored: tuple[IgnoredField, ...] = ()
     """Fields of the checkpoint's config that the conversion does not carry over, with the reasons."""
@@ -135,6 +141,30 @@ def build_target(spec: ModelSpec, config: PretrainedConfig) -> Result[PreTrained
         return Failure(BadConfig(spec.name, "<config>", f"a config {spec.target} can be built from", detail))
 
 
+def target_of(
+    spec: ModelSpec, config: PretrainedConfig, layouts: LayoutCache | None = None
+) -> Result[tuple[TargetLayout, PreTrainedModel | None], BadConfig]:
+    """The target's layout and kinds, and the model on ``meta`` where it was built: a layout kept in
+    ``layouts`` spares building it (and importing the modelling code); one built is kept there."""
+    key = None if layouts is None else layouts.key(class_name(spec.built_class(config)), config)
+    kept = None if layouts is None or key is None else layouts.load(key)
+    if kept is not None:
+        return Success((kept, None))
+
+    def measured(model: PreTrainedModel) -> tuple[TargetLayout, PreTrainedModel | None]:
+        found = TargetLayout(layout_of(model), kinds_of(model.state_dict()))
+        if layouts is not None and key is not None:
+            layouts.store(key, found)
+        return found, model
+
+    return build_target(spec, config).map(measured)
+
+
+def model_of(prepared: Prepared) -> Result[PreTrainedModel, BadConfig]:
+    """The target model on ``meta``: the one prepared, or built now where its layout was kept."""
+    return Success(prepared.target) if prepared.target is not None else build_target(prepared.spec, prepared.config)
+
+
 def prepare(
     spec: ModelSpec,
     layout: Layout,
@@ -143,30 +173,29 @@ def prepare(
     *,
     lint: bool = True,
     kinds: Kinds | None = None,
+    layouts: LayoutCache | None = None,
 ) -> Result[Prepared, WmapError]:
     """Config, pipeline, target model on ``meta`` and the plan, from a source layout (and the
-    tensors' ``kinds``, so that a kind the output cannot hold is refused by the plan)."""
+    tensors' ``kinds``, so that a kind the output cannot hold is refused by the plan). ``layouts``:
+    where target layouts are kept (a kept one spares building the target)."""
 
     def planned(translated: TranslatedConfig) -> Result[Prepared, BadConfig]:
         pipeline = spec.pipeline(translated.config, meta)
-        return build_target(spec, translated.config).map(
-            lambda target: Prepared(
-                spec,
-                translated.config,
+
+        def prepared(target: tuple[TargetLayout, PreTrainedModel | None]) -> Prepared:
+            found, model = target
+            plan = make_plan(
                 pipeline,
-                target,
-                make_plan(
-                    pipeline,
-                    layout,
-                    layout_of(target),
-                    lint=lint,
-                    kinds=kinds,
-                    target_kinds=kinds_of(target.state_dict()),
-                    made=spec.made(translated.config),
-                ),
-                translated.ignored,
+                layout,
+                found.layout,
+                lint=lint,
+                kinds=kinds,
+                target_kinds=found.kinds,
+                made=spec.made(translated.config),
             )
-        )
+            return Prepared(spec, translated.config, pipeline, model, plan, translated.ignored)
+
+        return target_of(spec, translated.config, layouts).map(prepared)
 
     return widen(resolve_config(spec, meta, layout, config)).bind(planned)
 
@@ -190,12 +219,15 @@ def preview(
     *,
     registry: Registry | None = None,
     processor_file: str | os.PathLike[str] | None = None,
+    layouts: LayoutCache | None = None,
 ) -> Result[Prepared, WmapError]:
     """The dry run: plan a conversion from names and shapes only.
 
     Without ``checkpoint`` the family's reference layout is used. ``registry``
     resolves a name (default: the shipped and installed families). ``processor_file``: the user's
     file where the family reads part of its source from it (MusicGen's ``--text-encoder``).
+    ``layouts``: where target layouts are kept (:mod:`wmap.target_layouts`); a kept one spares
+    building the target model, and ``Prepared.target`` is then ``None``.
     """
     file = None if processor_file is None else Path(processor_file)
 
@@ -209,14 +241,16 @@ def preview(
         return widen(read_source(checkpoint, stand_ins=spec.stand_ins)).map(lambda read: (read, os.fspath(checkpoint)))
 
     def planned(spec: ModelSpec) -> Result[Prepared, WmapError]:
-        return source(spec).bind(lambda found: _planned_from(spec, found[0], found[1], config))
+        return source(spec).bind(lambda found: _planned_from(spec, found[0], found[1], config, layouts))
 
     return widen(resolve(model, registry)).bind(planned)
 
 
-def _planned_from(spec: ModelSpec, source: Source, where: str, config: ConfigSource) -> Result[Prepared, WmapError]:
+def _planned_from(
+    spec: ModelSpec, source: Source, where: str, config: ConfigSource, layouts: LayoutCache | None
+) -> Result[Prepared, WmapError]:
     """The plan of ``source`` (read from ``where``), unless no rule spoke about any of its keys."""
-    prepared = prepare(spec, source.layout, source.meta, config, kinds=source.kinds)
+    prepared = prepare(spec, source.layout, source.meta, config, kinds=source.kinds, layouts=layouts)
     return prepared.bind(lambda ready: _of_the_family(ready, where, source.layout))
 
 
@@ -348,7 +382,21 @@ def _apply_and_write(
     step: Callable[[str], None],
 ) -> Result[Path, WmapError]:
     step("applying plan")
+    written = partial(_apply_and_write_into, prepared, source=source, extras=extras, output=output, dtype=dtype)
+    return widen(model_of(prepared)).bind(partial(written, accept=accept, step=step))
 
+
+def _apply_and_write_into(
+    prepared: Prepared,
+    target: PreTrainedModel,
+    *,
+    source: Checkpoint,
+    extras: Writer,
+    output: _Output,
+    dtype: torch.dtype | None,
+    accept: Accept,
+    step: Callable[[str], None],
+) -> Result[Path, WmapError]:
     mapped = mapped_file(source.path, source.tensors.values())
 
     def write(tensors: dict[str, torch.Tensor], model: PreTrainedModel) -> Result[Path, WmapError]:
@@ -363,7 +411,7 @@ def _apply_and_write(
             )
         )
 
-    kinds = {key: value.dtype for key, value in prepared.target.state_dict().items()}  # on meta: no memory
+    kinds = {key: value.dtype for key, value in target.state_dict().items()}  # on meta: no memory
     if mapped is not None and (dtype is not None or any(a.tied_to for a in prepared.plan.applied)):
         try:
             mapped.check_intact()  # apply reads the pages of what it casts or copies
@@ -371,7 +419,7 @@ def _apply_and_write(
             return Failure(UnreadableCheckpoint(source.path, "the file as it was read", str(error)))
 
     def loaded(tensors: dict[str, torch.Tensor]) -> Result[Path, WmapError]:
-        model = widen(load_into(prepared.target, tensors))  # strict: exactly the model's keys
+        model = widen(load_into(target, tensors))  # strict: exactly the model's keys
         return model.bind(lambda ready: write(tensors, ready))
 
     applied = apply_plan(prepared.plan, source.tensors, accept=accept, dtype=dtype, target_dtypes=kinds)

@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 from returns.result import Failure, Result, Success
-from transformers import PretrainedConfig, PreTrainedModel
+from transformers import PretrainedConfig
 
 from wmap.config_fields import (
     Checked,
@@ -50,7 +50,7 @@ from wmap.fairseq.rules import (
     wav2vec2_encoder_rules,
     with_upgrades,
 )
-from wmap.models.base import ModelSpec, TranslatedConfig, is_headless, shipped
+from wmap.models.base import ModelClass, ModelSpec, TranslatedConfig, class_name, is_headless, shipped
 from wmap.pipeline import first_match, scoped, seq
 from wmap.transforms import EXACT, PARAMS, Layout, Transform, refuse, rename, route_weight_norm
 
@@ -252,14 +252,14 @@ conformer reads it: the position encoding (relative or rotary; ``abs`` is refuse
 kernel, and what the target needs (ESPnet attention, the encoder norm after the layers)."""
 
 
-def described(name: str, source: str, target: type[PreTrainedModel]) -> dict[str, Any]:
+def described(name: str, source: str, target: ModelClass) -> dict[str, Any]:
     """A shipped family's registry entry and bundled reference layout; a port's own ``name``,
     described from what it converts (no reference layout)."""
     from wmap.registry import SHIPPED
 
     if any(family.name == name for family in SHIPPED):
         return shipped(name)
-    return {"name": name, "source": source, "target": f"transformers {target.__name__}"}
+    return {"name": name, "source": source, "target": f"transformers {class_name(target)}"}
 
 
 @attrs.frozen
@@ -280,9 +280,9 @@ class Wav2Vec2Style:
     name: str
     base: str
     config_class: type[PretrainedConfig]
-    pretraining: type[PreTrainedModel]
-    ctc_class: type[PreTrainedModel]
-    headless: type[PreTrainedModel] | None = None
+    pretraining: ModelClass
+    ctc_class: ModelClass
+    headless: ModelClass | None = None
     fields: Mapping[str, Field] = attrs.field(factory=dict)
     layers: tuple[Transform, ...] = TRANSFORMER_LAYERS
     layer_type: str = "transformer"
@@ -315,16 +315,16 @@ class Wav2Vec2Style:
 
     def _pretrained_kwargs(self, read: Translation) -> dict[str, Any]:
         if self.headless is not None and not read.values["quantize_targets"]:
-            return {**self.fixed(read), "architectures": [self.headless.__name__]}
+            return {**self.fixed(read), "architectures": [class_name(self.headless)]}
         return self.fixed(read)
 
     def _pretrained_rules(self, config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
         if not is_headless(self.headless, config):
             return pretraining_rules(config, self.base, self.prefix, self.layers)
         assert self.headless is not None
-        encoder = encoder_rules(config, self.headless.__name__, self.layers)
+        encoder = encoder_rules(config, class_name(self.headless), self.layers)
         return seq(
-            with_upgrades(first_match(self.headless.__name__, (*encoder, *PRETRAINING_HEADS))), route_weight_norm()
+            with_upgrades(first_match(class_name(self.headless), (*encoder, *PRETRAINING_HEADS))), route_weight_norm()
         )
 
     def _pretrained_back(self, config: PretrainedConfig) -> dict[str, Any]:
@@ -361,7 +361,7 @@ class Wav2Vec2Style:
             config_from_checkpoint=lambda meta, layout: fine_tuned_config(
                 meta, layout, table, self.config_class, wrapper=wrapper, extra=self.fixed
             ),
-            pipeline=lambda config, meta: ctc_rules(config, self.base, self.ctc_class.__name__, layers=self.layers),
+            pipeline=lambda config, meta: ctc_rules(config, self.base, class_name(self.ctc_class), layers=self.layers),
             model_class=self.ctc_class,
             extras=ctc_processor,
             export=ctc_exporter(

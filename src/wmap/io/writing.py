@@ -10,15 +10,17 @@ import struct
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import PreTrainedModel
 
 from wmap.io.mapped import MappedFile, copy_from_file
 from wmap.io.torch_file import PickledAs as PickledAs  # re-exported where it always was
 from wmap.io.torch_file import save_pickled_as, writable, write_torch_file
 from wmap.kinds import DTYPES
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 SAFETENSORS_DTYPES: dict[torch.dtype, str] = {getattr(torch, name): code for name, code in DTYPES}
 """torch dtype -> safetensors' code, from :data:`wmap.kinds.DTYPES`."""

@@ -8,17 +8,40 @@ from collections.abc import Callable, Mapping
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 from returns.result import Failure, Result, Success
-from transformers import PretrainedConfig, PreTrainedModel
+from transformers import PretrainedConfig
 
 from wmap.config_fields import IgnoredField
 from wmap.errors import BadConfig, WmapError
 from wmap.io.reading import Checkpoint, read_checkpoint
 from wmap.plan import MakeRule
 from wmap.transforms import Layout, Transform
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+ModelClass: TypeAlias = "type[PreTrainedModel] | str"
+"""A transformers model class, or its name in ``transformers`` (imported only when a model is built:
+importing a model class imports transformers' whole modelling stack, which a preview with a known
+target layout does not need)."""
+
+
+def class_name(model_class: ModelClass) -> str:
+    """The class's name, without importing it."""
+    return model_class if isinstance(model_class, str) else model_class.__name__
+
+
+def model_type(model_class: ModelClass) -> type[PreTrainedModel]:
+    """The class itself (imported from ``transformers`` if named)."""
+    if not isinstance(model_class, str):
+        return model_class
+    import transformers
+
+    found: type[PreTrainedModel] = getattr(transformers, model_class)
+    return found
 
 
 @attrs.frozen
@@ -122,7 +145,7 @@ class ModelSpec:
     config_class: type[PretrainedConfig]
     config_from_checkpoint: ConfigFromCheckpoint
     pipeline: Callable[[PretrainedConfig, Mapping[str, Any]], Transform]
-    model_class: type[PreTrainedModel]
+    model_class: ModelClass
     extras: Extras = no_extras
     takes_file: str | None = None
     without_processor: Extras = no_extras
@@ -134,7 +157,7 @@ class ModelSpec:
     """Targets the original does not hold that the family makes from the config (an identity
     projection where fairseq has no ``post_extract_proj``); the way back drops them while they are
     still what would be made, and refuses a trained one, naming it."""
-    headless: type[PreTrainedModel] | None = None
+    headless: ModelClass | None = None
     """The class for a file without the pre-training heads (a conformer without a quantizer), built
     where the config's ``architectures`` names it (the config translation, or ``config.json``, says so)."""
     reads: Callable[[str, Path | None], Result[Checkpoint, WmapError]] | None = None
@@ -153,9 +176,13 @@ class ModelSpec:
         """The target model for ``config`` (called on the ``meta`` device for layouts)."""
         if not isinstance(config, self.config_class):
             raise TypeError(f"{self.name} builds from a {self.config_class.__name__}, not a {type(config).__name__}")
+        return model_type(self.built_class(config))(config=config)
+
+    def built_class(self, config: PretrainedConfig) -> ModelClass:
+        """The class :meth:`build` makes for ``config`` (the headless one where its config names it)."""
         if self.headless is not None and is_headless(self.headless, config):
-            return self.headless(config=config)
-        return self.model_class(config=config)
+            return self.headless
+        return self.model_class
 
     def read(self, checkpoint: str | os.PathLike[str], file: Path | None = None) -> Result[Checkpoint, WmapError]:
         """The family's source: :attr:`reads` (several files; ``file``: the user's ``--text-encoder``)
@@ -175,10 +202,10 @@ class ModelSpec:
         return read_reference(self.reference)
 
 
-def is_headless(headless: type[PreTrainedModel] | None, config: PretrainedConfig) -> bool:
+def is_headless(headless: ModelClass | None, config: PretrainedConfig) -> bool:
     """Whether ``config`` is for a family's ``headless`` class (its ``architectures`` names it)."""
     names = getattr(config, "architectures", None) or [None]
-    return headless is not None and names[0] == headless.__name__
+    return headless is not None and names[0] == class_name(headless)
 
 
 def read_reference(reference: Traversable) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from returns.result import Failure, Result, Success
-from transformers import DacConfig, DacFeatureExtractor, DacModel, PretrainedConfig
+from transformers import DacConfig, DacFeatureExtractor, PretrainedConfig
 
 from wmap.config_fields import (
     PROBABILITY,
@@ -168,7 +168,7 @@ DAC = ModelSpec(
     config_class=DacConfig,
     config_from_checkpoint=translate_config,
     pipeline=pipeline,
-    model_class=DacModel,
+    model_class="DacModel",
     extras=feature_extractor,
     export=Exporter(_original, _container, "a DAC weights file (DAC.load reads it)"),
 )

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from returns.result import Failure, Result, Success
-from transformers import Data2VecAudioConfig, Data2VecAudioForCTC, Data2VecAudioModel, PretrainedConfig
+from transformers import Data2VecAudioConfig, PretrainedConfig
 
 from wmap.config_fields import (
     PROBABILITY,
@@ -401,7 +401,7 @@ DATA2VEC2_AUDIO = ModelSpec(
     config_class=Data2VecAudioConfig,
     config_from_checkpoint=translate_config,
     pipeline=pipeline,
-    model_class=Data2VecAudioModel,
+    model_class="Data2VecAudioModel",
     made=zero_mask,
     extras=feature_extractor_writer,
     export=Exporter(
@@ -420,7 +420,7 @@ DATA2VEC2_AUDIO_CTC = ModelSpec(
     config_class=Data2VecAudioConfig,
     config_from_checkpoint=translate_ctc_config,
     pipeline=ctc_pipeline,
-    model_class=Data2VecAudioForCTC,
+    model_class="Data2VecAudioForCTC",
     made=zero_mask,
     extras=ctc_processor,
     export=ctc_exporter("data2vec_multi", encoder=encoder_model),

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
-from transformers import Data2VecAudioConfig, Data2VecAudioForCTC, Data2VecAudioModel, PretrainedConfig
+from transformers import Data2VecAudioConfig, PretrainedConfig
 
 from wmap.config_fields import ConfigTable, Joint, Translated, ignore_all, integer
 from wmap.fairseq import (
@@ -142,7 +142,7 @@ DATA2VEC_AUDIO_CTC = ModelSpec(
         meta, layout, FINE_TUNED_ENCODER, Data2VecAudioConfig
     ),
     pipeline=ctc_pipeline,
-    model_class=Data2VecAudioForCTC,
+    model_class="Data2VecAudioForCTC",
     extras=ctc_processor,
     export=ctc_exporter("data2vec_audio", fields=ENCODER_FIELDS, extra=lambda config: LAYER_NORM_ONLY),
     takes_file="--dict: the fine-tuning dictionary (dict.ltr.txt) where task_state lacks it",
@@ -154,7 +154,7 @@ DATA2VEC_AUDIO = ModelSpec(
     config_class=Data2VecAudioConfig,
     config_from_checkpoint=partial(pretrained_config, table=PRETRAINED, config_class=Data2VecAudioConfig),
     pipeline=headless_pipeline,
-    model_class=Data2VecAudioModel,
+    model_class="Data2VecAudioModel",
     extras=feature_extractor_writer,
     export=pretraining_exporter(
         "data2vec_audio", ENCODER_FIELDS, lambda config: LAYER_NORM_ONLY, criterion="ModelCriterion"

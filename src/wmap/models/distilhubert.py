@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from returns.result import Failure, Result, Success
-from transformers import HubertConfig, HubertModel, PretrainedConfig
+from transformers import HubertConfig, PretrainedConfig
 
 from wmap.config_fields import (
     PROBABILITY,
@@ -201,7 +201,7 @@ DISTILHUBERT = ModelSpec(
     config_class=HubertConfig,
     config_from_checkpoint=translate_config,
     pipeline=pipeline,
-    model_class=HubertModel,
+    model_class="HubertModel",
     extras=feature_extractor_files,
     export=EXPORTER,
 )

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from returns.result import Result, Success
-from transformers import EncodecConfig, EncodecFeatureExtractor, EncodecModel, PretrainedConfig
+from transformers import EncodecConfig, EncodecFeatureExtractor, PretrainedConfig
 
 from wmap.errors import BadConfig
 from wmap.models.base import (
@@ -149,7 +149,7 @@ def _spec(name: str, *, with_norms: bool) -> ModelSpec:
         config_class=EncodecConfig,
         config_from_checkpoint=_config_for(name),
         pipeline=lambda config, meta: encodec_pipeline(config, with_norms=with_norms),
-        model_class=EncodecModel,
+        model_class="EncodecModel",
         extras=feature_extractor_files,
         export=Exporter(_original(name), plain_state_dict, "an encodec package state dict (load_state_dict strict)"),
     )

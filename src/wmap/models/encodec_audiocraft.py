@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from returns.result import Failure, Result, Success
-from transformers import EncodecConfig, EncodecModel, PretrainedConfig
+from transformers import EncodecConfig, PretrainedConfig
 
 from wmap.config_fields import (
     Checked,
@@ -256,6 +256,7 @@ def transposed(config: PretrainedConfig) -> frozenset[str]:
     encodec package names them ``convtr.convtr`` where a conv is ``conv.conv``, and the forward rules
     send both to ``conv``, so the way back needs to know which is which."""
     import torch
+    from transformers import EncodecModel
 
     from wmap.layout import build_on_meta
 
@@ -303,7 +304,7 @@ ENCODEC_AUDIOCRAFT = ModelSpec(
     config_class=EncodecConfig,
     config_from_checkpoint=translate_config,
     pipeline=pipeline,
-    model_class=EncodecModel,
+    model_class="EncodecModel",
     extras=feature_extractor_files,
     export=Exporter(
         _original, _container, "an audiocraft compression_state_dict.bin (load_compression_model reads it)"

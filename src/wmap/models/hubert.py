@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from transformers import HubertConfig, HubertForCTC, HubertModel, PretrainedConfig
+from transformers import HubertConfig, PretrainedConfig
 
 from wmap.config_fields import ConfigTable, Translated, boolean, ignore_all
 from wmap.fairseq import (
@@ -77,7 +77,7 @@ HUBERT = ModelSpec(
         meta, layout, PRETRAINED, HubertConfig, lambda read: FIXED
     ),
     pipeline=pretrained_pipeline,
-    model_class=HubertModel,
+    model_class="HubertModel",
     extras=feature_extractor_writer,
     export=pretraining_exporter("hubert", FIELDS, pretraining_fields, criterion="HubertCriterion"),
 )
@@ -91,7 +91,7 @@ HUBERT_CTC = ModelSpec(
         meta, layout, FINE_TUNED_ENCODER, HubertConfig, **FIXED
     ),
     pipeline=lambda config, meta: ctc_rules(config, "hubert", "HubertForCTC", PRETRAINING_HEADS),
-    model_class=HubertForCTC,
+    model_class="HubertForCTC",
     extras=ctc_processor,
     takes_file="--dict: the fine-tuning dictionary (dict.ltr.txt) where task_state lacks it",
     export=ctc_exporter(

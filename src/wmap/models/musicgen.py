@@ -27,7 +27,6 @@ from transformers import (
     GenerationConfig,
     MusicgenConfig,
     MusicgenDecoderConfig,
-    MusicgenForConditionalGeneration,
     PretrainedConfig,
     T5Config,
 )
@@ -569,7 +568,7 @@ def audiocraft_lm(name: str, sampling: Sampling) -> ModelSpec:
         config_class=MusicgenConfig,
         config_from_checkpoint=translate_config,
         pipeline=pipeline,
-        model_class=MusicgenForConditionalGeneration,
+        model_class="MusicgenForConditionalGeneration",
         reads=read_parts,
         extras=sampling.processor_files,
         without_processor=sampling.generation_only,

@@ -10,10 +10,10 @@ with nothing changed.
 
 from __future__ import annotations
 
-from transformers import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2ForPreTraining
+from transformers import Wav2Vec2Config
 
 from wmap.fairseq import Wav2Vec2Style
 
-STYLE = Wav2Vec2Style("wav2vec2", "wav2vec2", Wav2Vec2Config, Wav2Vec2ForPreTraining, Wav2Vec2ForCTC)
+STYLE = Wav2Vec2Style("wav2vec2", "wav2vec2", Wav2Vec2Config, "Wav2Vec2ForPreTraining", "Wav2Vec2ForCTC")
 WAV2VEC2 = STYLE.pretrained()
 WAV2VEC2_CTC = STYLE.ctc()

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from transformers import Wav2Vec2ConformerConfig, Wav2Vec2ConformerForCTC, Wav2Vec2ConformerModel
-from transformers import Wav2Vec2ConformerForPreTraining as ForPreTraining
+from transformers import Wav2Vec2ConformerConfig
 
 from wmap.config_fields import Translation
 from wmap.fairseq import CONFORMER_FIELDS, CONFORMER_LAYERS, Wav2Vec2Style
@@ -30,9 +29,9 @@ STYLE = Wav2Vec2Style(
     "wav2vec2_conformer",
     "wav2vec2_conformer",
     Wav2Vec2ConformerConfig,
-    ForPreTraining,
-    Wav2Vec2ConformerForCTC,
-    headless=Wav2Vec2ConformerModel,
+    "Wav2Vec2ConformerForPreTraining",
+    "Wav2Vec2ConformerForCTC",
+    headless="Wav2Vec2ConformerModel",
     fields=CONFORMER_FIELDS,
     layers=CONFORMER_LAYERS,
     layer_type="conformer",

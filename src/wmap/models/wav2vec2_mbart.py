@@ -26,7 +26,6 @@ from transformers import (
     MBartConfig,
     PretrainedConfig,
     SpeechEncoderDecoderConfig,
-    SpeechEncoderDecoderModel,
     Wav2Vec2Config,
 )
 
@@ -564,7 +563,7 @@ WAV2VEC2_MBART = ModelSpec(
     config_class=SpeechEncoderDecoderConfig,
     config_from_checkpoint=translate_config,
     pipeline=pipeline,
-    model_class=SpeechEncoderDecoderModel,
+    model_class="SpeechEncoderDecoderModel",
     extras=extras,
     takes_file="--tokenizer: the sentencepiece model to write an MBart50Tokenizer from",
     export=EXPORTER,

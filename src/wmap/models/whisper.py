@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from returns.result import Failure, Result, Success
-from transformers import WhisperConfig, WhisperForConditionalGeneration
+from transformers import WhisperConfig
 
 from wmap.config_fields import (
     Checked,
@@ -219,7 +219,7 @@ WHISPER = ModelSpec(
     config_class=WhisperConfig,
     config_from_checkpoint=config_from_checkpoint,
     pipeline=lambda config, meta: RULES,
-    model_class=WhisperForConditionalGeneration,
+    model_class="WhisperForConditionalGeneration",
     extras=whisper_processor,
     without_processor=whisper_generation_config,
     takes_file="--tokenizer: openai's gpt2.tiktoken or multilingual.tiktoken, or the directory holding it "

@@ -1,0 +1,83 @@
+"""Target layouts kept on disk: the names, shapes and kinds of a transformers model's state dict, so that
+a preview of a checkpoint of a kind already seen does not import transformers' modelling code.
+
+A layout is a pure function of the model class, its config and the versions of transformers and torch
+(the model is built on the ``meta`` device: no weights, no random values); the key is a digest of them.
+Importing a model class costs seconds (transformers' modelling stack: ``modeling_utils`` pulls in
+``torch.distributed.tensor``, the quantizers, the losses), the layout itself milliseconds. Only the
+command line keeps layouts (``wmap preview``, unless ``--no-cache``); any problem with the folder
+means a layout is built, never that a preview fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
+
+PACKAGES = ("transformers", "torch")
+MAX_ENTRIES = 256
+
+
+@attrs.frozen
+class TargetLayout:
+    """A target model's state-dict names and shapes, and each tensor's kind."""
+
+    layout: Mapping[str, tuple[int, ...]]
+    kinds: Mapping[str, str]
+
+
+def _versions() -> str:
+    found = []
+    for package in PACKAGES:
+        try:
+            found.append(f"{package}={metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{package}=none")
+    return ",".join(found)
+
+
+@attrs.frozen
+class LayoutCache:
+    """Layouts kept as JSON files in ``folder``, by :meth:`key`."""
+
+    folder: Path
+
+    def key(self, model_class: str, config: PretrainedConfig) -> str:
+        """The digest of what the layout depends on: the class, its config in full, the versions."""
+        text = "\0".join((model_class, config.to_json_string(use_diff=False), _versions()))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def load(self, key: str) -> TargetLayout | None:
+        """The layout kept under ``key``, if there is a sound one."""
+        try:
+            data = json.loads((self.folder / f"{key}.json").read_text())
+            layout = {str(name): tuple(int(n) for n in shape) for name, shape in data["layout"].items()}
+            kinds = {str(name): str(kind) for name, kind in data["kinds"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        return TargetLayout(layout, kinds) if kinds.keys() == layout.keys() else None
+
+    def store(self, key: str, found: TargetLayout) -> None:
+        """Keep ``found`` under ``key`` (written whole, then moved in), and remove the oldest beyond
+        :data:`MAX_ENTRIES`."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile("w", dir=self.folder, suffix=".tmp", delete=False) as file:
+                json.dump({"layout": dict(found.layout), "kinds": dict(found.kinds)}, file)
+            os.replace(file.name, self.folder / f"{key}.json")
+            kept = sorted(self.folder.glob("*.json"), key=lambda path: path.stat().st_mtime_ns)
+            for old in kept[:-MAX_ENTRIES]:
+                old.unlink(missing_ok=True)
+        except OSError:
+            return
