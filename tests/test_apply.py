@@ -113,7 +113,7 @@ def test_tied_targets_get_their_own_storage() -> None:
 def test_tensor_kinds_the_output_cannot_hold_are_refused_by_name(tmp_path: Path, make: Any, found: str) -> None:
     """By the plan, before any tensor is read (preview says so too); apply checks again."""
     from tests.helpers import reference_state
-    from wmap.conversion import convert, preview
+    from wmap.conversion import convert, model_of, preview
 
     state, _ = reference_state("encodec_32khz")
     key = "encoder.model.0.conv.conv.bias"
@@ -127,7 +127,7 @@ def test_tensor_kinds_the_output_cannot_hold_are_refused_by_name(tmp_path: Path,
     assert not (tmp_path / "hf").exists()
     unaware = preview("encodec_32khz").unwrap()  # planned without kinds (the reference layout)
     assert unaware.plan.is_clean()
-    targets = {k: v.dtype for k, v in unaware.target.state_dict().items()}
+    targets = {k: v.dtype for k, v in model_of(unaware).unwrap().state_dict().items()}
     assert key in apply_plan(unaware.plan, state, target_dtypes=targets).failure().message  # apply checks too
 
 

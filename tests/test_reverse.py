@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from returns.result import Failure, Result
 
-from wmap.conversion import preview
+from wmap.conversion import model_of, preview
 from wmap.errors import NotInvertible
 from wmap.layout import layout_of
 from wmap.pipeline import Reverser, Scoped, first_match, groups, optional, scoped, seq, when
@@ -44,7 +44,7 @@ def test_every_family_reverses_its_reference_layout_key_for_key(name: str) -> No
     is named unrecoverable, nothing else."""
     prepared = preview(name).unwrap()
     layout, _ = prepared.spec.reference_layout().unwrap()
-    back = reverse_plan(reverse(prepared.pipeline).unwrap(), layout_of(prepared.target), layout)
+    back = reverse_plan(reverse(prepared.pipeline).unwrap(), layout_of(model_of(prepared).unwrap()), layout)
     forward = {a.source: a.target for a in prepared.plan.applied if a.tied_to is None}
     returned = {a.source: a.target for a in back.applied}  # converted key -> original key
     returned |= {part: j.target for j in back.joined for part in j.sources}  # q, k, v -> the fused qkv
