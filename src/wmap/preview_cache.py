@@ -85,9 +85,11 @@ def _package_files() -> Iterable[str]:
                 yield f"{os.path.relpath(os.path.join(folder, name), root)}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
-def _versions() -> list[str]:
+def package_versions(packages: Iterable[str] = PACKAGES) -> list[str]:
+    """``name=version`` of each package (``none`` where it is not installed): what a kept result
+    depends on besides its inputs."""
     found = []
-    for package in PACKAGES:
+    for package in packages:
         try:
             found.append(f"{package}={metadata.version(package)}")
         except metadata.PackageNotFoundError:
@@ -104,7 +106,7 @@ def key(
         return None
     digest = hashlib.sha256()
     parts: list[bytes] = [family.encode(), json.dumps(shown, sort_keys=True).encode()]
-    parts += [line.encode() for line in (*_package_files(), *_versions(), sys.version)]
+    parts += [line.encode() for line in (*_package_files(), *package_versions(), sys.version)]
     if checkpoint is not None:
         structure = _structure(checkpoint)
         if structure is None:

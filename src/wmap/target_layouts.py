@@ -16,11 +16,12 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
+
+from wmap.preview_cache import package_versions
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
@@ -37,16 +38,6 @@ class TargetLayout:
     kinds: Mapping[str, str]
 
 
-def _versions() -> str:
-    found = []
-    for package in PACKAGES:
-        try:
-            found.append(f"{package}={metadata.version(package)}")
-        except metadata.PackageNotFoundError:
-            found.append(f"{package}=none")
-    return ",".join(found)
-
-
 @attrs.frozen
 class LayoutCache:
     """Layouts kept as JSON files in ``folder``, by :meth:`key`."""
@@ -55,7 +46,7 @@ class LayoutCache:
 
     def key(self, model_class: str, config: PretrainedConfig) -> str:
         """The digest of what the layout depends on: the class, its config in full, the versions."""
-        text = "\0".join((model_class, config.to_json_string(use_diff=False), _versions()))
+        text = "\0".join((model_class, config.to_json_string(use_diff=False), ",".join(package_versions(PACKAGES))))
         return hashlib.sha256(text.encode()).hexdigest()
 
     def load(self, key: str) -> TargetLayout | None:
