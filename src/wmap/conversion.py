@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -319,17 +318,13 @@ def convert(
     def written(found: tuple[Prepared, Checkpoint]) -> Result[Path, WmapError]:
         prepared, source = found
         extras = prepared.spec.extras if processor else prepared.spec.without_processor
-        return widen(extras(prepared.config, source.meta, file)).bind(
-            lambda extras: _apply_and_write(
-                prepared,
-                source,
-                extras,
-                _Output(out_dir, overwrite, max_shard_size, () if file is None else (str(file),)),
-                dtype,
-                accept,
-                step,
-            )
+        ready: Result[tuple[PreTrainedModel, Writer], WmapError] = Result.do(
+            (target, writer)
+            for writer in widen(extras(prepared.config, source.meta, file))
+            for target in widen(model_of(prepared))  # built now where the target's layout was kept
         )
+        output = _Output(out_dir, overwrite, max_shard_size, () if file is None else (str(file),))
+        return ready.bind(lambda both: _apply_and_write(prepared, *both, source, output, dtype, accept, step))
 
     def output_free(spec: ModelSpec) -> Result[ModelSpec, WmapError]:
         protect = (checkpoint, *(() if file is None else (file,)))
@@ -374,29 +369,15 @@ def _shard_size_valid(spec: ModelSpec, size: int | str) -> Result[ModelSpec, Wma
 
 def _apply_and_write(
     prepared: Prepared,
-    source: Checkpoint,
+    target: PreTrainedModel,
     extras: Writer,
+    source: Checkpoint,
     output: _Output,
     dtype: torch.dtype | None,
     accept: Accept,
     step: Callable[[str], None],
 ) -> Result[Path, WmapError]:
     step("applying plan")
-    written = partial(_apply_and_write_into, prepared, source=source, extras=extras, output=output, dtype=dtype)
-    return widen(model_of(prepared)).bind(partial(written, accept=accept, step=step))
-
-
-def _apply_and_write_into(
-    prepared: Prepared,
-    target: PreTrainedModel,
-    *,
-    source: Checkpoint,
-    extras: Writer,
-    output: _Output,
-    dtype: torch.dtype | None,
-    accept: Accept,
-    step: Callable[[str], None],
-) -> Result[Path, WmapError]:
     mapped = mapped_file(source.path, source.tensors.values())
 
     def write(tensors: dict[str, torch.Tensor], model: PreTrainedModel) -> Result[Path, WmapError]:
