@@ -147,14 +147,20 @@ def trainer_file(cfg: Mapping[str, Any], state: Mapping[str, Any], criterion: st
 
 
 def fairseq_layout(
-    source: ExportSource, unrecoverable: Iterable[str] = (), *, mask: bool = True
+    source: ExportSource,
+    unrecoverable: Iterable[str] = (),
+    *,
+    mask: bool = True,
+    encoder: PretrainedConfig | None = None,
 ) -> dict[str, tuple[int, ...]]:
     """fairseq's names (the rules reversed, weight norm as its hooks name it), the mask embedding its
-    wav2vec2-family models always hold (``mask``), and the keys the forward rules skipped (named, not
+    wav2vec2-family models always hold (``mask``; as wide as ``encoder``, by default the directory's
+    config: a composite's encoder otherwise), and the keys the forward rules skipped (named, not
     recovered: the plan says so)."""
     layout = dict(weight_norm_hook_names(predicted_layout(source.pipeline, source.converted)))
     named = {name: () for name in unrecoverable}
-    return {**(with_mask_embedding(layout, source.config) if mask else layout), **named}
+    masked = with_mask_embedding(layout, encoder or source.config) if mask else layout
+    return {**masked, **named}
 
 
 def audio_task(name: str, features: tuple[bool, int], **fields: Any) -> dict[str, Any]:

@@ -75,16 +75,15 @@ from wmap.fairseq.dictionary import STAND_INS
 from wmap.fairseq.export import (
     FEATURES,
     encoder_cfg,
+    fairseq_layout,
     feature_settings,
     mask_embedding,
     trainer_file,
-    with_mask_embedding,
 )
 from wmap.fairseq.processor import FeatureExtractorSettings
 from wmap.io import staged_copy
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, Writer, shipped, writing
 from wmap.pipeline import first_match, scoped, seq, upgrade, when
-from wmap.reverse import predicted_layout
 from wmap.transforms import (
     PARAMS,
     Layout,
@@ -94,7 +93,6 @@ from wmap.transforms import (
     route_weight_norm,
     skip,
     tie,
-    weight_norm_hook_names,
 )
 
 SOURCE = "fairseq cfg.model (xm_transformer)"
@@ -524,8 +522,7 @@ def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadC
         )
 
     def meta(found: tuple[bool, int]) -> tuple[Layout, dict[str, Any]]:
-        named = dict(weight_norm_hook_names(predicted_layout(source.pipeline, source.converted)))
-        layout = with_mask_embedding(named, source.config.encoder)
+        layout = fairseq_layout(source, encoder=source.config.encoder)
         return layout, {"cfg": {"model": model_cfg(source.config, *found)}}
 
     return feature_settings(source.files).map(meta)
