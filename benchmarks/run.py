@@ -18,6 +18,8 @@ sampled every 2 ms), both against the checkpoint's size.
 Export: the converted directory back to a fairseq checkpoint by ``wmap export``,
 against the physical baseline the other way (``safetensors`` load, the same
 keys renamed by a dict lookup, ``torch.save``), measured the same way.
+Whole-process conversion (#29): ``wmap convert`` as the user runs it, cold and of a kind seen, against a
+plain load + save script, each a fresh process, paired round by round.
 Start-up (#29): ``wmap preview`` of a bundled reference layout and ``wmap models`` as whole processes,
 against ``python -c "import torch"`` in the same run (paired, A B A B), the baseline #29's preview
 target is a ratio of. Figures are medians over ``--repeats`` runs.
@@ -374,6 +376,68 @@ def startup(repeats: int, checkpoint: Path | None = None) -> dict[str, Any]:
     }
 
 
+PLAIN_CONVERT = """
+import os, sys, torch
+from safetensors.torch import save_file
+state = torch.load(sys.argv[1], weights_only=True, map_location="cpu", mmap=sys.argv[3] == "mmap")["model"]
+os.makedirs(sys.argv[2])
+save_file(state, os.path.join(sys.argv[2], "model.safetensors"))
+"""
+"""#29's baseline for ``wmap convert``: a plain load + save script, as a whole process; with ``mmap`` the
+file is mapped rather than read into memory (a faster script than the issue's)."""
+
+
+def whole_conversion(data: Path, repeats: int) -> dict[str, Any]:
+    """``wmap convert`` of the big fairseq checkpoint (with its dictionary: the processor written too) as a
+    whole process, from exec to exit, against :data:`PLAIN_CONVERT` in the same rounds (A B C, A B C:
+    drift hits all alike): cold (``--no-cache``: the target model built, the modelling code imported)
+    and of a kind seen (the target's layout kept by an earlier run, as after ``wmap preview``). Each
+    output is removed before its run, outside the clock."""
+    import tempfile
+
+    checkpoint = data / "data2vec_audio_ctc_large.pt"
+    make_checkpoint(checkpoint)
+    from tests.originals import write_letter_dictionary
+
+    dictionary = str(write_letter_dictionary(data))
+    out = data / "whole-out"
+    convert = ["-m", "wmap", "convert", "data2vec_audio_ctc", str(checkpoint), str(out), "--dict", dictionary]
+    commands = {
+        "plain load + save script": ["-c", PLAIN_CONVERT, str(checkpoint), str(out), "read"],
+        "plain load (mmap) + save script": ["-c", PLAIN_CONVERT, str(checkpoint), str(out), "mmap"],
+        "wmap convert (cold)": [*convert, "--no-cache"],
+        "wmap convert (a kind seen)": convert,
+    }
+    kept = tempfile.mkdtemp(prefix="wmap-bench-convert-")
+    environment = {**os.environ, "WMAP_CACHE_DIR": kept}
+
+    def once(arguments: list[str]) -> float:
+        shutil.rmtree(out, ignore_errors=True)
+        start = time.perf_counter()
+        subprocess.run([sys.executable, *arguments], stdout=subprocess.DEVNULL, env=environment, check=True)
+        elapsed = time.perf_counter() - start
+        shutil.rmtree(out, ignore_errors=True)
+        return elapsed
+
+    subprocess.run(["cat", str(checkpoint)], stdout=subprocess.DEVNULL, check=True)  # warm the page cache
+    for arguments in commands.values():  # once each, not counted: the page cache, and the layout kept
+        once(arguments)
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(repeats):
+        for name, arguments in commands.items():
+            times[name].append(once(arguments))
+    shutil.rmtree(kept, ignore_errors=True)
+    base, mapped = times["plain load + save script"], times["plain load (mmap) + save script"]
+    return {
+        name: {
+            "seconds": statistics.median(found),
+            "vs_plain": statistics.median(a / b for a, b in zip(found, base, strict=True)),
+            "vs_mmap": statistics.median(a / b for a, b in zip(found, mapped, strict=True)),
+        }
+        for name, found in times.items()
+    }
+
+
 def _memory_table(title: str, rows: Mapping[str, Any], names: Any, baseline: str) -> Any:
     from rich.table import Table
 
@@ -445,6 +509,13 @@ def main() -> None:
         report["export"] = back = export_back(args.data, args.repeats)
         title = f"export of the {back['model_bytes'] / 1e9:.2f} GB converted directory (median of {args.repeats})"
         console.print(_memory_table(title, back, EXPORT_WORKERS, "raw copy back"))
+        report["whole_conversion"] = whole = whole_conversion(args.data, args.repeats)
+        table = Table(title=f"wmap convert as a whole process, against a plain script (median of {args.repeats})")
+        for column in ("command", "wall", "/ plain script", "/ plain script (mmap)"):
+            table.add_column(column, justify="right")
+        for name, row in whole.items():
+            table.add_row(name, f"{row['seconds']:.2f} s", f"{row['vs_plain']:.2f}x", f"{row['vs_mmap']:.2f}x")
+        console.print(table)
     out = args.data / "results.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

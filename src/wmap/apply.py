@@ -133,3 +133,21 @@ def load_into(model: M, state: Mapping[str, torch.Tensor]) -> Result[M, LoadFail
     except (RuntimeError, ValueError, KeyError) as error:
         return Failure(LoadFailed(type(model).__name__, str(error).strip().splitlines()[0]))
     return Success(model)
+
+
+def fits_layout(
+    model: str, layout: Mapping[str, tuple[int, ...]], state: Mapping[str, torch.Tensor]
+) -> Result[Mapping[str, torch.Tensor], LoadFailed]:
+    """What a strict load into a ``model`` of this (kept) ``layout`` checks, without the model: every key
+    of the layout present, none other, each of its shape; the failure names the first key that is not."""
+    missing = next((key for key in layout if key not in state), None)
+    unexpected = next((key for key in state if key not in layout), None)
+    wrong = next((key for key in layout if key in state and tuple(state[key].shape) != tuple(layout[key])), None)
+    if missing is not None:
+        return Failure(LoadFailed(model, f"missing key {missing!r}"))
+    if unexpected is not None:
+        return Failure(LoadFailed(model, f"unexpected key {unexpected!r}"))
+    if wrong is not None:
+        found = tuple(state[wrong].shape)
+        return Failure(LoadFailed(model, f"{wrong!r}: shape {found}, the model's is {tuple(layout[wrong])}"))
+    return Success(state)

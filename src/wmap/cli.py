@@ -107,14 +107,20 @@ def _preview(args: argparse.Namespace) -> int:
     if entry is not None:
         sys.stdout.write(entry.text)
         return entry.code
-    from wmap.target_layouts import LayoutCache
-
     out = preview_cache.Tee(sys.stdout)
-    layouts = None if args.no_cache else LayoutCache(preview_cache.cache_dir() / "layouts")
-    code, planned = _planned_preview(args, cast(TextIO, out), layouts)  # a text stream that keeps a copy
+    code, planned = _planned_preview(args, cast(TextIO, out), _kept_layouts(args))  # a text stream that keeps a copy
     if kept is not None and planned:
         preview_cache.store(kept, preview_cache.Entry(out.text(), code))
     return code
+
+
+def _kept_layouts(args: argparse.Namespace) -> LayoutCache | None:
+    """Where target layouts are kept (:mod:`wmap.target_layouts`), shared by preview and convert; none
+    with ``--no-cache``."""
+    from wmap import preview_cache
+    from wmap.target_layouts import LayoutCache
+
+    return None if args.no_cache else LayoutCache(preview_cache.cache_dir() / "layouts")
 
 
 def _planned_preview(args: argparse.Namespace, out: TextIO, layouts: LayoutCache | None) -> tuple[int, bool]:
@@ -177,6 +183,7 @@ def _convert(args: argparse.Namespace) -> int:
             processor_file=args.processor_file,
             max_shard_size=args.max_shard_size,
             processor=args.processor,
+            layouts=_kept_layouts(args),
         )
         progress.update(task, completed=len(CONVERT_STEPS))
     if isinstance(result, Failure):
@@ -343,6 +350,12 @@ def parser() -> argparse.ArgumentParser:
         action="store_false",
         help="write the weights and configs alone, no tokenizer or feature extractor (a CTC checkpoint without "
         "its dictionary)",
+    )
+    con.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="build the target model even if its layout was kept (a layout is kept per model class, config and "
+        "package versions, by preview and convert, and spares building the model and importing its code)",
     )
     con.set_defaults(run=_convert)
 

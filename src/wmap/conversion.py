@@ -17,7 +17,7 @@ import torch
 from returns.result import Failure, Result, Success
 from transformers import PretrainedConfig
 
-from wmap.apply import apply_plan, load_into
+from wmap.apply import apply_plan, fits_layout, load_into
 from wmap.config_fields import IgnoredField
 from wmap.errors import BadConfig, UnreadableCheckpoint, WmapError, WrongFamily
 from wmap.io import (
@@ -31,9 +31,11 @@ from wmap.io import (
     read_small_text,
     read_source,
     save_pretrained_streaming,
+    shard_split,
     write_directory_atomically,
 )
-from wmap.layout import Kinds, build_on_meta, kinds_of, layout_of
+from wmap.kinds import WRITABLE
+from wmap.layout import Kinds, build_on_meta, target_layout_of
 from wmap.models.base import ModelSpec, TranslatedConfig, Writer, class_name
 from wmap.plan import NO_EXCEPTIONS, Accept, MappingPlan
 from wmap.planner import make_plan
@@ -59,6 +61,8 @@ class Prepared:
     pipeline: Transform
     target: PreTrainedModel | None
     """The target model on ``meta``; ``None`` where its layout was kept (:mod:`wmap.target_layouts`)."""
+    target_layout: TargetLayout
+    """The target's layout and what its directory is written from (kept, or read off ``target``)."""
     plan: MappingPlan
     ignored: tuple[IgnoredField, ...] = ()
     """Fields of the checkpoint's config that the conversion does not carry over, with the reasons."""
@@ -144,15 +148,17 @@ def target_of(
     spec: ModelSpec, config: PretrainedConfig, layouts: LayoutCache | None = None
 ) -> Result[tuple[TargetLayout, PreTrainedModel | None], BadConfig]:
     """The target's layout and kinds, and the model on ``meta`` where it was built: a layout kept in
-    ``layouts`` spares building it (and importing the modelling code); one built is kept there."""
+    ``layouts`` spares building it (and importing the modelling code); one built is kept there, unless
+    building the model changed its config (``SpeechEncoderDecoderModel`` sets ``tie_word_embeddings``):
+    a directory written without the model would then not have the config the model would write."""
     key = None if layouts is None else layouts.key(class_name(spec.built_class(config)), config)
     kept = None if layouts is None or key is None else layouts.load(key)
     if kept is not None:
         return Success((kept, None))
 
     def measured(model: PreTrainedModel) -> tuple[TargetLayout, PreTrainedModel | None]:
-        found = TargetLayout(layout_of(model), kinds_of(model.state_dict()))
-        if layouts is not None and key is not None:
+        found = target_layout_of(model)
+        if layouts is not None and key == layouts.key(class_name(spec.built_class(model.config)), model.config):
             layouts.store(key, found)
         return found, model
 
@@ -192,7 +198,7 @@ def prepare(
                 target_kinds=found.kinds,
                 made=spec.made(translated.config),
             )
-            return Prepared(spec, translated.config, pipeline, model, plan, translated.ignored)
+            return Prepared(spec, translated.config, pipeline, model, found, plan, translated.ignored)
 
         return target_of(spec, translated.config, layouts).map(prepared)
 
@@ -279,6 +285,7 @@ def convert(
     registry: Registry | None = None,
     max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
     processor: bool = True,
+    layouts: LayoutCache | None = None,
 ) -> Result[Path, WmapError]:
     """Read, plan, refuse unless clean, apply, load strictly, and write ``out_dir`` atomically.
 
@@ -295,6 +302,9 @@ def convert(
     to file, so conversion needs little more memory than its largest changed tensor.
     ``processor=False`` writes the weights and configs alone (no tokenizer or feature extractor): a
     CTC checkpoint whose dictionary is lost still converts (``--no-processor``).
+    ``layouts``: where target layouts are kept (:mod:`wmap.target_layouts`): a kept one spares
+    building the target model; the tensors are then checked against its layout (every key, each
+    shape), as a strict load checks them, and the directory is written from it.
     """
     step = on_step or (lambda _: None)
     file = None if processor_file is None else Path(processor_file)
@@ -312,19 +322,15 @@ def convert(
                 on_plan(prepared.plan)
             return _of_the_family(prepared, source.path, source.layout)
 
-        prepared = prepare(spec, source.layout, source.meta, config, lint=False, kinds=source.kinds)
+        prepared = prepare(spec, source.layout, source.meta, config, lint=False, kinds=source.kinds, layouts=layouts)
         return prepared.bind(seen).map(lambda p: (p, source))
 
     def written(found: tuple[Prepared, Checkpoint]) -> Result[Path, WmapError]:
         prepared, source = found
         extras = prepared.spec.extras if processor else prepared.spec.without_processor
-        ready: Result[tuple[PreTrainedModel, Writer], WmapError] = Result.do(
-            (target, writer)
-            for writer in widen(extras(prepared.config, source.meta, file))
-            for target in widen(model_of(prepared))  # built now where the target's layout was kept
-        )
         output = _Output(out_dir, overwrite, max_shard_size, () if file is None else (str(file),))
-        return ready.bind(lambda both: _apply_and_write(prepared, *both, source, output, dtype, accept, step))
+        writer = widen(extras(prepared.config, source.meta, file))
+        return writer.bind(lambda ready: _apply_and_write(prepared, ready, source, output, dtype, accept, step))
 
     def output_free(spec: ModelSpec) -> Result[ModelSpec, WmapError]:
         protect = (checkpoint, *(() if file is None else (file,)))
@@ -353,14 +359,13 @@ class _Output:
 
 def _shard_size_valid(spec: ModelSpec, size: int | str) -> Result[ModelSpec, WmapError]:
     """The size checked now, by the same parser the writer uses (``huggingface_hub``'s split)."""
-    from huggingface_hub import split_torch_state_dict_into_shards
 
     try:
         if isinstance(size, bool) or (isinstance(size, int) and size <= 0):
             raise ValueError("not a positive size")
         if isinstance(size, str) and not re.fullmatch(r"[0-9]+(\.[0-9]+)?\s*[KMGT]B", size.strip().upper()):
             raise ValueError("not a positive number of KB, MB, GB or TB")
-        split_torch_state_dict_into_shards({}, max_shard_size=size)
+        shard_split({}, max_shard_size=size)
     except (ValueError, TypeError) as error:
         found = f"{size!r} ({' '.join(str(error).split())[:80]})"
         return Failure(BadConfig("--max-shard-size", "max_shard_size", "a size such as 5GB or 500MB", found))
@@ -369,7 +374,6 @@ def _shard_size_valid(spec: ModelSpec, size: int | str) -> Result[ModelSpec, Wma
 
 def _apply_and_write(
     prepared: Prepared,
-    target: PreTrainedModel,
     extras: Writer,
     source: Checkpoint,
     output: _Output,
@@ -380,9 +384,20 @@ def _apply_and_write(
     step("applying plan")
     mapped = mapped_file(source.path, source.tensors.values())
 
-    def write(tensors: dict[str, torch.Tensor], model: PreTrainedModel) -> Result[Path, WmapError]:
+    target = prepared.target_layout
+    architecture = class_name(prepared.spec.built_class(prepared.config))
+
+    def write(tensors: dict[str, torch.Tensor]) -> Result[Path, WmapError]:
         def files(directory: Path) -> None:
-            save_pretrained_streaming(model, tensors, directory, max_shard_size=output.max_shard_size, source=mapped)
+            save_pretrained_streaming(
+                prepared.config,
+                architecture,
+                target,
+                tensors,
+                directory,
+                max_shard_size=output.max_shard_size,
+                source=mapped,
+            )
             extras(directory)
 
         step("writing output")
@@ -392,7 +407,7 @@ def _apply_and_write(
             )
         )
 
-    kinds = {key: value.dtype for key, value in target.state_dict().items()}  # on meta: no memory
+    kinds = {key: getattr(torch, kind) for key, kind in target.kinds.items() if kind in WRITABLE}
     if mapped is not None and (dtype is not None or any(a.tied_to for a in prepared.plan.applied)):
         try:
             mapped.check_intact()  # apply reads the pages of what it casts or copies
@@ -400,8 +415,9 @@ def _apply_and_write(
             return Failure(UnreadableCheckpoint(source.path, "the file as it was read", str(error)))
 
     def loaded(tensors: dict[str, torch.Tensor]) -> Result[Path, WmapError]:
-        model = widen(load_into(target, tensors))  # strict: exactly the model's keys
-        return model.bind(lambda ready: write(tensors, ready))
+        model = prepared.target
+        strict = load_into(model, tensors) if model is not None else fits_layout(architecture, target.layout, tensors)
+        return widen(strict).bind(lambda _: write(tensors))  # strict: exactly the model's keys
 
     applied = apply_plan(prepared.plan, source.tensors, accept=accept, dtype=dtype, target_dtypes=kinds)
     return widen(applied).bind(loaded)

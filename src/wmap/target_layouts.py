@@ -1,12 +1,13 @@
-"""Target layouts kept on disk: the names, shapes and kinds of a transformers model's state dict, so that
-a preview of a checkpoint of a kind already seen does not import transformers' modelling code.
+"""Target layouts kept on disk: the names, shapes and kinds of a transformers model's state dict (and what
+writing its directory needs beside the weights), so that a preview or a conversion of a checkpoint of a
+kind already seen does not import transformers' modelling code.
 
 A layout is a pure function of the model class, its config and the versions of transformers and torch
 (the model is built on the ``meta`` device: no weights, no random values); the key is a digest of them.
 Importing a model class costs seconds (transformers' modelling stack: ``modeling_utils`` pulls in
 ``torch.distributed.tensor``, the quantizers, the losses), the layout itself milliseconds. Only the
-command line keeps layouts (``wmap preview``, unless ``--no-cache``); any problem with the folder
-means a layout is built, never that a preview fails.
+command line keeps layouts (``wmap preview`` and ``wmap convert``, unless ``--no-cache``); any problem with the folder
+means a layout is built, never that a command fails.
 """
 
 from __future__ import annotations
@@ -27,15 +28,22 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
 PACKAGES = ("transformers", "torch")
+GENERATION_FILE = "generation_config.json"
+"""The file a generating model's ``save_pretrained`` writes its generation config to."""
 MAX_ENTRIES = 256
 
 
 @attrs.frozen
 class TargetLayout:
-    """A target model's state-dict names and shapes, and each tensor's kind."""
+    """A target model's state-dict names and shapes (in its order), each tensor's kind, and what its
+    ``save_pretrained`` writes beside the weights that the config alone does not say: the tied keys
+    (target -> source, left out of the weights) and its ``generation_config.json`` (``None``: the
+    model does not generate)."""
 
     layout: Mapping[str, tuple[int, ...]]
     kinds: Mapping[str, str]
+    tied: Mapping[str, str] = attrs.field(factory=dict)
+    generation: str | None = None
 
 
 @attrs.frozen
@@ -55,9 +63,12 @@ class LayoutCache:
             data = json.loads((self.folder / f"{key}.json").read_text())
             layout = {str(name): tuple(int(n) for n in shape) for name, shape in data["layout"].items()}
             kinds = {str(name): str(kind) for name, kind in data["kinds"].items()}
+            tied = {str(target): str(source) for target, source in data["tied"].items()}
+            generation = data["generation"]
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
-        return TargetLayout(layout, kinds) if kinds.keys() == layout.keys() else None
+        sound = kinds.keys() == layout.keys() and tied.keys() <= layout.keys() and isinstance(generation, str | None)
+        return TargetLayout(layout, kinds, tied, generation) if sound else None
 
     def store(self, key: str, found: TargetLayout) -> None:
         """Keep ``found`` under ``key`` (written whole, then moved in), and remove the oldest beyond
@@ -65,7 +76,7 @@ class LayoutCache:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile("w", dir=self.folder, suffix=".tmp", delete=False) as file:
-                json.dump({"layout": dict(found.layout), "kinds": dict(found.kinds)}, file)
+                json.dump(attrs.asdict(found), file)
             os.replace(file.name, self.folder / f"{key}.json")
             kept = sorted(self.folder.glob("*.json"), key=lambda path: path.stat().st_mtime_ns)
             for old in kept[:-MAX_ENTRIES]:

@@ -23,7 +23,7 @@ from wmap.config_fields import ConfigTable, Translated, boolean, get, integer, t
 from wmap.errors import BadConfig
 from wmap.fairseq.config import fairseq_model_config, fairseq_task_config
 from wmap.fairseq.dictionary import Dictionary, DictionaryError, find_in_task_state, parse_dict_file
-from wmap.io import read_small_text
+from wmap.io import read_small_text, save_processor
 from wmap.models.base import Writer
 
 WORD_DELIMITER = "|"
@@ -160,7 +160,7 @@ def _writer(dictionary: Dictionary, extractor: FeatureExtractorSettings) -> Writ
     vocab = ctc_vocabulary(dictionary)
 
     def write(out_dir: Path) -> None:
-        from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2Processor
+        from transformers import Wav2Vec2CTCTokenizer
 
         vocab_file = out_dir / "vocab.json"
         vocab_file.write_text(json.dumps(vocab, ensure_ascii=False))
@@ -173,7 +173,7 @@ def _writer(dictionary: Dictionary, extractor: FeatureExtractorSettings) -> Writ
             word_delimiter_token=WORD_DELIMITER,
             do_lower_case=False,
         )
-        Wav2Vec2Processor(feature_extractor=extractor.extractor(), tokenizer=tokenizer).save_pretrained(out_dir)
+        save_processor("Wav2Vec2Processor", extractor.extractor(), tokenizer, out_dir)
 
     return write
 

@@ -66,7 +66,9 @@ from wmap.io.writing import (
     SAFETENSORS_DTYPES,
     PickledAs,
     save_pretrained_streaming,
+    save_processor,
     save_torch,
+    shard_split,
     write_safetensors,
     write_weights,
 )
@@ -107,6 +109,8 @@ __all__ = [
     "refused_globals",
     "regular_file_problem",
     "save_pretrained_streaming",
+    "save_processor",
+    "shard_split",
     "save_torch",
     "staged_copy",
     "unresolved",

@@ -3,6 +3,7 @@ unchanged), what save_pretrained writes, and torch files that name classes wmap 
 
 from __future__ import annotations
 
+import copy
 import errno
 import json
 import os
@@ -18,9 +19,11 @@ from wmap.io.mapped import MappedFile, copy_from_file
 from wmap.io.torch_file import PickledAs as PickledAs  # re-exported where it always was
 from wmap.io.torch_file import save_pickled_as, writable, write_torch_file
 from wmap.kinds import DTYPES
+from wmap.target_layouts import GENERATION_FILE, TargetLayout
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel
+    from huggingface_hub import StateDictSplit
+    from transformers import FeatureExtractionMixin, PretrainedConfig, PreTrainedTokenizerBase
 
 SAFETENSORS_DTYPES: dict[torch.dtype, str] = {getattr(torch, name): code for name, code in DTYPES}
 """torch dtype -> safetensors' code, from :data:`wmap.kinds.DTYPES`."""
@@ -76,6 +79,30 @@ DEFAULT_MAX_SHARD_SIZE = "50GB"
 """transformers v5's default for ``save_pretrained``: one file for any speech model."""
 
 
+def shard_split(state: Mapping[str, torch.Tensor], max_shard_size: int | str) -> StateDictSplit:
+    """``huggingface_hub``'s split of ``state`` into shards (what ``split_torch_state_dict_into_shards``
+    gives), with its measures of a plain tensor's storage (its size, and its device, address and size
+    as its identity). A conversion holds plain tensors only; the torch wrapper would import
+    ``torch.distributed.tensor`` (half a second) to recognise distributed ones."""
+    from huggingface_hub import constants, split_state_dict_into_shards_factory
+
+    return split_state_dict_into_shards_factory(
+        dict(state),
+        get_storage_size=_storage_size,
+        get_storage_id=_storage_id,
+        filename_pattern=constants.SAFETENSORS_WEIGHTS_FILE_PATTERN,
+        max_shard_size=max_shard_size,
+    )
+
+
+def _storage_size(tensor: torch.Tensor) -> int:
+    return tensor.untyped_storage().nbytes()
+
+
+def _storage_id(tensor: torch.Tensor) -> tuple[torch.device, int, int]:
+    return tensor.device, tensor.untyped_storage().data_ptr(), _storage_size(tensor)
+
+
 def write_weights(
     directory: Path,
     state: Mapping[str, torch.Tensor],
@@ -86,9 +113,7 @@ def write_weights(
     """``model.safetensors``, or shards ``model-0000k-of-0000n.safetensors`` of at most ``max_shard_size``
     and ``model.safetensors.index.json`` (``metadata.total_size``, ``metadata.total_parameters`` and the
     ``weight_map`` of the keys written), as ``save_pretrained`` lays them out (``huggingface_hub``'s split)."""
-    from huggingface_hub import split_torch_state_dict_into_shards
-
-    split = split_torch_state_dict_into_shards(dict(state), max_shard_size=max_shard_size)
+    split = shard_split(state, max_shard_size)
     for filename, names in split.filename_to_tensors.items():
         write_safetensors(directory / filename, {n: state[n] for n in names}, {"format": "pt"}, source)
     if split.is_sharded:
@@ -104,33 +129,58 @@ def write_weights(
 
 
 def save_pretrained_streaming(
-    model: PreTrainedModel,
+    config: PretrainedConfig,
+    architecture: str,
+    target: TargetLayout,
     state: Mapping[str, torch.Tensor],
     directory: Path,
     *,
     max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
     source: MappedFile | None = None,
 ) -> None:
-    """What ``model.save_pretrained(directory, max_shard_size=...)`` writes, the weights streamed from ``state``.
+    """What ``save_pretrained(directory, max_shard_size=...)`` of a model of class ``architecture`` writes,
+    the weights streamed from ``state``, the model known by its ``target`` layout
+    (:func:`wmap.layout.target_layout_of`): no model is needed, so a layout kept from an earlier run
+    spares building one (and importing its code).
 
-    ``state`` is what was loaded into ``model`` (strictly, by assignment), so
-    the two agree; writing from it (and from the source file itself where a
-    tensor is unchanged) avoids the second copy ``save_pretrained`` makes. A tied copy
-    (Whisper's ``proj_out``) is left out, as ``save_pretrained`` leaves it: loading ties it again.
-    Tensors are written in the model's own order, so that the same model gives the same bytes from
-    any source (an original, or the export of a converted directory).
+    ``state`` holds exactly the target's keys (loaded strictly, or checked against the layout);
+    writing from it (and from the source file itself where a tensor is unchanged) avoids the second
+    copy ``save_pretrained`` makes. A tied copy (Whisper's ``proj_out``) is left out, as
+    ``save_pretrained`` leaves it: loading ties it again. Tensors are written in the model's own
+    order, so that the same model gives the same bytes from any source (an original, or the export of
+    a converted directory). ``config`` is not changed: its copy gets the dtype and the class written.
     """
-    tied = model.get_expanded_tied_weights_keys(all_submodels=True)  # target -> source, as the config ties them
-    order = {key: None for key in model.state_dict()}  # the model's own order, whatever the source's
-    keys = [*(k for k in order if k in state), *(k for k in state if k not in order)]
+    keys = [*(k for k in target.layout if k in state), *(k for k in state if k not in target.layout)]
+    tied = target.tied
     state = {key: state[key] for key in keys if not (key in tied and tied[key] in state)}
     floating = next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
-    model.config.dtype = str(floating).split(".")[1]
-    model.config.architectures = [type(model).__name__]
-    model.config.save_pretrained(directory)
-    if model.can_generate() and model.generation_config is not None:
-        model.generation_config.save_pretrained(directory)
+    written = copy.deepcopy(config)
+    written.dtype = str(floating).split(".")[1]
+    written.architectures = [architecture]
+    written.save_pretrained(directory)
+    if target.generation is not None:
+        (directory / GENERATION_FILE).write_text(target.generation, encoding="utf-8")
     write_weights(directory, state, max_shard_size=max_shard_size, source=source)
+
+
+PROCESSOR_FILE = "processor_config.json"
+
+
+def save_processor(
+    processor_class: str, feature_extractor: FeatureExtractionMixin, tokenizer: PreTrainedTokenizerBase, directory: Path
+) -> None:
+    """What ``processor_class(feature_extractor=..., tokenizer=...).save_pretrained(directory)`` writes for a
+    processor of one feature extractor and one tokenizer (and no chat template or custom code): the
+    tokenizer's files, marked with the processor's class, and ``processor_config.json`` holding the
+    feature extractor's settings. The processor class itself is not imported: its module
+    (``transformers.processing_utils``) imports the whole modelling stack, some 2 s of a conversion
+    that needs none of it. The files are byte for byte the processor's own (``tests/test_writing.py``
+    compares them for every processor a shipped family writes)."""
+    tokenizer._set_processor_class(processor_class)
+    tokenizer.save_pretrained(directory)
+    settings = {"feature_extractor": feature_extractor.to_dict(), "processor_class": processor_class}
+    text = json.dumps(settings, indent=2, sort_keys=True) + "\n"
+    (directory / PROCESSOR_FILE).write_text(text, encoding="utf-8")
 
 
 def _pickle_module() -> Any:

@@ -17,6 +17,7 @@ pattern, one T5 description through cross-attention); the compression model's by
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -53,7 +54,7 @@ from wmap.config_fields import (
     values_back,
 )
 from wmap.errors import BadConfig, Disagrees, WmapError
-from wmap.io import Checkpoint, parse_json, read_checkpoint, read_small_text, read_weights
+from wmap.io import Checkpoint, parse_json, read_checkpoint, read_small_text, read_weights, save_processor
 from wmap.models import encodec_audiocraft
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, Writer, shipped, writing
 from wmap.pipeline import first_match, scoped, seq
@@ -421,7 +422,7 @@ class Sampling:
     ) -> Result[Writer, BadConfig]:
         """``MusicgenProcessor`` (the text encoder directory's tokenizer, an EnCodec feature extractor at
         the compression model's rate) and the generation settings."""
-        from transformers import AutoTokenizer, EncodecFeatureExtractor, MusicgenProcessor
+        from transformers import AutoTokenizer, EncodecFeatureExtractor
 
         if file is None:
             return Failure(BadConfig("audiocraft LM", TEXT_ENCODER, T5_NEEDED, "none"))
@@ -434,8 +435,8 @@ class Sampling:
         extractor = EncodecFeatureExtractor(
             feature_size=int(audio.audio_channels), sampling_rate=int(audio.sampling_rate)
         )
-        processor = MusicgenProcessor(feature_extractor=extractor, tokenizer=tokenizer)
-        return Success(writing(processor.save_pretrained, self.generation_config(config, meta).save_pretrained))
+        processor = partial(save_processor, "MusicgenProcessor", extractor, tokenizer)
+        return Success(writing(processor, self.generation_config(config, meta).save_pretrained))
 
     def generation_only(
         self, config: PretrainedConfig, meta: Mapping[str, Any], file: Path | None

@@ -25,7 +25,7 @@ from returns.result import Failure, Result, Success
 from transformers import PretrainedConfig
 
 from wmap.errors import BadConfig
-from wmap.io import read_small_text, regular_file_problem
+from wmap.io import read_small_text, regular_file_problem, save_processor
 from wmap.models.base import Writer
 
 TIMESTAMPS = 1501
@@ -260,12 +260,12 @@ class Prepared:
     """Encoder positions: two mel frames (10 ms each) per position, so 1500 -> openai's 30 s chunks."""
 
     def write(self, out_dir: Path) -> None:
-        from transformers import WhisperFeatureExtractor, WhisperProcessor
+        from transformers import WhisperFeatureExtractor
 
         tokenizer = build_tokenizer(self.vocab, self.ranks)
         seconds = self.audio_context * 2 * HOP_LENGTH // SAMPLING_RATE
         features = WhisperFeatureExtractor(feature_size=self.mels, chunk_length=seconds)
-        WhisperProcessor(feature_extractor=features, tokenizer=tokenizer).save_pretrained(out_dir)
+        save_processor("WhisperProcessor", features, tokenizer, out_dir)
         save_generation_config(
             generation_settings(self.vocab, self.text_context, self.audio_context, tokenizer), out_dir
         )

@@ -1,0 +1,165 @@
+"""wmap.io.writing and a conversion from a kept target layout: what is written without the model or the
+processor class is byte for byte what transformers writes with them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from huggingface_hub import split_torch_state_dict_into_shards
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.helpers import reference_checkpoint
+from wmap.apply import fits_layout
+from wmap.conversion import preview
+from wmap.io import save_pretrained_streaming, save_processor, shard_split
+from wmap.models.base import class_name
+from wmap.registry import SHIPPED
+from wmap.target_layouts import LayoutCache
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
+
+
+def _ctc(directory: Path) -> tuple[Any, Any, Any]:
+    from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Processor
+
+    vocab = directory / "vocab.json"
+    vocab.write_text(json.dumps({"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "é": 5, "a": 6}))
+    tokenizer = Wav2Vec2CTCTokenizer(str(vocab), word_delimiter_token="|", do_lower_case=False)
+    features = Wav2Vec2FeatureExtractor(do_normalize=True, sampling_rate=8000, return_attention_mask=True)
+    return Wav2Vec2Processor, features, tokenizer
+
+
+def _whisper(directory: Path) -> tuple[Any, Any, Any]:
+    from transformers import WhisperFeatureExtractor, WhisperProcessor, WhisperTokenizer
+
+    (directory / "vocab.json").write_text(json.dumps({"a": 0, "b": 1, "ab": 2, "<|endoftext|>": 3}))
+    (directory / "merges.txt").write_text("#version: 0.2\na b\n")
+    tokenizer = WhisperTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"))
+    return WhisperProcessor, WhisperFeatureExtractor(feature_size=128, chunk_length=20), tokenizer
+
+
+def _musicgen(directory: Path) -> tuple[Any, Any, Any]:
+    from tokenizers import Tokenizer, models
+    from transformers import EncodecFeatureExtractor, MusicgenProcessor, T5Tokenizer
+
+    unigram = Tokenizer(models.Unigram([("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("a", -1.0)], unk_id=2))
+    tokenizer = T5Tokenizer(tokenizer_object=unigram, eos_token="</s>", unk_token="<unk>", pad_token="<pad>")
+    return MusicgenProcessor, EncodecFeatureExtractor(feature_size=2, sampling_rate=48000), tokenizer
+
+
+@pytest.mark.parametrize("parts", [_ctc, _whisper, _musicgen], ids=["wav2vec2", "whisper", "musicgen"])
+def test_save_processor_writes_what_the_processor_class_writes(
+    parts: Callable[[Path], tuple[Any, Any, Any]], tmp_path: Path
+) -> None:
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    for directory in (ours, theirs):
+        directory.mkdir()
+    processor_class, features, tokenizer = parts(ours)
+    save_processor(processor_class.__name__, features, tokenizer, ours)
+    _, features, tokenizer = parts(theirs)
+    processor_class(feature_extractor=features, tokenizer=tokenizer).save_pretrained(theirs)
+    written = _files(ours)
+    assert written == _files(theirs) and "processor_config.json" in written
+    assert json.loads(written["tokenizer_config.json"])["processor_class"] == processor_class.__name__
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.integers(1, 64), min_size=0, max_size=12),
+    st.integers(0, 4),
+    st.sampled_from([48, 200, 1000, "1KB"]),
+)
+def test_shard_split_is_huggingface_hubs(sizes: list[int], shared: int, limit: int | str) -> None:
+    state = {f"t{i}": torch.zeros(n) for i, n in enumerate(sizes)}
+    for i in range(min(shared, len(sizes))):  # views of one storage: one shard holds them
+        state[f"view{i}"] = state[f"t{i}"][:1]
+    ours, theirs = shard_split(state, limit), split_torch_state_dict_into_shards(state, max_shard_size=limit)
+    assert ours.filename_to_tensors == theirs.filename_to_tensors and ours.metadata == theirs.metadata
+    assert ours.tensor_to_filename == theirs.tensor_to_filename and ours.is_sharded == theirs.is_sharded
+
+
+CONFIG_CHANGED_BY_BUILDING = {"wav2vec2_mbart"}
+"""Families whose model sets a field of the config it is built from (``SpeechEncoderDecoderModel``:
+``tie_word_embeddings``): their layout is not kept, and the model is built every time."""
+
+
+@pytest.mark.parametrize("name", [family.name for family in SHIPPED])
+def test_a_directory_written_from_a_kept_layout_has_the_models_own_configs(name: str, tmp_path: Path) -> None:
+    """transformers' ``save_pretrained`` of the model (on ``meta``: its config files alone) against the
+    files written from the layout kept of it and a config no model was built from."""
+    cache = LayoutCache(tmp_path / "layouts")
+    built = preview(name, layouts=cache).unwrap()
+    assert built.target is not None
+    built.target.save_pretrained(tmp_path / "theirs", state_dict={})
+    kept = preview(name, layouts=cache).unwrap()
+    assert (kept.target is None) == (name not in CONFIG_CHANGED_BY_BUILDING)
+    assert len(list(cache.folder.glob("*.json"))) == (name not in CONFIG_CHANGED_BY_BUILDING)
+    assert kept.target_layout == built.target_layout
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    architecture = class_name(kept.spec.built_class(kept.config))
+    save_pretrained_streaming(kept.config, architecture, kept.target_layout, {}, ours)
+    assert {k: v for k, v in _files(ours).items() if k.endswith(".json")} == _files(tmp_path / "theirs")
+    assert (built.target_layout.generation is not None) == (ours / "generation_config.json").exists()
+
+
+def test_fits_layout_names_the_key_a_strict_load_would_refuse() -> None:
+    layout = {"a": (2,), "b": (3,)}
+    good = {"a": torch.zeros(2), "b": torch.zeros(3)}
+    assert fits_layout("M", layout, good).unwrap() is good
+    assert "missing key 'b'" in str(fits_layout("M", layout, {"a": torch.zeros(2)}).failure())
+    assert "unexpected key 'c'" in str(fits_layout("M", layout, {**good, "c": torch.zeros(1)}).failure())
+    wrong = str(fits_layout("M", layout, {**good, "b": torch.zeros(4)}).failure())
+    assert "'b'" in wrong and "(4,)" in wrong and "(3,)" in wrong and "M" in wrong
+
+
+PROBE = """
+import json, sys
+from wmap.cli import main
+code = main(sys.argv[1:])
+sys.stdout.flush()
+print(json.dumps("transformers.modeling_utils" in sys.modules), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def _convert_process(*args: str, cache: Path) -> tuple[int, bool]:
+    """``wmap convert ARGS`` as a fresh process: its exit code, and whether it imported the modelling code."""
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, "convert", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "WMAP_CACHE_DIR": str(cache)},
+    )
+    return done.returncode, json.loads(done.stderr.strip().splitlines()[-1])
+
+
+def test_a_conversion_of_a_kind_seen_writes_the_same_directory_without_the_modelling_code(tmp_path: Path) -> None:
+    from tests.originals import write_letter_dictionary
+
+    checkpoint = reference_checkpoint(tmp_path / "ctc.pt", "wav2vec2_ctc")
+    dictionary = str(write_letter_dictionary(tmp_path))
+    cache = tmp_path / "cache"
+    runs = {}
+    for run in ("cold", "kept", "no-cache"):
+        extra = ("--no-cache",) if run == "no-cache" else ()
+        runs[run] = _convert_process(
+            "wav2vec2_ctc", str(checkpoint), str(tmp_path / run), "--dict", dictionary, *extra, cache=cache
+        )
+    assert runs == {"cold": (0, True), "kept": (0, False), "no-cache": (0, True)}  # the control: built twice
+    assert len(list((cache / "layouts").glob("*.json"))) == 1
+    assert _files(tmp_path / "kept") == _files(tmp_path / "cold") == _files(tmp_path / "no-cache")
+    assert {"model.safetensors", "processor_config.json", "vocab.json"} <= set(_files(tmp_path / "kept"))
