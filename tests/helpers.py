@@ -1,8 +1,13 @@
 """Real checkpoint files for tests that need no original package: the bundled reference layout of a
-family (the original's real names and shapes), filled with random values."""
+family (the original's real names and shapes), filled with random values; and the command line as a
+fresh process."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -140,3 +145,27 @@ def hub_directory(
     elif family != "whisper":
         features.save_pretrained(directory)
     return model
+
+
+PROBE = """
+import json, sys
+from wmap.cli import main
+code = main(sys.argv[1:])
+sys.stdout.flush()
+print(json.dumps("transformers.modeling_utils" in sys.modules), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def wmap_process(*args: str, cache: Path) -> tuple[int, str, bool]:
+    """``wmap ARGS`` as a fresh process with its cache in ``cache``: its exit code, its output, and
+    whether it imported transformers' modelling code."""
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "WMAP_CACHE_DIR": str(cache), "COLUMNS": "200"},
+    )
+    return done.returncode, done.stdout, json.loads(done.stderr.strip().splitlines()[-1])

@@ -3,41 +3,19 @@ from the kept one, without importing transformers' modelling code, and plans the
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from transformers import EncodecConfig
 
-from tests.helpers import reference_checkpoint
+from tests.helpers import reference_checkpoint, wmap_process
 from wmap.conversion import model_of, preview, target_of
 from wmap.models import get_model
 from wmap.target_layouts import LayoutCache
 
-PROBE = """
-import json, sys
-from wmap.cli import main
-code = main(sys.argv[1:])
-sys.stdout.flush()
-print(json.dumps("transformers.modeling_utils" in sys.modules), file=sys.stderr)
-sys.exit(code)
-"""
-
 
 def _preview_process(*args: str, cache: Path) -> tuple[int, str, bool]:
-    """``wmap preview ARGS`` as a fresh process: its exit code, output, and whether it imported
-    transformers' modelling code."""
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, "preview", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env={**__import__("os").environ, "WMAP_CACHE_DIR": str(cache), "COLUMNS": "200"},
-    )
-    return done.returncode, done.stdout, json.loads(done.stderr.strip().splitlines()[-1])
+    return wmap_process("preview", *args, cache=cache)
 
 
 def test_another_checkpoint_of_a_kind_seen_before_is_planned_without_the_modelling_code(tmp_path: Path) -> None:

@@ -4,9 +4,6 @@ processor class is byte for byte what transformers writes with them."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +14,7 @@ from huggingface_hub import split_torch_state_dict_into_shards
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import reference_checkpoint
+from tests.helpers import reference_checkpoint, wmap_process
 from wmap.apply import fits_layout
 from wmap.conversion import preview
 from wmap.io import save_pretrained_streaming, save_processor, shard_split
@@ -124,29 +121,6 @@ def test_fits_layout_names_the_key_a_strict_load_would_refuse() -> None:
     assert "'b'" in wrong and "(4,)" in wrong and "(3,)" in wrong and "M" in wrong
 
 
-PROBE = """
-import json, sys
-from wmap.cli import main
-code = main(sys.argv[1:])
-sys.stdout.flush()
-print(json.dumps("transformers.modeling_utils" in sys.modules), file=sys.stderr)
-sys.exit(code)
-"""
-
-
-def _convert_process(*args: str, cache: Path) -> tuple[int, bool]:
-    """``wmap convert ARGS`` as a fresh process: its exit code, and whether it imported the modelling code."""
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, "convert", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env={**os.environ, "WMAP_CACHE_DIR": str(cache)},
-    )
-    return done.returncode, json.loads(done.stderr.strip().splitlines()[-1])
-
-
 def test_a_conversion_of_a_kind_seen_writes_the_same_directory_without_the_modelling_code(tmp_path: Path) -> None:
     from tests.originals import write_letter_dictionary
 
@@ -156,9 +130,10 @@ def test_a_conversion_of_a_kind_seen_writes_the_same_directory_without_the_model
     runs = {}
     for run in ("cold", "kept", "no-cache"):
         extra = ("--no-cache",) if run == "no-cache" else ()
-        runs[run] = _convert_process(
-            "wav2vec2_ctc", str(checkpoint), str(tmp_path / run), "--dict", dictionary, *extra, cache=cache
+        code, _, modelling = wmap_process(
+            "convert", "wav2vec2_ctc", str(checkpoint), str(tmp_path / run), "--dict", dictionary, *extra, cache=cache
         )
+        runs[run] = (code, modelling)
     assert runs == {"cold": (0, True), "kept": (0, False), "no-cache": (0, True)}  # the control: built twice
     assert len(list((cache / "layouts").glob("*.json"))) == 1
     assert _files(tmp_path / "kept") == _files(tmp_path / "cold") == _files(tmp_path / "no-cache")
