@@ -187,10 +187,11 @@ save_file(state, os.path.join(OUT, "model.safetensors"))
 import torch
 from transformers import Data2VecAudioForCTC
 from benchmarks.seed_style import seed_assign
-from wmap.models.data2vec_audio import translate_config
+from wmap.models.data2vec_audio import DATA2VEC_AUDIO_CTC
 from wmap.layout import tensors_layout
 checkpoint = torch.load(CKPT, weights_only=True, map_location="cpu")
-config = translate_config({"cfg": checkpoint["cfg"]}, tensors_layout(checkpoint["model"]), ctc=True).unwrap().config
+translated = DATA2VEC_AUDIO_CTC.config_from_checkpoint({"cfg": checkpoint["cfg"]}, tensors_layout(checkpoint["model"]))
+config = translated.unwrap().config
 model = Data2VecAudioForCTC(config)
 with torch.no_grad():
     seed_assign(checkpoint["model"], model)

@@ -1,5 +1,5 @@
-"""wmap.io.writing and a conversion from a kept target layout: what is written without the model or the
-processor class is byte for byte what transformers writes with them."""
+"""wmap.io.writing, and a conversion or export from a kept target layout: what is written without the
+model or the processor class is byte for byte what is written with them."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from tests.helpers import reference_checkpoint, wmap_process
 from wmap.apply import fits_layout
-from wmap.conversion import preview
+from wmap.conversion import convert, preview
 from wmap.io import save_pretrained_streaming, save_processor, shard_split
 from wmap.models.base import class_name
 from wmap.registry import SHIPPED
@@ -138,3 +138,20 @@ def test_a_conversion_of_a_kind_seen_writes_the_same_directory_without_the_model
     assert len(list((cache / "layouts").glob("*.json"))) == 1
     assert _files(tmp_path / "kept") == _files(tmp_path / "cold") == _files(tmp_path / "no-cache")
     assert {"model.safetensors", "processor_config.json", "vocab.json"} <= set(_files(tmp_path / "kept"))
+
+
+def test_an_export_of_a_kind_seen_writes_the_same_file_without_the_modelling_code(tmp_path: Path) -> None:
+    checkpoint = reference_checkpoint(tmp_path / "e.pt", "encodec_32khz")
+    hf = tmp_path / "hf"
+    convert("encodec_32khz", checkpoint, hf).unwrap()
+    cache = tmp_path / "cache"
+    runs = {}
+    for run in ("cold", "kept", "no-cache"):
+        extra = ("--no-cache",) if run == "no-cache" else ()
+        code, _, modelling = wmap_process(
+            "export", "encodec_32khz", str(hf), str(tmp_path / f"{run}.pt"), *extra, cache=cache
+        )
+        runs[run] = (code, modelling)
+    assert runs == {"cold": (0, True), "kept": (0, False), "no-cache": (0, True)}
+    written = {run: (tmp_path / f"{run}.pt").read_bytes() for run in runs}
+    assert written["kept"] == written["cold"] == written["no-cache"]

@@ -71,7 +71,7 @@ def _preview_reverse(args: argparse.Namespace) -> int:
     if args.checkpoint is None:
         print("wmap: error: preview --reverse needs HF_DIR, the directory to export", file=sys.stderr)
         return EXIT_INPUT
-    result = preview_reverse(args.model, args.checkpoint)
+    result = preview_reverse(args.model, args.checkpoint, layouts=_kept_layouts(args))
     if isinstance(result, Failure):
         return _fail(result.failure())
     plan = result.unwrap().plan
@@ -208,6 +208,7 @@ def _export(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         accept=accept,
         dtype=getattr(torch, args.dtype) if args.dtype else None,
+        layouts=_kept_layouts(args),
     )
     if isinstance(result, Failure):
         error = result.failure()
@@ -379,6 +380,11 @@ def parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY",
         help="export without KEY, a key of the original the directory cannot give back (repeat for each)",
+    )
+    exp.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="build the model the directory's config describes even if its layout was kept (as for convert)",
     )
     exp.set_defaults(run=_export)
 

@@ -359,7 +359,6 @@ class _Output:
 
 def _shard_size_valid(spec: ModelSpec, size: int | str) -> Result[ModelSpec, WmapError]:
     """The size checked now, by the same parser the writer uses (``huggingface_hub``'s split)."""
-
     try:
         if isinstance(size, bool) or (isinstance(size, int) and size <= 0):
             raise ValueError("not a positive size")

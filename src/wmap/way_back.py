@@ -14,7 +14,7 @@ from returns.result import Failure, Result, Success
 from transformers import PretrainedConfig
 
 from wmap.apply import apply_plan
-from wmap.conversion import Family, build_target, floating_dtype, resolve_config, widen
+from wmap.conversion import Family, floating_dtype, resolve_config, target_of, widen
 from wmap.errors import BadConfig, TensorMismatch, WmapError
 from wmap.io import (
     Checkpoint,
@@ -29,13 +29,14 @@ from wmap.io import (
     save_torch,
     write_files_atomically,
 )
-from wmap.layout import Kinds, kinds_of, layout_of
+from wmap.layout import Kinds
 from wmap.models.base import Exporter, ExportSource, ModelSpec
 from wmap.pipeline import first_match
 from wmap.plan import NO_EXCEPTIONS, Accept, MakeRule, MappingPlan
 from wmap.planner import reverse_plan
 from wmap.registry import Registry, resolve
 from wmap.reverse import reverse, tied_primary
+from wmap.target_layouts import LayoutCache
 from wmap.transforms import EXACT, Layout, Transform, skip
 
 
@@ -70,25 +71,29 @@ class Described:
     kinds: Kinds
 
 
-def describe(spec: ModelSpec, config: PretrainedConfig) -> Result[Described, WmapError]:
-    """The model ``config`` describes, on ``meta`` (no memory, no random init)."""
-    return widen(build_target(spec, config)).map(
-        lambda model: Described(config, layout_of(model), kinds_of(model.state_dict()))
-    )
+def describe(
+    spec: ModelSpec, config: PretrainedConfig, layouts: LayoutCache | None = None
+) -> Result[Described, WmapError]:
+    """The model ``config`` describes, on ``meta`` (no memory, no random init), or its layout kept in
+    ``layouts`` (:mod:`wmap.target_layouts`: not built, its modelling code not imported)."""
+    return widen(target_of(spec, config, layouts)).map(lambda found: Described(config, found[0].layout, found[0].kinds))
 
 
-def prepare_reverse(spec: ModelSpec, hf_dir: str | os.PathLike[str]) -> Result[PreparedReverse, WmapError]:
+def prepare_reverse(
+    spec: ModelSpec, hf_dir: str | os.PathLike[str], layouts: LayoutCache | None = None
+) -> Result[PreparedReverse, WmapError]:
     """The reverse plan of ``hf_dir`` (a ``save_pretrained`` directory, one file or shards) back to
     the family's original format: the forward rules reversed (:func:`wmap.reverse.reverse`), from the
     model the directory's ``config.json`` describes (built on ``meta``) to the original's names and
     shapes, with the directory's own tensors as the source. So a tensor the model holds that the
     directory lacks is missing, one it does not hold is unknown, a shape or kind that differs is
-    named: the plan checks the directory against its config, not the config against itself."""
+    named: the plan checks the directory against its config, not the config against itself.
+    ``layouts``: where target layouts are kept (a kept one spares building the model)."""
     directory = Path(hf_dir)
 
     def configured(exporter: Exporter) -> Result[tuple[Exporter, Described], WmapError]:
         config = resolve_config(spec, {}, {}, directory / "config.json", field="config.json")
-        return widen(config).bind(lambda found: describe(spec, found.config)).map(lambda d: (exporter, d))
+        return widen(config).bind(lambda found: describe(spec, found.config, layouts)).map(lambda d: (exporter, d))
 
     def reversed_rules(found: tuple[Exporter, Described]) -> Result[tuple[Exporter, Described, Transform], WmapError]:
         exporter, described = found
@@ -168,10 +173,15 @@ def _companion_files(directory: Path, names: tuple[str, ...]) -> Result[dict[str
 
 
 def preview_reverse(
-    model: Family, hf_dir: str | os.PathLike[str], *, registry: Registry | None = None
+    model: Family,
+    hf_dir: str | os.PathLike[str],
+    *,
+    registry: Registry | None = None,
+    layouts: LayoutCache | None = None,
 ) -> Result[PreparedReverse, WmapError]:
-    """The dry run of an export: the reverse plan, from the directory's config and safetensors headers."""
-    return widen(resolve(model, registry)).bind(lambda spec: prepare_reverse(spec, hf_dir))
+    """The dry run of an export: the reverse plan, from the directory's config and safetensors headers
+    (the target's layout kept in ``layouts`` where one is)."""
+    return widen(resolve(model, registry)).bind(lambda spec: prepare_reverse(spec, hf_dir, layouts))
 
 
 def _tied_copies_equal(prepared: PreparedReverse, weights: Checkpoint) -> Result[Checkpoint, WmapError]:
@@ -253,6 +263,7 @@ def export(
     accept: Accept = NO_EXCEPTIONS,
     dtype: torch.dtype | None = None,
     registry: Registry | None = None,
+    layouts: LayoutCache | None = None,
 ) -> Result[Path, WmapError]:
     """A transformers directory back into the original implementation's own format (``out_file``).
 
@@ -260,6 +271,8 @@ def export(
     back (the forward direction skipped them) are ``unrecoverable`` and must be named in
     ``accept.unrecoverable`` to export without them. Tensors keep the directory's dtype unless
     ``dtype`` is given. The file is written atomically and never replaces one without ``overwrite``.
+    ``layouts``: where target layouts are kept (a kept one spares building the model the directory's
+    config describes).
     """
 
     def accepted(prepared: PreparedReverse) -> Result[PreparedReverse, WmapError]:
@@ -283,7 +296,7 @@ def export(
         widen(floating_dtype(dtype))
         .bind(lambda _: widen(resolve(model, registry)))
         .bind(_exportable)
-        .bind(lambda spec: prepare_reverse(spec, hf_dir))
+        .bind(lambda spec: prepare_reverse(spec, hf_dir, layouts))
         .bind(accepted)
         .bind(weighed)
         .bind(applied)

@@ -46,6 +46,7 @@ from wmap.fairseq.config import (
 )
 from wmap.fairseq.dictionary import STAND_INS, Dictionary
 from wmap.fairseq.export import (
+    audio_task,
     ctc_exporter,
     encoder_cfg,
     feature_settings,
@@ -173,6 +174,7 @@ __all__ = [
     "pretraining_rules",
     "projections",
     "trainer_file",
+    "audio_task",
     "vocabulary_dictionary",
     "wav2vec2_encoder_fields",
     "wav2vec2_encoder_rules",

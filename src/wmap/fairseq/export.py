@@ -132,9 +132,19 @@ def mask_embedding(config: PretrainedConfig) -> tuple[MakeRule, ...]:
     return (MakeRule("mask_emb", Zeros((int(config.hidden_size),)), reason),)
 
 
-def trainer_file(cfg: Mapping[str, Any], state: Mapping[str, Any], criterion: str) -> dict[str, Any]:
+def trainer_file(
+    cfg: Mapping[str, Any],
+    state: Mapping[str, Any],
+    criterion: str,
+    data: Path | None = None,
+    at: tuple[str, ...] = ("task",),
+) -> dict[str, Any]:
     """What fairseq's loader expects around a model: ``cfg``, the state dict, an optimizer history
-    (``_upgrade_state_dict`` reads it) and the iterator's state; no optimizer state."""
+    (``_upgrade_state_dict`` reads it) and the iterator's state; no optimizer state. ``data``: the
+    directory fairseq's tasks read (its ``--data``: the folder the file is written to), named in each
+    section of ``cfg`` at ``at`` (dotted paths: :data:`FINE_TUNED_DATA`)."""
+    for path in at if data is not None else ():
+        cfg = with_data(cfg, path.split("."), str(data))
     return {
         "args": None,
         "cfg": dict(cfg),
@@ -144,6 +154,17 @@ def trainer_file(cfg: Mapping[str, Any], state: Mapping[str, Any], criterion: st
         ],
         "extra_state": {"train_iterator": {"epoch": 1}},
     }
+
+
+FINE_TUNED_DATA = ("model", "model.w2v_args.task", "task")
+"""Where a fine-tuned wav2vec2-style file names the data directory: the wrapper, the pre-training task
+its encoder is built with, and the fine-tuning task (which reads ``dict.ltr.txt`` there)."""
+
+
+def with_data(section: Mapping[str, Any], path: list[str], data: str) -> dict[str, Any]:
+    """``section`` with ``data`` set in its subsection at ``path``."""
+    head, *rest = path
+    return {**section, head: with_data(section[head], rest, data) if rest else {**section[head], "data": data}}
 
 
 def fairseq_layout(
@@ -189,8 +210,7 @@ def pretraining_exporter(
         return read_features(source).map(meta)
 
     def container(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
-        cfg = meta["cfg"]
-        return trainer_file({**cfg, "task": {**cfg["task"], "data": str(where.parent)}}, state, criterion)
+        return trainer_file(meta["cfg"], state, criterion, where.parent)
 
     return Exporter(
         original,
@@ -251,11 +271,7 @@ def ctc_exporter(
         )
 
     def container(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
-        data = str(where.parent)  # where the task finds dict.ltr.txt (fairseq's --data)
-        cfg = meta["cfg"]
-        model = {**cfg["model"], "data": data, "w2v_args": {**cfg["model"]["w2v_args"]}}
-        model["w2v_args"]["task"] = {**model["w2v_args"]["task"], "data": data}
-        file = trainer_file({"model": model, "task": {**cfg["task"], "data": data}}, state, "CtcCriterion")
+        file = trainer_file(meta["cfg"], state, "CtcCriterion", where.parent, FINE_TUNED_DATA)
         # as fairseq's trainer keeps it: the task reads no dict.ltr.txt when the checkpoint has its dictionary
         dictionary = saved_fields(meta[DICTIONARY])
         return {**file, "task_state": {"target_dictionary": PickledAs(FAIRSEQ_GLOBAL, dictionary)}}

@@ -59,7 +59,7 @@ from wmap.fairseq import (
     layers_agree,
 )
 from wmap.fairseq.dictionary import STAND_INS
-from wmap.fairseq.export import FEATURES, ctc_exporter, feature_settings, trainer_file
+from wmap.fairseq.export import FEATURES, audio_task, ctc_exporter, feature_settings, trainer_file
 from wmap.fairseq.processor import ctc_processor, feature_extractor_writer
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, shipped
 from wmap.pipeline import first_match, scoped
@@ -378,8 +378,7 @@ def encoder_model(config: PretrainedConfig) -> dict[str, Any]:
 
 def fairseq_config(config: PretrainedConfig, normalize: bool, rate: int) -> dict[str, Any]:
     """fairseq's ``cfg`` for a pre-trained export: the model's (:func:`encoder_model`) and the task's."""
-    task = {"_name": "audio_pretraining", "normalize": normalize, "sample_rate": rate}
-    return {"model": encoder_model(config), "task": task}
+    return {"model": encoder_model(config), "task": audio_task("audio_pretraining", (normalize, rate))}
 
 
 def _original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
@@ -391,8 +390,7 @@ def _original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], Bad
 
 
 def _container(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
-    cfg = meta["cfg"]
-    return trainer_file({**cfg, "task": {**cfg["task"], "data": str(where.parent)}}, state, "ModelCriterion")
+    return trainer_file(meta["cfg"], state, "ModelCriterion", where.parent)
 
 
 DATA2VEC2_AUDIO = ModelSpec(

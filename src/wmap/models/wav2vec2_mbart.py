@@ -74,6 +74,7 @@ from wmap.fairseq import (
 from wmap.fairseq.dictionary import STAND_INS
 from wmap.fairseq.export import (
     FEATURES,
+    audio_task,
     encoder_cfg,
     fairseq_layout,
     feature_settings,
@@ -495,11 +496,10 @@ def model_cfg(config: PretrainedConfig, normalize: bool, rate: int) -> dict[str,
     (``w2v_args.model``, with the fine-tuning overrides in effect), the adaptor's, the decoder's."""
     encoder, decoder = config.encoder, config.decoder
     w2v = encoder_cfg(encoder, "wav2vec2", W2V_ENCODER.fields)
-    task = {"_name": "audio_pretraining", "normalize": normalize, "sample_rate": rate}
     return {
         **XM_FIXED,
         **fixed_back(XM_TRANSFORMER.fields),
-        "w2v_args": {"task": task, "model": w2v},
+        "w2v_args": {"task": audio_task("audio_pretraining", (normalize, rate)), "model": w2v},
         **{name: w2v[name] for name in FINE_TUNING_OVERRIDES if name in w2v},
         "normalize": normalize,
         "encoder_embed_dim": int(encoder.hidden_size),
@@ -523,7 +523,7 @@ def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadC
 
     def meta(found: tuple[bool, int]) -> tuple[Layout, dict[str, Any]]:
         layout = fairseq_layout(source, encoder=source.config.encoder)
-        return layout, {"cfg": {"model": model_cfg(source.config, *found)}}
+        return layout, {"cfg": {"model": model_cfg(source.config, *found), "task": {"_name": "speech_to_text"}}}
 
     return feature_settings(source.files).map(meta)
 
@@ -541,9 +541,7 @@ def container(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) ->
     model = {**state, DECODER_VERSION: torch.tensor([3.0])}
     if cfg["share_decoder_input_output_embed"]:
         model[OUTPUT_PROJECTION] = state[EMBED]
-    data = str(where.parent)
-    task = {"_name": "speech_to_text", "data": data}
-    return trainer_file({"model": {**cfg, "data": data}, "task": task}, model, "LabelSmoothedCrossEntropyCriterion")
+    return trainer_file(meta["cfg"], model, "LabelSmoothedCrossEntropyCriterion", where.parent, ("model", "task"))
 
 
 EXPORTER = Exporter(
