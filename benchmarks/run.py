@@ -393,7 +393,7 @@ def whole_conversion(data: Path, repeats: int) -> dict[str, Any]:
     whole process, from exec to exit, against :data:`PLAIN_CONVERT` in the same rounds (A B C, A B C:
     drift hits all alike): cold (``--no-cache``: the target model built, the modelling code imported)
     and of a kind seen (the target's layout kept by an earlier run, as after ``wmap preview``). Each
-    output is removed before its run, outside the clock."""
+    output is removed before its run and the page cache's dirty pages written, outside the clock."""
     import tempfile
 
     checkpoint = data / "data2vec_audio_ctc_large.pt"
@@ -414,6 +414,7 @@ def whole_conversion(data: Path, repeats: int) -> dict[str, Any]:
 
     def once(arguments: list[str]) -> float:
         shutil.rmtree(out, ignore_errors=True)
+        os.sync()  # no run waits on an earlier one's writeback: each starts with no dirty pages
         start = time.perf_counter()
         subprocess.run([sys.executable, *arguments], stdout=subprocess.DEVNULL, env=environment, check=True)
         elapsed = time.perf_counter() - start
