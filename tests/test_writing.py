@@ -121,23 +121,34 @@ def test_fits_layout_names_the_key_a_strict_load_would_refuse() -> None:
     assert "'b'" in wrong and "(4,)" in wrong and "(3,)" in wrong and "M" in wrong
 
 
-def test_a_conversion_of_a_kind_seen_writes_the_same_directory_without_the_modelling_code(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("family", "written"),
+    [
+        ("wav2vec2_ctc", {"model.safetensors", "processor_config.json", "vocab.json"}),
+        ("whisper", {"model.safetensors", "generation_config.json", "processor_config.json", "tokenizer.json"}),
+    ],
+)
+def test_a_conversion_of_a_kind_seen_writes_the_same_directory_without_the_modelling_code(
+    family: str, written: set[str], tmp_path: Path
+) -> None:
+    """Whisper: tied ``proj_out`` left out, a generation config, its processor (the tokenizer from the
+    installed openai-whisper's files); the CTC family: its processor from ``--dict``."""
     from tests.originals import write_letter_dictionary
 
-    checkpoint = reference_checkpoint(tmp_path / "ctc.pt", "wav2vec2_ctc")
-    dictionary = str(write_letter_dictionary(tmp_path))
+    checkpoint = reference_checkpoint(tmp_path / "original.pt", family)
+    files = ("--dict", str(write_letter_dictionary(tmp_path))) if family.endswith("_ctc") else ()
     cache = tmp_path / "cache"
     runs = {}
     for run in ("cold", "kept", "no-cache"):
         extra = ("--no-cache",) if run == "no-cache" else ()
         code, _, modelling = wmap_process(
-            "convert", "wav2vec2_ctc", str(checkpoint), str(tmp_path / run), "--dict", dictionary, *extra, cache=cache
+            "convert", family, str(checkpoint), str(tmp_path / run), *files, *extra, cache=cache
         )
         runs[run] = (code, modelling)
     assert runs == {"cold": (0, True), "kept": (0, False), "no-cache": (0, True)}  # the control: built twice
     assert len(list((cache / "layouts").glob("*.json"))) == 1
     assert _files(tmp_path / "kept") == _files(tmp_path / "cold") == _files(tmp_path / "no-cache")
-    assert {"model.safetensors", "processor_config.json", "vocab.json"} <= set(_files(tmp_path / "kept"))
+    assert written <= set(_files(tmp_path / "kept"))
 
 
 def test_an_export_of_a_kind_seen_writes_the_same_file_without_the_modelling_code(tmp_path: Path) -> None:
