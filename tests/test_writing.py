@@ -121,6 +121,23 @@ def test_fits_layout_names_the_key_a_strict_load_would_refuse() -> None:
     assert "'b'" in wrong and "(4,)" in wrong and "(3,)" in wrong and "M" in wrong
 
 
+RUNS = ("cold", "kept", "no-cache")
+BUILT_TWICE = {"cold": (0, True), "kept": (0, False), "no-cache": (0, True)}
+"""Exit codes and whether the modelling code was imported: the first run builds the target and keeps its
+layout, the second takes it, the third (``--no-cache``, the control) builds it again."""
+
+
+def _three_runs(arguments: Callable[[str], tuple[str, ...]], cache: Path) -> dict[str, tuple[int, str, bool]]:
+    """``wmap`` with ``arguments(run)`` for each of :data:`RUNS` in turn, as fresh processes."""
+    return {
+        run: wmap_process(*arguments(run), *(("--no-cache",) if run == "no-cache" else ()), cache=cache) for run in RUNS
+    }
+
+
+def _codes(runs: dict[str, tuple[int, str, bool]]) -> dict[str, tuple[int, bool]]:
+    return {run: (code, modelling) for run, (code, _, modelling) in runs.items()}
+
+
 @pytest.mark.parametrize(
     ("family", "written"),
     [
@@ -138,31 +155,24 @@ def test_a_conversion_of_a_kind_seen_writes_the_same_directory_without_the_model
     checkpoint = reference_checkpoint(tmp_path / "original.pt", family)
     files = ("--dict", str(write_letter_dictionary(tmp_path))) if family.endswith("_ctc") else ()
     cache = tmp_path / "cache"
-    runs = {}
-    for run in ("cold", "kept", "no-cache"):
-        extra = ("--no-cache",) if run == "no-cache" else ()
-        code, _, modelling = wmap_process(
-            "convert", family, str(checkpoint), str(tmp_path / run), *files, *extra, cache=cache
-        )
-        runs[run] = (code, modelling)
-    assert runs == {"cold": (0, True), "kept": (0, False), "no-cache": (0, True)}  # the control: built twice
+    runs = _three_runs(lambda run: ("convert", family, str(checkpoint), str(tmp_path / run), *files), cache)
+    assert _codes(runs) == BUILT_TWICE
     assert len(list((cache / "layouts").glob("*.json"))) == 1
     assert _files(tmp_path / "kept") == _files(tmp_path / "cold") == _files(tmp_path / "no-cache")
     assert written <= set(_files(tmp_path / "kept"))
 
 
-def test_an_export_of_a_kind_seen_writes_the_same_file_without_the_modelling_code(tmp_path: Path) -> None:
+def test_an_export_and_a_verification_of_a_kind_seen_need_no_modelling_code(tmp_path: Path) -> None:
     checkpoint = reference_checkpoint(tmp_path / "e.pt", "encodec_32khz")
     hf = tmp_path / "hf"
     convert("encodec_32khz", checkpoint, hf).unwrap()
     cache = tmp_path / "cache"
-    runs = {}
-    for run in ("cold", "kept", "no-cache"):
-        extra = ("--no-cache",) if run == "no-cache" else ()
-        code, _, modelling = wmap_process(
-            "export", "encodec_32khz", str(hf), str(tmp_path / f"{run}.pt"), *extra, cache=cache
-        )
-        runs[run] = (code, modelling)
-    assert runs == {"cold": (0, True), "kept": (0, False), "no-cache": (0, True)}
-    written = {run: (tmp_path / f"{run}.pt").read_bytes() for run in runs}
+    exported = _three_runs(lambda run: ("export", "encodec_32khz", str(hf), str(tmp_path / f"{run}.pt")), cache)
+    assert _codes(exported) == BUILT_TWICE
+    written = {run: (tmp_path / f"{run}.pt").read_bytes() for run in RUNS}
     assert written["kept"] == written["cold"] == written["no-cache"]
+    verified = _three_runs(lambda run: ("verify", "encodec_32khz", str(checkpoint), str(hf)), cache)
+    # the layout the exports kept serves: the same config.json describes the same model
+    assert _codes(verified) == {**BUILT_TWICE, "cold": (0, False)}
+    assert len(list((cache / "layouts").glob("*.json"))) == 1
+    assert len({output for _, output, _ in verified.values()}) == 1 and "verified: all 116" in verified["kept"][1]

@@ -239,7 +239,9 @@ def _verify(args: argparse.Namespace) -> int:
     from wmap.verification import verify
 
     _quiet_transformers()
-    result = verify(args.model, args.checkpoint, args.out_dir, processor_file=args.processor_file)
+    result = verify(
+        args.model, args.checkpoint, args.out_dir, processor_file=args.processor_file, layouts=_kept_layouts(args)
+    )
     if isinstance(result, Failure):
         return _fail(result.failure())
     found = result.unwrap()
@@ -403,6 +405,11 @@ def parser() -> argparse.ArgumentParser:
         dest="processor_file",
         metavar="DIR",
         help="where the family reads part of its source (musicgen: the T5 directory it was converted with)",
+    )
+    ver.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="build the target model even if its layout was kept (as for convert)",
     )
     ver.set_defaults(run=_verify)
     return top

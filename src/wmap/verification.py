@@ -19,6 +19,7 @@ from wmap.io import (
 from wmap.models.base import ModelSpec
 from wmap.plan import MappingPlan
 from wmap.registry import Registry, resolve
+from wmap.target_layouts import LayoutCache
 
 
 @attrs.frozen
@@ -85,11 +86,13 @@ def verify(
     *,
     registry: Registry | None = None,
     processor_file: str | os.PathLike[str] | None = None,
+    layouts: LayoutCache | None = None,
 ) -> Result[Verification, WmapError]:
     """Check a converted directory against its source: plan again with the directory's own
     ``config.json``, then compare every written tensor with the source tensor the plan maps to it
     (cast to the written dtype). Needs neither the original package nor the target model's code.
-    ``processor_file``: where the family reads part of its source (MusicGen's ``--text-encoder``)."""
+    ``processor_file``: where the family reads part of its source (MusicGen's ``--text-encoder``).
+    ``layouts``: where target layouts are kept (a kept one spares building the target model)."""
 
     def read(spec: ModelSpec) -> Result[tuple[ModelSpec, Checkpoint], WmapError]:
         part = None if processor_file is None else Path(processor_file)
@@ -97,7 +100,8 @@ def verify(
 
     def planned(found: tuple[ModelSpec, Checkpoint]) -> Result[tuple[MappingPlan, Checkpoint], WmapError]:
         spec, source = found
-        prepared = prepare(spec, source.layout, source.meta, Path(out_dir) / "config.json", lint=False)
+        config = Path(out_dir) / "config.json"
+        prepared = prepare(spec, source.layout, source.meta, config, lint=False, layouts=layouts)
         return prepared.bind(lambda ready: widen(ready.plan.result())).map(lambda plan: (plan, source))
 
     def compared(found: tuple[MappingPlan, Checkpoint]) -> Result[Verification, WmapError]:
