@@ -152,14 +152,15 @@ import json, sys
 from wmap.cli import main
 code = main(sys.argv[1:])
 sys.stdout.flush()
-print(json.dumps("transformers.modeling_utils" in sys.modules), file=sys.stderr)
+watched = ("torch", "transformers", "transformers.modeling_utils")
+print(json.dumps([name for name in watched if name in sys.modules]), file=sys.stderr)
 sys.exit(code)
 """
 
 
-def wmap_process(*args: str, cache: Path) -> tuple[int, str, bool]:
+def wmap_imports(*args: str, cache: Path) -> tuple[int, str, set[str]]:
     """``wmap ARGS`` as a fresh process with its cache in ``cache``: its exit code, its output, and
-    whether it imported transformers' modelling code."""
+    which of torch, transformers and transformers' modelling code it imported."""
     done = subprocess.run(
         [sys.executable, "-c", PROBE, *args],
         capture_output=True,
@@ -168,4 +169,10 @@ def wmap_process(*args: str, cache: Path) -> tuple[int, str, bool]:
         check=False,
         env={**os.environ, "WMAP_CACHE_DIR": str(cache), "COLUMNS": "200"},
     )
-    return done.returncode, done.stdout, json.loads(done.stderr.strip().splitlines()[-1])
+    return done.returncode, done.stdout, set(json.loads(done.stderr.strip().splitlines()[-1]))
+
+
+def wmap_process(*args: str, cache: Path) -> tuple[int, str, bool]:
+    """:func:`wmap_imports`, saying whether the modelling code was imported."""
+    code, out, imported = wmap_imports(*args, cache=cache)
+    return code, out, "transformers.modeling_utils" in imported

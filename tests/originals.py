@@ -505,10 +505,16 @@ def _pretraining_task(family: str, data_dir: Path, normalize: bool) -> dict[str,
 
 
 def ctc_trainer_checkpoint(
-    path: Path, data_dir: Path, *, family: str = "data2vec_audio", normalize: bool = True, **encoder: Any
+    path: Path,
+    data_dir: Path,
+    *,
+    family: str = "data2vec_audio",
+    normalize: bool = True,
+    then: Path | None = None,
+    **encoder: Any,
 ) -> Any:
     """A fine-tuned CTC checkpoint (data2vec-audio, wav2vec 2.0 or HuBERT encoder) written by
-    fairseq's own ``Trainer``.
+    fairseq's own ``Trainer``; with ``then``, the next step's checkpoint too (one more update).
 
     The task (``audio_finetuning``, letters) is built from its cfg by ``tasks.setup_task``; the model
     by the task; one real training step with the CTC criterion and Adam fills the optimizer state;
@@ -589,11 +595,11 @@ def ctc_trainer_checkpoint(
         "target_lengths": torch.tensor([6, 6]),
         "ntokens": 12,
     }
-    trainer.train_step([sample])
-    trainer.consolidate_optimizer()  # as checkpoint_utils.save_checkpoint does first
-    trainer.save_checkpoint(
-        str(path), {"train_iterator": {"version": 2, "epoch": 1, "iterations_in_epoch": 1, "shuffle": True}}
-    )
+    for step, saved_to in enumerate((path, then) if then is not None else (path,), start=1):
+        trainer.train_step([sample])
+        trainer.consolidate_optimizer()  # as checkpoint_utils.save_checkpoint does first
+        iterator = {"version": 2, "epoch": 1, "iterations_in_epoch": step, "shuffle": True}
+        trainer.save_checkpoint(str(saved_to), {"train_iterator": iterator})
     if family == "hubert":  # saved as real files are: without the field the fix added
         saved = torch.load(path, weights_only=False)
         saved["cfg"]["model"].pop("autoregressive", None)

@@ -100,9 +100,10 @@ def _preview(args: argparse.Namespace) -> int:
         "size": tuple(shutil.get_terminal_size()) if sys.stdout.isatty() else None,
         "env": {name: os.environ.get(name) for name in SHOWN_BY},
     }
-    names = (family.name for family in SHIPPED)
+    names = [family.name for family in SHIPPED]
+    bookkeeping = next((family.bookkeeping for family in SHIPPED if family.name == args.model), ())
     keyable = not args.no_cache and args.processor_file is None  # a directory named beside it: not keyed here
-    kept = preview_cache.key(args.model, args.checkpoint, args.config, shown, names) if keyable else None
+    kept = preview_cache.key(args.model, args.checkpoint, args.config, shown, names, bookkeeping) if keyable else None
     entry = None if kept is None else preview_cache.load(kept)
     if entry is not None:
         sys.stdout.write(entry.text)

@@ -2,8 +2,10 @@
 importing torch or transformers.
 
 A preview is a pure function of: the family's rules (wmap's own code: only shipped families are
-kept), the checkpoint's names, shapes, dtypes and metadata (for a torch zip all in its ``data.pkl``;
-for safetensors all in its header: read here as bytes, never unpickled), the ``--config`` file, the
+kept), the checkpoint's names, shapes, dtypes and metadata (for a torch zip all in its ``data.pkl``,
+read here as its structure with every class a stand-in (:mod:`wmap.pickle_structure`), a trainer's
+bookkeeping (the optimizer's state, the loop's) but for its shape; for safetensors all in its header,
+read as bytes), the ``--config`` file, the
 versions of the packages that make the target's layout (transformers, torch), and how the output is
 shown (``--json``, the console's width and colours). The key is a digest of all of them; the entry is
 the printed text and the exit code. Caching only the target layout would not spare the imports: the
@@ -27,6 +29,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import attrs
+
+from wmap.pickle_structure import Unkeyable, structure
 
 MAX_ENTRIES = 256
 MAX_STRUCTURE = 64 << 20
@@ -52,9 +56,10 @@ def cache_dir() -> Path:
     return Path(base) / "wmap" / "previews"
 
 
-def _structure(path: str) -> bytes | None:
-    """What a checkpoint's preview reads of it: a safetensors header, or a torch zip's ``data.pkl`` and
-    its records' names and sizes; ``None`` for anything else (not kept)."""
+def _structure(path: str, bookkeeping: frozenset[str] = frozenset()) -> bytes | None:
+    """What a checkpoint's preview reads of it: a safetensors header, or a torch zip's ``data.pkl`` (its
+    structure, :func:`wmap.pickle_structure.structure`: the family's ``bookkeeping`` entries but for
+    their shape) and its records' names and sizes; ``None`` for anything else (not kept)."""
     try:
         with open(path, "rb") as file:
             head = file.read(8)
@@ -69,9 +74,11 @@ def _structure(path: str) -> bytes | None:
             pickles = [info for info in infos if info.filename.endswith("/data.pkl")]
             if len(pickles) != 1 or pickles[0].file_size > MAX_STRUCTURE:
                 return None
-            records = json.dumps([(info.filename.split("/", 1)[-1], info.file_size) for info in infos]).encode()
-            return archive.read(pickles[0]) + b"\0" + records
-    except (OSError, ValueError, zipfile.BadZipFile, struct.error):
+            others = [info for info in infos if info is not pickles[0]]  # the pickle counts by its structure
+            records = json.dumps([(info.filename.split("/", 1)[-1], info.file_size) for info in others]).encode()
+            pickled = structure(archive.read(pickles[0]), bookkeeping)
+            return pickled.encode("utf-8", "surrogatepass") + b"\0" + records
+    except (OSError, ValueError, zipfile.BadZipFile, struct.error, Unkeyable):
         return None
 
 
@@ -98,20 +105,27 @@ def package_versions(packages: Iterable[str] = PACKAGES) -> list[str]:
 
 
 def key(
-    family: str, checkpoint: str | None, config: str | None, shown: dict[str, Any], shipped: Iterable[str]
+    family: str,
+    checkpoint: str | None,
+    config: str | None,
+    shown: dict[str, Any],
+    shipped: Iterable[str],
+    bookkeeping: Iterable[str] = (),
 ) -> str | None:
     """The digest a preview is kept under, or ``None`` where it cannot be kept (a family not shipped
-    with wmap, a checkpoint or config file whose structure is not read here)."""
+    with wmap, a checkpoint or config file whose structure is not read here). ``bookkeeping``: the
+    checkpoint's top-level entries the family never reads, of which only the shape counts (another
+    step of a training run, saved where the last one was, is then shown again)."""
     if family not in set(shipped):
         return None
     digest = hashlib.sha256()
     parts: list[bytes] = [family.encode(), json.dumps(shown, sort_keys=True).encode()]
     parts += [line.encode() for line in (*_package_files(), *package_versions(), sys.version)]
     if checkpoint is not None:
-        structure = _structure(checkpoint)
-        if structure is None:
+        found = _structure(checkpoint, frozenset(bookkeeping))
+        if found is None:
             return None
-        parts += [os.path.realpath(checkpoint).encode(), structure]
+        parts += [os.path.realpath(checkpoint).encode(), found]
     if config is not None:
         try:
             with open(config, "rb") as file:

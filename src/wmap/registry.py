@@ -33,10 +33,18 @@ class Family:
     target: str
     module: str
     attribute: str
+    bookkeeping: tuple[str, ...] = ()
+    """Top-level entries of its checkpoints that the family never reads (a trainer's bookkeeping):
+    left out of a kept preview's key but for their shape (:mod:`wmap.pickle_structure`)."""
 
     def description(self) -> dict[str, str]:
         """``name``, ``source`` and ``target``, as a family module passes them to its ``ModelSpec``."""
         return {"name": self.name, "source": self.source, "target": self.target}
+
+
+FAIRSEQ_TRAINER = ("optimizer_history", "extra_state", "last_optimizer_state")
+"""What fairseq's trainer saves beside the model and its configs: the optimizer's history and state,
+the training loop's (epoch, iterations, metrics). Another step of a run differs only there."""
 
 
 def _encodec(rate: str, attribute: str) -> Family:
@@ -80,6 +88,7 @@ SHIPPED: Final = (
         "transformers Data2VecAudioForCTC, with its Wav2Vec2Processor",
         "wmap.models.data2vec_audio",
         "DATA2VEC_AUDIO_CTC",
+        bookkeeping=FAIRSEQ_TRAINER,
     ),
     Family(
         "data2vec_audio",
@@ -87,6 +96,7 @@ SHIPPED: Final = (
         "transformers Data2VecAudioModel (headless)",
         "wmap.models.data2vec_audio",
         "DATA2VEC_AUDIO",
+        bookkeeping=FAIRSEQ_TRAINER,
     ),
     Family(
         "dac",
@@ -101,6 +111,7 @@ SHIPPED: Final = (
         "transformers Data2VecAudioModel (headless)",
         "wmap.models.data2vec2_audio",
         "DATA2VEC2_AUDIO",
+        bookkeeping=FAIRSEQ_TRAINER,
     ),
     Family(
         "data2vec2_audio_ctc",
@@ -108,6 +119,7 @@ SHIPPED: Final = (
         "transformers Data2VecAudioForCTC, with its Wav2Vec2Processor",
         "wmap.models.data2vec2_audio",
         "DATA2VEC2_AUDIO_CTC",
+        bookkeeping=FAIRSEQ_TRAINER,
     ),
     Family(
         "wav2vec2",
@@ -115,6 +127,7 @@ SHIPPED: Final = (
         "transformers Wav2Vec2ForPreTraining",
         "wmap.models.wav2vec2",
         "WAV2VEC2",
+        bookkeeping=FAIRSEQ_TRAINER,
     ),
     Family(
         "wav2vec2_ctc",
@@ -122,6 +135,7 @@ SHIPPED: Final = (
         "transformers Wav2Vec2ForCTC, with its Wav2Vec2Processor",
         "wmap.models.wav2vec2",
         "WAV2VEC2_CTC",
+        bookkeeping=FAIRSEQ_TRAINER,
     ),
     Family(
         "wav2vec2_conformer",
@@ -129,6 +143,7 @@ SHIPPED: Final = (
         "transformers Wav2Vec2ConformerForPreTraining",
         "wmap.models.wav2vec2_conformer",
         "WAV2VEC2_CONFORMER",
+        bookkeeping=FAIRSEQ_TRAINER,
     ),
     Family(
         "wav2vec2_conformer_ctc",
@@ -136,6 +151,7 @@ SHIPPED: Final = (
         "transformers Wav2Vec2ConformerForCTC, with its Wav2Vec2Processor",
         "wmap.models.wav2vec2_conformer",
         "WAV2VEC2_CONFORMER_CTC",
+        bookkeeping=FAIRSEQ_TRAINER,
     ),
     Family(
         "hubert",
@@ -143,6 +159,7 @@ SHIPPED: Final = (
         "transformers HubertModel",
         "wmap.models.hubert",
         "HUBERT",
+        bookkeeping=FAIRSEQ_TRAINER,
     ),
     Family(
         "hubert_ctc",
@@ -150,6 +167,7 @@ SHIPPED: Final = (
         "transformers HubertForCTC, with its Wav2Vec2Processor",
         "wmap.models.hubert",
         "HUBERT_CTC",
+        bookkeeping=FAIRSEQ_TRAINER,
     ),
     Family(
         "whisper",
@@ -171,6 +189,7 @@ SHIPPED: Final = (
         "transformers SpeechEncoderDecoderModel(Wav2Vec2Model, MBartForCausalLM)",
         "wmap.models.wav2vec2_mbart",
         "WAV2VEC2_MBART",
+        bookkeeping=FAIRSEQ_TRAINER,
     ),
 )
 """The families wmap ships."""

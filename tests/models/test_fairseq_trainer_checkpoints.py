@@ -462,3 +462,28 @@ def test_equal_widths_convert_with_an_identity_projection_and_go_back(
     save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
     refused = export(name, out, tmp_path / "back" / "other.pt").failure()
     assert isinstance(refused, TensorMismatch) and refused.key == key and not (tmp_path / "back" / "other.pt").exists()
+
+
+def test_a_preview_of_the_next_step_saved_in_place_is_shown_again_without_torch(tmp_path: Path) -> None:
+    """fairseq's trainer saves ``checkpoint_last.pt`` again at every interval: the next step (other
+    weights, optimizer state and loop state; the same model and configs) is the same preview, kept."""
+    import shutil
+
+    from tests.helpers import wmap_imports
+    from tests.originals import ctc_trainer_checkpoint
+
+    torch.manual_seed(0)
+    ctc_trainer_checkpoint(tmp_path / "step1.pt", tmp_path, then=tmp_path / "step2.pt")
+    (tmp_path / "other").mkdir()
+    ctc_trainer_checkpoint(tmp_path / "other.pt", tmp_path / "other", normalize=False)  # another config
+    last, cache = tmp_path / "checkpoint_last.pt", tmp_path / "cache"
+    runs = {}
+    for saved in ("step1", "step2", "other"):
+        shutil.copyfile(tmp_path / f"{saved}.pt", last)
+        runs[saved] = wmap_imports("preview", "data2vec_audio_ctc", str(last), cache=cache)
+    fresh = wmap_imports("preview", "data2vec_audio_ctc", str(last), "--no-cache", cache=cache)
+    assert runs["step1"][0] == 0 and "torch" in runs["step1"][2]
+    assert runs["step2"][:2] == runs["step1"][:2] and runs["step2"][2] == set()  # shown again: no torch
+    assert "torch" in runs["other"][2] and fresh[:2] == runs["other"][:2]  # the control: planned again
+    shutil.copyfile(tmp_path / "step2.pt", last)
+    assert wmap_imports("preview", "data2vec_audio_ctc", str(last), "--no-cache", cache=cache)[:2] == runs["step1"][:2]

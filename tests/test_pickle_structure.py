@@ -1,0 +1,100 @@
+"""wmap.pickle_structure: a pickle's structure read with every class a stand-in; a trainer's bookkeeping
+counts only by its shape."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from wmap.pickle_structure import Unkeyable, structure
+
+BOOKKEEPING = frozenset({"optimizer_history", "extra_state"})
+
+
+def _trainer_file(path: Path, *, updates: int = 1, lr: float = 1e-4, width: int = 4, **extra: object) -> bytes:
+    """A torch zip shaped as a trainer's checkpoint; its ``data.pkl``."""
+    torch.manual_seed(updates)
+    saved = {
+        "cfg": {"model": {"encoder_layers": 2, "dropout": 0.1}},
+        "model": {"w": torch.randn(width, 3), "b": torch.zeros(width)},
+        "optimizer_history": [{"optimizer_name": "adam", "num_updates": updates, "lr": lr}],
+        "extra_state": {"train_iterator": {"epoch": 1, "iterations_in_epoch": updates}, **extra},
+    }
+    torch.save(saved, path)
+    with zipfile.ZipFile(path) as archive:
+        return archive.read(next(n for n in archive.namelist() if n.endswith("/data.pkl")))
+
+
+def test_another_step_of_a_run_has_the_same_structure_only_where_the_bookkeeping_is_named(tmp_path: Path) -> None:
+    first = _trainer_file(tmp_path / "a.pt", updates=1, lr=1e-4)
+    later = _trainer_file(tmp_path / "b.pt", updates=2, lr=9e-5)  # other values too: the tensors are records
+    assert first != later
+    assert structure(first, BOOKKEEPING) == structure(later, BOOKKEEPING)
+    assert structure(first) != structure(later)  # the control: counted, the numbers differ
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [{"width": 5}, {"tag": "other"}, {"tag": 1.5}],
+    ids=["a tensor's shape", "a new bookkeeping entry", "a bookkeeping entry's kind"],
+)
+def test_what_the_family_reads_and_the_bookkeeping_shape_count(changed: dict[str, Any], tmp_path: Path) -> None:
+    base: dict[str, Any] = {"tag": "run"} if "tag" in changed else {}
+    first = _trainer_file(tmp_path / "a.pt", **base)
+    other = _trainer_file(tmp_path / "b.pt", **changed)
+    assert structure(first, BOOKKEEPING) != structure(other, BOOKKEEPING)
+
+
+def test_sharing_is_part_of_the_structure() -> None:
+    shared = {"k": [1, 2]}
+    same = pickle.dumps({"a": shared, "b": shared}, protocol=2)
+    copies = pickle.dumps({"a": {"k": [1, 2]}, "b": {"k": [1, 2]}}, protocol=2)
+    assert structure(same) != structure(copies)
+    looped: list[Any] = [1]
+    looped.append(looped)
+    assert "same as 0" in structure(pickle.dumps(looped, protocol=2))
+
+
+class _Runs:
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (print, ("ran",))
+
+
+def test_nothing_is_imported_or_called(capsys: pytest.CaptureFixture[str]) -> None:
+    found = structure(pickle.dumps({"x": _Runs(), "y": torch.nn.Identity}, protocol=2))
+    assert "builtin__.print 1 0\n'ran'" in found and "global torch.nn.modules.linear.Identity" in found
+    assert capsys.readouterr().out == ""
+
+
+def test_what_cannot_be_written_down_has_no_structure() -> None:
+    with pytest.raises(Unkeyable):
+        structure(b"not a pickle")
+    with pytest.raises(Unkeyable):
+        structure(pickle.dumps({frozenset({(1, 2)})}, protocol=4))  # a set of objects: no order to write
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+        lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+        max_leaves=20,
+    )
+)
+def test_equal_values_have_equal_structures_and_pickling_again_keeps_it(value: Any) -> None:
+    once = pickle.dumps(value, protocol=2)
+    again = pickle.dumps(pickle.loads(once), protocol=4)
+    assert structure(once) == structure(again)
+    assert structure(once) == structure(io.BytesIO(once).getvalue())
+
+
+def test_a_number_too_long_to_write_has_no_structure() -> None:
+    with pytest.raises(Unkeyable):
+        structure(pickle.dumps({"n": 10**5000}, protocol=2))
