@@ -355,7 +355,7 @@ def trainer_steps(data: Path) -> Path:
 
         steps.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(0)
-        ctc_trainer_checkpoint(steps / "step1.pt", steps, then=steps / "step2.pt")
+        ctc_trainer_checkpoint(steps / "step1.pt", steps, then=steps / "step2.pt", encoder_layerdrop=0.0)
     return steps / "checkpoint_last.pt"
 
 

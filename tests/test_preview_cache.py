@@ -49,6 +49,20 @@ def test_a_repeated_preview_is_the_same_and_imports_neither_torch_nor_transforme
     assert fresh[2] == ["torch", "transformers"] and fresh[:2] == first[:2]
 
 
+def test_a_file_of_the_same_structure_elsewhere_is_shown_again_naming_itself(tmp_path: Path) -> None:
+    checkpoint = reference_checkpoint(tmp_path / "encodec.pt", "encodec_32khz")
+    state = torch.load(checkpoint, weights_only=True)
+    torch.save({k: v + 1 for k, v in state.items()}, tmp_path / "another.pt")  # another fine-tune, elsewhere
+    first = _preview_process("encodec_32khz", str(checkpoint))
+    other = _preview_process("encodec_32khz", str(tmp_path / "another.pt"))
+    fresh = _preview_process("encodec_32khz", str(tmp_path / "another.pt"), "--no-cache")
+    assert first[2] == ["torch", "transformers"] and other[2] == []  # shown again: nothing imported
+    assert other[:2] == fresh[:2] and str(tmp_path / "another.pt") in other[1] and str(checkpoint) not in other[1]
+    assert other[1].replace("another.pt", "encodec.pt") == first[1]  # the control: all else the same (names alike long)
+    as_json = [_preview_process("encodec_32khz", str(path), "--json") for path in (checkpoint, tmp_path / "another.pt")]
+    assert as_json[1][2] == [] and as_json[1][:2] == as_json[0][:2]
+
+
 def test_what_the_preview_depends_on_is_in_the_key(tmp_path: Path) -> None:
     """The checkpoint's names, shapes and metadata, the config file, how it is shown, the family; not
     the tensors' values (a fine-tune of the same model previews the same)."""
@@ -69,7 +83,7 @@ def test_what_the_preview_depends_on_is_in_the_key(tmp_path: Path) -> None:
     assert base is not None and key() == base
     state = torch.load(checkpoint, weights_only=True)
     torch.save({k: v + 1 for k, v in state.items()}, tmp_path / "tuned.pt")
-    assert key(tmp_path / "tuned.pt") != base  # another path: titles name it
+    assert key(tmp_path / "tuned.pt") == base  # another path: its summary line is shown as it is named
     os.replace(tmp_path / "tuned.pt", checkpoint)
     assert key() == base  # same names, shapes and metadata: the same preview
     torch.save({**state, "extra.weight": torch.zeros(2)}, checkpoint)

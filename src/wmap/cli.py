@@ -25,6 +25,7 @@ from returns.result import Failure
 from rich.console import Console
 from rich.markup import escape
 
+from wmap import preview_cache
 from wmap.errors import INPUT_ERRORS, REFUSALS, WmapError
 from wmap.registry import families
 from wmap.render import visible
@@ -89,7 +90,6 @@ SHOWN_BY = ("TERM", "COLORTERM", "NO_COLOR", "FORCE_COLOR", "COLUMNS", "LINES", 
 def _preview(args: argparse.Namespace) -> int:
     """The plan as text or JSON; shown again from :mod:`wmap.preview_cache` (no torch, no transformers)
     when nothing it depends on has changed."""
-    from wmap import preview_cache
     from wmap.registry import SHIPPED
 
     if args.reverse:
@@ -107,44 +107,63 @@ def _preview(args: argparse.Namespace) -> int:
     entry = None if kept is None else preview_cache.load(kept)
     if entry is not None:
         sys.stdout.write(entry.text)
+        if entry.summary is not None:  # the checkpoint named as it is now
+            from wmap.render import summary_line
+
+            _console(file=sys.stdout).print(summary_line(_preview_title(args), *entry.summary))
+            sys.stdout.write(entry.after)
         return entry.code
     out = preview_cache.Tee(sys.stdout)
-    code, planned = _planned_preview(args, cast(TextIO, out), _kept_layouts(args))  # a text stream that keeps a copy
-    if kept is not None and planned:
-        preview_cache.store(kept, preview_cache.Entry(out.text(), code))
+    code, shown_again = _planned_preview(args, out, _kept_layouts(args))
+    if kept is not None and shown_again is not None:
+        preview_cache.store(kept, shown_again)
     return code
+
+
+def _preview_title(args: argparse.Namespace) -> str:
+    return f"{args.model} ← {args.checkpoint or 'bundled reference layout'}"
 
 
 def _kept_layouts(args: argparse.Namespace) -> LayoutCache | None:
     """Where target layouts are kept (:mod:`wmap.target_layouts`), shared by preview and convert; none
     with ``--no-cache``."""
-    from wmap import preview_cache
     from wmap.target_layouts import LayoutCache
 
     return None if args.no_cache else LayoutCache(preview_cache.cache_dir() / "layouts")
 
 
-def _planned_preview(args: argparse.Namespace, out: TextIO, layouts: LayoutCache | None) -> tuple[int, bool]:
-    """The preview written to ``out``: its exit code, and whether a plan was made (an error is not
-    kept); the target's layout kept in ``layouts`` where one is."""
+def _planned_preview(
+    args: argparse.Namespace, out: preview_cache.Tee, layouts: LayoutCache | None
+) -> tuple[int, preview_cache.Entry | None]:
+    """The preview written to ``out`` (a text stream that keeps a copy): its exit code, and what may
+    be kept of it where a plan was made (an error is not kept); the target's layout kept in
+    ``layouts`` where one is."""
     from wmap.conversion import preview
-    from wmap.render import print_ignored_fields, print_plan
+    from wmap.render import plan_summary, plan_tables, print_ignored_fields, summary_line
 
     _quiet_transformers()
     result = preview(args.model, args.checkpoint, args.config, processor_file=args.processor_file, layouts=layouts)
     if isinstance(result, Failure):
-        return _fail(result.failure()), False
+        return _fail(result.failure()), None
     prepared = result.unwrap()
     plan = prepared.plan
+    code = EXIT_OK if plan.is_clean() else EXIT_REFUSED
+    stream = cast(TextIO, out)
     if args.json:
         ignored = [attrs.asdict(f) for f in prepared.ignored]
-        print(json.dumps({**plan.to_json(), "config_fields_ignored": ignored}, indent=2), file=out)
-    else:
-        source = args.checkpoint or "bundled reference layout"
-        console = _console(file=out)
-        print_plan(plan, console, title=f"{args.model} ← {source}")  # the title is shown as text
-        print_ignored_fields(prepared.ignored, console)
-    return (EXIT_OK if plan.is_clean() else EXIT_REFUSED), True
+        print(json.dumps({**plan.to_json(), "config_fields_ignored": ignored}, indent=2), file=stream)
+        return code, preview_cache.Entry(out.text(), code)
+    console = _console(file=stream)
+    tables = plan_tables(plan)
+    if tables.renderables:
+        console.print(tables)
+    before = out.mark()
+    summary = plan_summary(plan)
+    console.print(summary_line(_preview_title(args), *summary))  # the title is shown as text
+    after = out.mark()
+    print_ignored_fields(prepared.ignored, console)
+    text = out.text()
+    return code, preview_cache.Entry(text[:before], code, summary, text[after:])
 
 
 CONVERT_STEPS = ("reading checkpoint", "planning", "applying plan", "writing output")

@@ -7,8 +7,10 @@ read here as its structure with every class a stand-in (:mod:`wmap.pickle_struct
 bookkeeping (the optimizer's state, the loop's) but for its shape; for safetensors all in its header,
 read as bytes), the ``--config`` file, the
 versions of the packages that make the target's layout (transformers, torch), and how the output is
-shown (``--json``, the console's width and colours). The key is a digest of all of them; the entry is
-the printed text and the exit code. Caching only the target layout would not spare the imports: the
+shown (``--json``, the console's width and colours); and of the checkpoint's path only through the
+summary line that names it. The key is a digest of all of them but the path; the entry is the printed
+text, with the summary line as its parts (:class:`Entry`, shown again naming the file as it is now),
+and the exit code. Caching only the target layout would not spare the imports: the
 config translation itself builds transformers' config classes. Entries live in ``WMAP_CACHE_DIR``
 (default ``$XDG_CACHE_HOME/wmap/previews``), at most :data:`MAX_ENTRIES`, the oldest removed first;
 any problem with the cache (unwritable, corrupt) means it is not used, never that a preview fails.
@@ -41,10 +43,15 @@ PACKAGES = ("transformers", "torch", "safetensors", "rich", "returns", "attrs")
 
 @attrs.frozen
 class Entry:
-    """A preview as printed: its text and exit code."""
+    """A preview as printed: its text and exit code. Where the text names the checkpoint (its summary
+    line), ``text`` is what comes before that line, ``summary`` the line's verdict, style and counts
+    (:func:`wmap.render.plan_summary`), and ``after`` what follows: the line is shown again with the
+    checkpoint named as it is now, so that a preview is kept for a file's structure, wherever it is."""
 
     text: str
     code: int
+    summary: tuple[str, str, str] | None = None
+    after: str = ""
 
 
 def cache_dir() -> Path:
@@ -125,7 +132,7 @@ def key(
         found = _structure(checkpoint, frozenset(bookkeeping))
         if found is None:
             return None
-        parts += [os.path.realpath(checkpoint).encode(), found]
+        parts.append(found)  # not where it is: the summary line names it as it is shown (:class:`Entry`)
     if config is not None:
         try:
             with open(config, "rb") as file:
@@ -143,7 +150,11 @@ def load(name: str) -> Entry | None:
     """The entry kept under ``name``, if there is a sound one."""
     try:
         data = json.loads((cache_dir() / f"{name}.json").read_text())
-        return Entry(str(data["text"]), int(data["code"]))
+        line = data["summary"]
+        if line is not None and len(line) != 3:
+            return None
+        summary = None if line is None else (str(line[0]), str(line[1]), str(line[2]))
+        return Entry(str(data["text"]), int(data["code"]), summary, str(data["after"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -154,7 +165,7 @@ def store(name: str, entry: Entry) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as file:
-            json.dump({"text": entry.text, "code": entry.code}, file)
+            json.dump(attrs.asdict(entry), file)
         os.replace(file.name, folder / f"{name}.json")
         kept = sorted(folder.glob("*.json"), key=lambda path: path.stat().st_mtime_ns)
         for old in kept[:-MAX_ENTRIES]:
@@ -190,3 +201,7 @@ class Tee:
 
     def text(self) -> str:
         return "".join(self.kept)
+
+    def mark(self) -> int:
+        """How much has been written: where the next write starts in :meth:`text`."""
+        return sum(map(len, self.kept))

@@ -103,7 +103,12 @@ def _complete_grids(
 
 def plan_renderable(plan: MappingPlan, title: str = "mapping plan") -> Group:
     """The plan as rich tables: one per non-empty category, then a summary line."""
-    parts: list[Table | Text] = []
+    return Group(*plan_tables(plan).renderables, summary_line(title, *plan_summary(plan)))
+
+
+def plan_tables(plan: MappingPlan) -> Group:
+    """One rich table per non-empty category of the plan."""
+    parts: list[Table] = []
 
     def table(name: str, style: str, headers: Sequence[str], rows: Sequence[tuple[str, ...]], keys: int = 1) -> None:
         if not rows:
@@ -171,22 +176,33 @@ def plan_renderable(plan: MappingPlan, title: str = "mapping plan") -> Group:
         ("key", "rules"),
         [(a.key, " | ".join(a.rules)) for a in plan.ambiguous],
     )
-    verdict = ("clean", "green") if plan.is_clean() else ("NOT clean", "bold red")
-    parts.append(
-        Text.assemble(
-            f"{visible(title)}: ",
-            verdict,
-            f" — {len(plan.applied)} applied, {len(plan.skipped)} skipped, "
-            f"{len(plan.refused)} refused, {len(plan.unused)} unused, {len(plan.missing)} missing, "
-            f"{len(plan.conflicts)} conflicts, {len(plan.shape_mismatches)} shape mismatches, "
-            f"{len(plan.unknown_targets)} unknown targets, {len(plan.ambiguous)} ambiguous",
-            f", {len(plan.unrecoverable)} unrecoverable" if plan.unrecoverable else "",
-            f", {len(plan.made)} made" if plan.made else "",
-            f", {len(plan.gathered)} gathered" if plan.gathered else "",
-            f", {len(plan.joined)} joined" if plan.joined else "",
-        )
-    )
     return Group(*parts)
+
+
+def plan_summary(plan: MappingPlan) -> tuple[str, str, str]:
+    """The summary line's verdict, its style and the counts: all of it but the title (the source's name)."""
+    verdict, style = ("clean", "green") if plan.is_clean() else ("NOT clean", "bold red")
+    return (
+        verdict,
+        style,
+        "".join(
+            (
+                f" — {len(plan.applied)} applied, {len(plan.skipped)} skipped, "
+                f"{len(plan.refused)} refused, {len(plan.unused)} unused, {len(plan.missing)} missing, "
+                f"{len(plan.conflicts)} conflicts, {len(plan.shape_mismatches)} shape mismatches, "
+                f"{len(plan.unknown_targets)} unknown targets, {len(plan.ambiguous)} ambiguous",
+                f", {len(plan.unrecoverable)} unrecoverable" if plan.unrecoverable else "",
+                f", {len(plan.made)} made" if plan.made else "",
+                f", {len(plan.gathered)} gathered" if plan.gathered else "",
+                f", {len(plan.joined)} joined" if plan.joined else "",
+            )
+        ),
+    )
+
+
+def summary_line(title: str, verdict: str, style: str, counts: str) -> Text:
+    """``title: verdict — counts`` (:func:`plan_summary`), the title shown as text, never markup."""
+    return Text.assemble(f"{visible(title)}: ", (verdict, style), counts)
 
 
 def print_plan(plan: MappingPlan, console: Console | None = None, title: str = "mapping plan") -> None:

@@ -464,6 +464,10 @@ def test_equal_widths_convert_with_an_identity_projection_and_go_back(
     assert isinstance(refused, TensorMismatch) and refused.key == key and not (tmp_path / "back" / "other.pt").exists()
 
 
+def named_args(path: Path) -> tuple[str, ...]:
+    return ("preview", "data2vec_audio_ctc", str(path), "--no-cache")
+
+
 def test_a_preview_of_the_next_step_saved_in_place_is_shown_again_without_torch(tmp_path: Path) -> None:
     """fairseq's trainer saves ``checkpoint_last.pt`` again at every interval: the next step (other
     weights, optimizer state and loop state; the same model and configs) is the same preview, kept."""
@@ -473,7 +477,8 @@ def test_a_preview_of_the_next_step_saved_in_place_is_shown_again_without_torch(
     from tests.originals import ctc_trainer_checkpoint
 
     torch.manual_seed(0)
-    ctc_trainer_checkpoint(tmp_path / "step1.pt", tmp_path, then=tmp_path / "step2.pt")
+    # no LayerDrop: every parameter has Adam's state from the first step on, as in a run past its first updates
+    ctc_trainer_checkpoint(tmp_path / "step1.pt", tmp_path, then=tmp_path / "step2.pt", encoder_layerdrop=0.0)
     (tmp_path / "other").mkdir()
     ctc_trainer_checkpoint(tmp_path / "other.pt", tmp_path / "other", normalize=False)  # another config
     last, cache = tmp_path / "checkpoint_last.pt", tmp_path / "cache"
@@ -487,3 +492,5 @@ def test_a_preview_of_the_next_step_saved_in_place_is_shown_again_without_torch(
     assert "torch" in runs["other"][2] and fresh[:2] == runs["other"][:2]  # the control: planned again
     shutil.copyfile(tmp_path / "step2.pt", last)
     assert wmap_imports("preview", "data2vec_audio_ctc", str(last), "--no-cache", cache=cache)[:2] == runs["step1"][:2]
+    named = wmap_imports("preview", "data2vec_audio_ctc", str(tmp_path / "step2.pt"), cache=cache)  # as saved
+    assert named[2] == set() and named[:2] == wmap_imports(*named_args(tmp_path / "step2.pt"), cache=cache)[:2]
