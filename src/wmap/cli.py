@@ -125,8 +125,8 @@ def _preview_title(args: argparse.Namespace) -> str:
 
 
 def _kept_layouts(args: argparse.Namespace) -> LayoutCache | None:
-    """Where target layouts are kept (:mod:`wmap.target_layouts`), shared by preview and convert; none
-    with ``--no-cache``."""
+    """Where target layouts are kept (:mod:`wmap.target_layouts`), shared by preview, convert, export and
+    verify; none with ``--no-cache``."""
     from wmap.target_layouts import LayoutCache
 
     return None if args.no_cache else LayoutCache(preview_cache.cache_dir() / "layouts")
