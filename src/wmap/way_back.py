@@ -29,15 +29,14 @@ from wmap.io import (
     save_torch,
     write_files_atomically,
 )
-from wmap.layout import Kinds
 from wmap.models.base import Exporter, ExportSource, ModelSpec
 from wmap.pipeline import first_match
 from wmap.plan import NO_EXCEPTIONS, Accept, MakeRule, MappingPlan
 from wmap.planner import reverse_plan
 from wmap.registry import Registry, resolve
 from wmap.reverse import reverse, tied_primary
-from wmap.target_layouts import LayoutCache
-from wmap.transforms import EXACT, Layout, Transform, skip
+from wmap.target_layouts import LayoutCache, TargetLayout
+from wmap.transforms import EXACT, Transform, skip
 
 
 @attrs.frozen
@@ -62,13 +61,12 @@ def _exporter(spec: ModelSpec) -> Result[Exporter, WmapError]:
 
 @attrs.frozen
 class Described:
-    """What a directory's ``config.json`` describes: the target model built from it on ``meta``, as
-    names, shapes and kinds. The directory's weights must be exactly these (a tied copy may be absent,
-    as ``save_pretrained`` leaves it out)."""
+    """What a directory's ``config.json`` describes: the target model (built from it on ``meta``, or its
+    layout kept), as names, shapes and kinds. The directory's weights must be exactly these (a tied copy
+    may be absent, as ``save_pretrained`` leaves it out)."""
 
     config: PretrainedConfig
-    layout: Layout
-    kinds: Kinds
+    target: TargetLayout
 
 
 def describe(
@@ -76,7 +74,7 @@ def describe(
 ) -> Result[Described, WmapError]:
     """The model ``config`` describes, on ``meta`` (no memory, no random init), or its layout kept in
     ``layouts`` (:mod:`wmap.target_layouts`: not built, its modelling code not imported)."""
-    return widen(target_of(spec, config, layouts)).map(lambda found: Described(config, found[0].layout, found[0].kinds))
+    return widen(target_of(spec, config, layouts)).map(lambda found: Described(config, found[0]))
 
 
 def prepare_reverse(
@@ -106,7 +104,7 @@ def prepare_reverse(
         exporter, described, rules = found
 
         def against(weights: Source, files: dict[str, str]) -> Result[PreparedReverse, WmapError]:
-            what = ExportSource(described.config, rules, described.layout, files)
+            what = ExportSource(described.config, rules, described.target.layout, files)
             return widen(exporter.original(what)).map(
                 lambda original: PreparedReverse(
                     spec,
@@ -119,7 +117,7 @@ def prepare_reverse(
                         weights.layout,
                         original[0],
                         kinds=weights.kinds,
-                        expected_kinds=described.kinds,
+                        expected_kinds=described.target.kinds,
                         made=exporter.made(described.config),
                     ),
                 )
