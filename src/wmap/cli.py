@@ -91,6 +91,7 @@ def _preview(args: argparse.Namespace) -> int:
     """The plan as text or JSON; shown again from :mod:`wmap.preview_cache` (no torch, no transformers)
     when nothing it depends on has changed."""
     from wmap.registry import SHIPPED
+    from wmap.registry import entry as family_entry
 
     if args.reverse:
         return _preview_reverse(args)
@@ -101,7 +102,7 @@ def _preview(args: argparse.Namespace) -> int:
         "env": {name: os.environ.get(name) for name in SHOWN_BY},
     }
     names = [family.name for family in SHIPPED]
-    bookkeeping = next((family.bookkeeping for family in SHIPPED if family.name == args.model), ())
+    bookkeeping = family_entry(args.model).bookkeeping if args.model in names else ()
     keyable = not args.no_cache and args.processor_file is None  # a directory named beside it: not keyed here
     kept = preview_cache.key(args.model, args.checkpoint, args.config, shown, names, bookkeeping) if keyable else None
     entry = None if kept is None else preview_cache.load(kept)
