@@ -119,8 +119,7 @@ class _Writer:
 
     def __init__(self) -> None:
         self.out: list[str] = []
-        self.seen: dict[int, int] = {}
-        self.kept: list[object] = []  # the objects referred to stay alive: their ids are not reused
+        self.seen: dict[int, int] = {}  # by id: every object stays reachable from what is written
 
     def write(self, value: object, *, numbers: bool, depth: int = 0) -> None:
         if len(self.out) > MAX_ITEMS or depth > MAX_DEPTH:
@@ -141,7 +140,6 @@ class _Writer:
             self.out.append(f"same as {self.seen[id(value)]}")
             return
         self.seen[id(value)] = len(self.seen)
-        self.kept.append(value)
         if isinstance(value, set | frozenset):
             atoms = [v for v in value if v is None or isinstance(v, bool | str | bytes | int | float)]
             if len(atoms) != len(value):
