@@ -330,13 +330,9 @@ def startup_commands(checkpoint: Path | None) -> dict[str, list[str]]:
         commands[f"wmap preview data2vec_audio_ctc FILE {KIND_SEEN}"] = big
         commands["wmap preview data2vec_audio_ctc FILE (repeated)"] = big
         last = trainer_steps(checkpoint.parent)
-        commands[f"wmap preview data2vec_audio_ctc checkpoint_last.pt {NEXT_STEP}"] = [
-            "-m",
-            "wmap",
-            "preview",
-            "data2vec_audio_ctc",
-            str(last),
-        ]
+        small = ["-m", "wmap", "preview", "data2vec_audio_ctc"]
+        commands[f"wmap preview data2vec_audio_ctc checkpoint_last.pt {NEXT_STEP}"] = [*small, str(last)]
+        commands[f"wmap preview data2vec_audio_ctc lr_3e-5.pt {SWEEP}"] = [*small, str(last.with_name("lr_3e-5.pt"))]
     return commands
 
 
@@ -345,17 +341,25 @@ NEXT_STEP = "(the next step saved in place)"
 optimizer and loop state, the same model and configs (:mod:`wmap.pickle_structure`)."""
 
 
+SWEEP = "(another run of a sweep)"
+"""A preview of another fine-tuning run of the same model on the same data at another learning rate
+(``lr_3e-5.pt``), never previewed itself, after the first run's (``step1.pt``) was: other weights,
+training settings and trainer state (:data:`wmap.registry.FAIRSEQ_TRAINER`)."""
+
+
 def trainer_steps(data: Path) -> Path:
     """Two consecutive steps of a small fairseq CTC fine-tuning, as its ``Trainer`` saves them
-    (``step1.pt``, ``step2.pt``), and where the trainer keeps the last (``checkpoint_last.pt``)."""
+    (``step1.pt``, ``step2.pt``), where the trainer keeps the last (``checkpoint_last.pt``), and another
+    run of a sweep (``lr_3e-5.pt``)."""
     steps = data / "steps"
-    if not (steps / "step2.pt").exists():
+    if not (steps / "lr_3e-5.pt").exists():
         import torch
         from tests.originals import ctc_trainer_checkpoint
 
         steps.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(0)
         ctc_trainer_checkpoint(steps / "step1.pt", steps, then=steps / "step2.pt", encoder_layerdrop=0.0)
+        ctc_trainer_checkpoint(steps / "lr_3e-5.pt", steps, lr=3e-5, encoder_layerdrop=0.0)
     return steps / "checkpoint_last.pt"
 
 
@@ -395,7 +399,8 @@ def startup(repeats: int, checkpoint: Path | None = None) -> dict[str, Any]:
             shutil.copyfile(Path(arguments[-1]).with_name("step1.pt"), arguments[-1])
             once(arguments)
             shutil.copyfile(Path(arguments[-1]).with_name("step2.pt"), arguments[-1])
-        once(arguments, name.endswith(KIND_SEEN))
+        if not name.endswith(SWEEP):  # shown from the first run's kept preview, never from its own
+            once(arguments, name.endswith(KIND_SEEN))
     for _ in range(repeats):
         for name, arguments in commands.items():
             times[name].append(once(arguments, name.endswith(KIND_SEEN)))

@@ -176,3 +176,72 @@ def wmap_process(*args: str, cache: Path) -> tuple[int, str, bool]:
     """:func:`wmap_imports`, saying whether the modelling code was imported."""
     code, out, imported = wmap_imports(*args, cache=cache)
     return code, out, "transformers.modeling_utils" in imported
+
+
+def _other_value(value: Any) -> Any:
+    """Another value of the same shape: each number, string, flag and ``None`` changed, containers kept."""
+    if isinstance(value, dict):  # an OrderedDict stays one
+        return type(value)((key, _other_value(item)) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return type(value)(_other_value(item) for item in value)
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int | float):
+        return value * 3 + 1
+    if isinstance(value, str):
+        return f"{value}-other"
+    return "other" if value is None else value
+
+
+def with_unread_changed(saved: Mapping[str, Any], unread: tuple[str, ...]) -> dict[str, Any]:
+    """``saved`` (a checkpoint as loaded) with every value at the dotted paths ``unread`` changed,
+    where the path exists: what another run of the same model, or another step, may differ in."""
+    out = dict(saved)
+    for path in unread:
+        *parents, last = path.split(".")
+        section: Any = out
+        for name in parents:
+            if not isinstance(section.get(name), dict):
+                break
+            section[name] = dict(section[name])
+            section = section[name]
+        else:
+            if last in section:
+                section[last] = _other_value(section[last])
+    return out
+
+
+def printed(*args: str) -> str:
+    """What ``wmap ARGS`` prints, run in this process."""
+    import contextlib
+    import io
+
+    from wmap.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        main(list(args))
+    return out.getvalue()
+
+
+def assert_unread_leaves_the_preview(name: str, path: Path, folder: Path, read: Mapping[str, Any]) -> None:
+    """Every value at the family's unread paths in the checkpoint ``path`` changed (:func:`with_unread_changed`):
+    the preview (planned, not kept) is the same text and the kept preview's key the same; ``read`` (entries
+    of ``cfg.model`` the family reads, the control) changes both. Files are written under ``folder``."""
+    from wmap.preview_cache import key
+    from wmap.registry import SHIPPED, entry
+
+    unread = entry(name).unread
+    saved = torch.load(path, weights_only=False)  # the test's own file, with its originals' classes
+    changed = with_unread_changed(saved, unread)
+    assert changed != saved  # the file has some of them
+    control = dict(saved, cfg={**saved["cfg"], "model": {**saved["cfg"]["model"], **read}})
+    texts, keys = [], []
+    for run, content in (("run-1", saved), ("run-2", changed), ("run-3", control)):
+        (folder / run).mkdir()
+        torch.save(content, folder / run / "checkpoint.pt")
+        file = str(folder / run / "checkpoint.pt")
+        keys.append(key(name, file, None, {}, [family.name for family in SHIPPED], unread))
+        texts.append(printed("preview", name, file, "--no-cache", "--json").replace(run, "RUN"))
+    assert keys[0] is not None and keys[0] == keys[1] != keys[2]
+    assert texts[0] == texts[1] != texts[2]

@@ -511,10 +511,12 @@ def ctc_trainer_checkpoint(
     family: str = "data2vec_audio",
     normalize: bool = True,
     then: Path | None = None,
+    lr: float = 1e-4,
     **encoder: Any,
 ) -> Any:
     """A fine-tuned CTC checkpoint (data2vec-audio, wav2vec 2.0 or HuBERT encoder) written by
-    fairseq's own ``Trainer``; with ``then``, the next step's checkpoint too (one more update).
+    fairseq's own ``Trainer``, trained at ``lr`` on data in ``data_dir``; with ``then``, the next
+    step's checkpoint too (one more update).
 
     The task (``audio_finetuning``, letters) is built from its cfg by ``tasks.setup_task``; the model
     by the task; one real training step with the CTC criterion and Adam fills the optimizer state;
@@ -572,7 +574,7 @@ def ctc_trainer_checkpoint(
         )
     )
     cfg.common.cpu = True
-    cfg.optimization.lr = [1e-4]
+    cfg.optimization.lr = [lr]
     cfg.optimization.max_update = 100
     task = tasks.setup_task(cfg.task)
     model = task.build_model(cfg.model)

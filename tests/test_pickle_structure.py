@@ -1,5 +1,5 @@
-"""wmap.pickle_structure: a pickle's structure read with every class a stand-in; a trainer's bookkeeping
-counts only by its shape."""
+"""wmap.pickle_structure: a pickle's structure read with every class a stand-in; what a family never
+reads (a trainer's bookkeeping and training settings) counts only by its shape."""
 
 from __future__ import annotations
 
@@ -42,15 +42,43 @@ def test_another_step_of_a_run_has_the_same_structure_only_where_the_bookkeeping
 
 
 @pytest.mark.parametrize(
-    "changed",
-    [{"width": 5}, {"tag": "other"}, {"tag": 1.5}],
-    ids=["a tensor's shape", "a new bookkeeping entry", "a bookkeeping entry's kind"],
+    ("base", "changed"),
+    [({}, {"width": 5}), ({}, {"tag": "other"}), ({"tag": "run"}, {"tag": ["run", "again"]})],
+    ids=["a tensor's shape", "a new bookkeeping entry", "a bookkeeping entry's shape"],
 )
-def test_what_the_family_reads_and_the_bookkeeping_shape_count(changed: dict[str, Any], tmp_path: Path) -> None:
-    base: dict[str, Any] = {"tag": "run"} if "tag" in changed else {}
+def test_what_the_family_reads_and_the_bookkeeping_shape_count(
+    base: dict[str, Any], changed: dict[str, Any], tmp_path: Path
+) -> None:
     first = _trainer_file(tmp_path / "a.pt", **base)
     other = _trainer_file(tmp_path / "b.pt", **changed)
     assert structure(first, BOOKKEEPING) != structure(other, BOOKKEEPING)
+
+
+SETTINGS = {"cfg": {"model": {"layers": 2, "path": "/runs/a"}, "optimization": {"lr": [1e-4], "clip": None}}}
+
+
+@pytest.mark.parametrize(
+    ("changed", "same"),
+    [
+        ({"optimization": {"lr": [3e-5], "clip": 25.0}}, True),  # values of another kind too
+        ({"optimization": {"lr": [3e-5, 1e-5], "clip": None}}, False),  # the shape counts
+        ({"model": {"layers": 2, "path": "/runs/b"}}, True),  # an unread entry of a read section
+        ({"model": {"layers": 3, "path": "/runs/a"}}, False),  # the control: read, value for value
+    ],
+    ids=["unread values", "unread shape", "an unread entry", "a read value"],
+)
+def test_an_unread_path_counts_by_its_shape_alone(changed: dict[str, Any], same: bool) -> None:
+    unread = ("cfg.optimization", "cfg.model.path")
+    other = {"cfg": {**SETTINGS["cfg"], **changed}}
+    found = structure(pickle.dumps(SETTINGS, protocol=2), unread), structure(pickle.dumps(other, protocol=2), unread)
+    assert (found[0] == found[1]) is same
+    assert structure(pickle.dumps(SETTINGS, protocol=2)) != structure(pickle.dumps(other, protocol=2))
+
+
+def test_what_is_met_unread_and_then_read_is_written_read() -> None:
+    first, other = {"layers": 2}, {"layers": 3}  # each one object, met unread first, then read
+    found = [structure(pickle.dumps({"a": shared, "b": shared}, protocol=2), ("a",)) for shared in (first, other)]
+    assert found[0] != found[1] and found[0].splitlines()[-1] == "2"
 
 
 def test_sharing_is_part_of_the_structure() -> None:

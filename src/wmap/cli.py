@@ -102,9 +102,9 @@ def _preview(args: argparse.Namespace) -> int:
         "env": {name: os.environ.get(name) for name in SHOWN_BY},
     }
     names = [family.name for family in SHIPPED]
-    bookkeeping = family_entry(args.model).bookkeeping if args.model in names else ()
+    unread = family_entry(args.model).unread if args.model in names else ()
     keyable = not args.no_cache and args.processor_file is None  # a directory named beside it: not keyed here
-    kept = preview_cache.key(args.model, args.checkpoint, args.config, shown, names, bookkeeping) if keyable else None
+    kept = preview_cache.key(args.model, args.checkpoint, args.config, shown, names, unread) if keyable else None
     entry = None if kept is None else preview_cache.load(kept)
     if entry is not None:
         sys.stdout.write(entry.text)

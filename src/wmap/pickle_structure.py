@@ -6,10 +6,11 @@ names is a stand-in (calling it records the call); a persistent id (a torch stor
 the tuple it is. Objects shared or cyclic are written once and referred back to, so sharing is part
 of the structure and a pickle cannot expand beyond its own size.
 
-A checkpoint's top-level entries that a family never reads (``bookkeeping``: a trainer's optimizer
-history, its loop's state) are written with their numbers left out, so that another step of the
-same run has the same structure; what they are made of (the classes they name, their keys and
-strings, their shape) stays in it, and so does all that the family reads.
+What a family never reads of a checkpoint (``unread``: dotted paths of mappings' entries from the
+top, such as a trainer's optimizer history and its training settings, ``cfg.optimization``) is
+written by its shape alone: its keys, kinds and lengths, with every other value standing as "value".
+So another step of the same run, or another run of the same model with other training settings, has
+the same structure; all that the family reads stays in it, value for value.
 """
 
 from __future__ import annotations
@@ -88,72 +89,72 @@ class _Reader(_PYTHON_UNPICKLER):  # type: ignore[misc]
     dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
 
 
-def structure(data: bytes, bookkeeping: frozenset[str] = frozenset()) -> str:
-    """The structure of the pickle ``data`` as text; where its top level is a mapping, the entries named
-    in ``bookkeeping`` are written last, each number only as "a number". Raises :class:`Unkeyable`."""
+def structure(data: bytes, unread: Iterable[str] = ()) -> str:
+    """The structure of the pickle ``data`` as text, the entries at the dotted paths ``unread`` by
+    their shape alone. Raises :class:`Unkeyable`."""
     try:
-        return _written(_Reader(io.BytesIO(data)).load(), bookkeeping)
+        loaded = _Reader(io.BytesIO(data)).load()
+        writer = _Writer(frozenset(tuple(path.split(".")) for path in unread))
+        writer.write(loaded, ())
+        return "\n".join(writer.out)
     except Unkeyable:
         raise
     except Exception as error:  # a pickle this reading cannot follow (or a number too long to write)
         raise Unkeyable(type(error).__name__) from error
 
 
-def _written(loaded: object, bookkeeping: frozenset[str]) -> str:
-    writer = _Writer()
-    if isinstance(loaded, dict):
-        read = [key for key in loaded if key not in bookkeeping]
-        kept = [key for key in loaded if key in bookkeeping]
-        writer.out.append(repr(list(loaded)))  # every entry's name, in order
-        for key in read:
-            writer.write(loaded[key], numbers=True)
-        for key in kept:
-            writer.write(loaded[key], numbers=False)
-    else:
-        writer.write(loaded, numbers=True)
-    return "\n".join(writer.out)
-
-
 class _Writer:
-    """Objects as lines of text, depth first; an object met before is written as a reference to it."""
+    """Objects as lines of text, depth first; an object met before is written as a reference to it.
+    ``path``: the mapping keys from the top to what is written, ``None`` within what is unread (its
+    shape alone); an object met unread and then read is written again, read."""
 
-    def __init__(self) -> None:
+    def __init__(self, unread: frozenset[tuple[str, ...]]) -> None:
+        self.unread = unread
         self.out: list[str] = []
-        self.seen: dict[int, int] = {}  # by id: every object stays reachable from what is written
+        self.seen: dict[tuple[int, bool], int] = {}  # by id: every object stays reachable from the top
 
-    def write(self, value: object, *, numbers: bool, depth: int = 0) -> None:
+    def write(self, value: object, path: tuple[str, ...] | None, depth: int = 0) -> None:
         if len(self.out) > MAX_ITEMS or depth > MAX_DEPTH:
             raise Unkeyable("too large or too deep")
-        if value is None or isinstance(value, bool | str | bytes | bytearray):
-            self.out.append(repr(value))
-        elif isinstance(value, int | float | complex):
-            self.out.append(repr(value) if numbers else "number")  # a meter's count turns from int to float
+        if value is None or isinstance(value, bool | str | bytes | bytearray | int | float | complex):
+            self.out.append(repr(value) if path is not None else "value")  # unread: a count turns int to float
         elif isinstance(value, _Global):
             self.out.append(f"global {value.name}")
         elif isinstance(value, tuple | list | dict | set | frozenset | _Built):
-            self._container(value, numbers=numbers, depth=depth)
+            self._container(value, path, depth)
         else:
             raise Unkeyable(type(value).__name__)
 
-    def _container(self, value: Any, *, numbers: bool, depth: int) -> None:
-        if id(value) in self.seen:
-            self.out.append(f"same as {self.seen[id(value)]}")
+    def _container(self, value: Any, path: tuple[str, ...] | None, depth: int) -> None:
+        memo = (id(value), path is None)
+        if memo in self.seen:
+            self.out.append(f"same as {self.seen[memo]}")
             return
-        self.seen[id(value)] = len(self.seen)
+        self.seen[memo] = len(self.seen)
         if isinstance(value, set | frozenset):
             atoms = [v for v in value if v is None or isinstance(v, bool | str | bytes | int | float)]
             if len(atoms) != len(value):
                 raise Unkeyable("a set of objects")
-            self.out.append(f"{type(value).__name__} {sorted(map(repr, atoms))}")
+            self.out.append(f"{type(value).__name__} {sorted(map(repr, atoms)) if path is not None else len(atoms)}")
             return
         if isinstance(value, dict):
             self.out.append(f"dict {len(value)}")
-            children: list[object] = [part for pair in value.items() for part in pair]
-        elif isinstance(value, _Built):
+            for key, item in value.items():
+                self.write(key, () if isinstance(key, str) else path, depth + 1)  # a name stays, read or not
+                self.write(item, self._inside(path, key), depth + 1)
+            return
+        if isinstance(value, _Built):
             self.out.append(f"built {value.name} {len(value.args)} {len(value.items)}")
             children = [*value.args, value.state, *value.items]
         else:
             self.out.append(f"{type(value).__name__} {len(value)}")
             children = list(value)
         for child in children:
-            self.write(child, numbers=numbers, depth=depth + 1)
+            self.write(child, None if path is None else (*path, "[]"), depth + 1)
+
+    def _inside(self, path: tuple[str, ...] | None, key: object) -> tuple[str, ...] | None:
+        """The path of a mapping's entry: ``None`` where it is unread."""
+        if path is None:
+            return None
+        inner = (*path, key if isinstance(key, str) else "[]")
+        return None if inner in self.unread else inner

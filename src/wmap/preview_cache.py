@@ -3,8 +3,8 @@ importing torch or transformers.
 
 A preview is a pure function of: the family's rules (wmap's own code: only shipped families are
 kept), the checkpoint's names, shapes, dtypes and metadata (for a torch zip all in its ``data.pkl``,
-read here as its structure with every class a stand-in (:mod:`wmap.pickle_structure`), a trainer's
-bookkeeping (the optimizer's state, the loop's) but for its shape; for safetensors all in its header,
+read here as its structure with every class a stand-in (:mod:`wmap.pickle_structure`), what the
+family never reads (a trainer's bookkeeping and training settings) but for its shape; for safetensors all in its header,
 read as bytes), the ``--config`` file, the
 versions of the packages that make the target's layout (transformers, torch), and how the output is
 shown (``--json``, the console's width and colours); and of the checkpoint's path only through the
@@ -63,9 +63,9 @@ def cache_dir() -> Path:
     return Path(base) / "wmap" / "previews"
 
 
-def _structure(path: str, bookkeeping: frozenset[str] = frozenset()) -> bytes | None:
+def _structure(path: str, unread: Iterable[str] = ()) -> bytes | None:
     """What a checkpoint's preview reads of it: a safetensors header, or a torch zip's ``data.pkl`` (its
-    structure, :func:`wmap.pickle_structure.structure`: the family's ``bookkeeping`` entries but for
+    structure, :func:`wmap.pickle_structure.structure`: what the family never reads (``unread``) but for
     their shape) and its records' names and sizes; ``None`` for anything else (not kept)."""
     try:
         with open(path, "rb") as file:
@@ -83,7 +83,7 @@ def _structure(path: str, bookkeeping: frozenset[str] = frozenset()) -> bytes | 
                 return None
             others = [info for info in infos if info is not pickles[0]]  # the pickle counts by its structure
             records = json.dumps([(info.filename.split("/", 1)[-1], info.file_size) for info in others]).encode()
-            pickled = structure(archive.read(pickles[0]), bookkeeping)
+            pickled = structure(archive.read(pickles[0]), unread)
             return pickled.encode("utf-8", "surrogatepass") + b"\0" + records
     except (OSError, ValueError, zipfile.BadZipFile, struct.error, Unkeyable):
         return None
@@ -117,19 +117,19 @@ def key(
     config: str | None,
     shown: dict[str, Any],
     shipped: Iterable[str],
-    bookkeeping: Iterable[str] = (),
+    unread: Iterable[str] = (),
 ) -> str | None:
     """The digest a preview is kept under, or ``None`` where it cannot be kept (a family not shipped
-    with wmap, a checkpoint or config file whose structure is not read here). ``bookkeeping``: the
-    checkpoint's top-level entries the family never reads, of which only the shape counts (another
-    step of a training run, saved where the last one was, is then shown again)."""
+    with wmap, a checkpoint or config file whose structure is not read here). ``unread``: what the
+    family never reads of the checkpoint (dotted paths), of which only the shape counts (another step
+    of a training run, or another run of the same model with other settings, is then shown again)."""
     if family not in set(shipped):
         return None
     digest = hashlib.sha256()
     parts: list[bytes] = [family.encode(), json.dumps(shown, sort_keys=True).encode()]
     parts += [line.encode() for line in (*_package_files(), *package_versions(), sys.version)]
     if checkpoint is not None:
-        found = _structure(checkpoint, frozenset(bookkeeping))
+        found = _structure(checkpoint, unread)
         if found is None:
             return None
         parts.append(found)  # not where it is: the summary line names it as it is shown (:class:`Entry`)

@@ -33,18 +33,53 @@ class Family:
     target: str
     module: str
     attribute: str
-    bookkeeping: tuple[str, ...] = ()
-    """Top-level entries of its checkpoints that the family never reads (a trainer's bookkeeping):
-    left out of a kept preview's key but for their shape (:mod:`wmap.pickle_structure`)."""
+    unread: tuple[str, ...] = ()
+    """What the family never reads of its checkpoints (dotted paths: a trainer's bookkeeping and
+    training settings): left out of a kept preview's key but for their shape
+    (:mod:`wmap.pickle_structure`)."""
 
     def description(self) -> dict[str, str]:
         """``name``, ``source`` and ``target``, as a family module passes them to its ``ModelSpec``."""
         return {"name": self.name, "source": self.source, "target": self.target}
 
 
-FAIRSEQ_TRAINER = ("optimizer_history", "extra_state", "last_optimizer_state")
-"""What fairseq's trainer saves beside the model and its configs: the optimizer's history and state,
-the training loop's (epoch, iterations, metrics). Another step of a run differs only there."""
+FAIRSEQ_SETTINGS = (
+    "common",
+    "common_eval",
+    "distributed_training",
+    "dataset",
+    "optimization",
+    "optimizer",
+    "lr_scheduler",
+    "checkpoint",
+    "bmuf",
+    "ema",
+    "criterion",
+    "generation",
+    "eval_lm",
+    "interactive",
+    "scoring",
+    "bpe",
+    "tokenizer",
+)
+"""The sections of a fairseq config that say how a model was trained (or how to run it), not what
+it is: the fairseq families read ``model`` and ``task`` only."""
+
+FAIRSEQ_TRAINER = (
+    "optimizer_history",
+    "extra_state",
+    "last_optimizer_state",
+    *(f"cfg.{section}" for section in FAIRSEQ_SETTINGS),
+    "cfg.task.data",
+    *(f"cfg.model.w2v_args.{section}" for section in FAIRSEQ_SETTINGS),
+    "cfg.model.w2v_args.task.data",
+)
+"""What fairseq's trainer saves beside the model and what it is: the optimizer's history and state,
+the training loop's (epoch, iterations, metrics), the training settings (also those of the
+pre-training a fine-tuned file's encoder records), and the tasks' data directories. Another step of
+a run, or another run of a sweep (other settings, the same model, task and data), differs only
+there. The model section's own paths (``w2v_path``, ``data``) are read: the preview shows them
+among the fields it ignores."""
 
 
 def _encodec(rate: str, attribute: str) -> Family:
@@ -88,7 +123,7 @@ SHIPPED: Final = (
         "transformers Data2VecAudioForCTC, with its Wav2Vec2Processor",
         "wmap.models.data2vec_audio",
         "DATA2VEC_AUDIO_CTC",
-        bookkeeping=FAIRSEQ_TRAINER,
+        unread=FAIRSEQ_TRAINER,
     ),
     Family(
         "data2vec_audio",
@@ -96,7 +131,7 @@ SHIPPED: Final = (
         "transformers Data2VecAudioModel (headless)",
         "wmap.models.data2vec_audio",
         "DATA2VEC_AUDIO",
-        bookkeeping=FAIRSEQ_TRAINER,
+        unread=FAIRSEQ_TRAINER,
     ),
     Family(
         "dac",
@@ -111,7 +146,7 @@ SHIPPED: Final = (
         "transformers Data2VecAudioModel (headless)",
         "wmap.models.data2vec2_audio",
         "DATA2VEC2_AUDIO",
-        bookkeeping=FAIRSEQ_TRAINER,
+        unread=FAIRSEQ_TRAINER,
     ),
     Family(
         "data2vec2_audio_ctc",
@@ -119,7 +154,7 @@ SHIPPED: Final = (
         "transformers Data2VecAudioForCTC, with its Wav2Vec2Processor",
         "wmap.models.data2vec2_audio",
         "DATA2VEC2_AUDIO_CTC",
-        bookkeeping=FAIRSEQ_TRAINER,
+        unread=FAIRSEQ_TRAINER,
     ),
     Family(
         "wav2vec2",
@@ -127,7 +162,7 @@ SHIPPED: Final = (
         "transformers Wav2Vec2ForPreTraining",
         "wmap.models.wav2vec2",
         "WAV2VEC2",
-        bookkeeping=FAIRSEQ_TRAINER,
+        unread=FAIRSEQ_TRAINER,
     ),
     Family(
         "wav2vec2_ctc",
@@ -135,7 +170,7 @@ SHIPPED: Final = (
         "transformers Wav2Vec2ForCTC, with its Wav2Vec2Processor",
         "wmap.models.wav2vec2",
         "WAV2VEC2_CTC",
-        bookkeeping=FAIRSEQ_TRAINER,
+        unread=FAIRSEQ_TRAINER,
     ),
     Family(
         "wav2vec2_conformer",
@@ -143,7 +178,7 @@ SHIPPED: Final = (
         "transformers Wav2Vec2ConformerForPreTraining",
         "wmap.models.wav2vec2_conformer",
         "WAV2VEC2_CONFORMER",
-        bookkeeping=FAIRSEQ_TRAINER,
+        unread=FAIRSEQ_TRAINER,
     ),
     Family(
         "wav2vec2_conformer_ctc",
@@ -151,7 +186,7 @@ SHIPPED: Final = (
         "transformers Wav2Vec2ConformerForCTC, with its Wav2Vec2Processor",
         "wmap.models.wav2vec2_conformer",
         "WAV2VEC2_CONFORMER_CTC",
-        bookkeeping=FAIRSEQ_TRAINER,
+        unread=FAIRSEQ_TRAINER,
     ),
     Family(
         "hubert",
@@ -159,7 +194,7 @@ SHIPPED: Final = (
         "transformers HubertModel",
         "wmap.models.hubert",
         "HUBERT",
-        bookkeeping=FAIRSEQ_TRAINER,
+        unread=FAIRSEQ_TRAINER,
     ),
     Family(
         "hubert_ctc",
@@ -167,7 +202,7 @@ SHIPPED: Final = (
         "transformers HubertForCTC, with its Wav2Vec2Processor",
         "wmap.models.hubert",
         "HUBERT_CTC",
-        bookkeeping=FAIRSEQ_TRAINER,
+        unread=FAIRSEQ_TRAINER,
     ),
     Family(
         "whisper",
@@ -189,7 +224,7 @@ SHIPPED: Final = (
         "transformers SpeechEncoderDecoderModel(Wav2Vec2Model, MBartForCausalLM)",
         "wmap.models.wav2vec2_mbart",
         "WAV2VEC2_MBART",
-        bookkeeping=FAIRSEQ_TRAINER,
+        unread=FAIRSEQ_TRAINER,
     ),
 )
 """The families wmap ships."""

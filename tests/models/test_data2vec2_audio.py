@@ -174,3 +174,12 @@ def test_a_fine_tuned_data2vec2_goes_back_to_fairseq(fine_tuned: Path, tmp_path:
     torch.testing.assert_close(returned, expected, rtol=0, atol=0)
     again = convert("data2vec2_audio_ctc", out, tmp_path / "again").unwrap()
     assert (again / "model.safetensors").read_bytes() == (hf / "model.safetensors").read_bytes()
+
+
+def test_what_the_family_never_reads_leaves_the_preview_as_it_is(
+    pretrained: tuple[str, Path, Any], tmp_path: Path
+) -> None:
+    """A pre-training run's settings and trainer state changed: the same preview, the same key."""
+    from tests.helpers import assert_unread_leaves_the_preview
+
+    assert_unread_leaves_the_preview("data2vec2_audio", pretrained[1], tmp_path, {"depth": 1})

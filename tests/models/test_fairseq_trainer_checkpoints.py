@@ -494,3 +494,32 @@ def test_a_preview_of_the_next_step_saved_in_place_is_shown_again_without_torch(
     assert wmap_imports("preview", "data2vec_audio_ctc", str(last), "--no-cache", cache=cache)[:2] == runs["step1"][:2]
     named = wmap_imports("preview", "data2vec_audio_ctc", str(tmp_path / "step2.pt"), cache=cache)  # as saved
     assert named[2] == set() and named[:2] == wmap_imports(*named_args(tmp_path / "step2.pt"), cache=cache)[:2]
+
+
+def test_what_the_family_never_reads_leaves_the_preview_and_its_key_as_they_are(
+    trained: tuple[str, Path], tmp_path: Path
+) -> None:
+    """Training settings, the tasks' data and the trainer's state changed: the same preview, the same
+    key; the control changes a field the CTC wrapper reads."""
+    from tests.helpers import assert_unread_leaves_the_preview
+
+    assert_unread_leaves_the_preview(*trained, tmp_path, {"blank_weight": 1.0})
+
+
+def test_a_preview_of_another_run_of_a_sweep_is_shown_again_without_torch(tmp_path: Path) -> None:
+    """Another fine-tune of the same pre-trained model on the same data at another learning rate (its
+    training settings and weights differ): the preview of the first run is shown again for it,
+    naming it, and is what planning it gives."""
+    from tests.helpers import wmap_imports
+    from tests.originals import ctc_trainer_checkpoint
+
+    torch.manual_seed(0)
+    runs = [tmp_path / "lr_1e-4.pt", tmp_path / "lr_3e-5.pt"]
+    for run, lr in zip(runs, (1e-4, 3e-5), strict=True):
+        ctc_trainer_checkpoint(run, tmp_path, lr=lr, encoder_layerdrop=0.0)
+    cache = tmp_path / "cache"
+    first = wmap_imports("preview", "data2vec_audio_ctc", str(runs[0]), cache=cache)
+    again = wmap_imports("preview", "data2vec_audio_ctc", str(runs[1]), cache=cache)
+    planned = wmap_imports(*named_args(runs[1]), cache=cache)
+    assert first[0] == 0 and "torch" in first[2] and "torch" in planned[2]
+    assert again[2] == set() and again[:2] == planned[:2] and "lr_3e-5" in again[1]

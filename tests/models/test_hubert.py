@@ -69,3 +69,12 @@ def test_the_way_back_names_what_hubert_model_lacks_and_refuses_without_acceptan
     back = torch.load(out, weights_only=True)["model"]
     kept = {k for k in saved if k.split(".")[0] not in gone}
     assert set(back) == kept and all(torch.equal(back[k], saved[k]) for k in back)
+
+
+def test_what_the_family_never_reads_leaves_the_preview_as_it_is(tmp_path: Path) -> None:
+    """A pre-training run's settings and trainer state changed: the same preview, the same key."""
+    from tests.helpers import assert_unread_leaves_the_preview
+    from tests.originals import hubert_checkpoint
+
+    hubert_checkpoint(tmp_path / "hubert.pt", tmp_path)
+    assert_unread_leaves_the_preview("hubert", tmp_path / "hubert.pt", tmp_path, {"layer_type": "conformer"})

@@ -105,3 +105,12 @@ def test_the_mask_embedding_follows_whether_the_target_masks(tmp_path: Path) -> 
     assert any(
         a.source.endswith("mask_emb") for a in preview("wav2vec2_ctc", tmp_path / "ctc.pt").unwrap().plan.applied
     )
+
+
+def test_what_the_family_never_reads_leaves_the_preview_as_it_is(tmp_path: Path) -> None:
+    """A pre-training run's settings and trainer state changed: the same preview, the same key."""
+    from tests.helpers import assert_unread_leaves_the_preview
+    from tests.originals import wav2vec2_pretraining_checkpoint
+
+    wav2vec2_pretraining_checkpoint(tmp_path / "w2v.pt", tmp_path)
+    assert_unread_leaves_the_preview("wav2vec2", tmp_path / "w2v.pt", tmp_path, {"quantize_input": True})

@@ -229,3 +229,12 @@ def test_a_file_without_a_quantizer_converts_to_the_headless_model(tmp_path: Pat
     torch.testing.assert_close(ours, _features(original, x), rtol=0, atol=ATOL)
     back = preview_reverse("wav2vec2_conformer", out).unwrap().plan
     assert {u.key.split(".")[0] for u in back.unrecoverable} >= {"project_q", "final_proj"}
+
+
+def test_what_the_family_never_reads_leaves_the_preview_as_it_is(
+    pretrained: tuple[str, Path, Any], tmp_path: Path
+) -> None:
+    """A pre-training run's settings and trainer state changed: the same preview, the same key."""
+    from tests.helpers import assert_unread_leaves_the_preview
+
+    assert_unread_leaves_the_preview("wav2vec2_conformer", pretrained[1], tmp_path, {"pos_enc_type": "abs"})

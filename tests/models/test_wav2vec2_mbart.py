@@ -277,3 +277,11 @@ def test_a_bare_state_dict_converts_with_a_config(shared: bool, tmp_path: Path) 
     bare = convert("wav2vec2_mbart", tmp_path / "bare.pt", tmp_path / "bare", config=hf / "config.json").unwrap()
     first, second = load_file(hf / "model.safetensors"), load_file(bare / "model.safetensors")
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_what_the_family_never_reads_leaves_the_preview_as_it_is(tmp_path: Path) -> None:
+    """The encoder's pre-training settings, as the file records them, changed: the same preview."""
+    from tests.helpers import assert_unread_leaves_the_preview
+
+    _, checkpoint = _build(tmp_path)
+    assert_unread_leaves_the_preview("wav2vec2_mbart", checkpoint, tmp_path, {"decoder_layers": 1})
