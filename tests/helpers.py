@@ -224,10 +224,17 @@ def printed(*args: str) -> str:
     return out.getvalue()
 
 
-def assert_unread_leaves_the_preview(name: str, path: Path, folder: Path, read: Mapping[str, Any]) -> None:
+def with_value(saved: Mapping[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """``saved`` with ``value`` at the dotted ``path`` (its sections copied, not changed)."""
+    head, *rest = path.split(".")
+    return {**saved, head: with_value(saved[head], ".".join(rest), value) if rest else value}
+
+
+def assert_unread_leaves_the_preview(name: str, path: Path, folder: Path, read: tuple[str, Any]) -> None:
     """Every value at the family's unread paths in the checkpoint ``path`` changed (:func:`with_unread_changed`):
-    the preview (planned, not kept) is the same text and the kept preview's key the same; ``read`` (entries
-    of ``cfg.model`` the family reads, the control) changes both. Files are written under ``folder``."""
+    the preview (planned, not kept) is the same text and the kept preview's key the same; ``read`` (a
+    dotted path the family reads and another value there, the control) changes both. Files are
+    written under ``folder``."""
     from wmap.preview_cache import key
     from wmap.registry import SHIPPED, entry
 
@@ -235,7 +242,7 @@ def assert_unread_leaves_the_preview(name: str, path: Path, folder: Path, read: 
     saved = torch.load(path, weights_only=False)  # the test's own file, with its originals' classes
     changed = with_unread_changed(saved, unread)
     assert changed != saved  # the file has some of them
-    control = dict(saved, cfg={**saved["cfg"], "model": {**saved["cfg"]["model"], **read}})
+    control = with_value(saved, *read)
     texts, keys = [], []
     for run, content in (("run-1", saved), ("run-2", changed), ("run-3", control)):
         (folder / run).mkdir()

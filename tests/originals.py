@@ -242,15 +242,22 @@ def distiller_original(config: dict[str, Any]) -> Any:
 
 
 def save_s3prl_checkpoint(path: Path, config: dict[str, Any], model: nn.Module) -> Path:
-    """Write the checkpoint as s3prl's distiller pre-training saves it."""
+    """Write the checkpoint as s3prl's pre-training runner saves a distiller's: the runner's state (the
+    optimizer's, after an update, the step, its arguments), then the distiller's weights and config."""
     import argparse
 
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
+    for parameter in model.parameters():  # a zero gradient: Adam's state filled, the weights as they are
+        parameter.grad = torch.zeros_like(parameter)
+    optimizer.step()
+    model.zero_grad(set_to_none=True)
     torch.save(
         {
-            "Distiller": model.state_dict(),
-            "Config": {"distiller": config, "task": {"sequence_length": 250000}},
-            "Args": argparse.Namespace(mode="train", upstream="distiller", seed=1337),
+            "Optimizer": optimizer.state_dict(),
             "Step": 200000,
+            "Args": argparse.Namespace(mode="train", upstream="distiller", seed=1337),
+            "Config": {"distiller": config, "task": {"sequence_length": 250000}},
+            "Distiller": model.state_dict(),
         },
         path,
     )

@@ -82,6 +82,11 @@ there. The model section's own paths (``w2v_path``, ``data``) are read: the prev
 among the fields it ignores."""
 
 
+S3PRL_RUNNER = ("Optimizer", "Scheduler", "Step", "Args", "Config.task")
+"""What s3prl's pre-training runner saves beside a distiller's weights and its ``Config.distiller``:
+the optimizer's and scheduler's state, the step, the command line, the task's settings."""
+
+
 def _encodec(rate: str, attribute: str) -> Family:
     return Family(
         f"encodec_{rate.replace(' ', '').lower()}",
@@ -217,6 +222,7 @@ SHIPPED: Final = (
         "transformers HubertModel",
         "wmap.models.distilhubert",
         "DISTILHUBERT",
+        unread=S3PRL_RUNNER,
     ),
     Family(
         "wav2vec2_mbart",

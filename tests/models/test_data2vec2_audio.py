@@ -182,4 +182,4 @@ def test_what_the_family_never_reads_leaves_the_preview_as_it_is(
     """A pre-training run's settings and trainer state changed: the same preview, the same key."""
     from tests.helpers import assert_unread_leaves_the_preview
 
-    assert_unread_leaves_the_preview("data2vec2_audio", pretrained[1], tmp_path, {"depth": 1})
+    assert_unread_leaves_the_preview("data2vec2_audio", pretrained[1], tmp_path, ("cfg.model.depth", 1))

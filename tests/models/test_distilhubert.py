@@ -93,3 +93,14 @@ def test_the_way_back_loads_in_s3prl_strictly_and_gives_the_same_features(tmp_pa
     x = torch.randn(2, 4000)
     with torch.no_grad():
         torch.testing.assert_close(_encoder_output(loaded, x), _encoder_output(original, x), rtol=0, atol=ATOL)
+
+
+def test_what_the_family_never_reads_leaves_the_preview_as_it_is(tmp_path: Path) -> None:
+    """The runner's state (optimizer, step, arguments) and the task's settings changed: the same
+    preview, the same key; the control changes the distiller's config."""
+    from tests.helpers import assert_unread_leaves_the_preview
+    from tests.originals import distiller_config, distiller_original, save_s3prl_checkpoint
+
+    config = distiller_config()
+    checkpoint = save_s3prl_checkpoint(tmp_path / "states-1000.ckpt", config, distiller_original(config))
+    assert_unread_leaves_the_preview("distilhubert", checkpoint, tmp_path, ("Config.distiller.conv_pos", 16))

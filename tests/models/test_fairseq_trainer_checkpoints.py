@@ -503,7 +503,7 @@ def test_what_the_family_never_reads_leaves_the_preview_and_its_key_as_they_are(
     key; the control changes a field the CTC wrapper reads."""
     from tests.helpers import assert_unread_leaves_the_preview
 
-    assert_unread_leaves_the_preview(*trained, tmp_path, {"blank_weight": 1.0})
+    assert_unread_leaves_the_preview(*trained, tmp_path, ("cfg.model.blank_weight", 1.0))
 
 
 def test_a_preview_of_another_run_of_a_sweep_is_shown_again_without_torch(tmp_path: Path) -> None:

@@ -77,4 +77,4 @@ def test_what_the_family_never_reads_leaves_the_preview_as_it_is(tmp_path: Path)
     from tests.originals import hubert_checkpoint
 
     hubert_checkpoint(tmp_path / "hubert.pt", tmp_path)
-    assert_unread_leaves_the_preview("hubert", tmp_path / "hubert.pt", tmp_path, {"layer_type": "conformer"})
+    assert_unread_leaves_the_preview("hubert", tmp_path / "hubert.pt", tmp_path, ("cfg.model.layer_type", "conformer"))

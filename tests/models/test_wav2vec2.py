@@ -113,4 +113,4 @@ def test_what_the_family_never_reads_leaves_the_preview_as_it_is(tmp_path: Path)
     from tests.originals import wav2vec2_pretraining_checkpoint
 
     wav2vec2_pretraining_checkpoint(tmp_path / "w2v.pt", tmp_path)
-    assert_unread_leaves_the_preview("wav2vec2", tmp_path / "w2v.pt", tmp_path, {"quantize_input": True})
+    assert_unread_leaves_the_preview("wav2vec2", tmp_path / "w2v.pt", tmp_path, ("cfg.model.quantize_input", True))

@@ -237,4 +237,4 @@ def test_what_the_family_never_reads_leaves_the_preview_as_it_is(
     """A pre-training run's settings and trainer state changed: the same preview, the same key."""
     from tests.helpers import assert_unread_leaves_the_preview
 
-    assert_unread_leaves_the_preview("wav2vec2_conformer", pretrained[1], tmp_path, {"pos_enc_type": "abs"})
+    assert_unread_leaves_the_preview("wav2vec2_conformer", pretrained[1], tmp_path, ("cfg.model.pos_enc_type", "abs"))

@@ -284,4 +284,4 @@ def test_what_the_family_never_reads_leaves_the_preview_as_it_is(tmp_path: Path)
     from tests.helpers import assert_unread_leaves_the_preview
 
     _, checkpoint = _build(tmp_path)
-    assert_unread_leaves_the_preview("wav2vec2_mbart", checkpoint, tmp_path, {"decoder_layers": 1})
+    assert_unread_leaves_the_preview("wav2vec2_mbart", checkpoint, tmp_path, ("cfg.model.decoder_layers", 1))
