@@ -333,6 +333,8 @@ def startup_commands(checkpoint: Path | None) -> dict[str, list[str]]:
         small = ["-m", "wmap", "preview", "data2vec_audio_ctc"]
         commands[f"wmap preview data2vec_audio_ctc checkpoint_last.pt {NEXT_STEP}"] = [*small, str(last)]
         commands[f"wmap preview data2vec_audio_ctc lr_3e-5.pt {SWEEP}"] = [*small, str(last.with_name("lr_3e-5.pt"))]
+        elsewhere = last.parent / "elsewhere" / "checkpoint_best.pt"
+        commands[f"wmap preview data2vec_audio_ctc elsewhere/checkpoint_best.pt {ELSEWHERE}"] = [*small, str(elsewhere)]
     return commands
 
 
@@ -347,12 +349,18 @@ SWEEP = "(another run of a sweep)"
 training settings and trainer state (:data:`wmap.registry.FAIRSEQ_TRAINER`)."""
 
 
+ELSEWHERE = "(another fine-tune elsewhere)"
+"""A preview of another fine-tune of the same model in its own folder (``elsewhere/``: its own data
+directory and pre-trained file's path, which the preview shows), never previewed itself, after the
+first run's was (:data:`wmap.registry.FAIRSEQ_PATHS`)."""
+
+
 def trainer_steps(data: Path) -> Path:
     """Two consecutive steps of a small fairseq CTC fine-tuning, as its ``Trainer`` saves them
     (``step1.pt``, ``step2.pt``), where the trainer keeps the last (``checkpoint_last.pt``), and another
-    run of a sweep (``lr_3e-5.pt``)."""
+    run of a sweep (``lr_3e-5.pt``) and a fine-tune in a folder of its own (``elsewhere/``)."""
     steps = data / "steps"
-    if not (steps / "lr_3e-5.pt").exists():
+    if not (steps / "elsewhere" / "checkpoint_best.pt").exists():
         import torch
         from tests.originals import ctc_trainer_checkpoint
 
@@ -360,6 +368,8 @@ def trainer_steps(data: Path) -> Path:
         torch.manual_seed(0)
         ctc_trainer_checkpoint(steps / "step1.pt", steps, then=steps / "step2.pt", encoder_layerdrop=0.0)
         ctc_trainer_checkpoint(steps / "lr_3e-5.pt", steps, lr=3e-5, encoder_layerdrop=0.0)
+        (steps / "elsewhere").mkdir(exist_ok=True)
+        ctc_trainer_checkpoint(steps / "elsewhere" / "checkpoint_best.pt", steps / "elsewhere", encoder_layerdrop=0.0)
     return steps / "checkpoint_last.pt"
 
 
@@ -399,7 +409,7 @@ def startup(repeats: int, checkpoint: Path | None = None) -> dict[str, Any]:
             shutil.copyfile(Path(arguments[-1]).with_name("step1.pt"), arguments[-1])
             once(arguments)
             shutil.copyfile(Path(arguments[-1]).with_name("step2.pt"), arguments[-1])
-        if not name.endswith(SWEEP):  # shown from the first run's kept preview, never from its own
+        if not name.endswith((SWEEP, ELSEWHERE)):  # shown from the first run's kept preview, never from its own
             once(arguments, name.endswith(KIND_SEEN))
     for _ in range(repeats):
         for name, arguments in commands.items():

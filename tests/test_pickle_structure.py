@@ -14,7 +14,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wmap.pickle_structure import Unkeyable, structure
+from wmap.pickle_structure import Unkeyable, structure, values_at
 
 BOOKKEEPING = frozenset({"optimizer_history", "extra_state"})
 
@@ -126,3 +126,11 @@ def test_equal_values_have_equal_structures_and_pickling_again_keeps_it(value: A
 def test_a_number_too_long_to_write_has_no_structure() -> None:
     with pytest.raises(Unkeyable):
         structure(pickle.dumps({"n": 10**5000}, protocol=2))
+
+
+def test_values_at_paths_are_read_where_they_are_plain() -> None:
+    data = pickle.dumps(SETTINGS, protocol=2)
+    found = values_at(data, ("cfg.model.path", "cfg.model.absent", "cfg.nowhere.path"))
+    assert found == {"cfg.model.path": "/runs/a"}
+    with pytest.raises(Unkeyable):
+        values_at(data, ("cfg.optimization",))  # not a plain value

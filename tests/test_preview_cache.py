@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import attrs
 import pytest
 import torch
 
@@ -127,3 +128,29 @@ def test_an_error_is_not_kept_and_an_unwritable_cache_changes_nothing(
     monkeypatch.setenv("WMAP_CACHE_DIR", str(blocked / "cache"))  # under a file: cannot be made
     result = wmap("preview", "encodec_48khz")
     assert result.returncode == 0 and "applied" in result.stdout
+
+
+def test_an_entry_whose_displayed_rows_are_not_there_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WMAP_CACHE_DIR", str(tmp_path))
+    row = ("fairseq cfg.model", "data", "'/runs/a'", "the training data directory")
+    as_text = preview_cache.Entry("", 0, ("clean", "green", ""), "", (row,), ((0, "cfg.model.data"),))
+    as_json = preview_cache.Entry(json.dumps(preview_cache.placeholder(0)), 0, None, "", (), ((0, "cfg.model.data"),))
+    for name, entry in (("text", as_text), ("json", as_json)):
+        preview_cache.store(name, entry)
+        assert preview_cache.load(name) == entry
+    preview_cache.store("text", attrs.evolve(as_text, displayed=((1, "cfg.model.data"),)))  # no row 1
+    preview_cache.store("json", attrs.evolve(as_json, text="{}"))  # no placeholder
+    assert preview_cache.load("text") is None and preview_cache.load("json") is None
+
+
+def test_a_displayed_value_shown_by_more_than_one_row_is_not_kept() -> None:
+    from wmap.cli import _displayed_rows
+    from wmap.config_fields import IgnoredField
+
+    rows = [IgnoredField("cfg.model", "data", "'/runs/a'", "why"), IgnoredField("cfg.task", "data", "'/runs/a'", "why")]
+    values = {"cfg.model.data": "/runs/a"}
+    assert _displayed_rows(rows[:1], values) == ((0, "cfg.model.data"),)
+    assert _displayed_rows(rows, values) is None
+    assert _displayed_rows(rows[:1], {"cfg.model.data": "/runs/b"}) == ()  # not shown: nothing to read again

@@ -17,7 +17,7 @@ import shlex
 import shutil
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, TextIO, cast
 
 import attrs
@@ -31,6 +31,7 @@ from wmap.registry import families
 from wmap.render import visible
 
 if TYPE_CHECKING:
+    from wmap.config_fields import IgnoredField
     from wmap.plan import MappingPlan
     from wmap.target_layouts import LayoutCache
 
@@ -102,23 +103,62 @@ def _preview(args: argparse.Namespace) -> int:
         "env": {name: os.environ.get(name) for name in SHOWN_BY},
     }
     names = [family.name for family in SHIPPED]
-    unread = family_entry(args.model).unread if args.model in names else ()
+    family = family_entry(args.model) if args.model in names else None
+    unread, displayed = (family.unread, family.displayed) if family is not None else ((), ())
     keyable = not args.no_cache and args.processor_file is None  # a directory named beside it: not keyed here
-    kept = preview_cache.key(args.model, args.checkpoint, args.config, shown, names, unread) if keyable else None
-    entry = None if kept is None else preview_cache.load(kept)
-    if entry is not None:
-        sys.stdout.write(entry.text)
-        if entry.summary is not None:  # the checkpoint named as it is now
-            from wmap.render import summary_line
-
-            _console(file=sys.stdout).print(summary_line(_preview_title(args), *entry.summary))
-            sys.stdout.write(entry.after)
+    by_shape = (*unread, *displayed)
+    kept = preview_cache.key(args.model, args.checkpoint, args.config, shown, names, by_shape) if keyable else None
+    values = None if kept is None else preview_cache.displayed_values(args.checkpoint, displayed)
+    entry = None if kept is None or values is None else preview_cache.load(kept)
+    if entry is not None and values is not None and all(path in values for _, path in entry.displayed):
+        _show_kept(entry, args, values)
         return entry.code
     out = preview_cache.Tee(sys.stdout)
-    code, shown_again = _planned_preview(args, out, _kept_layouts(args))
-    if kept is not None and shown_again is not None:
+    code, shown_again = _planned_preview(args, out, _kept_layouts(args), values or {})
+    if kept is not None and values is not None and shown_again is not None:
         preview_cache.store(kept, shown_again)
     return code
+
+
+def _show_kept(entry: preview_cache.Entry, args: argparse.Namespace, values: Mapping[str, object]) -> None:
+    """A kept preview as a fresh one shows it for the file as it is now: the summary line naming it,
+    and the values read at the family's displayed paths (:attr:`preview_cache.Entry.displayed`)."""
+    from wmap.config_fields import IgnoredField, shown
+
+    if entry.summary is None:  # JSON: the values in place of their placeholders
+        text = entry.text
+        for row, path in entry.displayed:
+            text = text.replace(json.dumps(preview_cache.placeholder(row)), json.dumps(shown(values[path])))
+        sys.stdout.write(text)
+        return
+    from wmap.render import print_ignored_fields, summary_line
+
+    sys.stdout.write(entry.text)
+    console = _console(file=sys.stdout)
+    console.print(summary_line(_preview_title(args), *entry.summary))
+    rows = [IgnoredField(*row) for row in entry.ignored]
+    now = {row: shown(values[path]) for row, path in entry.displayed}
+    if all(rows[row].value == value for row, value in now.items()):  # as kept: as it was rendered
+        sys.stdout.write(entry.after)
+        return
+    print_ignored_fields([attrs.evolve(f, value=now.get(row, f.value)) for row, f in enumerate(rows)], console)
+
+
+def _displayed_rows(
+    ignored: Sequence[IgnoredField], values: Mapping[str, object]
+) -> tuple[tuple[int, str], ...] | None:
+    """Which ignored field's row shows the value at which displayed path (the field of that name
+    showing that value); ``None`` where that is not one row (the preview is then not kept)."""
+    from wmap.config_fields import shown
+
+    rows = []
+    for path, value in values.items():
+        name, text = path.rsplit(".", 1)[-1], shown(value)
+        matching = [i for i, field in enumerate(ignored) if field.name == name and field.value == text]
+        if len(matching) > 1:
+            return None
+        rows += [(matching[0], path)] if matching else []
+    return tuple(rows)
 
 
 def _preview_title(args: argparse.Namespace) -> str:
@@ -134,11 +174,11 @@ def _kept_layouts(args: argparse.Namespace) -> LayoutCache | None:
 
 
 def _planned_preview(
-    args: argparse.Namespace, out: preview_cache.Tee, layouts: LayoutCache | None
+    args: argparse.Namespace, out: preview_cache.Tee, layouts: LayoutCache | None, values: Mapping[str, object]
 ) -> tuple[int, preview_cache.Entry | None]:
     """The preview written to ``out`` (a text stream that keeps a copy): its exit code, and what may
     be kept of it where a plan was made (an error is not kept); the target's layout kept in
-    ``layouts`` where one is."""
+    ``layouts`` where one is. ``values``: those at the family's displayed paths in the file."""
     from wmap.conversion import preview
     from wmap.render import plan_summary, plan_tables, print_ignored_fields, summary_line
 
@@ -150,10 +190,19 @@ def _planned_preview(
     plan = prepared.plan
     code = EXIT_OK if plan.is_clean() else EXIT_REFUSED
     stream = cast(TextIO, out)
+    displayed = _displayed_rows(prepared.ignored, values)
     if args.json:
         ignored = [attrs.asdict(f) for f in prepared.ignored]
-        print(json.dumps({**plan.to_json(), "config_fields_ignored": ignored}, indent=2), file=stream)
-        return code, preview_cache.Entry(out.text(), code)
+        text = json.dumps({**plan.to_json(), "config_fields_ignored": ignored}, indent=2)
+        print(text, file=stream)
+        if displayed is None:
+            return code, None
+        for row, _ in displayed:  # kept with placeholders: shown again with the file's values as they are then
+            ignored[row] = {**ignored[row], "value": preview_cache.placeholder(row)}
+        kept = json.dumps({**plan.to_json(), "config_fields_ignored": ignored}, indent=2)
+        if any(json.dumps(preview_cache.placeholder(row)) in text for row, _ in displayed):
+            return code, None  # a value spelled as a placeholder: not kept
+        return code, preview_cache.Entry(kept + "\n", code, displayed=displayed)
     console = _console(file=stream)
     tables = plan_tables(plan)
     if tables.renderables:
@@ -164,7 +213,10 @@ def _planned_preview(
     after = out.mark()
     print_ignored_fields(prepared.ignored, console)
     text = out.text()
-    return code, preview_cache.Entry(text[:before], code, summary, text[after:])
+    if displayed is None:
+        return code, None
+    rows = tuple((f.section, f.name, f.value, f.reason) for f in prepared.ignored) if displayed else ()
+    return code, preview_cache.Entry(text[:before], code, summary, text[after:], rows, displayed)
 
 
 CONVERT_STEPS = ("reading checkpoint", "planning", "applying plan", "writing output")

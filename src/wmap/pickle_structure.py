@@ -93,14 +93,39 @@ def structure(data: bytes, unread: Iterable[str] = ()) -> str:
     """The structure of the pickle ``data`` as text, the entries at the dotted paths ``unread`` by
     their shape alone. Raises :class:`Unkeyable`."""
     try:
-        loaded = _Reader(io.BytesIO(data)).load()
         writer = _Writer(frozenset(tuple(path.split(".")) for path in unread))
-        writer.write(loaded, ())
+        writer.write(_Reader(io.BytesIO(data)).load(), ())
         return "\n".join(writer.out)
     except Unkeyable:
         raise
     except Exception as error:  # a pickle this reading cannot follow (or a number too long to write)
         raise Unkeyable(type(error).__name__) from error
+
+
+ATOMS = (type(None), bool, int, float, str)
+
+
+def values_at(data: bytes, paths: Iterable[str]) -> dict[str, object]:
+    """The values of the pickle ``data`` at the dotted ``paths`` (mapping keys from the top) where it
+    has them: each a plain value (``None``, a flag, a number, a string), else :class:`Unkeyable`."""
+    try:
+        loaded = _Reader(io.BytesIO(data)).load()
+    except Exception as error:
+        raise Unkeyable(type(error).__name__) from error
+    found: dict[str, object] = {}
+    for path in paths:
+        value: object = loaded
+        for name in path.split("."):
+            value = value.get(name, _ABSENT) if isinstance(value, dict) else _ABSENT
+        if value is _ABSENT:
+            continue
+        if not isinstance(value, ATOMS):
+            raise Unkeyable(f"{path}: {type(value).__name__}")
+        found[path] = value
+    return found
+
+
+_ABSENT = object()
 
 
 class _Writer:

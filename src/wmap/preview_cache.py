@@ -32,7 +32,7 @@ from typing import Any, TextIO
 
 import attrs
 
-from wmap.pickle_structure import Unkeyable, structure
+from wmap.pickle_structure import Unkeyable, structure, values_at
 
 MAX_ENTRIES = 256
 MAX_STRUCTURE = 64 << 20
@@ -52,6 +52,17 @@ class Entry:
     code: int
     summary: tuple[str, str, str] | None = None
     after: str = ""
+    ignored: tuple[tuple[str, str, str, str], ...] = ()
+    displayed: tuple[tuple[int, str], ...] = ()
+    """Where the preview shows a value read at one of the family's displayed paths (counted in the key
+    by its shape alone): the ignored config fields' rows (section, field, value, reason) and which row
+    shows which path. The value is read again from the file as it is now, and the rows are shown
+    again in place of ``after``; in JSON, ``text`` holds :func:`placeholder` where the value goes."""
+
+
+def placeholder(row: int) -> str:
+    """What stands in a kept JSON preview for the value of the ignored field ``row``."""
+    return f"\0wmap displayed {row}\0"
 
 
 def cache_dir() -> Path:
@@ -86,6 +97,24 @@ def _structure(path: str, unread: Iterable[str] = ()) -> bytes | None:
             pickled = structure(archive.read(pickles[0]), unread)
             return pickled.encode("utf-8", "surrogatepass") + b"\0" + records
     except (OSError, ValueError, zipfile.BadZipFile, struct.error, Unkeyable):
+        return None
+
+
+def displayed_values(checkpoint: str | None, paths: Iterable[str]) -> dict[str, object] | None:
+    """The plain values at the dotted ``paths`` of a torch zip's pickle (read with every class a
+    stand-in; none for another file); ``None`` where they cannot be read."""
+    wanted = tuple(paths)
+    if checkpoint is None or not wanted:
+        return {}
+    try:
+        if not zipfile.is_zipfile(checkpoint):
+            return {}
+        with zipfile.ZipFile(checkpoint) as archive:
+            pickles = [info for info in archive.infolist() if info.filename.endswith("/data.pkl")]
+            if len(pickles) != 1 or pickles[0].file_size > MAX_STRUCTURE:
+                return None
+            return values_at(archive.read(pickles[0]), wanted)
+    except (OSError, ValueError, zipfile.BadZipFile, Unkeyable):
         return None
 
 
@@ -154,7 +183,14 @@ def load(name: str) -> Entry | None:
         if line is not None and len(line) != 3:
             return None
         summary = None if line is None else (str(line[0]), str(line[1]), str(line[2]))
-        return Entry(str(data["text"]), int(data["code"]), summary, str(data["after"]))
+        ignored = tuple((str(a), str(b), str(c), str(d)) for a, b, c, d in data["ignored"])
+        displayed = tuple((int(row), str(path)) for row, path in data["displayed"])
+        text = str(data["text"])
+        if summary is not None and any(not 0 <= row < len(ignored) for row, _ in displayed):
+            return None  # as text, a row of the ignored fields; in JSON, a placeholder in the text
+        if summary is None and any(json.dumps(placeholder(row)) not in text for row, _ in displayed):
+            return None
+        return Entry(text, int(data["code"]), summary, str(data["after"]), ignored, displayed)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -37,6 +37,9 @@ class Family:
     """What the family never reads of its checkpoints (dotted paths: a trainer's bookkeeping and
     training settings): left out of a kept preview's key but for their shape
     (:mod:`wmap.pickle_structure`)."""
+    displayed: tuple[str, ...] = ()
+    """What its preview only shows of its checkpoints (dotted paths to plain values, among the config
+    fields it ignores): counted in a kept preview's key by shape, and read again when it is shown."""
 
     def description(self) -> dict[str, str]:
         """``name``, ``source`` and ``target``, as a family module passes them to its ``ModelSpec``."""
@@ -81,6 +84,10 @@ a run, or another run of a sweep (other settings, the same model, task and data)
 there. The model section's own paths (``w2v_path``, ``data``) are read: the preview shows them
 among the fields it ignores."""
 
+
+FAIRSEQ_PATHS = ("cfg.model.w2v_path", "cfg.model.data")
+"""Where a fine-tuning run found the pre-trained weights and its data: the preview shows them among
+the fields it ignores; another fine-tune of the same model elsewhere differs there."""
 
 S3PRL_RUNNER = ("Optimizer", "Scheduler", "Step", "Args", "Config.task")
 """What s3prl's pre-training runner saves beside a distiller's weights and its ``Config.distiller``:
@@ -129,6 +136,7 @@ SHIPPED: Final = (
         "wmap.models.data2vec_audio",
         "DATA2VEC_AUDIO_CTC",
         unread=FAIRSEQ_TRAINER,
+        displayed=FAIRSEQ_PATHS,
     ),
     Family(
         "data2vec_audio",
@@ -137,6 +145,7 @@ SHIPPED: Final = (
         "wmap.models.data2vec_audio",
         "DATA2VEC_AUDIO",
         unread=FAIRSEQ_TRAINER,
+        displayed=FAIRSEQ_PATHS,
     ),
     Family(
         "dac",
@@ -152,6 +161,7 @@ SHIPPED: Final = (
         "wmap.models.data2vec2_audio",
         "DATA2VEC2_AUDIO",
         unread=FAIRSEQ_TRAINER,
+        displayed=FAIRSEQ_PATHS,
     ),
     Family(
         "data2vec2_audio_ctc",
@@ -160,6 +170,7 @@ SHIPPED: Final = (
         "wmap.models.data2vec2_audio",
         "DATA2VEC2_AUDIO_CTC",
         unread=FAIRSEQ_TRAINER,
+        displayed=FAIRSEQ_PATHS,
     ),
     Family(
         "wav2vec2",
@@ -168,6 +179,7 @@ SHIPPED: Final = (
         "wmap.models.wav2vec2",
         "WAV2VEC2",
         unread=FAIRSEQ_TRAINER,
+        displayed=FAIRSEQ_PATHS,
     ),
     Family(
         "wav2vec2_ctc",
@@ -176,6 +188,7 @@ SHIPPED: Final = (
         "wmap.models.wav2vec2",
         "WAV2VEC2_CTC",
         unread=FAIRSEQ_TRAINER,
+        displayed=FAIRSEQ_PATHS,
     ),
     Family(
         "wav2vec2_conformer",
@@ -184,6 +197,7 @@ SHIPPED: Final = (
         "wmap.models.wav2vec2_conformer",
         "WAV2VEC2_CONFORMER",
         unread=FAIRSEQ_TRAINER,
+        displayed=FAIRSEQ_PATHS,
     ),
     Family(
         "wav2vec2_conformer_ctc",
@@ -192,6 +206,7 @@ SHIPPED: Final = (
         "wmap.models.wav2vec2_conformer",
         "WAV2VEC2_CONFORMER_CTC",
         unread=FAIRSEQ_TRAINER,
+        displayed=FAIRSEQ_PATHS,
     ),
     Family(
         "hubert",
@@ -200,6 +215,7 @@ SHIPPED: Final = (
         "wmap.models.hubert",
         "HUBERT",
         unread=FAIRSEQ_TRAINER,
+        displayed=FAIRSEQ_PATHS,
     ),
     Family(
         "hubert_ctc",
@@ -208,6 +224,7 @@ SHIPPED: Final = (
         "wmap.models.hubert",
         "HUBERT_CTC",
         unread=FAIRSEQ_TRAINER,
+        displayed=FAIRSEQ_PATHS,
     ),
     Family(
         "whisper",
@@ -231,6 +248,7 @@ SHIPPED: Final = (
         "wmap.models.wav2vec2_mbart",
         "WAV2VEC2_MBART",
         unread=FAIRSEQ_TRAINER,
+        displayed=FAIRSEQ_PATHS,
     ),
 )
 """The families wmap ships."""

@@ -523,3 +523,35 @@ def test_a_preview_of_another_run_of_a_sweep_is_shown_again_without_torch(tmp_pa
     planned = wmap_imports(*named_args(runs[1]), cache=cache)
     assert first[0] == 0 and "torch" in first[2] and "torch" in planned[2]
     assert again[2] == set() and again[:2] == planned[:2] and "lr_3e-5" in again[1]
+
+
+@pytest.mark.parametrize("shown_as", [(), ("--json",)], ids=["text", "json"])
+def test_a_preview_of_another_fine_tune_elsewhere_is_shown_again_with_its_own_paths(
+    shown_as: tuple[str, ...], tmp_path: Path
+) -> None:
+    """Another fine-tune of the same model, in its own folder with its own data and from a pre-trained
+    file found elsewhere, at another rate: the first one's preview is shown again for it, with the
+    paths it names (among the ignored fields) read from it, as planning it shows them."""
+    import shutil
+    import tempfile
+
+    from tests.helpers import wmap_imports
+    from tests.originals import ctc_trainer_checkpoint
+
+    torch.manual_seed(0)
+    short = Path(tempfile.mkdtemp(prefix="wmap-"))  # paths short enough to be shown whole
+    try:
+        runs = [short / "run-a", short / "run-b"]
+        for folder, lr in zip(runs, (1e-4, 3e-5), strict=True):
+            folder.mkdir()
+            ctc_trainer_checkpoint(folder / "checkpoint_best.pt", folder, lr=lr, encoder_layerdrop=0.0)
+        cache, files = tmp_path / "cache", [str(folder / "checkpoint_best.pt") for folder in runs]
+        first = wmap_imports("preview", "data2vec_audio_ctc", files[0], *shown_as, cache=cache)
+        again = wmap_imports("preview", "data2vec_audio_ctc", files[1], *shown_as, cache=cache)
+        planned = wmap_imports("preview", "data2vec_audio_ctc", files[1], *shown_as, "--no-cache", cache=cache)
+    finally:
+        shutil.rmtree(short)
+    assert first[0] == 0 and "torch" in first[2] and "torch" in planned[2]
+    assert again[2] == set() and again[:2] == planned[:2]
+    assert "run-a" in first[1] and "run-a" not in again[1]  # the control: the first run's paths are not shown
+    assert again[1].count("run-b") >= 2  # its data, its pre-trained file (and as text, its own name)
