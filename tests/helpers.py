@@ -233,22 +233,38 @@ def with_value(saved: Mapping[str, Any], path: str, value: Any) -> dict[str, Any
 def assert_unread_leaves_the_preview(name: str, path: Path, folder: Path, read: tuple[str, Any]) -> None:
     """Every value at the family's unread paths in the checkpoint ``path`` changed (:func:`with_unread_changed`):
     the preview (planned, not kept) is the same text and the kept preview's key the same; ``read`` (a
-    dotted path the family reads and another value there, the control) changes both. Files are
-    written under ``folder``."""
+    dotted path the family reads and another value there, the control) changes both. With the values
+    at its displayed paths changed too, the kept preview is shown for the file as planning it shows it,
+    as text and as JSON. Files are written under ``folder``."""
+    import os
+
     from wmap.preview_cache import key
     from wmap.registry import SHIPPED, entry
 
-    unread = entry(name).unread
+    family = entry(name)
+    unread, by_shape = family.unread, (*family.unread, *family.displayed)
     saved = torch.load(path, weights_only=False)  # the test's own file, with its originals' classes
     changed = with_unread_changed(saved, unread)
     assert changed != saved  # the file has some of them
-    control = with_value(saved, *read)
+    runs = {
+        "run-1": saved,
+        "run-2": changed,
+        "run-3": with_value(saved, *read),
+        "run-4": with_unread_changed(saved, by_shape),
+    }
     texts, keys = [], []
-    for run, content in (("run-1", saved), ("run-2", changed), ("run-3", control)):
+    for run, content in runs.items():
         (folder / run).mkdir()
         torch.save(content, folder / run / "checkpoint.pt")
         file = str(folder / run / "checkpoint.pt")
-        keys.append(key(name, file, None, {}, [family.name for family in SHIPPED], unread))
+        keys.append(key(name, file, None, {}, [family.name for family in SHIPPED], by_shape))
         texts.append(printed("preview", name, file, "--no-cache", "--json").replace(run, "RUN"))
-    assert keys[0] is not None and keys[0] == keys[1] != keys[2]
+    assert keys[0] is not None and keys[0] == keys[1] == keys[3] != keys[2]
     assert texts[0] == texts[1] != texts[2]
+    cache = Path(os.environ["WMAP_CACHE_DIR"])
+    for shown_as in ((), ("--json",)):
+        printed("preview", name, str(folder / "run-1" / "checkpoint.pt"), *shown_as)  # kept
+        kept = {entry.name: entry.stat().st_mtime_ns for entry in cache.glob("*.json")}
+        again = printed("preview", name, str(folder / "run-4" / "checkpoint.pt"), *shown_as)
+        assert {entry.name: entry.stat().st_mtime_ns for entry in cache.glob("*.json")} == kept  # shown again
+        assert again == printed("preview", name, str(folder / "run-4" / "checkpoint.pt"), *shown_as, "--no-cache")
