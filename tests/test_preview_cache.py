@@ -146,11 +146,11 @@ def test_an_entry_whose_displayed_rows_are_not_there_is_not_used(
 
 
 def test_a_displayed_value_shown_by_more_than_one_row_is_not_kept() -> None:
-    from wmap.cli import _displayed_rows
     from wmap.config_fields import IgnoredField
+    from wmap.preview_cache import displayed_rows
 
     rows = [IgnoredField("cfg.model", "data", "'/runs/a'", "why"), IgnoredField("cfg.task", "data", "'/runs/a'", "why")]
     values = {"cfg.model.data": "/runs/a"}
-    assert _displayed_rows(rows[:1], values) == ((0, "cfg.model.data"),)
-    assert _displayed_rows(rows, values) is None
-    assert _displayed_rows(rows[:1], {"cfg.model.data": "/runs/b"}) == ()  # not shown: nothing to read again
+    assert displayed_rows(rows[:1], values) == ((0, "cfg.model.data"),)
+    assert displayed_rows(rows, values) is None
+    assert displayed_rows(rows[:1], {"cfg.model.data": "/runs/b"}) == ()  # not shown: nothing to read again

@@ -31,7 +31,6 @@ from wmap.registry import families
 from wmap.render import visible
 
 if TYPE_CHECKING:
-    from wmap.config_fields import IgnoredField
     from wmap.plan import MappingPlan
     from wmap.target_layouts import LayoutCache
 
@@ -144,23 +143,6 @@ def _show_kept(entry: preview_cache.Entry, args: argparse.Namespace, values: Map
     print_ignored_fields([attrs.evolve(f, value=now.get(row, f.value)) for row, f in enumerate(rows)], console)
 
 
-def _displayed_rows(
-    ignored: Sequence[IgnoredField], values: Mapping[str, object]
-) -> tuple[tuple[int, str], ...] | None:
-    """Which ignored field's row shows the value at which displayed path (the field of that name
-    showing that value); ``None`` where that is not one row (the preview is then not kept)."""
-    from wmap.config_fields import shown
-
-    rows = []
-    for path, value in values.items():
-        name, text = path.rsplit(".", 1)[-1], shown(value)
-        matching = [i for i, field in enumerate(ignored) if field.name == name and field.value == text]
-        if len(matching) > 1:
-            return None
-        rows += [(matching[0], path)] if matching else []
-    return tuple(rows)
-
-
 def _preview_title(args: argparse.Namespace) -> str:
     return f"{args.model} ← {args.checkpoint or 'bundled reference layout'}"
 
@@ -190,7 +172,7 @@ def _planned_preview(
     plan = prepared.plan
     code = EXIT_OK if plan.is_clean() else EXIT_REFUSED
     stream = cast(TextIO, out)
-    displayed = _displayed_rows(prepared.ignored, values)
+    displayed = preview_cache.displayed_rows(prepared.ignored, values)
     if args.json:
         ignored = [attrs.asdict(f) for f in prepared.ignored]
         text = json.dumps({**plan.to_json(), "config_fields_ignored": ignored}, indent=2)

@@ -25,14 +25,17 @@ import struct
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
 
 from wmap.pickle_structure import Unkeyable, structure, values_at
+
+if TYPE_CHECKING:
+    from wmap.config_fields import IgnoredField
 
 MAX_ENTRIES = 256
 MAX_STRUCTURE = 64 << 20
@@ -116,6 +119,22 @@ def displayed_values(checkpoint: str | None, paths: Iterable[str]) -> dict[str, 
             return values_at(archive.read(pickles[0]), wanted)
     except (OSError, ValueError, zipfile.BadZipFile, Unkeyable):
         return None
+
+
+def displayed_rows(ignored: Sequence[IgnoredField], values: Mapping[str, object]) -> tuple[tuple[int, str], ...] | None:
+    """Which of a preview's ignored config fields shows the value at which of the family's displayed
+    paths (``values``: those of the file): the row of the field of that name showing that value;
+    ``None`` where that is more than one row (the preview is then not kept)."""
+    from wmap.config_fields import shown
+
+    rows = []
+    for path, value in values.items():
+        name, text = path.rsplit(".", 1)[-1], shown(value)
+        matching = [i for i, field in enumerate(ignored) if field.name == name and field.value == text]
+        if len(matching) > 1:
+            return None
+        rows += [(matching[0], path)] if matching else []
+    return tuple(rows)
 
 
 def _package_files() -> Iterable[str]:
