@@ -85,9 +85,15 @@ there. The model section's own paths (``w2v_path``, ``data``) are read: the prev
 among the fields it ignores."""
 
 
-FAIRSEQ_PATHS = ("cfg.model.w2v_path", "cfg.model.data")
-"""Where a fine-tuning run found the pre-trained weights and its data: the preview shows them among
-the fields it ignores; another fine-tune of the same model elsewhere differs there."""
+FAIRSEQ_PATHS = (
+    "cfg.model.w2v_path",
+    "cfg.model.data",
+    "cfg.model.load_pretrained_encoder_from",
+    "cfg.model.load_pretrained_decoder_from",
+)
+"""Where a fine-tuning run found the pre-trained weights (an xm_transformer's encoder and decoder
+too) and its data: the preview shows them among the fields it ignores; another fine-tune of the same
+model elsewhere differs there."""
 
 S3PRL_RUNNER = ("Optimizer", "Scheduler", "Step", "Args", "Config.task")
 """What s3prl's pre-training runner saves beside a distiller's weights and its ``Config.distiller``:
