@@ -14,7 +14,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wmap.pickle_structure import Unkeyable, structure, values_at
+from wmap.pickle_structure import Unkeyable, read, structure, values_at
 
 BOOKKEEPING = frozenset({"optimizer_history", "extra_state"})
 
@@ -129,8 +129,8 @@ def test_a_number_too_long_to_write_has_no_structure() -> None:
 
 
 def test_values_at_paths_are_read_where_they_are_plain() -> None:
-    data = pickle.dumps(SETTINGS, protocol=2)
-    found = values_at(data, ("cfg.model.path", "cfg.model.absent", "cfg.nowhere.path"))
+    loaded = read(pickle.dumps(SETTINGS, protocol=2))
+    found = values_at(loaded, ("cfg.model.path", "cfg.model.absent", "cfg.nowhere.path"))
     assert found == {"cfg.model.path": "/runs/a"}
     with pytest.raises(Unkeyable):
-        values_at(data, ("cfg.optimization",))  # not a plain value
+        values_at(loaded, ("cfg.optimization",))  # not a plain value

@@ -71,7 +71,7 @@ def test_what_the_preview_depends_on_is_in_the_key(tmp_path: Path) -> None:
     shipped = ("encodec_32khz", "encodec_48khz")
     shown = {"json": False}
 
-    def key(path: Path = checkpoint, config: str | None = None, **overrides: object) -> str | None:
+    def key(path: Path = checkpoint, config: str | None = None, **overrides: object) -> preview_cache.Key | None:
         return preview_cache.key(
             str(overrides.get("family", "encodec_32khz")),
             str(path),

@@ -105,17 +105,19 @@ def _preview(args: argparse.Namespace) -> int:
     family = family_entry(args.model) if args.model in names else None
     unread, displayed = (family.unread, family.displayed) if family is not None else ((), ())
     keyable = not args.no_cache and args.processor_file is None  # a directory named beside it: not keyed here
-    by_shape = (*unread, *displayed)
-    kept = preview_cache.key(args.model, args.checkpoint, args.config, shown, names, by_shape) if keyable else None
-    values = None if kept is None else preview_cache.displayed_values(args.checkpoint, displayed)
-    entry = None if kept is None or values is None else preview_cache.load(kept)
-    if entry is not None and values is not None and all(path in values for _, path in entry.displayed):
-        _show_kept(entry, args, values)
+    kept = (
+        preview_cache.key(args.model, args.checkpoint, args.config, shown, names, unread, displayed)
+        if keyable
+        else None
+    )
+    entry = None if kept is None else preview_cache.load(kept.digest)
+    if entry is not None and kept is not None and all(path in kept.displayed for _, path in entry.displayed):
+        _show_kept(entry, args, kept.displayed)
         return entry.code
     out = preview_cache.Tee(sys.stdout)
-    code, shown_again = _planned_preview(args, out, _kept_layouts(args), values or {})
-    if kept is not None and values is not None and shown_again is not None:
-        preview_cache.store(kept, shown_again)
+    code, shown_again = _planned_preview(args, out, _kept_layouts(args), {} if kept is None else kept.displayed)
+    if kept is not None and shown_again is not None:
+        preview_cache.store(kept.digest, shown_again)
     return code
 
 
@@ -174,14 +176,14 @@ def _planned_preview(
     stream = cast(TextIO, out)
     displayed = preview_cache.displayed_rows(prepared.ignored, values)
     if args.json:
-        ignored = [attrs.asdict(f) for f in prepared.ignored]
-        text = json.dumps({**plan.to_json(), "config_fields_ignored": ignored}, indent=2)
+        planned, ignored = plan.to_json(), [attrs.asdict(f) for f in prepared.ignored]
+        text = json.dumps({**planned, "config_fields_ignored": ignored}, indent=2)
         print(text, file=stream)
         if displayed is None:
             return code, None
         for row, _ in displayed:  # kept with placeholders: shown again with the file's values as they are then
             ignored[row] = {**ignored[row], "value": preview_cache.placeholder(row)}
-        kept = json.dumps({**plan.to_json(), "config_fields_ignored": ignored}, indent=2)
+        kept = json.dumps({**planned, "config_fields_ignored": ignored}, indent=2)
         if any(json.dumps(preview_cache.placeholder(row)) in text for row, _ in displayed):
             return code, None  # a value spelled as a placeholder: not kept
         return code, preview_cache.Entry(kept + "\n", code, displayed=displayed)

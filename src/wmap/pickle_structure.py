@@ -89,29 +89,40 @@ class _Reader(_PYTHON_UNPICKLER):  # type: ignore[misc]
     dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
 
 
+def read(data: bytes) -> object:
+    """The pickle ``data`` with every global a stand-in: nothing imported, no code run. Raises
+    :class:`Unkeyable`."""
+    try:
+        return _Reader(io.BytesIO(data)).load()
+    except Exception as error:  # a pickle this reading cannot follow
+        raise Unkeyable(type(error).__name__) from error
+
+
 def structure(data: bytes, unread: Iterable[str] = ()) -> str:
-    """The structure of the pickle ``data`` as text, the entries at the dotted paths ``unread`` by
-    their shape alone. Raises :class:`Unkeyable`."""
+    """The structure of the pickle ``data`` as text (:func:`written`)."""
+    return written(read(data), unread)
+
+
+def written(loaded: object, unread: Iterable[str] = ()) -> str:
+    """The structure of a pickle as :func:`read` gives it, as text, the entries at the dotted paths
+    ``unread`` by their shape alone. Raises :class:`Unkeyable`."""
     try:
         writer = _Writer(frozenset(tuple(path.split(".")) for path in unread))
-        writer.write(_Reader(io.BytesIO(data)).load(), ())
+        writer.write(loaded, ())
         return "\n".join(writer.out)
     except Unkeyable:
         raise
-    except Exception as error:  # a pickle this reading cannot follow (or a number too long to write)
+    except Exception as error:  # a number too long to write
         raise Unkeyable(type(error).__name__) from error
 
 
 ATOMS = (type(None), bool, int, float, str)
 
 
-def values_at(data: bytes, paths: Iterable[str]) -> dict[str, object]:
-    """The values of the pickle ``data`` at the dotted ``paths`` (mapping keys from the top) where it
-    has them: each a plain value (``None``, a flag, a number, a string), else :class:`Unkeyable`."""
-    try:
-        loaded = _Reader(io.BytesIO(data)).load()
-    except Exception as error:
-        raise Unkeyable(type(error).__name__) from error
+def values_at(loaded: object, paths: Iterable[str]) -> dict[str, object]:
+    """The values of a pickle as :func:`read` gives it at the dotted ``paths`` (mapping keys from the
+    top) where it has them: each a plain value (``None``, a flag, a number, a string), else
+    :class:`Unkeyable`."""
     found: dict[str, object] = {}
     for path in paths:
         value: object = loaded

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
 
-from wmap.pickle_structure import Unkeyable, structure, values_at
+from wmap.pickle_structure import Unkeyable, read, values_at, written
 
 if TYPE_CHECKING:
     from wmap.config_fields import IgnoredField
@@ -77,10 +77,21 @@ def cache_dir() -> Path:
     return Path(base) / "wmap" / "previews"
 
 
-def _structure(path: str, unread: Iterable[str] = ()) -> bytes | None:
+@attrs.frozen
+class Key:
+    """What a preview is kept under (``digest``), and the values at the family's displayed paths in
+    the checkpoint (counted in the digest by their shape alone), read in the same reading."""
+
+    digest: str
+    displayed: dict[str, object] = attrs.field(factory=dict)
+
+
+def _structure(path: str, unread: Iterable[str], displayed: Iterable[str]) -> tuple[bytes, dict[str, object]] | None:
     """What a checkpoint's preview reads of it: a safetensors header, or a torch zip's ``data.pkl`` (its
-    structure, :func:`wmap.pickle_structure.structure`: what the family never reads (``unread``) but for
-    their shape) and its records' names and sizes; ``None`` for anything else (not kept)."""
+    structure, :func:`wmap.pickle_structure.written`: what the family never reads (``unread``) or only
+    shows (``displayed``) but for their shape) and its records' names and sizes, with the values at
+    the ``displayed`` paths; ``None`` for anything else (not kept)."""
+    shown_only = tuple(displayed)
     try:
         with open(path, "rb") as file:
             head = file.read(8)
@@ -89,7 +100,7 @@ def _structure(path: str, unread: Iterable[str] = ()) -> bytes | None:
                 if length > MAX_STRUCTURE:
                     return None
                 header = file.read(length)
-                return head + header if header.lstrip().startswith(b"{") and len(header) == length else None
+                return (head + header, {}) if header.lstrip().startswith(b"{") and len(header) == length else None
         with zipfile.ZipFile(path) as archive:
             infos = archive.infolist()
             pickles = [info for info in infos if info.filename.endswith("/data.pkl")]
@@ -97,27 +108,10 @@ def _structure(path: str, unread: Iterable[str] = ()) -> bytes | None:
                 return None
             others = [info for info in infos if info is not pickles[0]]  # the pickle counts by its structure
             records = json.dumps([(info.filename.split("/", 1)[-1], info.file_size) for info in others]).encode()
-            pickled = structure(archive.read(pickles[0]), unread)
-            return pickled.encode("utf-8", "surrogatepass") + b"\0" + records
+            loaded = read(archive.read(pickles[0]))
+            pickled = written(loaded, (*unread, *shown_only))
+            return pickled.encode("utf-8", "surrogatepass") + b"\0" + records, values_at(loaded, shown_only)
     except (OSError, ValueError, zipfile.BadZipFile, struct.error, Unkeyable):
-        return None
-
-
-def displayed_values(checkpoint: str | None, paths: Iterable[str]) -> dict[str, object] | None:
-    """The plain values at the dotted ``paths`` of a torch zip's pickle (read with every class a
-    stand-in; none for another file); ``None`` where they cannot be read."""
-    wanted = tuple(paths)
-    if checkpoint is None or not wanted:
-        return {}
-    try:
-        if not zipfile.is_zipfile(checkpoint):
-            return {}
-        with zipfile.ZipFile(checkpoint) as archive:
-            pickles = [info for info in archive.infolist() if info.filename.endswith("/data.pkl")]
-            if len(pickles) != 1 or pickles[0].file_size > MAX_STRUCTURE:
-                return None
-            return values_at(archive.read(pickles[0]), wanted)
-    except (OSError, ValueError, zipfile.BadZipFile, Unkeyable):
         return None
 
 
@@ -166,21 +160,26 @@ def key(
     shown: dict[str, Any],
     shipped: Iterable[str],
     unread: Iterable[str] = (),
-) -> str | None:
+    displayed: Iterable[str] = (),
+) -> Key | None:
     """The digest a preview is kept under, or ``None`` where it cannot be kept (a family not shipped
     with wmap, a checkpoint or config file whose structure is not read here). ``unread``: what the
     family never reads of the checkpoint (dotted paths), of which only the shape counts (another step
-    of a training run, or another run of the same model with other settings, is then shown again)."""
+    of a training run, or another run of the same model with other settings, is then shown again);
+    ``displayed``: what its preview only shows (dotted paths to plain values), counted by shape too,
+    and read (:attr:`Key.displayed`) to be shown again as the file has it."""
     if family not in set(shipped):
         return None
     digest = hashlib.sha256()
     parts: list[bytes] = [family.encode(), json.dumps(shown, sort_keys=True).encode()]
     parts += [line.encode() for line in (*_package_files(), *package_versions(), sys.version)]
+    values: dict[str, object] = {}
     if checkpoint is not None:
-        found = _structure(checkpoint, unread)
+        found = _structure(checkpoint, unread, displayed)
         if found is None:
             return None
-        parts.append(found)  # not where it is: the summary line names it as it is shown (:class:`Entry`)
+        values = found[1]
+        parts.append(found[0])  # not where it is: the summary line names it as it is shown (:class:`Entry`)
     if config is not None:
         try:
             with open(config, "rb") as file:
@@ -191,7 +190,7 @@ def key(
             return None
     for part in parts:
         digest.update(struct.pack("<Q", len(part)) + part)
-    return digest.hexdigest()
+    return Key(digest.hexdigest(), values)
 
 
 def load(name: str) -> Entry | None:
