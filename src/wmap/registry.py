@@ -81,8 +81,7 @@ FAIRSEQ_TRAINER = (
 the training loop's (epoch, iterations, metrics), the training settings (also those of the
 pre-training a fine-tuned file's encoder records), and the tasks' data directories. Another step of
 a run, or another run of a sweep (other settings, the same model, task and data), differs only
-there. The model section's own paths (``w2v_path``, ``data``) are read: the preview shows them
-among the fields it ignores."""
+there. The model section's own paths are displayed (:data:`FAIRSEQ_PATHS`)."""
 
 
 FAIRSEQ_PATHS = (
@@ -98,6 +97,12 @@ model elsewhere differs there."""
 S3PRL_RUNNER = ("Optimizer", "Scheduler", "Step", "Args", "Config.task")
 """What s3prl's pre-training runner saves beside a distiller's weights and its ``Config.distiller``:
 the optimizer's and scheduler's state, the step, the command line, the task's settings."""
+
+
+def _fairseq(name: str, source: str, target: str, module: str, attribute: str) -> Family:
+    """A fairseq family: its checkpoints hold a trainer's state and training settings, never read
+    (:data:`FAIRSEQ_TRAINER`), and paths its preview only shows (:data:`FAIRSEQ_PATHS`)."""
+    return Family(name, source, target, module, attribute, unread=FAIRSEQ_TRAINER, displayed=FAIRSEQ_PATHS)
 
 
 def _encodec(rate: str, attribute: str) -> Family:
@@ -135,23 +140,19 @@ SHIPPED: Final = (
         "wmap.models.musicgen",
         "AUDIOGEN",
     ),
-    Family(
+    _fairseq(
         "data2vec_audio_ctc",
         "fairseq data2vec-audio fine-tuned for CTC (a trainer checkpoint)",
         "transformers Data2VecAudioForCTC, with its Wav2Vec2Processor",
         "wmap.models.data2vec_audio",
         "DATA2VEC_AUDIO_CTC",
-        unread=FAIRSEQ_TRAINER,
-        displayed=FAIRSEQ_PATHS,
     ),
-    Family(
+    _fairseq(
         "data2vec_audio",
         "fairseq data2vec-audio pre-trained (a trainer checkpoint)",
         "transformers Data2VecAudioModel (headless)",
         "wmap.models.data2vec_audio",
         "DATA2VEC_AUDIO",
-        unread=FAIRSEQ_TRAINER,
-        displayed=FAIRSEQ_PATHS,
     ),
     Family(
         "dac",
@@ -160,77 +161,61 @@ SHIPPED: Final = (
         "wmap.models.dac",
         "DAC",
     ),
-    Family(
+    _fairseq(
         "data2vec2_audio",
         "fairseq data2vec 2.0 audio pre-trained (data2vec_multi; a trainer checkpoint, without ALiBi)",
         "transformers Data2VecAudioModel (headless)",
         "wmap.models.data2vec2_audio",
         "DATA2VEC2_AUDIO",
-        unread=FAIRSEQ_TRAINER,
-        displayed=FAIRSEQ_PATHS,
     ),
-    Family(
+    _fairseq(
         "data2vec2_audio_ctc",
         "fairseq data2vec 2.0 audio fine-tuned for CTC (a trainer checkpoint, without ALiBi)",
         "transformers Data2VecAudioForCTC, with its Wav2Vec2Processor",
         "wmap.models.data2vec2_audio",
         "DATA2VEC2_AUDIO_CTC",
-        unread=FAIRSEQ_TRAINER,
-        displayed=FAIRSEQ_PATHS,
     ),
-    Family(
+    _fairseq(
         "wav2vec2",
         "fairseq wav2vec 2.0 pre-trained (a trainer checkpoint: quantizer, project_q, final_proj)",
         "transformers Wav2Vec2ForPreTraining",
         "wmap.models.wav2vec2",
         "WAV2VEC2",
-        unread=FAIRSEQ_TRAINER,
-        displayed=FAIRSEQ_PATHS,
     ),
-    Family(
+    _fairseq(
         "wav2vec2_ctc",
         "fairseq wav2vec 2.0 fine-tuned for CTC (base or large/XLS-R style; a trainer checkpoint)",
         "transformers Wav2Vec2ForCTC, with its Wav2Vec2Processor",
         "wmap.models.wav2vec2",
         "WAV2VEC2_CTC",
-        unread=FAIRSEQ_TRAINER,
-        displayed=FAIRSEQ_PATHS,
     ),
-    Family(
+    _fairseq(
         "wav2vec2_conformer",
         "fairseq wav2vec 2.0 Conformer pre-trained (rel_pos or rope; a trainer checkpoint)",
         "transformers Wav2Vec2ConformerForPreTraining",
         "wmap.models.wav2vec2_conformer",
         "WAV2VEC2_CONFORMER",
-        unread=FAIRSEQ_TRAINER,
-        displayed=FAIRSEQ_PATHS,
     ),
-    Family(
+    _fairseq(
         "wav2vec2_conformer_ctc",
         "fairseq wav2vec 2.0 Conformer fine-tuned for CTC (rel_pos or rope; a trainer checkpoint)",
         "transformers Wav2Vec2ConformerForCTC, with its Wav2Vec2Processor",
         "wmap.models.wav2vec2_conformer",
         "WAV2VEC2_CONFORMER_CTC",
-        unread=FAIRSEQ_TRAINER,
-        displayed=FAIRSEQ_PATHS,
     ),
-    Family(
+    _fairseq(
         "hubert",
         "fairseq HuBERT pre-trained (a trainer checkpoint; label dictionaries in task_state)",
         "transformers HubertModel",
         "wmap.models.hubert",
         "HUBERT",
-        unread=FAIRSEQ_TRAINER,
-        displayed=FAIRSEQ_PATHS,
     ),
-    Family(
+    _fairseq(
         "hubert_ctc",
         "fairseq HuBERT fine-tuned for CTC (a trainer checkpoint)",
         "transformers HubertForCTC, with its Wav2Vec2Processor",
         "wmap.models.hubert",
         "HUBERT_CTC",
-        unread=FAIRSEQ_TRAINER,
-        displayed=FAIRSEQ_PATHS,
     ),
     Family(
         "whisper",
@@ -247,14 +232,12 @@ SHIPPED: Final = (
         "DISTILHUBERT",
         unread=S3PRL_RUNNER,
     ),
-    Family(
+    _fairseq(
         "wav2vec2_mbart",
         "fairseq xm_transformer: wav2vec2 encoder + conv adaptor + transformer decoder",
         "transformers SpeechEncoderDecoderModel(Wav2Vec2Model, MBartForCausalLM)",
         "wmap.models.wav2vec2_mbart",
         "WAV2VEC2_MBART",
-        unread=FAIRSEQ_TRAINER,
-        displayed=FAIRSEQ_PATHS,
     ),
 )
 """The families wmap ships."""
