@@ -211,19 +211,6 @@ def with_unread_changed(saved: Mapping[str, Any], unread: tuple[str, ...]) -> di
     return out
 
 
-def printed(*args: str) -> str:
-    """What ``wmap ARGS`` prints, run in this process."""
-    import contextlib
-    import io
-
-    from wmap.cli import main
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        main(list(args))
-    return out.getvalue()
-
-
 def with_value(saved: Mapping[str, Any], path: str, value: Any) -> dict[str, Any]:
     """``saved`` with ``value`` at the dotted ``path`` (its sections copied, not changed)."""
     head, *rest = path.split(".")
@@ -238,8 +225,12 @@ def assert_unread_leaves_the_preview(name: str, path: Path, folder: Path, read: 
     as text and as JSON. Files are written under ``folder``."""
     import os
 
+    from tests.test_cli import wmap
     from wmap.preview_cache import key
     from wmap.registry import SHIPPED, entry
+
+    def printed(*args: str) -> str:
+        return wmap(*args).stdout
 
     family = entry(name)
     unread, by_shape = family.unread, (*family.unread, *family.displayed)

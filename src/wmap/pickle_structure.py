@@ -10,7 +10,8 @@ What a family never reads of a checkpoint (``unread``: dotted paths of mappings'
 top, such as a trainer's optimizer history and its training settings, ``cfg.optimization``) is
 written by its shape alone: its keys, kinds and lengths, with every other value standing as "value".
 So another step of the same run, or another run of the same model with other training settings, has
-the same structure; all that the family reads stays in it, value for value.
+the same structure; all that the family reads stays in it, value for value. What its preview only
+shows is written by shape too, and read as values (:func:`values_at`) to be shown again.
 """
 
 from __future__ import annotations
