@@ -118,7 +118,7 @@ def main(revs: list[str]) -> None:
         )
 
 
-PROCESSORS = ("whisper_processor.py", "ctc_processor.py", "fairseq/processor.py")
+PROCESSORS = ("whisper_processor.py", "wav2vec2_mbart_processor.py", "ctc_processor.py", "fairseq/processor.py")
 """Modules that write processor files (tokenizers, feature extractors): neither config nor export code."""
 
 MOVED = {"shared fairseq/config.py": "shared fairseq.py", "shared fairseq/export.py": "shared models/fairseq_export.py"}

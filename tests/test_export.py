@@ -409,7 +409,7 @@ def test_two_feature_extractor_files_that_disagree_are_refused(ctc_dir: Path, tm
 def test_a_feature_extractor_file_fairseq_cannot_take_is_refused_naming_each_field() -> None:
     """The feature extractor's settings are fairseq's task table read back: each bad field is named
     with what was expected (a string for ``do_normalize``, a rate of 0), and a good file reads."""
-    from wmap.fairseq.export import feature_settings
+    from wmap.fairseq.processor import feature_settings
 
     error = feature_settings({"preprocessor_config.json": '{"do_normalize": "yes", "sampling_rate": 0}'}).failure()
     assert (error.source, error.key) == ("preprocessor_config.json", "sampling_rate")

@@ -7,7 +7,8 @@ another one uses (``docs/porting.md``). wmap never imports fairseq itself.
   conformer layers, projections, made targets, load-time upgrades);
 - :mod:`wmap.fairseq.dictionary`: the label dictionary as inert data (the unpickling stand-in,
   ``dict.*.txt``);
-- :mod:`wmap.fairseq.processor`: the CTC processor (vocabulary from the dictionary, feature extractor);
+- :mod:`wmap.fairseq.processor`: the CTC processor (vocabulary from the dictionary, feature extractor),
+  both ways (the way back: the dictionary from the vocabulary, the task's settings from the extractor's);
 - :mod:`wmap.fairseq.export`: the way back (configs from the same tables, the trainer's file).
 - :mod:`wmap.fairseq.family`: a wav2vec 2.0-style family from one description (:class:`Wav2Vec2Style`):
   the pre-trained and CTC specs, both ways, and the blocks they are made of.
@@ -49,11 +50,9 @@ from wmap.fairseq.export import (
     audio_task,
     ctc_exporter,
     encoder_cfg,
-    feature_settings,
     mask_embedding,
     pretraining_exporter,
     trainer_file,
-    vocabulary_dictionary,
     with_mask_embedding,
 )
 from wmap.fairseq.family import (
@@ -77,6 +76,8 @@ from wmap.fairseq.processor import (
     ctc_vocabulary,
     feature_extractor_settings,
     feature_extractor_writer,
+    feature_settings,
+    vocabulary_dictionary,
 )
 from wmap.fairseq.rules import (
     ATTENTION,

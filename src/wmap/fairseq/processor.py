@@ -19,11 +19,11 @@ import attrs
 from returns.result import Failure, Result, Success
 from transformers import PretrainedConfig
 
-from wmap.config_fields import ConfigTable, Translated, boolean, get, integer, translate
-from wmap.errors import BadConfig
+from wmap.config_fields import ConfigTable, Translated, boolean, get, integer, inverse, translate
+from wmap.errors import BadConfig, Disagrees
 from wmap.fairseq.config import fairseq_model_config, fairseq_task_config
-from wmap.fairseq.dictionary import Dictionary, DictionaryError, find_in_task_state, parse_dict_file
-from wmap.io import read_small_text, save_processor
+from wmap.fairseq.dictionary import SPECIALS, Dictionary, DictionaryError, find_in_task_state, parse_dict_file
+from wmap.io import parse_json, read_small_text, save_processor
 from wmap.models.base import Writer
 
 WORD_DELIMITER = "|"
@@ -183,3 +183,63 @@ def feature_extractor_writer(
 ) -> Result[Writer, BadConfig]:
     """The feature extractor alone (headless models: the original script saved only that)."""
     return feature_extractor_settings(config, meta).map(lambda settings: settings.write)
+
+
+# --- the way back: the directory's processor files -> fairseq's dictionary and task settings ----------
+
+VOCAB = "vocab.json"
+FEATURES = "processor_config.json|preprocessor_config.json"
+"""The feature extractor's settings: nested in transformers v5's processor file, or on their own."""
+
+
+def vocabulary_dictionary(vocab_json: str, size: int) -> Result[Dictionary, BadConfig]:
+    """fairseq's target dictionary from the tokenizer's vocabulary: index 0 back to ``<s>`` (fairseq's
+    blank), the four specials first, then the labels in index order. ``size``: the CTC head's outputs
+    (``config.vocab_size``), which the vocabulary must name one for one; a label fairseq's
+    ``dict.ltr.txt`` cannot hold (empty, a line break, a space before its count) is refused."""
+    try:
+        vocab = parse_json(vocab_json)
+        by_index = {int(i): str(token) for token, i in vocab.items()}
+    except (ValueError, TypeError, AttributeError, OverflowError) as error:  # int(1e999): OverflowError
+        return Failure(BadConfig(VOCAB, "vocab", "a token -> id mapping", f"{type(error).__name__}"))
+    bos, pad, eos, unk = SPECIALS
+    expected = {0: pad, 1: bos, 2: eos, 3: unk}  # the forward direction swapped fairseq's blank <s> and <pad>
+    if {i: by_index.get(i) for i in expected} != expected or sorted(by_index) != list(range(len(by_index))):
+        found = str([by_index.get(i) for i in range(4)])
+        return Failure(BadConfig(VOCAB, "vocab", "ids 0-3 <pad> <s> </s> <unk> then the labels, no gaps", found))
+    if len(vocab) != len(by_index) or len(by_index) != size:
+        expected_size = f"{size} distinct tokens with distinct ids (config.json's vocab_size: the CTC head's outputs)"
+        return Failure(Disagrees(VOCAB, "vocab", expected_size, f"{len(vocab)} tokens with {len(by_index)} ids"))
+    bad = next((t for t in by_index.values() if not t or t != t.strip() or len(t.splitlines()) != 1), None)
+    if bad is not None:
+        expected_token = "labels a dict.ltr.txt line can hold (no line break, no surrounding space, not empty)"
+        return Failure(Disagrees(VOCAB, "vocab", expected_token, repr(bad)[:40]))
+    return Success(Dictionary((*SPECIALS, *(by_index[i] for i in range(4, len(by_index))))))
+
+
+def _settings(text: str, where: str) -> Result[tuple[bool, int], BadConfig]:
+    """``do_normalize`` and ``sampling_rate`` of a feature extractor's file (nested in v5's processor
+    file): fairseq's task table (:data:`TASK`) read back."""
+    try:
+        features = parse_json(text)
+    except ValueError as error:
+        return Failure(BadConfig(where, "feature_extractor", "a Wav2Vec2FeatureExtractor config (JSON)", str(error)))
+    table = ConfigTable(where, inverse(TASK.fields))
+    read = translate(table, get(features, "feature_extractor", features), report_unknown=False)
+    return read.map(lambda found: (found.kwargs["normalize"], found.kwargs["sample_rate"]))
+
+
+def feature_settings(files: Mapping[str, str]) -> Result[tuple[bool, int], BadConfig]:
+    """The feature extractor's normalisation and sampling rate, from ``processor_config.json`` or
+    ``preprocessor_config.json``; where a directory holds both (a v4 directory re-saved by v5), they
+    must agree: which one a loader reads is then no question."""
+    held = [name for name in FEATURES.split("|") if name in files]
+    read = [_settings(files[name], name) for name in held] or [_settings(files[FEATURES], FEATURES)]
+    failed = next((r for r in read if isinstance(r, Failure)), None)
+    if failed is not None:
+        return failed
+    found = [r.unwrap() for r in read]
+    if any(other != found[0] for other in found[1:]):
+        expected = f"the settings of {held[0]} (do_normalize, sampling_rate = {found[0]})"
+        return Failure(Disagrees(held[1], "do_normalize, sampling_rate", expected, str(found[1])))
+    return Success(found[0])

@@ -59,8 +59,8 @@ from wmap.fairseq import (
     layers_agree,
 )
 from wmap.fairseq.dictionary import STAND_INS
-from wmap.fairseq.export import FEATURES, audio_task, ctc_exporter, feature_settings, trainer_file
-from wmap.fairseq.processor import ctc_processor, feature_extractor_writer
+from wmap.fairseq.export import audio_task, ctc_exporter, trainer_file
+from wmap.fairseq.processor import FEATURES, ctc_processor, feature_extractor_writer, feature_settings
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, shipped
 from wmap.pipeline import first_match, scoped
 from wmap.plan import MakeRule

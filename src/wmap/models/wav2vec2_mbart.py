@@ -22,7 +22,6 @@ from typing import Any
 
 from returns.result import Failure, Result, Success
 from transformers import (
-    GenerationConfig,
     MBartConfig,
     PretrainedConfig,
     SpeechEncoderDecoderConfig,
@@ -72,18 +71,10 @@ from wmap.fairseq import (
     wav2vec2_encoder_fields,
 )
 from wmap.fairseq.dictionary import STAND_INS
-from wmap.fairseq.export import (
-    FEATURES,
-    audio_task,
-    encoder_cfg,
-    fairseq_layout,
-    feature_settings,
-    mask_embedding,
-    trainer_file,
-)
-from wmap.fairseq.processor import FeatureExtractorSettings
-from wmap.io import staged_copy
-from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, Writer, shipped, writing
+from wmap.fairseq.export import audio_task, encoder_cfg, fairseq_layout, mask_embedding, trainer_file
+from wmap.fairseq.processor import FEATURES, feature_settings
+from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, shipped
+from wmap.models.wav2vec2_mbart_processor import extras
 from wmap.pipeline import first_match, scoped, seq, upgrade, when
 from wmap.transforms import (
     PARAMS,
@@ -103,8 +94,6 @@ EMBED = "decoder.embed_tokens.weight"
 POSITIONS = "decoder.embed_positions.weight"
 DECODER_VERSION = "decoder.version"
 """fairseq's decoder format marker: below 3, its loader drops the final layer norm as older files lack it."""
-MBART50_EN_XX = 250004
-"""The seed's ``forced_bos_token_id`` (``en_XX`` in mBART-50's vocabulary)."""
 
 
 W2V_ENCODER = ConfigTable(
@@ -412,57 +401,6 @@ def pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
         first_match("wav2vec2 + mbart", (*encoder_rules(model, config.encoder), *decoder_rules(model))),
         route_weight_norm(),
     )
-
-
-GENERATION = {
-    "decoder_start_token_id": 2,
-    "pad_token_id": 1,
-    "bos_token_id": 0,
-    "eos_token_id": 2,
-    "forced_eos_token_id": 2,
-}
-"""The seed's generation settings (transformers 5 keeps them out of the model config)."""
-
-
-def generation_config(config: PretrainedConfig) -> GenerationConfig:
-    """:data:`GENERATION`, with ``forced_bos_token_id`` mBART-50's ``en_XX`` where the vocabulary has it."""
-    english = MBART50_EN_XX if int(getattr(config.decoder, "vocab_size", 0)) > MBART50_EN_XX else None
-    return GenerationConfig(**GENERATION, forced_bos_token_id=english)
-
-
-FEATURES_16KHZ = FeatureExtractorSettings(16_000, do_normalize=True, return_attention_mask=True)
-
-
-def extras(config: PretrainedConfig, meta: Mapping[str, Any], file: Path | None) -> Result[Writer, BadConfig]:
-    """The wav2vec2 feature extractor (16 kHz, with attention mask), the generation config, and the
-    MBart50Tokenizer where the user gave its sentencepiece model (``--tokenizer``, the seed's ``dict_path``)."""
-    tokenizer = Success(writing()) if file is None else load_tokenizer(file)
-    generation = generation_config(config).save_pretrained
-    return tokenizer.map(partial(writing, FEATURES_16KHZ.write, generation))
-
-
-def load_tokenizer(path: Path) -> Result[Writer, BadConfig]:
-    """``MBart50Tokenizer`` from a sentencepiece model, checked before writing."""
-    where = str(path)
-    if not path.is_file():
-        return Failure(BadConfig(where, "--tokenizer", "an existing sentencepiece model file", "no such file"))
-    try:
-        from transformers import MBart50Tokenizer
-
-        # transformers 5 converts a sentencepiece model found under its conventional name in a directory.
-        with staged_copy(path, "sentencepiece.bpe.model") as staging:
-            tokenizer = MBart50Tokenizer.from_pretrained(staging)
-    except ImportError as error:
-        return Failure(
-            BadConfig(where, "--tokenizer", "sentencepiece installed (pip install 'wmap[tokenizer]')", str(error))
-        )
-    except Exception as error:
-        return Failure(BadConfig(where, "--tokenizer", "a sentencepiece model file", " ".join(str(error).split())))
-    if (tokenizer.pad_token_id, tokenizer.eos_token_id) != (1, 2):
-        found = f"pad/eos = {tokenizer.pad_token_id}/{tokenizer.eos_token_id}"
-        return Failure(BadConfig(where, "--tokenizer", "fairseq's pad/eos ids 1/2 (as the config has)", found))
-
-    return Success(tokenizer.save_pretrained)
 
 
 def variant(config: PretrainedConfig) -> dict[str, Any]:
