@@ -18,6 +18,8 @@ from safetensors.torch import load_file, save_file
 from tests.helpers import CTC_LETTERS, hub_directory
 from wmap.conversion import convert
 from wmap.errors import BadConfig, Disagrees, OutputRefused, PlanNotClean, UnreadableCheckpoint
+from wmap.fairseq import STAND_INS
+from wmap.io import read_checkpoint
 from wmap.way_back import export, preview_reverse
 
 
@@ -42,6 +44,17 @@ def test_a_transformers_directory_exports_and_the_export_converts_back_to_the_sa
     first, second = load_file(ctc_dir / "model.safetensors"), load_file(back / "model.safetensors")
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
     assert json.loads((back / "vocab.json").read_text()) == {t: i for i, t in enumerate(CTC_LETTERS)}
+
+
+def test_the_exported_config_names_its_own_folder_as_the_data_directory(ctc_dir: Path, tmp_path: Path) -> None:
+    """fairseq's tasks read ``data`` (the fine-tuning task its dict.ltr.txt there): each place a
+    fine-tuned file names it is the folder written to, and nothing else of the cfg is a placeholder."""
+    (tmp_path / "out").mkdir()
+    out = export("wav2vec2_ctc", ctc_dir, tmp_path / "out" / "checkpoint.pt").unwrap()
+    cfg = read_checkpoint(out, stand_ins=STAND_INS).unwrap().meta["cfg"]
+    places = (cfg["model"], cfg["model"]["w2v_args"]["task"], cfg["task"])
+    assert [place["data"] for place in places] == [str(out.parent)] * 3
+    assert (out.parent / "dict.ltr.txt").is_file()
 
 
 @pytest.mark.parametrize("variant", ["sharded", "float16", "bfloat16", "no processor", "stale index", "v4 names"])

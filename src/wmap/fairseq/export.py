@@ -19,7 +19,7 @@ from typing import Any
 from returns.result import Failure, Result, Success
 from transformers import PretrainedConfig
 
-from wmap.config_fields import Field, inverse, values_back
+from wmap.config_fields import Field, Slot, filled, inverse, values_back
 from wmap.errors import BadConfig, Disagrees
 from wmap.fairseq.config import CTC_FINE_TUNING, wav2vec2_encoder_fields
 from wmap.fairseq.dictionary import FAIRSEQ_GLOBAL, Dictionary, dict_file_text, saved_fields
@@ -76,39 +76,21 @@ def mask_embedding(config: PretrainedConfig) -> tuple[MakeRule, ...]:
     return (MakeRule("mask_emb", Zeros((int(config.hidden_size),)), reason),)
 
 
-def trainer_file(
-    cfg: Mapping[str, Any],
-    state: Mapping[str, Any],
-    criterion: str,
-    data: Path | None = None,
-    at: tuple[str, ...] = ("task",),
-) -> dict[str, Any]:
-    """What fairseq's loader expects around a model: ``cfg``, the state dict, an optimizer history
-    (``_upgrade_state_dict`` reads it) and the iterator's state; no optimizer state. ``data``: the
-    directory fairseq's tasks read (its ``--data``: the folder the file is written to), named in each
-    section of ``cfg`` at ``at`` (dotted paths: :data:`FINE_TUNED_DATA`)."""
-    for path in at if data is not None else ():
-        cfg = with_data(cfg, path.split("."), str(data))
-    return {
-        "args": None,
-        "cfg": dict(cfg),
-        "model": dict(state),
-        "optimizer_history": [
-            {"criterion_name": criterion, "optimizer_name": "none", "lr_scheduler_state": {}, "num_updates": 0}
-        ],
-        "extra_state": {"train_iterator": {"epoch": 1}},
-    }
+DATA = Slot("the data directory fairseq's tasks read: the folder the file is written to")
+"""Where an exported ``cfg`` names the data directory (a task's ``data``, a CTC wrapper's); filled by
+:func:`trainer_file` when the file's folder is known."""
+
+NO_OPTIMIZER = {"optimizer_name": "none", "lr_scheduler_state": {}, "num_updates": 0}
+FIRST_EPOCH = {"train_iterator": {"epoch": 1}}
 
 
-FINE_TUNED_DATA = ("model", "model.w2v_args.task", "task")
-"""Where a fine-tuned wav2vec2-style file names the data directory: the wrapper, the pre-training task
-its encoder is built with, and the fine-tuning task (which reads ``dict.ltr.txt`` there)."""
-
-
-def with_data(section: Mapping[str, Any], path: list[str], data: str) -> dict[str, Any]:
-    """``section`` with ``data`` set in its subsection at ``path``."""
-    head, *rest = path
-    return {**section, head: with_data(section[head], rest, data) if rest else {**section[head], "data": data}}
+def trainer_file(cfg: Mapping[str, Any], state: Mapping[str, Any], criterion: str, data: Path) -> dict[str, Any]:
+    """What fairseq's loader expects around a model: ``cfg`` (its :data:`DATA` slots filled with ``data``,
+    the folder the file is written to), the state dict, an optimizer history (``_upgrade_state_dict``
+    reads it) and the iterator's state; no optimizer state."""
+    history = [{"criterion_name": criterion, **NO_OPTIMIZER}]
+    cfg = filled(cfg, DATA, str(data))
+    return {"args": None, "cfg": cfg, "model": dict(state), "optimizer_history": history, "extra_state": FIRST_EPOCH}
 
 
 def fairseq_layout(
@@ -129,8 +111,9 @@ def fairseq_layout(
 
 
 def audio_task(name: str, features: tuple[bool, int], **fields: Any) -> dict[str, Any]:
-    """A fairseq audio task's config: its name, and the normalisation and rate of the features."""
-    return {"_name": name, "normalize": features[0], "sample_rate": features[1], **fields}
+    """A fairseq audio task's config: its name, the normalisation and rate of the features, and its
+    data directory (:data:`DATA`)."""
+    return {"_name": name, "normalize": features[0], "sample_rate": features[1], "data": DATA, **fields}
 
 
 def read_features(source: ExportSource) -> Result[tuple[bool, int], BadConfig]:
@@ -201,6 +184,7 @@ def ctc_exporter(
                 "w2v_args": {"task": pretraining, "model": encoder_model(config)},
                 "w2v_path": "",
                 "normalize": features[0],
+                "data": DATA,
                 **values_back(CTC_FINE_TUNING.fields, config),  # final_dropout, apply_mask
                 **(wrapper or {}),
             }
@@ -215,7 +199,7 @@ def ctc_exporter(
         )
 
     def container(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
-        file = trainer_file(meta["cfg"], state, "CtcCriterion", where.parent, FINE_TUNED_DATA)
+        file = trainer_file(meta["cfg"], state, "CtcCriterion", where.parent)
         # as fairseq's trainer keeps it: the task reads no dict.ltr.txt when the checkpoint has its dictionary
         dictionary = saved_fields(meta[DICTIONARY])
         return {**file, "task_state": {"target_dictionary": PickledAs(FAIRSEQ_GLOBAL, dictionary)}}

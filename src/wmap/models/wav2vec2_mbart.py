@@ -71,7 +71,7 @@ from wmap.fairseq import (
     wav2vec2_encoder_fields,
 )
 from wmap.fairseq.dictionary import STAND_INS
-from wmap.fairseq.export import audio_task, encoder_cfg, fairseq_layout, mask_embedding, trainer_file
+from wmap.fairseq.export import DATA, audio_task, encoder_cfg, fairseq_layout, mask_embedding, trainer_file
 from wmap.fairseq.processor import FEATURES, feature_settings
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, shipped
 from wmap.models.wav2vec2_mbart_processor import extras
@@ -440,6 +440,7 @@ def model_cfg(config: PretrainedConfig, normalize: bool, rate: int) -> dict[str,
         "w2v_args": {"task": audio_task("audio_pretraining", (normalize, rate)), "model": w2v},
         **{name: w2v[name] for name in FINE_TUNING_OVERRIDES if name in w2v},
         "normalize": normalize,
+        "data": DATA,
         "encoder_embed_dim": int(encoder.hidden_size),
         **values_back(ADAPTOR, encoder),
         **values_back(DECODER, decoder),
@@ -461,7 +462,8 @@ def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadC
 
     def meta(found: tuple[bool, int]) -> tuple[Layout, dict[str, Any]]:
         layout = fairseq_layout(source, encoder=source.config.encoder)
-        return layout, {"cfg": {"model": model_cfg(source.config, *found), "task": {"_name": "speech_to_text"}}}
+        task = {"_name": "speech_to_text", "data": DATA}
+        return layout, {"cfg": {"model": model_cfg(source.config, *found), "task": task}}
 
     return feature_settings(source.files).map(meta)
 
@@ -479,7 +481,7 @@ def container(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) ->
     model = {**state, DECODER_VERSION: torch.tensor([3.0])}
     if cfg["share_decoder_input_output_embed"]:
         model[OUTPUT_PROJECTION] = state[EMBED]
-    return trainer_file(meta["cfg"], model, "LabelSmoothedCrossEntropyCriterion", where.parent, ("model", "task"))
+    return trainer_file(meta["cfg"], model, "LabelSmoothedCrossEntropyCriterion", where.parent)
 
 
 EXPORTER = Exporter(
