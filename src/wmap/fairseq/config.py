@@ -43,18 +43,17 @@ ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "tanh": "tanh", "linear": "linear
 
 def fairseq_model_config(meta: Mapping[str, Any]) -> object | None:
     """The model section of a fairseq checkpoint's config (``cfg.model`` or old-style ``args``)."""
-    cfg = meta.get("cfg")
-    model: object = get(cfg, "model", None) if cfg is not None else None
-    if model is None:
-        model = meta.get("args")
-    return model
+    return _section(meta, "model")
 
 
 def fairseq_task_config(meta: Mapping[str, Any]) -> object | None:
     """The task section (``cfg.task``; old-style ``args`` holds task fields at the top level)."""
-    cfg = meta.get("cfg")
-    task: object = get(cfg, "task", None) if cfg is not None else None
-    return task if task is not None else meta.get("args")
+    return _section(meta, "task")
+
+
+def _section(meta: Mapping[str, Any], name: str) -> object | None:
+    found: object = get(meta.get("cfg"), name, None)
+    return found if found is not None else meta.get("args")
 
 
 def fairseq_encoder_config(meta: Mapping[str, Any]) -> object | None:
