@@ -148,14 +148,14 @@ def hub_directory(
 
 
 PROBE = """
-import json, sys
-from wmap.cli import main
-code = main(sys.argv[1:])
-sys.stdout.flush()
+import atexit, json, sys
+from wmap.cli import run
 watched = ("torch", "transformers", "transformers.modeling_utils")
-print(json.dumps([name for name in watched if name in sys.modules]), file=sys.stderr)
-sys.exit(code)
+atexit.register(lambda: print(json.dumps([name for name in watched if name in sys.modules]), file=sys.stderr))
+run()
 """
+"""The command as ``python -m wmap`` runs it (:func:`wmap.cli.run`), telling from an exit handler which
+modules it imported: the handler's line is there only if ``run`` ran the exit handlers."""
 
 
 def wmap_imports(*args: str, cache: Path) -> tuple[int, str, set[str]]:

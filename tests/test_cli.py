@@ -61,6 +61,33 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return reference_checkpoint(tmp_path_factory.mktemp("ckpt") / "encodec_32khz.pt")
 
 
+RUN = """
+import atexit, sys
+class Teardown:
+    def __del__(self):
+        print("torn down", file=sys.stderr)
+kept = Teardown()  # a module global: freed only by the interpreter's teardown
+atexit.register(lambda: print("exit handler ran", file=sys.stderr))
+from wmap.cli import run
+run()
+"""
+
+
+@pytest.mark.parametrize("args", [("preview", "encodec_48khz"), ("models",), ("no-such-command",)])
+def test_the_command_ends_without_the_interpreter_s_teardown(args: tuple[str, ...]) -> None:
+    """``python -m wmap`` (``run``) exits with main's code and all its output, after the exit handlers,
+    without tearing the interpreter down (a module global is never freed): the second a command that
+    built a model would otherwise spend freeing torch's and transformers' objects."""
+    env = {**os.environ, "COLUMNS": "200"}
+    done = subprocess.run(
+        [sys.executable, "-c", RUN, *args], capture_output=True, text=True, timeout=300, env=env, check=False
+    )
+    expected = wmap(*args)
+    assert (done.returncode, done.stdout) == (expected.returncode, expected.stdout)
+    assert done.stderr.splitlines()[-1] == "exit handler ran" and "torn down" not in done.stderr
+    assert expected.returncode == (2 if args[0] == "no-such-command" else 0)
+
+
 def test_models_lists_every_family() -> None:
     result = wmap_process("models")
     assert result.returncode == 0

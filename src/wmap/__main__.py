@@ -1,7 +1,5 @@
 """``python -m wmap``: the ``wmap`` command."""
 
-import sys
+from wmap.cli import run
 
-from wmap.cli import main
-
-sys.exit(main())
+run()

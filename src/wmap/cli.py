@@ -10,6 +10,7 @@ the conversion code are imported only by the verbs that use them.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import os
@@ -18,7 +19,7 @@ import shutil
 import signal
 import sys
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, TextIO, cast
+from typing import TYPE_CHECKING, NoReturn, TextIO, cast
 
 import attrs
 from returns.result import Failure
@@ -492,6 +493,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(stop, handler)
 
 
+def run() -> NoReturn:
+    """The ``wmap`` command (``python -m wmap``, the console script): :func:`main`, then the process ends
+    as soon as its work is done. The exit handlers run and the standard streams are flushed, as at any
+    exit; what is skipped is the interpreter's teardown, which frees every object of torch's and
+    transformers' modules one by one: about a second after a command that built a model, which the user
+    would wait for and nothing needs (the files are written and closed, the kernel holds their pages)."""
+    try:
+        code = main()
+    except SystemExit as stop:  # argparse: --help, or bad usage (its message is printed)
+        code = stop.code if isinstance(stop.code, int) else _printed(stop.code)
+    atexit._run_exitfuncs()  # logging's shutdown, weakref finalizers, and any handler a caller registered
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
+
+
+def _printed(message: object) -> int:
+    """``sys.exit(message)``'s meaning: the message on stderr, status 1 (0 for ``None``)."""
+    if message is None:
+        return 0
+    print(message, file=sys.stderr)
+    return 1
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         code: int = args.run(args)
@@ -530,4 +556,4 @@ def _stdout_to_devnull() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
