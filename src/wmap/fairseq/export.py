@@ -81,7 +81,7 @@ DATA = Slot("the data directory fairseq's tasks read: the folder the file is wri
 :func:`trainer_file` when the file's folder is known."""
 
 NO_OPTIMIZER = {"optimizer_name": "none", "lr_scheduler_state": {}, "num_updates": 0}
-FIRST_EPOCH = {"train_iterator": {"epoch": 1}}
+"""An optimizer history entry of a file no optimizer has stepped (its criterion beside it)."""
 
 
 def trainer_file(cfg: Mapping[str, Any], state: Mapping[str, Any], criterion: str, data: Path) -> dict[str, Any]:
@@ -89,8 +89,14 @@ def trainer_file(cfg: Mapping[str, Any], state: Mapping[str, Any], criterion: st
     the folder the file is written to), the state dict, an optimizer history (``_upgrade_state_dict``
     reads it) and the iterator's state; no optimizer state."""
     history = [{"criterion_name": criterion, **NO_OPTIMIZER}]
-    cfg = filled(cfg, DATA, str(data))
-    return {"args": None, "cfg": cfg, "model": dict(state), "optimizer_history": history, "extra_state": FIRST_EPOCH}
+    loop = {"train_iterator": {"epoch": 1}}
+    return {
+        "args": None,
+        "cfg": filled(cfg, DATA, str(data)),
+        "model": dict(state),
+        "optimizer_history": history,
+        "extra_state": loop,
+    }
 
 
 def fairseq_layout(

@@ -5,6 +5,10 @@ vocabulary is the checkpoint's own fairseq target dictionary (from
 ``task_state``, or a ``dict.*.txt`` the user names) and a
 ``Wav2Vec2FeatureExtractor`` whose settings come from the fine-tuning task's
 config. Headless families get the feature extractor alone.
+
+The way back (``wmap export``) reads the same files back: ``vocab.json`` to fairseq's target
+dictionary (the blank swap undone), the feature extractor's settings to the task's ``normalize`` and
+``sample_rate`` (:data:`TASK` inverted).
 """
 
 from __future__ import annotations
