@@ -6,6 +6,8 @@ import argparse
 import os
 import pickle
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -384,3 +386,17 @@ def test_a_checkpoint_whose_name_is_not_utf8_is_read_and_copied_from_its_mapping
     assert mapped_file(name, read.tensors.values()) is not None
     convert("encodec_32khz", name, tmp_path / "hf").unwrap()
     assert (tmp_path / "hf" / "model.safetensors").stat().st_size > 1000
+
+
+def test_the_io_package_imports_only_the_layers_below_it() -> None:
+    """``wmap.io`` reads and writes files: it imports no family, no cache of kept results, no planning
+    or conversion (a fresh process; before ``wmap.target`` held the layout value, writing imported the
+    layout cache and through it the preview cache)."""
+    probe = "import sys, wmap.io; print(' '.join(sorted(m for m in sys.modules if m.startswith('wmap.'))))"
+    imported = set(
+        subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    )
+    below = {"wmap.errors", "wmap.keys", "wmap.kinds", "wmap.layout", "wmap.pickle_scan", "wmap.target"}
+    below |= {"wmap.transforms", "wmap.values"}  # the layout's types
+    assert {name for name in imported if not name.startswith("wmap.io")} <= below
+    assert "wmap.io.writing" in imported  # the probe saw the package whole

@@ -40,7 +40,8 @@ from wmap.models.base import ModelSpec, TranslatedConfig, Writer, class_name
 from wmap.plan import NO_EXCEPTIONS, Accept, MappingPlan
 from wmap.planner import make_plan
 from wmap.registry import Registry, resolve
-from wmap.target_layouts import LayoutCache, TargetLayout
+from wmap.target import TargetLayout
+from wmap.target_layouts import LayoutCache
 from wmap.transforms import Layout, Transform
 
 if TYPE_CHECKING:

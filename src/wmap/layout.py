@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, TypeVar
 import torch
 from torch import nn
 
-from wmap.target_layouts import GENERATION_FILE, TargetLayout
+from wmap.target import GENERATION_FILE, TargetLayout
 from wmap.transforms import Layout
 
 if TYPE_CHECKING:

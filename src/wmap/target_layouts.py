@@ -16,34 +16,19 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
 
 from wmap.preview_cache import package_versions
+from wmap.target import TargetLayout
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
 PACKAGES = ("transformers", "torch")
-GENERATION_FILE = "generation_config.json"
-"""The file a generating model's ``save_pretrained`` writes its generation config to."""
 MAX_ENTRIES = 256
-
-
-@attrs.frozen
-class TargetLayout:
-    """A target model's state-dict names and shapes (in its order), each tensor's kind, and what its
-    ``save_pretrained`` writes beside the weights that the config alone does not say: the tied keys
-    (target -> source, left out of the weights) and its ``generation_config.json`` (``None``: the
-    model does not generate)."""
-
-    layout: Mapping[str, tuple[int, ...]]
-    kinds: Mapping[str, str]
-    tied: Mapping[str, str] = attrs.field(factory=dict)
-    generation: str | None = None
 
 
 @attrs.frozen

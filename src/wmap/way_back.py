@@ -35,7 +35,8 @@ from wmap.plan import NO_EXCEPTIONS, Accept, MakeRule, MappingPlan
 from wmap.planner import reverse_plan
 from wmap.registry import Registry, resolve
 from wmap.reverse import reverse, tied_primary
-from wmap.target_layouts import LayoutCache, TargetLayout
+from wmap.target import TargetLayout
+from wmap.target_layouts import LayoutCache
 from wmap.transforms import EXACT, Transform, skip
 
 

@@ -19,7 +19,7 @@ from wmap.io.mapped import MappedFile, copy_from_file
 from wmap.io.torch_file import PickledAs as PickledAs  # re-exported where it always was
 from wmap.io.torch_file import save_pickled_as, writable, write_torch_file
 from wmap.kinds import DTYPES
-from wmap.target_layouts import GENERATION_FILE, TargetLayout
+from wmap.target import GENERATION_FILE, TargetLayout
 
 if TYPE_CHECKING:
     from huggingface_hub import StateDictSplit
