@@ -88,6 +88,19 @@ def test_the_command_ends_without_the_interpreter_s_teardown(args: tuple[str, ..
     assert expected.returncode == (2 if args[0] == "no-such-command" else 0)
 
 
+@pytest.mark.parametrize("args", [("preview", "encodec_48khz"), ("preview", "encodec_48khz", "--json"), ("models",)])
+def test_a_reader_that_closed_the_pipe_gets_the_pipe_s_code_not_a_plan_verdict(args: tuple[str, ...]) -> None:
+    """``wmap preview ... | head -1``: the reader has what it wanted. Exit 141 (128 + SIGPIPE, what a
+    shell expects), nothing on stderr; not 1, which says the plan is not clean (rich's own answer to a
+    closed pipe, before the console said otherwise). The reader is gone before anything is written."""
+    read, write = os.pipe()
+    run = subprocess.Popen([sys.executable, "-m", "wmap", *args], stdout=write, stderr=subprocess.PIPE, text=True)
+    os.close(write)
+    os.close(read)
+    _, err = run.communicate(timeout=300)
+    assert (run.returncode, err) == (141, "")
+
+
 def test_models_lists_every_family() -> None:
     result = wmap_process("models")
     assert result.returncode == 0

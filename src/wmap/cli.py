@@ -47,8 +47,16 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+class _Console(Console):
+    """rich's console, but a reader that closed the pipe is the command's to report: rich's own answer
+    (stdout to /dev/null, then ``SystemExit(1)``) would say "the plan is not clean" to a shell."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError
+
+
 def _console(stderr: bool = False, file: TextIO | None = None) -> Console:
-    return Console(stderr=stderr, file=file, width=None if sys.stdout.isatty() else 160)
+    return _Console(stderr=stderr, file=file, width=None if sys.stdout.isatty() else 160)
 
 
 def _fail(error: WmapError) -> int:
