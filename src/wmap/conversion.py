@@ -81,19 +81,24 @@ def resolve_config(
     ``field``: what errors call the file (the ``--config`` option; an exported directory's ``config.json``)."""
     if isinstance(config, PretrainedConfig):
         if not isinstance(config, spec.config_class):
-            expected = f"a {spec.config_class.__name__} ({spec.name} builds {spec.target})"
-            return Failure(BadConfig(spec.name, field, expected, f"a {type(config).__name__}"))
+            expected = f"a config of class {spec.config_class.__name__} ({spec.name} builds {spec.target})"
+            return Failure(BadConfig(spec.name, field, expected, f"a config of class {type(config).__name__}"))
         return Success(TranslatedConfig(config))
     if config is not None:
         path = Path(os.fspath(config))
-        expected = f"a {spec.config_class.__name__} JSON file"
+        expected = _config_file(spec)
         return read_small_text(path, field, expected).bind(lambda text: _config_from_json(spec, path, text, field))
     return spec.config_from_checkpoint(meta, layout)
 
 
+def _config_file(spec: ModelSpec) -> str:
+    """What a ``--config`` file must be, for messages."""
+    return f"a config.json of the family's config class, {spec.config_class.__name__}"
+
+
 def _config_from_json(spec: ModelSpec, path: Path, text: str, field: str) -> Result[TranslatedConfig, BadConfig]:
     """The config a JSON file holds, as transformers' own validation accepts it."""
-    expected = f"a {spec.config_class.__name__} JSON file"
+    expected = _config_file(spec)
     try:
         data = parse_json(text)
     except ValueError as error:
