@@ -101,6 +101,38 @@ def test_what_the_preview_depends_on_is_in_the_key(tmp_path: Path) -> None:
     assert key(tmp_path / "legacy.pt") is None
 
 
+def test_a_folder_counts_by_its_files_and_a_folder_beside_the_checkpoint_counts_too(tmp_path: Path) -> None:
+    """A folder (MusicGen's, the T5 named beside it): each weights file by its structure (not its
+    values), any other file by its bytes, hidden ones not at all; a subfolder is not keyed."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "t5"
+    folder.mkdir()
+    save_file({"w": torch.zeros(2, 3)}, folder / "model.safetensors")
+    (folder / "config.json").write_text('{"d_model": 3}')
+    checkpoint = reference_checkpoint(tmp_path / "lm.pt", "encodec_32khz")
+
+    def key(path: Path = folder, beside: Path | None = None) -> str | None:
+        found = preview_cache.key(
+            "musicgen", str(path), None, {}, ("musicgen",), beside=None if beside is None else str(beside)
+        )
+        return None if found is None else found.digest
+
+    base = key()
+    assert base is not None and key() == base
+    save_file({"w": torch.ones(2, 3)}, folder / "model.safetensors")  # other values, the same structure
+    (folder / ".cache").write_text("a hub download's bookkeeping")
+    assert key() == base
+    (folder / "config.json").write_text('{"d_model": 4}')
+    assert key() not in (None, base)
+    with_t5 = key(checkpoint, folder)
+    assert with_t5 is not None and with_t5 != key(checkpoint)  # what lies beside counts
+    (folder / "config.json").write_text('{"d_model": 3}')
+    assert key(checkpoint, folder) not in (None, with_t5) and key() == base
+    (folder / "sub").mkdir()
+    assert key() is None and key(checkpoint, folder) is None
+
+
 def test_a_kept_not_clean_plan_exits_1_again_and_a_broken_entry_is_planned_again(tmp_path: Path) -> None:
     checkpoint = tmp_path / "odd.pt"
     state = torch.load(reference_checkpoint(tmp_path / "e.pt", "encodec_32khz"), weights_only=True)

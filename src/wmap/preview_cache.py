@@ -5,7 +5,8 @@ A preview is a pure function of: the family's rules (wmap's own code: only shipp
 kept), the checkpoint's names, shapes, dtypes and metadata (for a torch zip all in its ``data.pkl``,
 read here as its structure with every class a stand-in (:mod:`wmap.pickle_structure`), what the
 family never reads (a trainer's bookkeeping and training settings) but for its shape; for safetensors all in its header,
-read as bytes), the ``--config`` file, the
+read as bytes; for a folder, as MusicGen's and the T5 named beside it are, each file so, or by its bytes),
+the ``--config`` file, the
 versions of the packages that make the target's layout (transformers, torch), and how the output is
 shown (``--json``, the console's width and colours); and of the checkpoint's path only through the
 summary line that names it. The key is a digest of all of them but the path; the entry is the printed
@@ -87,6 +88,51 @@ class Key:
 
 
 def _structure(path: str, unread: Iterable[str], displayed: Iterable[str]) -> tuple[bytes, dict[str, object]] | None:
+    """What a preview reads of a checkpoint file (:func:`_file_structure`) or folder (MusicGen's, the T5
+    named beside it: :func:`_folder_structure`; no displayed paths there)."""
+    if os.path.isdir(path):
+        return None if tuple(displayed) else _folder_structure(path, unread)
+    return _file_structure(path, unread, displayed)
+
+
+WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth", ".th", ".ckpt")
+"""The files of a folder read as weights: by their structure, not their bytes."""
+MAX_FILES = 1000
+
+
+def _folder_structure(path: str, unread: Iterable[str]) -> tuple[bytes, dict[str, object]] | None:
+    """A folder's files (not hidden ones), each by its name and what a preview reads of it: a weights
+    file (:data:`WEIGHT_FILES`) by its structure, as a checkpoint file's; any other (a ``config.json``,
+    tokenizer files) by its bytes. ``None`` for a subfolder, a weights file whose structure is not read
+    here, a file too big to read whole, or too many files."""
+    parts: list[bytes] = []
+    try:
+        names = sorted(name for name in os.listdir(path) if not name.startswith("."))
+        if len(names) > MAX_FILES:
+            return None
+        for name in names:
+            where = os.path.join(path, name)
+            if not os.path.isfile(where):
+                return None
+            found = _file_structure(where, unread, ()) if name.endswith(WEIGHT_FILES) else _whole(where)
+            if found is None:
+                return None
+            for part in (name.encode("utf-8", "surrogateescape"), found[0]):
+                parts.append(struct.pack("<Q", len(part)) + part)
+    except OSError:
+        return None
+    return b"".join(parts), {}
+
+
+def _whole(path: str) -> tuple[bytes, dict[str, object]] | None:
+    with open(path, "rb") as file:
+        content = file.read(MAX_STRUCTURE + 1)
+    return None if len(content) > MAX_STRUCTURE else (content, {})
+
+
+def _file_structure(
+    path: str, unread: Iterable[str], displayed: Iterable[str]
+) -> tuple[bytes, dict[str, object]] | None:
     """What a checkpoint's preview reads of it: a safetensors header, or a torch zip's ``data.pkl`` (its
     structure, :func:`wmap.pickle_structure.written`: what the family never reads (``unread``) or only
     shows (``displayed``) but for their shape) and its records' names and sizes, with the values at
@@ -161,13 +207,16 @@ def key(
     shipped: Iterable[str],
     unread: Iterable[str] = (),
     displayed: Iterable[str] = (),
+    beside: str | None = None,
 ) -> Key | None:
     """The digest a preview is kept under, or ``None`` where it cannot be kept (a family not shipped
     with wmap, a checkpoint or config file whose structure is not read here). ``unread``: what the
     family never reads of the checkpoint (dotted paths), of which only the shape counts (another step
     of a training run, or another run of the same model with other settings, is then shown again);
     ``displayed``: what its preview only shows (dotted paths to plain values), counted by shape too,
-    and read (:attr:`Key.displayed`) to be shown again as the file has it."""
+    and read (:attr:`Key.displayed`) to be shown again as the file has it. ``beside``: a file or folder
+    the preview reads besides the checkpoint (MusicGen's ``--text-encoder``), counted as a checkpoint
+    is (not where it is: the preview does not name it)."""
     if family not in set(shipped):
         return None
     digest = hashlib.sha256()
@@ -180,6 +229,11 @@ def key(
             return None
         values = found[1]
         parts.append(found[0])  # not where it is: the summary line names it as it is shown (:class:`Entry`)
+    if beside is not None:
+        found = _structure(beside, unread, ())
+        if found is None:
+            return None
+        parts += [b"beside", found[0]]
     if config is not None:
         try:
             with open(config, "rb") as file:

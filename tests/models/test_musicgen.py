@@ -43,6 +43,28 @@ def test_the_plan_says_what_comes_from_where(saved: tuple[Path, Path, Any, Any])
     assert len(plan.joined) == 0 and any(a.target.endswith("self_attn.q_proj.weight") for a in plan.applied)
 
 
+def test_a_repeated_preview_is_shown_again_and_the_text_encoder_beside_it_counts(
+    saved: tuple[Path, Path, Any, Any], tmp_path: Path
+) -> None:
+    """``wmap preview musicgen DIR --text-encoder T5``, repeated: shown again without importing torch,
+    as ``--no-cache`` plans it; the T5's config changed, it is planned again (the control)."""
+    import json
+    import shutil
+
+    from tests.helpers import wmap_imports
+
+    directory, t5, _, _ = saved
+    mine = Path(shutil.copytree(t5, tmp_path / "t5"))
+    args = ("preview", "musicgen", str(directory), "--text-encoder", str(mine))
+    first, again = (wmap_imports(*args, cache=tmp_path / "cache") for _ in range(2))
+    assert "torch" in first[2] and "torch" not in again[2] and again[:2] == first[:2] and first[0] == 0
+    assert wmap_imports(*args, "--no-cache", cache=tmp_path / "cache")[:2] == first[:2]
+    config = json.loads((mine / "config.json").read_text())
+    (mine / "config.json").write_text(json.dumps({**config, "dropout_rate": 0.25}))
+    changed = wmap_imports(*args, cache=tmp_path / "cache")
+    assert "torch" in changed[2] and changed[:2] == wmap_imports(*args, "--no-cache", cache=tmp_path / "cache")[:2]
+
+
 @pytest.mark.parametrize("family", ["musicgen", "audiogen"])
 def test_lm_logits_and_codes_are_audiocrafts(saved: tuple[Path, Path, Any, Any], tmp_path: Path, family: str) -> None:
     """For the same codes and the same description: the logits audiocraft's LM gives (its T5 states
