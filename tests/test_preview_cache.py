@@ -101,9 +101,12 @@ def test_what_the_preview_depends_on_is_in_the_key(tmp_path: Path) -> None:
     assert key(tmp_path / "legacy.pt") is None
 
 
-def test_a_folder_counts_by_its_files_and_a_folder_beside_the_checkpoint_counts_too(tmp_path: Path) -> None:
+def test_a_folder_counts_by_its_files_and_a_folder_beside_the_checkpoint_counts_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A folder (MusicGen's, the T5 named beside it): each weights file by its structure (not its
-    values), any other file by its bytes, hidden ones not at all; a subfolder is not keyed."""
+    values), any other file by its bytes (by its size and time beyond what is read whole: the bound is
+    made small here, so that a "big" file is small), hidden ones not at all; a subfolder is not keyed."""
     from safetensors.torch import save_file
 
     folder = tmp_path / "t5"
@@ -129,8 +132,14 @@ def test_a_folder_counts_by_its_files_and_a_folder_beside_the_checkpoint_counts_
     assert with_t5 is not None and with_t5 != key(checkpoint)  # what lies beside counts
     (folder / "config.json").write_text('{"d_model": 3}')
     assert key(checkpoint, folder) not in (None, with_t5) and key() == base
+    monkeypatch.setattr(preview_cache, "MAX_STRUCTURE", 256)  # the folder's own files stay below it
+    (folder / "tf_model.h5").write_bytes(b"h" * 300)  # beyond what is read whole: by its size and time
+    with_big = key()
+    assert with_big not in (None, base) and key() == with_big
+    (folder / "tf_model.h5").write_bytes(b"H" * 301)
+    assert key() not in (None, with_big)
     (folder / "sub").mkdir()
-    assert key() is None and key(checkpoint, folder) is None
+    assert key() is None
 
 
 def test_a_kept_not_clean_plan_exits_1_again_and_a_broken_entry_is_planned_again(tmp_path: Path) -> None:

@@ -102,9 +102,8 @@ MAX_FILES = 1000
 
 def _folder_structure(path: str, unread: Iterable[str]) -> tuple[bytes, dict[str, object]] | None:
     """A folder's files (not hidden ones), each by its name and what a preview reads of it: a weights
-    file (:data:`WEIGHT_FILES`) by its structure, as a checkpoint file's; any other (a ``config.json``,
-    tokenizer files) by its bytes. ``None`` for a subfolder, a weights file whose structure is not read
-    here, a file too big to read whole, or too many files."""
+    file (:data:`WEIGHT_FILES`) by its structure, as a checkpoint file's; any other by :func:`_whole`.
+    ``None`` for a subfolder, a weights file whose structure is not read here, or too many files."""
     parts: list[bytes] = []
     try:
         names = sorted(name for name in os.listdir(path) if not name.startswith("."))
@@ -124,10 +123,14 @@ def _folder_structure(path: str, unread: Iterable[str]) -> tuple[bytes, dict[str
     return b"".join(parts), {}
 
 
-def _whole(path: str) -> tuple[bytes, dict[str, object]] | None:
+def _whole(path: str) -> tuple[bytes, dict[str, object]]:
+    """A file a preview may read whole (a config, a tokenizer's files) by its bytes; a bigger one (another
+    framework's weights, ``tf_model.h5``, which no family reads) by its size and modification time."""
+    found = os.stat(path)
+    if found.st_size > MAX_STRUCTURE:
+        return f"{found.st_size}:{found.st_mtime_ns}".encode(), {}
     with open(path, "rb") as file:
-        content = file.read(MAX_STRUCTURE + 1)
-    return None if len(content) > MAX_STRUCTURE else (content, {})
+        return file.read(MAX_STRUCTURE + 1), {}
 
 
 def _file_structure(
