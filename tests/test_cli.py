@@ -238,6 +238,21 @@ def test_verify_finds_a_tampered_tensor(checkpoint: Path, tmp_path: Path) -> Non
     assert result.returncode == 1 and "encoder.layers.0.conv.bias" in result.stderr
 
 
+@pytest.mark.parametrize("command", ["verify", "export", "preview --reverse"])
+def test_a_converted_directory_that_is_not_one_is_named_as_such(checkpoint: Path, tmp_path: Path, command: str) -> None:
+    """No such directory, a file, an empty one: each named as what it is, not as a missing ``--config``."""
+    (tmp_path / "empty").mkdir()
+    for where, problem in ((tmp_path / "none", "no such directory"), (checkpoint, "not a directory")):
+        name, *more = command.split()
+        args = (name, "encodec_32khz", *((str(checkpoint),) if name == "verify" else ()), str(where), *more)
+        args += (str(tmp_path / "out.pt"),) if name == "export" else ()
+        result = wmap(*args)
+        assert result.returncode == 2 and problem in result.stderr and "save_pretrained directory" in result.stderr
+        assert "--config" not in result.stderr and not (tmp_path / "out.pt").exists()
+    empty = wmap("verify", "encodec_32khz", str(checkpoint), str(tmp_path / "empty"))
+    assert empty.returncode == 2 and "holds none of model.safetensors" in empty.stderr
+
+
 @pytest.mark.parametrize("model", ["data2vec_audio_ctc", "distilhubert"])
 def test_converting_needs_no_original_package(model: str, tmp_path: Path) -> None:
     """fairseq, s3prl and encodec are made unimportable; the conversion still works."""

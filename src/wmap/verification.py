@@ -15,6 +15,7 @@ from wmap.errors import WmapError
 from wmap.io import (
     Checkpoint,
     read_weights,
+    weights_file,
 )
 from wmap.models.base import ModelSpec
 from wmap.plan import MappingPlan
@@ -108,4 +109,8 @@ def verify(
         plan, source = found
         return widen(read_weights(out_dir)).map(lambda written: _compare(plan, source, written))
 
-    return widen(resolve(model, registry)).bind(read).bind(planned).bind(compared)
+    def a_directory(spec: ModelSpec) -> Result[ModelSpec, WmapError]:
+        """A ``save_pretrained`` directory, or an error naming it as such (before its ``config.json``)."""
+        return widen(weights_file(out_dir)).map(lambda _: spec)
+
+    return widen(resolve(model, registry)).bind(a_directory).bind(read).bind(planned).bind(compared)

@@ -27,6 +27,7 @@ from wmap.io import (
     read_small_text,
     read_weights,
     save_torch,
+    weights_file,
     write_files_atomically,
 )
 from wmap.models.base import Exporter, ExportSource, ModelSpec
@@ -129,7 +130,11 @@ def prepare_reverse(
 
         return widen(read_directory_source(directory)).bind(with_files)
 
-    return _exporter(spec).bind(configured).bind(reversed_rules).bind(planned)
+    def a_directory(exporter: Exporter) -> Result[Exporter, WmapError]:
+        """A ``save_pretrained`` directory, or an error naming it as such (before its ``config.json``)."""
+        return widen(weights_file(directory)).map(lambda _: exporter)
+
+    return _exporter(spec).bind(a_directory).bind(configured).bind(reversed_rules).bind(planned)
 
 
 def _made_dropped(rules: tuple[MakeRule, ...]) -> tuple[Transform, ...]:
