@@ -30,3 +30,10 @@ def test_messages_are_one_line_and_errors_compare_by_value() -> None:
         assert str(error) == error.message and "\n" not in error.message
     assert BadConfig("a", "b", "c", "d") == BadConfig("a", "b", "c", "d")
     assert "weights_only" not in UnsafePickle("f.pt", "x").message
+
+
+def test_a_file_the_user_named_is_an_option_not_a_config_field() -> None:
+    assert BadConfig("d.txt", "--dict", "a fairseq dictionary", "no such file").message.startswith(
+        "d.txt: option '--dict'"
+    )
+    assert BadConfig("cfg", "dropout", "a number", "'abc'").message.startswith("cfg: config 'dropout'")

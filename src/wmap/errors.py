@@ -104,7 +104,8 @@ class BadConfig(Error):
 
     @property
     def message(self) -> str:
-        first = f"{self.source}: config {self.key!r} is {self.found}; expected {self.expected}"
+        what = "option" if self.key.startswith("--") else "config"  # a file the user named (--dict): not a field
+        first = f"{self.source}: {what} {self.key!r} is {self.found}; expected {self.expected}"
         return first + "".join(f"; and {o.key!r} is {o.found}; expected {o.expected}" for o in self.others)
 
 
