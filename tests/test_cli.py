@@ -101,6 +101,14 @@ def test_a_reader_that_closed_the_pipe_gets_the_pipe_s_code_not_a_plan_verdict(a
     assert (run.returncode, err) == (141, "")
 
 
+def test_version_names_what_a_report_needs() -> None:
+    from importlib import metadata
+
+    result = wmap("--version")
+    assert result.returncode == 0 and result.stdout.startswith(f"wmap {metadata.version('wmap')} (")
+    assert f"transformers={metadata.version('transformers')}" in result.stdout and "torch=" in result.stdout
+
+
 def test_models_lists_every_family() -> None:
     result = wmap_process("models")
     assert result.returncode == 0

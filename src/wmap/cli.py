@@ -336,9 +336,25 @@ EPILOG = (
 MODEL_HELP = "a family from 'wmap models', or MODULE:SPEC / path/to/file.py:SPEC naming a ModelSpec of your own"
 
 
+def version() -> str:
+    """wmap's version and those of what its results depend on (read from the installed metadata: nothing
+    imported), as a bug report needs them."""
+    wmap, *others = preview_cache.package_versions(("wmap", "transformers", "torch"))
+    return f"{wmap.replace('=', ' ')} ({', '.join(others)}, python={sys.version.split()[0]})"
+
+
+class _Version(argparse.Action):
+    """``--version``: :func:`version`, read only when asked for (the metadata lookups cost 30 ms)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(version())
+        parser.exit()
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser (exits 2 on bad usage, as argparse does)."""
     top = argparse.ArgumentParser(prog="wmap", description=DESCRIPTION, epilog=EPILOG)
+    top.add_argument("--version", action=_Version, nargs=0, help="show the versions a bug report needs")
     verbs = top.add_subparsers(dest="verb", required=True, metavar="{models,preview,convert,export,verify}")
 
     models = verbs.add_parser("models", help="list the model families", description="List the model families.")
