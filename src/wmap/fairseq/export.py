@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 from returns.result import Failure, Result, Success
 from transformers import PretrainedConfig
 
@@ -76,6 +77,11 @@ def mask_embedding(config: PretrainedConfig) -> tuple[MakeRule, ...]:
     return (MakeRule("mask_emb", Zeros((int(config.hidden_size),)), reason),)
 
 
+def nothing_made(config: PretrainedConfig) -> tuple[MakeRule, ...]:
+    """For an original that holds no mask embedding (data2vec 2.0's): the way back makes nothing."""
+    return ()
+
+
 DATA = Slot("the data directory fairseq's tasks read: the folder the file is written to")
 """Where an exported ``cfg`` names the data directory (a task's ``data``, a CTC wrapper's); filled by
 :func:`trainer_file` when the file's folder is known."""
@@ -122,9 +128,74 @@ def audio_task(name: str, features: tuple[bool, int], **fields: Any) -> dict[str
     return {"_name": name, "normalize": features[0], "sample_rate": features[1], "data": DATA, **fields}
 
 
-def read_features(source: ExportSource) -> Result[tuple[bool, int], BadConfig]:
-    """The feature extractor's normalisation and rate, where fairseq can take its features."""
-    return normalised_features(source.config).bind(lambda _: feature_settings(source.files))
+FAIRSEQ_CHECKPOINT = "a fairseq checkpoint (load_model_ensemble_and_task reads it)"
+
+Features = tuple[bool, int]
+"""The feature extractor's settings as fairseq's audio tasks take them: (normalise, sample rate)."""
+
+
+def _as_is(state: Mapping[str, Any], cfg: Mapping[str, Any]) -> Mapping[str, Any]:
+    return state
+
+
+def trainer_exporter(
+    cfg: Callable[[PretrainedConfig, Features], dict[str, Any]],
+    criterion: str,
+    describes: str = FAIRSEQ_CHECKPOINT,
+    *,
+    layout: Callable[[ExportSource], dict[str, tuple[int, ...]]] = fairseq_layout,
+    checked: Callable[[PretrainedConfig], Result[PretrainedConfig, BadConfig]] = normalised_features,
+    tensors: Callable[[Mapping[str, Any], Mapping[str, Any]], Mapping[str, Any]] = _as_is,
+    made: Callable[[PretrainedConfig], tuple[MakeRule, ...]] = mask_embedding,
+    leaves_out: str = "",
+) -> Exporter:
+    """A fairseq family's way back, as fairseq's trainer writes its files (:func:`trainer_file`):
+    ``cfg(config, features)`` is the file's ``cfg`` (``model`` and ``task``; :data:`DATA` where it names
+    the data directory), from the directory's config (once ``checked`` accepts it: by default its features
+    are normalised) and its feature extractor's settings; ``criterion`` the one the trainer ran.
+    ``layout``: the original's names (:func:`fairseq_layout`); ``tensors(state, cfg)``: the state dict
+    with what fairseq's holds beyond the rules (a decoder's format marker); ``made``: what the way back
+    makes (:func:`mask_embedding`). A fine-tuned family's file also carries its labels: :func:`with_dictionary`."""
+
+    def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
+        def meta(features: Features) -> tuple[Layout, dict[str, Any]]:
+            return layout(source), {"cfg": cfg(source.config, features)}
+
+        return checked(source.config).bind(lambda _: feature_settings(source.files)).map(meta)
+
+    def container(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
+        return trainer_file(meta["cfg"], tensors(state, meta["cfg"]), criterion, where.parent)
+
+    return Exporter(original, container, describes, (FEATURES,), made=made, leaves_out=leaves_out)
+
+
+def with_dictionary(exporter: Exporter) -> Exporter:
+    """A fine-tuned family's way back: ``exporter``'s, with the label dictionary (from ``vocab.json``, the
+    blank swap undone) in the file's ``task_state``, as fairseq's trainer keeps it (the task then reads no
+    ``dict.ltr.txt``), and as ``dict.ltr.txt`` beside the file."""
+
+    def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
+        def labelled(found: tuple[Layout, dict[str, Any]], dictionary: Dictionary) -> tuple[Layout, dict[str, Any]]:
+            return found[0], {**found[1], DICTIONARY: dictionary}
+
+        return Result.do(
+            labelled(found, dictionary)
+            for found in exporter.original(source)
+            for dictionary in vocabulary_dictionary(source.files[VOCAB], int(source.config.vocab_size))
+        )
+
+    def container(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
+        labels = PickledAs(FAIRSEQ_GLOBAL, saved_fields(meta[DICTIONARY]))
+        return {**exporter.container(state, meta, where), "task_state": {"target_dictionary": labels}}
+
+    return attrs.evolve(
+        exporter,
+        original=original,
+        container=container,
+        describes=f"{exporter.describes} and {DICTIONARY} beside it",
+        reads=(VOCAB, *exporter.reads),
+        companions=lambda meta: {DICTIONARY: dict_file_text(meta[DICTIONARY])},
+    )
 
 
 def pretraining_exporter(
@@ -134,24 +205,14 @@ def pretraining_exporter(
     ``extra(config)``), the ``audio_pretraining`` task. Keys the forward direction skipped
     (HuBERT's label embeddings, data2vec's EMA teacher) are unrecoverable: the plan names them."""
 
-    def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
-        def meta(features: tuple[bool, int]) -> tuple[Layout, dict[str, Any]]:
-            model = {**encoder_cfg(source.config, encoder_name, fields), **(extra(source.config) if extra else {})}
-            task = audio_task("audio_pretraining", features)
-            return fairseq_layout(source, unrecoverable_names(source.pipeline)), {"cfg": {"model": model, "task": task}}
+    def cfg(config: PretrainedConfig, features: Features) -> dict[str, Any]:
+        model = {**encoder_cfg(config, encoder_name, fields), **(extra(config) if extra else {})}
+        return {"model": model, "task": audio_task("audio_pretraining", features)}
 
-        return read_features(source).map(meta)
+    def layout(source: ExportSource) -> dict[str, tuple[int, ...]]:
+        return fairseq_layout(source, unrecoverable_names(source.pipeline))
 
-    def container(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
-        return trainer_file(meta["cfg"], state, criterion, where.parent)
-
-    return Exporter(
-        original,
-        container,
-        "a fairseq checkpoint (load_model_ensemble_and_task reads it)",
-        (FEATURES,),
-        made=mask_embedding,
-    )
+    return trainer_exporter(cfg, criterion, layout=layout)
 
 
 def ctc_exporter(
@@ -180,41 +241,21 @@ def ctc_exporter(
             return encoder(config)
         return {**encoder_cfg(config, encoder_name, fields), **(extra(config) if extra else {})}
 
-    def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
-        config = source.config
+    def cfg(config: PretrainedConfig, features: Features) -> dict[str, Any]:
+        pretraining = audio_task(pretraining_task, features, **(task_fields or {}))
+        model = {
+            "_name": model_name,
+            "w2v_args": {"task": pretraining, "model": encoder_model(config)},
+            "w2v_path": "",
+            "normalize": features[0],
+            "data": DATA,
+            **values_back(CTC_FINE_TUNING.fields, config),  # final_dropout, apply_mask
+            **(wrapper or {}),
+        }
+        return {"model": model, "task": audio_task("audio_finetuning", features, labels="ltr")}
 
-        def meta(features: tuple[bool, int], dictionary: Dictionary) -> tuple[Layout, dict[str, Any]]:
-            pretraining = audio_task(pretraining_task, features, **(task_fields or {}))
-            model = {
-                "_name": model_name,
-                "w2v_args": {"task": pretraining, "model": encoder_model(config)},
-                "w2v_path": "",
-                "normalize": features[0],
-                "data": DATA,
-                **values_back(CTC_FINE_TUNING.fields, config),  # final_dropout, apply_mask
-                **(wrapper or {}),
-            }
-            task = audio_task("audio_finetuning", features, labels="ltr")
-            layout = fairseq_layout(source, unrecoverable, mask=encoder is None)
-            return layout, {"cfg": {"model": model, "task": task}, DICTIONARY: dictionary}
+    def layout(source: ExportSource) -> dict[str, tuple[int, ...]]:
+        return fairseq_layout(source, unrecoverable, mask=encoder is None)
 
-        return Result.do(
-            meta(features, dictionary)
-            for features in read_features(source)
-            for dictionary in vocabulary_dictionary(source.files[VOCAB], int(config.vocab_size))
-        )
-
-    def container(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
-        file = trainer_file(meta["cfg"], state, "CtcCriterion", where.parent)
-        # as fairseq's trainer keeps it: the task reads no dict.ltr.txt when the checkpoint has its dictionary
-        dictionary = saved_fields(meta[DICTIONARY])
-        return {**file, "task_state": {"target_dictionary": PickledAs(FAIRSEQ_GLOBAL, dictionary)}}
-
-    return Exporter(
-        original,
-        container,
-        "a fairseq checkpoint (load_model_ensemble_and_task reads it) and dict.ltr.txt beside it",
-        reads=(VOCAB, FEATURES),
-        companions=lambda meta: {DICTIONARY: dict_file_text(meta[DICTIONARY])},
-        made=(lambda config: ()) if encoder else mask_embedding,
-    )
+    made = mask_embedding if encoder is None else nothing_made
+    return with_dictionary(trainer_exporter(cfg, "CtcCriterion", layout=layout, made=made))

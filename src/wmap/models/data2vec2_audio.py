@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from returns.result import Failure, Result, Success
@@ -59,12 +58,11 @@ from wmap.fairseq import (
     layers_agree,
 )
 from wmap.fairseq.dictionary import STAND_INS
-from wmap.fairseq.export import audio_task, ctc_exporter, trainer_file
-from wmap.fairseq.processor import FEATURES, ctc_processor, feature_extractor_writer, feature_settings
-from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, shipped
+from wmap.fairseq.export import Features, audio_task, ctc_exporter, fairseq_layout, nothing_made, trainer_exporter
+from wmap.fairseq.processor import ctc_processor, feature_extractor_writer
+from wmap.models.base import ModelSpec, TranslatedConfig, shipped
 from wmap.pipeline import first_match, scoped
 from wmap.plan import MakeRule
-from wmap.reverse import predicted_layout
 from wmap.transforms import PARAMS, Layout, Transform, rename, skip, split
 from wmap.values import Zeros
 
@@ -376,21 +374,9 @@ def encoder_model(config: PretrainedConfig) -> dict[str, Any]:
     return model
 
 
-def fairseq_config(config: PretrainedConfig, normalize: bool, rate: int) -> dict[str, Any]:
+def fairseq_config(config: PretrainedConfig, features: Features) -> dict[str, Any]:
     """fairseq's ``cfg`` for a pre-trained export: the model's (:func:`encoder_model`) and the task's."""
-    return {"model": encoder_model(config), "task": audio_task("audio_pretraining", (normalize, rate))}
-
-
-def _original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
-    def meta(found: tuple[bool, int]) -> tuple[Layout, dict[str, Any]]:
-        layout = dict(predicted_layout(source.pipeline, source.converted))
-        return layout, {"cfg": fairseq_config(source.config, *found)}
-
-    return feature_settings(source.files).map(meta)
-
-
-def _container(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
-    return trainer_file(meta["cfg"], state, "ModelCriterion", where.parent)
+    return {"model": encoder_model(config), "task": audio_task("audio_pretraining", features)}
 
 
 DATA2VEC2_AUDIO = ModelSpec(
@@ -402,11 +388,12 @@ DATA2VEC2_AUDIO = ModelSpec(
     model_class="Data2VecAudioModel",
     made=zero_mask,
     extras=feature_extractor_writer,
-    export=Exporter(
-        _original,
-        _container,
+    export=trainer_exporter(
+        fairseq_config,
+        "ModelCriterion",
         "a fairseq checkpoint of data2vec_multi (load_model_ensemble_and_task reads it, data2vec 2.0 imported)",
-        (FEATURES,),
+        layout=partial(fairseq_layout, mask=False),
+        made=nothing_made,
         leaves_out="the EMA teacher and the pre-training decoder: the written config builds neither (as fairseq's "
         "remove_pretraining_modules), so pre-training cannot resume from the file; fine-tuning and inference can",
     ),

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from returns.result import Failure, Result, Success
@@ -71,9 +70,16 @@ from wmap.fairseq import (
     wav2vec2_encoder_fields,
 )
 from wmap.fairseq.dictionary import STAND_INS
-from wmap.fairseq.export import DATA, audio_task, encoder_cfg, fairseq_layout, mask_embedding, trainer_file
-from wmap.fairseq.processor import FEATURES, feature_settings
-from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, shipped
+from wmap.fairseq.export import (
+    DATA,
+    Features,
+    audio_task,
+    encoder_cfg,
+    fairseq_layout,
+    mask_embedding,
+    trainer_exporter,
+)
+from wmap.models.base import ExportSource, ModelSpec, TranslatedConfig, shipped
 from wmap.models.wav2vec2_mbart_processor import extras
 from wmap.pipeline import first_match, scoped, seq, upgrade, when
 from wmap.transforms import (
@@ -449,46 +455,44 @@ def model_cfg(config: PretrainedConfig, normalize: bool, rate: int) -> dict[str,
     }
 
 
-def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
-    """fairseq's names (the reversed rules, hook-style weight norm) and ``cfg``; an adapter that both
-    projects and has layers is refused (fairseq's adaptor would then hold projection layers
-    Wav2Vec2's adapter lacks)."""
-    chosen = variant(source.config)
-    if chosen["adaptor_proj"] and source.config.encoder.num_adapter_layers > 0:
-        found = f"output_hidden_size {source.config.encoder.output_hidden_size} and adapter layers"
-        return Failure(
-            BadConfig("config.json", "encoder.output_hidden_size", "hidden_size, or no adapter layers", found)
-        )
+def projects_without_layers(config: PretrainedConfig) -> Result[PretrainedConfig, BadConfig]:
+    """An adapter that both projects and has layers is refused (fairseq's adaptor would then hold
+    projection layers Wav2Vec2's adapter lacks)."""
+    if not (variant(config)["adaptor_proj"] and config.encoder.num_adapter_layers > 0):
+        return Success(config)
+    found = f"output_hidden_size {config.encoder.output_hidden_size} and adapter layers"
+    return Failure(BadConfig("config.json", "encoder.output_hidden_size", "hidden_size, or no adapter layers", found))
 
-    def meta(found: tuple[bool, int]) -> tuple[Layout, dict[str, Any]]:
-        layout = fairseq_layout(source, encoder=source.config.encoder)
-        task = {"_name": "speech_to_text", "data": DATA}
-        return layout, {"cfg": {"model": model_cfg(source.config, *found), "task": task}}
 
-    return feature_settings(source.files).map(meta)
+def fairseq_cfg(config: PretrainedConfig, features: Features) -> dict[str, Any]:
+    """The ``cfg``: the model's (:func:`model_cfg`), the ``speech_to_text`` task's (its data directory)."""
+    return {"model": model_cfg(config, *features), "task": {"_name": "speech_to_text", "data": DATA}}
+
+
+def composite_layout(source: ExportSource) -> dict[str, tuple[int, ...]]:
+    """fairseq's names, the mask embedding as wide as the encoder."""
+    return fairseq_layout(source, encoder=source.config.encoder)
 
 
 OUTPUT_PROJECTION = "decoder.output_projection.weight"
 
 
-def container(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
-    """A trainer-style file; what fairseq's state dict holds beyond the rules: the decoder's current
-    format marker and, when tied, the output projection as the embedding's own tensor. The
-    ``speech_to_text`` task points at the output's directory."""
+def decoder_tensors(state: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """What fairseq's state dict holds beyond the rules: the decoder's current format marker and, when
+    tied, the output projection as the embedding's own tensor."""
     import torch
 
-    cfg = meta["cfg"]["model"]
-    model = {**state, DECODER_VERSION: torch.tensor([3.0])}
-    if cfg["share_decoder_input_output_embed"]:
-        model[OUTPUT_PROJECTION] = state[EMBED]
-    return trainer_file(meta["cfg"], model, "LabelSmoothedCrossEntropyCriterion", where.parent)
+    tied = {OUTPUT_PROJECTION: state[EMBED]} if cfg["model"]["share_decoder_input_output_embed"] else {}
+    return {**state, DECODER_VERSION: torch.tensor([3.0]), **tied}
 
 
-EXPORTER = Exporter(
-    original,
-    container,
+EXPORTER = trainer_exporter(
+    fairseq_cfg,
+    "LabelSmoothedCrossEntropyCriterion",
     "a fairseq xm_transformer checkpoint (fairseq's build_model makes the model; the task's data is not written)",
-    reads=(FEATURES,),
+    layout=composite_layout,
+    checked=projects_without_layers,
+    tensors=decoder_tensors,
     made=lambda config: mask_embedding(config.encoder),
 )
 
