@@ -27,7 +27,7 @@ ATOL = 1e-5
 
 
 def _exported(family: str, hf: Path, out: Path) -> Path:
-    """Export, accepting by name exactly what the plan calls unrecoverable (HuBERT's label embeddings)."""
+    """Export, accepting by name exactly what the plan calls unrecoverable (HubertCtc's label embeddings)."""
     plan = preview_reverse(family, hf).unwrap().plan
     accept = Accept(unrecoverable=frozenset(u.key for u in plan.unrecoverable))
     assert plan.is_clean(accept), plan.problems(limit=5)
@@ -86,14 +86,41 @@ def test_a_fine_tune_without_masking_goes_back_with_the_mask_embedding_fairseq_n
         torch.testing.assert_close(frames, model(x).logits, rtol=0, atol=ATOL)
 
 
-def test_a_pretraining_model_saved_by_transformers_goes_back_to_fairseq_with_its_features(tmp_path: Path) -> None:
-    model = hub_directory("wav2vec2", tmp_path / "hf")
-    out = _exported("wav2vec2", tmp_path / "hf", tmp_path / "back" / "checkpoint.pt")
+@pytest.mark.parametrize("family", ["wav2vec2", "hubert"])
+def test_a_pretraining_model_saved_by_transformers_goes_back_to_fairseq_with_its_features(
+    family: str, tmp_path: Path
+) -> None:
+    """fairseq's loader takes the file strictly (HuBERT's: no label sets, its heads empty)."""
+    model = hub_directory(family, tmp_path / "hf")
+    out = _exported(family, tmp_path / "hf", tmp_path / "back" / "checkpoint.pt")
     theirs, _ = _fairseq(out)
     x = torch.randn(2, 4000)
     with torch.no_grad():
-        expected = model.wav2vec2(x).last_hidden_state
-        returned = theirs.extract_features(x, padding_mask=None, mask=False)["x"]
+        expected = model.base_model(x).last_hidden_state
+        features = theirs.extract_features(x, padding_mask=None, mask=False)
+    returned = features["x"] if family == "wav2vec2" else features[0]  # HubertModel's: (features, padding mask)
+    assert expected.std() > 0.01  # not vacuous
+    torch.testing.assert_close(returned, expected, rtol=0, atol=ATOL)
+
+
+def test_a_pre_trained_data2vec_audio_goes_back_to_fairseq_fine_tuning_with_its_features(tmp_path: Path) -> None:
+    """Data2VecAudioModel has neither fairseq's EMA teacher nor its regression head (``final_proj``):
+    once both are accepted as unrecoverable, the file is what fairseq's fine-tuning reads
+    (``w2v_path``: it builds the encoder, drops both as ``remove_pretraining_modules`` does, and loads
+    the rest strictly), with the transformers model's features. fairseq's ``load_model_ensemble_and_task``
+    rebuilds the teacher on load and cannot take it (docs/models.md)."""
+    import fairseq.examples.data2vec.models.data2vec_audio  # noqa: F401 - registers data2vec_audio
+    from fairseq.models.wav2vec.wav2vec2_asr import Wav2Vec2AsrConfig, Wav2VecEncoder
+
+    model = hub_directory("data2vec_audio", tmp_path / "hf")
+    out = _exported("data2vec_audio", tmp_path / "hf", tmp_path / "back" / "checkpoint.pt")
+    normalize = json.loads((tmp_path / "hf" / "preprocessor_config.json").read_text())["do_normalize"]
+    encoder = Wav2VecEncoder(Wav2Vec2AsrConfig(w2v_path=str(out), normalize=normalize, data=str(out.parent)), None)
+    x = torch.randn(2, 4000)
+    with torch.no_grad():
+        expected = model(x).last_hidden_state
+        returned = encoder.w2v_model.eval().extract_features(x, padding_mask=None, mask=False)["x"]
+    assert expected.std() > 0.01  # not vacuous
     torch.testing.assert_close(returned, expected, rtol=0, atol=ATOL)
 
 

@@ -51,24 +51,39 @@ def test_conformer_layers_are_refused_with_the_reason(tmp_path: Path) -> None:
     assert isinstance(error, BadConfig) and error.key == "layer_type" and "transformer layers only" in error.message
 
 
-def test_the_way_back_names_what_hubert_model_lacks_and_refuses_without_acceptance(tmp_path: Path) -> None:
+def test_the_way_back_writes_a_file_fairseq_loads_strictly_with_no_label_sets(tmp_path: Path) -> None:
+    """HubertModel has no pre-training heads. The way back writes a file with no label sets (the task's
+    ``labels: []``, the projection untied), for which fairseq builds its heads empty: the plan names them
+    as made, with the reason; fairseq's loader takes the file strictly, every other tensor is the
+    original's and the features are fairseq's. (It used to write an ``audio_pretraining`` task, from
+    which fairseq cannot build a HuBERT at all: no label dictionaries.)"""
+    from fairseq import checkpoint_utils
+
     from tests.originals import hubert_checkpoint
-    from wmap.plan import Accept
     from wmap.way_back import export, preview_reverse
 
-    hubert_checkpoint(tmp_path / "hubert.pt", tmp_path)
+    original = hubert_checkpoint(tmp_path / "hubert.pt", tmp_path)
     hf = convert("hubert", tmp_path / "hubert.pt", tmp_path / "hf").unwrap()
     plan = preview_reverse("hubert", hf).unwrap().plan
-    gone = {u.key: u.reason for u in plan.unrecoverable}
-    assert set(gone) == {"label_embs_concat", "final_proj"}, gone
-    assert "label embeddings" in gone["label_embs_concat"]
-    refused = export("hubert", hf, tmp_path / "back.pt").failure()
-    assert "unrecoverable label_embs_concat" in refused.message and not (tmp_path / "back.pt").exists()
-    out = export("hubert", hf, tmp_path / "back.pt", accept=Accept(unrecoverable=frozenset(gone))).unwrap()
+    assert plan.is_clean() and not plan.unrecoverable
+    made = {m.target: m for m in plan.made}
+    assert set(made) == {"final_proj.weight", "final_proj.bias", "label_embs_concat"}
+    assert made["label_embs_concat"].shape == (0, 32) and "no label sets" in made["label_embs_concat"].reason
+    (tmp_path / "back").mkdir()
+    out = export("hubert", hf, tmp_path / "back" / "checkpoint.pt").unwrap()
     saved = torch.load(tmp_path / "hubert.pt", weights_only=False)["model"]
     back = torch.load(out, weights_only=True)["model"]
-    kept = {k for k in saved if k.split(".")[0] not in gone}
-    assert set(back) == kept and all(torch.equal(back[k], saved[k]) for k in back)
+    heads = {"final_proj.weight", "final_proj.bias", "label_embs_concat"}
+    assert set(back) == set(saved) and all(torch.equal(back[k], saved[k]) for k in set(back) - heads)
+    assert all(back[k].numel() == 0 for k in heads) and all(saved[k].numel() > 0 for k in heads)
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(out)], strict=True)
+    assert type(task).__name__ == "HubertPretrainingTask" and task.dictionaries == []
+    x = torch.randn(2, 4000)
+    with torch.no_grad():
+        theirs, _ = original.eval().extract_features(x, padding_mask=None, mask=False)
+        returned, _ = models[0].eval().extract_features(x, padding_mask=None, mask=False)
+    assert theirs.std() > 0.01  # not vacuous
+    torch.testing.assert_close(returned, theirs, rtol=0, atol=1e-5)
 
 
 def test_what_the_family_never_reads_leaves_the_preview_as_it_is(tmp_path: Path) -> None:

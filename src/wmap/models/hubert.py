@@ -3,7 +3,9 @@
 The pre-training heads (``final_proj`` onto the label embeddings,
 ``label_embs_concat``) are skipped with the reason; the label dictionaries in
 ``task_state`` are read as inert data and not needed. A stacked positional conv
-and conformer layers are refused.
+and conformer layers are refused. Back, a pre-trained file has no label sets:
+fairseq builds its heads empty (:func:`empty_heads`), and its loader takes the
+file strictly.
 """
 
 from __future__ import annotations
@@ -25,11 +27,21 @@ from wmap.fairseq import (
     with_upgrades,
 )
 from wmap.fairseq.dictionary import STAND_INS
-from wmap.fairseq.export import ctc_exporter, pretraining_exporter
+from wmap.fairseq.export import (
+    Features,
+    audio_task,
+    ctc_exporter,
+    encoder_cfg,
+    fairseq_layout,
+    mask_embedding,
+    trainer_exporter,
+)
 from wmap.fairseq.processor import ctc_processor, feature_extractor_writer
-from wmap.models.base import ModelSpec, shipped
+from wmap.models.base import ExportSource, ModelSpec, shipped
 from wmap.pipeline import first_match, seq
+from wmap.plan import MakeRule
 from wmap.transforms import Transform, route_weight_norm, skip
+from wmap.values import Zeros
 
 FIELDS = (
     *wav2vec2_encoder_fields(pos_conv_depth=ONE_POS_CONV),
@@ -57,6 +69,36 @@ def pretraining_fields(config: PretrainedConfig) -> dict[str, Any]:
     return {"final_dim": config.hidden_size, **PRETRAINING_LABELS}
 
 
+NO_LABEL_SETS = (
+    "HuBERT's pre-training heads, empty: the written file has no label sets (its task's labels: []), as "
+    "HubertModel has no heads; fairseq's fine-tuning drops them, pre-training needs new labels and heads"
+)
+
+
+def empty_heads(config: PretrainedConfig) -> dict[str, tuple[int, ...]]:
+    """fairseq's ``HubertModel`` for no label sets (the task's ``labels: []``, the projection untied)
+    holds its pre-training heads empty: a projection to nothing and no label embeddings. The way back
+    writes them so, for HubertModel has none to give and fairseq's model cannot be built without them."""
+    width = int(config.hidden_size)
+    return {"final_proj.weight": (0, width), "final_proj.bias": (0,), "label_embs_concat": (0, width)}
+
+
+def heads_layout(source: ExportSource) -> dict[str, tuple[int, ...]]:
+    return {**fairseq_layout(source), **empty_heads(source.config)}
+
+
+def heads_made(config: PretrainedConfig) -> tuple[MakeRule, ...]:
+    empty = (MakeRule(key, Zeros(shape), NO_LABEL_SETS) for key, shape in empty_heads(config).items())
+    return (*mask_embedding(config), *empty)
+
+
+def fairseq_cfg(config: PretrainedConfig, features: Features) -> dict[str, Any]:
+    """The ``cfg`` of a pre-trained export: ``hubert`` (the table read back, an untied projection) and
+    the ``hubert_pretraining`` task with no label sets, which builds the model with no label dictionary."""
+    model = {**encoder_cfg(config, "hubert", FIELDS), **pretraining_fields(config), "untie_final_proj": True}
+    return {"model": model, "task": audio_task("hubert_pretraining", features, labels=[], **PRETRAINING_LABELS)}
+
+
 PRETRAINING_HEADS = (
     skip("final_proj", "HuBERT pre-training projection onto the label embeddings; HubertModel has none"),
     skip("label_embs_concat", "HuBERT pre-training label embeddings; HubertModel has none"),
@@ -79,7 +121,7 @@ HUBERT = ModelSpec(
     pipeline=pretrained_pipeline,
     model_class="HubertModel",
     extras=feature_extractor_writer,
-    export=pretraining_exporter("hubert", FIELDS, pretraining_fields, criterion="HubertCriterion"),
+    export=trainer_exporter(fairseq_cfg, "HubertCriterion", layout=heads_layout, made=heads_made),
 )
 
 HUBERT_CTC = ModelSpec(
