@@ -338,18 +338,17 @@ def test_an_older_file_with_fused_attention_converts_without_fairseq(
     assert ours == expected
 
 
-def test_hubert_ctc_goes_back_with_its_label_embeddings_named(
+def test_hubert_ctc_goes_back_with_no_label_sets_and_loads_strictly(
     tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
-    """HubertCtc keeps HuBERT's label embeddings, which CTC never reads and HubertForCTC lacks: the
-    reverse plan names them, export refuses until they are accepted, and then writes every other
-    tensor as it was. fairseq (with fairseq#4917's fix, reference side) loads the file non-strictly,
-    the embeddings being the one key it misses, and transcribes as the original does."""
+    """HubertCtc keeps HuBERT's label embeddings, which CTC never reads and HubertForCTC lacks. The way
+    back writes the encoder's pre-training task with no label sets, for which fairseq builds them
+    empty: the plan names them as made, every other tensor is written as it was, and fairseq (with
+    fairseq#4917's fix, reference side) loads the file strictly and transcribes as the original does.
+    (It used to leave them out, refused until accepted, for a file fairseq loads only non-strictly.)"""
     from fairseq import checkpoint_utils
 
     from tests.originals import ctc_trainer_checkpoint
-    from wmap.errors import PlanNotClean
-    from wmap.plan import Accept
     from wmap.way_back import export, preview_reverse
 
     torch.manual_seed(0)
@@ -357,28 +356,28 @@ def test_hubert_ctc_goes_back_with_its_label_embeddings_named(
     ctc_trainer_checkpoint(data / "checkpoint_best.pt", data, family="hubert", **FAMILIES["hubert_ctc-base"][1])
     hf = convert("hubert_ctc", data / "checkpoint_best.pt", tmp_path / "hf").unwrap()
     labels = "w2v_encoder.w2v_model.label_embs_concat"
-    assert [u.key for u in preview_reverse("hubert_ctc", hf).unwrap().plan.unrecoverable] == [labels]
+    plan = preview_reverse("hubert_ctc", hf).unwrap().plan
+    assert plan.is_clean() and not plan.unrecoverable
+    assert [m.target for m in plan.made] == [labels] and "no label sets" in plan.made[0].reason
     out = tmp_path / "exported" / "checkpoint.pt"
     out.parent.mkdir()
-    assert isinstance(export("hubert_ctc", hf, out).failure(), PlanNotClean) and not out.exists()
-    export("hubert_ctc", hf, out, accept=Accept(unrecoverable=frozenset({labels}))).unwrap()
+    export("hubert_ctc", hf, out).unwrap()
 
     saved = torch.load(data / "checkpoint_best.pt", weights_only=False)
     original = saved["model"]
     written = torch.load(out, weights_only=False)  # the test trusts the file it just wrote
     _encoder_settings_agree(saved["cfg"]["model"], written["cfg"]["model"])
+    assert written["cfg"]["model"]["w2v_args"]["task"]["labels"] == []
     exported = written["model"]
-    assert exported.keys() == original.keys() - {labels}
-    assert all(exported[k].dtype == v.dtype and torch.equal(v, original[k]) for k, v in exported.items())
+    assert exported.keys() == original.keys() and exported[labels].numel() == 0 < original[labels].numel()
+    assert all(exported[k].dtype == v.dtype and torch.equal(v, original[k]) for k, v in exported.items() if k != labels)
 
     theirs, task = _fairseq_reference(data / "checkpoint_best.pt")
     from fairseq.data.dictionary import Dictionary
 
     with torch.serialization.safe_globals([Dictionary]):  # as for fairseq's own trainer files
-        models, _, back_task = checkpoint_utils.load_model_ensemble_and_task([str(out)], strict=False)
+        models, _, back_task = checkpoint_utils.load_model_ensemble_and_task([str(out)], strict=True)
     mine = models[0].eval()
-    missing = set(mine.state_dict()) - set(exported)
-    assert missing == {labels}
     audio = _utterances()
     expected, expected_logits = _fairseq_transcripts(theirs, task, audio)
     returned, returned_logits = _fairseq_transcripts(mine, back_task, audio)

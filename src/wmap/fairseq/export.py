@@ -225,6 +225,8 @@ def ctc_exporter(
     fields: tuple[Field, ...] = (),
     wrapper: Mapping[str, Any] | None = None,
     encoder: Callable[[PretrainedConfig], dict[str, Any]] | None = None,
+    layout: Callable[[ExportSource], dict[str, tuple[int, ...]]] | None = None,
+    made: Callable[[PretrainedConfig], tuple[MakeRule, ...]] | None = None,
 ) -> Exporter:
     """The way back for a fine-tuned wav2vec2-style CTC family (``encoder_name``, ``model_name`` and the
     encoder's ``pretraining_task`` as fairseq registers them). ``unrecoverable``: keys the original
@@ -234,7 +236,8 @@ def ctc_exporter(
     ``fields``: the encoder's forward table (default ``wav2vec2_encoder_fields()``); ``wrapper``: what the
     CTC wrapper's config must spell (a conformer's ``layer_type``: fairseq builds the encoder with it);
     ``encoder``: the whole encoder config, for an encoder that is not wav2vec 2.0's (data2vec 2.0's
-    ``data2vec_multi``, which holds no mask embedding either)."""
+    ``data2vec_multi``, which holds no mask embedding either); ``layout`` and ``made`` as for
+    :func:`trainer_exporter` (HubertCtc's label embeddings, empty)."""
 
     def encoder_model(config: PretrainedConfig) -> dict[str, Any]:
         if encoder is not None:
@@ -254,8 +257,8 @@ def ctc_exporter(
         }
         return {"model": model, "task": audio_task("audio_finetuning", features, labels="ltr")}
 
-    def layout(source: ExportSource) -> dict[str, tuple[int, ...]]:
+    def named(source: ExportSource) -> dict[str, tuple[int, ...]]:
         return fairseq_layout(source, unrecoverable, mask=encoder is None)
 
-    made = mask_embedding if encoder is None else nothing_made
-    return with_dictionary(trainer_exporter(cfg, "CtcCriterion", layout=layout, made=made))
+    makes = made or (mask_embedding if encoder is None else nothing_made)
+    return with_dictionary(trainer_exporter(cfg, "CtcCriterion", layout=layout or named, made=makes))

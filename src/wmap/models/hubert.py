@@ -3,14 +3,15 @@
 The pre-training heads (``final_proj`` onto the label embeddings,
 ``label_embs_concat``) are skipped with the reason; the label dictionaries in
 ``task_state`` are read as inert data and not needed. A stacked positional conv
-and conformer layers are refused. Back, a pre-trained file has no label sets:
-fairseq builds its heads empty (:func:`empty_heads`), and its loader takes the
-file strictly.
+and conformer layers are refused. Back, a file's pre-training task has no label
+sets: fairseq builds the heads empty (:func:`empty_heads`, and HubertCtc's label
+embeddings), the way back makes them so, and fairseq's loader takes the file strictly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from transformers import HubertConfig, PretrainedConfig
@@ -69,6 +70,9 @@ def pretraining_fields(config: PretrainedConfig) -> dict[str, Any]:
     return {"final_dim": config.hidden_size, **PRETRAINING_LABELS}
 
 
+NO_LABELS: dict[str, Any] = {"labels": [], **PRETRAINING_LABELS}
+"""The pre-training task of a written file: no label sets (fairseq then builds the heads empty)."""
+
 NO_LABEL_SETS = (
     "HuBERT's pre-training heads, empty: the written file has no label sets (its task's labels: []), as "
     "HubertModel has no heads; fairseq's fine-tuning drops them, pre-training needs new labels and heads"
@@ -83,12 +87,24 @@ def empty_heads(config: PretrainedConfig) -> dict[str, tuple[int, ...]]:
     return {"final_proj.weight": (0, width), "final_proj.bias": (0,), "label_embs_concat": (0, width)}
 
 
-def heads_layout(source: ExportSource) -> dict[str, tuple[int, ...]]:
-    return {**fairseq_layout(source), **empty_heads(source.config)}
+def ctc_empty_heads(config: PretrainedConfig) -> dict[str, tuple[int, ...]]:
+    """HubertCtc's encoder keeps the label embeddings (fairseq's fine-tuning removes the projection
+    only): empty, for no label sets."""
+    return {"w2v_encoder.w2v_model.label_embs_concat": empty_heads(config)["label_embs_concat"]}
 
 
-def heads_made(config: PretrainedConfig) -> tuple[MakeRule, ...]:
-    empty = (MakeRule(key, Zeros(shape), NO_LABEL_SETS) for key, shape in empty_heads(config).items())
+def with_heads(
+    source: ExportSource, heads: Callable[[PretrainedConfig], dict[str, tuple[int, ...]]]
+) -> dict[str, tuple[int, ...]]:
+    """fairseq's names, and the ``heads`` fairseq builds empty."""
+    return {**fairseq_layout(source), **heads(source.config)}
+
+
+def heads_made(
+    config: PretrainedConfig, heads: Callable[[PretrainedConfig], dict[str, tuple[int, ...]]]
+) -> tuple[MakeRule, ...]:
+    """The mask embedding fairseq always holds, and the empty ``heads``."""
+    empty = (MakeRule(key, Zeros(shape), NO_LABEL_SETS) for key, shape in heads(config).items())
     return (*mask_embedding(config), *empty)
 
 
@@ -96,7 +112,7 @@ def fairseq_cfg(config: PretrainedConfig, features: Features) -> dict[str, Any]:
     """The ``cfg`` of a pre-trained export: ``hubert`` (the table read back, an untied projection) and
     the ``hubert_pretraining`` task with no label sets, which builds the model with no label dictionary."""
     model = {**encoder_cfg(config, "hubert", FIELDS), **pretraining_fields(config), "untie_final_proj": True}
-    return {"model": model, "task": audio_task("hubert_pretraining", features, labels=[], **PRETRAINING_LABELS)}
+    return {"model": model, "task": audio_task("hubert_pretraining", features, **NO_LABELS)}
 
 
 PRETRAINING_HEADS = (
@@ -121,7 +137,12 @@ HUBERT = ModelSpec(
     pipeline=pretrained_pipeline,
     model_class="HubertModel",
     extras=feature_extractor_writer,
-    export=trainer_exporter(fairseq_cfg, "HubertCriterion", layout=heads_layout, made=heads_made),
+    export=trainer_exporter(
+        fairseq_cfg,
+        "HubertCriterion",
+        layout=partial(with_heads, heads=empty_heads),
+        made=partial(heads_made, heads=empty_heads),
+    ),
 )
 
 HUBERT_CTC = ModelSpec(
@@ -140,8 +161,9 @@ HUBERT_CTC = ModelSpec(
         "hubert",
         "hubert_ctc",
         "hubert_pretraining",
-        unrecoverable=("w2v_encoder.w2v_model.label_embs_concat",),
-        task_fields=PRETRAINING_LABELS,
+        task_fields=NO_LABELS,
         extra=pretraining_fields,
+        layout=partial(with_heads, heads=ctc_empty_heads),
+        made=partial(heads_made, heads=ctc_empty_heads),
     ),
 )
