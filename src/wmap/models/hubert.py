@@ -74,8 +74,8 @@ NO_LABELS: dict[str, Any] = {"labels": [], **PRETRAINING_LABELS}
 """The pre-training task of a written file: no label sets (fairseq then builds the heads empty)."""
 
 NO_LABEL_SETS = (
-    "HuBERT's pre-training heads, empty: the written file has no label sets (its task's labels: []), as "
-    "HubertModel has no heads; fairseq's fine-tuning drops them, pre-training needs new labels and heads"
+    "HuBERT's pre-training heads, empty: the written file has no label sets (its task's labels: []), for "
+    "the transformers model holds none; fairseq's fine-tuning drops them, pre-training needs new labels"
 )
 
 
