@@ -997,18 +997,20 @@ def import_audiocraft() -> Any:
 AUDIOCRAFT_ENCODEC: dict[str, Any] = {
     "compression_model": "encodec",
     "device": "cpu",
-    "encodec": {
+    "sample_rate": 16000,
+    "channels": 1,
+    "encodec": {  # interpolations, as audiocraft's config/model/encodec/default.yaml writes them
         "autoencoder": "seanet",
         "quantizer": "rvq",
-        "sample_rate": 16000,
-        "channels": 1,
+        "sample_rate": "${sample_rate}",
+        "channels": "${channels}",
         "causal": False,
         "renormalize": False,
     },
     "seanet": {
         "dimension": 16,
-        "channels": 1,
-        "causal": False,
+        "channels": "${channels}",
+        "causal": "${encodec.causal}",
         "n_filters": 4,
         "n_residual_layers": 1,
         "ratios": [4, 2],
@@ -1041,7 +1043,9 @@ AUDIOCRAFT_ENCODEC: dict[str, Any] = {
     },
 }
 """A small audiocraft EnCodec config (the sections ``get_compression_model`` reads), as MusicGen's 32 kHz
-one is shaped: weight norm, constant padding, a residual shortcut, two LSTM layers, 4 codebooks."""
+one is shaped: weight norm, constant padding, a residual shortcut, two LSTM layers, 4 codebooks. The
+rate, the channels and causality are interpolations (``${sample_rate}``), as in audiocraft's own config
+files: its solver keeps them so and its export writes them unresolved (``OmegaConf.to_yaml``)."""
 
 
 def audiocraft_encodec_file(path: Path, sections: dict[str, Any] | None = None) -> Any:

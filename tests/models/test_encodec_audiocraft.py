@@ -126,9 +126,11 @@ def test_what_encodecmodel_cannot_represent_is_refused(
 ) -> None:
     import yaml
 
+    from wmap.models.encodec_audiocraft import xp_cfg_of
+
     path, _ = exported
     file = torch.load(path, weights_only=True)
-    cfg = yaml.safe_load(file["xp.cfg"])
+    cfg = xp_cfg_of(file)  # its interpolations resolved
     cfg[section][field] = 3 - cfg["seanet"]["channels"] if field == "channels" else value  # disagrees with seanet's
     torch.save({**file, "xp.cfg": yaml.safe_dump(cfg)}, tmp_path / "odd.bin")
     error = preview("encodec_audiocraft", tmp_path / "odd.bin").failure()

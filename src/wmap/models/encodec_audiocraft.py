@@ -14,6 +14,7 @@ bandwidth written is ``n_q * frame_rate * log2(bins) / 1000`` (MusicGen's 32 kHz
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -219,9 +220,41 @@ def xp_cfg_of(meta: Mapping[str, Any]) -> Any:
     import yaml
 
     try:
-        return yaml.safe_load(text)
+        loaded = yaml.safe_load(text)
     except yaml.YAMLError as error:
         return BadConfig("checkpoint", "xp.cfg", "YAML text", str(error).splitlines()[0][:80])
+    return resolved(loaded, text)
+
+
+MAX_INTERPOLATIONS = 256
+"""The most ``${...}`` an ``xp.cfg`` may hold (audiocraft's configs hold a few dozen): each is resolved
+through the ones it names, so their number bounds the time resolving takes."""
+
+RESOLVER_CALL = re.compile(r"\$\{\s*[\w.-]+\s*:")
+"""A resolver's call (``${oc.env:HOME}``) rather than a reference to a key (``${sample_rate}``)."""
+
+
+def resolved(loaded: Any, text: str) -> Any:
+    """``loaded`` with its interpolations (``${sample_rate}``, ``${encodec.causal}``) resolved, as
+    audiocraft's loaders resolve them (``OmegaConf.create`` of the text): its export writes the solver's
+    config unresolved. A resolver's call is refused, not run (``${oc.env:...}`` would put the
+    environment into the converted config), as are more than :data:`MAX_INTERPOLATIONS`."""
+    count = text.count("${")
+    if not count or not isinstance(loaded, dict):
+        return loaded
+    expected = f"values and at most {MAX_INTERPOLATIONS} interpolations of its own keys (no resolver is run)"
+    call = RESOLVER_CALL.search(text)
+    if call is not None or count > MAX_INTERPOLATIONS:
+        return BadConfig(
+            "checkpoint", "xp.cfg", expected, f"{call.group(0)}...}}" if call else f"{count} interpolations"
+        )
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_container(OmegaConf.create(loaded), resolve=True)
+    except (OmegaConfBaseException, RecursionError) as error:
+        return BadConfig("checkpoint", "xp.cfg", expected, str(error).splitlines()[0][:120])
 
 
 def pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
