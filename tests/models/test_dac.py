@@ -121,3 +121,19 @@ def test_what_dacmodel_cannot_represent_is_refused(
     torch.save(file, tmp_path / "odd.pth")
     error = preview("dac", tmp_path / "odd.pth").failure()
     assert isinstance(error, BadConfig) and error.key == field, error
+
+
+def test_a_torch_package_archive_is_refused_saying_which_file_to_convert(tmp_path: Path) -> None:
+    """``DAC.save(path)`` by default writes a torch.package archive (the model's code pickled with its
+    weights; audiotools' ``save_to_folder`` writes it as ``package.pth`` beside ``weights.pth``). wmap
+    runs no pickled code: preview and convert refuse it in one line naming what to convert instead
+    (it used to say torch's "failed locating file data.pkl ... corrupted"); nothing is written."""
+    from tests.originals import DAC_SMALL, import_dac
+    from tests.test_cli import wmap
+
+    import_dac()(**DAC_SMALL).save(str(tmp_path / "package.pth"))  # package=True, audiotools' default
+    refused = preview("dac", tmp_path / "package.pth").failure()
+    assert "torch.package archive" in str(refused) and "package=False" in str(refused)
+    result = wmap("convert", "dac", str(tmp_path / "package.pth"), str(tmp_path / "hf"))
+    assert result.returncode == 2 and "torch.package archive" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "hf").exists()

@@ -242,8 +242,28 @@ def _allocating_call(path: str, archive: bool) -> str | None:
         return None  # not a readable pickle: torch's own reader says what is wrong
 
 
+TORCH_PACKAGE = (
+    "it is a torch.package archive: the model's code pickled with its weights (the default of DAC.save and "
+    "audiotools' models), which wmap does not unpickle; save the weights alone (DAC.save(path, package=False)), "
+    "or convert the weights.pth that audiotools' save_to_folder writes beside package.pth"
+)
+
+
+def _torch_package(path: str) -> bool:
+    """Whether ``path`` is a ``torch.package`` archive (``.data/version``, no ``data.pkl``)."""
+    try:
+        with zipfile.ZipFile(path) as zipped:
+            names = zipped.namelist()
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return False
+    pickled = any(n == "data.pkl" or n.endswith("/data.pkl") for n in names)
+    return not pickled and any(n.endswith(".data/version") for n in names)
+
+
 def _load_pickle(path: str, stand_ins: Mapping[str, type]) -> Result[object, UnreadableCheckpoint | UnsafePickle]:
     archive = zipfile.is_zipfile(path)
+    if archive and _torch_package(path):
+        return Failure(UnreadableCheckpoint(path, EXPECTED, TORCH_PACKAGE))
     allocating = _allocating_call(path, archive)
     if allocating is not None:
         reason = f"it calls {allocating}, which would allocate memory the file does not hold"
