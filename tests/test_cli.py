@@ -142,6 +142,7 @@ def test_convert_writes_a_loadable_directory(checkpoint: Path, tmp_path: Path) -
     out = tmp_path / "hf"
     result = wmap("convert", "encodec_32khz", str(checkpoint), str(out), "--dtype", "float16")
     assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # no progress line off a terminal (it used to leave an empty line behind)
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "preprocessor_config.json"]
     loaded: Any = EncodecModel.from_pretrained(out, output_loading_info=True)
     model, info = loaded

@@ -230,7 +230,8 @@ def _convert(args: argparse.Namespace) -> int:
             print_plan(plan, console, title=f"{args.model}: conversion refused")
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
+    # on a terminal only: elsewhere (a pipe, a CI log) the progress line would leave an empty line behind
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
         shown = escape(visible(args.model))  # the progress line renders markup
         task = progress.add_task(f"{shown}: starting", total=len(CONVERT_STEPS))
 
