@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import torch
 
+from tests.originals import MUSICGEN_LM
 from wmap import convert, preview
 from wmap.errors import BadConfig, Disagrees
 
@@ -120,6 +121,8 @@ def test_without_the_text_encoder_or_with_another_one_it_is_refused(
         ),
         ({"codebooks_pattern": {"modeling": "parallel", "parallel": {}}}, "modeling"),
         ({"transformer_lm_overrides": {"norm_first": False}}, "norm_first"),
+        ({"interleave_stereo_codebooks": {"use": True, "per_timestep": True}}, "per_timestep"),
+        ({"interleave_stereo_codebooks": {"use": True, "per_timestep": False}}, "delay.delays"),  # mono's delays
     ],
 )
 def test_what_transformers_musicgen_cannot_compute_is_refused_naming_the_field(
@@ -312,3 +315,80 @@ def test_a_fine_tune_saved_by_transformers_goes_back_to_audiocraft(
             encoder_outputs=(states,), attention_mask=torch.ones(1, 3, dtype=torch.long), decoder_input_ids=codes[0]
         ).logits.reshape(1, 4, 6, -1)
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+
+
+STEREO_LM: dict[str, Any] = {
+    "transformer_lm": {
+        **__import__("tests.originals", fromlist=["MUSICGEN_LM"]).MUSICGEN_LM["transformer_lm"],
+        "n_q": 8,
+    },
+    "codebooks_pattern": {
+        "modeling": "delay",
+        "delay": {"delays": [0, 0, 1, 1, 2, 2, 3, 3], "flatten_first": 0, "empty_initial": 0},
+    },
+    "interleave_stereo_codebooks": {"use": True, "per_timestep": False},
+    "channels": 2,
+}
+"""What audiocraft's stereo fine-tuning grid sets (musicgen_stereo_finetune_32khz): 8 codebooks, a left
+and a right one for each of the mono EnCodec's 4, interleaved, each pair delayed alike."""
+
+
+def test_a_stereo_musicgen_converts_both_ways_with_audiocrafts_codes_and_logits(tmp_path: Path) -> None:
+    """A stereo MusicGen as audiocraft builds and exports it (the mono EnCodec codes each channel, the
+    codebooks interleaved): ``audio_channels`` 2 and a two-channel feature extractor; the LM's logits are
+    audiocraft's for the same 8 codebooks; a stereo prompt gives audiocraft's interleaved codes; generated
+    audio has two channels. Back, audiocraft's loaders build the stereo model again, the same logits.
+    (It used to be refused, as delays that are not one step per codebook.)"""
+    from unittest import mock
+
+    from transformers import AutoProcessor, MusicgenForConditionalGeneration
+
+    from tests.originals import import_audiocraft, musicgen_directory, t5_directory
+    from wmap.way_back import export
+
+    torch.manual_seed(0)
+    lm, compression = musicgen_directory(tmp_path / "stereo", STEREO_LM)
+    t5 = t5_directory(tmp_path / "t5-small", as_t5_small=True)
+    assert preview("musicgen", tmp_path / "stereo", processor_file=t5).unwrap().plan.is_clean()
+    hf = convert("musicgen", tmp_path / "stereo", tmp_path / "hf", processor_file=t5).unwrap()
+    model = MusicgenForConditionalGeneration.from_pretrained(hf).eval()
+    processor = AutoProcessor.from_pretrained(hf)
+    assert (model.config.decoder.audio_channels, model.config.decoder.num_codebooks) == (2, 8)
+    assert processor.feature_extractor.feature_size == 2
+
+    from omegaconf import OmegaConf
+
+    audiocraft = import_audiocraft()
+    cfg = OmegaConf.create({**MUSICGEN_LM, **STEREO_LM})  # as audiocraft's loader keeps it on the LM
+    stereo = audiocraft.models.builders.get_wrapped_compression_model(compression, cfg)
+    inputs = processor(text=["a calm piano song"], return_tensors="pt")
+    codes = torch.randint(0, 64, (1, 8, 9))
+    audio = torch.randn(1, 2, 1600) * 0.3
+    with torch.no_grad():
+        states = model.text_encoder(**inputs).last_hidden_state
+        condition = lm.condition_provider.conditioners["description"].output_proj(states)
+        conditions = {"description": (condition, inputs["attention_mask"])}
+        theirs = lm(codes, [], condition_tensors=conditions)
+        ours = model(**inputs, decoder_input_ids=codes.reshape(8, 9)).logits.reshape(1, 8, 9, -1)
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+        expected, _ = stereo.encode(audio)
+        prompt = model._prepare_audio_encoder_kwargs_for_generation(audio, {}, "input_values")  # generate's own
+        assert torch.equal(prompt["decoder_input_ids"].reshape(1, 8, -1), expected)
+        generated = model.generate(**inputs, max_new_tokens=4, do_sample=False, guidance_scale=None)
+    assert generated.shape[:2] == (1, 2)
+
+    (tmp_path / "back").mkdir()
+    out = export("musicgen", hf, tmp_path / "back" / "state_dict.bin").unwrap()
+    conditioners = __import__("sys").modules["audiocraft.modules.conditioners"]
+    load = conditioners.T5EncoderModel.from_pretrained
+    with (
+        mock.patch.object(conditioners.T5EncoderModel, "from_pretrained", lambda *a, **k: load(t5)),
+        mock.patch.object(conditioners.T5Tokenizer, "from_pretrained", lambda *a, **k: None),
+    ):
+        back = audiocraft.models.loaders.load_lm_model(out.parent)  # load_state_dict: strict
+    wrapped = audiocraft.models.builders.get_wrapped_compression_model(
+        audiocraft.models.loaders.load_compression_model(out.parent), back.cfg
+    )
+    assert wrapped.channels == 2 and wrapped.num_codebooks == 8
+    with torch.no_grad():
+        assert torch.equal(back(codes, [], condition_tensors=conditions), theirs)

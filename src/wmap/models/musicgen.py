@@ -42,6 +42,7 @@ from wmap.config_fields import (
     Joint,
     Translated,
     Translation,
+    boolean,
     divides,
     fixed_back,
     get,
@@ -191,6 +192,29 @@ CONDITIONING = ConfigTable(
         Ignored("cross_attention_pos_emb_scale", "used only with positions on the condition (checked off)"),
     ),
 )
+STEREO = ConfigTable(
+    "audiocraft xp.cfg interleave_stereo_codebooks",
+    (
+        Translated("use", boolean, None, False),
+        Checked(
+            "per_timestep",
+            (False,),
+            "transformers' stereo MusicGen interleaves the two channels' codebooks, not their time steps",
+            False,
+            boolean,
+        ),
+        Ignored("downsample", "an early stereo setting audiocraft's own export drops"),
+    ),
+)
+"""Stereo (absent: mono): audiocraft wraps the mono compression model to code each channel, their
+codebooks interleaved (left, right for each); transformers' MusicGen does so with ``audio_channels`` 2."""
+
+
+def channels(stereo: Translation) -> int:
+    """Audio channels of the LM's codes: 2 where they interleave a stereo pair's."""
+    return 2 if stereo.values["use"] else 1
+
+
 DEFAULT_GUIDANCE = 3.0
 """audiocraft's coefficient where a config has none."""
 
@@ -216,12 +240,17 @@ def _conditioner(cfg: object) -> BadConfig | None:
     return None
 
 
-def _delays(lm: Translation, delay: Translation) -> BadConfig | None:
-    """The delay pattern transformers applies: one step per codebook, nothing flattened or empty first."""
-    n_q, settings = lm.values["n_q"], delay.values["delay"]
+def _delays(lm: Translation, delay: Translation, stereo: Translation) -> BadConfig | None:
+    """The delay pattern transformers applies: one step per codebook (each channel's: ``0, 0, 1, 1, ...``
+    in stereo), nothing flattened or empty first."""
+    n_q, settings, pair = lm.values["n_q"], delay.values["delay"], channels(stereo)
+    if n_q % pair:
+        return BadConfig(TRANSFORMER_LM.section, "n_q", "an even number: a stereo pair's codebooks", str(n_q))
+    expected = [step for step in range(n_q // pair) for _ in range(pair)]
     delays = get(settings, "delays", None)
-    if delays is not None and _listed(delays).value_or(None) != [str(n) for n in range(n_q)]:
-        return BadConfig(DELAY.section, "delay.delays", f"{list(range(n_q))} (one step per codebook)", str(delays))
+    if delays is not None and _listed(delays).value_or(None) != [str(n) for n in expected]:
+        each = "codebook" if pair == 1 else "codebook of each channel"
+        return BadConfig(DELAY.section, "delay.delays", f"{expected} (one step per {each})", str(delays))
     for name in ("flatten_first", "empty_initial"):
         if get(settings, name, 0) != 0:
             return BadConfig(
@@ -230,9 +259,9 @@ def _delays(lm: Translation, delay: Translation) -> BadConfig | None:
     return None
 
 
-def decoder_config(lm: Translation) -> MusicgenDecoderConfig:
-    """The LM -> ``MusicgenDecoderConfig`` (GELU: the only activation its table accepts)."""
-    return MusicgenDecoderConfig(**lm.kwargs, activation_function="gelu")
+def decoder_config(lm: Translation, stereo: Translation) -> MusicgenDecoderConfig:
+    """The LM -> ``MusicgenDecoderConfig`` (GELU: the only activation its table accepts), mono or stereo."""
+    return MusicgenDecoderConfig(**lm.kwargs, activation_function="gelu", audio_channels=channels(stereo))
 
 
 PROJECTION = "lm.condition_provider.conditioners.description.output_proj.weight"
@@ -260,10 +289,11 @@ def _composite(parts: tuple[Any, ...], layout: Layout) -> Result[TranslatedConfi
     """``MusicgenConfig`` of the three, where they fit together: the LM's codebooks are the compression
     model's (as many, as large), its projection takes the text encoder's width."""
     reads, audio, t5 = parts
-    decoder = decoder_config(reads[0])
-    codebooks = encodec_audiocraft.codebooks(audio.config)
+    decoder = decoder_config(reads[0], reads[-1])
+    codebooks = encodec_audiocraft.codebooks(audio.config) * decoder.audio_channels
     if (decoder.num_codebooks, decoder.vocab_size) != (codebooks, audio.config.codebook_size):
-        expected = f"{codebooks} codebooks of {audio.config.codebook_size} (the compression model's)"
+        each = "" if decoder.audio_channels == 1 else ", for each of the two channels"
+        expected = f"{codebooks} codebooks of {audio.config.codebook_size} (the compression model's{each})"
         found = f"n_q {decoder.num_codebooks}, card {decoder.vocab_size}"
         return Failure(BadConfig(SOURCE, "n_q, card", expected, found))
     width = layout.get(PROJECTION, (0, t5.d_model))[1]
@@ -284,9 +314,10 @@ def _lm_sections(cfg: object) -> Result[tuple[Translation, ...], BadConfig]:
         (DELAY, get(cfg, "codebooks_pattern", None)),
         (CONDITIONING, get(cfg, "fuser", None)),
         (GUIDANCE, get(cfg, "classifier_free_guidance", None)),
+        (STEREO, get(cfg, "interleave_stereo_codebooks", None) or {}),  # absent: mono (audiocraft's hasattr)
     )
     read = translate_each(sections)
-    wrong = read.map(lambda found: _delays(found[0], found[1])).value_or(None)
+    wrong = read.map(lambda found: _delays(found[0], found[1], found[-1])).value_or(None)
     return Failure(wrong) if wrong is not None else read
 
 
@@ -431,9 +462,9 @@ class Sampling:
         except Exception as error:  # a directory without tokenizer files, of many kinds
             detail = " ".join(str(error).split())[:120]
             return Failure(BadConfig(str(file), "tokenizer", "the T5 tokenizer's files", detail))
-        audio = config.audio_encoder
+        audio = config.audio_encoder  # a stereo MusicGen takes two channels, each coded by the mono EnCodec
         extractor = EncodecFeatureExtractor(
-            feature_size=int(audio.audio_channels), sampling_rate=int(audio.sampling_rate)
+            feature_size=int(config.decoder.audio_channels), sampling_rate=int(audio.sampling_rate)
         )
         processor = partial(save_processor, "MusicgenProcessor", extractor, tokenizer)
         return Success(writing(processor, self.generation_config(config, meta).save_pretrained))
@@ -488,7 +519,9 @@ def lm_xp_cfg(config: PretrainedConfig, t5: str, guidance_scale: float, seconds:
         **values_back(TRANSFORMER_LM.fields, decoder),
         "custom": False,
     }
-    delays = {"delays": list(range(int(decoder.num_codebooks))), **NOTHING_FIRST}
+    pair = int(decoder.audio_channels)
+    steps = [step for step in range(int(decoder.num_codebooks) // pair) for _ in range(pair)]
+    delays = {"delays": steps, **NOTHING_FIRST}
     return {
         "lm_model": "transformer_lm",
         "device": "cpu",
@@ -500,6 +533,7 @@ def lm_xp_cfg(config: PretrainedConfig, t5: str, guidance_scale: float, seconds:
         "fuser": {**fixed_back(CONDITIONING.fields), "cross_attention_pos_emb_scale": 1},
         "attribute_dropout": {},
         "classifier_free_guidance": {"training_dropout": 0.0, "inference_coef": guidance_scale},
+        "interleave_stereo_codebooks": {**fixed_back(STEREO.fields), "use": pair == 2},
     }
 
 
