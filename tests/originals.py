@@ -997,6 +997,8 @@ def import_audiocraft() -> Any:
 AUDIOCRAFT_ENCODEC: dict[str, Any] = {
     "compression_model": "encodec",
     "device": "cpu",
+    "dataset": {"segment_duration": 1.0, "batch_size": 64},
+    "optim": {"optimizer": "adam", "lr": 3e-4, "epochs": 200},
     "sample_rate": 16000,
     "channels": 1,
     "encodec": {  # interpolations, as audiocraft's config/model/encodec/default.yaml writes them
@@ -1074,7 +1076,10 @@ MUSICGEN_LM: dict[str, Any] = {
     "lm_model": "transformer_lm",
     "device": "cpu",
     "dtype": "float32",
-    "dataset": {"segment_duration": 1.0},
+    "dataset": {"segment_duration": 1.0, "batch_size": 16, "num_workers": 4},
+    "optim": {"optimizer": "adamw", "lr": 1e-4, "epochs": 100, "updates_per_epoch": 2000, "ema": {"use": False}},
+    "schedule": {"lr_scheduler": "cosine", "cosine": {"warmup": 4000, "lr_min_ratio": 0.0}},
+    "logging": {"log_tensorboard": False, "log_wandb": False},
     "transformer_lm": {
         "dim": 16,
         "num_heads": 2,
@@ -1131,7 +1136,8 @@ MUSICGEN_LM: dict[str, Any] = {
     "classifier_free_guidance": {"training_dropout": 0.0, "inference_coef": 3.0},
 }
 """A MusicGen LM's xp.cfg, shrunk (4 codebooks of 32 codes, 2 layers of width 16), as MusicGen's solver
-keeps it; conditioned on text by T5 through cross-attention."""
+keeps it; conditioned on text by T5 through cross-attention; with the training sections a run's config
+holds (its data, optimiser, schedule, logging), which another run of a sweep changes."""
 
 T5_SMALL_WIDTH = 512
 """t5-small's width, which audiocraft's conditioner projects from (its ``MODELS_DIMS``)."""

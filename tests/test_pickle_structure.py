@@ -134,3 +134,17 @@ def test_values_at_paths_are_read_where_they_are_plain() -> None:
     assert found == {"cfg.model.path": "/runs/a"}
     with pytest.raises(Unkeyable):
         values_at(loaded, ("cfg.optimization",))  # not a plain value
+
+
+def test_a_top_level_key_with_dots_is_one_key_of_an_unread_path() -> None:
+    """audiocraft keeps its config under ``xp.cfg``: ``xp.cfg.optim`` names its ``optim`` section."""
+    from wmap.pickle_structure import split_path, written
+
+    assert split_path("xp.cfg.optim", ("xp.cfg",)) == ("xp.cfg", "optim")
+    assert split_path("xp.cfg", ("xp.cfg",)) == ("xp.cfg",)
+    assert split_path("cfg.model.data", ("xp.cfg",)) == ("cfg", "model", "data")
+    run = {"xp.cfg": {"optim": {"lr": 0.1}, "transformer_lm": {"dim": 16}}}
+    other = {"xp.cfg": {"optim": {"lr": 0.5}, "transformer_lm": {"dim": 16}}}
+    unread = ("xp.cfg.optim",)
+    assert written(run, unread, ("xp.cfg",)) == written(other, unread, ("xp.cfg",))
+    assert written(run, unread) != written(other, unread)  # the control: without the key named, "xp" "cfg"

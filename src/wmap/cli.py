@@ -112,12 +112,12 @@ def _preview(args: argparse.Namespace) -> int:
     }
     names = [family.name for family in SHIPPED]
     family = family_entry(args.model) if args.model in names else None
-    unread, displayed = (family.unread, family.displayed) if family is not None else ((), ())
+    unread, displayed, texts = (family.unread, family.displayed, family.texts) if family else ((), (), ())
     beside = None if args.processor_file is None else str(args.processor_file)  # MusicGen's --text-encoder
     kept = (
         None
         if args.no_cache
-        else preview_cache.key(args.model, args.checkpoint, args.config, shown, names, unread, displayed, beside)
+        else preview_cache.key(args.model, args.checkpoint, args.config, shown, names, unread, displayed, beside, texts)
     )
     entry = None if kept is None else preview_cache.load(kept.digest)
     if entry is not None and kept is not None and all(path in kept.displayed for _, path in entry.displayed):

@@ -104,11 +104,21 @@ def structure(data: bytes, unread: Iterable[str] = ()) -> str:
     return written(read(data), unread)
 
 
-def written(loaded: object, unread: Iterable[str] = ()) -> str:
+def split_path(path: str, dotted: Iterable[str] = ()) -> tuple[str, ...]:
+    """A dotted path's keys; a top-level key that holds dots itself (``dotted``: audiocraft's ``xp.cfg``)
+    is one key: ``xp.cfg.optim`` is ``("xp.cfg", "optim")``."""
+    for name in dotted:
+        if path == name or path.startswith(name + "."):
+            return (name, *path[len(name) + 1 :].split(".")) if path != name else (name,)
+    return tuple(path.split("."))
+
+
+def written(loaded: object, unread: Iterable[str] = (), dotted: Iterable[str] = ()) -> str:
     """The structure of a pickle as :func:`read` gives it, as text, the entries at the dotted paths
-    ``unread`` by their shape alone. Raises :class:`Unkeyable`."""
+    ``unread`` (:func:`split_path`, ``dotted`` the top-level keys with dots) by their shape alone.
+    Raises :class:`Unkeyable`."""
     try:
-        writer = _Writer(frozenset(tuple(path.split(".")) for path in unread))
+        writer = _Writer(frozenset(split_path(path, tuple(dotted)) for path in unread))
         writer.write(loaded, ())
         return "\n".join(writer.out)
     except Unkeyable:

@@ -33,7 +33,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
 
+from wmap.errors import BadConfig
 from wmap.pickle_structure import Unkeyable, read, values_at, written
+from wmap.yaml_text import read_yaml
 
 if TYPE_CHECKING:
     from wmap.config_fields import IgnoredField
@@ -87,12 +89,14 @@ class Key:
     displayed: dict[str, object] = attrs.field(factory=dict)
 
 
-def _structure(path: str, unread: Iterable[str], displayed: Iterable[str]) -> tuple[bytes, dict[str, object]] | None:
+def _structure(
+    path: str, unread: Iterable[str], displayed: Iterable[str], texts: Iterable[str] = ()
+) -> tuple[bytes, dict[str, object]] | None:
     """What a preview reads of a checkpoint file (:func:`_file_structure`) or folder (MusicGen's, the T5
     named beside it: :func:`_folder_structure`; no displayed paths there)."""
     if os.path.isdir(path):
-        return None if tuple(displayed) else _folder_structure(path, unread)
-    return _file_structure(path, unread, displayed)
+        return None if tuple(displayed) else _folder_structure(path, unread, texts)
+    return _file_structure(path, unread, displayed, texts)
 
 
 WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth", ".th", ".ckpt")
@@ -100,7 +104,9 @@ WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth", ".th", ".ckpt")
 MAX_FILES = 1000
 
 
-def _folder_structure(path: str, unread: Iterable[str]) -> tuple[bytes, dict[str, object]] | None:
+def _folder_structure(
+    path: str, unread: Iterable[str], texts: Iterable[str] = ()
+) -> tuple[bytes, dict[str, object]] | None:
     """A folder's files (not hidden ones), each by its name and what a preview reads of it: a weights
     file (:data:`WEIGHT_FILES`) by its structure, as a checkpoint file's; any other by :func:`_whole`.
     ``None`` for a subfolder, a weights file whose structure is not read here, or too many files."""
@@ -113,7 +119,7 @@ def _folder_structure(path: str, unread: Iterable[str]) -> tuple[bytes, dict[str
             where = os.path.join(path, name)
             if not os.path.isfile(where):
                 return None
-            found = _file_structure(where, unread, ()) if name.endswith(WEIGHT_FILES) else _whole(where)
+            found = _file_structure(where, unread, (), texts) if name.endswith(WEIGHT_FILES) else _whole(where)
             if found is None:
                 return None
             for part in (name.encode("utf-8", "surrogateescape"), found[0]):
@@ -134,12 +140,13 @@ def _whole(path: str) -> tuple[bytes, dict[str, object]]:
 
 
 def _file_structure(
-    path: str, unread: Iterable[str], displayed: Iterable[str]
+    path: str, unread: Iterable[str], displayed: Iterable[str], texts: Iterable[str] = ()
 ) -> tuple[bytes, dict[str, object]] | None:
     """What a checkpoint's preview reads of it: a safetensors header, or a torch zip's ``data.pkl`` (its
     structure, :func:`wmap.pickle_structure.written`: what the family never reads (``unread``) or only
-    shows (``displayed``) but for their shape) and its records' names and sizes, with the values at
-    the ``displayed`` paths; ``None`` for anything else (not kept)."""
+    shows (``displayed``) but for their shape; the YAML ``texts`` it keeps by theirs, read as the family
+    reads them, :func:`_texts_read`) and its records' names and sizes, with the values at the
+    ``displayed`` paths; ``None`` for anything else (not kept)."""
     shown_only = tuple(displayed)
     try:
         with open(path, "rb") as file:
@@ -157,11 +164,33 @@ def _file_structure(
                 return None
             others = [info for info in infos if info is not pickles[0]]  # the pickle counts by its structure
             records = json.dumps([(info.filename.split("/", 1)[-1], info.file_size) for info in others]).encode()
-            loaded = read(archive.read(pickles[0]))
-            pickled = written(loaded, (*unread, *shown_only))
+            loaded = _texts_read(read(archive.read(pickles[0])), tuple(texts))
+            pickled = written(loaded, (*unread, *shown_only), texts)
             return pickled.encode("utf-8", "surrogatepass") + b"\0" + records, values_at(loaded, shown_only)
     except (OSError, ValueError, zipfile.BadZipFile, struct.error, Unkeyable):
         return None
+
+
+def _texts_read(loaded: object, texts: tuple[str, ...]) -> object:
+    """``loaded`` with the YAML text at each of its top-level ``texts`` read as its structure, as the
+    family reads it (:func:`wmap.yaml_text.read_yaml`, interpolations resolved), so that the unread
+    paths inside it (``xp.cfg.optim``) count by their shape; text that does not read counts as it is."""
+    if not texts or not isinstance(loaded, dict) or not any(isinstance(loaded.get(t), str) for t in texts):
+        return loaded
+    parsed = {text: read_yaml(loaded[text], text) for text in texts if isinstance(loaded.get(text), str)}
+    return {**loaded, **{text: _sorted(found) for text, found in parsed.items() if not isinstance(found, BadConfig)}}
+
+
+def _sorted(value: object, depth: int = 0) -> object:
+    """A YAML mapping's keys in one order (a mapping's order says nothing: the same config dumped again
+    counts as it is)."""
+    if depth > 64:
+        raise Unkeyable("too deep")
+    if isinstance(value, dict):
+        return {key: _sorted(value[key], depth + 1) for key in sorted(value, key=repr)}
+    if isinstance(value, list):
+        return [_sorted(item, depth + 1) for item in value]
+    return value
 
 
 def displayed_rows(ignored: Sequence[IgnoredField], values: Mapping[str, object]) -> tuple[tuple[int, str], ...] | None:
@@ -211,6 +240,7 @@ def key(
     unread: Iterable[str] = (),
     displayed: Iterable[str] = (),
     beside: str | None = None,
+    texts: Iterable[str] = (),
 ) -> Key | None:
     """The digest a preview is kept under, or ``None`` where it cannot be kept (a family not shipped
     with wmap, a checkpoint or config file whose structure is not read here). ``unread``: what the
@@ -219,7 +249,8 @@ def key(
     ``displayed``: what its preview only shows (dotted paths to plain values), counted by shape too,
     and read (:attr:`Key.displayed`) to be shown again as the file has it. ``beside``: a file or folder
     the preview reads besides the checkpoint (MusicGen's ``--text-encoder``), counted as a checkpoint
-    is (not where it is: the preview does not name it)."""
+    is (not where it is: the preview does not name it). ``texts``: top-level keys of the checkpoint
+    holding YAML text (audiocraft's ``xp.cfg``), read so that ``unread`` can name paths inside it."""
     if family not in set(shipped):
         return None
     digest = hashlib.sha256()
@@ -227,13 +258,13 @@ def key(
     parts += [line.encode() for line in (*_package_files(), *package_versions(), sys.version)]
     values: dict[str, object] = {}
     if checkpoint is not None:
-        found = _structure(checkpoint, unread, displayed)
+        found = _structure(checkpoint, unread, displayed, texts)
         if found is None:
             return None
         values = found[1]
         parts.append(found[0])  # not where it is: the summary line names it as it is shown (:class:`Entry`)
     if beside is not None:
-        found = _structure(beside, unread, ())
+        found = _structure(beside, unread, (), texts)
         if found is None:
             return None
         parts += [b"beside", found[0]]

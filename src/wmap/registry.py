@@ -40,6 +40,9 @@ class Family:
     displayed: tuple[str, ...] = ()
     """What its preview only shows of its checkpoints (dotted paths to plain values, among the config
     fields it ignores): counted in a kept preview's key by shape, and read again when it is shown."""
+    texts: tuple[str, ...] = ()
+    """Top-level keys of its checkpoints that hold YAML text (audiocraft's ``xp.cfg``): read as the family
+    reads them, so that ``unread`` can name paths inside (``xp.cfg.optim``)."""
 
     def description(self) -> dict[str, str]:
         """``name``, ``source`` and ``target``, as a family module passes them to its ``ModelSpec``."""
@@ -105,6 +108,27 @@ def _fairseq(name: str, source: str, target: str, module: str, attribute: str) -
     return Family(name, source, target, module, attribute, unread=FAIRSEQ_TRAINER, displayed=FAIRSEQ_PATHS)
 
 
+AUDIOCRAFT_SETTINGS = (
+    *("device", "dtype", "autocast", "autocast_dtype", "seed", "show", "label", "num_threads"),
+    *("continue_from", "execute_only", "execute_inplace", "benchmark_no_load", "mp_start_method"),
+    *("efficient_attention_backend", "logging", "tensorboard", "wandb", "slurm", "dora", "solver", "fsdp"),
+    *("profiler", "deadlock", "dataset", "checkpoint", "generate", "evaluate", "optim", "schedule"),
+    *("metrics", "cache", "tokens", "compression_model_checkpoint", "losses", "balancer", "adversarial"),
+    *("mrstft", "mel", "sisnr", "msspec", "msstftd", "msd", "mpd"),
+)
+"""The sections of an audiocraft ``xp.cfg`` that say how a model was trained or run (its solver's, the
+cluster's, the data's, the losses'), not what it is: the audiocraft families read none of them (the
+model's sections, the rate and channels, stereo and ``compression_model_n_q`` stay counted)."""
+
+AUDIOCRAFT_RUN = tuple(f"xp.cfg.{section}" for section in AUDIOCRAFT_SETTINGS)
+"""What another run of a sweep (other settings, the same model) changes in an audiocraft file."""
+
+
+def _audiocraft(name: str, source: str, target: str, attribute: str, module: str = "wmap.models.musicgen") -> Family:
+    """An audiocraft family: its files keep ``xp.cfg`` as YAML text, whose run settings it never reads."""
+    return Family(name, source, target, module, attribute, unread=AUDIOCRAFT_RUN, texts=("xp.cfg",))
+
+
 def _encodec(rate: str, attribute: str) -> Family:
     return Family(
         f"encodec_{rate.replace(' ', '').lower()}",
@@ -119,25 +143,23 @@ SHIPPED: Final = (
     _encodec("24 kHz", "ENCODEC_24KHZ"),
     _encodec("32 kHz", "ENCODEC_32KHZ"),
     _encodec("48 kHz", "ENCODEC_48KHZ"),
-    Family(
+    _audiocraft(
         "encodec_audiocraft",
         "audiocraft EnCodec (compression_state_dict.bin: best_state, xp.cfg; MusicGen's, AudioGen's or your own)",
         "transformers EncodecModel, configured from the file's xp.cfg",
-        "wmap.models.encodec_audiocraft",
         "ENCODEC_AUDIOCRAFT",
+        "wmap.models.encodec_audiocraft",
     ),
-    Family(
+    _audiocraft(
         "musicgen",
         "audiocraft MusicGen directory (state_dict.bin + compression_state_dict.bin) and --text-encoder T5 directory",
         "transformers MusicgenForConditionalGeneration, with MusicgenProcessor and its generation config",
-        "wmap.models.musicgen",
         "MUSICGEN",
     ),
-    Family(
+    _audiocraft(
         "audiogen",
         "audiocraft AudioGen directory (state_dict.bin + compression_state_dict.bin) and --text-encoder T5 directory",
         "transformers MusicgenForConditionalGeneration (AudioGen's LM is MusicGen's), with MusicgenProcessor",
-        "wmap.models.musicgen",
         "AUDIOGEN",
     ),
     _fairseq(

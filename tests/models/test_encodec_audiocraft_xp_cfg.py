@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from wmap.errors import BadConfig
-from wmap.models.encodec_audiocraft import MAX_INTERPOLATIONS, xp_cfg_of
+from wmap.models.encodec_audiocraft import xp_cfg_of
+from wmap.yaml_text import MAX_INTERPOLATIONS
 
 
 def test_interpolations_of_its_own_keys_are_resolved_as_omegaconf_does() -> None:

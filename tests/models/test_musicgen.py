@@ -112,6 +112,54 @@ def test_without_the_text_encoder_or_with_another_one_it_is_refused(
     assert isinstance(narrow, BadConfig) and narrow.key == "d_model" and "512" in narrow.expected
 
 
+def _another_run(directory: Path, where: Path, **changes: Any) -> Path:
+    """A copy of an audiocraft directory whose files' ``xp.cfg`` have other values at the dotted paths of
+    ``changes`` (``optim__lr``: ``optim.lr``), re-exported as YAML text."""
+    import shutil
+
+    import yaml
+
+    copy = Path(shutil.copytree(directory, where))
+    for name in ("state_dict.bin", "compression_state_dict.bin"):
+        saved = torch.load(copy / name, weights_only=False)
+        cfg = yaml.safe_load(saved["xp.cfg"])
+        for dotted, value in changes.items():
+            *parents, last = dotted.split("__")
+            section = cfg
+            for parent in parents:
+                section = section.get(parent, {})
+            if last in section:  # where the file has it (the compression model's has no logging)
+                section[last] = value
+        torch.save({**saved, "xp.cfg": yaml.safe_dump(cfg)}, copy / name)
+    return copy
+
+
+def test_another_run_of_a_sweep_is_shown_from_the_kept_preview(
+    saved: tuple[Path, Path, Any, Any], tmp_path: Path
+) -> None:
+    """Another run with other training settings (the data, the optimiser, the schedule, logging: what
+    the family never reads of ``xp.cfg``) is the same model: its preview is shown without importing
+    torch, as ``--no-cache`` plans it. The control: a field the family reads (the LM's dropout) is
+    planned again."""
+    from tests.helpers import wmap_imports
+
+    directory, t5, _, _ = saved
+    settings = {"optim__lr": 0.5, "optim__epochs": 7, "dataset__batch_size": 3, "logging__log_wandb": True}
+    other = _another_run(directory, tmp_path / "run-2", **settings)
+    read = _another_run(directory, tmp_path / "run-3", transformer_lm__dropout=0.25)
+    cache = tmp_path / "cache"
+
+    def previewed(folder: Path, *more: str) -> tuple[int, str, set[str]]:
+        return wmap_imports("preview", "musicgen", str(folder), "--text-encoder", str(t5), *more, cache=cache)
+
+    first = previewed(directory)
+    assert first[0] == 0 and "torch" in first[2]
+    shown = previewed(other)
+    assert "torch" not in shown[2] and shown[:2] == previewed(other, "--no-cache")[:2]
+    control = previewed(read)
+    assert "torch" in control[2] and control[:2] == previewed(read, "--no-cache")[:2]
+
+
 @pytest.mark.parametrize(
     ("sections", "key"),
     [

@@ -14,7 +14,6 @@ bandwidth written is ``n_q * frame_rate * log2(bins) / 1000`` (MusicGen's 32 kHz
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig
 from wmap.models.encodec import encodec_pipeline, feature_extractor_files
 from wmap.reverse import predicted_layout
 from wmap.transforms import Layout, Transform, weight_norm_hook_names
+from wmap.yaml_text import read_yaml
 
 TRAINING = "training-only setting of the quantizer (codebook updates, dropout, regularisation)"
 
@@ -206,55 +206,11 @@ def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[Translat
     return translate_each(sections).bind(lambda read: built(*read))
 
 
-MAX_CFG = 1 << 20
-"""The longest ``xp.cfg`` read (a real one is a few kB)."""
-
-
 def xp_cfg_of(meta: Mapping[str, Any]) -> Any:
-    """The file's ``xp.cfg``: YAML text (read safely, bounded), or a mapping already."""
+    """The file's ``xp.cfg``: YAML text (:func:`wmap.yaml_text.read_yaml`: read safely, bounded, its
+    interpolations resolved), or a mapping already."""
     text = meta.get("xp.cfg")
-    if isinstance(text, Mapping):
-        return text
-    if not isinstance(text, str) or len(text) > MAX_CFG:
-        return BadConfig("checkpoint", "xp.cfg", "audiocraft's experiment config (YAML text)", type(text).__name__)
-    import yaml
-
-    try:
-        loaded = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        return BadConfig("checkpoint", "xp.cfg", "YAML text", str(error).splitlines()[0][:80])
-    return resolved(loaded, text)
-
-
-MAX_INTERPOLATIONS = 256
-"""The most ``${...}`` an ``xp.cfg`` may hold (audiocraft's configs hold a few dozen): each is resolved
-through the ones it names, so their number bounds the time resolving takes."""
-
-RESOLVER_CALL = re.compile(r"\$\{\s*[\w.-]+\s*:")
-"""A resolver's call (``${oc.env:HOME}``) rather than a reference to a key (``${sample_rate}``)."""
-
-
-def resolved(loaded: Any, text: str) -> Any:
-    """``loaded`` with its interpolations (``${sample_rate}``, ``${encodec.causal}``) resolved, as
-    audiocraft's loaders resolve them (``OmegaConf.create`` of the text): its export writes the solver's
-    config unresolved. A resolver's call is refused, not run (``${oc.env:...}`` would put the
-    environment into the converted config), as are more than :data:`MAX_INTERPOLATIONS`."""
-    count = text.count("${")
-    if not count or not isinstance(loaded, dict):
-        return loaded
-    expected = f"values and at most {MAX_INTERPOLATIONS} interpolations of its own keys (no resolver is run)"
-    call = RESOLVER_CALL.search(text)
-    if call is not None or count > MAX_INTERPOLATIONS:
-        return BadConfig(
-            "checkpoint", "xp.cfg", expected, f"{call.group(0)}...}}" if call else f"{count} interpolations"
-        )
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        return OmegaConf.to_container(OmegaConf.create(loaded), resolve=True)
-    except (OmegaConfBaseException, RecursionError) as error:
-        return BadConfig("checkpoint", "xp.cfg", expected, str(error).splitlines()[0][:120])
+    return text if isinstance(text, Mapping) else read_yaml(text, "xp.cfg")
 
 
 def pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:

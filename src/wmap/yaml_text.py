@@ -1,0 +1,55 @@
+"""YAML text a checkpoint keeps (audiocraft's ``xp.cfg``): read safely and bounded, with the
+interpolations of its own keys resolved as OmegaConf resolves them and no resolver run. Torch-free:
+the families read it, and so does the preview cache, to count a run's settings by their shape."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from wmap.errors import BadConfig
+
+MAX_TEXT = 1 << 20
+"""The longest text read (an ``xp.cfg`` is a few kB)."""
+
+MAX_INTERPOLATIONS = 256
+"""The most ``${...}`` a text may hold (audiocraft's configs hold a few dozen): each is resolved
+through the ones it names, so their number bounds the time resolving takes."""
+
+RESOLVER_CALL = re.compile(r"\$\{\s*[\w.-]+\s*:")
+"""A resolver's call (``${oc.env:HOME}``) rather than a reference to a key (``${sample_rate}``)."""
+
+
+def read_yaml(text: object, key: str, source: str = "checkpoint") -> Any:
+    """``text`` (the value of ``key`` in ``source``) as the structure its YAML says, its interpolations
+    resolved (:func:`resolved`); a :class:`BadConfig` naming ``key`` where it is not such text."""
+    if not isinstance(text, str) or len(text) > MAX_TEXT:
+        return BadConfig(source, key, "audiocraft's experiment config (YAML text)", type(text).__name__)
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        return BadConfig(source, key, "YAML text", str(error).splitlines()[0][:80])
+    return resolved(loaded, text, key, source)
+
+
+def resolved(loaded: Any, text: str, key: str, source: str = "checkpoint") -> Any:
+    """``loaded`` with its interpolations (``${sample_rate}``, ``${encodec.causal}``) resolved, as
+    audiocraft's loaders resolve them (``OmegaConf.create`` of the text): its export writes the solver's
+    config unresolved. A resolver's call is refused, not run (``${oc.env:...}`` would put the
+    environment into the converted config), as are more than :data:`MAX_INTERPOLATIONS`."""
+    count = text.count("${")
+    if not count or not isinstance(loaded, dict):
+        return loaded
+    expected = f"values and at most {MAX_INTERPOLATIONS} interpolations of its own keys (no resolver is run)"
+    call = RESOLVER_CALL.search(text)
+    if call is not None or count > MAX_INTERPOLATIONS:
+        return BadConfig(source, key, expected, f"{call.group(0)}...}}" if call else f"{count} interpolations")
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_container(OmegaConf.create(loaded), resolve=True)
+    except (OmegaConfBaseException, RecursionError) as error:
+        return BadConfig(source, key, expected, str(error).splitlines()[0][:120])
