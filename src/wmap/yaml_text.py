@@ -31,7 +31,40 @@ def read_yaml(text: object, key: str, source: str = "checkpoint") -> Any:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as error:
         return BadConfig(source, key, "YAML text", str(error).splitlines()[0][:80])
+    except RecursionError:
+        return BadConfig(source, key, f"YAML text nested at most {MAX_DEPTH} deep", "nested too deep to read")
+    wrong = _not_plain(loaded)
+    if wrong is not None:
+        return BadConfig(source, key, f"plain YAML (no aliases, at most {MAX_DEPTH} deep, {MAX_NODES} values)", wrong)
     return resolved(loaded, text, key, source)
+
+
+MAX_DEPTH = 64
+MAX_NODES = 100_000
+"""Bounds on what a text's structure may hold: an ``xp.cfg`` is a few levels and a few hundred values."""
+
+
+def _not_plain(loaded: object) -> str | None:
+    """What makes ``loaded`` more than a tree of plain values, or ``None``: a container met twice (a YAML
+    alias, which would be walked once per reference: ``&a [*a]`` loops, aliases of aliases grow
+    exponentially), more than :data:`MAX_DEPTH` levels or :data:`MAX_NODES` values."""
+    seen: set[int] = set()
+    stack: list[tuple[object, int]] = [(loaded, 0)]
+    count = 0
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            return f"more than {MAX_NODES} values"
+        if isinstance(value, dict | list):
+            if id(value) in seen:
+                return "an alias (*name) of a mapping or list"
+            if depth >= MAX_DEPTH:
+                return f"more than {MAX_DEPTH} levels"
+            seen.add(id(value))
+            items = value.values() if isinstance(value, dict) else value
+            stack.extend((item, depth + 1) for item in items)
+    return None
 
 
 def resolved(loaded: Any, text: str, key: str, source: str = "checkpoint") -> Any:
@@ -53,3 +86,15 @@ def resolved(loaded: Any, text: str, key: str, source: str = "checkpoint") -> An
         return OmegaConf.to_container(OmegaConf.create(loaded), resolve=True)
     except (OmegaConfBaseException, RecursionError) as error:
         return BadConfig(source, key, expected, str(error).splitlines()[0][:120])
+
+
+def dump_yaml(value: object) -> str:
+    """``value`` as YAML text in its own key order, each repeated object written out again (no anchors
+    or aliases: :func:`read_yaml` refuses them, and audiocraft's own export writes none)."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        def ignore_aliases(self, data: object) -> bool:
+            return True
+
+    return str(yaml.dump(value, Dumper=Dumper, sort_keys=False))

@@ -38,3 +38,32 @@ def test_what_cannot_be_resolved_safely_is_refused_naming_xp_cfg(text: str, foun
     error = xp_cfg_of({"xp.cfg": text})
     assert isinstance(error, BadConfig) and error.key == "xp.cfg" and found in error.found, error
     assert "no resolver is run" in error.expected
+
+
+BOMB = "a0: &a0 [x, x]\n" + "".join(f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}]\n" for i in range(1, 40))
+"""Aliases of aliases: a few lines that, walked once per reference, are 3**39 values."""
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("&a [*a]", "alias"),  # a list inside itself
+        (BOMB, "alias"),
+        ("a: " + "{b: " * 70 + "1" + "}" * 70, "levels"),
+        ("[" * 50_000 + "]" * 50_000, "too deep"),  # deeper than the parser's recursion
+    ],
+    ids=["loop", "alias-bomb", "deep", "deeper-than-the-parser"],
+)
+def test_yaml_that_would_not_be_read_in_bounded_time_and_memory_is_refused(text: str, found: str) -> None:
+    error = xp_cfg_of({"xp.cfg": text})
+    assert isinstance(error, BadConfig) and error.key == "xp.cfg" and found in error.found, error
+
+
+def test_the_way_back_writes_yaml_without_aliases_that_reads_back_the_same() -> None:
+    from wmap.yaml_text import dump_yaml
+
+    shared = [0, 1]
+    value = {"delays": shared, "again": shared, "nested": {"list": shared}}
+    text = dump_yaml(value)
+    assert "&" not in text and "*" not in text and xp_cfg_of({"xp.cfg": text}) == value
+    assert list(xp_cfg_of({"xp.cfg": dump_yaml({"b": 1, "a": 2})})) == ["b", "a"]  # its own order

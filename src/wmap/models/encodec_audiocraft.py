@@ -45,7 +45,7 @@ from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig
 from wmap.models.encodec import encodec_pipeline, feature_extractor_files
 from wmap.reverse import predicted_layout
 from wmap.transforms import Layout, Transform, weight_norm_hook_names
-from wmap.yaml_text import read_yaml
+from wmap.yaml_text import dump_yaml, read_yaml
 
 TRAINING = "training-only setting of the quantizer (codebook updates, dropout, regularisation)"
 
@@ -272,9 +272,8 @@ def audiocraft_names(predicted: Layout, config: PretrainedConfig, prefix: str = 
 
 def xp_cfg_text(config: PretrainedConfig) -> str:
     """:func:`xp_cfg` as the YAML text audiocraft's export writes."""
-    import yaml
 
-    return str(yaml.safe_dump(xp_cfg(config), sort_keys=False))
+    return dump_yaml(xp_cfg(config))
 
 
 def _original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
-import yaml
 from returns.result import Failure, Result, Success
 from transformers import (
     GenerationConfig,
@@ -61,6 +60,7 @@ from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig
 from wmap.pipeline import first_match, scoped, seq
 from wmap.reverse import predicted_layout
 from wmap.transforms import PARAMS, Layout, Transform, rename, route_weight_norm, skip, split, tie
+from wmap.yaml_text import dump_yaml
 
 _E = TypeVar("_E")
 
@@ -572,7 +572,7 @@ def exporter(sampling: Sampling) -> Exporter:
             predicted = predicted_layout(source.pipeline, source.converted)
             layout = encodec_audiocraft.audiocraft_names(predicted, audio, "compression.")
             cfg = lm_xp_cfg(config, t5, _guidance_of(source.files), sampling.seconds)
-            lm = str(yaml.safe_dump(cfg, sort_keys=False))
+            lm = dump_yaml(cfg)
             return layout, {"lm": lm, "compression": encodec_audiocraft.xp_cfg_text(audio)}
 
         return t5_name(config).map(described)
