@@ -89,6 +89,39 @@ def test_the_pipeline_with_no_argument_gives_openais_tokens(converted: tuple[str
     assert text.startswith(theirs) and len(theirs.split()) > 3, (text, theirs)  # not vacuous: the model writes
 
 
+def test_word_timestamps_align_with_the_heads_openai_uses_for_a_file(
+    converted: tuple[str, Any, Path], tmp_path: Path
+) -> None:
+    """``return_timestamps="word"`` needs the generation config's ``alignment_heads`` (without them the
+    pipeline raises). They are the heads openai-whisper aligns with for a model it loads from a file,
+    ``whisper.load_model(path)``: every head of the decoder's second half. The pipeline then gives the
+    transcript's words their times, in order, within the audio."""
+    import json
+    import shutil
+
+    import whisper
+    from transformers import GenerationConfig, pipeline
+
+    _, _, out = converted
+    openai = whisper.load_model(str(out.parent / "model.pt"), device="cpu")
+    heads = sorted(map(list, openai.alignment_heads.to_dense().nonzero().tolist()))
+    assert GenerationConfig.from_pretrained(out).alignment_heads == heads and heads
+    recognizer = pipeline("automatic-speech-recognition", model=str(out))
+    result = recognizer({"raw": _audio(), "sampling_rate": 16_000}, return_timestamps="word")  # type: ignore[call-overload]
+    words = result["chunks"]
+    times = [time for word in words for time in word["timestamp"] if time is not None]
+    assert "".join(word["text"] for word in words) == result["text"] and words
+    assert times == sorted(times) and times[0] >= 0 and times[-1] <= 30
+    without = Path(shutil.copytree(out, tmp_path / "without"))  # the control: what the converter used to write
+    settings = json.loads((without / "generation_config.json").read_text())
+    del settings["alignment_heads"]
+    (without / "generation_config.json").write_text(json.dumps(settings))
+    with pytest.raises(ValueError, match="alignment_heads"):
+        pipeline("automatic-speech-recognition", model=str(without))(
+            {"raw": _audio(), "sampling_rate": 16_000}, return_timestamps="word"
+        )
+
+
 def test_generate_gives_openais_greedy_tokens(converted: tuple[str, Any, Path]) -> None:
     from transformers import AutoProcessor, WhisperForConditionalGeneration
 

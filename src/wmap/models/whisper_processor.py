@@ -206,14 +206,21 @@ BLANK = 220
 """The id of a lone space (``Ġ``) in both of openai's BPE files: GPT-2's byte-level vocabulary."""
 
 
+def alignment_heads(layers: int, heads: int) -> list[list[int]]:
+    """The cross-attention heads word timestamps align with, as openai-whisper has them for a model it
+    loads from a file: every head of the decoder's second half (its default; the tuned sets it keeps
+    are chosen by a released model's name, which a file does not carry)."""
+    return [[layer, head] for layer in range(layers // 2, layers) for head in range(heads)]
+
+
 def generation_settings(
-    vocab: Vocabulary, text_context: int, audio_context: int, tokenizer: Any | None
+    vocab: Vocabulary, text_context: int, audio_context: int, tokenizer: Any | None, decoder: tuple[int, int]
 ) -> dict[str, Any]:
     """The generation config openai's decoding implies for this vocabulary and these dims (what the
-    official transformers checkpoints carry, alignment heads aside: openai's files hold none). The first
-    timestamp may be at most 1 s (openai's ``max_initial_timestamp``), in steps of 30 s / ``audio_context``.
-    Without the ``tokenizer`` (``--no-processor``) openai's non-speech tokens cannot be computed: only
-    the special ids are suppressed; every other setting is the same."""
+    official transformers checkpoints carry; the alignment heads openai's for a file, ``decoder``: its
+    layers and heads). The first timestamp may be at most 1 s (openai's ``max_initial_timestamp``), in
+    steps of 30 s / ``audio_context``. Without the ``tokenizer`` (``--no-processor``) openai's non-speech
+    tokens cannot be computed: only the special ids are suppressed; every other setting is the same."""
     end = vocab.end_of_text
     suppressed = [
         *(non_speech_tokens(tokenizer) if tokenizer is not None else ()),
@@ -235,6 +242,7 @@ def generation_settings(
         "prev_sot_token_id": vocab.control("<|startofprev|>"),
         "is_multilingual": vocab.multilingual,
         "return_timestamps": False,
+        "alignment_heads": alignment_heads(*decoder),
     }
     if vocab.multilingual:
         settings["lang_to_id"] = vocab.language_ids()
@@ -258,6 +266,8 @@ class Prepared:
     text_context: int
     audio_context: int
     """Encoder positions: two mel frames (10 ms each) per position, so 1500 -> openai's 30 s chunks."""
+    decoder: tuple[int, int]
+    """The decoder's layers and attention heads (:func:`alignment_heads`)."""
 
     def write(self, out_dir: Path) -> None:
         from transformers import WhisperFeatureExtractor
@@ -267,12 +277,13 @@ class Prepared:
         features = WhisperFeatureExtractor(feature_size=self.mels, chunk_length=seconds)
         save_processor("WhisperProcessor", features, tokenizer, out_dir)
         save_generation_config(
-            generation_settings(self.vocab, self.text_context, self.audio_context, tokenizer), out_dir
+            generation_settings(self.vocab, self.text_context, self.audio_context, tokenizer, self.decoder), out_dir
         )
 
 
-def _dims(config: PretrainedConfig) -> tuple[int, int, int]:
-    return int(config.num_mel_bins), int(config.max_target_positions), int(config.max_source_positions)
+def _dims(config: PretrainedConfig) -> tuple[int, int, int, tuple[int, int]]:
+    decoder = (int(config.decoder_layers), int(config.decoder_attention_heads))
+    return int(config.num_mel_bins), int(config.max_target_positions), int(config.max_source_positions), decoder
 
 
 def whisper_processor(
@@ -302,9 +313,9 @@ def whisper_generation_config(
     """With ``--no-processor``: no tokenizer or feature extractor, but the generation config still
     derived from the vocabulary and dims (transformers' own default is English-only's), the non-speech
     tokens aside (they need the BPE)."""
-    text, audio = int(config.max_target_positions), int(config.max_source_positions)
+    _, text, audio, decoder = _dims(config)
     return vocabulary(int(config.vocab_size)).map(
-        lambda vocab: partial(save_generation_config, generation_settings(vocab, text, audio, None))
+        lambda vocab: partial(save_generation_config, generation_settings(vocab, text, audio, None, decoder))
     )
 
 
