@@ -98,3 +98,15 @@ def dump_yaml(value: object) -> str:
             return True
 
     return str(yaml.dump(value, Dumper=Dumper, sort_keys=False))
+
+
+def read_mapping(value: object, key: str, source: str = "checkpoint") -> Any:
+    """A config kept as a mapping (an omegaconf config pickled as it is, read as plain containers with its
+    interpolations as written), read as the same config written as text would be (:func:`read_yaml`)."""
+    import yaml
+
+    try:
+        text = dump_yaml(value)
+    except (yaml.YAMLError, RecursionError) as error:
+        return BadConfig(source, key, "a config of plain values", f"{type(error).__name__}: {error}"[:120])
+    return read_yaml(text, key, source)

@@ -67,3 +67,14 @@ def test_the_way_back_writes_yaml_without_aliases_that_reads_back_the_same() -> 
     text = dump_yaml(value)
     assert "&" not in text and "*" not in text and xp_cfg_of({"xp.cfg": text}) == value
     assert list(xp_cfg_of({"xp.cfg": dump_yaml({"b": 1, "a": 2})})) == ["b", "a"]  # its own order
+
+
+def test_a_pickled_omegaconf_config_is_resolved_as_its_text_would_be() -> None:
+    """A solver's own checkpoint keeps ``xp.cfg`` as an omegaconf config, read as its plain containers
+    with the interpolations as written: resolved as the exported text is."""
+    cfg = {"sample_rate": 24000, "encodec": {"sample_rate": "${sample_rate}"}}
+    assert xp_cfg_of({"xp.cfg": cfg}) == {"sample_rate": 24000, "encodec": {"sample_rate": 24000}}
+    refused = xp_cfg_of({"xp.cfg": {"channels": "${oc.env:HOME}"}})
+    assert isinstance(refused, BadConfig) and "${oc.env:...}" in refused.found
+    odd = xp_cfg_of({"xp.cfg": {"model": object()}})  # nothing YAML can write: refused, not raised
+    assert isinstance(odd, BadConfig) and odd.key == "xp.cfg"
