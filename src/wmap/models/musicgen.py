@@ -432,7 +432,9 @@ def _joined(
 @attrs.frozen
 class Sampling:
     """How audiocraft's generation wrapper samples by default (its ``set_generation_params``): top-k 250,
-    guided by the LM's coefficient, ``seconds`` of audio (MusicGen 30, AudioGen 5)."""
+    guided by the LM's coefficient; ``seconds`` of audio: MusicGen 30, the length of transformers' own
+    MusicGen checkpoints (and of audiocraft's ``max_duration``; its wrapper's default is 15), AudioGen 5
+    (its wrapper's default)."""
 
     seconds: float
 
