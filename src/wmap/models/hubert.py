@@ -19,25 +19,24 @@ from transformers import HubertConfig, PretrainedConfig
 from wmap.config_fields import ConfigTable, Translated, boolean, ignore_all
 from wmap.fairseq import (
     ONE_POS_CONV,
-    ctc_rules,
-    encoder_rules,
-    fine_tuned_config,
-    identity_projection,
-    pretrained_config,
-    wav2vec2_encoder_fields,
-    with_upgrades,
-)
-from wmap.fairseq.dictionary import STAND_INS
-from wmap.fairseq.export import (
+    STAND_INS,
     Features,
     audio_task,
     ctc_exporter,
+    ctc_processor,
+    ctc_rules,
     encoder_cfg,
+    encoder_rules,
     fairseq_layout,
+    feature_extractor_writer,
+    fine_tuned_config,
+    identity_projection,
     mask_embedding,
+    pretrained_config,
     trainer_exporter,
+    wav2vec2_encoder_fields,
+    with_upgrades,
 )
-from wmap.fairseq.processor import ctc_processor, feature_extractor_writer
 from wmap.models.base import ExportSource, ModelSpec, shipped
 from wmap.pipeline import first_match, seq
 from wmap.plan import MakeRule
