@@ -227,8 +227,8 @@ def test_a_speech_translation_model_saved_by_transformers_goes_back_to_xm_transf
 
 def test_a_hubert_without_the_feature_norm_is_refused_by_fairseq_families(tmp_path: Path) -> None:
     """DistilHuBERT's Hub config has no layer norm before the projection; fairseq's HuBERT always has
-    one. Exported as fairseq HuBERT it would load (strict=False: the label embeddings are missing anyway)
-    with a random norm; it is refused, naming the field. As s3prl's distiller it goes back."""
+    one. Exported as fairseq HuBERT it would load with a norm it never had; it is refused, naming the
+    field. As s3prl's distiller it goes back."""
     from wmap.errors import Disagrees
 
     hub_directory("distilhubert", tmp_path / "hf")

@@ -203,7 +203,7 @@ def pretraining_exporter(
 ) -> Exporter:
     """The way back for a pre-trained wav2vec2-style family: its model config (``fields`` inverted, plus
     ``extra(config)``), the ``audio_pretraining`` task. Keys the forward direction skipped
-    (HuBERT's label embeddings, data2vec's EMA teacher) are unrecoverable: the plan names them."""
+    (data2vec-audio's EMA teacher and regression head) are unrecoverable: the plan names them."""
 
     def cfg(config: PretrainedConfig, features: Features) -> dict[str, Any]:
         model = {**encoder_cfg(config, encoder_name, fields), **(extra(config) if extra else {})}
