@@ -144,7 +144,10 @@ def test_another_run_of_a_sweep_is_shown_from_the_kept_preview(
     from tests.helpers import wmap_imports
 
     directory, t5, _, _ = saved
-    settings = {"optim__lr": 0.5, "optim__epochs": 7, "dataset__batch_size": 3, "logging__log_wandb": True}
+    settings = {
+        **{"optim__lr": 0.5, "optim__epochs": 7, "dataset__batch_size": 3, "dataset__segment_duration": 9.0},
+        **{"schedule__lr_scheduler": "step", "logging__log_wandb": True, "device": "cuda", "dtype": "float16"},
+    }
     other = _another_run(directory, tmp_path / "run-2", **settings)
     read = _another_run(directory, tmp_path / "run-3", transformer_lm__dropout=0.25)
     cache = tmp_path / "cache"
