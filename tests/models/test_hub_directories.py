@@ -112,8 +112,13 @@ def test_a_pre_trained_data2vec_audio_goes_back_to_fairseq_fine_tuning_with_its_
     import fairseq.examples.data2vec.models.data2vec_audio  # noqa: F401 - registers data2vec_audio
     from fairseq.models.wav2vec.wav2vec2_asr import Wav2Vec2AsrConfig, Wav2VecEncoder
 
+    from tests.test_cli import wmap
+
     model = hub_directory("data2vec_audio", tmp_path / "hf")
     out = _exported("data2vec_audio", tmp_path / "hf", tmp_path / "back" / "checkpoint.pt")
+    accepted = ("--accept-unrecoverable", "_ema", "--accept-unrecoverable", "final_proj")
+    told = wmap("export", "data2vec_audio", str(tmp_path / "hf"), str(tmp_path / "told.pt"), *accepted)
+    assert told.returncode == 0 and "not written: the EMA teacher" in told.stderr and "w2v_path" in told.stderr
     normalize = json.loads((tmp_path / "hf" / "preprocessor_config.json").read_text())["do_normalize"]
     encoder = Wav2VecEncoder(Wav2Vec2AsrConfig(w2v_path=str(out), normalize=normalize, data=str(out.parent)), None)
     x = torch.randn(2, 4000)

@@ -199,7 +199,11 @@ def with_dictionary(exporter: Exporter) -> Exporter:
 
 
 def pretraining_exporter(
-    encoder_name: str, fields: tuple[Field, ...], extra: Any = None, criterion: str = "Wav2vecCriterion"
+    encoder_name: str,
+    fields: tuple[Field, ...],
+    extra: Any = None,
+    criterion: str = "Wav2vecCriterion",
+    leaves_out: str = "",
 ) -> Exporter:
     """The way back for a pre-trained wav2vec2-style family: its model config (``fields`` inverted, plus
     ``extra(config)``), the ``audio_pretraining`` task. Keys the forward direction skipped
@@ -212,7 +216,7 @@ def pretraining_exporter(
     def layout(source: ExportSource) -> dict[str, tuple[int, ...]]:
         return fairseq_layout(source, unrecoverable_names(source.pipeline))
 
-    return trainer_exporter(cfg, criterion, layout=layout)
+    return trainer_exporter(cfg, criterion, layout=layout, leaves_out=leaves_out)
 
 
 def ctc_exporter(
