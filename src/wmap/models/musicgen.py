@@ -215,6 +215,12 @@ def channels(stereo: Translation) -> int:
     return 2 if stereo.values["use"] else 1
 
 
+def delay_steps(codebooks: int, pair: int) -> list[int]:
+    """The delay pattern transformers applies, by codebook: one step per codebook of each of the ``pair``
+    channels (``0, 1, 2, 3`` mono; ``0, 0, 1, 1, ...`` stereo)."""
+    return [step for step in range(codebooks // pair) for _ in range(pair)]
+
+
 DEFAULT_GUIDANCE = 3.0
 """audiocraft's coefficient where a config has none."""
 
@@ -246,7 +252,7 @@ def _delays(lm: Translation, delay: Translation, stereo: Translation) -> BadConf
     n_q, settings, pair = lm.values["n_q"], delay.values["delay"], channels(stereo)
     if n_q % pair:
         return BadConfig(TRANSFORMER_LM.section, "n_q", "an even number: a stereo pair's codebooks", str(n_q))
-    expected = [step for step in range(n_q // pair) for _ in range(pair)]
+    expected = delay_steps(n_q, pair)
     delays = get(settings, "delays", None)
     if delays is not None and _listed(delays).value_or(None) != [str(n) for n in expected]:
         each = "codebook" if pair == 1 else "codebook of each channel"
@@ -522,8 +528,7 @@ def lm_xp_cfg(config: PretrainedConfig, t5: str, guidance_scale: float, seconds:
         "custom": False,
     }
     pair = int(decoder.audio_channels)
-    steps = [step for step in range(int(decoder.num_codebooks) // pair) for _ in range(pair)]
-    delays = {"delays": steps, **NOTHING_FIRST}
+    delays = {"delays": delay_steps(int(decoder.num_codebooks), pair), **NOTHING_FIRST}
     return {
         "lm_model": "transformer_lm",
         "device": "cpu",
