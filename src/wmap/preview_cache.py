@@ -35,7 +35,7 @@ import attrs
 
 from wmap.errors import BadConfig
 from wmap.pickle_structure import Unkeyable, read, values_at, written
-from wmap.yaml_text import read_mapping, read_yaml
+from wmap.yaml_text import read_config
 
 if TYPE_CHECKING:
     from wmap.config_fields import IgnoredField
@@ -173,16 +173,12 @@ def _file_structure(
 
 def _texts_read(loaded: object, texts: tuple[str, ...]) -> object:
     """``loaded`` with the YAML text at each of its top-level ``texts`` read as its structure, as the
-    family reads it (:func:`wmap.yaml_text.read_yaml`, interpolations resolved; a config pickled as a
+    family reads it (:func:`wmap.yaml_text.read_config`, interpolations resolved; a config pickled as a
     mapping too), so that the unread paths inside it (``xp.cfg.optim``) count by their shape; what does
     not read counts as it is."""
     if not texts or not isinstance(loaded, dict) or not any(isinstance(loaded.get(t), str | dict) for t in texts):
         return loaded
-    parsed = {
-        text: read_yaml(loaded[text], text) if isinstance(loaded[text], str) else read_mapping(loaded[text], text)
-        for text in texts
-        if isinstance(loaded.get(text), str | dict)
-    }
+    parsed = {text: read_config(loaded[text], text) for text in texts if isinstance(loaded.get(text), str | dict)}
     return {**loaded, **{text: _sorted(found) for text, found in parsed.items() if not isinstance(found, BadConfig)}}
 
 

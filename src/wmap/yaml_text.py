@@ -5,6 +5,7 @@ the families read it, and so does the preview cache, to count a run's settings b
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from wmap.errors import BadConfig
@@ -110,3 +111,9 @@ def read_mapping(value: object, key: str, source: str = "checkpoint") -> Any:
     except (yaml.YAMLError, RecursionError) as error:
         return BadConfig(source, key, "a config of plain values", f"{type(error).__name__}: {error}"[:120])
     return read_yaml(text, key, source)
+
+
+def read_config(value: object, key: str, source: str = "checkpoint") -> Any:
+    """A config a checkpoint keeps at ``key`` as YAML text (:func:`read_yaml`) or as a mapping
+    (:func:`read_mapping`), read the same way either way."""
+    return read_mapping(dict(value), key, source) if isinstance(value, Mapping) else read_yaml(value, key, source)

@@ -45,7 +45,7 @@ from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig
 from wmap.models.encodec import encodec_pipeline, feature_extractor_files
 from wmap.reverse import predicted_layout
 from wmap.transforms import Layout, Transform, weight_norm_hook_names
-from wmap.yaml_text import dump_yaml, read_mapping, read_yaml
+from wmap.yaml_text import dump_yaml, read_config
 
 TRAINING = "training-only setting of the quantizer (codebook updates, dropout, regularisation)"
 
@@ -210,8 +210,7 @@ def xp_cfg_of(meta: Mapping[str, Any]) -> Any:
     """The file's ``xp.cfg``: YAML text (:func:`wmap.yaml_text.read_yaml`: read safely, bounded, its
     interpolations resolved), or an omegaconf config pickled as it is (a solver's own checkpoint), read
     as the same text would be."""
-    text = meta.get("xp.cfg")
-    return read_mapping(dict(text), "xp.cfg") if isinstance(text, Mapping) else read_yaml(text, "xp.cfg")
+    return read_config(meta.get("xp.cfg"), "xp.cfg")
 
 
 def pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
