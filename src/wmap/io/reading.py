@@ -262,8 +262,6 @@ def _torch_package(path: str) -> bool:
 
 def _load_pickle(path: str, stand_ins: Mapping[str, type]) -> Result[object, UnreadableCheckpoint | UnsafePickle]:
     archive = zipfile.is_zipfile(path)
-    if archive and _torch_package(path):
-        return Failure(UnreadableCheckpoint(path, EXPECTED, TORCH_PACKAGE))
     allocating = _allocating_call(path, archive)
     if allocating is not None:
         reason = f"it calls {allocating}, which would allocate memory the file does not hold"
@@ -279,6 +277,8 @@ def _load_pickle(path: str, stand_ins: Mapping[str, type]) -> Result[object, Unr
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             return Success(torch.load(name, map_location="cpu", weights_only=True, mmap=archive))
     except Exception as error:
+        if archive and _torch_package(path):  # torch finds no data.pkl: say what the file is instead
+            return Failure(UnreadableCheckpoint(path, EXPECTED, TORCH_PACKAGE))
         return Failure(_classify_load_error(path, error))
 
 
