@@ -49,7 +49,6 @@ from wmap.fairseq.dictionary import STAND_INS, Dictionary
 from wmap.fairseq.export import (
     DATA,
     FAIRSEQ_CHECKPOINT,
-    Features,
     audio_task,
     ctc_exporter,
     encoder_cfg,
@@ -79,6 +78,7 @@ from wmap.fairseq.family import (
 )
 from wmap.fairseq.processor import (
     FeatureExtractorSettings,
+    Features,
     ctc_processor,
     ctc_vocabulary,
     feature_extractor_settings,

@@ -24,7 +24,7 @@ from wmap.config_fields import Field, Slot, filled, inverse, values_back
 from wmap.errors import BadConfig, Disagrees
 from wmap.fairseq.config import CTC_FINE_TUNING, wav2vec2_encoder_fields
 from wmap.fairseq.dictionary import FAIRSEQ_GLOBAL, Dictionary, dict_file_text, saved_fields
-from wmap.fairseq.processor import FEATURES, VOCAB, feature_settings, vocabulary_dictionary
+from wmap.fairseq.processor import FEATURES, VOCAB, Features, feature_settings, vocabulary_dictionary
 from wmap.io import PickledAs
 from wmap.models.base import Exporter, ExportSource
 from wmap.plan import MakeRule
@@ -122,16 +122,13 @@ def fairseq_layout(
     return {**masked, **named}
 
 
-def audio_task(name: str, features: tuple[bool, int], **fields: Any) -> dict[str, Any]:
+def audio_task(name: str, features: Features, **fields: Any) -> dict[str, Any]:
     """A fairseq audio task's config: its name, the normalisation and rate of the features, and its
     data directory (:data:`DATA`)."""
     return {"_name": name, "normalize": features[0], "sample_rate": features[1], "data": DATA, **fields}
 
 
 FAIRSEQ_CHECKPOINT = "a fairseq checkpoint (load_model_ensemble_and_task reads it)"
-
-Features = tuple[bool, int]
-"""The feature extractor's settings as fairseq's audio tasks take them: (normalise, sample rate)."""
 
 
 def _as_is(state: Mapping[str, Any], cfg: Mapping[str, Any]) -> Mapping[str, Any]:

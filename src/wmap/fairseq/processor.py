@@ -191,6 +191,9 @@ def feature_extractor_writer(
 
 # --- the way back: the directory's processor files -> fairseq's dictionary and task settings ----------
 
+Features = tuple[bool, int]
+"""The feature extractor's settings as fairseq's audio tasks take them: (normalise, sample rate)."""
+
 VOCAB = "vocab.json"
 FEATURES = "processor_config.json|preprocessor_config.json"
 """The feature extractor's settings: nested in transformers v5's processor file, or on their own."""
@@ -221,7 +224,7 @@ def vocabulary_dictionary(vocab_json: str, size: int) -> Result[Dictionary, BadC
     return Success(Dictionary((*SPECIALS, *(by_index[i] for i in range(4, len(by_index))))))
 
 
-def _settings(text: str, where: str) -> Result[tuple[bool, int], BadConfig]:
+def _settings(text: str, where: str) -> Result[Features, BadConfig]:
     """``do_normalize`` and ``sampling_rate`` of a feature extractor's file (nested in v5's processor
     file): fairseq's task table (:data:`TASK`) read back."""
     try:
@@ -233,7 +236,7 @@ def _settings(text: str, where: str) -> Result[tuple[bool, int], BadConfig]:
     return read.map(lambda found: (found.kwargs["normalize"], found.kwargs["sample_rate"]))
 
 
-def feature_settings(files: Mapping[str, str]) -> Result[tuple[bool, int], BadConfig]:
+def feature_settings(files: Mapping[str, str]) -> Result[Features, BadConfig]:
     """The feature extractor's normalisation and sampling rate, from ``processor_config.json`` or
     ``preprocessor_config.json``; where a directory holds both (a v4 directory re-saved by v5), they
     must agree: which one a loader reads is then no question."""

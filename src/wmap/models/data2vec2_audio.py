@@ -58,8 +58,8 @@ from wmap.fairseq import (
     layers_agree,
 )
 from wmap.fairseq.dictionary import STAND_INS
-from wmap.fairseq.export import Features, audio_task, ctc_exporter, fairseq_layout, nothing_made, trainer_exporter
-from wmap.fairseq.processor import ctc_processor, feature_extractor_writer
+from wmap.fairseq.export import audio_task, ctc_exporter, fairseq_layout, nothing_made, trainer_exporter
+from wmap.fairseq.processor import Features, ctc_processor, feature_extractor_writer
 from wmap.models.base import ModelSpec, TranslatedConfig, shipped
 from wmap.pipeline import first_match, scoped
 from wmap.plan import MakeRule

@@ -72,13 +72,13 @@ from wmap.fairseq import (
 from wmap.fairseq.dictionary import STAND_INS
 from wmap.fairseq.export import (
     DATA,
-    Features,
     audio_task,
     encoder_cfg,
     fairseq_layout,
     mask_embedding,
     trainer_exporter,
 )
+from wmap.fairseq.processor import Features
 from wmap.models.base import ExportSource, ModelSpec, TranslatedConfig, shipped
 from wmap.models.wav2vec2_mbart_processor import extras
 from wmap.pipeline import first_match, scoped, seq, upgrade, when
