@@ -35,7 +35,7 @@ import attrs
 
 from wmap.errors import BadConfig
 from wmap.pickle_structure import Unkeyable, read, values_at, written
-from wmap.yaml_text import read_config
+from wmap.yaml_text import MAX_DEPTH, read_config
 
 if TYPE_CHECKING:
     from wmap.config_fields import IgnoredField
@@ -185,7 +185,7 @@ def _texts_read(loaded: object, texts: tuple[str, ...]) -> object:
 def _sorted(value: object, depth: int = 0) -> object:
     """A YAML mapping's keys in one order (a mapping's order says nothing: the same config dumped again
     counts as it is)."""
-    if depth > 64:
+    if depth > MAX_DEPTH:  # read_config's own bound: deeper is not what it gives
         raise Unkeyable("too deep")
     if isinstance(value, dict):
         return {key: _sorted(value[key], depth + 1) for key in sorted(value, key=repr)}
