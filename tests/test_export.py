@@ -356,14 +356,14 @@ def test_what_s3prl_has_no_place_for_is_named(tmp_path: Path) -> None:
 def test_an_accepted_key_the_plan_does_not_name_is_an_error(tmp_path: Path) -> None:
     from wmap.plan import Accept
 
-    hub_directory("data2vec_audio", tmp_path / "hf")
+    hub_directory("distilhubert", tmp_path / "hf")
     (tmp_path / "out").mkdir()
-    for wrong in ("_em", "final_proj.weight"):  # short or over-long: neither is what the plan names
-        accept = Accept(unrecoverable=frozenset({"_ema", "final_proj", wrong}))
-        refused = export("data2vec_audio", tmp_path / "hf", tmp_path / "out" / "x.pt", accept=accept).failure()
-        assert isinstance(refused, BadConfig) and wrong in str(refused) and "final_proj" in str(refused)
-    accept = Accept(unrecoverable=frozenset({"_ema", "final_proj"}))
-    export("data2vec_audio", tmp_path / "hf", tmp_path / "out" / "x.pt", accept=accept).unwrap()
+    for wrong in ("output_laye", "output_layer.weight"):  # short or over-long: neither is what the plan names
+        accept = Accept(unrecoverable=frozenset({"output_layer", wrong}))
+        refused = export("distilhubert", tmp_path / "hf", tmp_path / "out" / "x.pt", accept=accept).failure()
+        assert isinstance(refused, BadConfig) and wrong in str(refused) and "output_layer" in str(refused)
+    accept = Accept(unrecoverable=frozenset({"output_layer"}))
+    export("distilhubert", tmp_path / "hf", tmp_path / "out" / "x.pt", accept=accept).unwrap()
 
 
 def test_an_untied_whisper_fine_tune_is_a_refusal_not_bad_input(tmp_path: Path) -> None:

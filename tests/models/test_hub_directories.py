@@ -27,7 +27,7 @@ ATOL = 1e-5
 
 
 def _exported(family: str, hf: Path, out: Path) -> Path:
-    """Export, accepting by name exactly what the plan calls unrecoverable (data2vec-audio's EMA teacher)."""
+    """Export, accepting by name exactly what the plan calls unrecoverable (DistilHuBERT's distillation heads)."""
     plan = preview_reverse(family, hf).unwrap().plan
     accept = Accept(unrecoverable=frozenset(u.key for u in plan.unrecoverable))
     assert plan.is_clean(accept), plan.problems(limit=5)
@@ -103,30 +103,39 @@ def test_a_pretraining_model_saved_by_transformers_goes_back_to_fairseq_with_its
     torch.testing.assert_close(returned, expected, rtol=0, atol=ATOL)
 
 
-def test_a_pre_trained_data2vec_audio_goes_back_to_fairseq_fine_tuning_with_its_features(tmp_path: Path) -> None:
-    """Data2VecAudioModel has neither fairseq's EMA teacher nor its regression head (``final_proj``):
-    once both are accepted as unrecoverable, the file is what fairseq's fine-tuning reads
-    (``w2v_path``: it builds the encoder, drops both as ``remove_pretraining_modules`` does, and loads
-    the rest strictly), with the transformers model's features. fairseq's ``load_model_ensemble_and_task``
-    rebuilds the teacher on load and cannot take it (docs/models.md)."""
+def test_a_pre_trained_data2vec_audio_goes_back_to_fairseq_with_its_features(tmp_path: Path) -> None:
+    """Data2VecAudioModel has neither fairseq's EMA teacher nor its regression head (``final_proj``).
+    fairseq's model makes the teacher when a file is loaded and reads it from the file: the way back
+    writes the encoder itself as the teacher (as pre-training starts) and makes the head as zeros (named
+    in the plan), with nothing to accept. fairseq's ``load_model_ensemble_and_task`` takes the file
+    strictly (it used to raise a bare ``AssertionError``), and so does its fine-tuning (``w2v_path``,
+    which drops both), each with the transformers model's features."""
     import fairseq.examples.data2vec.models.data2vec_audio  # noqa: F401 - registers data2vec_audio
     from fairseq.models.wav2vec.wav2vec2_asr import Wav2Vec2AsrConfig, Wav2VecEncoder
 
     from tests.test_cli import wmap
 
     model = hub_directory("data2vec_audio", tmp_path / "hf")
-    out = _exported("data2vec_audio", tmp_path / "hf", tmp_path / "back" / "checkpoint.pt")
-    accepted = ("--accept-unrecoverable", "_ema", "--accept-unrecoverable", "final_proj")
-    told = wmap("export", "data2vec_audio", str(tmp_path / "hf"), str(tmp_path / "told.pt"), *accepted)
-    assert told.returncode == 0 and "not written: the EMA teacher" in told.stderr and "w2v_path" in told.stderr
+    plan = preview_reverse("data2vec_audio", tmp_path / "hf").unwrap().plan
+    assert not plan.unrecoverable and sorted(m.target for m in plan.made) == ["final_proj.bias", "final_proj.weight"]
+    out = tmp_path / "checkpoint.pt"
+    told = wmap("export", "data2vec_audio", str(tmp_path / "hf"), str(out))
+    assert told.returncode == 0 and "not written: data2vec's EMA teacher" in told.stderr, told.stderr
+    theirs, _ = _fairseq(out)  # strict
+    student = theirs.encoder.state_dict()
+    teacher = theirs.ema.model.state_dict()
+    assert teacher.keys() == student.keys() and all(torch.equal(teacher[k], student[k]) for k in student)
+    assert not theirs.final_proj.weight.any() and not theirs.final_proj.bias.any()
     normalize = json.loads((tmp_path / "hf" / "preprocessor_config.json").read_text())["do_normalize"]
     encoder = Wav2VecEncoder(Wav2Vec2AsrConfig(w2v_path=str(out), normalize=normalize, data=str(out.parent)), None)
     x = torch.randn(2, 4000)
     with torch.no_grad():
         expected = model(x).last_hidden_state
-        returned = encoder.w2v_model.eval().extract_features(x, padding_mask=None, mask=False)["x"]
+        loaded = theirs.extract_features(x, padding_mask=None, mask=False)["x"]
+        fine_tuned = encoder.w2v_model.eval().extract_features(x, padding_mask=None, mask=False)["x"]
     assert expected.std() > 0.01  # not vacuous
-    torch.testing.assert_close(returned, expected, rtol=0, atol=ATOL)
+    torch.testing.assert_close(loaded, expected, rtol=0, atol=ATOL)
+    torch.testing.assert_close(fine_tuned, expected, rtol=0, atol=ATOL)
 
 
 @pytest.mark.parametrize("variant", ["default", "sharded", "float16"])

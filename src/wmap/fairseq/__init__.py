@@ -49,6 +49,7 @@ from wmap.fairseq.dictionary import STAND_INS, Dictionary
 from wmap.fairseq.export import (
     DATA,
     FAIRSEQ_CHECKPOINT,
+    ZeroHeads,
     audio_task,
     ctc_exporter,
     encoder_cfg,
@@ -149,6 +150,7 @@ __all__ = [
     "TRANSFORMER_LAYER_TYPE",
     "WAV2VEC2_ENCODER",
     "WEIGHT_NORM_POS_CONV",
+    "ZeroHeads",
     "Wav2Vec2Style",
     "activation",
     "audio_task",

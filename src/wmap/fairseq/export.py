@@ -77,6 +77,26 @@ def mask_embedding(config: PretrainedConfig) -> tuple[MakeRule, ...]:
     return (MakeRule("mask_emb", Zeros((int(config.hidden_size),)), reason),)
 
 
+@attrs.frozen
+class ZeroHeads:
+    """Pre-training heads the original's model builds and the transformers model lacks (HuBERT's for
+    no label sets, data2vec-audio's regression head): ``shapes(config)`` gives their names and shapes,
+    which the way back adds to the original's layout (:meth:`layout`) and makes as zeros, with
+    ``reason``, beside the mask embedding (:meth:`made`); hooks of :func:`trainer_exporter`."""
+
+    shapes: Callable[[PretrainedConfig], dict[str, tuple[int, ...]]]
+    reason: str
+
+    def layout(self, source: ExportSource) -> dict[str, tuple[int, ...]]:
+        """fairseq's names, and the heads."""
+        return {**fairseq_layout(source), **self.shapes(source.config)}
+
+    def made(self, config: PretrainedConfig) -> tuple[MakeRule, ...]:
+        """The mask embedding fairseq always holds, and the heads as zeros."""
+        heads = (MakeRule(key, Zeros(shape), self.reason) for key, shape in self.shapes(config).items())
+        return (*mask_embedding(config), *heads)
+
+
 def nothing_made(config: PretrainedConfig) -> tuple[MakeRule, ...]:
     """For an original that holds no mask embedding (data2vec 2.0's): the way back makes nothing."""
     return ()
@@ -201,10 +221,14 @@ def pretraining_exporter(
     extra: Any = None,
     criterion: str = "Wav2vecCriterion",
     leaves_out: str = "",
+    *,
+    heads: ZeroHeads | None = None,
+    tensors: Callable[[Mapping[str, Any], Mapping[str, Any]], Mapping[str, Any]] = _as_is,
 ) -> Exporter:
     """The way back for a pre-trained wav2vec2-style family: its model config (``fields`` inverted, plus
-    ``extra(config)``), the ``audio_pretraining`` task. Keys the forward direction skipped
-    (data2vec-audio's EMA teacher and regression head) are unrecoverable: the plan names them."""
+    ``extra(config)``), the ``audio_pretraining`` task. Keys the forward direction skipped are
+    unrecoverable (the plan names them) unless ``heads`` makes them (data2vec-audio's regression head);
+    ``tensors`` as for :func:`trainer_exporter` (data2vec-audio's EMA teacher)."""
 
     def cfg(config: PretrainedConfig, features: Features) -> dict[str, Any]:
         model = {**encoder_cfg(config, encoder_name, fields), **(extra(config) if extra else {})}
@@ -213,7 +237,8 @@ def pretraining_exporter(
     def layout(source: ExportSource) -> dict[str, tuple[int, ...]]:
         return fairseq_layout(source, unrecoverable_names(source.pipeline))
 
-    return trainer_exporter(cfg, criterion, layout=layout, leaves_out=leaves_out)
+    named, made = (heads.layout, heads.made) if heads else (layout, mask_embedding)
+    return trainer_exporter(cfg, criterion, layout=named, tensors=tensors, made=made, leaves_out=leaves_out)
 
 
 def ctc_exporter(

@@ -17,6 +17,7 @@ from wmap.config_fields import ConfigTable, Joint, Translated, ignore_all, integ
 from wmap.fairseq import (
     STACKED_POS_CONV,
     TRANSFORMER_LAYERS,
+    ZeroHeads,
     fairseq_encoder_config,
     fine_tuned_config,
     flag,
@@ -148,12 +149,36 @@ DATA2VEC_AUDIO_CTC = ModelSpec(
     takes_file="--dict: the fine-tuning dictionary (dict.ltr.txt) where task_state lacks it",
 )
 
-NO_TEACHER = (
-    "the EMA teacher and the regression head (final_proj), which Data2VecAudioModel has neither of: fairseq's "
-    "fine-tuning (w2v_path) reads the file as it is; its load_model_ensemble_and_task cannot (it builds the "
-    "teacher again on load and asks the file for it)"
+
+def regression_head(config: PretrainedConfig) -> dict[str, tuple[int, ...]]:
+    """fairseq's ``Data2VecAudioModel`` always builds its regression head (``final_proj``, the encoder's
+    width both ways)."""
+    width = int(config.hidden_size)
+    return {"final_proj.weight": (width, width), "final_proj.bias": (width,)}
+
+
+REGRESSION_HEAD = ZeroHeads(
+    regression_head,
+    "data2vec's regression head (pre-training only), which Data2VecAudioModel has none of: zeros, so "
+    "pre-training resumes with a new head; fairseq's fine-tuning drops it",
 )
-"""What a pre-trained export cannot hold, and so what reads it (told after the export)."""
+
+
+def with_teacher(state: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """fairseq's ``Data2VecAudioModel`` makes its EMA teacher when a file is loaded and reads it from the
+    file (``_ema``, the encoder's tensors by the encoder's own names: the written config keeps fairseq's
+    ``ema_transformer_only``). A transformers model has no teacher: the file's is the encoder itself, as
+    fairseq's ``make_ema_teacher`` starts pre-training (the same tensors, written once)."""
+    teacher = {key.removeprefix("encoder."): tensor for key, tensor in state.items() if key.startswith("encoder.")}
+    return {**state, "_ema": teacher}
+
+
+NO_TEACHER = (
+    "data2vec's EMA teacher and regression head, which Data2VecAudioModel has neither of: the file's teacher "
+    "is the encoder itself and its head zeros, as pre-training from these weights starts (fairseq's fine-tuning, "
+    "w2v_path, drops both)"
+)
+"""What a pre-trained export cannot hold, and what the file has instead (told after the export)."""
 
 DATA2VEC_AUDIO = ModelSpec(
     **shipped("data2vec_audio"),
@@ -169,5 +194,7 @@ DATA2VEC_AUDIO = ModelSpec(
         lambda config: LAYER_NORM_ONLY,
         criterion="ModelCriterion",
         leaves_out=NO_TEACHER,
+        heads=REGRESSION_HEAD,
+        tensors=with_teacher,
     ),
 )

@@ -5,13 +5,13 @@ The pre-training heads (``final_proj`` onto the label embeddings,
 ``task_state`` are read as inert data and not needed. A stacked positional conv
 and conformer layers are refused. Back, a file's pre-training task has no label
 sets: fairseq builds the heads empty (:func:`empty_heads`, and HubertCtc's label
-embeddings), the way back makes them so, and fairseq's loader takes the file strictly.
+embeddings), the way back makes them so (:class:`~wmap.fairseq.ZeroHeads`), and fairseq's
+loader takes the file strictly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from functools import partial
+from collections.abc import Mapping
 from typing import Any
 
 from transformers import HubertConfig, PretrainedConfig
@@ -21,27 +21,24 @@ from wmap.fairseq import (
     ONE_POS_CONV,
     STAND_INS,
     Features,
+    ZeroHeads,
     audio_task,
     ctc_exporter,
     ctc_processor,
     ctc_rules,
     encoder_cfg,
     encoder_rules,
-    fairseq_layout,
     feature_extractor_writer,
     fine_tuned_config,
     identity_projection,
-    mask_embedding,
     pretrained_config,
     trainer_exporter,
     wav2vec2_encoder_fields,
     with_upgrades,
 )
-from wmap.models.base import ExportSource, ModelSpec, shipped
+from wmap.models.base import ModelSpec, shipped
 from wmap.pipeline import first_match, seq
-from wmap.plan import MakeRule
 from wmap.transforms import Transform, route_weight_norm, skip
-from wmap.values import Zeros
 
 FIELDS = (
     *wav2vec2_encoder_fields(pos_conv_depth=ONE_POS_CONV),
@@ -92,19 +89,8 @@ def ctc_empty_heads(config: PretrainedConfig) -> dict[str, tuple[int, ...]]:
     return {"w2v_encoder.w2v_model.label_embs_concat": empty_heads(config)["label_embs_concat"]}
 
 
-def with_heads(
-    source: ExportSource, heads: Callable[[PretrainedConfig], dict[str, tuple[int, ...]]]
-) -> dict[str, tuple[int, ...]]:
-    """fairseq's names, and the ``heads`` fairseq builds empty."""
-    return {**fairseq_layout(source), **heads(source.config)}
-
-
-def heads_made(
-    config: PretrainedConfig, heads: Callable[[PretrainedConfig], dict[str, tuple[int, ...]]]
-) -> tuple[MakeRule, ...]:
-    """The mask embedding fairseq always holds, and the empty ``heads``."""
-    empty = (MakeRule(key, Zeros(shape), NO_LABEL_SETS) for key, shape in heads(config).items())
-    return (*mask_embedding(config), *empty)
+EMPTY_HEADS = ZeroHeads(empty_heads, NO_LABEL_SETS)
+CTC_EMPTY_HEADS = ZeroHeads(ctc_empty_heads, NO_LABEL_SETS)
 
 
 def fairseq_cfg(config: PretrainedConfig, features: Features) -> dict[str, Any]:
@@ -139,8 +125,8 @@ HUBERT = ModelSpec(
     export=trainer_exporter(
         fairseq_cfg,
         "HubertCriterion",
-        layout=partial(with_heads, heads=empty_heads),
-        made=partial(heads_made, heads=empty_heads),
+        layout=EMPTY_HEADS.layout,
+        made=EMPTY_HEADS.made,
     ),
 )
 
@@ -162,7 +148,7 @@ HUBERT_CTC = ModelSpec(
         "hubert_pretraining",
         task_fields=NO_LABELS,
         extra=pretraining_fields,
-        layout=partial(with_heads, heads=ctc_empty_heads),
-        made=partial(heads_made, heads=ctc_empty_heads),
+        layout=CTC_EMPTY_HEADS.layout,
+        made=CTC_EMPTY_HEADS.made,
     ),
 )
