@@ -443,3 +443,76 @@ def test_a_stereo_musicgen_converts_both_ways_with_audiocrafts_codes_and_logits(
     assert wrapped.channels == 2 and wrapped.num_codebooks == 8
     with torch.no_grad():
         assert torch.equal(back(codes, [], condition_tensors=conditions), theirs)
+
+
+FEWER_CODEBOOKS: dict[str, Any] = {
+    "transformer_lm": {**MUSICGEN_LM["transformer_lm"], "n_q": 2},
+    "codebooks_pattern": {"modeling": "delay", "delay": {"delays": [0, 1], "flatten_first": 0, "empty_initial": 0}},
+    "compression_model_n_q": 2,
+}
+"""An LM trained on the first 2 of its EnCodec's 4 codebooks (audiocraft's ``compression_model_n_q``,
+which its loader applies with ``set_num_codebooks``)."""
+
+
+def test_an_lm_using_fewer_codebooks_than_its_encodec_holds_converts_both_ways(tmp_path: Path) -> None:
+    """``compression_model_n_q`` 2 over a 4-codebook EnCodec: the audio encoder keeps its 4 quantizers and
+    its first bandwidth takes 2, so transformers encodes a prompt as audiocraft's wrapped model does; the
+    LM's logits are audiocraft's. Back, audiocraft's loaders build the same again (the setting written,
+    the EnCodec whole). It used to be refused as "4 codebooks" expected; more codebooks than the EnCodec
+    holds is refused naming the field."""
+    from unittest import mock
+
+    from omegaconf import OmegaConf
+    from transformers import MusicgenForConditionalGeneration
+
+    from tests.originals import import_audiocraft, musicgen_directory, t5_directory
+    from wmap.way_back import export
+
+    torch.manual_seed(0)
+    lm, compression = musicgen_directory(tmp_path / "fewer", FEWER_CODEBOOKS)
+    t5 = t5_directory(tmp_path / "t5-small", as_t5_small=True)
+    hf = convert("musicgen", tmp_path / "fewer", tmp_path / "hf", processor_file=t5).unwrap()
+    model = MusicgenForConditionalGeneration.from_pretrained(hf).eval()
+    first = model.config.audio_encoder.target_bandwidths[0]
+    assert (
+        model.config.decoder.num_codebooks == 2
+        and model.audio_encoder.quantizer.get_num_quantizers_for_bandwidth(first) == 2
+    )
+    assert len(model.audio_encoder.quantizer.layers) == 4
+
+    audiocraft = import_audiocraft()
+    cfg = OmegaConf.create({**MUSICGEN_LM, **FEWER_CODEBOOKS})
+    wrapped = audiocraft.models.builders.get_wrapped_compression_model(compression, cfg)
+    codes = torch.randint(0, 64, (1, 2, 9))
+    states = torch.randn(1, 3, model.config.text_encoder.d_model)
+    audio = torch.randn(1, 1, 1600) * 0.3
+    with torch.no_grad():
+        condition = lm.condition_provider.conditioners["description"].output_proj(states)
+        conditions = {"description": (condition, torch.ones(1, 3, dtype=torch.long))}
+        theirs = lm(codes, [], condition_tensors=conditions)
+        ours = model(
+            encoder_outputs=(states,), attention_mask=torch.ones(1, 3, dtype=torch.long), decoder_input_ids=codes[0]
+        ).logits.reshape(1, 2, 9, -1)
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+        expected, _ = wrapped.encode(audio)
+        prompt = model._prepare_audio_encoder_kwargs_for_generation(audio, {}, "input_values")  # generate's own
+        assert expected.shape[1] == 2 and torch.equal(prompt["decoder_input_ids"].reshape(1, 2, -1), expected)
+
+    (tmp_path / "back").mkdir()
+    out = export("musicgen", hf, tmp_path / "back" / "state_dict.bin").unwrap()
+    conditioners = __import__("sys").modules["audiocraft.modules.conditioners"]
+    load = conditioners.T5EncoderModel.from_pretrained
+    with (
+        mock.patch.object(conditioners.T5EncoderModel, "from_pretrained", lambda *a, **k: load(t5)),
+        mock.patch.object(conditioners.T5Tokenizer, "from_pretrained", lambda *a, **k: None),
+    ):
+        back = audiocraft.models.loaders.load_lm_model(out.parent)  # load_state_dict: strict
+    compression_back = audiocraft.models.loaders.load_compression_model(out.parent)
+    assert compression_back.total_codebooks == 4
+    assert audiocraft.models.builders.get_wrapped_compression_model(compression_back, back.cfg).num_codebooks == 2
+    with torch.no_grad():
+        assert torch.equal(back(codes, [], condition_tensors=conditions), theirs)
+
+    musicgen_directory(tmp_path / "too_many", {**FEWER_CODEBOOKS, "compression_model_n_q": 5})
+    refused = preview("musicgen", tmp_path / "too_many", processor_file=t5).failure()
+    assert isinstance(refused, BadConfig) and refused.key == "compression_model_n_q" and "at most 4" in refused.expected

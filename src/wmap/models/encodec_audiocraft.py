@@ -183,6 +183,21 @@ def frame_rate(config: PretrainedConfig) -> int:
     return math.ceil(int(config.sampling_rate) / math.prod(int(r) for r in config.upsampling_ratios))
 
 
+def bandwidth(config: PretrainedConfig, n_q: int) -> float:
+    """The target bandwidth at which transformers' EnCodec uses ``n_q`` codebooks (log2(bins) bits each)."""
+    return n_q * frame_rate(config) * math.log2(int(config.codebook_size)) / 1000
+
+
+def using(config: PretrainedConfig, n_q: int) -> PretrainedConfig:
+    """``config`` whose first bandwidth (what transformers' ``encode`` uses unless told) takes the first
+    ``n_q`` codebooks, as audiocraft's ``set_num_codebooks``; the model still holds all of them."""
+    if n_q == codebooks(config):
+        return config
+    return type(config).from_dict(
+        {**config.to_dict(), "target_bandwidths": [bandwidth(config, n_q), *config.target_bandwidths]}
+    )
+
+
 def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
     """``xp.cfg`` (YAML text, as audiocraft's export writes it) -> ``EncodecConfig``; the one target
     bandwidth is what makes transformers use every codebook."""
@@ -195,8 +210,7 @@ def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[Translat
         if wrong is not None:
             return Failure(wrong)
         config = EncodecConfig(**seanet.kwargs, **rvq.kwargs, **encodec.kwargs, chunk_length_s=None, overlap=None)
-        bits = math.log2(int(rvq.values["bins"]))
-        config.target_bandwidths = [rvq.values["n_q"] * frame_rate(config) * bits / 1000]
+        config.target_bandwidths = [bandwidth(config, rvq.values["n_q"])]
         return Success(TranslatedConfig(config, seanet.ignored + rvq.ignored + encodec.ignored))
 
     if get(cfg, "compression_model", None) != "encodec":

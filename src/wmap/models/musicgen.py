@@ -210,6 +210,14 @@ STEREO = ConfigTable(
 codebooks interleaved (left, right for each); transformers' MusicGen does so with ``audio_channels`` 2."""
 
 
+CODEBOOKS_USED = ConfigTable(
+    "audiocraft xp.cfg",
+    (Translated("compression_model_n_q", optional(integer(1, 64)), None, None),),
+)
+"""How many of the compression model's codebooks the LM models (audiocraft's ``set_num_codebooks`` on
+the compression model it loads; unset: all of them)."""
+
+
 def channels(stereo: Translation) -> int:
     """Audio channels of the LM's codes: 2 where they interleave a stereo pair's."""
     return 2 if stereo.values["use"] else 1
@@ -293,20 +301,30 @@ def _all(*results: Result[Any, _E]) -> Result[tuple[Any, ...], _E]:
 
 def _composite(parts: tuple[Any, ...], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
     """``MusicgenConfig`` of the three, where they fit together: the LM's codebooks are the compression
-    model's (as many, as large), its projection takes the text encoder's width."""
+    model's (as many, or the first ``compression_model_n_q``; as large), its projection takes the text
+    encoder's width. Where the LM uses fewer codebooks than the compression model holds, the audio
+    encoder's first bandwidth (what transformers encodes a prompt at) takes that many."""
     reads, audio, t5 = parts
-    decoder = decoder_config(reads[0], reads[-1])
-    codebooks = encodec_audiocraft.codebooks(audio.config) * decoder.audio_channels
+    lm, *_, codebooks_used, stereo = reads
+    decoder = decoder_config(lm, stereo)
+    held = encodec_audiocraft.codebooks(audio.config)
+    used = codebooks_used.values["compression_model_n_q"] or held
+    if used > held:
+        expected = f"at most {held} (the compression model's codebooks)"
+        return Failure(BadConfig(CODEBOOKS_USED.section, "compression_model_n_q", expected, str(used)))
+    codebooks = used * decoder.audio_channels
     if (decoder.num_codebooks, decoder.vocab_size) != (codebooks, audio.config.codebook_size):
         each = "" if decoder.audio_channels == 1 else ", for each of the two channels"
-        expected = f"{codebooks} codebooks of {audio.config.codebook_size} (the compression model's{each})"
+        whose = "the compression model's" if used == held else "compression_model_n_q's"
+        expected = f"{codebooks} codebooks of {audio.config.codebook_size} ({whose}{each})"
         found = f"n_q {decoder.num_codebooks}, card {decoder.vocab_size}"
         return Failure(BadConfig(SOURCE, "n_q, card", expected, found))
     width = layout.get(PROJECTION, (0, t5.d_model))[1]
     if width != t5.d_model:
         expected = f"{width} (the width the LM's projection takes)"
         return Failure(BadConfig(f"{TEXT_ENCODER} config.json", "d_model", expected, str(t5.d_model)))
-    config = MusicgenConfig(text_encoder=t5.to_dict(), audio_encoder=audio.config.to_dict(), decoder=decoder.to_dict())
+    encoder = encodec_audiocraft.using(audio.config, used)
+    config = MusicgenConfig(text_encoder=t5.to_dict(), audio_encoder=encoder.to_dict(), decoder=decoder.to_dict())
     ignored = tuple(field for read in reads for field in read.ignored) + audio.ignored
     return Success(TranslatedConfig(config, ignored))
 
@@ -320,6 +338,7 @@ def _lm_sections(cfg: object) -> Result[tuple[Translation, ...], BadConfig]:
         (DELAY, get(cfg, "codebooks_pattern", None)),
         (CONDITIONING, get(cfg, "fuser", None)),
         (GUIDANCE, get(cfg, "classifier_free_guidance", None)),
+        (CODEBOOKS_USED, {"compression_model_n_q": get(cfg, "compression_model_n_q", None)}),
         (STEREO, get(cfg, "interleave_stereo_codebooks", None) or {}),  # absent: mono (audiocraft's hasattr)
     )
     read = translate_each(sections)
@@ -529,6 +548,7 @@ def lm_xp_cfg(config: PretrainedConfig, t5: str, guidance_scale: float, seconds:
     }
     pair = int(decoder.audio_channels)
     delays = {"delays": delay_steps(int(decoder.num_codebooks), pair), **NOTHING_FIRST}
+    used = int(decoder.num_codebooks) // pair
     return {
         "lm_model": "transformer_lm",
         "device": "cpu",
@@ -541,6 +561,7 @@ def lm_xp_cfg(config: PretrainedConfig, t5: str, guidance_scale: float, seconds:
         "attribute_dropout": {},
         "classifier_free_guidance": {"training_dropout": 0.0, "inference_coef": guidance_scale},
         "interleave_stereo_codebooks": {**fixed_back(STEREO.fields), "use": pair == 2},
+        "compression_model_n_q": None if used == encodec_audiocraft.codebooks(config.audio_encoder) else used,
     }
 
 
