@@ -1072,6 +1072,56 @@ def audiocraft_encodec_file(path: Path, sections: dict[str, Any] | None = None) 
     return model.eval()
 
 
+def audiocraft_solver_checkpoint(path: Path) -> tuple[Any, Any]:
+    """An audiocraft compression solver's ``checkpoint.th`` as its training loop saves it: flashy's
+    state manager over the solver's registered states (``history``, ``xp.cfg`` as the omegaconf config
+    itself, ``xp.sig``, ``best_state``, ``fsdp_best_state``, the live ``model`` and ``optimizer``, as
+    ``CompressionSolver.build_model`` registers them), written by audiocraft's ``save_checkpoint``. The best
+    state is registered, then the live model takes an optimizer step, so the two differ. Returns (the
+    model with the best weights, the live model), eval."""
+    import types
+
+    from omegaconf import OmegaConf
+
+    audiocraft = import_audiocraft()
+    flashy = importlib.import_module("flashy")
+    best_states = importlib.import_module("audiocraft.utils.best_state")
+    checkpoints = importlib.import_module("audiocraft.utils.checkpoint")
+
+    cfg = OmegaConf.create(AUDIOCRAFT_ENCODEC)
+    model = audiocraft.models.builders.get_compression_model(cfg)
+    randomize_parameters(model)
+    randomize_buffers(model)
+    for layer in model.quantizer.vq.layers:
+        layer._codebook.inited.fill_(1.0)
+
+    base: Any = flashy.BaseSolver
+
+    class Solver(base):  # type: ignore[misc]  # its state as BaseSolver's, without an XP to run in
+        def __init__(self) -> None:
+            self.stateful = flashy.state.StateManager()
+            history = [{"train": {"loss": 1.0}, "valid": {"loss": 0.9}}]  # dora's link keeps it
+            self.xp = types.SimpleNamespace(cfg=cfg, sig="0a1b2c3d", link=types.SimpleNamespace(history=history))
+            self.register_stateful("history")
+            self.register_stateful("xp.cfg", "xp.sig", write_only=True)
+            self.best_state = best_states.BestStateDictManager()
+            self.fsdp_best_state: dict[str, Any] = {}
+            self.register_stateful("best_state", "fsdp_best_state")
+            self.model = model
+            self.optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+            self.register_stateful("model", "optimizer")
+            self.best_state.register("model", model)
+
+    solver = Solver()
+    best = audiocraft.models.builders.get_compression_model(cfg)
+    best.load_state_dict(solver.best_state.state_dict()["model"])
+    loss = sum(p.float().pow(2).sum() for p in model.parameters())
+    loss.backward()
+    solver.optimizer.step()
+    checkpoints.save_checkpoint(solver.state_dict(), path)
+    return best.eval(), model.eval()
+
+
 MUSICGEN_LM: dict[str, Any] = {
     "lm_model": "transformer_lm",
     "device": "cpu",

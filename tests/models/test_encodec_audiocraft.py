@@ -135,3 +135,28 @@ def test_what_encodecmodel_cannot_represent_is_refused(
     torch.save({**file, "xp.cfg": yaml.safe_dump(cfg)}, tmp_path / "odd.bin")
     error = preview("encodec_audiocraft", tmp_path / "odd.bin").failure()
     assert isinstance(error, BadConfig) and error.key == field, error
+
+
+def test_a_solvers_own_checkpoint_converts_with_its_best_weights(tmp_path: Path) -> None:
+    """audiocraft's ``checkpoint.th`` as its solver saves it (the omegaconf config itself, the live model
+    and optimizer beside the best state): converted directly, with the best weights, as audiocraft's
+    ``export_encodec`` takes them (which, under torch >= 2.6, cannot read such a file: ``torch.load``'s
+    default refuses the omegaconf config). The codes are the best model's; the live model's differ (the
+    control: the file's other weights are not the ones read)."""
+    from transformers import EncodecModel
+
+    from tests.originals import audiocraft_solver_checkpoint
+
+    torch.manual_seed(0)
+    best, live = audiocraft_solver_checkpoint(tmp_path / "checkpoint.th")
+    plan = preview("encodec_audiocraft", tmp_path / "checkpoint.th").unwrap().plan
+    assert plan.is_clean(), plan.problems(limit=5)
+    assert all(not a.source.startswith("model.") for a in plan.applied)
+    out = convert("encodec_audiocraft", tmp_path / "checkpoint.th", tmp_path / "hf").unwrap()
+    model = EncodecModel.from_pretrained(out).eval()
+    audio = _audio(best)
+    with torch.no_grad():
+        expected = best.encode(audio)[0]
+        ours = model.encode(audio, bandwidth=model.config.target_bandwidths[-1]).audio_codes[0]
+        assert torch.equal(ours, expected)
+        assert not torch.equal(live.encode(audio)[0], expected)

@@ -38,6 +38,11 @@ CONTAINER_KEYS = ("best_state", "model", "state_dict", "Distiller", "model_state
 """Where the state dict lives in the containers we know: EnCodec, fairseq, lightning-style, s3prl,
 openai-whisper."""
 
+SOLVER_STATES = ("fsdp_best_state", "best_state")
+"""An audiocraft solver's checkpoint (``checkpoint.th``) keeps its model's best weights as ``model`` in
+one of these (the FSDP copy where it is filled), beside the live model, optimizer and EMA: the best
+``model`` is what audiocraft's ``export_encodec``/``export_lm`` take, so it is what is read."""
+
 EXPECTED = "a safetensors file or a torch checkpoint (.pt/.ckpt/.bin) holding a state dict"
 
 
@@ -171,8 +176,8 @@ def unwrap(
 ) -> Result[tuple[dict[str, torch.Tensor], dict[str, Any]], UnreadableCheckpoint]:
     """Find the state dict in a loaded container; the other top-level entries become metadata."""
     if isinstance(container, Mapping):
-        for name in CONTAINER_KEYS:
-            inner = flatten_tensors(container.get(name))
+        for name, held in _state_dicts(container):
+            inner = flatten_tensors(held)
             if inner is not None:
                 meta = {k: unresolved(v) for k, v in container.items() if k != name and isinstance(k, str)}
                 return Success((inner, meta))
@@ -187,6 +192,17 @@ def unwrap(
             )
         )
     return Failure(UnreadableCheckpoint(path, EXPECTED, f"it holds a {type(container).__name__}"))
+
+
+def _state_dicts(container: Mapping[Any, Any]) -> Iterator[tuple[str, object]]:
+    """Where a state dict may be, in order: an audiocraft solver's best ``model`` (:data:`SOLVER_STATES`),
+    then each of :data:`CONTAINER_KEYS`."""
+    for name in SOLVER_STATES:
+        best = container.get(name)
+        if isinstance(best, Mapping) and isinstance(best.get("model"), Mapping):
+            yield name, best["model"]
+    for name in CONTAINER_KEYS:
+        yield name, container.get(name)
 
 
 NO_STAND_INS: Mapping[str, type] = MappingProxyType({})
