@@ -146,7 +146,8 @@ def _file_structure(
     structure, :func:`wmap.pickle_structure.written`: what the family never reads (``unread``) or only
     shows (``displayed``) but for their shape; the YAML ``texts`` it keeps by theirs, read as the family
     reads them, :func:`_texts_read`) and its records' names and sizes, with the values at the
-    ``displayed`` paths; ``None`` for anything else (not kept)."""
+    ``displayed`` paths; ``None`` for anything else (not kept), and for a file that holds no tensor (its
+    preview reads the weights it names elsewhere, which are not counted here)."""
     shown_only = tuple(displayed)
     try:
         with open(path, "rb") as file:
@@ -163,6 +164,8 @@ def _file_structure(
             if len(pickles) != 1 or pickles[0].file_size > MAX_STRUCTURE:
                 return None
             others = [info for info in infos if info is not pickles[0]]  # the pickle counts by its structure
+            if not any("/data/" in info.filename for info in others):
+                return None  # no tensor: it names weights kept elsewhere (audiocraft's pretrained reference)
             records = json.dumps([(info.filename.split("/", 1)[-1], info.file_size) for info in others]).encode()
             loaded = _texts_read(read(archive.read(pickles[0])), tuple(texts))
             pickled = written(loaded, (*unread, *shown_only), texts)

@@ -516,3 +516,89 @@ def test_an_lm_using_fewer_codebooks_than_its_encodec_holds_converts_both_ways(t
     musicgen_directory(tmp_path / "too_many", {**FEWER_CODEBOOKS, "compression_model_n_q": 5})
     refused = preview("musicgen", tmp_path / "too_many", processor_file=t5).failure()
     assert isinstance(refused, BadConfig) and refused.key == "compression_model_n_q" and "at most 4" in refused.expected
+
+
+def _hub_cached(cache: Path, repo_id: str, model: Any) -> Path:
+    """``model`` as the Hugging Face cache holds a download of ``repo_id`` (``models--org--name``: the
+    snapshot ``refs/main`` names, written by ``save_pretrained``)."""
+    revision = "0" * 40
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    model.save_pretrained(repo / "snapshots" / revision)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    return repo / "snapshots" / revision
+
+
+def test_a_fine_tune_whose_compression_file_names_its_encodec_converts_from_the_hub_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A MusicGen fine-tuned from a released one: audiocraft's ``export_pretrained_compression_model``
+    writes ``{"pretrained": "facebook/encodec_32khz"}`` in place of the EnCodec, which its loader fetches as
+    a transformers EnCodec. wmap reads that EnCodec from the Hugging Face cache (never downloading): the
+    audio encoder is its weights as they are, a prompt's codes are those of audiocraft's own loader on the
+    same directory, the LM's logits audiocraft's. Not in the cache: refused naming the field and how to get
+    it (it used to be 'no state dict'); a DAC named instead is refused too."""
+    import huggingface_hub
+    from transformers import EncodecConfig, EncodecModel, MusicgenForConditionalGeneration
+
+    from tests.originals import import_audiocraft, musicgen_directory, t5_directory
+
+    torch.manual_seed(0)
+    directory = tmp_path / "fine-tune"
+    lm, _ = musicgen_directory(directory)
+    audiocraft = import_audiocraft()
+    name = "facebook/encodec_32khz"
+    audiocraft.utils.export.export_pretrained_compression_model(name, directory / "compression_state_dict.bin")
+    t5 = t5_directory(tmp_path / "t5")
+    config = EncodecConfig(
+        sampling_rate=16000,
+        target_bandwidths=[4 * 50 * 6 / 1000],  # 4 codebooks of 64 at 50 frames a second: the LM's
+        codebook_size=64,
+        hidden_size=16,
+        num_filters=4,
+        upsampling_ratios=[8, 5, 4, 2],
+        num_lstm_layers=1,
+    )
+    encodec = EncodecModel(config).eval()
+    for layer in encodec.quantizer.layers:  # a trained codebook (a new one is all zeros: every code 0)
+        layer.codebook.embed.normal_()
+        layer.codebook.inited.fill_(True)
+    assert encodec.quantizer.get_num_quantizers_for_bandwidth(config.target_bandwidths[0]) == 4
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    missing = preview("musicgen", directory, processor_file=t5).failure()
+    assert isinstance(missing, BadConfig) and missing.key == "pretrained" and f"hf download {name}" in missing.expected
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    snapshot = _hub_cached(tmp_path / "hub", name, encodec)
+    plan = preview("musicgen", directory, processor_file=t5).unwrap().plan
+    assert plan.is_clean(), plan.problems(limit=5)
+    named = {a.source: a.target for a in plan.applied if a.source.startswith("compression.")}
+    assert named["compression.quantizer.layers.0.codebook.embed"] == "audio_encoder.quantizer.layers.0.codebook.embed"
+    hf = convert("musicgen", directory, tmp_path / "hf", processor_file=t5).unwrap()
+    model = MusicgenForConditionalGeneration.from_pretrained(hf).eval()
+    theirs_state, ours_state = encodec.state_dict(), model.audio_encoder.state_dict()
+    assert theirs_state.keys() == ours_state.keys()
+    assert all(torch.equal(ours_state[k], theirs_state[k]) for k in theirs_state)
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    wrapped = audiocraft.models.loaders.load_compression_model(directory)  # audiocraft's own: by the name
+    audio = torch.randn(1, 1, 3200) * 0.3
+    codes = torch.randint(0, 64, (1, 4, 9))
+    states = torch.randn(1, 3, model.config.text_encoder.d_model)
+    with torch.no_grad():
+        expected, _ = wrapped.encode(audio)
+        prompt = model._prepare_audio_encoder_kwargs_for_generation(audio, {}, "input_values")  # generate's own
+        assert expected.unique().numel() > 1 and torch.equal(prompt["decoder_input_ids"].reshape(1, 4, -1), expected)
+        condition = lm.condition_provider.conditioners["description"].output_proj(states)
+        theirs = lm(codes, [], condition_tensors={"description": (condition, torch.ones(1, 3, dtype=torch.long))})
+        ours = model(
+            encoder_outputs=(states,), attention_mask=torch.ones(1, 3, dtype=torch.long), decoder_input_ids=codes[0]
+        ).logits.reshape(1, 4, 9, -1)
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+    assert snapshot.is_dir()
+
+    torch.save({"pretrained": "dac_44khz", "exported": True}, directory / "compression_state_dict.bin")
+    dac = preview("musicgen", directory, processor_file=t5).failure()
+    assert isinstance(dac, BadConfig) and dac.key == "pretrained" and "EnCodec" in dac.expected

@@ -456,6 +456,16 @@ def read_checkpoint(
     return checked.bind(_read_safetensors if _is_safetensors(where) else pickled)
 
 
+def read_pickled(
+    path: str | os.PathLike[str], *, stand_ins: Mapping[str, type] = NO_STAND_INS
+) -> Result[object, UnreadableCheckpoint | UnsafePickle]:
+    """A torch file's object as it is (for one that holds no state dict: audiocraft's reference to a
+    pretrained model by name), read as safely as :func:`read_checkpoint` reads."""
+    where = os.fspath(path)
+    checked: Result[str, UnreadableCheckpoint | UnsafePickle] = _check_file(where)
+    return checked.bind(lambda _: _load_pickle(where, stand_ins))
+
+
 def read_source(
     path: str | os.PathLike[str], *, stand_ins: Mapping[str, type] = NO_STAND_INS
 ) -> Result[Source, UnreadableCheckpoint | UnsafePickle]:

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import attrs
 from returns.result import Failure, Result, Success
 from transformers import (
+    EncodecConfig,
     GenerationConfig,
     MusicgenConfig,
     MusicgenDecoderConfig,
@@ -54,7 +55,15 @@ from wmap.config_fields import (
     values_back,
 )
 from wmap.errors import BadConfig, Disagrees, WmapError
-from wmap.io import Checkpoint, parse_json, read_checkpoint, read_small_text, read_weights, save_processor
+from wmap.io import (
+    Checkpoint,
+    parse_json,
+    read_checkpoint,
+    read_pickled,
+    read_small_text,
+    read_weights,
+    save_processor,
+)
 from wmap.models import encodec_audiocraft
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, Writer, shipped, writing
 from wmap.pipeline import first_match, scoped, seq
@@ -282,15 +291,33 @@ PROJECTION = "lm.condition_provider.conditioners.description.output_proj.weight"
 """The LM's projection of the text encoder's states (its input width is the text encoder's)."""
 
 
-def _text_encoder_config(found: object) -> Result[T5Config, BadConfig]:
-    where = f"{TEXT_ENCODER} config.json"
-    if not isinstance(found, Mapping) or found.get("model_type") != "t5":
+_C = TypeVar("_C", bound=PretrainedConfig)
+
+
+def config_json(found: object, where: str, config_class: type[_C], why: str) -> Result[_C, BadConfig]:
+    """A part's transformers ``config.json`` (the T5's, a named EnCodec's) as ``config_class``, whose
+    ``model_type`` it must be (``why``: what needs it)."""
+    model_type = str(config_class.model_type)
+    if not isinstance(found, Mapping) or found.get("model_type") != model_type:
         kind = found.get("model_type") if isinstance(found, Mapping) else type(found).__name__
-        return Failure(BadConfig(where, "model_type", "'t5' (audiocraft conditions MusicGen on T5)", repr(kind)))
+        return Failure(BadConfig(where, "model_type", f"{model_type!r} ({why})", repr(kind)))
     try:
-        return Success(T5Config.from_dict(dict(found)))
+        return Success(config_class.from_dict(dict(found)))
     except Exception as error:  # transformers' validation errors are of many types
-        return Failure(BadConfig(where, "config", "a T5 config", " ".join(str(error).split())[:120]))
+        return Failure(BadConfig(where, "config", f"a {model_type} config", " ".join(str(error).split())[:120]))
+
+
+def _text_encoder_config(found: object) -> Result[T5Config, BadConfig]:
+    return config_json(found, f"{TEXT_ENCODER} config.json", T5Config, "audiocraft conditions MusicGen on T5")
+
+
+def audio_encoder_config(meta: Mapping[str, Any]) -> Result[TranslatedConfig, BadConfig]:
+    """The compression model's config: its ``xp.cfg`` read by :mod:`~wmap.models.encodec_audiocraft`, or
+    the ``config.json`` of the transformers EnCodec the file names (:func:`named_encodec`)."""
+    if PRETRAINED not in meta:
+        return encodec_audiocraft.translate_config(meta, {})
+    where = f"{meta[PRETRAINED]} config.json"
+    return config_json(meta.get("config"), where, EncodecConfig, "MusicGen's audio encoder").map(TranslatedConfig)
 
 
 def _all(*results: Result[Any, _E]) -> Result[tuple[Any, ...], _E]:
@@ -351,7 +378,7 @@ def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[Translat
     ``config.json``), joined into one ``MusicgenConfig``."""
     cfg = encodec_audiocraft.xp_cfg_of(meta.get("lm") or {})
     lm = Failure(cfg) if isinstance(cfg, BadConfig) else _lm_sections(cfg)
-    audio = encodec_audiocraft.translate_config(meta.get("compression") or {}, {})
+    audio = audio_encoder_config(meta.get("compression") or {})
     t5 = _text_encoder_config(meta.get("text_encoder"))
     return _all(lm, audio, t5).bind(lambda parts: _composite(parts, layout))
 
@@ -409,12 +436,19 @@ TEXT_ENCODER_RULES = (
 """A transformers T5 encoder's names as they are (the token embedding also the encoder's, tied)."""
 
 
+AS_SAVED = first_match(
+    "transformers EnCodec", tuple(rename(part, part) for part in ("encoder", "decoder", "quantizer"))
+)
+"""A transformers EnCodec's names as they are (one a compression file names: :func:`named_encodec`)."""
+
+
 def pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
     """Each part under its prefix: the LM as the decoder (its projection of the text encoder's states
     as ``enc_to_dec_proj``), the compression model as the audio encoder, the text encoder as it is."""
     assert isinstance(config, MusicgenConfig)  # the family's config class, checked when it was read
     assert isinstance(config.audio_encoder, PretrainedConfig)  # MusicgenConfig builds its sub-configs
-    audio = encodec_audiocraft.pipeline(config.audio_encoder, meta)
+    named = PRETRAINED in (meta.get("compression") or {})
+    audio = AS_SAVED if named else encodec_audiocraft.pipeline(config.audio_encoder, meta)
     parts = (
         rename("lm.condition_provider.conditioners.description.output_proj", "enc_to_dec_proj", PARAMS),
         scoped("lm", "decoder", first_match("MusicGen LM", LM)),
@@ -435,11 +469,62 @@ def read_parts(checkpoint: str, text_encoder: Path | None) -> Result[Checkpoint,
         return Failure(BadConfig("audiocraft LM", TEXT_ENCODER, T5_NEEDED, "none"))
     directory = Path(checkpoint)
     lm = read_checkpoint(directory / LM_FILE)
-    compression = read_checkpoint(directory / COMPRESSION_FILE)
+    compression = read_compression(directory / COMPRESSION_FILE)
     t5 = read_weights(text_encoder)
     config = read_small_text(Path(text_encoder) / "config.json", TEXT_ENCODER, "a transformers T5 config.json")
     found: Result[tuple[Any, ...], WmapError] = _all(lm, compression, t5, config)
     return found.bind(lambda parts: _joined(directory, *parts))
+
+
+PRETRAINED = "pretrained"
+NOT_ENCODECS = ("dac_44khz", "dac_24khz", "debug_compression_model")
+"""Compression models audiocraft names that are no EnCodec (transformers' MusicGen's audio encoder is one)."""
+
+
+def read_compression(path: Path) -> Result[Checkpoint, WmapError]:
+    """The compression model: the weights in ``compression_state_dict.bin``, or the transformers EnCodec
+    the file names in their place (:func:`named_encodec`)."""
+    found: Result[Checkpoint, WmapError] = read_checkpoint(path)
+    return found.lash(partial(_named_instead, path))
+
+
+def _named_instead(path: Path, unread: WmapError) -> Result[Checkpoint, WmapError]:
+    found: Result[object, WmapError] = read_pickled(path)
+    return found.bind(partial(named_encodec, path, unread))
+
+
+def named_encodec(path: Path, unread: WmapError, container: object) -> Result[Checkpoint, WmapError]:
+    """audiocraft's ``export_pretrained_compression_model`` writes a name in place of the weights
+    (``{"pretrained": "facebook/encodec_32khz"}``: a fine-tune of a released MusicGen), which its loader
+    fetches from the Hugging Face Hub as a transformers EnCodec. It is read here from the Hugging Face
+    cache, where that loader put it; nothing is downloaded. A file that names nothing fails with ``unread``."""
+    name = container.get(PRETRAINED) if isinstance(container, Mapping) else None
+    if not isinstance(name, str):
+        return Failure(unread)
+    if name in NOT_ENCODECS:
+        expected = "an EnCodec (transformers' MusicGen encodes audio with one)"
+        return Failure(BadConfig(str(path), PRETRAINED, expected, repr(name)))
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        config_file = try_to_load_from_cache(name, "config.json")
+    except ValueError:  # not a model id the Hub could hold
+        config_file = None
+    if not isinstance(config_file, str):
+        expected = f"a model in the Hugging Face cache (audiocraft's loader downloads it there: hf download {name})"
+        return Failure(BadConfig(str(path), PRETRAINED, expected, f"{name!r}, which is not there"))
+    folder = Path(config_file).parent
+    text = read_small_text(folder / "config.json", str(path), "the named EnCodec's config.json")
+    found: Result[tuple[Any, ...], WmapError] = _all(read_weights(folder), text)
+    return found.bind(lambda parts: _named_checkpoint(name, folder, *parts))
+
+
+def _named_checkpoint(name: str, folder: Path, weights: Checkpoint, text: str) -> Result[Checkpoint, WmapError]:
+    try:
+        config = parse_json(text)
+    except ValueError as error:
+        return Failure(BadConfig(f"{name} config.json", "config", "JSON", type(error).__name__))
+    return Success(Checkpoint(str(folder), weights.tensors, {PRETRAINED: name, "config": config}))
 
 
 def _joined(
