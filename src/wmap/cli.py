@@ -114,9 +114,10 @@ def _preview(args: argparse.Namespace) -> int:
     family = family_entry(args.model) if args.model in names else None
     unread, displayed, texts = (family.unread, family.displayed, family.texts) if family else ((), (), ())
     beside = None if args.processor_file is None else str(args.processor_file)  # MusicGen's --text-encoder
+    cached_beside = family is not None and family.cached_beside and beside is None  # read from the Hub's cache
     kept = (
         None
-        if args.no_cache
+        if args.no_cache or cached_beside
         else preview_cache.key(args.model, args.checkpoint, args.config, shown, names, unread, displayed, beside, texts)
     )
     entry = None if kept is None else preview_cache.load(kept.digest)

@@ -43,6 +43,10 @@ class Family:
     texts: tuple[str, ...] = ()
     """Top-level keys of its checkpoints that hold YAML text (audiocraft's ``xp.cfg``): read as the family
     reads them, so that ``unread`` can name paths inside (``xp.cfg.optim``)."""
+    cached_beside: bool = False
+    """Where no file is named beside the checkpoint, the family reads it from the Hugging Face cache
+    (MusicGen's T5, by the name its config gives): such a preview is not kept, as the cache is no part
+    of its key."""
 
     def description(self) -> dict[str, str]:
         """``name``, ``source`` and ``target``, as a family module passes them to its ``ModelSpec``."""
@@ -124,9 +128,12 @@ AUDIOCRAFT_RUN = tuple(f"xp.cfg.{section}" for section in AUDIOCRAFT_SETTINGS)
 """What another run of a sweep (other settings, the same model) changes in an audiocraft file."""
 
 
-def _audiocraft(name: str, source: str, target: str, attribute: str, module: str = "wmap.models.musicgen") -> Family:
-    """An audiocraft family: its files keep ``xp.cfg`` as YAML text, whose run settings it never reads."""
-    return Family(name, source, target, module, attribute, unread=AUDIOCRAFT_RUN, texts=("xp.cfg",))
+def _audiocraft(
+    name: str, source: str, target: str, attribute: str, module: str = "wmap.models.musicgen", *, lm: bool = True
+) -> Family:
+    """An audiocraft family: its files keep ``xp.cfg`` as YAML text, whose run settings it never reads;
+    an LM's T5 is the one named beside it or, by default, the cached one its ``xp.cfg`` names."""
+    return Family(name, source, target, module, attribute, unread=AUDIOCRAFT_RUN, texts=("xp.cfg",), cached_beside=lm)
 
 
 def _encodec(rate: str, attribute: str) -> Family:
@@ -149,16 +156,17 @@ SHIPPED: Final = (
         "transformers EncodecModel, configured from the file's xp.cfg",
         "ENCODEC_AUDIOCRAFT",
         "wmap.models.encodec_audiocraft",
+        lm=False,
     ),
     _audiocraft(
         "musicgen",
-        "audiocraft MusicGen directory (state_dict.bin + compression_state_dict.bin) and --text-encoder T5 directory",
+        "audiocraft MusicGen directory (state_dict.bin, compression_state_dict.bin), its T5 (--text-encoder or cached)",
         "transformers MusicgenForConditionalGeneration, with MusicgenProcessor and its generation config",
         "MUSICGEN",
     ),
     _audiocraft(
         "audiogen",
-        "audiocraft AudioGen directory (state_dict.bin + compression_state_dict.bin) and --text-encoder T5 directory",
+        "audiocraft AudioGen directory (state_dict.bin, compression_state_dict.bin), its T5 (--text-encoder or cached)",
         "transformers MusicgenForConditionalGeneration (AudioGen's LM is MusicGen's), with MusicgenProcessor",
         "AUDIOGEN",
     ),

@@ -602,3 +602,46 @@ def test_a_fine_tune_whose_compression_file_names_its_encodec_converts_from_the_
     torch.save({"pretrained": "dac_44khz", "exported": True}, directory / "compression_state_dict.bin")
     dac = preview("musicgen", directory, processor_file=t5).failure()
     assert isinstance(dac, BadConfig) and dac.key == "pretrained" and "EnCodec" in dac.expected
+
+
+def test_without_text_encoder_the_t5_its_config_names_comes_from_the_hub_cache(
+    saved: tuple[Path, Path, Any, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """audiocraft loads the T5 by the name in the LM's ``xp.cfg`` (``t5-small`` here), so a user who ran
+    the model has it in the Hugging Face cache: without ``--text-encoder`` it is read from there, with its
+    tokenizer (``AutoProcessor`` loads the result), and the conversion is the one ``--text-encoder`` gives.
+    Not in the cache: one line naming the flag and how to fetch it. Such a preview is not kept (the cache
+    is no part of its key): the control, a repeated one with ``--text-encoder``, is."""
+    import shutil
+
+    import huggingface_hub
+    from safetensors.torch import load_file
+    from transformers import AutoProcessor
+
+    from tests.helpers import wmap_imports
+
+    directory, t5, _, _ = saved
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    missing = preview("musicgen", directory).failure()
+    assert isinstance(missing, BadConfig) and missing.key == "--text-encoder"
+    assert "hf download t5-small" in missing.expected
+
+    revision = "1" * 40
+    repo = tmp_path / "hub" / "models--t5-small"
+    shutil.copytree(t5, repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    cached = convert("musicgen", directory, tmp_path / "cached").unwrap()
+    named = convert("musicgen", directory, tmp_path / "named", processor_file=t5).unwrap()
+    first, second = load_file(cached / "model.safetensors"), load_file(named / "model.safetensors")
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    assert AutoProcessor.from_pretrained(cached).tokenizer("a piano")["input_ids"]
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))  # the processes below read it
+    args = ("preview", "musicgen", str(directory))
+    runs = [wmap_imports(*args, cache=tmp_path / "kept") for _ in range(2)]
+    assert runs[0][0] == runs[1][0] == 0 and all("torch" in imported for _, _, imported in runs)
+    beside = (*args, "--text-encoder", str(t5))
+    again = [wmap_imports(*beside, cache=tmp_path / "kept") for _ in range(2)]
+    assert "torch" in again[0][2] and "torch" not in again[1][2]

@@ -78,7 +78,10 @@ PARTS = ("lm", "compression", "text_encoder")
 """The prefixes the three parts' keys are read under."""
 SOURCE = "audiocraft xp.cfg transformer_lm"
 TEXT_ENCODER = "--text-encoder"
-T5_NEEDED = "the transformers T5 directory the LM was conditioned on (audiocraft's files hold only its projection)"
+T5_NEEDED = (
+    "the transformers T5 directory the LM was conditioned on (audiocraft's files hold only its projection; "
+    "by default the one its xp.cfg names, from the Hugging Face cache)"
+)
 TRAINING = "training-only setting (initialisation, learning rate, checkpointing)"
 
 
@@ -463,17 +466,51 @@ def _prefixed(part: str, checkpoint: Checkpoint) -> dict[str, Any]:
 
 
 def read_parts(checkpoint: str, text_encoder: Path | None) -> Result[Checkpoint, WmapError]:
-    """The directory's LM and compression model, and the text encoder's transformers directory, as one
-    checkpoint whose keys are prefixed by part (:data:`PARTS`) and whose metadata holds each part's."""
-    if text_encoder is None:
-        return Failure(BadConfig("audiocraft LM", TEXT_ENCODER, T5_NEEDED, "none"))
+    """The directory's LM and compression model, and the text encoder's transformers directory (the one
+    named, else :func:`cached_text_encoder`), as one checkpoint whose keys are prefixed by part
+    (:data:`PARTS`) and whose metadata holds each part's, and where the text encoder was read from."""
     directory = Path(checkpoint)
-    lm = read_checkpoint(directory / LM_FILE)
+    lm: Result[Checkpoint, WmapError] = read_checkpoint(directory / LM_FILE)
+    return lm.bind(partial(_with_parts, directory, text_encoder))
+
+
+def _with_parts(directory: Path, text_encoder: Path | None, lm: Checkpoint) -> Result[Checkpoint, WmapError]:
+    found: Result[Path, WmapError] = Success(Path(text_encoder)) if text_encoder else cached_text_encoder(lm.meta)
+    return found.bind(partial(_read_parts, directory, lm))
+
+
+def _read_parts(directory: Path, lm: Checkpoint, text_encoder: Path) -> Result[Checkpoint, WmapError]:
     compression = read_compression(directory / COMPRESSION_FILE)
     t5 = read_weights(text_encoder)
-    config = read_small_text(Path(text_encoder) / "config.json", TEXT_ENCODER, "a transformers T5 config.json")
-    found: Result[tuple[Any, ...], WmapError] = _all(lm, compression, t5, config)
-    return found.bind(lambda parts: _joined(directory, *parts))
+    config = read_small_text(text_encoder / "config.json", TEXT_ENCODER, "a transformers T5 config.json")
+    found: Result[tuple[Any, ...], WmapError] = _all(compression, t5, config)
+    return found.bind(lambda parts: _joined(directory, lm, text_encoder, *parts))
+
+
+def hub_cached(name: str) -> Path | None:
+    """The folder of ``name``'s snapshot in the Hugging Face cache (where its ``config.json`` is), or
+    ``None``: not there, or not a name the Hub could hold. Nothing is downloaded."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(name, "config.json")
+    except ValueError:
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def cached_text_encoder(meta: Mapping[str, Any]) -> Result[Path, BadConfig]:
+    """The T5 the LM's ``xp.cfg`` names (``conditioners.description.t5.name``), from the Hugging Face
+    cache, where audiocraft's conditioner downloaded it (it loads the T5 by that name)."""
+    cfg = encodec_audiocraft.xp_cfg_of(meta)
+    if isinstance(cfg, BadConfig):
+        return Failure(cfg)
+    name = get(get(get(get(cfg, "conditioners", None), "description", None), "t5", None), "name", None)
+    folder = hub_cached(name) if isinstance(name, str) else None
+    if folder is None:
+        expected = f"{T5_NEEDED}; or {name} in the Hugging Face cache (hf download {name})"
+        return Failure(BadConfig("audiocraft LM", TEXT_ENCODER, expected, "none"))
+    return Success(folder)
 
 
 PRETRAINED = "pretrained"
@@ -504,16 +541,10 @@ def named_encodec(path: Path, unread: WmapError, container: object) -> Result[Ch
     if name in NOT_ENCODECS:
         expected = "an EnCodec (transformers' MusicGen encodes audio with one)"
         return Failure(BadConfig(str(path), PRETRAINED, expected, repr(name)))
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        config_file = try_to_load_from_cache(name, "config.json")
-    except ValueError:  # not a model id the Hub could hold
-        config_file = None
-    if not isinstance(config_file, str):
+    folder = hub_cached(name)
+    if folder is None:
         expected = f"a model in the Hugging Face cache (audiocraft's loader downloads it there: hf download {name})"
         return Failure(BadConfig(str(path), PRETRAINED, expected, f"{name!r}, which is not there"))
-    folder = Path(config_file).parent
     text = read_small_text(folder / "config.json", str(path), "the named EnCodec's config.json")
     found: Result[tuple[Any, ...], WmapError] = _all(read_weights(folder), text)
     return found.bind(lambda parts: _named_checkpoint(name, folder, *parts))
@@ -528,15 +559,24 @@ def _named_checkpoint(name: str, folder: Path, weights: Checkpoint, text: str) -
 
 
 def _joined(
-    directory: Path, lm: Checkpoint, compression: Checkpoint, t5: Checkpoint, config: str
+    directory: Path, lm: Checkpoint, text_encoder: Path, compression: Checkpoint, t5: Checkpoint, config: str
 ) -> Result[Checkpoint, WmapError]:
     try:
         text_config = parse_json(config)
     except ValueError as error:
         return Failure(BadConfig(f"{TEXT_ENCODER} config.json", "config", "JSON", type(error).__name__))
     tensors = {**_prefixed("lm", lm), **_prefixed("compression", compression), **_prefixed("text_encoder", t5)}
-    meta = {"lm": dict(lm.meta), "compression": dict(compression.meta), "text_encoder": text_config}
+    meta = {
+        "lm": dict(lm.meta),
+        "compression": dict(compression.meta),
+        "text_encoder": text_config,
+        TEXT_ENCODER_FROM: str(text_encoder),
+    }
     return Success(Checkpoint(str(directory / LM_FILE), tensors, meta))
+
+
+TEXT_ENCODER_FROM = "text_encoder_from"
+"""Where the text encoder was read from (named, or the Hugging Face cache): its tokenizer is written too."""
 
 
 @attrs.frozen
@@ -567,13 +607,14 @@ class Sampling:
         the compression model's rate) and the generation settings."""
         from transformers import AutoTokenizer, EncodecFeatureExtractor
 
-        if file is None:
+        folder = file or meta.get(TEXT_ENCODER_FROM)
+        if folder is None:
             return Failure(BadConfig("audiocraft LM", TEXT_ENCODER, T5_NEEDED, "none"))
         try:
-            tokenizer = AutoTokenizer.from_pretrained(file)
+            tokenizer = AutoTokenizer.from_pretrained(folder)
         except Exception as error:  # a directory without tokenizer files, of many kinds
             detail = " ".join(str(error).split())[:120]
-            return Failure(BadConfig(str(file), "tokenizer", "the T5 tokenizer's files", detail))
+            return Failure(BadConfig(str(folder), "tokenizer", "the T5 tokenizer's files", detail))
         audio = config.audio_encoder  # a stereo MusicGen takes two channels, each coded by the mono EnCodec
         extractor = EncodecFeatureExtractor(
             feature_size=int(config.decoder.audio_channels), sampling_rate=int(audio.sampling_rate)
