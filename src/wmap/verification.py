@@ -4,6 +4,7 @@ from its source."""
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 import attrs
@@ -14,8 +15,8 @@ from wmap.conversion import Family, prepare, widen
 from wmap.errors import WmapError
 from wmap.io import (
     Checkpoint,
+    in_model_directory,
     read_weights,
-    weights_file,
 )
 from wmap.models.base import ModelSpec
 from wmap.plan import MappingPlan
@@ -109,8 +110,10 @@ def verify(
         plan, source = found
         return widen(read_weights(out_dir)).map(lambda written: _compare(plan, source, written))
 
-    def a_directory(spec: ModelSpec) -> Result[ModelSpec, WmapError]:
-        """A ``save_pretrained`` directory, or an error naming it as such (before its ``config.json``)."""
-        return widen(weights_file(out_dir)).map(lambda _: spec)
-
-    return widen(resolve(model, registry)).bind(a_directory).bind(read).bind(planned).bind(compared)
+    return (
+        widen(resolve(model, registry))
+        .bind(partial(in_model_directory, out_dir))
+        .bind(read)
+        .bind(planned)
+        .bind(compared)
+    )

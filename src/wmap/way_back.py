@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from wmap.io import (
     Checkpoint,
     MappedFile,
     Source,
+    in_model_directory,
     inputs_of,
     looks_like_checkpoint,
     mapped_sources,
@@ -27,7 +29,6 @@ from wmap.io import (
     read_small_text,
     read_weights,
     save_torch,
-    weights_file,
     write_files_atomically,
 )
 from wmap.models.base import Exporter, ExportSource, ModelSpec
@@ -130,11 +131,9 @@ def prepare_reverse(
 
         return widen(read_directory_source(directory)).bind(with_files)
 
-    def a_directory(exporter: Exporter) -> Result[Exporter, WmapError]:
-        """A ``save_pretrained`` directory, or an error naming it as such (before its ``config.json``)."""
-        return widen(weights_file(directory)).map(lambda _: exporter)
-
-    return _exporter(spec).bind(a_directory).bind(configured).bind(reversed_rules).bind(planned)
+    return (
+        _exporter(spec).bind(partial(in_model_directory, directory)).bind(configured).bind(reversed_rules).bind(planned)
+    )
 
 
 def _made_dropped(rules: tuple[MakeRule, ...]) -> tuple[Transform, ...]:

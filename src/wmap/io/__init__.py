@@ -29,6 +29,7 @@ from wmap.io.atomic import (
 from wmap.io.directory import (
     INDEX,
     WEIGHTS_FILES,
+    in_model_directory,
     mapped_sources,
     read_directory_source,
     read_weights,
@@ -118,6 +119,7 @@ __all__ = [
     "unresolved",
     "unwrap",
     "weights_file",
+    "in_model_directory",
     "write_directory_atomically",
     "write_file_atomically",
     "write_files_atomically",

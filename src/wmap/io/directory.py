@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from returns.result import Failure, Result, Success
@@ -28,6 +29,7 @@ from wmap.io.reading import (
 )
 
 INDEX = "model.safetensors.index.json"
+_V = TypeVar("_V")
 
 
 class _ShardedTensors(Mapping[str, torch.Tensor]):
@@ -81,6 +83,12 @@ def weights_file(directory: str | os.PathLike[str]) -> Result[Path, UnreadableCh
     return Failure(
         UnreadableCheckpoint(str(where), "a save_pretrained directory", f"it holds none of {', '.join(WEIGHTS_FILES)}")
     )
+
+
+def in_model_directory(directory: str | os.PathLike[str], value: _V) -> Result[_V, UnreadableCheckpoint]:
+    """``value``, where ``directory`` is a ``save_pretrained`` directory (:func:`weights_file` finds its
+    weights), else the error naming it as such: a step of a chain, checked before its ``config.json``."""
+    return weights_file(directory).map(lambda _: value)
 
 
 def _index(path: Path) -> Result[dict[str, str], UnreadableCheckpoint]:
