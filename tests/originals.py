@@ -1072,29 +1072,18 @@ def audiocraft_encodec_file(path: Path, sections: dict[str, Any] | None = None) 
     return model.eval()
 
 
-def audiocraft_solver_checkpoint(path: Path) -> tuple[Any, Any]:
-    """An audiocraft compression solver's ``checkpoint.th`` as its training loop saves it: flashy's
-    state manager over the solver's registered states (``history``, ``xp.cfg`` as the omegaconf config
-    itself, ``xp.sig``, ``best_state``, ``fsdp_best_state``, the live ``model`` and ``optimizer``, as
-    ``CompressionSolver.build_model`` registers them), written by audiocraft's ``save_checkpoint``. The best
-    state is registered, then the live model takes an optimizer step, so the two differ. Returns (the
-    model with the best weights, the live model), eval."""
+def audiocraft_solver_file(path: Path, cfg: Any, model: Any) -> dict[str, torch.Tensor]:
+    """An audiocraft solver's ``checkpoint.th`` as its training loop saves it: flashy's state manager over
+    the solver's registered states (``history``, ``xp.cfg`` as the omegaconf config itself, ``xp.sig``,
+    ``best_state``, ``fsdp_best_state``, the live ``model`` and ``optimizer``, as the compression and
+    MusicGen solvers' ``build_model`` register them), written by audiocraft's ``save_checkpoint``. The best
+    state is registered, then the live model takes an optimizer step, so the two differ. Returns the best
+    state (a copy)."""
     import types
 
-    from omegaconf import OmegaConf
-
-    audiocraft = import_audiocraft()
     flashy = importlib.import_module("flashy")
     best_states = importlib.import_module("audiocraft.utils.best_state")
     checkpoints = importlib.import_module("audiocraft.utils.checkpoint")
-
-    cfg = OmegaConf.create(AUDIOCRAFT_ENCODEC)
-    model = audiocraft.models.builders.get_compression_model(cfg)
-    randomize_parameters(model)
-    randomize_buffers(model)
-    for layer in model.quantizer.vq.layers:
-        layer._codebook.inited.fill_(1.0)
-
     base: Any = flashy.BaseSolver
 
     class Solver(base):  # type: ignore[misc]  # its state as BaseSolver's, without an XP to run in
@@ -1113,12 +1102,28 @@ def audiocraft_solver_checkpoint(path: Path) -> tuple[Any, Any]:
             self.best_state.register("model", model)
 
     solver = Solver()
-    best = audiocraft.models.builders.get_compression_model(cfg)
-    best.load_state_dict(solver.best_state.state_dict()["model"])
-    loss = sum(p.float().pow(2).sum() for p in model.parameters())
+    best = {key: tensor.clone() for key, tensor in solver.best_state.state_dict()["model"].items()}
+    loss = sum(p.float().pow(2).sum() for p in model.parameters() if p.requires_grad)
     loss.backward()
     solver.optimizer.step()
     checkpoints.save_checkpoint(solver.state_dict(), path)
+    return best
+
+
+def audiocraft_solver_checkpoint(path: Path) -> tuple[Any, Any]:
+    """An audiocraft compression solver's ``checkpoint.th`` (:func:`audiocraft_solver_file`) of an EnCodec
+    with random weights. Returns (the model with the best weights, the live model), eval."""
+    from omegaconf import OmegaConf
+
+    audiocraft = import_audiocraft()
+    cfg = OmegaConf.create(AUDIOCRAFT_ENCODEC)
+    model = audiocraft.models.builders.get_compression_model(cfg)
+    randomize_parameters(model)
+    randomize_buffers(model)
+    for layer in model.quantizer.vq.layers:
+        layer._codebook.inited.fill_(1.0)
+    best = audiocraft.models.builders.get_compression_model(cfg)
+    best.load_state_dict(audiocraft_solver_file(path, cfg, model))
     return best.eval(), model.eval()
 
 
@@ -1214,22 +1219,16 @@ def t5_directory(path: Path, *, as_t5_small: bool = False) -> Path:
     return path
 
 
-def musicgen_directory(path: Path, lm_sections: dict[str, Any] | None = None) -> tuple[Any, Any]:
-    """An audiocraft MusicGen directory as ``MusicGen.get_pretrained(path)`` reads it: ``state_dict.bin``
-    (the LM, exported by audiocraft's ``export_lm`` from a solver checkpoint) and
-    ``compression_state_dict.bin`` (its EnCodec, by ``export_encodec``), random weights. audiocraft's T5
-    conditioner loads T5 from the Hub when built: here a random T5 of t5-small's width stands in (its
-    weights are not in the file; only the projection is). Returns (lm, compression model), eval."""
+def audiocraft_lm(cfg: Any) -> Any:
+    """audiocraft's LM built by ``get_lm_model`` from ``cfg``, random weights. audiocraft's T5 conditioner
+    loads T5 from the Hub when built: here a random T5 of t5-small's width stands in (its weights are in
+    no file audiocraft writes; only the projection is)."""
     from unittest import mock
 
-    from omegaconf import OmegaConf
     from transformers import T5Config, T5EncoderModel
 
     audiocraft = import_audiocraft()
     conditioners = sys.modules["audiocraft.modules.conditioners"]
-    path.mkdir(parents=True, exist_ok=True)
-    compression = audiocraft_encodec_file(path / "compression_state_dict.bin")
-    cfg = OmegaConf.create({**MUSICGEN_LM, **(lm_sections or {})})
     t5 = T5EncoderModel(T5Config(d_model=T5_SMALL_WIDTH, d_ff=8, num_layers=1, num_heads=1, d_kv=4, vocab_size=8))
     with (
         mock.patch.object(conditioners.T5EncoderModel, "from_pretrained", lambda *a, **k: t5),
@@ -1237,6 +1236,34 @@ def musicgen_directory(path: Path, lm_sections: dict[str, Any] | None = None) ->
     ):
         lm = audiocraft.models.builders.get_lm_model(cfg)
     randomize_parameters(lm)
+    return lm
+
+
+def musicgen_run_checkpoint(path: Path, compression_model_checkpoint: str) -> Any:
+    """A MusicGen fine-tune's ``checkpoint.th`` as audiocraft's MusicGen solver saves it
+    (:func:`audiocraft_solver_file`): its ``xp.cfg`` names the compression model it trained with
+    (``compression_model_checkpoint``), which the file does not hold. Returns the LM with the best
+    weights, eval."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({**MUSICGEN_LM, "compression_model_checkpoint": compression_model_checkpoint})
+    lm = audiocraft_lm(cfg)
+    lm.load_state_dict(audiocraft_solver_file(path, cfg, lm))
+    return lm.eval()
+
+
+def musicgen_directory(path: Path, lm_sections: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    """An audiocraft MusicGen directory as ``MusicGen.get_pretrained(path)`` reads it: ``state_dict.bin``
+    (the LM, exported by audiocraft's ``export_lm`` from a solver checkpoint) and
+    ``compression_state_dict.bin`` (its EnCodec, by ``export_encodec``), random weights (the LM:
+    :func:`audiocraft_lm`). Returns (lm, compression model), eval."""
+    from omegaconf import OmegaConf
+
+    audiocraft = import_audiocraft()
+    path.mkdir(parents=True, exist_ok=True)
+    compression = audiocraft_encodec_file(path / "compression_state_dict.bin")
+    cfg = OmegaConf.create({**MUSICGEN_LM, **(lm_sections or {})})
+    lm = audiocraft_lm(cfg)
     solver = path / "lm_checkpoint.th"
     torch.save(
         {"best_state": {"model": lm.state_dict()}, "fsdp_best_state": None, "xp.cfg": OmegaConf.to_container(cfg)},

@@ -114,7 +114,9 @@ def _preview(args: argparse.Namespace) -> int:
     family = family_entry(args.model) if args.model in names else None
     unread, displayed, texts = (family.unread, family.displayed, family.texts) if family else ((), (), ())
     beside = None if args.processor_file is None else str(args.processor_file)  # MusicGen's --text-encoder
-    cached_beside = family is not None and family.cached_beside and beside is None  # read from the Hub's cache
+    cached_beside = (  # read from the Hugging Face cache: no part of the key
+        family is not None and family.cached_beside and (beside is None or not os.path.isdir(args.checkpoint or ""))
+    )
     kept = (
         None
         if args.no_cache or cached_beside

@@ -44,9 +44,9 @@ class Family:
     """Top-level keys of its checkpoints that hold YAML text (audiocraft's ``xp.cfg``): read as the family
     reads them, so that ``unread`` can name paths inside (``xp.cfg.optim``)."""
     cached_beside: bool = False
-    """Where no file is named beside the checkpoint, the family reads it from the Hugging Face cache
-    (MusicGen's T5, by the name its config gives): such a preview is not kept, as the cache is no part
-    of its key."""
+    """Where no file is named beside the checkpoint, or the checkpoint is a file (a training run's), the
+    family reads parts from the Hugging Face cache (MusicGen's T5 and EnCodec, by the names its config
+    gives): such a preview is not kept, as the cache is no part of its key."""
 
     def description(self) -> dict[str, str]:
         """``name``, ``source`` and ``target``, as a family module passes them to its ``ModelSpec``."""

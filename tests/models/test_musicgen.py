@@ -645,3 +645,68 @@ def test_without_text_encoder_the_t5_its_config_names_comes_from_the_hub_cache(
     beside = (*args, "--text-encoder", str(t5))
     again = [wmap_imports(*beside, cache=tmp_path / "kept") for _ in range(2)]
     assert "torch" in again[0][2] and "torch" not in again[1][2]
+
+
+def test_a_training_runs_own_checkpoint_converts_with_the_encodec_and_t5_it_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A MusicGen fine-tune's ``checkpoint.th`` as audiocraft's solver saves it (the best state beside the
+    live LM and optimizer, ``xp.cfg`` the omegaconf config), whose config names the released EnCodec it
+    trained with (``compression_model_checkpoint: //pretrained/facebook/encodec_32khz``) and its T5:
+    converted directly (audiocraft's own ``export_lm`` cannot read it under torch >= 2.6), the LM with its
+    best weights (logits within 1e-5), the EnCodec and T5 from the Hugging Face cache. Another run's
+    compression model (``//sig/...``) is refused naming the field and how to give it."""
+    import shutil
+
+    import huggingface_hub
+    from transformers import EncodecConfig, EncodecModel, MusicgenForConditionalGeneration
+
+    from tests.helpers import wmap_imports
+    from tests.originals import musicgen_run_checkpoint, t5_directory
+
+    torch.manual_seed(0)
+    lm = musicgen_run_checkpoint(tmp_path / "checkpoint.th", "//pretrained/facebook/encodec_32khz")
+    config = EncodecConfig(
+        sampling_rate=16000,
+        target_bandwidths=[4 * 50 * 6 / 1000],
+        codebook_size=64,
+        hidden_size=16,
+        num_filters=4,
+        upsampling_ratios=[8, 5, 4, 2],
+        num_lstm_layers=1,
+    )
+    encodec = EncodecModel(config).eval()
+    hub = tmp_path / "hub"
+    _hub_cached(hub, "facebook/encodec_32khz", encodec)
+    t5 = t5_directory(tmp_path / "t5")
+    revision = "2" * 40
+    shutil.copytree(t5, hub / "models--t5-small" / "snapshots" / revision)
+    (hub / "models--t5-small" / "refs").mkdir()
+    (hub / "models--t5-small" / "refs" / "main").write_text(revision)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))
+
+    plan = preview("musicgen", tmp_path / "checkpoint.th").unwrap().plan
+    assert plan.is_clean(), plan.problems(limit=5)
+    hf = convert("musicgen", tmp_path / "checkpoint.th", tmp_path / "hf").unwrap()
+    model = MusicgenForConditionalGeneration.from_pretrained(hf).eval()
+    assert all(torch.equal(model.audio_encoder.state_dict()[k], v) for k, v in encodec.state_dict().items())
+    codes = torch.randint(0, 64, (1, 4, 9))
+    states = torch.randn(1, 3, model.config.text_encoder.d_model)
+    with torch.no_grad():
+        condition = lm.condition_provider.conditioners["description"].output_proj(states)
+        theirs = lm(codes, [], condition_tensors={"description": (condition, torch.ones(1, 3, dtype=torch.long))})
+        ours = model(
+            encoder_outputs=(states,), attention_mask=torch.ones(1, 3, dtype=torch.long), decoder_input_ids=codes[0]
+        ).logits.reshape(1, 4, 9, -1)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))  # the processes below read it
+    args = ("preview", "musicgen", str(tmp_path / "checkpoint.th"), "--text-encoder", str(t5))
+    runs = [wmap_imports(*args, cache=tmp_path / "kept") for _ in range(2)]
+    assert runs[0][0] == runs[1][0] == 0 and all("torch" in imported for _, _, imported in runs)  # not kept
+
+    (tmp_path / "own").mkdir()
+    musicgen_run_checkpoint(tmp_path / "own" / "checkpoint.th", "//sig/0a1b2c3d")
+    refused = preview("musicgen", tmp_path / "own" / "checkpoint.th").failure()
+    assert isinstance(refused, BadConfig) and refused.key == "compression_model_checkpoint"
+    assert "compression_state_dict.bin" in refused.expected

@@ -466,25 +466,48 @@ def _prefixed(part: str, checkpoint: Checkpoint) -> dict[str, Any]:
 
 
 def read_parts(checkpoint: str, text_encoder: Path | None) -> Result[Checkpoint, WmapError]:
-    """The directory's LM and compression model, and the text encoder's transformers directory (the one
-    named, else :func:`cached_text_encoder`), as one checkpoint whose keys are prefixed by part
+    """The LM and the compression model (a directory's two files, or a training run's checkpoint and the
+    EnCodec its config names: :func:`run_compression`), and the text encoder's transformers directory
+    (the one named, else :func:`cached_text_encoder`), as one checkpoint whose keys are prefixed by part
     (:data:`PARTS`) and whose metadata holds each part's, and where the text encoder was read from."""
-    directory = Path(checkpoint)
-    lm: Result[Checkpoint, WmapError] = read_checkpoint(directory / LM_FILE)
-    return lm.bind(partial(_with_parts, directory, text_encoder))
+    where = Path(checkpoint)
+    lm: Result[Checkpoint, WmapError] = read_checkpoint(where / LM_FILE if where.is_dir() else where)
+    return lm.bind(partial(_with_parts, where, text_encoder))
 
 
-def _with_parts(directory: Path, text_encoder: Path | None, lm: Checkpoint) -> Result[Checkpoint, WmapError]:
+def _with_parts(where: Path, text_encoder: Path | None, lm: Checkpoint) -> Result[Checkpoint, WmapError]:
     found: Result[Path, WmapError] = Success(Path(text_encoder)) if text_encoder else cached_text_encoder(lm.meta)
-    return found.bind(partial(_read_parts, directory, lm))
+    return found.bind(partial(_read_parts, where, lm))
 
 
-def _read_parts(directory: Path, lm: Checkpoint, text_encoder: Path) -> Result[Checkpoint, WmapError]:
-    compression = read_compression(directory / COMPRESSION_FILE)
+def _read_parts(where: Path, lm: Checkpoint, text_encoder: Path) -> Result[Checkpoint, WmapError]:
+    compression = read_compression(where / COMPRESSION_FILE) if where.is_dir() else run_compression(lm.meta)
     t5 = read_weights(text_encoder)
     config = read_small_text(text_encoder / "config.json", TEXT_ENCODER, "a transformers T5 config.json")
     found: Result[tuple[Any, ...], WmapError] = _all(compression, t5, config)
-    return found.bind(lambda parts: _joined(directory, lm, text_encoder, *parts))
+    return found.bind(lambda parts: _joined(where, lm, text_encoder, *parts))
+
+
+PRETRAINED_PREFIX = "//pretrained/"
+"""How a training run's ``compression_model_checkpoint`` names a released compression model."""
+
+
+def run_compression(meta: Mapping[str, Any]) -> Result[Checkpoint, WmapError]:
+    """A training run's checkpoint (the LM solver's ``checkpoint.th``) holds no compression model: its
+    ``xp.cfg`` names one (``compression_model_checkpoint``). A released EnCodec (``//pretrained/NAME``) is
+    read from the Hugging Face cache, as audiocraft's solver loads it (:func:`cached_encodec`); any other
+    (another run's, by signature or path) is refused, saying how to give it."""
+    cfg = encodec_audiocraft.xp_cfg_of(meta)
+    if isinstance(cfg, BadConfig):
+        return Failure(cfg)
+    named = get(cfg, "compression_model_checkpoint", None)
+    if isinstance(named, str) and named.startswith(PRETRAINED_PREFIX):
+        return cached_encodec("audiocraft xp.cfg", "compression_model_checkpoint", named[len(PRETRAINED_PREFIX) :])
+    expected = (
+        f"{PRETRAINED_PREFIX}NAME (a released EnCodec); for your own, a directory holding this file as "
+        f"{LM_FILE} and the compression model's as {COMPRESSION_FILE}"
+    )
+    return Failure(BadConfig("audiocraft xp.cfg", "compression_model_checkpoint", expected, repr(named)))
 
 
 def hub_cached(name: str) -> Path | None:
@@ -533,19 +556,24 @@ def _named_instead(path: Path, unread: WmapError) -> Result[Checkpoint, WmapErro
 def named_encodec(path: Path, unread: WmapError, container: object) -> Result[Checkpoint, WmapError]:
     """audiocraft's ``export_pretrained_compression_model`` writes a name in place of the weights
     (``{"pretrained": "facebook/encodec_32khz"}``: a fine-tune of a released MusicGen), which its loader
-    fetches from the Hugging Face Hub as a transformers EnCodec. It is read here from the Hugging Face
-    cache, where that loader put it; nothing is downloaded. A file that names nothing fails with ``unread``."""
+    fetches from the Hub as a transformers EnCodec (:func:`cached_encodec`). A file that names nothing
+    fails with ``unread``."""
     name = container.get(PRETRAINED) if isinstance(container, Mapping) else None
-    if not isinstance(name, str):
-        return Failure(unread)
+    return cached_encodec(str(path), PRETRAINED, name) if isinstance(name, str) else Failure(unread)
+
+
+def cached_encodec(where: str, key: str, name: str) -> Result[Checkpoint, WmapError]:
+    """The transformers EnCodec ``name``, which audiocraft fetches from the Hub, read from the Hugging Face
+    cache where it put it (nothing is downloaded): its weights as they are and its ``config.json``.
+    ``where`` and ``key``: what named it, for the error where it is not there or names no EnCodec."""
     if name in NOT_ENCODECS:
         expected = "an EnCodec (transformers' MusicGen encodes audio with one)"
-        return Failure(BadConfig(str(path), PRETRAINED, expected, repr(name)))
+        return Failure(BadConfig(where, key, expected, repr(name)))
     folder = hub_cached(name)
     if folder is None:
         expected = f"a model in the Hugging Face cache (audiocraft's loader downloads it there: hf download {name})"
-        return Failure(BadConfig(str(path), PRETRAINED, expected, f"{name!r}, which is not there"))
-    text = read_small_text(folder / "config.json", str(path), "the named EnCodec's config.json")
+        return Failure(BadConfig(where, key, expected, f"{name!r}, which is not there"))
+    text = read_small_text(folder / "config.json", where, "the named EnCodec's config.json")
     found: Result[tuple[Any, ...], WmapError] = _all(read_weights(folder), text)
     return found.bind(lambda parts: _named_checkpoint(name, folder, *parts))
 
@@ -559,7 +587,7 @@ def _named_checkpoint(name: str, folder: Path, weights: Checkpoint, text: str) -
 
 
 def _joined(
-    directory: Path, lm: Checkpoint, text_encoder: Path, compression: Checkpoint, t5: Checkpoint, config: str
+    where: Path, lm: Checkpoint, text_encoder: Path, compression: Checkpoint, t5: Checkpoint, config: str
 ) -> Result[Checkpoint, WmapError]:
     try:
         text_config = parse_json(config)
@@ -572,7 +600,7 @@ def _joined(
         "text_encoder": text_config,
         TEXT_ENCODER_FROM: str(text_encoder),
     }
-    return Success(Checkpoint(str(directory / LM_FILE), tensors, meta))
+    return Success(Checkpoint(str(where / LM_FILE if where.is_dir() else where), tensors, meta))
 
 
 TEXT_ENCODER_FROM = "text_encoder_from"
