@@ -385,7 +385,7 @@ def parser() -> argparse.ArgumentParser:
         dest="processor_file",
         metavar="DIR",
         help="the transformers directory of the text encoder a family reads part of its source from (musicgen: "
-        "the T5 the LM was conditioned on)",
+        "the T5 the LM was conditioned on; default: the one its xp.cfg names, from the Hugging Face cache)",
     )
     pre.add_argument(
         "--no-cache",
@@ -431,7 +431,8 @@ def parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="the tokenizer's source where the checkpoint lacks it: CTC families, fairseq's dict.ltr.txt; "
         "wav2vec2_mbart, the sentencepiece model; whisper, openai's gpt2.tiktoken or multilingual.tiktoken "
-        "(default: the installed openai-whisper's)",
+        "(default: the installed openai-whisper's); musicgen and audiogen, the T5's transformers directory "
+        "(default: the one the LM's xp.cfg names, from the Hugging Face cache)",
     )
     con.add_argument(
         "--no-processor",
@@ -490,7 +491,8 @@ def parser() -> argparse.ArgumentParser:
         "--text-encoder",
         dest="processor_file",
         metavar="DIR",
-        help="where the family reads part of its source (musicgen: the T5 directory it was converted with)",
+        help="where the family reads part of its source (musicgen: the T5 directory it was converted with; "
+        "default: the one the LM's xp.cfg names, from the Hugging Face cache)",
     )
     ver.add_argument(
         "--no-cache",

@@ -160,13 +160,13 @@ SHIPPED: Final = (
     ),
     _audiocraft(
         "musicgen",
-        "audiocraft MusicGen directory (state_dict.bin, compression_state_dict.bin), its T5 (--text-encoder or cached)",
+        "audiocraft MusicGen, a directory (state_dict.bin, compression_state_dict.bin) or a run's checkpoint.th, + T5",
         "transformers MusicgenForConditionalGeneration, with MusicgenProcessor and its generation config",
         "MUSICGEN",
     ),
     _audiocraft(
         "audiogen",
-        "audiocraft AudioGen directory (state_dict.bin, compression_state_dict.bin), its T5 (--text-encoder or cached)",
+        "audiocraft AudioGen, a directory (state_dict.bin, compression_state_dict.bin) or a run's checkpoint.th, + T5",
         "transformers MusicgenForConditionalGeneration (AudioGen's LM is MusicGen's), with MusicgenProcessor",
         "AUDIOGEN",
     ),
