@@ -189,13 +189,14 @@ def bandwidth(config: PretrainedConfig, n_q: int) -> float:
 
 
 def using(config: PretrainedConfig, n_q: int) -> PretrainedConfig:
-    """``config`` whose first bandwidth (what transformers' ``encode`` uses unless told) takes the first
-    ``n_q`` codebooks, as audiocraft's ``set_num_codebooks``; the model still holds all of them."""
-    if n_q == codebooks(config):
+    """``config`` for a model that codes with its first ``n_q`` codebooks, as audiocraft's
+    ``set_num_codebooks``: its first bandwidth (what transformers' ``encode`` uses unless told) takes
+    ``n_q``, its last (what sizes the quantizer) all it holds."""
+    held = codebooks(config)
+    bandwidths = [bandwidth(config, n) for n in dict.fromkeys((n_q, held))]
+    if [round(float(b) * 1000) for b in config.target_bandwidths] == [round(b * 1000) for b in bandwidths]:
         return config
-    return type(config).from_dict(
-        {**config.to_dict(), "target_bandwidths": [bandwidth(config, n_q), *config.target_bandwidths]}
-    )
+    return type(config).from_dict({**config.to_dict(), "target_bandwidths": bandwidths})
 
 
 def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
