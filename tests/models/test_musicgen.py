@@ -549,7 +549,7 @@ def test_a_fine_tune_whose_compression_file_names_its_encodec_converts_from_the_
     audiocraft = import_audiocraft()
     name = "facebook/encodec_32khz"
     audiocraft.utils.export.export_pretrained_compression_model(name, directory / "compression_state_dict.bin")
-    t5 = t5_directory(tmp_path / "t5")
+    t5 = t5_directory(tmp_path / "t5", as_t5_small=True)  # one audiocraft can name: the test goes back
     config = EncodecConfig(
         sampling_rate=16000,
         target_bandwidths=[2 * 50 * 6 / 1000, 4 * 50 * 6 / 1000],  # 2 or 4 codebooks of 64 at 50 frames a second
@@ -598,6 +598,14 @@ def test_a_fine_tune_whose_compression_file_names_its_encodec_converts_from_the_
         ).logits.reshape(1, 4, 9, -1)
         torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
     assert snapshot.is_dir()
+    from wmap.way_back import export
+
+    (tmp_path / "back").mkdir()  # back, the EnCodec is written whole: audiocraft's loader codes alike
+    export("musicgen", hf, tmp_path / "back" / "state_dict.bin").unwrap()
+    with torch.no_grad():
+        assert torch.equal(
+            audiocraft.models.loaders.load_compression_model(tmp_path / "back").encode(audio)[0], expected
+        )
 
     torch.save({"pretrained": "dac_44khz", "exported": True}, directory / "compression_state_dict.bin")
     dac = preview("musicgen", directory, processor_file=t5).failure()
