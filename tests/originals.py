@@ -1131,7 +1131,7 @@ MUSICGEN_LM: dict[str, Any] = {
     "lm_model": "transformer_lm",
     "device": "cpu",
     "dtype": "float32",
-    "dataset": {"segment_duration": 1.0, "batch_size": 16, "num_workers": 4},
+    "dataset": {"segment_duration": 10.0, "batch_size": 16, "num_workers": 4},
     "optim": {"optimizer": "adamw", "lr": 1e-4, "epochs": 100, "updates_per_epoch": 2000, "ema": {"use": False}},
     "schedule": {"lr_scheduler": "cosine", "cosine": {"warmup": 4000, "lr_min_ratio": 0.0}},
     "logging": {"log_tensorboard": False, "log_wandb": False},

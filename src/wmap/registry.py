@@ -34,7 +34,7 @@ class Family:
     module: str
     attribute: str
     unread: tuple[str, ...] = ()
-    """What the family never reads of its checkpoints (dotted paths: a trainer's bookkeeping and
+    """What the family's preview never reads of its checkpoints (dotted paths: a trainer's bookkeeping and
     training settings): left out of a kept preview's key but for their shape
     (:mod:`wmap.pickle_structure`)."""
     displayed: tuple[str, ...] = ()
@@ -121,8 +121,10 @@ AUDIOCRAFT_SETTINGS = (
     *("mrstft", "mel", "sisnr", "msspec", "msstftd", "msd", "mpd"),
 )
 """The sections of an audiocraft ``xp.cfg`` that say how a model was trained or run (its solver's, the
-cluster's, the data's, the losses'), not what it is: the audiocraft families read none of them (the
-model's sections, the rate and channels, stereo and ``compression_model_n_q`` stay counted)."""
+cluster's, the data's, the losses'), not what it is: no audiocraft family's preview reads them (the
+model's sections, the rate and channels, stereo and ``compression_model_n_q`` stay counted). Beyond the
+preview, ``dataset.segment_duration`` sets the generation length a conversion writes, and a run's own
+checkpoint names its EnCodec in ``compression_model_checkpoint`` (such a preview is not kept)."""
 
 AUDIOCRAFT_RUN = tuple(f"xp.cfg.{section}" for section in AUDIOCRAFT_SETTINGS)
 """What another run of a sweep (other settings, the same model) changes in an audiocraft file."""

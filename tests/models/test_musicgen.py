@@ -227,7 +227,9 @@ def test_audiogen_is_musicgens_lm_with_its_own_sampling(
 ) -> None:
     """AudioGen's LM is audiocraft's LMModel as MusicGen's (transformers has no AudioGen class): the
     same weights in the same places (byte-identical to the musicgen conversion of the same files, whose
-    logits are audiocraft's), and AudioGen's sampling (5 s by default, not 30)."""
+    logits are audiocraft's), and AudioGen's sampling: 5 s by default, where MusicGen's is the run's
+    segment (audiocraft's ``max_duration``: 10 s here); the control, a run of 3 s segments, generates 3 s
+    by default either way."""
     import json
 
     directory, t5, _, _ = saved
@@ -239,7 +241,11 @@ def test_audiogen_is_musicgens_lm_with_its_own_sampling(
     assert not isinstance(audio, dict | None)
     frame_rate = audio.frame_rate
     lengths = [json.loads((d / "generation_config.json").read_text())["max_length"] for d in (audiogen, converted)]
-    assert lengths == [round(5 * frame_rate), round(30 * frame_rate)]
+    assert lengths == [round(5 * frame_rate), round(10 * frame_rate)]
+    short = _another_run(directory, tmp_path / "short", dataset__segment_duration=3.0)
+    for family in ("audiogen", "musicgen"):
+        out = convert(family, short, tmp_path / f"short-{family}", processor_file=t5).unwrap()
+        assert json.loads((out / "generation_config.json").read_text())["max_length"] == round(3 * frame_rate)
 
 
 def test_the_way_back_loads_in_audiocraft_with_its_outputs(saved: tuple[Path, Path, Any, Any], tmp_path: Path) -> None:
@@ -277,6 +283,7 @@ def test_the_way_back_loads_in_audiocraft_with_its_outputs(saved: tuple[Path, Pa
         back = audiocraft.models.loaders.load_lm_model(out.parent)  # load_state_dict: strict
     back_compression = audiocraft.models.loaders.load_compression_model(out.parent)
     assert named == ["t5-small"]
+    assert back.cfg.dataset.segment_duration == MUSICGEN_LM["dataset"]["segment_duration"]  # its max_duration
     for original, returned in ((lm, back), (compression, back_compression)):
         theirs, ours = original.state_dict(), returned.state_dict()
         assert theirs.keys() == ours.keys() and all(torch.equal(theirs[k], ours[k]) for k in theirs)
