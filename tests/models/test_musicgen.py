@@ -33,6 +33,77 @@ def converted(saved: tuple[Path, Path, Any, Any], tmp_path_factory: pytest.TempP
     return convert("musicgen", directory, tmp_path_factory.mktemp("hf") / "out", processor_file=t5).unwrap()
 
 
+def _lm_back(directory: Path, t5: Path) -> Any:
+    """audiocraft's ``load_lm_model`` on an exported directory (strict), the T5 it names loaded from ``t5``
+    (audiocraft fetches it by name from the Hub)."""
+    from unittest import mock
+
+    from tests.originals import import_audiocraft
+
+    audiocraft = import_audiocraft()
+    conditioners = __import__("sys").modules["audiocraft.modules.conditioners"]
+    load = conditioners.T5EncoderModel.from_pretrained
+    with (
+        mock.patch.object(conditioners.T5EncoderModel, "from_pretrained", lambda *a, **k: load(t5)),
+        mock.patch.object(conditioners.T5Tokenizer, "from_pretrained", lambda *a, **k: None),
+    ):
+        return audiocraft.models.loaders.load_lm_model(directory)
+
+
+def _logits_alike(lm: Any, model: Any, codes: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+    """For ``codes`` (1, codebooks, steps) and the same text states: audiocraft's LM (its own projection of
+    the states) and the transformers model give the same logits, within 1e-5. Returns audiocraft's logits
+    and its conditions."""
+    _, codebooks, steps = codes.shape
+    states = torch.randn(1, 3, model.config.text_encoder.d_model)
+    mask = torch.ones(1, 3, dtype=torch.long)
+    with torch.no_grad():
+        conditions = {"description": (lm.condition_provider.conditioners["description"].output_proj(states), mask)}
+        theirs = lm(codes, [], condition_tensors=conditions)
+        ours = model(encoder_outputs=(states,), attention_mask=mask, decoder_input_ids=codes[0]).logits
+    torch.testing.assert_close(ours.reshape(1, codebooks, steps, -1), theirs, rtol=0, atol=1e-5)
+    return theirs, conditions
+
+
+def _small_encodec(*codebooks: int) -> Any:
+    """A transformers EnCodec of 64-code books at 50 frames a second whose bandwidths take ``codebooks``
+    (the last: all it holds), random, its codebooks trained (a new one is all zeros: every code 0)."""
+    from transformers import EncodecConfig, EncodecModel
+
+    bandwidths = [n * 50 * 6 / 1000 for n in codebooks]  # log2(64) = 6 bits a code
+    config = EncodecConfig(
+        sampling_rate=16000,
+        target_bandwidths=bandwidths,
+        codebook_size=64,
+        hidden_size=16,
+        num_filters=4,
+        upsampling_ratios=[8, 5, 4, 2],
+        num_lstm_layers=1,
+    )
+    model = EncodecModel(config).eval()
+    for layer in model.quantizer.layers:
+        layer.codebook.embed.normal_()
+        layer.codebook.inited.fill_(True)
+    assert len(model.quantizer.layers) == codebooks[-1]
+    return model
+
+
+def _hub_cached(cache: Path, repo_id: str, model: Any) -> Path:
+    """``model`` (or a directory) as the Hugging Face cache holds a download of ``repo_id``
+    (``models--org--name``: the snapshot ``refs/main`` names, written by ``save_pretrained``)."""
+    import shutil
+
+    revision = "0" * 40
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    if isinstance(model, Path):
+        shutil.copytree(model, repo / "snapshots" / revision)
+    else:
+        model.save_pretrained(repo / "snapshots" / revision)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    return repo / "snapshots" / revision
+
+
 def test_the_plan_says_what_comes_from_where(saved: tuple[Path, Path, Any, Any]) -> None:
     directory, t5, _, _ = saved
     plan = preview("musicgen", directory, processor_file=t5).unwrap().plan
@@ -338,11 +409,10 @@ def test_a_fine_tune_saved_by_transformers_goes_back_to_audiocraft(
     """A directory transformers' own save_pretrained wrote (a fine-tune: a changed weight; default and
     sharded): exported, audiocraft's load_lm_model builds it strictly and its logits are the transformers
     model's for the same codes and conditioning."""
-    from unittest import mock
 
     from transformers import MusicgenForConditionalGeneration
 
-    from tests.originals import import_audiocraft, t5_directory
+    from tests.originals import t5_directory
     from wmap.way_back import export
 
     directory, _, _, _ = saved
@@ -356,23 +426,8 @@ def test_a_fine_tune_saved_by_transformers_goes_back_to_audiocraft(
     (tmp_path / "back").mkdir()
     out = export("musicgen", tuned, tmp_path / "back" / "state_dict.bin").unwrap()
 
-    audiocraft = import_audiocraft()
-    conditioners = __import__("sys").modules["audiocraft.modules.conditioners"]
-    load = conditioners.T5EncoderModel.from_pretrained
-    with (
-        mock.patch.object(conditioners.T5EncoderModel, "from_pretrained", lambda *a, **k: load(t5)),
-        mock.patch.object(conditioners.T5Tokenizer, "from_pretrained", lambda *a, **k: None),
-    ):
-        back = audiocraft.models.loaders.load_lm_model(out.parent)  # strict
-    codes = torch.randint(0, 64, (1, 4, 6))
-    states = torch.randn(1, 3, 512)
-    with torch.no_grad():
-        condition = back.condition_provider.conditioners["description"].output_proj(states)
-        theirs = back(codes, [], condition_tensors={"description": (condition, torch.ones(1, 3, dtype=torch.long))})
-        ours = model(
-            encoder_outputs=(states,), attention_mask=torch.ones(1, 3, dtype=torch.long), decoder_input_ids=codes[0]
-        ).logits.reshape(1, 4, 6, -1)
-    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+    back = _lm_back(out.parent, t5)
+    _logits_alike(back, model, torch.randint(0, 64, (1, 4, 6)))
 
 
 STEREO_LM: dict[str, Any] = {
@@ -397,7 +452,6 @@ def test_a_stereo_musicgen_converts_both_ways_with_audiocrafts_codes_and_logits(
     audiocraft's for the same 8 codebooks; a stereo prompt gives audiocraft's interleaved codes; generated
     audio has two channels. Back, audiocraft's loaders build the stereo model again, the same logits.
     (It used to be refused, as delays that are not one step per codebook.)"""
-    from unittest import mock
 
     from transformers import AutoProcessor, MusicgenForConditionalGeneration
 
@@ -437,13 +491,7 @@ def test_a_stereo_musicgen_converts_both_ways_with_audiocrafts_codes_and_logits(
 
     (tmp_path / "back").mkdir()
     out = export("musicgen", hf, tmp_path / "back" / "state_dict.bin").unwrap()
-    conditioners = __import__("sys").modules["audiocraft.modules.conditioners"]
-    load = conditioners.T5EncoderModel.from_pretrained
-    with (
-        mock.patch.object(conditioners.T5EncoderModel, "from_pretrained", lambda *a, **k: load(t5)),
-        mock.patch.object(conditioners.T5Tokenizer, "from_pretrained", lambda *a, **k: None),
-    ):
-        back = audiocraft.models.loaders.load_lm_model(out.parent)  # load_state_dict: strict
+    back = _lm_back(out.parent, t5)
     wrapped = audiocraft.models.builders.get_wrapped_compression_model(
         audiocraft.models.loaders.load_compression_model(out.parent), back.cfg
     )
@@ -467,7 +515,6 @@ def test_an_lm_using_fewer_codebooks_than_its_encodec_holds_converts_both_ways(t
     LM's logits are audiocraft's. Back, audiocraft's loaders build the same again (the setting written,
     the EnCodec whole). It used to be refused as "4 codebooks" expected; more codebooks than the EnCodec
     holds is refused naming the field."""
-    from unittest import mock
 
     from omegaconf import OmegaConf
     from transformers import MusicgenForConditionalGeneration
@@ -491,29 +538,16 @@ def test_an_lm_using_fewer_codebooks_than_its_encodec_holds_converts_both_ways(t
     cfg = OmegaConf.create({**MUSICGEN_LM, **FEWER_CODEBOOKS})
     wrapped = audiocraft.models.builders.get_wrapped_compression_model(compression, cfg)
     codes = torch.randint(0, 64, (1, 2, 9))
-    states = torch.randn(1, 3, model.config.text_encoder.d_model)
+    theirs, conditions = _logits_alike(lm, model, codes)
     audio = torch.randn(1, 1, 1600) * 0.3
     with torch.no_grad():
-        condition = lm.condition_provider.conditioners["description"].output_proj(states)
-        conditions = {"description": (condition, torch.ones(1, 3, dtype=torch.long))}
-        theirs = lm(codes, [], condition_tensors=conditions)
-        ours = model(
-            encoder_outputs=(states,), attention_mask=torch.ones(1, 3, dtype=torch.long), decoder_input_ids=codes[0]
-        ).logits.reshape(1, 2, 9, -1)
-        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
         expected, _ = wrapped.encode(audio)
         prompt = model._prepare_audio_encoder_kwargs_for_generation(audio, {}, "input_values")  # generate's own
         assert expected.shape[1] == 2 and torch.equal(prompt["decoder_input_ids"].reshape(1, 2, -1), expected)
 
     (tmp_path / "back").mkdir()
     out = export("musicgen", hf, tmp_path / "back" / "state_dict.bin").unwrap()
-    conditioners = __import__("sys").modules["audiocraft.modules.conditioners"]
-    load = conditioners.T5EncoderModel.from_pretrained
-    with (
-        mock.patch.object(conditioners.T5EncoderModel, "from_pretrained", lambda *a, **k: load(t5)),
-        mock.patch.object(conditioners.T5Tokenizer, "from_pretrained", lambda *a, **k: None),
-    ):
-        back = audiocraft.models.loaders.load_lm_model(out.parent)  # load_state_dict: strict
+    back = _lm_back(out.parent, t5)
     compression_back = audiocraft.models.loaders.load_compression_model(out.parent)
     assert compression_back.total_codebooks == 4
     assert audiocraft.models.builders.get_wrapped_compression_model(compression_back, back.cfg).num_codebooks == 2
@@ -523,17 +557,6 @@ def test_an_lm_using_fewer_codebooks_than_its_encodec_holds_converts_both_ways(t
     musicgen_directory(tmp_path / "too_many", {**FEWER_CODEBOOKS, "compression_model_n_q": 5})
     refused = preview("musicgen", tmp_path / "too_many", processor_file=t5).failure()
     assert isinstance(refused, BadConfig) and refused.key == "compression_model_n_q" and "at most 4" in refused.expected
-
-
-def _hub_cached(cache: Path, repo_id: str, model: Any) -> Path:
-    """``model`` as the Hugging Face cache holds a download of ``repo_id`` (``models--org--name``: the
-    snapshot ``refs/main`` names, written by ``save_pretrained``)."""
-    revision = "0" * 40
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    model.save_pretrained(repo / "snapshots" / revision)
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(revision)
-    return repo / "snapshots" / revision
 
 
 def test_a_fine_tune_whose_compression_file_names_its_encodec_converts_from_the_hub_cache(
@@ -546,7 +569,7 @@ def test_a_fine_tune_whose_compression_file_names_its_encodec_converts_from_the_
     same directory, the LM's logits audiocraft's. Not in the cache: refused naming the field and how to get
     it (it used to be 'no state dict'); a DAC named instead is refused too."""
     import huggingface_hub
-    from transformers import EncodecConfig, EncodecModel, MusicgenForConditionalGeneration
+    from transformers import MusicgenForConditionalGeneration
 
     from tests.originals import import_audiocraft, musicgen_directory, t5_directory
 
@@ -557,20 +580,7 @@ def test_a_fine_tune_whose_compression_file_names_its_encodec_converts_from_the_
     name = "facebook/encodec_32khz"
     audiocraft.utils.export.export_pretrained_compression_model(name, directory / "compression_state_dict.bin")
     t5 = t5_directory(tmp_path / "t5", as_t5_small=True)  # one audiocraft can name: the test goes back
-    config = EncodecConfig(
-        sampling_rate=16000,
-        target_bandwidths=[2 * 50 * 6 / 1000, 4 * 50 * 6 / 1000],  # 2 or 4 codebooks of 64 at 50 frames a second
-        codebook_size=64,
-        hidden_size=16,
-        num_filters=4,
-        upsampling_ratios=[8, 5, 4, 2],
-        num_lstm_layers=1,
-    )
-    encodec = EncodecModel(config).eval()
-    for layer in encodec.quantizer.layers:  # a trained codebook (a new one is all zeros: every code 0)
-        layer.codebook.embed.normal_()
-        layer.codebook.inited.fill_(True)
-    assert encodec.quantizer.get_num_quantizers_for_bandwidth(config.target_bandwidths[-1]) == 4  # the LM's
+    encodec = _small_encodec(2, 4)  # the LM's 4 codebooks are the last bandwidth's, not the first's
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
     missing = preview("musicgen", directory, processor_file=t5).failure()
@@ -592,18 +602,11 @@ def test_a_fine_tune_whose_compression_file_names_its_encodec_converts_from_the_
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     wrapped = audiocraft.models.loaders.load_compression_model(directory)  # audiocraft's own: by the name
     audio = torch.randn(1, 1, 3200) * 0.3
-    codes = torch.randint(0, 64, (1, 4, 9))
-    states = torch.randn(1, 3, model.config.text_encoder.d_model)
     with torch.no_grad():
         expected, _ = wrapped.encode(audio)
         prompt = model._prepare_audio_encoder_kwargs_for_generation(audio, {}, "input_values")  # generate's own
         assert expected.unique().numel() > 1 and torch.equal(prompt["decoder_input_ids"].reshape(1, 4, -1), expected)
-        condition = lm.condition_provider.conditioners["description"].output_proj(states)
-        theirs = lm(codes, [], condition_tensors={"description": (condition, torch.ones(1, 3, dtype=torch.long))})
-        ours = model(
-            encoder_outputs=(states,), attention_mask=torch.ones(1, 3, dtype=torch.long), decoder_input_ids=codes[0]
-        ).logits.reshape(1, 4, 9, -1)
-        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+    _logits_alike(lm, model, torch.randint(0, 64, (1, 4, 9)))
     assert snapshot.is_dir()
     from wmap.way_back import export
 
@@ -627,7 +630,6 @@ def test_without_text_encoder_the_t5_its_config_names_comes_from_the_hub_cache(
     tokenizer (``AutoProcessor`` loads the result), and the conversion is the one ``--text-encoder`` gives.
     Not in the cache: one line naming the flag and how to fetch it. Such a preview is not kept (the cache
     is no part of its key): the control, a repeated one with ``--text-encoder``, is."""
-    import shutil
 
     import huggingface_hub
     from safetensors.torch import load_file
@@ -641,11 +643,7 @@ def test_without_text_encoder_the_t5_its_config_names_comes_from_the_hub_cache(
     assert isinstance(missing, BadConfig) and missing.key == "--text-encoder"
     assert "hf download t5-small" in missing.expected
 
-    revision = "1" * 40
-    repo = tmp_path / "hub" / "models--t5-small"
-    shutil.copytree(t5, repo / "snapshots" / revision)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(revision)
+    _hub_cached(tmp_path / "hub", "t5-small", t5)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     cached = convert("musicgen", directory, tmp_path / "cached").unwrap()
     named = convert("musicgen", directory, tmp_path / "named", processor_file=t5).unwrap()
@@ -671,33 +669,20 @@ def test_a_training_runs_own_checkpoint_converts_with_the_encodec_and_t5_it_name
     converted directly (audiocraft's own ``export_lm`` cannot read it under torch >= 2.6), the LM with its
     best weights (logits within 1e-5), the EnCodec and T5 from the Hugging Face cache. Another run's
     compression model (``//sig/...``) is refused naming the field and how to give it."""
-    import shutil
 
     import huggingface_hub
-    from transformers import EncodecConfig, EncodecModel, MusicgenForConditionalGeneration
+    from transformers import MusicgenForConditionalGeneration
 
     from tests.helpers import wmap_imports
     from tests.originals import musicgen_run_checkpoint, t5_directory
 
     torch.manual_seed(0)
     lm = musicgen_run_checkpoint(tmp_path / "checkpoint.th", "//pretrained/facebook/encodec_32khz")
-    config = EncodecConfig(
-        sampling_rate=16000,
-        target_bandwidths=[4 * 50 * 6 / 1000],
-        codebook_size=64,
-        hidden_size=16,
-        num_filters=4,
-        upsampling_ratios=[8, 5, 4, 2],
-        num_lstm_layers=1,
-    )
-    encodec = EncodecModel(config).eval()
+    encodec = _small_encodec(4)
     hub = tmp_path / "hub"
     _hub_cached(hub, "facebook/encodec_32khz", encodec)
     t5 = t5_directory(tmp_path / "t5")
-    revision = "2" * 40
-    shutil.copytree(t5, hub / "models--t5-small" / "snapshots" / revision)
-    (hub / "models--t5-small" / "refs").mkdir()
-    (hub / "models--t5-small" / "refs" / "main").write_text(revision)
+    _hub_cached(hub, "t5-small", t5)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))
 
     plan = preview("musicgen", tmp_path / "checkpoint.th").unwrap().plan
@@ -705,15 +690,7 @@ def test_a_training_runs_own_checkpoint_converts_with_the_encodec_and_t5_it_name
     hf = convert("musicgen", tmp_path / "checkpoint.th", tmp_path / "hf").unwrap()
     model = MusicgenForConditionalGeneration.from_pretrained(hf).eval()
     assert all(torch.equal(model.audio_encoder.state_dict()[k], v) for k, v in encodec.state_dict().items())
-    codes = torch.randint(0, 64, (1, 4, 9))
-    states = torch.randn(1, 3, model.config.text_encoder.d_model)
-    with torch.no_grad():
-        condition = lm.condition_provider.conditioners["description"].output_proj(states)
-        theirs = lm(codes, [], condition_tensors={"description": (condition, torch.ones(1, 3, dtype=torch.long))})
-        ours = model(
-            encoder_outputs=(states,), attention_mask=torch.ones(1, 3, dtype=torch.long), decoder_input_ids=codes[0]
-        ).logits.reshape(1, 4, 9, -1)
-    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+    _logits_alike(lm, model, torch.randint(0, 64, (1, 4, 9)))
 
     monkeypatch.setenv("HF_HUB_CACHE", str(hub))  # the processes below read it
     args = ("preview", "musicgen", str(tmp_path / "checkpoint.th"), "--text-encoder", str(t5))
