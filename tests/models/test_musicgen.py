@@ -667,14 +667,15 @@ def test_a_training_runs_own_checkpoint_converts_with_the_encodec_and_t5_it_name
     live LM and optimizer, ``xp.cfg`` the omegaconf config), whose config names the released EnCodec it
     trained with (``compression_model_checkpoint: //pretrained/facebook/encodec_32khz``) and its T5:
     converted directly (audiocraft's own ``export_lm`` cannot read it under torch >= 2.6), the LM with its
-    best weights (logits within 1e-5), the EnCodec and T5 from the Hugging Face cache. Another run's
-    compression model (``//sig/...``) is refused naming the field and how to give it."""
+    best weights (logits within 1e-5), the EnCodec and T5 from the Hugging Face cache. A run on the
+    user's own EnCodec names that run's checkpoint by its path: read as a solver's file, its best codes.
+    One named by dora's signature (``//sig/...``) is refused naming the field and how to give it."""
 
     import huggingface_hub
     from transformers import MusicgenForConditionalGeneration
 
     from tests.helpers import wmap_imports
-    from tests.originals import musicgen_run_checkpoint, t5_directory
+    from tests.originals import audiocraft_solver_checkpoint, musicgen_run_checkpoint, t5_directory
 
     torch.manual_seed(0)
     lm = musicgen_run_checkpoint(tmp_path / "checkpoint.th", "//pretrained/facebook/encodec_32khz")
@@ -697,8 +698,21 @@ def test_a_training_runs_own_checkpoint_converts_with_the_encodec_and_t5_it_name
     runs = [wmap_imports(*args, cache=tmp_path / "kept") for _ in range(2)]
     assert runs[0][0] == runs[1][0] == 0 and all("torch" in imported for _, _, imported in runs)  # not kept
 
+    (tmp_path / "encodec").mkdir()  # a run on the user's own EnCodec, named by its run's checkpoint.th
+    best, _ = audiocraft_solver_checkpoint(tmp_path / "encodec" / "checkpoint.th")
     (tmp_path / "own").mkdir()
-    musicgen_run_checkpoint(tmp_path / "own" / "checkpoint.th", "//sig/0a1b2c3d")
-    refused = preview("musicgen", tmp_path / "own" / "checkpoint.th").failure()
+    musicgen_run_checkpoint(tmp_path / "own" / "checkpoint.th", str(tmp_path / "encodec" / "checkpoint.th"))
+    own = MusicgenForConditionalGeneration.from_pretrained(
+        convert("musicgen", tmp_path / "own" / "checkpoint.th", tmp_path / "own-hf").unwrap()
+    ).eval()
+    audio = torch.randn(1, 1, 1600) * 0.3
+    with torch.no_grad():
+        expected, _ = best.encode(audio)
+        prompt = own._prepare_audio_encoder_kwargs_for_generation(audio, {}, "input_values")  # generate's own
+        assert torch.equal(prompt["decoder_input_ids"].reshape(1, 4, -1), expected)
+
+    (tmp_path / "dora").mkdir()
+    musicgen_run_checkpoint(tmp_path / "dora" / "checkpoint.th", "//sig/0a1b2c3d")
+    refused = preview("musicgen", tmp_path / "dora" / "checkpoint.th").failure()
     assert isinstance(refused, BadConfig) and refused.key == "compression_model_checkpoint"
     assert "compression_state_dict.bin" in refused.expected

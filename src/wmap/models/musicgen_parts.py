@@ -73,18 +73,24 @@ PRETRAINED_PREFIX = "//pretrained/"
 
 def run_compression(meta: Mapping[str, Any]) -> Result[Checkpoint, WmapError]:
     """A training run's checkpoint (the LM solver's ``checkpoint.th``) holds no compression model: its
-    ``xp.cfg`` names one (``compression_model_checkpoint``). A released EnCodec (``//pretrained/NAME``) is
-    read from the Hugging Face cache, as audiocraft's solver loads it (:func:`cached_encodec`); any other
-    (another run's, by signature or path) is refused, saying how to give it."""
+    ``xp.cfg`` names one (``compression_model_checkpoint``), which is read as audiocraft's solver loads it:
+    a released EnCodec (``//pretrained/NAME``) from the Hugging Face cache (:func:`cached_encodec`), a
+    file by its absolute path (``//pretrained/PATH``: an exported one; ``PATH``: another run's checkpoint,
+    a solver's file as :func:`~wmap.io.read_checkpoint` reads it). One named by dora's signature or a
+    relative path depends on where the run was made: refused, saying how to give it."""
     cfg = encodec_audiocraft.xp_cfg_of(meta)
     if isinstance(cfg, BadConfig):
         return Failure(cfg)
     named = get(cfg, "compression_model_checkpoint", None)
-    if isinstance(named, str) and named.startswith(PRETRAINED_PREFIX):
-        return cached_encodec("audiocraft xp.cfg", "compression_model_checkpoint", named[len(PRETRAINED_PREFIX) :])
+    if isinstance(named, str):
+        name = named.removeprefix(PRETRAINED_PREFIX)
+        if Path(name).is_absolute() and Path(name).is_file():
+            return read_compression(Path(name))
+        if named.startswith(PRETRAINED_PREFIX):
+            return cached_encodec("audiocraft xp.cfg", "compression_model_checkpoint", name)
     expected = (
-        f"{PRETRAINED_PREFIX}NAME (a released EnCodec); for your own, a directory holding this file as "
-        f"{LM_FILE} and the compression model's as {COMPRESSION_FILE}"
+        f"{PRETRAINED_PREFIX}NAME (a released EnCodec) or a file's absolute path; for one named otherwise, a "
+        f"directory holding this file as {LM_FILE} and the compression model's as {COMPRESSION_FILE}"
     )
     return Failure(BadConfig("audiocraft xp.cfg", "compression_model_checkpoint", expected, repr(named)))
 
