@@ -163,21 +163,30 @@ def cached_encodec(where: str, key: str, name: str) -> Result[Checkpoint, WmapEr
     return found.bind(lambda parts: _named_checkpoint(name, folder, *parts))
 
 
-def _named_checkpoint(name: str, folder: Path, weights: Checkpoint, text: str) -> Result[Checkpoint, WmapError]:
+def _config_json(text: str, where: str) -> Result[Any, BadConfig]:
+    """A part's ``config.json`` text parsed (``where``: whose it is, for the error)."""
     try:
-        config = parse_json(text)
+        return Success(parse_json(text))
     except ValueError as error:
-        return Failure(BadConfig(f"{name} config.json", "config", "JSON", type(error).__name__))
-    return Success(Checkpoint(str(folder), weights.tensors, {PRETRAINED: name, "config": config}))
+        return Failure(BadConfig(f"{where} config.json", "config", "JSON", type(error).__name__))
+
+
+def _named_checkpoint(name: str, folder: Path, weights: Checkpoint, text: str) -> Result[Checkpoint, WmapError]:
+    return _config_json(text, name).map(
+        lambda config: Checkpoint(str(folder), weights.tensors, {PRETRAINED: name, "config": config})
+    )
 
 
 def _joined(
     where: Path, lm: Checkpoint, text_encoder: Path, compression: Checkpoint, t5: Checkpoint, config: str
 ) -> Result[Checkpoint, WmapError]:
-    try:
-        text_config = parse_json(config)
-    except ValueError as error:
-        return Failure(BadConfig(f"{TEXT_ENCODER} config.json", "config", "JSON", type(error).__name__))
+    return _config_json(config, TEXT_ENCODER).map(partial(_one_checkpoint, where, lm, text_encoder, compression, t5))
+
+
+def _one_checkpoint(
+    where: Path, lm: Checkpoint, text_encoder: Path, compression: Checkpoint, t5: Checkpoint, text_config: Any
+) -> Checkpoint:
+    """The three parts as one checkpoint, each part's keys under its prefix (:data:`PARTS`)."""
     tensors = {**_prefixed("lm", lm), **_prefixed("compression", compression), **_prefixed("text_encoder", t5)}
     meta = {
         "lm": dict(lm.meta),
@@ -185,7 +194,7 @@ def _joined(
         "text_encoder": text_config,
         TEXT_ENCODER_FROM: str(text_encoder),
     }
-    return Success(Checkpoint(str(where / LM_FILE if where.is_dir() else where), tensors, meta))
+    return Checkpoint(str(where / LM_FILE if where.is_dir() else where), tensors, meta)
 
 
 TEXT_ENCODER_FROM = "text_encoder_from"
