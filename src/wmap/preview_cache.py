@@ -179,9 +179,11 @@ def _texts_read(loaded: object, texts: tuple[str, ...]) -> object:
     family reads it (:func:`wmap.yaml_text.read_config`, interpolations resolved; a config pickled as a
     mapping too), so that the unread paths inside it (``xp.cfg.optim``) count by their shape; what does
     not read counts as it is."""
-    if not texts or not isinstance(loaded, dict) or not any(isinstance(loaded.get(t), str | dict) for t in texts):
+    if not isinstance(loaded, dict):
         return loaded
     parsed = {text: read_config(loaded[text], text) for text in texts if isinstance(loaded.get(text), str | dict)}
+    if not parsed:
+        return loaded
     return {**loaded, **{text: _sorted(found) for text, found in parsed.items() if not isinstance(found, BadConfig)}}
 
 
