@@ -559,7 +559,9 @@ def ctc_trainer_checkpoint(
         }
     )
     ctc_config, name = (HubertCtcConfig, "hubert_ctc") if family == "hubert" else (Wav2Vec2CtcConfig, "wav2vec_ctc")
-    layers = {"layer_type": encoder["layer_type"]} if "layer_type" in encoder else {}  # fairseq builds the wrapper's
+    # fairseq builds the encoder with the wrapper's layer kind and adapters: the wrapper names the encoder's
+    replaced = ("layer_type", "adp_num", "adp_dim", "adp_act_fn", "adp_trf_idx")  # fairseq's args_replacement
+    layers = {name: encoder[name] for name in replaced if name in encoder}
     model_cfg = _named(
         ctc_config(
             **layers,
@@ -599,7 +601,11 @@ def ctc_trainer_checkpoint(
     target = torch.tensor([[dictionary.index(c) for c in "HE|SAW"], [dictionary.index(c) for c in "IT|IS|"]])
     sample = {
         "id": torch.tensor([0, 1]),
-        "net_input": {"source": torch.randn(2, 4000), "padding_mask": torch.zeros(2, 4000, dtype=torch.bool)},
+        "net_input": {
+            "source": torch.randn(2, 4000),
+            "padding_mask": torch.zeros(2, 4000, dtype=torch.bool),
+            **({"corpus_key": [0, 0]} if encoder.get("layer_type") == "trf_adp" else {}),  # a multi-corpus batch
+        },
         "target": target,
         "target_lengths": torch.tensor([6, 6]),
         "ntokens": 12,

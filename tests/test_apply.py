@@ -290,3 +290,15 @@ def test_a_stacked_tensor_unstacks_by_index_and_stacks_back() -> None:
     assert torch.equal(apply_plan(back, layers).unwrap()["scales"], tensors["scales"])
     partial = make_plan(reverse(rules).unwrap(), {k: v for k, v in per_layer.items() if "2" not in k}, stacked)
     assert partial.missing == ("scales",) and not partial.joined
+
+
+def test_a_stack_of_more_than_its_targets_is_a_shape_mismatch_not_rows_left_behind() -> None:
+    """``unstack`` takes every index: a stack of four for three targets (fairseq adapters of more corpora
+    than the target holds) is a mismatch the plan names, where one more target makes it clean."""
+    from wmap.transforms import unstack
+
+    rules = first_match("stacked", (unstack("scales", ("layers.0.scale", "layers.1.scale", "layers.2.scale")),))
+    per_layer = {f"layers.{i}.scale": (4,) for i in range(3)}
+    plan = make_plan(rules, {"scales": (4, 4)}, per_layer)
+    assert not plan.is_clean() and {m.target for m in plan.shape_mismatches} == set(per_layer), plan.problems()
+    assert make_plan(rules, {"scales": (3, 4)}, per_layer).is_clean()

@@ -85,14 +85,18 @@ class Chunk:
 @attrs.frozen
 class Select:
     """Index ``index`` along ``dim``, which goes: one layer of a stacked tensor (a per-layer weight kept
-    as one ``[layers, ...]`` tensor)."""
+    as one ``[layers, ...]`` tensor). ``of``: how many the stack must hold (an unstack takes every
+    index, so a stack of more than its targets is a shape error, not indices silently left behind)."""
 
     dim: int
     index: int
+    of: int | None = None
 
     def shape(self, shape: Shape) -> Shape:
         if self.dim >= len(shape) or not 0 <= self.index < shape[self.dim]:
             raise ValueError(f"{list(shape)} has no index {self.index} along {self.dim}")
+        if self.of is not None and shape[self.dim] != self.of:
+            raise ValueError(f"{list(shape)} stacks {shape[self.dim]} along {self.dim}, not {self.of}")
         return (*shape[: self.dim], *shape[self.dim + 1 :])
 
     def apply(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -307,7 +311,7 @@ class Stack:
         return torch.stack(list(parts), dim=self.dim)
 
     def parts(self, count: int) -> tuple[ValueOp | None, ...]:
-        return tuple(Select(self.dim, i) for i in range(count))
+        return tuple(Select(self.dim, i, count) for i in range(count))
 
 
 @attrs.frozen

@@ -10,12 +10,14 @@ another one uses (``docs/porting.md``). wmap never imports fairseq itself.
 - :mod:`wmap.fairseq.processor`: the CTC processor (vocabulary from the dictionary, feature extractor),
   both ways (the way back: the dictionary from the vocabulary, the task's settings from the extractor's);
 - :mod:`wmap.fairseq.export`: the way back (configs from the same tables, the trainer's file).
+- :mod:`wmap.fairseq.adapters`: the adapter layers (``trf_adp``) <-> transformers' attention adapters;
 - :mod:`wmap.fairseq.family`: a wav2vec 2.0-style family from one description (:class:`Wav2Vec2Style`):
   the pre-trained and CTC specs, both ways, and the blocks they are made of.
 """
 
 from __future__ import annotations
 
+from wmap.fairseq.adapters import ADAPTER_FIELDS, ADAPTER_LAYERS
 from wmap.fairseq.config import (
     ACTIVATIONS,
     CONFORMER_ONLY,
@@ -30,6 +32,7 @@ from wmap.fairseq.config import (
     PRETRAINING_OBJECTIVE,
     TRAINING_ONLY,
     WAV2VEC2_ENCODER,
+    WRAPPER_REPLACES,
     activation,
     ctc_fine_tuning,
     ctc_head_kwargs,
@@ -112,6 +115,8 @@ from wmap.fairseq.rules import (
 )
 
 __all__ = [
+    "ADAPTER_FIELDS",
+    "ADAPTER_LAYERS",
     "ACTIVATIONS",
     "ATTENTION",
     "BATCH_NORM_POS_CONV",
@@ -150,6 +155,7 @@ __all__ = [
     "TRANSFORMER_LAYER_TYPE",
     "WAV2VEC2_ENCODER",
     "WEIGHT_NORM_POS_CONV",
+    "WRAPPER_REPLACES",
     "ZeroHeads",
     "Wav2Vec2Style",
     "activation",

@@ -272,16 +272,24 @@ def spec_augment_back(config: Any) -> bool:
     return bool(getattr(config, "apply_spec_augment", float(config.mask_time_prob) > 0))
 
 
-def _wrapper_layer_type(kind: str) -> Checked:
-    reason = f"fairseq builds the encoder with the wrapper's layer_type (not w2v_args'); the target has {kind} layers"
-    return Checked("layer_type", (kind, None), reason, None, optional(one_of("transformer", "conformer", "trf_adp")))
+def _wrapper_layer_type(*kinds: str) -> Checked:
+    reason = "fairseq builds the encoder with the wrapper's layer_type (not w2v_args'); the target has {} layers"
+    layers = optional(one_of("transformer", "conformer", "trf_adp"))
+    return Checked("layer_type", (*kinds, None), reason.format(" or ".join(kinds)), None, layers)
 
 
-def ctc_fine_tuning(layer_type: str) -> ConfigTable:
-    """:data:`CTC_FINE_TUNING` for an encoder of ``layer_type`` layers ("conformer"): fairseq replaces
-    the encoder config's ``layer_type`` with the wrapper's when it builds the model."""
-    fields = tuple(_wrapper_layer_type(layer_type) if f.source == "layer_type" else f for f in CTC_FINE_TUNING.fields)
+def ctc_fine_tuning(*layer_types: str) -> ConfigTable:
+    """:data:`CTC_FINE_TUNING` for an encoder of ``layer_types`` layers ("conformer"; "transformer" and
+    "trf_adp", its layers with adapters): fairseq replaces the encoder config's ``layer_type`` with the
+    wrapper's when it builds the model."""
+    fields = tuple(_wrapper_layer_type(*layer_types) if f.source == "layer_type" else f for f in CTC_FINE_TUNING.fields)
     return ConfigTable(CTC_FINE_TUNING.section, fields)
+
+
+WRAPPER_REPLACES = ("layer_type", "adp_num", "adp_dim", "adp_act_fn", "adp_trf_idx")
+"""The encoder fields fairseq's CTC wrapper replaces with its own when it builds the model (its
+``Wav2VecEncoder``; the wrapper's defaults are never ``None``, so always): the way back's wrapper
+spells the encoder's values."""
 
 
 CTC_FINE_TUNING = ConfigTable(

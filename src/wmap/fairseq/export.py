@@ -22,7 +22,7 @@ from transformers import PretrainedConfig
 
 from wmap.config_fields import Field, Slot, filled, inverse, values_back
 from wmap.errors import BadConfig, Disagrees
-from wmap.fairseq.config import CTC_FINE_TUNING, wav2vec2_encoder_fields
+from wmap.fairseq.config import CTC_FINE_TUNING, WRAPPER_REPLACES, wav2vec2_encoder_fields
 from wmap.fairseq.dictionary import FAIRSEQ_GLOBAL, Dictionary, dict_file_text, saved_fields
 from wmap.fairseq.processor import FEATURES, VOCAB, Features, feature_settings, vocabulary_dictionary
 from wmap.io import PickledAs
@@ -249,7 +249,6 @@ def ctc_exporter(
     task_fields: Mapping[str, Any] | None = None,
     extra: Callable[[PretrainedConfig], dict[str, Any]] | None = None,
     fields: tuple[Field, ...] = (),
-    wrapper: Mapping[str, Any] | None = None,
     encoder: Callable[[PretrainedConfig], dict[str, Any]] | None = None,
     layout: Callable[[ExportSource], dict[str, tuple[int, ...]]] | None = None,
     made: Callable[[PretrainedConfig], tuple[MakeRule, ...]] | None = None,
@@ -259,11 +258,11 @@ def ctc_exporter(
     model always holds that the forward rules skip (HubertCtc's unused label embeddings), named by the
     reverse plan; ``task_fields`` and ``extra(config)``: what the pre-training task and the encoder's
     config must spell out (nothing fills a nested config's defaults or resolves its interpolations);
-    ``fields``: the encoder's forward table (default ``wav2vec2_encoder_fields()``); ``wrapper``: what the
-    CTC wrapper's config must spell (a conformer's ``layer_type``: fairseq builds the encoder with it);
-    ``encoder``: the whole encoder config, for an encoder that is not wav2vec 2.0's (data2vec 2.0's
-    ``data2vec_multi``, which holds no mask embedding either); ``layout`` and ``made`` as for
-    :func:`trainer_exporter` (HubertCtc's label embeddings, empty)."""
+    ``fields``: the encoder's forward table (default ``wav2vec2_encoder_fields()``); the CTC wrapper
+    spells the encoder's layer kind and adapters (:data:`~wmap.fairseq.config.WRAPPER_REPLACES`: fairseq
+    builds the encoder with the wrapper's); ``encoder``: the whole encoder config, for an encoder that
+    is not wav2vec 2.0's (data2vec 2.0's ``data2vec_multi``, which holds no mask embedding either);
+    ``layout`` and ``made`` as for :func:`trainer_exporter` (HubertCtc's label embeddings, empty)."""
 
     def encoder_model(config: PretrainedConfig) -> dict[str, Any]:
         if encoder is not None:
@@ -272,14 +271,15 @@ def ctc_exporter(
 
     def cfg(config: PretrainedConfig, features: Features) -> dict[str, Any]:
         pretraining = audio_task(pretraining_task, features, **(task_fields or {}))
+        inner = encoder_model(config)
         model = {
             "_name": model_name,
-            "w2v_args": {"task": pretraining, "model": encoder_model(config)},
+            "w2v_args": {"task": pretraining, "model": inner},
             "w2v_path": "",
             "normalize": features[0],
             "data": DATA,
             **values_back(CTC_FINE_TUNING.fields, config),  # final_dropout, apply_mask
-            **(wrapper or {}),
+            **{name: inner[name] for name in WRAPPER_REPLACES if name in inner},
         }
         return {"model": model, "task": audio_task("audio_finetuning", features, labels="ltr")}
 

@@ -31,7 +31,6 @@ from wmap.config_fields import (
 )
 from wmap.errors import BadConfig
 from wmap.fairseq.config import (
-    CTC_FINE_TUNING,
     ctc_fine_tuning,
     ctc_head_kwargs,
     encoder_config_kwargs,
@@ -272,8 +271,8 @@ class Wav2Vec2Style:
       class for a pre-trained file without a quantizer (``quantize_targets: false``), else refused;
     - ``fields``: fields of fairseq's ``Wav2Vec2Config`` read otherwise than wav2vec 2.0's (by name);
     - ``layers``: the layer rules (:data:`TRANSFORMER_LAYERS`, :data:`CONFORMER_LAYERS`);
-    - ``layer_type``: fairseq's ``layer_type`` the fine-tuning wrapper must name (it builds the encoder
-      with the wrapper's value);
+    - ``layer_types``: fairseq's ``layer_type`` values the fine-tuning wrapper may name (it builds the
+      encoder with the wrapper's value);
     - ``fixed``: keyword arguments of the target config derived from the encoder's translation.
     The way back's configs come from the same tables (their inverse, and the checked single values)."""
 
@@ -285,7 +284,7 @@ class Wav2Vec2Style:
     headless: ModelClass | None = None
     fields: Mapping[str, Field] = attrs.field(factory=dict)
     layers: tuple[Transform, ...] = TRANSFORMER_LAYERS
-    layer_type: str = "transformer"
+    layer_types: tuple[str, ...] = ("transformer",)
     fixed: Callable[[Translation], dict[str, Any]] = _nothing
 
     @property
@@ -351,7 +350,7 @@ class Wav2Vec2Style:
     def ctc(self) -> ModelSpec:
         """The fine-tuned family: the CTC wrapper around ``w2v_args.model`` -> the ``...ForCTC`` model."""
         table = self.encoder_table
-        wrapper = CTC_FINE_TUNING if self.layer_type == "transformer" else ctc_fine_tuning(self.layer_type)
+        wrapper = ctc_fine_tuning(*self.layer_types)
         back = fixed_back(self.encoder_fields())
         return ModelSpec(
             made=identity_projection,
@@ -368,7 +367,6 @@ class Wav2Vec2Style:
                 "wav2vec2",
                 fields=self.encoder_fields(),
                 extra=lambda config: back,
-                wrapper={"layer_type": self.layer_type},
             ),
             takes_file="--dict: the fine-tuning dictionary (dict.ltr.txt) where task_state lacks it",
         )

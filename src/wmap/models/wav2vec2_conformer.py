@@ -34,7 +34,7 @@ STYLE = Wav2Vec2Style(
     headless="Wav2Vec2ConformerModel",
     fields=CONFORMER_FIELDS,
     layers=CONFORMER_LAYERS,
-    layer_type="conformer",
+    layer_types=("conformer",),
     fixed=fixed,
 )
 WAV2VEC2_CONFORMER = STYLE.pretrained()

@@ -1,0 +1,95 @@
+"""fairseq's adapter layers (``layer_type: trf_adp``: the MMS recipe's bottleneck after every
+transformer layer, one per corpus) <-> transformers' attention adapters (``Wav2Vec2Config.adapter_attn_dim``),
+both ways: the encoder config's fields as one table and the rules.
+
+fairseq keeps each parameter of a layer's adapters stacked, one row per corpus (``W_a``
+``[adp_num, adp_dim, width]``); transformers holds one adapter per layer. What it cannot represent
+is refused, naming the field: more than one corpus's adapters, another activation than ReLU, layers
+left without one (``adp_trf_idx``), or adapters in a post-LN encoder (transformers' post-LN layer has none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from wmap.config_fields import Field, Joint, Translated, integer, one_of, text
+from wmap.transforms import Transform, unstack
+
+ADAPTERS = "trf_adp"
+LAYER_TYPES = one_of("transformer", "conformer", ADAPTERS)
+
+
+def _layers_with_adapters(value: Any, values: Mapping[str, Any]) -> str | None:
+    if value == "conformer":
+        return "'transformer' or 'trf_adp': a wav2vec 2.0 conformer converts with wav2vec2_conformer[_ctc]"
+    if value == ADAPTERS and not values.get("layer_norm_first"):
+        return "'transformer' (or layer_norm_first true): transformers' Wav2Vec2 has adapters in pre-LN layers only"
+    return None
+
+
+def _one_corpus(value: Any, values: Mapping[str, Any]) -> str | None:
+    if values.get("layer_type") != ADAPTERS or value == 1:
+        return None
+    return "1: transformers' Wav2Vec2 holds one adapter per layer (MMS keeps each language's in its own file)"
+
+
+def _relu(value: Any, values: Mapping[str, Any]) -> str | None:
+    if values.get("layer_type") != ADAPTERS or value == "relu":
+        return None
+    return "'relu': transformers' adapter layer applies ReLU"
+
+
+def _every_layer(value: Any, values: Mapping[str, Any]) -> str | None:
+    """``all``, or a range ``start:stop[:step]`` (fairseq's ``range(*...)``) holding every layer."""
+    if values.get("layer_type") != ADAPTERS or value == "all":
+        return None
+    layers = set(range(int(values.get("encoder_layers", 0))))
+    try:
+        covered = set(range(*(int(part) for part in str(value).split(":"))))
+    except (TypeError, ValueError):
+        covered = set()
+    if layers <= covered:
+        return None
+    return "'all': transformers' Wav2Vec2 gives every layer an adapter, fairseq's range leaves some without one"
+
+
+def adapter_size(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``adapter_attn_dim``: fairseq's ``adp_dim`` where its layers have adapters, else none."""
+    return {"adapter_attn_dim": values["adp_dim"] if values["layer_type"] == ADAPTERS else None}
+
+
+def adapter_fields_back(config: Any) -> dict[str, Any]:
+    """fairseq's layer settings for a transformers config: adapters on every layer, for one corpus,
+    where its pre-LN layers hold them (a post-LN model holds none, whatever ``adapter_attn_dim`` says)."""
+    size = getattr(config, "adapter_attn_dim", None)
+    if size is None or not config.do_stable_layer_norm:
+        return {"layer_type": "transformer"}
+    return {"layer_type": ADAPTERS, "adp_num": 1, "adp_dim": int(size), "adp_act_fn": "relu", "adp_trf_idx": "all"}
+
+
+ADAPTER_FIELDS: Mapping[str, Field] = {
+    "layer_type": Translated("layer_type", LAYER_TYPES, None, "transformer", fits=_layers_with_adapters),
+    "adp_num": Translated("adp_num", integer(-1, 1_000_000), None, -1, fits=_one_corpus),
+    "adp_dim": Joint("adp_dim", integer(1, 65536), adapter_size, adapter_fields_back, 64),
+    "adp_act_fn": Translated("adp_act_fn", text, None, "relu", fits=_relu),
+    "adp_trf_idx": Translated("adp_trf_idx", text, None, "all", fits=_every_layer),
+}
+"""fairseq ``Wav2Vec2Config``'s layer kind and adapter fields for a ``Wav2Vec2Config`` target (by name,
+for :class:`~wmap.fairseq.Wav2Vec2Style`'s ``fields``): ``trf_adp`` <-> ``adapter_attn_dim``."""
+
+ADAPTER_PARAMETERS = (
+    ("W_a", "linear_1.weight"),
+    ("b_a", "linear_1.bias"),
+    ("W_b", "linear_2.weight"),
+    ("b_b", "linear_2.bias"),
+    ("ln_W", "norm.weight"),
+    ("ln_b", "norm.bias"),
+)
+"""fairseq's ``AdapterFast`` parameters (stacked by corpus) and transformers' ``Wav2Vec2AttnAdapterLayer``'s."""
+
+ADAPTER_LAYERS: tuple[Transform, ...] = tuple(
+    unstack(f"encoder.layers.*.adapter_layer.{theirs}", (f"encoder.layers.*.adapter_layer.{ours}",))
+    for theirs, ours in ADAPTER_PARAMETERS
+)
+"""Each layer's adapter: the one corpus's row of each stacked parameter (the way back stacks it again)."""

@@ -1,0 +1,165 @@
+"""wav2vec2 with adapter layers (fairseq ``layer_type: trf_adp``, the MMS recipe) <-> ``Wav2Vec2ForCTC``
+with ``adapter_attn_dim``: a fine-tune fairseq's trainer wrote (one multi-corpus step, so the adapters
+ran), converted, in parity with fairseq run on its corpus; back, loaded by fairseq strictly; and the
+variants transformers cannot hold refused, naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from wmap.conversion import convert, preview
+from wmap.errors import BadConfig
+
+pytestmark = pytest.mark.parity
+
+ADAPTERS: dict[str, Any] = {
+    "extractor_mode": "layer_norm",
+    "layer_norm_first": True,
+    "conv_bias": True,
+    "layer_type": "trf_adp",
+    "adp_num": 1,
+    "adp_dim": 8,
+    "adp_trf_idx": "all",
+}
+"""A pre-LN (large / MMS-style) encoder with one corpus's adapters on every layer."""
+
+
+@pytest.fixture(scope="module")
+def adapted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.originals import ctc_trainer_checkpoint
+
+    torch.manual_seed(0)
+    data = tmp_path_factory.mktemp("fairseq")
+    ctc_trainer_checkpoint(data / "checkpoint_best.pt", data, family="wav2vec2", **ADAPTERS)
+    return data / "checkpoint_best.pt"
+
+
+def _fairseq(path: Path) -> Any:
+    from fairseq import checkpoint_utils
+    from fairseq.data.dictionary import Dictionary
+
+    with torch.serialization.safe_globals([Dictionary]):  # the reference trusts the file it just wrote
+        models, _, _ = checkpoint_utils.load_model_ensemble_and_task([str(path)], strict=True)
+    return models[0].eval()
+
+
+def _fairseq_logits(model: Any, audio: torch.Tensor) -> torch.Tensor:
+    """fairseq's CTC logits for the first corpus (its adapters need the corpus key)."""
+    with torch.no_grad():
+        out = model(source=audio, padding_mask=None, corpus_key=[0] * len(audio))
+        logits: torch.Tensor = model.get_logits(out).transpose(0, 1)
+    return logits
+
+
+def _audio() -> torch.Tensor:
+    return torch.randn(2, 4000, generator=torch.Generator().manual_seed(3))
+
+
+def test_an_adapter_fine_tune_converts_with_the_logits_fairseq_gives(adapted: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForCTC, AutoProcessor
+
+    prepared = preview("wav2vec2_ctc", adapted).unwrap()
+    assert prepared.plan.is_clean(), prepared.plan.problems(limit=5)
+    assert prepared.config.adapter_attn_dim == 8
+    assert sum("adapter_layer" in a.target for a in prepared.plan.applied) == 12  # 6 parameters, 2 layers
+    out = convert("wav2vec2_ctc", adapted, tmp_path / "hf").unwrap()
+    AutoProcessor.from_pretrained(out)
+    model = AutoModelForCTC.from_pretrained(out).eval()
+    audio = _audio()
+    expected = _fairseq_logits(_fairseq(adapted), audio)
+    with torch.no_grad():
+        ours = model(audio).logits
+        for layer in model.wav2vec2.encoder.layers:  # negative control: the adapters change the logits
+            layer.adapter_layer = None
+        without = model(audio).logits
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-5)
+    assert (without - expected).abs().max() > 1e-2
+
+
+def test_the_way_back_loads_in_fairseq_strictly_with_every_tensor_and_the_same_logits(
+    adapted: Path, tmp_path: Path
+) -> None:
+    from wmap.way_back import export
+
+    hf = convert("wav2vec2_ctc", adapted, tmp_path / "hf").unwrap()
+    (tmp_path / "back").mkdir()
+    out = export("wav2vec2_ctc", hf, tmp_path / "back" / "checkpoint.pt").unwrap()
+    saved = torch.load(adapted, weights_only=False)  # the test trusts the files it wrote
+    exported = torch.load(out, weights_only=False)
+    assert exported["model"].keys() == saved["model"].keys()
+    assert all(torch.equal(exported["model"][k], v) for k, v in saved["model"].items())
+    for cfg in (exported["cfg"]["model"], exported["cfg"]["model"]["w2v_args"]["model"]):
+        assert {k: cfg[k] for k in ("layer_type", "adp_num", "adp_dim", "adp_act_fn")} == {
+            "layer_type": "trf_adp",
+            "adp_num": 1,
+            "adp_dim": 8,
+            "adp_act_fn": "relu",
+        }
+    audio = _audio()
+    torch.testing.assert_close(
+        _fairseq_logits(_fairseq(out), audio), _fairseq_logits(_fairseq(adapted), audio), rtol=0, atol=0
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("adp_num", 2, "adp_num"),
+        ("adp_act_fn", "gelu", "adp_act_fn"),
+        ("adp_trf_idx", "1:2", "adp_trf_idx"),
+        ("layer_norm_first", False, "layer_type"),
+    ],
+)
+def test_adapters_transformers_cannot_hold_are_refused_naming_the_field(
+    adapted: Path, tmp_path: Path, field: str, value: object, named: str
+) -> None:
+    """Several corpora's adapters (transformers holds one per layer), another activation, layers left
+    without an adapter, adapters in a post-LN encoder (``layer_type``, the reason naming the norm)."""
+    saved = torch.load(adapted, weights_only=False)
+    encoder = {**saved["cfg"]["model"]["w2v_args"]["model"], field: value}
+    model = {**saved["cfg"]["model"], "w2v_args": {**saved["cfg"]["model"]["w2v_args"], "model": encoder}}
+    torch.save({**saved, "cfg": {**saved["cfg"], "model": model}}, tmp_path / "odd.pt")
+    error = preview("wav2vec2_ctc", tmp_path / "odd.pt").failure()
+    assert isinstance(error, BadConfig), error
+    assert [named] == [error.key, *(other.key for other in error.others)], error
+    assert field in error.expected or field == named, error
+
+
+def test_a_range_over_every_layer_is_every_layer(adapted: Path, tmp_path: Path) -> None:
+    """fairseq's ``adp_trf_idx`` is ``range(start, stop)``: one that holds every layer converts."""
+    saved = torch.load(adapted, weights_only=False)
+    encoder = {**saved["cfg"]["model"]["w2v_args"]["model"], "adp_trf_idx": "0:2"}
+    model = {**saved["cfg"]["model"], "w2v_args": {**saved["cfg"]["model"]["w2v_args"], "model": encoder}}
+    torch.save({**saved, "cfg": {**saved["cfg"], "model": model}}, tmp_path / "range.pt")
+    assert preview("wav2vec2_ctc", tmp_path / "range.pt").unwrap().plan.is_clean()
+
+
+@pytest.mark.parametrize(
+    ("shard", "pre_ln"), [(None, True), ("20KB", True), (None, False)], ids=["default", "sharded", "post-LN"]
+)
+def test_an_adapter_model_saved_by_transformers_goes_back_to_fairseq_with_its_logits(
+    tmp_path: Path, shard: str | None, pre_ln: bool
+) -> None:
+    """A ``Wav2Vec2ForCTC`` with ``adapter_attn_dim`` as ``save_pretrained`` writes it (default and
+    sharded; the MMS adapter recipe's kind): the export builds fairseq's adapter layers, loads strictly
+    and gives its logits. A post-LN model holds no adapters whatever ``adapter_attn_dim`` says: it goes
+    back with plain transformer layers."""
+    from tests.helpers import hub_directory
+    from wmap.way_back import export
+
+    model = hub_directory(
+        "wav2vec2_ctc", tmp_path / "hf", max_shard_size=shard, adapter_attn_dim=8, do_stable_layer_norm=pre_ln
+    )
+    assert any("adapter_layer" in name for name, _ in model.named_parameters()) == pre_ln
+    (tmp_path / "back").mkdir()
+    out = export("wav2vec2_ctc", tmp_path / "hf", tmp_path / "back" / "checkpoint.pt").unwrap()
+    assert torch.load(out, weights_only=False)["cfg"]["model"]["layer_type"] == ("trf_adp" if pre_ln else "transformer")
+    audio = _audio()
+    with torch.no_grad():
+        expected = model(audio).logits
+    assert expected.std() > 0.01  # not vacuous
+    torch.testing.assert_close(_fairseq_logits(_fairseq(out), audio), expected, rtol=0, atol=1e-5)
