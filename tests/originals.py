@@ -548,7 +548,11 @@ def ctc_trainer_checkpoint(
     if family == "data2vec_multi":
         import_data2vec2()  # registers data2vec_multi
     write_letter_dictionary(data_dir)
-    task_cfg = _named(AudioFinetuningConfig(data=str(data_dir), labels="ltr", normalize=normalize), "audio_finetuning")
+    corpus = {"multi_corpus_keys": "fra", "multi_corpus_sampling_weights": "1.0"}  # adapters run per corpus
+    adapters = corpus if encoder.get("layer_type") == "trf_adp" else {}
+    task_cfg = _named(
+        AudioFinetuningConfig(data=str(data_dir), labels="ltr", normalize=normalize, **adapters), "audio_finetuning"
+    )
     w2v_args = OmegaConf.create(
         {
             "task": _pretraining_task(family, data_dir, normalize),

@@ -80,6 +80,33 @@ def test_an_adapter_fine_tune_converts_with_the_logits_fairseq_gives(adapted: Pa
     assert (without - expected).abs().max() > 1e-2
 
 
+def test_the_adapters_are_also_written_as_the_corpus_adapter_file_transformers_loads(
+    adapted: Path, tmp_path: Path
+) -> None:
+    """The task's corpus (``multi_corpus_keys``) names ``adapter.fra.safetensors``: the adapter layers and
+    the CTC head, which ``from_pretrained(..., target_lang="fra")`` and ``load_adapter("fra")`` read, as
+    on MMS's directories. The control: adapters zeroed give other logits until the file is loaded."""
+    from safetensors.torch import load_file
+    from transformers import Wav2Vec2ForCTC
+
+    out = convert("wav2vec2_ctc", adapted, tmp_path / "hf").unwrap()
+    held = load_file(out / "adapter.fra.safetensors")
+    assert len(held) == 14 and all(".adapter_layer." in k or k.startswith("lm_head.") for k in held)
+    audio = _audio()
+    expected = _fairseq_logits(_fairseq(adapted), audio)
+    model = Wav2Vec2ForCTC.from_pretrained(out, target_lang="fra").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(audio).logits, expected, rtol=0, atol=1e-5)
+        for name, parameter in model.named_parameters():
+            if ".adapter_layer." in name:
+                parameter.zero_()
+        assert (model(audio).logits - expected).abs().max() > 1e-2
+        model.load_adapter("fra")
+        torch.testing.assert_close(model(audio).logits, expected, rtol=0, atol=1e-5)
+    with pytest.raises(OSError):
+        model.load_adapter("eng")
+
+
 def test_the_way_back_loads_in_fairseq_strictly_with_every_tensor_and_the_same_logits(
     adapted: Path, tmp_path: Path
 ) -> None:

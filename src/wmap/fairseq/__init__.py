@@ -17,7 +17,7 @@ another one uses (``docs/porting.md``). wmap never imports fairseq itself.
 
 from __future__ import annotations
 
-from wmap.fairseq.adapters import ADAPTER_FIELDS, ADAPTER_LAYERS
+from wmap.fairseq.adapters import ADAPTER_FIELDS, ADAPTER_LAYERS, with_adapter_file
 from wmap.fairseq.config import (
     ACTIVATIONS,
     CONFORMER_ONLY,
@@ -200,6 +200,7 @@ __all__ = [
     "vocabulary_dictionary",
     "wav2vec2_encoder_fields",
     "wav2vec2_encoder_rules",
+    "with_adapter_file",
     "with_dictionary",
     "with_mask_embedding",
     "with_upgrades",

@@ -10,10 +10,20 @@ left without one (``adp_trf_idx``), or adapters in a post-LN encoder (transforme
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from functools import partial
+from pathlib import Path
 from typing import Any
 
-from wmap.config_fields import Field, Joint, Translated, integer, one_of, text
+from returns.result import Failure, Result
+from transformers import PretrainedConfig
+
+from wmap.config_fields import Field, Joint, Translated, get, integer, one_of, shown, text
+from wmap.errors import BadConfig
+from wmap.fairseq.config import fairseq_task_config
+from wmap.io import read_weights, write_safetensors
+from wmap.models.base import Extras, Writer, writing
 from wmap.transforms import Transform, unstack
 
 ADAPTERS = "trf_adp"
@@ -93,3 +103,48 @@ ADAPTER_LAYERS: tuple[Transform, ...] = tuple(
     for theirs, ours in ADAPTER_PARAMETERS
 )
 """Each layer's adapter: the one corpus's row of each stacked parameter (the way back stacks it again)."""
+
+ADAPTER_FILE = "adapter.{}.safetensors"
+"""Where transformers' ``Wav2Vec2ForCTC.load_adapter(lang)`` (and ``from_pretrained(..., target_lang=lang)``)
+reads a language's adapters and CTC head, beside the model (MMS's directories keep one per language)."""
+
+CORPUS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def corpus(meta: Mapping[str, Any]) -> str | None:
+    """The corpus the adapters were trained for: the first of the task's ``multi_corpus_keys`` (fairseq
+    gives the i-th key the i-th row; one row, the first key). fairseq's adapter layers need a corpus
+    key, so a run that trained them names one."""
+    keys = get(fairseq_task_config(meta), "multi_corpus_keys", None)
+    first = keys.split(",")[0].strip() if isinstance(keys, str) else ""
+    return first or None
+
+
+def with_adapter_file(extras: Extras) -> Extras:
+    """``extras``, and for a model with adapters trained for a named corpus, :data:`ADAPTER_FILE` of that
+    name: the adapter layers' and the CTC head's tensors as written, so that ``target_lang=NAME`` and
+    ``load_adapter(NAME)`` work as on MMS's directories, and another language's fine-tune converted the
+    same way can be dropped in beside it. A name that cannot be a file's is refused before anything is written."""
+
+    def prepared(config: PretrainedConfig, meta: Mapping[str, Any], file: Path | None) -> Result[Writer, BadConfig]:
+        name = corpus(meta)
+        if getattr(config, "adapter_attn_dim", None) is None or name is None:
+            return extras(config, meta, file)
+        if not CORPUS_NAME.fullmatch(name):
+            expected = "a corpus name a file can be named by (letters, digits, '_', '.', '-'; at most 64)"
+            return Failure(BadConfig("fairseq cfg.task", "multi_corpus_keys", expected, shown(name)))
+        return extras(config, meta, file).map(lambda inner: writing(inner, partial(write_adapter_file, name)))
+
+    return prepared
+
+
+def is_adapter_tensor(key: str) -> bool:
+    """What transformers' ``load_adapter`` loads: the adapter layers' tensors and the CTC head's."""
+    return ".adapter_layer." in key or key.startswith("lm_head.")
+
+
+def write_adapter_file(name: str, directory: Path) -> None:
+    """:data:`ADAPTER_FILE` of ``name`` in ``directory``, from the weights just written there."""
+    tensors = read_weights(directory).unwrap().tensors  # the file(s) this conversion wrote a moment ago
+    chosen = {key: tensors[key] for key in sorted(tensors) if is_adapter_tensor(key)}
+    write_safetensors(directory / ADAPTER_FILE.format(name), chosen, {"format": "pt"})

@@ -49,7 +49,16 @@ from wmap.fairseq.rules import (
     wav2vec2_encoder_rules,
     with_upgrades,
 )
-from wmap.models.base import ModelClass, ModelSpec, TranslatedConfig, class_name, is_headless, shipped
+from wmap.models.base import (
+    Extras,
+    ModelClass,
+    ModelSpec,
+    TranslatedConfig,
+    class_name,
+    is_headless,
+    no_extras,
+    shipped,
+)
 from wmap.pipeline import first_match, scoped, seq
 from wmap.transforms import EXACT, PARAMS, Layout, Transform, refuse, rename, route_weight_norm
 
@@ -251,6 +260,10 @@ conformer reads it: the position encoding (relative or rotary; ``abs`` is refuse
 kernel, and what the target needs (ESPnet attention, the encoder norm after the layers)."""
 
 
+def _alone(extras: Extras) -> Extras:
+    return extras
+
+
 def described(name: str, source: str, target: ModelClass) -> dict[str, Any]:
     """A shipped family's registry entry and bundled reference layout; a port's own ``name``,
     described from what it converts (no reference layout)."""
@@ -273,7 +286,9 @@ class Wav2Vec2Style:
     - ``layers``: the layer rules (:data:`TRANSFORMER_LAYERS`, :data:`CONFORMER_LAYERS`);
     - ``layer_types``: fairseq's ``layer_type`` values the fine-tuning wrapper may name (it builds the
       encoder with the wrapper's value);
-    - ``fixed``: keyword arguments of the target config derived from the encoder's translation.
+    - ``fixed``: keyword arguments of the target config derived from the encoder's translation;
+    - ``beside``: what the CTC family writes beside the model, given its processor's writer (or none):
+      wav2vec2's adapter file (:func:`~wmap.fairseq.adapters.with_adapter_file`).
     The way back's configs come from the same tables (their inverse, and the checked single values)."""
 
     name: str
@@ -286,6 +301,7 @@ class Wav2Vec2Style:
     layers: tuple[Transform, ...] = TRANSFORMER_LAYERS
     layer_types: tuple[str, ...] = ("transformer",)
     fixed: Callable[[Translation], dict[str, Any]] = _nothing
+    beside: Callable[[Extras], Extras] = _alone
 
     @property
     def prefix(self) -> str:
@@ -362,7 +378,8 @@ class Wav2Vec2Style:
             ),
             pipeline=lambda config, meta: ctc_rules(config, self.base, class_name(self.ctc_class), layers=self.layers),
             model_class=self.ctc_class,
-            extras=ctc_processor,
+            extras=self.beside(ctc_processor),
+            without_processor=self.beside(no_extras),
             export=ctc_exporter(
                 "wav2vec2",
                 fields=self.encoder_fields(),
