@@ -670,7 +670,8 @@ def wav2vec2_pretraining_checkpoint(path: Path, data_dir: Path, **overrides: Any
     randomize_parameters(model)
     model.train()
     criterion = Wav2vecCriterion(task, infonce=True)
-    sample = {"id": torch.tensor([0, 1]), "net_input": {"source": torch.randn(2, 16000)}}
+    corpus = {"corpus_key": [0, 0]} if settings.get("layer_type") == "trf_adp" else {}  # adapters run per corpus
+    sample = {"id": torch.tensor([0, 1]), "net_input": {"source": torch.randn(2, 16000), **corpus}}
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-9)
     loss, _, _ = criterion(model, sample)
     loss.backward()

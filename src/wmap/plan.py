@@ -60,12 +60,16 @@ class Joined:
 
 @attrs.frozen
 class MakeRule:
-    """A target a family makes where the source has nothing for it: the first missing target key
-    ending in ``suffix`` whose shape is the maker's (checked by the planner, made only by apply)."""
+    """A target a family makes where the source has nothing for it: every missing target key ending
+    in ``suffix`` whose shape is the maker's (checked by the planner, made only by apply). The way back
+    drops what was made while it is still as made, unless ``kept_back``: the original's config written
+    back then holds such a tensor too (a zero adapter where fairseq's layer had none goes back as a
+    layer with a zero adapter)."""
 
     suffix: str
     maker: Maker
     reason: str
+    kept_back: bool = False
 
     def names(self, key: str) -> bool:
         """Whether ``key`` is the rule's target: the suffix itself, or it under any prefix."""

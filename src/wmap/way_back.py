@@ -39,7 +39,7 @@ from wmap.registry import Registry, resolve
 from wmap.reverse import reverse, tied_primary
 from wmap.target import TargetLayout
 from wmap.target_layouts import LayoutCache
-from wmap.transforms import EXACT, Transform, skip
+from wmap.transforms import EXACT, Layout, Transform, skip
 
 
 @attrs.frozen
@@ -98,7 +98,8 @@ def prepare_reverse(
 
     def reversed_rules(found: tuple[Exporter, Described]) -> Result[tuple[Exporter, Described, Transform], WmapError]:
         exporter, described = found
-        only = (*exporter.way_back_only(described.config), *_made_dropped(spec.made(described.config)))
+        made = _made_dropped(spec.made(described.config), described.target.layout)
+        only = (*exporter.way_back_only(described.config), *made)
         return widen(reverse(spec.pipeline(described.config, {}))).map(
             lambda rules: (exporter, described, first_match("the way back", [*only, rules]) if only else rules)
         )
@@ -136,20 +137,23 @@ def prepare_reverse(
     )
 
 
-def _made_dropped(rules: tuple[MakeRule, ...]) -> tuple[Transform, ...]:
+def _made_dropped(rules: tuple[MakeRule, ...], layout: Layout) -> tuple[Transform, ...]:
     """What the forward direction made from the config (an identity projection) has no place in the
-    original: dropped, while it is still what would be made (:func:`_made_still_as_made` checks)."""
+    original: each key of the model's ``layout`` a rule names, dropped while it is still what would be
+    made (:func:`_made_still_as_made` checks); not what the original holds too (``kept_back``)."""
+    dropped = (rule for rule in rules if not rule.kept_back)
     return tuple(
-        skip(where, f"made by the forward direction ({rule.reason}); dropped while it still is", EXACT)
-        for rule in rules
-        for where in (rule.suffix, f"*.{rule.suffix}")
+        skip(key, f"made by the forward direction ({rule.reason}); dropped while it still is", EXACT)
+        for rule in dropped
+        for key in layout
+        if rule.names(key)
     )
 
 
 def _made_still_as_made(prepared: PreparedReverse, weights: Checkpoint) -> Result[Checkpoint, WmapError]:
     """A made tensor the directory holds goes back only by being dropped, so it must still be what
     would be made: a fine-tune that trained the identity projection has no place in the original."""
-    rules = prepared.spec.made(prepared.config)
+    rules = tuple(rule for rule in prepared.spec.made(prepared.config) if not rule.kept_back)
     for item in prepared.plan.skipped:
         rule = next((r for r in rules if r.names(item.key)), None)
         if rule is not None and item.key in weights.tensors and not rule.maker.is_made(weights.tensors[item.key]):

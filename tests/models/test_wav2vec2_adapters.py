@@ -137,15 +137,16 @@ def test_the_way_back_loads_in_fairseq_strictly_with_every_tensor_and_the_same_l
     [
         ("adp_num", 2, "adp_num"),
         ("adp_act_fn", "gelu", "adp_act_fn"),
-        ("adp_trf_idx", "1:2", "adp_trf_idx"),
+        ("adp_trf_idx", "some", "adp_trf_idx"),
         ("layer_norm_first", False, "layer_type"),
     ],
 )
 def test_adapters_transformers_cannot_hold_are_refused_naming_the_field(
     adapted: Path, tmp_path: Path, field: str, value: object, named: str
 ) -> None:
-    """Several corpora's adapters (transformers holds one per layer), another activation, layers left
-    without an adapter, adapters in a post-LN encoder (``layer_type``, the reason naming the norm)."""
+    """Several corpora's adapters (transformers holds one per layer), another activation, layers named
+    otherwise than fairseq reads them, adapters in a post-LN encoder (``layer_type``, the reason naming
+    the norm)."""
     saved = torch.load(adapted, weights_only=False)
     encoder = {**saved["cfg"]["model"]["w2v_args"]["model"], field: value}
     model = {**saved["cfg"]["model"], "w2v_args": {**saved["cfg"]["model"]["w2v_args"], "model": encoder}}
@@ -190,3 +191,69 @@ def test_an_adapter_model_saved_by_transformers_goes_back_to_fairseq_with_its_lo
         expected = model(audio).logits
     assert expected.std() > 0.01  # not vacuous
     torch.testing.assert_close(_fairseq_logits(_fairseq(out), audio), expected, rtol=0, atol=1e-5)
+
+
+def test_a_layer_fairseq_left_without_an_adapter_gets_one_of_zeros_and_goes_back_with_it(tmp_path: Path) -> None:
+    """``adp_trf_idx: 1:2`` builds layer 0 without an adapter; transformers gives every layer one. The
+    plan makes layer 0's of zeros (named, with the reason), which adds nothing: fairseq's logits within
+    1e-5. The way back gives every layer an adapter (``all``), layer 0's zeros: fairseq loads it
+    strictly and gives the original's logits."""
+    from tests.originals import ctc_trainer_checkpoint
+    from wmap.way_back import export
+
+    torch.manual_seed(0)
+    ctc_trainer_checkpoint(tmp_path / "ranged.pt", tmp_path, family="wav2vec2", **{**ADAPTERS, "adp_trf_idx": "1:2"})
+    saved = torch.load(tmp_path / "ranged.pt", weights_only=False)
+    assert not any("layers.0.adapter_layer" in k for k in saved["model"])  # as fairseq built it
+    plan = preview("wav2vec2_ctc", tmp_path / "ranged.pt").unwrap().plan
+    assert plan.is_clean(), plan.problems(limit=5)
+    assert sorted(m.target.split("adapter_layer.")[1] for m in plan.made if "layers.0.adapter_layer" in m.target) == [
+        "linear_1.bias",
+        "linear_1.weight",
+        "linear_2.bias",
+        "linear_2.weight",
+        "norm.bias",
+        "norm.weight",
+    ]
+    assert not any("layers.1.adapter_layer" in m.target for m in plan.made)
+    out = convert("wav2vec2_ctc", tmp_path / "ranged.pt", tmp_path / "hf").unwrap()
+    from transformers import Wav2Vec2ForCTC
+
+    model = Wav2Vec2ForCTC.from_pretrained(out).eval()
+    audio = _audio()
+    expected = _fairseq_logits(_fairseq(tmp_path / "ranged.pt"), audio)
+    with torch.no_grad():
+        torch.testing.assert_close(model(audio).logits, expected, rtol=0, atol=1e-5)
+    (tmp_path / "back").mkdir()
+    back = export("wav2vec2_ctc", out, tmp_path / "back" / "checkpoint.pt").unwrap()
+    exported = torch.load(back, weights_only=False)
+    assert exported["cfg"]["model"]["adp_trf_idx"] == "all"
+    assert not exported["model"]["w2v_encoder.w2v_model.encoder.layers.0.adapter_layer.W_b"].any()
+    assert all(torch.equal(exported["model"][k], v) for k, v in saved["model"].items())
+    torch.testing.assert_close(_fairseq_logits(_fairseq(back), audio), expected, rtol=0, atol=1e-5)
+
+
+def test_a_pre_trained_encoder_with_adapters_converts_with_fairseq_s_features(tmp_path: Path) -> None:
+    """The same table and rules for ``Wav2Vec2ForPreTraining``: the encoder's output for the corpus as
+    fairseq computes it, within 1e-5, and back, loaded strictly with every tensor."""
+    from transformers import Wav2Vec2ForPreTraining
+
+    from tests.helpers import load_pretrained_strictly
+    from tests.originals import wav2vec2_pretraining_checkpoint
+    from wmap.way_back import export
+
+    adapters = {k: v for k, v in ADAPTERS.items() if k != "conv_bias"}
+    original = wav2vec2_pretraining_checkpoint(tmp_path / "w2v.pt", tmp_path, **adapters)
+    out = convert("wav2vec2", tmp_path / "w2v.pt", tmp_path / "hf").unwrap()
+    ported = load_pretrained_strictly(Wav2Vec2ForPreTraining, out)
+    assert ported.config.adapter_attn_dim == 8
+    audio = _audio()
+    with torch.no_grad():
+        theirs = original.extract_features(audio, padding_mask=None, mask=False, corpus_key=[0, 0])["x"]
+        ours = ported.wav2vec2(audio).last_hidden_state
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+    (tmp_path / "back").mkdir()
+    back = export("wav2vec2", out, tmp_path / "back" / "checkpoint.pt").unwrap()
+    saved = torch.load(tmp_path / "w2v.pt", weights_only=False)["model"]
+    exported = torch.load(back, weights_only=True)["model"]
+    assert exported.keys() == saved.keys() and all(torch.equal(exported[k], v) for k, v in saved.items())

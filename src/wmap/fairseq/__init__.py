@@ -17,7 +17,7 @@ another one uses (``docs/porting.md``). wmap never imports fairseq itself.
 
 from __future__ import annotations
 
-from wmap.fairseq.adapters import ADAPTER_FIELDS, ADAPTER_LAYERS, with_adapter_file
+from wmap.fairseq.adapters import ADAPTER_FIELDS, ADAPTER_LAYERS, unadapted_layers, with_adapter_file
 from wmap.fairseq.config import (
     ACTIVATIONS,
     CONFORMER_ONLY,
@@ -108,6 +108,7 @@ from wmap.fairseq.rules import (
     fused_attention,
     identity_projection,
     layer_norm_feature_extractor,
+    made_by,
     masks,
     projections,
     wav2vec2_encoder_rules,
@@ -187,6 +188,7 @@ __all__ = [
     "layers_agree",
     "layout_agrees",
     "mask_embedding",
+    "made_by",
     "masks",
     "nothing_made",
     "overridden",
@@ -197,6 +199,7 @@ __all__ = [
     "projections",
     "trainer_exporter",
     "trainer_file",
+    "unadapted_layers",
     "vocabulary_dictionary",
     "wav2vec2_encoder_fields",
     "wav2vec2_encoder_rules",

@@ -4,8 +4,9 @@ both ways: the encoder config's fields as one table and the rules.
 
 fairseq keeps each parameter of a layer's adapters stacked, one row per corpus (``W_a``
 ``[adp_num, adp_dim, width]``); transformers holds one adapter per layer. What it cannot represent
-is refused, naming the field: more than one corpus's adapters, another activation than ReLU, layers
-left without one (``adp_trf_idx``), or adapters in a post-LN encoder (transformers' post-LN layer has none).
+is refused, naming the field: more than one corpus's adapters, another activation than ReLU, or
+adapters in a post-LN encoder (transformers' post-LN layer has none). Layers fairseq leaves without an
+adapter (``adp_trf_idx``) get one of zeros, which adds nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from wmap.errors import BadConfig
 from wmap.fairseq.config import fairseq_task_config
 from wmap.io import read_weights, write_safetensors
 from wmap.models.base import Extras, Writer, writing
+from wmap.plan import MakeRule
 from wmap.transforms import Transform, unstack
+from wmap.values import Zeros
 
 ADAPTERS = "trf_adp"
 LAYER_TYPES = one_of("transformer", "conformer", ADAPTERS)
@@ -50,18 +53,15 @@ def _relu(value: Any, values: Mapping[str, Any]) -> str | None:
     return "'relu': transformers' adapter layer applies ReLU"
 
 
-def _every_layer(value: Any, values: Mapping[str, Any]) -> str | None:
-    """``all``, or a range ``start:stop[:step]`` (fairseq's ``range(*...)``) holding every layer."""
+def _layer_range(value: Any, values: Mapping[str, Any]) -> str | None:
+    """``all``, or a range ``start:stop[:step]`` (fairseq's ``range(*...)``); the layers it leaves
+    without an adapter get one that adds nothing (:func:`unadapted_layers`)."""
     if values.get("layer_type") != ADAPTERS or value == "all":
         return None
-    layers = set(range(int(values.get("encoder_layers", 0))))
-    try:
-        covered = set(range(*(int(part) for part in str(value).split(":"))))
-    except (TypeError, ValueError):
-        covered = set()
-    if layers <= covered:
+    parts = str(value).split(":")
+    if 2 <= len(parts) <= 3 and all(re.fullmatch(r"-?[0-9]{1,6}", part.strip()) for part in parts):
         return None
-    return "'all': transformers' Wav2Vec2 gives every layer an adapter, fairseq's range leaves some without one"
+    return "'all' or a range of layers 'start:stop' (fairseq's range(start, stop))"
 
 
 def adapter_size(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -83,7 +83,7 @@ ADAPTER_FIELDS: Mapping[str, Field] = {
     "adp_num": Translated("adp_num", integer(-1, 1_000_000), None, -1, fits=_one_corpus),
     "adp_dim": Joint("adp_dim", integer(1, 65536), adapter_size, adapter_fields_back, 64),
     "adp_act_fn": Translated("adp_act_fn", text, None, "relu", fits=_relu),
-    "adp_trf_idx": Translated("adp_trf_idx", text, None, "all", fits=_every_layer),
+    "adp_trf_idx": Translated("adp_trf_idx", text, None, "all", fits=_layer_range),
 }
 """fairseq ``Wav2Vec2Config``'s layer kind and adapter fields for a ``Wav2Vec2Config`` target (by name,
 for :class:`~wmap.fairseq.Wav2Vec2Style`'s ``fields``): ``trf_adp`` <-> ``adapter_attn_dim``."""
@@ -103,6 +103,33 @@ ADAPTER_LAYERS: tuple[Transform, ...] = tuple(
     for theirs, ours in ADAPTER_PARAMETERS
 )
 """Each layer's adapter: the one corpus's row of each stacked parameter (the way back stacks it again)."""
+
+UNADAPTED = (
+    "fairseq built this layer without an adapter (adp_trf_idx); transformers gives every layer one: "
+    "zeros add nothing (and go back as a zero adapter on every layer, 'all')"
+)
+
+
+def unadapted_layers(config: PretrainedConfig) -> tuple[MakeRule, ...]:
+    """The adapters of the layers fairseq's ``adp_trf_idx`` left without one: all zeros, so the adapter
+    adds exactly nothing (``x + linear_2(...) = x``). The way back keeps them (``kept_back``): it gives
+    every layer an adapter, which computes what the original computes."""
+    size = getattr(config, "adapter_attn_dim", None)
+    if size is None or not config.do_stable_layer_norm:
+        return ()
+    width = int(config.hidden_size)
+    shapes = {
+        "linear_1.weight": (int(size), width),
+        "linear_1.bias": (int(size),),
+        "linear_2.weight": (width, int(size)),
+        "linear_2.bias": (width,),
+        "norm.weight": (width,),
+        "norm.bias": (width,),
+    }
+    return tuple(
+        MakeRule(f"adapter_layer.{name}", Zeros(shape), UNADAPTED, kept_back=True) for name, shape in shapes.items()
+    )
+
 
 ADAPTER_FILE = "adapter.{}.safetensors"
 """Where transformers' ``Wav2Vec2ForCTC.load_adapter(lang)`` (and ``from_pretrained(..., target_lang=lang)``)

@@ -45,6 +45,7 @@ from wmap.fairseq.processor import ctc_processor, feature_extractor_writer
 from wmap.fairseq.rules import (
     PRETRAINING_HEADS,
     TRANSFORMER_LAYERS,
+    Makes,
     identity_projection,
     wav2vec2_encoder_rules,
     with_upgrades,
@@ -287,6 +288,8 @@ class Wav2Vec2Style:
     - ``layer_types``: fairseq's ``layer_type`` values the fine-tuning wrapper may name (it builds the
       encoder with the wrapper's value);
     - ``fixed``: keyword arguments of the target config derived from the encoder's translation;
+    - ``made``: what the family makes where the original has nothing (:func:`identity_projection`; with
+      :func:`~wmap.fairseq.rules.made_by`, a family's own too);
     - ``beside``: what the CTC family writes beside the model, given its processor's writer (or none):
       wav2vec2's adapter file (:func:`~wmap.fairseq.adapters.with_adapter_file`).
     The way back's configs come from the same tables (their inverse, and the checked single values)."""
@@ -302,6 +305,7 @@ class Wav2Vec2Style:
     layer_types: tuple[str, ...] = ("transformer",)
     fixed: Callable[[Translation], dict[str, Any]] = _nothing
     beside: Callable[[Extras], Extras] = _alone
+    made: Makes = identity_projection
 
     @property
     def prefix(self) -> str:
@@ -349,7 +353,7 @@ class Wav2Vec2Style:
         """The pre-trained family: ``cfg.model`` -> the ``...ForPreTraining`` (or headless) model."""
         table = self.pretrained_table
         return ModelSpec(
-            made=identity_projection,
+            made=self.made,
             **described(self.name, f"fairseq {self.name} (pre-trained)", self.pretraining),
             stand_ins=STAND_INS,
             config_class=self.config_class,
@@ -369,7 +373,7 @@ class Wav2Vec2Style:
         wrapper = ctc_fine_tuning(*self.layer_types)
         back = fixed_back(self.encoder_fields())
         return ModelSpec(
-            made=identity_projection,
+            made=self.made,
             **described(f"{self.name}_ctc", f"fairseq {self.name} (fine-tuned, CTC)", self.ctc_class),
             stand_ins=STAND_INS,
             config_class=self.config_class,

@@ -5,6 +5,8 @@ pre-training heads to skip."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from transformers import PretrainedConfig
 
 from wmap.pipeline import first_match, seq, upgrade, when
@@ -100,6 +102,19 @@ def masks(config: PretrainedConfig) -> bool:
     """Whether a transformers wav2vec2-family model of ``config`` holds ``masked_spec_embed``: only
     when SpecAugment is on (``mask_time_prob`` or ``mask_feature_prob`` above 0)."""
     return float(getattr(config, "mask_time_prob", 0.0)) > 0 or float(getattr(config, "mask_feature_prob", 0.0)) > 0
+
+
+Makes = Callable[[PretrainedConfig], tuple[MakeRule, ...]]
+"""What a family makes for a target config (:attr:`wmap.models.base.ModelSpec.made`)."""
+
+
+def made_by(*makers: Makes) -> Makes:
+    """What each of ``makers`` makes, together (the identity projection and a family's own)."""
+
+    def made(config: PretrainedConfig) -> tuple[MakeRule, ...]:
+        return tuple(rule for maker in makers for rule in maker(config))
+
+    return made
 
 
 def identity_projection(config: PretrainedConfig) -> tuple[MakeRule, ...]:
