@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from returns.result import Failure
 
-from wmap.config_fields import ConfigTable, Translated, conv_layers, integer, translate
+from wmap.config_fields import ConfigTable, Translated, conv_layers, integer, one_of, translate
 from wmap.conversion import prepare
 from wmap.errors import BadConfig
 from wmap.models import get_model, registered
@@ -298,6 +298,30 @@ def test_a_field_that_must_divide_another_is_refused_naming_both(width: int, hea
         assert (error.key, error.found) == ("heads", repr(heads)) and f"a divisor of width ({width})" in error.message
     both = translate(table, {"heads": 0, "width": width}).failure()  # a bad value is not also judged
     assert both.key == "heads" and both.others == ()
+
+
+@pytest.mark.parametrize(
+    ("kind", "activation", "refused"),
+    [("adapters", "relu", False), ("adapters", "gelu", True), ("plain", "gelu", False)],
+)
+def test_a_field_checked_in_one_variant_only_is_refused_there_only(kind: str, activation: str, refused: bool) -> None:
+    """``fits=allowed_where(...)``: the value must be allowed where another field picks the variant
+    that uses it, and is anything elsewhere (an adapter's activation in a model without adapters)."""
+    from wmap.config_fields import allowed_where
+
+    table = ConfigTable(
+        "model",
+        (
+            Translated("act", one_of("relu", "gelu"), None, fits=allowed_where("kind", "adapters", ("relu",), "why")),
+            Translated("kind", one_of("adapters", "plain"), None),
+        ),
+    )
+    read = translate(table, {"act": activation, "kind": kind})
+    if not refused:
+        assert read.unwrap().values == {"act": activation, "kind": kind}
+    else:
+        error = read.failure()
+        assert (error.key, error.found) == ("act", "'gelu'") and "'relu' where kind is 'adapters': why" in error.message
 
 
 @settings(max_examples=60, deadline=None)

@@ -226,6 +226,19 @@ def divides(width: str) -> Relation:
     return fits
 
 
+def allowed_where(field: str, value: object, allowed: tuple[Any, ...], reason: str) -> Relation:
+    """The value must be one of ``allowed`` where the section's ``field`` is ``value`` (a
+    :class:`Checked` that holds only in that variant: an adapter's activation, where the layers have
+    adapters); elsewhere any value fits (the variant does not use it)."""
+
+    def fits(found: Any, values: Mapping[str, Any]) -> str | None:
+        if values.get(field) != value or found in allowed:
+            return None
+        return f"{' or '.join(map(repr, allowed))} where {field} is {value!r}: {reason}"
+
+    return fits
+
+
 @attrs.frozen
 class Translated:
     """``source`` is read by ``read`` and becomes ``target`` (``None``: used by the family's derivation).

@@ -20,7 +20,7 @@ from typing import Any
 from returns.result import Failure, Result
 from transformers import PretrainedConfig
 
-from wmap.config_fields import Field, Joint, Translated, get, integer, one_of, shown, text
+from wmap.config_fields import Field, Joint, Translated, allowed_where, get, integer, one_of, shown, text
 from wmap.errors import BadConfig
 from wmap.fairseq.config import fairseq_task_config
 from wmap.io import read_weights, write_safetensors
@@ -39,18 +39,6 @@ def _layers_with_adapters(value: Any, values: Mapping[str, Any]) -> str | None:
     if value == ADAPTERS and not values.get("layer_norm_first"):
         return "'transformer' (or layer_norm_first true): transformers' Wav2Vec2 has adapters in pre-LN layers only"
     return None
-
-
-def _one_corpus(value: Any, values: Mapping[str, Any]) -> str | None:
-    if values.get("layer_type") != ADAPTERS or value == 1:
-        return None
-    return "1: transformers' Wav2Vec2 holds one adapter per layer (MMS keeps each language's in its own file)"
-
-
-def _relu(value: Any, values: Mapping[str, Any]) -> str | None:
-    if values.get("layer_type") != ADAPTERS or value == "relu":
-        return None
-    return "'relu': transformers' adapter layer applies ReLU"
 
 
 def _layer_range(value: Any, values: Mapping[str, Any]) -> str | None:
@@ -78,11 +66,18 @@ def adapter_fields_back(config: Any) -> dict[str, Any]:
     return {"layer_type": ADAPTERS, "adp_num": 1, "adp_dim": int(size), "adp_act_fn": "relu", "adp_trf_idx": "all"}
 
 
+ONE_CORPUS = "transformers' Wav2Vec2 holds one adapter per layer (MMS keeps each language's in its own file)"
+RELU = "transformers' adapter layer applies ReLU"
+
 ADAPTER_FIELDS: Mapping[str, Field] = {
     "layer_type": Translated("layer_type", LAYER_TYPES, None, "transformer", fits=_layers_with_adapters),
-    "adp_num": Translated("adp_num", integer(-1, 1_000_000), None, -1, fits=_one_corpus),
+    "adp_num": Translated(
+        "adp_num", integer(-1, 1_000_000), None, -1, fits=allowed_where("layer_type", ADAPTERS, (1,), ONE_CORPUS)
+    ),
     "adp_dim": Joint("adp_dim", integer(1, 65536), adapter_size, adapter_fields_back, 64),
-    "adp_act_fn": Translated("adp_act_fn", text, None, "relu", fits=_relu),
+    "adp_act_fn": Translated(
+        "adp_act_fn", text, None, "relu", fits=allowed_where("layer_type", ADAPTERS, ("relu",), RELU)
+    ),
     "adp_trf_idx": Translated("adp_trf_idx", text, None, "all", fits=_layer_range),
 }
 """fairseq ``Wav2Vec2Config``'s layer kind and adapter fields for a ``Wav2Vec2Config`` target (by name,
