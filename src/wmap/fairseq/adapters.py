@@ -57,13 +57,19 @@ def adapter_size(values: Mapping[str, Any]) -> dict[str, Any]:
     return {"adapter_attn_dim": values["adp_dim"] if values["layer_type"] == ADAPTERS else None}
 
 
+def holds_adapters(config: Any) -> bool:
+    """Whether a transformers ``Wav2Vec2`` model of ``config`` holds adapters: ``adapter_attn_dim`` set,
+    in pre-LN layers (its post-LN layer has none, whatever ``adapter_attn_dim`` says)."""
+    return getattr(config, "adapter_attn_dim", None) is not None and bool(getattr(config, "do_stable_layer_norm", 0))
+
+
 def adapter_fields_back(config: Any) -> dict[str, Any]:
     """fairseq's layer settings for a transformers config: adapters on every layer, for one corpus,
-    where its pre-LN layers hold them (a post-LN model holds none, whatever ``adapter_attn_dim`` says)."""
-    size = getattr(config, "adapter_attn_dim", None)
-    if size is None or not config.do_stable_layer_norm:
+    where the model holds them."""
+    if not holds_adapters(config):
         return {"layer_type": "transformer"}
-    return {"layer_type": ADAPTERS, "adp_num": 1, "adp_dim": int(size), "adp_act_fn": "relu", "adp_trf_idx": "all"}
+    size = int(config.adapter_attn_dim)
+    return {"layer_type": ADAPTERS, "adp_num": 1, "adp_dim": size, "adp_act_fn": "relu", "adp_trf_idx": "all"}
 
 
 ONE_CORPUS = "transformers' Wav2Vec2 holds one adapter per layer (MMS keeps each language's in its own file)"
@@ -109,14 +115,13 @@ def unadapted_layers(config: PretrainedConfig) -> tuple[MakeRule, ...]:
     """The adapters of the layers fairseq's ``adp_trf_idx`` left without one: all zeros, so the adapter
     adds exactly nothing (``x + linear_2(...) = x``). The way back keeps them (``kept_back``): it gives
     every layer an adapter, which computes what the original computes."""
-    size = getattr(config, "adapter_attn_dim", None)
-    if size is None or not config.do_stable_layer_norm:
+    if not holds_adapters(config):
         return ()
-    width = int(config.hidden_size)
+    size, width = int(config.adapter_attn_dim), int(config.hidden_size)
     shapes = {
-        "linear_1.weight": (int(size), width),
-        "linear_1.bias": (int(size),),
-        "linear_2.weight": (width, int(size)),
+        "linear_1.weight": (size, width),
+        "linear_1.bias": (size,),
+        "linear_2.weight": (width, size),
         "linear_2.bias": (width,),
         "norm.weight": (width,),
         "norm.bias": (width,),
@@ -150,7 +155,7 @@ def with_adapter_file(extras: Extras) -> Extras:
 
     def prepared(config: PretrainedConfig, meta: Mapping[str, Any], file: Path | None) -> Result[Writer, BadConfig]:
         name = corpus(meta)
-        if getattr(config, "adapter_attn_dim", None) is None or name is None:
+        if not holds_adapters(config) or name is None:
             return extras(config, meta, file)
         if not CORPUS_NAME.fullmatch(name):
             expected = "a corpus name a file can be named by (letters, digits, '_', '.', '-'; at most 64)"
