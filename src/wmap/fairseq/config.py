@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import attrs
 from returns.result import Failure, Result, Success
 
 from wmap.config_fields import (
@@ -204,6 +205,14 @@ def overridden(fields: tuple[Field, ...], overrides: Mapping[str, Field], what: 
 def wav2vec2_encoder_fields(**overrides: Field) -> tuple[Field, ...]:
     """:data:`WAV2VEC2_ENCODER` with ``overrides`` by field name."""
     return overridden(WAV2VEC2_ENCODER, overrides, "wav2vec2 encoder")
+
+
+def encoder_rows(names: tuple[str, ...], **defaults: Any) -> tuple[Field, ...]:
+    """The rows of :data:`WAV2VEC2_ENCODER` named ``names``, in that order, with other ``defaults`` by
+    name: for a config that spells fairseq's encoder fields with defaults of its own (s3prl's
+    ``DistillerConfig``), so that no row is written twice."""
+    by_name = {f.source: f for f in WAV2VEC2_ENCODER}
+    return tuple(attrs.evolve(by_name[n], default=defaults[n]) if n in defaults else by_name[n] for n in names)
 
 
 def encoder_config_kwargs(encoder: Translation) -> dict[str, Any]:

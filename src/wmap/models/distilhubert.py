@@ -25,25 +25,18 @@ from wmap.config_fields import (
     PROBABILITY,
     Checked,
     ConfigTable,
-    Ignored,
-    Translated,
     Translation,
-    boolean,
     conv_spec,
-    divides,
     fixed_back,
     get,
     ignore_all,
-    integer,
     text,
     translate,
     values_back,
 )
 from wmap.errors import BadConfig
 from wmap.fairseq import (
-    EXTRACTOR_MODE,
-    TRAINING_ONLY,
-    activation,
+    encoder_rows,
     identity_projection,
     layout_agrees,
     wav2vec2_encoder_rules,
@@ -57,32 +50,35 @@ from wmap.transforms import Layout, Transform, refuse, route_weight_norm, skip, 
 S3PRL_CONV_LAYERS = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
 DISTILLATION = "distillation objective (prediction heads, task embeddings, loss): HubertModel has none"
 
+SHARED_WITH_FAIRSEQ = (
+    "extractor_mode",
+    "feature_grad_mult",
+    "conv_pos",
+    "conv_pos_groups",
+    "encoder_layers",
+    "encoder_embed_dim",
+    "encoder_ffn_embed_dim",
+    "encoder_attention_heads",
+    "activation_fn",
+    "layer_norm_first",
+    "dropout",
+    "attention_dropout",
+    "activation_dropout",
+    "encoder_layerdrop",
+)
+"""The distiller's fields that are fairseq's wav2vec 2.0 encoder's, read by its rows (s3prl's defaults)."""
+
 DISTILLER = ConfigTable(
     "s3prl Config.distiller",
     (
-        Translated("extractor_mode", EXTRACTOR_MODE, "feat_extract_norm", "default"),
+        *encoder_rows(SHARED_WITH_FAIRSEQ, encoder_layers=1, activation_dropout=0.1),
         conv_spec("extractor_conv_feature_layers", S3PRL_CONV_LAYERS),
         Checked(
             "extractor_dropout", (0.0,), "HubertModel has no dropout inside the feature extractor", 0.0, PROBABILITY
         ),
-        Ignored("feature_grad_mult", TRAINING_ONLY + " (gradient scaling of the feature extractor)"),
-        Translated("conv_pos", integer(1, 4096), "num_conv_pos_embeddings", 128),
-        Translated("conv_pos_groups", integer(1, 65536), "num_conv_pos_embedding_groups", 16),
-        Translated("encoder_layers", integer(1, 512), "num_hidden_layers", 1),
-        Translated("encoder_embed_dim", integer(1, 65536), "hidden_size", 768),
-        Translated("encoder_ffn_embed_dim", integer(1, 262144), "intermediate_size", 3072),
-        Translated(
-            "encoder_attention_heads", integer(1, 1024), "num_attention_heads", 12, fits=divides("encoder_embed_dim")
-        ),
-        Translated("activation_fn", activation, "hidden_act", "gelu"),
-        Translated("layer_norm_first", boolean, "do_stable_layer_norm", False),
         Checked(
             "attention_type", ("original",), "HubertModel has standard multi-head attention only", "original", text
         ),
-        Translated("dropout", PROBABILITY, "hidden_dropout", 0.1),
-        Translated("attention_dropout", PROBABILITY, "attention_dropout", 0.1),
-        Translated("activation_dropout", PROBABILITY, "activation_dropout", 0.1),
-        Translated("encoder_layerdrop", PROBABILITY, "layerdrop", 0.0),
         *ignore_all(
             (
                 "final_dim",
