@@ -6,7 +6,7 @@ variants transformers cannot hold refused, naming the field."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import torch
@@ -78,6 +78,23 @@ def test_an_adapter_fine_tune_converts_with_the_logits_fairseq_gives(adapted: Pa
         without = model(audio).logits
     torch.testing.assert_close(ours, expected, rtol=0, atol=1e-5)
     assert (without - expected).abs().max() > 1e-2
+
+
+def test_an_adapter_fine_tune_transcribes_through_pipeline_as_fairseq_decodes(adapted: Path, tmp_path: Path) -> None:
+    """As users run it: ``pipeline("automatic-speech-recognition", model=out)`` on raw audio gives the
+    text of fairseq's greedy decoding (for the corpus), the blank and repeats collapsed."""
+    from transformers import AutoProcessor, pipeline
+
+    out = convert("wav2vec2_ctc", adapted, tmp_path / "hf").unwrap()
+    recognizer = pipeline("automatic-speech-recognition", model=str(out))
+    processor = AutoProcessor.from_pretrained(out)
+    texts = []
+    for wav in _audio():
+        normalised = (wav - wav.mean()) / (wav.var(correction=0) + 1e-7).sqrt()  # the task normalises
+        ids = _fairseq_logits(_fairseq(adapted), normalised[None])[0].argmax(-1)
+        texts.append(processor.decode(ids))
+        assert cast(dict[str, Any], recognizer(wav.numpy()))["text"] == texts[-1]  # one input, one answer
+    assert all(len(text) > 3 for text in texts) and texts[0] != texts[1], texts  # not vacuous
 
 
 def test_the_adapters_are_also_written_as_the_corpus_adapter_file_transformers_loads(
