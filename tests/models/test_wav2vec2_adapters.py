@@ -174,6 +174,20 @@ def test_adapters_transformers_cannot_hold_are_refused_naming_the_field(
     assert field in error.expected or field == named, error
 
 
+def test_a_file_lacking_adapters_its_config_names_is_refused_not_given_zeros(adapted: Path, tmp_path: Path) -> None:
+    """``adp_trf_idx: all`` with layer 0's adapter missing from the file: fairseq could not load it, so
+    the config is refused against the file, naming the field; a layer the range leaves out is made."""
+    saved = torch.load(adapted, weights_only=False)
+    kept = {k: v for k, v in saved["model"].items() if "layers.0.adapter_layer" not in k}
+    torch.save({**saved, "model": kept}, tmp_path / "lacking.pt")
+    error = preview("wav2vec2_ctc", tmp_path / "lacking.pt").failure()
+    assert isinstance(error, BadConfig) and error.key == "adp_trf_idx" and "[1]" in error.message, error
+    encoder = {**saved["cfg"]["model"]["w2v_args"]["model"], "adp_trf_idx": "1:2"}
+    model = {**saved["cfg"]["model"], "w2v_args": {**saved["cfg"]["model"]["w2v_args"], "model": encoder}}
+    torch.save({**saved, "model": kept, "cfg": {**saved["cfg"], "model": model}}, tmp_path / "ranged.pt")
+    assert preview("wav2vec2_ctc", tmp_path / "ranged.pt").unwrap().plan.is_clean()
+
+
 def test_a_range_over_every_layer_is_every_layer(adapted: Path, tmp_path: Path) -> None:
     """fairseq's ``adp_trf_idx`` is ``range(start, stop)``: one that holds every layer converts."""
     saved = torch.load(adapted, weights_only=False)

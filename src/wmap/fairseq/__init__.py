@@ -17,7 +17,7 @@ another one uses (``docs/porting.md``). wmap never imports fairseq itself.
 
 from __future__ import annotations
 
-from wmap.fairseq.adapters import ADAPTER_FIELDS, ADAPTER_LAYERS, unadapted_layers, with_adapter_file
+from wmap.fairseq.adapters import ADAPTER_FIELDS, ADAPTER_LAYERS, adapters_agree, unadapted_layers, with_adapter_file
 from wmap.fairseq.config import (
     ACTIVATIONS,
     CONFORMER_ONLY,
@@ -161,6 +161,7 @@ __all__ = [
     "ZeroHeads",
     "Wav2Vec2Style",
     "activation",
+    "adapters_agree",
     "audio_task",
     "ctc_exporter",
     "ctc_fine_tuning",

@@ -20,13 +20,13 @@ from typing import Any
 from returns.result import Failure, Result
 from transformers import PretrainedConfig
 
-from wmap.config_fields import Field, Joint, Translated, allowed_where, get, integer, one_of, shown, text
+from wmap.config_fields import Field, Joint, Translated, Translation, allowed_where, get, integer, one_of, shown, text
 from wmap.errors import BadConfig
 from wmap.fairseq.config import fairseq_task_config
 from wmap.io import read_weights, write_safetensors
 from wmap.models.base import Extras, Writer, writing
 from wmap.plan import MakeRule
-from wmap.transforms import Transform, unstack
+from wmap.transforms import Layout, Transform, unstack
 from wmap.values import Zeros
 
 ADAPTERS = "trf_adp"
@@ -70,6 +70,29 @@ def adapter_fields_back(config: Any) -> dict[str, Any]:
         return {"layer_type": "transformer"}
     size = int(config.adapter_attn_dim)
     return {"layer_type": ADAPTERS, "adp_num": 1, "adp_dim": size, "adp_act_fn": "relu", "adp_trf_idx": "all"}
+
+
+def adapted_layers(values: Mapping[str, Any]) -> set[int]:
+    """The layers fairseq builds with an adapter: ``adp_trf_idx``'s range (every layer for ``all``)."""
+    layers = set(range(int(values["encoder_layers"])))
+    if values["adp_trf_idx"] == "all":
+        return layers
+    return layers & set(range(*(int(part) for part in str(values["adp_trf_idx"]).split(":"))))
+
+
+def adapters_agree(section: str, layout: Layout, read: Translation, root: str) -> BadConfig | None:
+    """The layers holding adapters in the file (under ``root``) are those the config says fairseq builds
+    with one: a file that lacks some is refused, naming ``adp_trf_idx``, not given adapters of zeros."""
+    if read.values.get("layer_type") != ADAPTERS:
+        return None
+    head = f"{root}encoder.layers."
+    indices = (key[len(head) :].split(".", 1)[0] for key in layout if key.startswith(head) and ".adapter_layer." in key)
+    held = {int(index) for index in indices if index.isdigit()}
+    named = adapted_layers(read.values)
+    if held == named:
+        return None
+    found = f"{read.values['adp_trf_idx']!r}: layers {sorted(named)}"
+    return BadConfig(section, "adp_trf_idx", f"the layers holding adapters in the file ({sorted(held)})", found)
 
 
 ONE_CORPUS = "transformers' Wav2Vec2 holds one adapter per layer (MMS keeps each language's in its own file)"

@@ -122,19 +122,31 @@ def _nothing(read: Translation) -> dict[str, Any]:
     return {}
 
 
+Agrees = Callable[[str, Layout, Translation, str], BadConfig | None]
+"""(section, the file's layout, the encoder's translation, the encoder's prefix in the file): a family's
+own check of its config against its file (:func:`~wmap.fairseq.adapters.adapters_agree`), ``None`` when
+they agree."""
+
+
+def _agrees(section: str, layout: Layout, read: Translation, root: str) -> BadConfig | None:
+    return None
+
+
 def pretrained_config(
     meta: Mapping[str, Any],
     layout: Layout,
     table: ConfigTable,
     config_class: type[PretrainedConfig],
     extra: Callable[[Translation], dict[str, Any]] = _nothing,
+    agrees: Agrees = _agrees,
 ) -> Result[TranslatedConfig, BadConfig]:
     """A pre-trained fairseq wav2vec2-style checkpoint's config: the encoder's from ``table``, plus
-    ``extra(read)`` (the family's own keyword arguments); shared by wav2vec2 and HuBERT."""
+    ``extra(read)`` (the family's own keyword arguments), checked against the file (and by ``agrees``);
+    shared by wav2vec2 and HuBERT."""
 
     def built(read: Translation) -> Result[TranslatedConfig, BadConfig]:
         kwargs = {**encoder_config_kwargs(read), **extra(read)}
-        wrong = layout_agrees(table.section, layout, kwargs)
+        wrong = layout_agrees(table.section, layout, kwargs) or agrees(table.section, layout, read, "")
         return Failure(wrong) if wrong else Success(TranslatedConfig(config_class(**kwargs), read.ignored))
 
     return pre_trained(meta, table).bind(built)
@@ -148,16 +160,19 @@ def fine_tuned_config(
     *,
     wrapper: ConfigTable | None = None,
     extra: Callable[[Translation], dict[str, Any]] | None = None,
+    agrees: Agrees = _agrees,
     **fixed: Any,
 ) -> Result[TranslatedConfig, BadConfig]:
     """A fine-tuned (CTC) fairseq wav2vec2-style checkpoint's config: the encoder's from ``table``, the
     CTC head's from the wrapper (``wrapper``: its table, by default ``CTC_FINE_TUNING``); shared by
     wav2vec2, HuBERT and the conformer. ``fixed``: keyword arguments the family always sets; ``extra``:
-    those it derives from the encoder's translation (the conformer's conv-module dropout)."""
+    those it derives from the encoder's translation (the conformer's conv-module dropout); ``agrees``:
+    its own check of the encoder's config against the file."""
 
     def built(outer: Translation, encoder: Translation) -> Result[TranslatedConfig, BadConfig]:
         kwargs = {**encoder_config_kwargs(encoder), **fixed, **(extra(encoder) if extra else {})}
-        wrong = layout_agrees(table.section, layout, kwargs, "w2v_encoder.w2v_model.")
+        root = "w2v_encoder.w2v_model."
+        wrong = layout_agrees(table.section, layout, kwargs, root) or agrees(table.section, layout, encoder, root)
         if wrong is not None:
             return Failure(wrong)
         return ctc_head_kwargs(outer, layout).map(
@@ -290,6 +305,7 @@ class Wav2Vec2Style:
     - ``fixed``: keyword arguments of the target config derived from the encoder's translation;
     - ``made``: what the family makes where the original has nothing (:func:`identity_projection`; with
       :func:`~wmap.fairseq.rules.made_by`, a family's own too);
+    - ``agrees``: the family's own check of a file's config against its tensors (which layers hold adapters);
     - ``beside``: what the CTC family writes beside the model, given its processor's writer (or none):
       wav2vec2's adapter file (:func:`~wmap.fairseq.adapters.with_adapter_file`).
     The way back's configs come from the same tables (their inverse, and the checked single values)."""
@@ -306,6 +322,7 @@ class Wav2Vec2Style:
     fixed: Callable[[Translation], dict[str, Any]] = _nothing
     beside: Callable[[Extras], Extras] = _alone
     made: Makes = identity_projection
+    agrees: Agrees = _agrees
 
     @property
     def prefix(self) -> str:
@@ -358,7 +375,7 @@ class Wav2Vec2Style:
             stand_ins=STAND_INS,
             config_class=self.config_class,
             config_from_checkpoint=lambda meta, layout: pretrained_config(
-                meta, layout, table, self.config_class, self._pretrained_kwargs
+                meta, layout, table, self.config_class, self._pretrained_kwargs, self.agrees
             ),
             pipeline=self._pretrained_rules,
             model_class=self.pretraining,
@@ -378,7 +395,7 @@ class Wav2Vec2Style:
             stand_ins=STAND_INS,
             config_class=self.config_class,
             config_from_checkpoint=lambda meta, layout: fine_tuned_config(
-                meta, layout, table, self.config_class, wrapper=wrapper, extra=self.fixed
+                meta, layout, table, self.config_class, wrapper=wrapper, extra=self.fixed, agrees=self.agrees
             ),
             pipeline=lambda config, meta: ctc_rules(config, self.base, class_name(self.ctc_class), layers=self.layers),
             model_class=self.ctc_class,

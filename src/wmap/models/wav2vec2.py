@@ -21,6 +21,7 @@ from wmap.fairseq import (
     ADAPTER_LAYERS,
     TRANSFORMER_LAYERS,
     Wav2Vec2Style,
+    adapters_agree,
     identity_projection,
     made_by,
     unadapted_layers,
@@ -38,6 +39,7 @@ STYLE = Wav2Vec2Style(
     layer_types=("transformer", "trf_adp"),
     beside=with_adapter_file,
     made=made_by(identity_projection, unadapted_layers),
+    agrees=adapters_agree,
 )
 WAV2VEC2 = STYLE.pretrained()
 WAV2VEC2_CTC = STYLE.ctc()
