@@ -92,7 +92,7 @@ MASKING_FIELDS = (
 )
 """fairseq's SpecAugment settings beyond probability and length, which transformers does not have."""
 TRAINING_ONLY = "training-only setting; inference is unchanged"
-CONFORMER_ONLY = "setting of conformer / adapter layers, which layer_type 'transformer' (checked) does not use"
+CONFORMER_ONLY = "setting of conformer or adapter layers, which the layer kinds this family reads (checked) do not use"
 
 
 def activation(value: object) -> Any:
