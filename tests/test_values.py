@@ -94,3 +94,23 @@ def test_a_made_tensor_is_recognised_as_made_and_any_change_is_not(size: int, dt
         assert not maker.is_made(changed.reshape(maker.shape))
         if made.numel() > 1:  # another shape is never what was made
             assert not maker.is_made(made.reshape(-1)[:-1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(shapes, st.integers(1, 4), st.data(), st.integers(0, 1000))
+def test_a_stack_and_its_selects_undo_each_other_and_a_longer_stack_is_refused(
+    shape: tuple[int, ...], count: int, data: st.DataObject, seed: int
+) -> None:
+    """``Stack(dim)``: its parts select each index back exactly; a select of a stack holding another
+    number of parts than it was made for cannot apply (the plan's shape mismatch), so no part is left behind."""
+    from wmap.values import Stack, shape_after
+
+    dim = data.draw(st.integers(0, len(shape)))
+    parts = [tensor(shape, seed + i) for i in range(count)]
+    joiner = Stack(dim)
+    stacked = joiner.join(parts)
+    assert stacked.shape == joiner.shape_of([shape] * count)
+    selects = [s for s in joiner.parts(count) if s is not None]
+    assert all(torch.equal(s.apply(stacked), p) for s, p in zip(selects, parts, strict=True))
+    longer = joiner.join([*parts, parts[0]])
+    assert all(shape_after(s, tuple(longer.shape)) is None for s in selects)
