@@ -217,7 +217,7 @@ SHIPPED: Final = (
     _fairseq(
         "wav2vec2_ctc",
         "fairseq wav2vec 2.0 fine-tuned for CTC (base or large/XLS-R style, MMS adapters or not; a trainer checkpoint)",
-        "transformers Wav2Vec2ForCTC, with its Wav2Vec2Processor",
+        "transformers Wav2Vec2ForCTC, with its Wav2Vec2Processor (and adapter.<corpus>.safetensors for adapters)",
         "wmap.models.wav2vec2",
         "WAV2VEC2_CTC",
     ),
