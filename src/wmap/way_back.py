@@ -108,7 +108,8 @@ def prepare_reverse(
         exporter, described, rules = found
 
         def against(weights: Source, files: dict[str, str]) -> Result[PreparedReverse, WmapError]:
-            what = ExportSource(described.config, rules, described.target.layout, files)
+            listed = tuple(sorted(entry.name for entry in directory.iterdir() if entry.is_file()))
+            what = ExportSource(described.config, rules, described.target.layout, files, listed)
             return widen(exporter.original(what)).map(
                 lambda original: PreparedReverse(
                     spec,

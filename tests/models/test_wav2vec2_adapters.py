@@ -136,6 +136,10 @@ def test_the_way_back_loads_in_fairseq_strictly_with_every_tensor_and_the_same_l
     exported = torch.load(out, weights_only=False)
     assert exported["model"].keys() == saved["model"].keys()
     assert all(torch.equal(exported["model"][k], v) for k, v in saved["model"].items())
+    task = exported["cfg"]["task"]  # the corpus the adapter file names, as the forward direction read it
+    assert (task["multi_corpus_keys"], task["multi_corpus_sampling_weights"]) == ("fra", "1.0")
+    again = convert("wav2vec2_ctc", out, tmp_path / "again").unwrap()
+    assert (again / "adapter.fra.safetensors").read_bytes() == (hf / "adapter.fra.safetensors").read_bytes()
     for cfg in (exported["cfg"]["model"], exported["cfg"]["model"]["w2v_args"]["model"]):
         assert {k: cfg[k] for k in ("layer_type", "adp_num", "adp_dim", "adp_act_fn")} == {
             "layer_type": "trf_adp",
@@ -216,7 +220,9 @@ def test_an_adapter_model_saved_by_transformers_goes_back_to_fairseq_with_its_lo
     assert any("adapter_layer" in name for name, _ in model.named_parameters()) == pre_ln
     (tmp_path / "back").mkdir()
     out = export("wav2vec2_ctc", tmp_path / "hf", tmp_path / "back" / "checkpoint.pt").unwrap()
-    assert torch.load(out, weights_only=False)["cfg"]["model"]["layer_type"] == ("trf_adp" if pre_ln else "transformer")
+    cfg = torch.load(out, weights_only=False)["cfg"]
+    assert cfg["model"]["layer_type"] == ("trf_adp" if pre_ln else "transformer")
+    assert "multi_corpus_keys" not in cfg["task"]  # no adapter file: no corpus named
     audio = _audio()
     with torch.no_grad():
         expected = model(audio).logits

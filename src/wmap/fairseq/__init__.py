@@ -17,7 +17,14 @@ another one uses (``docs/porting.md``). wmap never imports fairseq itself.
 
 from __future__ import annotations
 
-from wmap.fairseq.adapters import ADAPTER_FIELDS, ADAPTER_LAYERS, adapters_agree, unadapted_layers, with_adapter_file
+from wmap.fairseq.adapters import (
+    ADAPTER_FIELDS,
+    ADAPTER_LAYERS,
+    adapters_agree,
+    unadapted_layers,
+    with_adapter_corpus,
+    with_adapter_file,
+)
 from wmap.fairseq.config import (
     ACTIVATIONS,
     CONFORMER_ONLY,
@@ -206,6 +213,7 @@ __all__ = [
     "vocabulary_dictionary",
     "wav2vec2_encoder_fields",
     "wav2vec2_encoder_rules",
+    "with_adapter_corpus",
     "with_adapter_file",
     "with_dictionary",
     "with_mask_embedding",

@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import attrs
 from returns.result import Failure, Result
 from transformers import PretrainedConfig
 
@@ -24,7 +25,7 @@ from wmap.config_fields import Field, Joint, Translated, Translation, allowed_wh
 from wmap.errors import BadConfig
 from wmap.fairseq.config import fairseq_task_config
 from wmap.io import read_weights, write_safetensors
-from wmap.models.base import Extras, Writer, writing
+from wmap.models.base import Exporter, ExportSource, Extras, Writer, writing
 from wmap.plan import MakeRule
 from wmap.transforms import Layout, Transform, unstack
 from wmap.values import Zeros
@@ -159,6 +160,7 @@ ADAPTER_FILE = "adapter.{}.safetensors"
 reads a language's adapters and CTC head, beside the model (MMS's directories keep one per language)."""
 
 CORPUS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+ADAPTER_FILE_NAME = re.compile(r"adapter\.([A-Za-z0-9][A-Za-z0-9_.-]{0,63})\.safetensors")
 
 
 def corpus(meta: Mapping[str, Any]) -> str | None:
@@ -186,6 +188,27 @@ def with_adapter_file(extras: Extras) -> Extras:
         return extras(config, meta, file).map(lambda inner: writing(inner, partial(write_adapter_file, name)))
 
     return prepared
+
+
+def with_adapter_corpus(exporter: Exporter) -> Exporter:
+    """``exporter`` (a CTC way back), and where the directory holds adapters and exactly one
+    :data:`ADAPTER_FILE`, its name as the task's corpus (``multi_corpus_keys``, sampling weight 1), as
+    the forward direction read it: fairseq's adapter layers run only for a named corpus. With none, or
+    several (which one the model holds is not said), the task names no corpus."""
+
+    def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
+        names = [found for found in map(ADAPTER_FILE_NAME.fullmatch, source.listed) if found is not None]
+        if not holds_adapters(source.config) or len(names) != 1:
+            return exporter.original(source)
+        corpus = {"multi_corpus_keys": names[0].group(1), "multi_corpus_sampling_weights": "1.0"}
+        return exporter.original(source).map(lambda found: (found[0], _with_task(found[1], corpus)))
+
+    return attrs.evolve(exporter, original=original)
+
+
+def _with_task(meta: dict[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+    cfg = meta["cfg"]
+    return {**meta, "cfg": {**cfg, "task": {**cfg["task"], **fields}}}
 
 
 def is_adapter_tensor(key: str) -> bool:

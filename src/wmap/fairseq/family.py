@@ -51,6 +51,7 @@ from wmap.fairseq.rules import (
     with_upgrades,
 )
 from wmap.models.base import (
+    Exporter,
     Extras,
     ModelClass,
     ModelSpec,
@@ -280,6 +281,10 @@ def _alone(extras: Extras) -> Extras:
     return extras
 
 
+def _as_exported(exporter: Exporter) -> Exporter:
+    return exporter
+
+
 def described(name: str, source: str, target: ModelClass) -> dict[str, Any]:
     """A shipped family's registry entry and bundled reference layout; a port's own ``name``,
     described from what it converts (no reference layout)."""
@@ -307,7 +312,9 @@ class Wav2Vec2Style:
       :func:`~wmap.fairseq.rules.made_by`, a family's own too);
     - ``agrees``: the family's own check of a file's config against its tensors (which layers hold adapters);
     - ``beside``: what the CTC family writes beside the model, given its processor's writer (or none):
-      wav2vec2's adapter file (:func:`~wmap.fairseq.adapters.with_adapter_file`).
+      wav2vec2's adapter file (:func:`~wmap.fairseq.adapters.with_adapter_file`); ``beside_back``: what
+      its way back reads of them (the corpus an adapter file names:
+      :func:`~wmap.fairseq.adapters.with_adapter_corpus`).
     The way back's configs come from the same tables (their inverse, and the checked single values)."""
 
     name: str
@@ -321,6 +328,7 @@ class Wav2Vec2Style:
     layer_types: tuple[str, ...] = ("transformer",)
     fixed: Callable[[Translation], dict[str, Any]] = _nothing
     beside: Callable[[Extras], Extras] = _alone
+    beside_back: Callable[[Exporter], Exporter] = _as_exported
     made: Makes = identity_projection
     agrees: Agrees = _agrees
 
@@ -401,10 +409,6 @@ class Wav2Vec2Style:
             model_class=self.ctc_class,
             extras=self.beside(ctc_processor),
             without_processor=self.beside(no_extras),
-            export=ctc_exporter(
-                "wav2vec2",
-                fields=self.encoder_fields(),
-                extra=lambda config: back,
-            ),
+            export=self.beside_back(ctc_exporter("wav2vec2", fields=self.encoder_fields(), extra=lambda config: back)),
             takes_file="--dict: the fine-tuning dictionary (dict.ltr.txt) where task_state lacks it",
         )

@@ -81,12 +81,14 @@ def no_extras(config: PretrainedConfig, meta: Mapping[str, Any], file: Path | No
 @attrs.frozen
 class ExportSource:
     """What an export knows before any tensor is read: the directory's transformers config, the
-    reversed rules, the directory's layout, and the small files the exporter asked for (by name)."""
+    reversed rules, the directory's layout, the small files the exporter asked for (by name), and the
+    names of the directory's files (``listed``: which ``adapter.<lang>.safetensors`` it holds)."""
 
     config: PretrainedConfig
     pipeline: Transform
     converted: Layout
     files: Mapping[str, str]
+    listed: tuple[str, ...] = ()
 
 
 @attrs.frozen

@@ -25,6 +25,7 @@ from wmap.fairseq import (
     identity_projection,
     made_by,
     unadapted_layers,
+    with_adapter_corpus,
     with_adapter_file,
 )
 
@@ -38,6 +39,7 @@ STYLE = Wav2Vec2Style(
     layers=(*TRANSFORMER_LAYERS, *ADAPTER_LAYERS),
     layer_types=("transformer", "trf_adp"),
     beside=with_adapter_file,
+    beside_back=with_adapter_corpus,
     made=made_by(identity_projection, unadapted_layers),
     agrees=adapters_agree,
 )
