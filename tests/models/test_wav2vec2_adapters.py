@@ -159,6 +159,7 @@ def test_the_way_back_loads_in_fairseq_strictly_with_every_tensor_and_the_same_l
         ("adp_num", 2, "adp_num"),
         ("adp_act_fn", "gelu", "adp_act_fn"),
         ("adp_trf_idx", "some", "adp_trf_idx"),
+        ("adp_trf_idx", "0:2:0", "adp_trf_idx"),  # fairseq's range() of step 0 raises: no internal error here
         ("layer_norm_first", False, "layer_type"),
     ],
 )

@@ -23,7 +23,7 @@ from transformers import PretrainedConfig
 
 from wmap.config_fields import Field, Joint, Translated, Translation, allowed_where, get, integer, one_of, shown, text
 from wmap.errors import BadConfig
-from wmap.fairseq.config import fairseq_task_config
+from wmap.fairseq.config import fairseq_task_config, layer_indices
 from wmap.io import read_weights, write_safetensors
 from wmap.models.base import Exporter, ExportSource, Extras, Writer, writing
 from wmap.plan import MakeRule
@@ -42,15 +42,22 @@ def _layers_with_adapters(value: Any, values: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _layer_range(value: Any, values: Mapping[str, Any]) -> str | None:
-    """``all``, or a range ``start:stop[:step]`` (fairseq's ``range(*...)``); the layers it leaves
-    without an adapter get one that adds nothing (:func:`unadapted_layers`)."""
-    if values.get("layer_type") != ADAPTERS or value == "all":
-        return None
+def layer_range(value: object) -> range | None:
+    """``adp_trf_idx`` as fairseq reads it, ``range(*(int(p) for p in value.split(":")))``: ``start:stop``
+    or ``start:stop:step``; ``None`` for anything fairseq could not build a range of."""
     parts = str(value).split(":")
-    if 2 <= len(parts) <= 3 and all(re.fullmatch(r"-?[0-9]{1,6}", part.strip()) for part in parts):
+    if not 2 <= len(parts) <= 3 or not all(re.fullmatch(r"-?[0-9]{1,6}", part.strip()) for part in parts):
         return None
-    return "'all' or a range of layers 'start:stop' (fairseq's range(start, stop))"
+    numbers = [int(part) for part in parts]
+    return None if len(numbers) == 3 and numbers[2] == 0 else range(*numbers)
+
+
+def _layer_range(value: Any, values: Mapping[str, Any]) -> str | None:
+    """``all``, or a range (:func:`layer_range`); the layers it leaves without an adapter get one that
+    adds nothing (:func:`unadapted_layers`)."""
+    if values.get("layer_type") != ADAPTERS or value == "all" or layer_range(value) is not None:
+        return None
+    return "'all' or a range of layers 'start:stop[:step]' (fairseq's range(start, stop, step), step not 0)"
 
 
 def adapter_size(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -74,11 +81,9 @@ def adapter_fields_back(config: Any) -> dict[str, Any]:
 
 
 def adapted_layers(values: Mapping[str, Any]) -> set[int]:
-    """The layers fairseq builds with an adapter: ``adp_trf_idx``'s range (every layer for ``all``)."""
-    layers = set(range(int(values["encoder_layers"])))
-    if values["adp_trf_idx"] == "all":
-        return layers
-    return layers & set(range(*(int(part) for part in str(values["adp_trf_idx"]).split(":"))))
+    """The layers fairseq builds with an adapter: those in ``adp_trf_idx``'s range (every one for ``all``)."""
+    within = None if values["adp_trf_idx"] == "all" else layer_range(values["adp_trf_idx"])
+    return {layer for layer in range(int(values["encoder_layers"])) if within is None or layer in within}
 
 
 def adapters_agree(section: str, layout: Layout, read: Translation, root: str) -> BadConfig | None:
@@ -86,9 +91,7 @@ def adapters_agree(section: str, layout: Layout, read: Translation, root: str) -
     with one: a file that lacks some is refused, naming ``adp_trf_idx``, not given adapters of zeros."""
     if read.values.get("layer_type") != ADAPTERS:
         return None
-    head = f"{root}encoder.layers."
-    indices = (key[len(head) :].split(".", 1)[0] for key in layout if key.startswith(head) and ".adapter_layer." in key)
-    held = {int(index) for index in indices if index.isdigit()}
+    held = layer_indices(layout, f"{root}encoder.layers", holding="adapter_layer")
     named = adapted_layers(read.values)
     if held == named:
         return None
@@ -160,7 +163,8 @@ ADAPTER_FILE = "adapter.{}.safetensors"
 reads a language's adapters and CTC head, beside the model (MMS's directories keep one per language)."""
 
 CORPUS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-ADAPTER_FILE_NAME = re.compile(r"adapter\.([A-Za-z0-9][A-Za-z0-9_.-]{0,63})\.safetensors")
+ADAPTER_FILE_NAME = re.compile(re.escape(ADAPTER_FILE).replace(r"\{\}", f"({CORPUS_NAME.pattern})"))
+"""An :data:`ADAPTER_FILE` of a :data:`CORPUS_NAME`, the name captured."""
 
 
 def corpus(meta: Mapping[str, Any]) -> str | None:

@@ -223,15 +223,25 @@ def encoder_config_kwargs(encoder: Translation) -> dict[str, Any]:
     return {**encoder.kwargs, "layer_norm_eps": 1e-5}
 
 
+def layer_indices(layout: Mapping[str, Any], prefix: str, holding: str = "") -> set[int]:
+    """The indices of the layers the checkpoint holds under ``prefix`` (``encoder.layers``), or of those
+    holding a module named ``holding`` (``adapter_layer``)."""
+    head = prefix + "."
+    found = (
+        key[len(head) :].split(".", 1)
+        for key in layout
+        if key.startswith(head) and (not holding or f".{holding}." in key)
+    )
+    return {int(parts[0]) for parts in found if parts[0].isdigit()}
+
+
 def layers_agree(
     section: str, layout: Mapping[str, Any], prefix: str, configured: int, field: str = "encoder_layers"
 ) -> BadConfig | None:
     """A :class:`BadConfig` when the config's ``field`` (``encoder_layers``) is not the number of
     layers the checkpoint holds under ``prefix`` (``encoder.layers``), so a config that disagrees with
     its own file is refused before any model is built; ``None`` when they agree or the file has none."""
-    head = prefix + "."
-    found = {key[len(head) :].split(".", 1)[0] for key in layout if key.startswith(head)}
-    indices = {int(i) for i in found if i.isdigit()}
+    indices = layer_indices(layout, prefix)
     if not indices or len(indices) == configured:
         return None
     return BadConfig(section, field, f"{len(indices)} layers (what the checkpoint holds)", str(configured))
