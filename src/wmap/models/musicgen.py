@@ -69,7 +69,6 @@ from wmap.models.musicgen_parts import (
     T5_NEEDED,
     TEXT_ENCODER,
     TEXT_ENCODER_FROM,
-    all_of,
     read_parts,
 )
 from wmap.pipeline import first_match, scoped, seq
@@ -375,7 +374,10 @@ def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[Translat
     lm = Failure(cfg) if isinstance(cfg, BadConfig) else _lm_sections(cfg)
     audio = audio_encoder_config(meta.get("compression") or {})
     t5 = _text_encoder_config(meta.get("text_encoder"))
-    return all_of(lm, audio, t5).bind(lambda parts: _composite(parts, layout))
+    parts: Result[tuple[Any, ...], BadConfig] = Result.do(
+        (sections, encoder, text) for sections in lm for encoder in audio for text in t5
+    )
+    return parts.bind(lambda found: _composite(found, layout))
 
 
 def _coefficient(value: object) -> float:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from returns.result import Failure, Result, Success
 
@@ -21,8 +21,6 @@ from wmap.config_fields import get
 from wmap.errors import BadConfig, WmapError
 from wmap.io import Checkpoint, parse_json, read_checkpoint, read_pickled, read_small_text, read_weights
 from wmap.models import encodec_audiocraft
-
-_E = TypeVar("_E")
 
 LM_FILE, COMPRESSION_FILE = "state_dict.bin", "compression_state_dict.bin"
 PARTS = ("lm", "compression", "text_encoder")
@@ -32,12 +30,6 @@ T5_NEEDED = (
     "the transformers T5 directory the LM was conditioned on (audiocraft's files hold only its projection; "
     "by default the one its xp.cfg names, from the Hugging Face cache)"
 )
-
-
-def all_of(*results: Result[Any, _E]) -> Result[tuple[Any, ...], _E]:
-    """Every value, or the first failure."""
-    failed = next((r for r in results if isinstance(r, Failure)), None)
-    return failed if failed is not None else Success(tuple(r.unwrap() for r in results))
 
 
 def _prefixed(part: str, checkpoint: Checkpoint) -> dict[str, Any]:
@@ -61,9 +53,12 @@ def _with_parts(where: Path, text_encoder: Path | None, lm: Checkpoint) -> Resul
 
 def _read_parts(where: Path, lm: Checkpoint, text_encoder: Path) -> Result[Checkpoint, WmapError]:
     compression = read_compression(where / COMPRESSION_FILE) if where.is_dir() else run_compression(lm.meta)
-    t5 = read_weights(text_encoder)
-    config = read_small_text(text_encoder / "config.json", TEXT_ENCODER, "a transformers T5 config.json")
-    found: Result[tuple[Any, ...], WmapError] = all_of(compression, t5, config)
+    t5: Result[Checkpoint, WmapError] = read_weights(text_encoder)
+    text = read_small_text(text_encoder / "config.json", TEXT_ENCODER, "a transformers T5 config.json")
+    config: Result[str, WmapError] = text
+    found: Result[tuple[Checkpoint, Checkpoint, str], WmapError] = Result.do(
+        (audio, weights, json) for audio in compression for weights in t5 for json in config
+    )
     return found.bind(lambda parts: _joined(where, lm, text_encoder, *parts))
 
 
@@ -158,8 +153,11 @@ def cached_encodec(where: str, key: str, name: str) -> Result[Checkpoint, WmapEr
     if folder is None:
         expected = f"a model in the Hugging Face cache (audiocraft's loader downloads it there: hf download {name})"
         return Failure(BadConfig(where, key, expected, f"{name!r}, which is not there"))
-    text = read_small_text(folder / "config.json", where, "the named EnCodec's config.json")
-    found: Result[tuple[Any, ...], WmapError] = all_of(read_weights(folder), text)
+    weights: Result[Checkpoint, WmapError] = read_weights(folder)
+    text: Result[str, WmapError] = read_small_text(folder / "config.json", where, "the named EnCodec's config.json")
+    found: Result[tuple[Checkpoint, str], WmapError] = Result.do(
+        (tensors, json) for tensors in weights for json in text
+    )
     return found.bind(lambda parts: _named_checkpoint(name, folder, *parts))
 
 
