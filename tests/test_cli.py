@@ -383,6 +383,7 @@ def test_families_from_outside_the_package_work_through_the_cli(
         ("[" * 100_000 + "]" * 100_000, "not JSON"),
         ('{"num_lstm_layers": "two"}', "config"),
         ('{"dtype": "float128"}', "config"),
+        ('{"dtype": 0.0}', "config"),  # builds, and would be written as "0", which transformers cannot read back
         ('{"_attn_implementation": "flash_attention_3"}', "config"),
         ("[1, 2]", "not an object"),
     ],

@@ -36,7 +36,7 @@ from wmap.io import (
 )
 from wmap.kinds import WRITABLE
 from wmap.layout import Kinds, build_on_meta, target_layout_of
-from wmap.models.base import ModelSpec, TranslatedConfig, Writer, class_name
+from wmap.models.base import ModelSpec, TranslatedConfig, Writer, class_name, config_from_dict
 from wmap.plan import NO_EXCEPTIONS, Accept, MappingPlan
 from wmap.planner import make_plan
 from wmap.registry import Registry, resolve
@@ -113,11 +113,11 @@ def _config_from_json(spec: ModelSpec, path: Path, text: str, field: str) -> Res
     kind = spec.config_class.model_type
     if data.get("model_type", kind) != kind:  # another family's config: from_dict would take it regardless
         return Failure(BadConfig(str(path), "model_type", f"{kind!r} ({expected})", repr(data["model_type"])[:80]))
-    try:
-        return Success(TranslatedConfig(spec.config_class.from_dict(data)))
-    except Exception as error:  # transformers' and huggingface_hub's validation errors are of many types
-        detail = " ".join(f"{type(error).__name__}: {error}".split())[:200]
-        return Failure(BadConfig(str(path), field, expected, detail))
+    return (
+        config_from_dict(spec.config_class, data)
+        .map(TranslatedConfig)
+        .alt(lambda detail: BadConfig(str(path), field, expected, detail))
+    )
 
 
 MAX_MODULES = 4096

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import attrs
 from returns.result import Failure, Result, Success
@@ -32,6 +32,21 @@ target layout does not need)."""
 def class_name(model_class: ModelClass) -> str:
     """The class's name, without importing it."""
     return model_class if isinstance(model_class, str) else model_class.__name__
+
+
+_Config = TypeVar("_Config", bound=PretrainedConfig)
+
+
+def config_from_dict(config_class: type[_Config], data: Mapping[str, Any]) -> Result[_Config, str]:
+    """``data`` as ``config_class``, if transformers' own validation accepts it and the config reads back
+    as ``save_pretrained`` writes it (``dtype: 0.0`` builds, is written as ``"0"``, and fails only when
+    read back or nested in a composite config); otherwise what transformers said, on one line."""
+    try:
+        config = config_class.from_dict(dict(data))
+        config_class.from_dict(config.to_dict())
+    except Exception as error:  # transformers' and huggingface_hub's validation errors are of many types
+        return Failure(" ".join(f"{type(error).__name__}: {error}".split())[:200])
+    return Success(config)
 
 
 def model_type(model_class: ModelClass) -> type[PreTrainedModel]:

@@ -61,7 +61,16 @@ from wmap.io import (
     save_processor,
 )
 from wmap.models import encodec_audiocraft
-from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, Writer, shipped, writing
+from wmap.models.base import (
+    Exporter,
+    ExportSource,
+    ModelSpec,
+    TranslatedConfig,
+    Writer,
+    config_from_dict,
+    shipped,
+    writing,
+)
 from wmap.models.musicgen_parts import (
     COMPRESSION_FILE,
     LM_FILE,
@@ -301,10 +310,9 @@ def config_json(found: object, where: str, config_class: type[_C], why: str) -> 
     if not isinstance(found, Mapping) or found.get("model_type") != model_type:
         kind = found.get("model_type") if isinstance(found, Mapping) else type(found).__name__
         return Failure(BadConfig(where, "model_type", f"{model_type!r} ({why})", repr(kind)))
-    try:
-        return Success(config_class.from_dict(dict(found)))
-    except Exception as error:  # transformers' validation errors are of many types
-        return Failure(BadConfig(where, "config", f"a {model_type} config", " ".join(str(error).split())[:120]))
+    return config_from_dict(config_class, found).alt(
+        lambda detail: BadConfig(where, "config", f"a {model_type} config", detail)
+    )
 
 
 def _text_encoder_config(found: object) -> Result[T5Config, BadConfig]:
