@@ -124,6 +124,28 @@ def distilhubert() -> dict[str, Any]:
     return _entry("s3prl DistilHuBERT (DistillerModel)", model.state_dict(), meta)
 
 
+# WavLM Large (transformers' microsoft/wavlm-large config.json, in unilm's field names).
+WAVLM_LARGE: dict[str, Any] = {
+    "extractor_mode": "layer_norm",
+    "encoder_layers": 24,
+    "encoder_embed_dim": 1024,
+    "encoder_ffn_embed_dim": 4096,
+    "encoder_attention_heads": 16,
+    "layer_norm_first": True,
+    "conv_bias": True,
+    "normalize": True,
+    "relative_position_embedding": True,
+    "num_buckets": 320,
+    "max_distance": 800,
+    "gru_rel_pos": True,
+}
+
+
+def wavlm() -> dict[str, Any]:
+    model, cfg = originals.wavlm_original(WAVLM_LARGE)
+    return _entry("unilm WavLM Large", model.state_dict(), {"cfg": cfg})
+
+
 def wav2vec2_mbart() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as data:
         model, args = originals.xm_transformer_original(
@@ -424,6 +446,7 @@ BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
     ),
     "hubert_ctc": lambda: _ctc("hubert"),
     "distilhubert": distilhubert,
+    "wavlm": wavlm,
     "wav2vec2_mbart": wav2vec2_mbart,
     "encodec_24khz": lambda: encodec("encodec_24khz"),
     "encodec_32khz": lambda: encodec("encodec_32khz"),

@@ -241,6 +241,24 @@ def distiller_original(config: dict[str, Any]) -> Any:
     return model.eval()
 
 
+def wavlm_original(cfg: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """unilm's ``WavLM`` (s3prl's copy of ``WavLM.py``) for ``cfg``, with random weights, and the whole
+    ``WavLMConfig`` as its released files hold it (every field, the defaults filled)."""
+    from s3prl.upstream.wavlm.WavLM import WavLM, WavLMConfig
+
+    config = WavLMConfig(cfg)
+    model = WavLM(config)
+    randomize_parameters(model)
+    return model.eval(), dict(vars(config))
+
+
+def save_wavlm_checkpoint(path: Path, cfg: dict[str, Any], model: nn.Module) -> Path:
+    """Write the file as WavLM's are published (``{"cfg", "model"}``): what unilm's README and s3prl's
+    ``wavlm_local`` load, ``WavLM(WavLMConfig(checkpoint["cfg"]))`` then ``load_state_dict``, strictly."""
+    torch.save({"cfg": cfg, "model": model.state_dict()}, path)
+    return path
+
+
 def save_s3prl_checkpoint(path: Path, config: dict[str, Any], model: nn.Module) -> Path:
     """Write the checkpoint as s3prl's pre-training runner saves a distiller's: the runner's state (the
     optimizer's, after an update, the step, its arguments), then the distiller's weights and config."""

@@ -264,6 +264,13 @@ SHIPPED: Final = (
         "DISTILHUBERT",
         unread=S3PRL_RUNNER,
     ),
+    Family(
+        "wavlm",
+        "WavLM ({'cfg', 'model'}, as microsoft/unilm's WavLM.py and s3prl's wavlm_local load it)",
+        "transformers WavLMModel, with its Wav2Vec2FeatureExtractor",
+        "wmap.models.wavlm",
+        "WAVLM",
+    ),
     _fairseq(
         "wav2vec2_mbart",
         "fairseq xm_transformer: wav2vec2 encoder + conv adaptor + transformer decoder",

@@ -1,0 +1,163 @@
+"""WavLM (microsoft/unilm's ``WavLM.py``) <-> ``transformers.WavLMModel``, both ways.
+
+WavLM's files are ``{"cfg": {...}, "model": state dict}``: what unilm's README and s3prl's ``wavlm``
+upstream load (``WavLM(WavLMConfig(checkpoint["cfg"]))``, strictly). Its encoder is fairseq's
+wav2vec 2.0 encoder, by the same names, with a gated relative position bias in the attention: three
+rules more per layer (:data:`WAVLM_LAYERS`), and its config is fairseq's encoder fields
+(:func:`~wmap.fairseq.encoder_rows`) with four of its own. transformers' WavLM always has the bias and
+the gate: a file without them (``relative_position_embedding`` or ``gru_rel_pos`` false) is refused,
+naming the field. The way back writes the same two keys from the same table, with the feature
+extractor's normalisation as the ``cfg``'s ``normalize`` (WavLM Large's inputs are normalised).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from returns.result import Failure, Result, Success
+from transformers import PretrainedConfig, WavLMConfig
+
+from wmap.config_fields import (
+    Checked,
+    ConfigTable,
+    Translated,
+    Translation,
+    boolean,
+    fixed_back,
+    get,
+    integer,
+    translate,
+    values_back,
+)
+from wmap.errors import BadConfig, Disagrees
+from wmap.fairseq import (
+    MASKING_FIELDS,
+    TRANSFORMER_LAYERS,
+    encoder_config_kwargs,
+    encoder_rows,
+    fairseq_layout,
+    identity_projection,
+    layout_agrees,
+    mask_embedding,
+    wav2vec2_encoder_rules,
+)
+from wmap.fairseq.processor import FEATURES, FeatureExtractorSettings, Features, feature_settings
+from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, Writer, shipped
+from wmap.pipeline import first_match, seq
+from wmap.transforms import EXACT, PARAMS, Layout, Transform, rename, route_weight_norm
+
+RELATIVE_POSITIONS = (
+    ("grep_a", "gru_rel_pos_const", EXACT),
+    ("grep_linear", "gru_rel_pos_linear", PARAMS),
+    ("relative_attention_bias", "rel_attn_embed", PARAMS),
+)
+"""WavLM's gated relative position bias, as unilm and transformers name it (the bias table in layer 0 only)."""
+
+WAVLM_LAYERS = (
+    *TRANSFORMER_LAYERS,
+    *(
+        rename(f"encoder.layers.*.self_attn.{name}", f"encoder.layers.*.attention.{target}", kind)
+        for name, target, kind in RELATIVE_POSITIONS
+    ),
+)
+"""fairseq's transformer layers, and the relative position bias and its gate."""
+
+SHARED_WITH_FAIRSEQ = (
+    *("extractor_mode", "encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads"),
+    *("activation_fn", "layer_norm_first", "conv_feature_layers", "conv_bias", "feature_grad_mult"),
+    *("dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop", "dropout_input", "dropout_features"),
+    *("mask_length", "mask_prob", "mask_channel_length", "mask_channel_prob", "conv_pos", "conv_pos_groups"),
+    *MASKING_FIELDS,
+)
+"""unilm's ``WavLMConfig`` fields that are fairseq's wav2vec 2.0 encoder's (with the same defaults)."""
+
+BIAS = "transformers' WavLM always biases its attention by relative position"
+
+WAVLM_CFG = ConfigTable(
+    "WavLM cfg",
+    (
+        *encoder_rows(SHARED_WITH_FAIRSEQ),
+        Checked("relative_position_embedding", (True,), BIAS, False, boolean),
+        Checked("gru_rel_pos", (True,), BIAS + ", gated by its input", False, boolean),
+        Translated("num_buckets", integer(1, 100_000), "num_buckets", 320),
+        Translated("max_distance", integer(1, 10**7), "max_bucket_distance", 1280),
+        Translated("normalize", boolean, None, False),
+    ),
+)
+"""unilm's ``WavLMConfig`` (saved as a dict: the file's ``cfg``), at its defaults where a field is absent."""
+
+
+def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
+    """The file's ``cfg`` -> ``WavLMConfig``, checked against the file's layers."""
+    return translate(WAVLM_CFG, meta.get("cfg")).bind(partial(_wavlm_config, layout=layout))
+
+
+def _wavlm_config(read: Translation, layout: Layout) -> Result[TranslatedConfig, BadConfig]:
+    kwargs = encoder_config_kwargs(read)
+    wrong = layout_agrees(WAVLM_CFG.section, layout, kwargs)
+    return Failure(wrong) if wrong else Success(TranslatedConfig(WavLMConfig(**kwargs), read.ignored))
+
+
+def pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
+    """fairseq's encoder rules with WavLM's layers; the weight-norm pair routed."""
+    return seq(first_match("WavLM", wav2vec2_encoder_rules(config, layers=WAVLM_LAYERS)), route_weight_norm())
+
+
+SAMPLING_RATE = 16_000
+"""WavLM's models take 16 kHz audio (its ``cfg`` has no field for it)."""
+
+
+def feature_extractor(
+    config: PretrainedConfig, meta: Mapping[str, Any], file: Path | None
+) -> Result[Writer, BadConfig]:
+    """``Wav2Vec2FeatureExtractor`` as the models were fed: 16 kHz, normalised where ``cfg.normalize``
+    says, an attention mask for layer-norm extractors (as transformers' ``wavlm-large`` has)."""
+    normalize = boolean(get(meta.get("cfg"), "normalize", False)).value_or(False)
+    layer_norm = config.feat_extract_norm == "layer"
+    return Success(FeatureExtractorSettings(SAMPLING_RATE, bool(normalize), layer_norm).write)
+
+
+def cfg_back(config: PretrainedConfig, features: Features) -> Result[dict[str, Any], BadConfig]:
+    """The ``cfg`` for a ``WavLMConfig``: the table read back, its single allowed values, and the
+    feature extractor's normalisation; a rate other than 16 kHz has no place in it."""
+    normalize, rate = features
+    if rate != SAMPLING_RATE:
+        expected = f"{SAMPLING_RATE} (WavLM's cfg has no sampling rate: its models take 16 kHz)"
+        return Failure(Disagrees(FEATURES, "sampling_rate", expected, str(rate)))
+    return Success({**values_back(WAVLM_CFG.fields, config), **fixed_back(WAVLM_CFG.fields), "normalize": normalize})
+
+
+def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
+    """WavLM's names (the rules reversed, hook-style weight norm, the mask embedding it always holds)
+    and its ``cfg``."""
+    return (
+        feature_settings(source.files)
+        .bind(partial(cfg_back, source.config))
+        .map(lambda cfg: (fairseq_layout(source), {"cfg": cfg}))
+    )
+
+
+def unilm_file(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
+    """What unilm's and s3prl's loaders read: the ``cfg`` and the state dict."""
+    return {"cfg": dict(meta["cfg"]), "model": dict(state)}
+
+
+WAVLM = ModelSpec(
+    made=identity_projection,
+    **shipped("wavlm"),
+    config_class=WavLMConfig,
+    config_from_checkpoint=translate_config,
+    pipeline=pipeline,
+    model_class="WavLMModel",
+    extras=feature_extractor,
+    export=Exporter(
+        original,
+        unilm_file,
+        "a WavLM checkpoint ({'cfg', 'model'}: unilm's WavLM and s3prl's wavlm_local load it)",
+        reads=(FEATURES,),
+        made=mask_embedding,
+    ),
+)
