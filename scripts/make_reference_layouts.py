@@ -146,6 +146,27 @@ def wavlm() -> dict[str, Any]:
     return _entry("unilm WavLM Large", model.state_dict(), {"cfg": cfg})
 
 
+# UniSpeech-SAT Base+ (transformers' microsoft/unispeech-sat-base-plus config.json, in unilm's field
+# names, as s3prl's converted checkpoint keeps it: a WavLM without the relative position bias).
+UNISPEECH_SAT_BASE_PLUS: dict[str, Any] = {
+    "extractor_mode": "default",
+    "encoder_layers": 12,
+    "encoder_embed_dim": 768,
+    "encoder_ffn_embed_dim": 3072,
+    "encoder_attention_heads": 12,
+    "layer_norm_first": False,
+    "conv_bias": False,
+    "normalize": False,
+    "relative_position_embedding": False,
+    "gru_rel_pos": False,
+}
+
+
+def unispeech_sat() -> dict[str, Any]:
+    model, cfg = originals.wavlm_original(UNISPEECH_SAT_BASE_PLUS)
+    return _entry("UniSpeech-SAT Base+ (s3prl's WavLM without the bias)", model.state_dict(), {"cfg": cfg})
+
+
 def wav2vec2_mbart() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as data:
         model, args = originals.xm_transformer_original(
@@ -447,6 +468,7 @@ BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
     "hubert_ctc": lambda: _ctc("hubert"),
     "distilhubert": distilhubert,
     "wavlm": wavlm,
+    "unispeech_sat": unispeech_sat,
     "wav2vec2_mbart": wav2vec2_mbart,
     "encodec_24khz": lambda: encodec("encodec_24khz"),
     "encodec_32khz": lambda: encodec("encodec_32khz"),

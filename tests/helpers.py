@@ -58,7 +58,14 @@ CTC_LETTERS = ["<pad>", "<s>", "</s>", "<unk>", "|", *"ETAONISRHLDUMCWFGYPBVKXJQ
 def small_hf_config(family: str) -> Any:
     """A small transformers config of ``family``'s target class, with settings the original can hold
     (the way back refuses the others): what a user's fine-tune of a Hub model has, made tiny."""
-    from transformers import Data2VecAudioConfig, HubertConfig, Wav2Vec2Config, WavLMConfig, WhisperConfig
+    from transformers import (
+        Data2VecAudioConfig,
+        HubertConfig,
+        UniSpeechSatConfig,
+        Wav2Vec2Config,
+        WavLMConfig,
+        WhisperConfig,
+    )
 
     speech: dict[str, Any] = {
         "hidden_size": 32,
@@ -94,6 +101,8 @@ def small_hf_config(family: str) -> Any:
     if family == "wavlm":  # Large's style: layer-norm extractor, conv bias, pre-LN
         layers: dict[str, Any] = {"feat_extract_norm": "layer", "conv_bias": True, "do_stable_layer_norm": True}
         return WavLMConfig(**speech, num_conv_pos_embeddings=16, num_buckets=16, max_bucket_distance=64, **layers)
+    if family == "unispeech_sat":  # Base+'s style: group-norm extractor, post-LN
+        return UniSpeechSatConfig(**speech, num_conv_pos_embeddings=16, feat_extract_norm="group", conv_bias=False)
     return Wav2Vec2Config(**speech, num_conv_pos_embeddings=16, feat_extract_norm="group", conv_bias=False)
 
 
@@ -107,6 +116,7 @@ HF_CLASSES = {
     "data2vec_audio": "Data2VecAudioModel",
     "distilhubert": "HubertModel",
     "wavlm": "WavLMModel",
+    "unispeech_sat": "UniSpeechSatModel",
 }
 
 

@@ -271,6 +271,13 @@ SHIPPED: Final = (
         "wmap.models.wavlm",
         "WAVLM",
     ),
+    Family(
+        "unispeech_sat",
+        "UniSpeech-SAT as s3prl keeps it (a WavLM {'cfg', 'model'} without the relative position bias)",
+        "transformers UniSpeechSatModel, with its Wav2Vec2FeatureExtractor",
+        "wmap.models.wavlm",
+        "UNISPEECH_SAT",
+    ),
     _fairseq(
         "wav2vec2_mbart",
         "fairseq xm_transformer: wav2vec2 encoder + conv adaptor + transformer decoder",

@@ -131,13 +131,18 @@ def identity_projection(config: PretrainedConfig) -> tuple[MakeRule, ...]:
     )
 
 
-def projections(config: PretrainedConfig) -> tuple[Transform, ...]:
+def always_masks(config: PretrainedConfig) -> bool:
+    """For a target that holds ``masked_spec_embed`` whatever its config says (``UniSpeechSatModel``)."""
+    return True
+
+
+def projections(config: PretrainedConfig, masked: Callable[[PretrainedConfig], bool] = masks) -> tuple[Transform, ...]:
     """Feature projection (and its layer norm, fairseq's top-level ``layer_norm``) and the mask
-    embedding, which goes to ``masked_spec_embed`` where the target has one, and is skipped with the
-    reason where the target config masks nothing (so the model has no such tensor)."""
+    embedding, which goes to ``masked_spec_embed`` where the target has one (``masked``: by default
+    where its config masks, :func:`masks`), and is skipped with the reason where it has none."""
     mask = when(
-        "the target config masks (mask_time_prob or mask_feature_prob above 0)",
-        masks(config),
+        "the target holds masked_spec_embed (its config masks: mask_time_prob or mask_feature_prob above 0)",
+        masked(config),
         rename("mask_emb", "masked_spec_embed", EXACT),
         skip("mask_emb", "SpecAugment's mask embedding (training only); the target config masks nothing"),
     )
@@ -212,12 +217,14 @@ def wav2vec2_encoder_rules(
     *,
     positional: tuple[Transform, ...] = (),
     layers: tuple[Transform, ...] = TRANSFORMER_LAYERS,
+    masked: Callable[[PretrainedConfig], bool] = masks,
 ) -> tuple[Transform, ...]:
     """The whole fairseq wav2vec2-style encoder as rules for a transformers wav2vec2-family model:
     feature extractor (norm mode from ``config``), the positional conv (``positional``; by default
     weight-norm or batch-norm as ``config.conv_pos_batch_norm`` says), the layers (``layers``:
-    :data:`TRANSFORMER_LAYERS`, or :data:`CONFORMER_LAYERS`) and projections. Follow with
+    :data:`TRANSFORMER_LAYERS`, or :data:`CONFORMER_LAYERS`) and projections (``masked``: whether the
+    target holds a mask embedding, :func:`projections`). Follow with
     :func:`~wmap.transforms.route_weight_norm` for the weight-norm pair."""
     if not positional:
         positional = BATCH_NORM_POS_CONV if getattr(config, "conv_pos_batch_norm", False) else WEIGHT_NORM_POS_CONV
-    return (*feature_extractor(config), *positional, *layers, *projections(config))
+    return (*feature_extractor(config), *positional, *layers, *projections(config, masked))

@@ -1,4 +1,5 @@
-"""WavLM (microsoft/unilm's ``WavLM.py``) <-> ``transformers.WavLMModel``, both ways.
+"""WavLM (microsoft/unilm's ``WavLM.py``) <-> ``transformers.WavLMModel``, and UniSpeech-SAT as s3prl
+keeps it (the same files, without the bias) <-> ``UniSpeechSatModel``, both ways.
 
 WavLM's files are ``{"cfg": {...}, "model": state dict}``: what unilm's README and s3prl's ``wavlm``
 upstream load (``WavLM(WavLMConfig(checkpoint["cfg"]))``, strictly). Its encoder is fairseq's
@@ -6,28 +7,32 @@ wav2vec 2.0 encoder, by the same names, with a gated relative position bias in t
 rules more per layer (:data:`WAVLM_LAYERS`), and its config is fairseq's encoder fields
 (:func:`~wmap.fairseq.encoder_rows`) with four of its own. transformers' WavLM always has the bias and
 the gate: a file without them (``relative_position_embedding`` or ``gru_rel_pos`` false) is refused,
-naming the field. The way back writes the same two keys from the same table, with the feature
+naming the field; s3prl keeps UniSpeech-SAT as such a WavLM, which converts as ``unispeech_sat``
+(:class:`UnilmStyle` describes both). The way back writes the same two keys from the same table, with the feature
 extractor's normalisation as the ``cfg``'s ``normalize`` (WavLM Large's inputs are normalised).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import attrs
 from returns.result import Failure, Result, Success
-from transformers import PretrainedConfig, WavLMConfig
+from transformers import PretrainedConfig, UniSpeechSatConfig, WavLMConfig
 
 from wmap.config_fields import (
     Checked,
     ConfigTable,
+    Field,
     Translated,
     Translation,
     boolean,
     fixed_back,
     get,
+    ignore_all,
     integer,
     translate,
     values_back,
@@ -36,12 +41,14 @@ from wmap.errors import BadConfig, Disagrees
 from wmap.fairseq import (
     MASKING_FIELDS,
     TRANSFORMER_LAYERS,
+    always_masks,
     encoder_config_kwargs,
     encoder_rows,
     fairseq_layout,
     identity_projection,
     layout_agrees,
     mask_embedding,
+    masks,
     wav2vec2_encoder_rules,
 )
 from wmap.fairseq.processor import FEATURES, FeatureExtractorSettings, Features, feature_settings
@@ -74,36 +81,97 @@ SHARED_WITH_FAIRSEQ = (
 )
 """unilm's ``WavLMConfig`` fields that are fairseq's wav2vec 2.0 encoder's (with the same defaults)."""
 
-BIAS = "transformers' WavLM always biases its attention by relative position"
+NORMALIZE = Translated("normalize", boolean, None, False)
+"""Whether the models were fed normalised waves: the feature extractor's ``do_normalize``."""
 
-WAVLM_CFG = ConfigTable(
-    "WavLM cfg",
-    (
-        *encoder_rows(SHARED_WITH_FAIRSEQ),
-        Checked("relative_position_embedding", (True,), BIAS, False, boolean),
-        Checked("gru_rel_pos", (True,), BIAS + ", gated by its input", False, boolean),
-        Translated("num_buckets", integer(1, 100_000), "num_buckets", 320),
-        Translated("max_distance", integer(1, 10**7), "max_bucket_distance", 1280),
-        Translated("normalize", boolean, None, False),
-    ),
+BIAS = "transformers' WavLM always biases its attention by relative position (a file without one: unispeech_sat)"
+
+RELATIVE_BIAS: tuple[Field, ...] = (
+    Checked("relative_position_embedding", (True,), BIAS, False, boolean),
+    Checked("gru_rel_pos", (True,), BIAS + ", gated by its input", False, boolean),
+    Translated("num_buckets", integer(1, 100_000), "num_buckets", 320),
+    Translated("max_distance", integer(1, 10**7), "max_bucket_distance", 1280),
 )
-"""unilm's ``WavLMConfig`` (saved as a dict: the file's ``cfg``), at its defaults where a field is absent."""
+"""WavLM's own fields: the relative position bias and its gate, which its target always has."""
+
+NO_BIAS = "UniSpeechSatModel has no relative position bias (a file with one converts as wavlm)"
+
+NO_RELATIVE_BIAS: tuple[Field, ...] = (
+    Checked("relative_position_embedding", (False,), NO_BIAS, False, boolean),
+    Checked("gru_rel_pos", (False,), NO_BIAS, False, boolean),
+    *ignore_all(("num_buckets", "max_distance"), "size of a relative position bias this file does not have"),
+)
+"""The same fields for UniSpeech-SAT, which s3prl keeps as a WavLM without the bias."""
 
 
-def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
-    """The file's ``cfg`` -> ``WavLMConfig``, checked against the file's layers."""
-    return translate(WAVLM_CFG, meta.get("cfg")).bind(partial(_wavlm_config, layout=layout))
+@attrs.frozen
+class UnilmStyle:
+    """A family of unilm's ``WavLM.py`` files (``{"cfg", "model"}``), described once: its ``cfg`` fields
+    beyond fairseq's encoder rows (``own``), its layer rules, and the transformers classes. :meth:`spec`
+    is the :class:`~wmap.models.base.ModelSpec`, both ways."""
 
+    name: str
+    own: tuple[Field, ...]
+    layers: tuple[Transform, ...]
+    config_class: type[PretrainedConfig]
+    model_class: str
+    masked: Callable[[PretrainedConfig], bool] = masks
+    """Whether the target holds ``masked_spec_embed`` (:func:`~wmap.fairseq.projections`)."""
 
-def _wavlm_config(read: Translation, layout: Layout) -> Result[TranslatedConfig, BadConfig]:
-    kwargs = encoder_config_kwargs(read)
-    wrong = layout_agrees(WAVLM_CFG.section, layout, kwargs)
-    return Failure(wrong) if wrong else Success(TranslatedConfig(WavLMConfig(**kwargs), read.ignored))
+    @property
+    def table(self) -> ConfigTable:
+        """The file's ``cfg`` (unilm's ``WavLMConfig`` saved as a dict), at its defaults where a field is absent."""
+        return ConfigTable(
+            f"{self.model_class.removesuffix('Model')} cfg", (*encoder_rows(SHARED_WITH_FAIRSEQ), *self.own, NORMALIZE)
+        )
 
+    def translate_config(self, meta: Mapping[str, Any], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
+        """The file's ``cfg`` -> the target config, checked against the file's layers."""
+        return translate(self.table, meta.get("cfg")).bind(partial(self._built, layout=layout))
 
-def pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
-    """fairseq's encoder rules with WavLM's layers; the weight-norm pair routed."""
-    return seq(first_match("WavLM", wav2vec2_encoder_rules(config, layers=WAVLM_LAYERS)), route_weight_norm())
+    def _built(self, read: Translation, layout: Layout) -> Result[TranslatedConfig, BadConfig]:
+        kwargs = encoder_config_kwargs(read)
+        wrong = layout_agrees(self.table.section, layout, kwargs)
+        return Failure(wrong) if wrong else Success(TranslatedConfig(self.config_class(**kwargs), read.ignored))
+
+    def pipeline(self, config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
+        """fairseq's encoder rules with the family's layers; the weight-norm pair routed."""
+        return seq(
+            first_match(self.name, wav2vec2_encoder_rules(config, layers=self.layers, masked=self.masked)),
+            route_weight_norm(),
+        )
+
+    def cfg_back(self, config: PretrainedConfig, features: Features) -> Result[dict[str, Any], BadConfig]:
+        """The ``cfg`` for a target config: the table read back, its single allowed values, and the
+        feature extractor's normalisation; a rate other than 16 kHz has no place in it."""
+        normalize, rate = features
+        if rate != SAMPLING_RATE:
+            expected = f"{SAMPLING_RATE} (a WavLM cfg has no sampling rate: its models take 16 kHz)"
+            return Failure(Disagrees(FEATURES, "sampling_rate", expected, str(rate)))
+        fields = self.table.fields
+        return Success({**values_back(fields, config), **fixed_back(fields), "normalize": normalize})
+
+    def original(self, source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
+        """The original's names (the rules reversed, hook-style weight norm, the mask embedding it
+        always holds) and its ``cfg``."""
+        return (
+            feature_settings(source.files)
+            .bind(partial(self.cfg_back, source.config))
+            .map(lambda cfg: (fairseq_layout(source), {"cfg": cfg}))
+        )
+
+    def spec(self) -> ModelSpec:
+        """The family, both ways."""
+        return ModelSpec(
+            made=identity_projection,
+            **shipped(self.name),
+            config_class=self.config_class,
+            config_from_checkpoint=self.translate_config,
+            pipeline=self.pipeline,
+            model_class=self.model_class,
+            extras=feature_extractor,
+            export=Exporter(self.original, unilm_file, UNILM_FILE, reads=(FEATURES,), made=mask_embedding),
+        )
 
 
 SAMPLING_RATE = 16_000
@@ -120,44 +188,16 @@ def feature_extractor(
     return Success(FeatureExtractorSettings(SAMPLING_RATE, bool(normalize), layer_norm).write)
 
 
-def cfg_back(config: PretrainedConfig, features: Features) -> Result[dict[str, Any], BadConfig]:
-    """The ``cfg`` for a ``WavLMConfig``: the table read back, its single allowed values, and the
-    feature extractor's normalisation; a rate other than 16 kHz has no place in it."""
-    normalize, rate = features
-    if rate != SAMPLING_RATE:
-        expected = f"{SAMPLING_RATE} (WavLM's cfg has no sampling rate: its models take 16 kHz)"
-        return Failure(Disagrees(FEATURES, "sampling_rate", expected, str(rate)))
-    return Success({**values_back(WAVLM_CFG.fields, config), **fixed_back(WAVLM_CFG.fields), "normalize": normalize})
-
-
-def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
-    """WavLM's names (the rules reversed, hook-style weight norm, the mask embedding it always holds)
-    and its ``cfg``."""
-    return (
-        feature_settings(source.files)
-        .bind(partial(cfg_back, source.config))
-        .map(lambda cfg: (fairseq_layout(source), {"cfg": cfg}))
-    )
-
-
 def unilm_file(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
     """What unilm's and s3prl's loaders read: the ``cfg`` and the state dict."""
     return {"cfg": dict(meta["cfg"]), "model": dict(state)}
 
 
-WAVLM = ModelSpec(
-    made=identity_projection,
-    **shipped("wavlm"),
-    config_class=WavLMConfig,
-    config_from_checkpoint=translate_config,
-    pipeline=pipeline,
-    model_class="WavLMModel",
-    extras=feature_extractor,
-    export=Exporter(
-        original,
-        unilm_file,
-        "a WavLM checkpoint ({'cfg', 'model'}: unilm's WavLM and s3prl's wavlm_local load it)",
-        reads=(FEATURES,),
-        made=mask_embedding,
-    ),
+UNILM_FILE = (
+    "a WavLM checkpoint ({'cfg', 'model'}: unilm's WavLM and s3prl's wavlm_local and unispeech_sat_local load it)"
 )
+
+WAVLM = UnilmStyle("wavlm", RELATIVE_BIAS, WAVLM_LAYERS, WavLMConfig, "WavLMModel").spec()
+UNISPEECH_SAT = UnilmStyle(
+    "unispeech_sat", NO_RELATIVE_BIAS, TRANSFORMER_LAYERS, UniSpeechSatConfig, "UniSpeechSatModel", always_masks
+).spec()
