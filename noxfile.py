@@ -47,7 +47,7 @@ def tests(session: nox.Session) -> None:
     _install_whisper(session)
     _install_dac(session)
     _drop_torchaudio(session)
-    session.run("pytest", "-q", *session.posargs)
+    session.run("pytest", "-q", "--durations=15", *session.posargs)  # the slowest, for keeping the suite fast
 
 
 @nox.session(python="3.11")
