@@ -141,9 +141,10 @@ WAVLM_LARGE: dict[str, Any] = {
 }
 
 
-def wavlm() -> dict[str, Any]:
-    model, cfg = originals.wavlm_original(WAVLM_LARGE)
-    return _entry("unilm WavLM Large", model.state_dict(), {"cfg": cfg})
+def _unilm(cfg: dict[str, Any], source: str) -> dict[str, Any]:
+    """A unilm ``WavLM`` of ``cfg``, and the whole ``cfg`` its files hold."""
+    model, saved = originals.wavlm_original(cfg)
+    return _entry(source, model.state_dict(), {"cfg": saved})
 
 
 # UniSpeech-SAT Base+ (transformers' microsoft/unispeech-sat-base-plus config.json, in unilm's field
@@ -160,11 +161,6 @@ UNISPEECH_SAT_BASE_PLUS: dict[str, Any] = {
     "relative_position_embedding": False,
     "gru_rel_pos": False,
 }
-
-
-def unispeech_sat() -> dict[str, Any]:
-    model, cfg = originals.wavlm_original(UNISPEECH_SAT_BASE_PLUS)
-    return _entry("UniSpeech-SAT Base+ (s3prl's WavLM without the bias)", model.state_dict(), {"cfg": cfg})
 
 
 def wav2vec2_mbart() -> dict[str, Any]:
@@ -467,8 +463,8 @@ BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
     ),
     "hubert_ctc": lambda: _ctc("hubert"),
     "distilhubert": distilhubert,
-    "wavlm": wavlm,
-    "unispeech_sat": unispeech_sat,
+    "wavlm": lambda: _unilm(WAVLM_LARGE, "unilm WavLM Large"),
+    "unispeech_sat": lambda: _unilm(UNISPEECH_SAT_BASE_PLUS, "UniSpeech-SAT Base+ (s3prl's WavLM without the bias)"),
     "wav2vec2_mbart": wav2vec2_mbart,
     "encodec_24khz": lambda: encodec("encodec_24khz"),
     "encodec_32khz": lambda: encodec("encodec_32khz"),

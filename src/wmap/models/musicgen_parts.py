@@ -54,8 +54,9 @@ def _with_parts(where: Path, text_encoder: Path | None, lm: Checkpoint) -> Resul
 def _read_parts(where: Path, lm: Checkpoint, text_encoder: Path) -> Result[Checkpoint, WmapError]:
     compression = read_compression(where / COMPRESSION_FILE) if where.is_dir() else run_compression(lm.meta)
     t5: Result[Checkpoint, WmapError] = read_weights(text_encoder)
-    text = read_small_text(text_encoder / "config.json", TEXT_ENCODER, "a transformers T5 config.json")
-    config: Result[str, WmapError] = text
+    config: Result[str, WmapError] = read_small_text(
+        text_encoder / "config.json", TEXT_ENCODER, "a transformers T5 config.json"
+    )
     found: Result[tuple[Checkpoint, Checkpoint, str], WmapError] = Result.do(
         (audio, weights, json) for audio in compression for weights in t5 for json in config
     )

@@ -31,7 +31,6 @@ from wmap.config_fields import (
     Translation,
     boolean,
     fixed_back,
-    get,
     ignore_all,
     integer,
     translate,
@@ -45,6 +44,7 @@ from wmap.fairseq import (
     encoder_config_kwargs,
     encoder_rows,
     fairseq_layout,
+    flag,
     identity_projection,
     layout_agrees,
     mask_embedding,
@@ -183,9 +183,8 @@ def feature_extractor(
 ) -> Result[Writer, BadConfig]:
     """``Wav2Vec2FeatureExtractor`` as the models were fed: 16 kHz, normalised where ``cfg.normalize``
     says, an attention mask for layer-norm extractors (as transformers' ``wavlm-large`` has)."""
-    normalize = boolean(get(meta.get("cfg"), "normalize", False)).value_or(False)
     layer_norm = config.feat_extract_norm == "layer"
-    return Success(FeatureExtractorSettings(SAMPLING_RATE, bool(normalize), layer_norm).write)
+    return Success(FeatureExtractorSettings(SAMPLING_RATE, flag(meta.get("cfg"), "normalize"), layer_norm).write)
 
 
 def unilm_file(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
