@@ -156,14 +156,15 @@ def test_every_argument_of_xm_transformer_is_accounted_for() -> None:
 
 
 FAIRSEQ_STYLE = ["data2vec_audio", "data2vec_audio_ctc", "distilhubert", "wav2vec2_mbart"]
-FAIRSEQ_STYLE += ["wav2vec2", "wav2vec2_ctc", "hubert", "hubert_ctc"]
+FAIRSEQ_STYLE += ["wav2vec2", "wav2vec2_ctc", "hubert", "hubert_ctc", "wav2vec2_conformer", "wav2vec2_conformer_ctc"]
+FAIRSEQ_STYLE += ["wavlm", "unispeech_sat"]
 
 
 @pytest.mark.parametrize("model", FAIRSEQ_STYLE)
 def test_a_config_that_disagrees_with_its_own_file_is_refused_before_building(model: str) -> None:
     spec = get_model(model).unwrap()
     layout, meta = spec.reference_layout().unwrap()
-    section = meta["Config"]["distiller"] if "Config" in meta else meta["cfg"]["model"]
+    section = meta["Config"]["distiller"] if "Config" in meta else meta["cfg"].get("model", meta["cfg"])
     section = section["w2v_args"]["model"] if "w2v_args" in section else section
     section["encoder_layers"] = 500  # in range, but the file holds fewer
     error = prepare(spec, layout, meta).failure()
@@ -179,6 +180,17 @@ def test_an_absent_section_is_an_error_naming_where_it_was_looked_for() -> None:
     refused = translate(table, None).failure()
     assert refused.key == "section" and "my cfg.model.encoder" in refused.message and "absent" in refused.message
     assert translate(table, {}).unwrap().kwargs == {"num_hidden_layers": 12}  # an empty section: its defaults
+
+
+def test_a_section_is_read_where_the_family_keeps_it_and_refused_where_it_is_absent() -> None:
+    from wmap.config_fields import section_at
+
+    table = ConfigTable("s3prl Config.distiller", (Translated("layers", integer(1, 64), "num_hidden_layers", 12),))
+    read = section_at("Config", "distiller")
+    assert read({"Config": {"distiller": {"layers": 3}}}, table).unwrap().kwargs == {"num_hidden_layers": 3}
+    for meta in ({}, {"Config": None}, {"Config": {"distiller": None}}, {"Config": {"other": {"layers": 3}}}):
+        refused = read(meta, table).failure()
+        assert refused.key == "section" and "s3prl Config.distiller" in refused.message, meta
 
 
 def test_a_value_map_reads_both_ways_from_one_table_and_refuses_with_its_reason() -> None:

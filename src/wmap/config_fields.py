@@ -29,6 +29,7 @@ from __future__ import annotations
 import ast
 import math
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Any, Final, TypeAlias
 
 import attrs
@@ -488,6 +489,25 @@ def translate_each(
         others = tuple(b for first in bad for b in (first, *first.others))
         return Failure(attrs.evolve(others[0], others=others[1:]))
     return Success(tuple(done))
+
+
+SectionReader: TypeAlias = Callable[[Mapping[str, Any], ConfigTable], Result[Translation, BadConfig]]
+"""(a checkpoint's metadata, a table) -> the family's config section read with the table; where the
+section sits is the family's (:func:`section_at`; fairseq's ``cfg.model`` or ``args``:
+:func:`wmap.fairseq.pre_trained`)."""
+
+
+def section_at(*path: str) -> SectionReader:
+    """The section at ``path`` in a checkpoint's metadata (``"cfg"``; ``"Config", "distiller"``), read
+    with a table; where the file has none, the error names the table's section (:func:`translate`)."""
+    return partial(_read_at, path)
+
+
+def _read_at(path: tuple[str, ...], meta: Mapping[str, Any], table: ConfigTable) -> Result[Translation, BadConfig]:
+    found: object = meta
+    for name in path:
+        found = get(found, name, None)
+    return translate(table, found)
 
 
 def kwargs_of(fields: Iterable[Field], read: Translation | Mapping[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ differ more (HuBERT's heads, data2vec's encoder).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import attrs
@@ -19,7 +20,9 @@ from wmap.config_fields import (
     ConfigTable,
     Field,
     Ignored,
+    IgnoredField,
     Joint,
+    SectionReader,
     Translated,
     Translation,
     ValueMap,
@@ -31,6 +34,7 @@ from wmap.config_fields import (
 )
 from wmap.errors import BadConfig
 from wmap.fairseq.config import (
+    CTC_FINE_TUNING,
     ctc_fine_tuning,
     ctc_head_kwargs,
     encoder_config_kwargs,
@@ -133,54 +137,78 @@ def _agrees(section: str, layout: Layout, read: Translation, root: str) -> BadCo
     return None
 
 
-def pretrained_config(
-    meta: Mapping[str, Any],
-    layout: Layout,
-    table: ConfigTable,
-    config_class: type[PretrainedConfig],
-    extra: Callable[[Translation], dict[str, Any]] = _nothing,
-    agrees: Agrees = _agrees,
-) -> Result[TranslatedConfig, BadConfig]:
-    """A pre-trained fairseq wav2vec2-style checkpoint's config: the encoder's from ``table``, plus
-    ``extra(read)`` (the family's own keyword arguments), checked against the file (and by ``agrees``);
-    shared by wav2vec2 and HuBERT."""
+@attrs.frozen
+class EncoderConfig:
+    """How a wav2vec2-style family reads its encoder's config: the section (``section``: fairseq's
+    ``cfg.model`` by default, :func:`~wmap.config_fields.section_at` for another tool's file) read with
+    ``table``, plus ``extra(read)`` (the family's own keyword arguments), checked against the file's
+    layers under ``root`` (the conv layers' field: ``conv_field``) and by ``agrees``, made a
+    ``config_class``. Called, it is a spec's ``config_from_checkpoint``; shared by every fairseq-named
+    family (wav2vec2, HuBERT, data2vec-audio, WavLM, s3prl's distiller, the xm_transformer's encoder)."""
 
-    def built(read: Translation) -> Result[TranslatedConfig, BadConfig]:
-        kwargs = {**encoder_config_kwargs(read), **extra(read)}
-        wrong = layout_agrees(table.section, layout, kwargs) or agrees(table.section, layout, read, "")
-        return Failure(wrong) if wrong else Success(TranslatedConfig(config_class(**kwargs), read.ignored))
+    table: ConfigTable
+    config_class: type[PretrainedConfig]
+    section: SectionReader = pre_trained
+    extra: Callable[[Translation], dict[str, Any]] = _nothing
+    agrees: Agrees = _agrees
+    root: str = ""
+    conv_field: str = ""
 
-    return pre_trained(meta, table).bind(built)
+    def __call__(self, meta: Mapping[str, Any], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
+        return self.section(meta, self.table).bind(partial(self.built, layout=layout))
+
+    def kwargs(self, read: Translation, layout: Layout) -> Result[dict[str, Any], BadConfig]:
+        """The target config's keyword arguments, once the file's layers agree with them."""
+        kwargs = {**encoder_config_kwargs(read), **self.extra(read)}
+        section, root = self.table.section, self.root
+        wrong = layout_agrees(section, layout, kwargs, root, self.conv_field) or self.agrees(
+            section, layout, read, root
+        )
+        return Failure(wrong) if wrong else Success(kwargs)
+
+    def built(self, read: Translation, layout: Layout) -> Result[TranslatedConfig, BadConfig]:
+        """The target config of a translation, with the fields it left behind."""
+        return self.kwargs(read, layout).map(partial(self.made, ignored=read.ignored))
+
+    def made(self, kwargs: Mapping[str, Any], ignored: tuple[IgnoredField, ...]) -> TranslatedConfig:
+        """``config_class`` of ``kwargs``, with the fields the translation left behind."""
+        return TranslatedConfig(self.config_class(**kwargs), ignored)
 
 
-def fine_tuned_config(
-    meta: Mapping[str, Any],
-    layout: Layout,
-    table: ConfigTable,
-    config_class: type[PretrainedConfig],
-    *,
-    wrapper: ConfigTable | None = None,
-    extra: Callable[[Translation], dict[str, Any]] | None = None,
-    agrees: Agrees = _agrees,
-    **fixed: Any,
-) -> Result[TranslatedConfig, BadConfig]:
-    """A fine-tuned (CTC) fairseq wav2vec2-style checkpoint's config: the encoder's from ``table``, the
-    CTC head's from the wrapper (``wrapper``: its table, by default ``CTC_FINE_TUNING``); shared by
-    wav2vec2, HuBERT and the conformer. ``fixed``: keyword arguments the family always sets; ``extra``:
-    those it derives from the encoder's translation (the conformer's conv-module dropout); ``agrees``:
-    its own check of the encoder's config against the file."""
+FINE_TUNED_ROOT = "w2v_encoder.w2v_model."
+"""Where a fine-tuned (CTC) fairseq file keeps the pre-trained encoder."""
 
-    def built(outer: Translation, encoder: Translation) -> Result[TranslatedConfig, BadConfig]:
-        kwargs = {**encoder_config_kwargs(encoder), **fixed, **(extra(encoder) if extra else {})}
-        root = "w2v_encoder.w2v_model."
-        wrong = layout_agrees(table.section, layout, kwargs, root) or agrees(table.section, layout, encoder, root)
-        if wrong is not None:
-            return Failure(wrong)
-        return ctc_head_kwargs(outer, layout).map(
-            lambda head: TranslatedConfig(config_class(**{**kwargs, **head}), outer.ignored + encoder.ignored)
+
+@attrs.frozen
+class FineTunedConfig:
+    """A fine-tuned (CTC) fairseq wav2vec2-style file's config: the CTC wrapper (``wrapper``) and the
+    encoder in ``w2v_args.model`` (``encoder``'s table, extra keyword arguments and checks; the file
+    keeps it under :data:`FINE_TUNED_ROOT`), every bad field of both in one error, the head sized from
+    the file. Called, it is a spec's ``config_from_checkpoint``."""
+
+    encoder: EncoderConfig
+    wrapper: ConfigTable = CTC_FINE_TUNING
+
+    def __call__(self, meta: Mapping[str, Any], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
+        return fine_tuned(meta, self.encoder.table, self.wrapper).bind(partial(self.built, layout=layout))
+
+    def built(self, both: tuple[Translation, Translation], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
+        """The target config: the encoder's keyword arguments (checked under the root) and the head's."""
+        outer, encoder = both
+        return Result.do(
+            self.encoder.made({**kwargs, **head}, outer.ignored + encoder.ignored)
+            for kwargs in attrs.evolve(self.encoder, root=FINE_TUNED_ROOT).kwargs(encoder, layout)
+            for head in ctc_head_kwargs(outer, layout)
         )
 
-    return fine_tuned(meta, table, wrapper).bind(lambda both: built(*both))
+
+def constant(values: Mapping[str, Any]) -> Callable[[Translation], dict[str, Any]]:
+    """An ``extra`` that always adds ``values`` (the keyword arguments a family always sets)."""
+    return partial(_constant, values)
+
+
+def _constant(values: Mapping[str, Any], read: Translation) -> dict[str, Any]:
+    return dict(values)
 
 
 STACKED = "a stack of positional convs (fairseq pos_conv_depth > 1); {target} has one weight-norm conv"
@@ -382,8 +410,8 @@ class Wav2Vec2Style:
             **described(self.name, f"fairseq {self.name} (pre-trained)", self.pretraining),
             stand_ins=STAND_INS,
             config_class=self.config_class,
-            config_from_checkpoint=lambda meta, layout: pretrained_config(
-                meta, layout, table, self.config_class, self._pretrained_kwargs, self.agrees
+            config_from_checkpoint=EncoderConfig(
+                table, self.config_class, extra=self._pretrained_kwargs, agrees=self.agrees
             ),
             pipeline=self._pretrained_rules,
             model_class=self.pretraining,
@@ -402,8 +430,8 @@ class Wav2Vec2Style:
             **described(f"{self.name}_ctc", f"fairseq {self.name} (fine-tuned, CTC)", self.ctc_class),
             stand_ins=STAND_INS,
             config_class=self.config_class,
-            config_from_checkpoint=lambda meta, layout: fine_tuned_config(
-                meta, layout, table, self.config_class, wrapper=wrapper, extra=self.fixed, agrees=self.agrees
+            config_from_checkpoint=FineTunedConfig(
+                EncoderConfig(table, self.config_class, extra=self.fixed, agrees=self.agrees), wrapper
             ),
             pipeline=lambda config, meta: ctc_rules(config, self.base, class_name(self.ctc_class), layers=self.layers),
             model_class=self.ctc_class,

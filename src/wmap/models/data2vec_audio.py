@@ -8,7 +8,6 @@ transformer.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import partial
 from typing import Any
 
 from transformers import Data2VecAudioConfig, PretrainedConfig
@@ -17,12 +16,12 @@ from wmap.config_fields import ConfigTable, Joint, Translated, ignore_all, integ
 from wmap.fairseq import (
     STACKED_POS_CONV,
     TRANSFORMER_LAYERS,
+    EncoderConfig,
+    FineTunedConfig,
     ZeroHeads,
     fairseq_encoder_config,
-    fine_tuned_config,
     flag,
     layer_norm_feature_extractor,
-    pretrained_config,
     projections,
     wav2vec2_encoder_fields,
     with_upgrades,
@@ -139,9 +138,7 @@ DATA2VEC_AUDIO_CTC = ModelSpec(
     **shipped("data2vec_audio_ctc"),
     stand_ins=STAND_INS,
     config_class=Data2VecAudioConfig,
-    config_from_checkpoint=lambda meta, layout: fine_tuned_config(
-        meta, layout, FINE_TUNED_ENCODER, Data2VecAudioConfig
-    ),
+    config_from_checkpoint=FineTunedConfig(EncoderConfig(FINE_TUNED_ENCODER, Data2VecAudioConfig)),
     pipeline=ctc_pipeline,
     model_class="Data2VecAudioForCTC",
     extras=ctc_processor,
@@ -184,7 +181,7 @@ DATA2VEC_AUDIO = ModelSpec(
     **shipped("data2vec_audio"),
     stand_ins=STAND_INS,
     config_class=Data2VecAudioConfig,
-    config_from_checkpoint=partial(pretrained_config, table=PRETRAINED, config_class=Data2VecAudioConfig),
+    config_from_checkpoint=EncoderConfig(PRETRAINED, Data2VecAudioConfig),
     pipeline=headless_pipeline,
     model_class="Data2VecAudioModel",
     extras=feature_extractor_writer,

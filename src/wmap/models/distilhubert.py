@@ -14,35 +14,33 @@ strictly and runs with ``no_pred=True``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-from returns.result import Failure, Result, Success
+from returns.result import Result, Success
 from transformers import HubertConfig, PretrainedConfig
 
 from wmap.config_fields import (
     PROBABILITY,
     Checked,
     ConfigTable,
-    Translation,
     conv_spec,
     fixed_back,
-    get,
     ignore_all,
+    section_at,
     text,
-    translate,
     values_back,
 )
 from wmap.errors import BadConfig
 from wmap.fairseq import (
+    EncoderConfig,
+    constant,
     encoder_rows,
     identity_projection,
-    layout_agrees,
     wav2vec2_encoder_rules,
 )
 from wmap.fairseq.processor import FeatureExtractorSettings
-from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, Writer, shipped
+from wmap.models.base import Exporter, ExportSource, ModelSpec, Writer, shipped
 from wmap.pipeline import first_match, seq
 from wmap.reverse import predicted_layout
 from wmap.transforms import Layout, Transform, refuse, route_weight_norm, skip, weight_norm_hook_names
@@ -115,15 +113,14 @@ HUBERT_FIXED: dict[str, Any] = {
 bias, no layer norm before the projection, no masking."""
 
 
-def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
-    """s3prl's ``DistillerConfig`` (``Config.distiller``) -> ``HubertConfig``, checked against the file's layers."""
-    return translate(DISTILLER, get(meta.get("Config"), "distiller", None)).bind(partial(_hubert_config, layout=layout))
-
-
-def _hubert_config(read: Translation, layout: Layout) -> Result[TranslatedConfig, BadConfig]:
-    kwargs = {**read.kwargs, **HUBERT_FIXED}
-    wrong = layout_agrees(DISTILLER.section, layout, kwargs, conv_field="extractor_conv_feature_layers")
-    return Failure(wrong) if wrong else Success(TranslatedConfig(HubertConfig(**kwargs), read.ignored))
+TRANSLATED = EncoderConfig(
+    DISTILLER,
+    HubertConfig,
+    section_at("Config", "distiller"),
+    extra=constant(HUBERT_FIXED),
+    conv_field="extractor_conv_feature_layers",
+)
+"""s3prl's ``DistillerConfig`` (``Config.distiller``) -> ``HubertConfig``, checked against the file's layers."""
 
 
 def pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
@@ -195,7 +192,7 @@ DISTILHUBERT = ModelSpec(
     made=identity_projection,
     **shipped("distilhubert"),
     config_class=HubertConfig,
-    config_from_checkpoint=translate_config,
+    config_from_checkpoint=TRANSLATED,
     pipeline=pipeline,
     model_class="HubertModel",
     extras=feature_extractor_files,

@@ -20,18 +20,19 @@ from wmap.config_fields import ConfigTable, Translated, boolean, ignore_all
 from wmap.fairseq import (
     ONE_POS_CONV,
     STAND_INS,
+    EncoderConfig,
     Features,
+    FineTunedConfig,
     ZeroHeads,
     audio_task,
+    constant,
     ctc_exporter,
     ctc_processor,
     ctc_rules,
     encoder_cfg,
     encoder_rules,
     feature_extractor_writer,
-    fine_tuned_config,
     identity_projection,
-    pretrained_config,
     trainer_exporter,
     wav2vec2_encoder_fields,
     with_upgrades,
@@ -116,9 +117,7 @@ HUBERT = ModelSpec(
     **shipped("hubert"),
     stand_ins=STAND_INS,
     config_class=HubertConfig,
-    config_from_checkpoint=lambda meta, layout: pretrained_config(
-        meta, layout, PRETRAINED, HubertConfig, lambda read: FIXED
-    ),
+    config_from_checkpoint=EncoderConfig(PRETRAINED, HubertConfig, extra=constant(FIXED)),
     pipeline=pretrained_pipeline,
     model_class="HubertModel",
     extras=feature_extractor_writer,
@@ -135,9 +134,7 @@ HUBERT_CTC = ModelSpec(
     **shipped("hubert_ctc"),
     stand_ins=STAND_INS,
     config_class=HubertConfig,
-    config_from_checkpoint=lambda meta, layout: fine_tuned_config(
-        meta, layout, FINE_TUNED_ENCODER, HubertConfig, **FIXED
-    ),
+    config_from_checkpoint=FineTunedConfig(EncoderConfig(FINE_TUNED_ENCODER, HubertConfig, extra=constant(FIXED))),
     pipeline=lambda config, meta: ctc_rules(config, "hubert", "HubertForCTC", PRETRAINING_HEADS),
     model_class="HubertForCTC",
     extras=ctc_processor,

@@ -60,12 +60,11 @@ from wmap.fairseq import (
     TRAINING_ONLY,
     TRANSFORMER_LAYERS,
     WEIGHT_NORM_POS_CONV,
+    EncoderConfig,
     activation,
-    encoder_config_kwargs,
     fairseq_model_config,
     feature_extractor,
     flag,
-    layout_agrees,
     projections,
     wav2vec2_encoder_fields,
 )
@@ -237,14 +236,16 @@ XM_TRANSFORMER = ConfigTable(
 """fairseq ``xm_transformer``'s model arguments (its ``add_args``), beside the encoder's."""
 
 
+ENCODER = EncoderConfig(W2V_ENCODER, Wav2Vec2Config, root=W2V + ".")
+"""The wav2vec2 encoder's keyword arguments, checked against its layers under fairseq's prefix."""
+
+
 def encoder_config(encoder: Translation, model: Translation, layout: Layout) -> Result[Wav2Vec2Config, BadConfig]:
     """The wav2vec2 encoder (``w2v_args.model``) and the adaptor -> ``Wav2Vec2Config``; the adapter
     projects to the width of the encoder projection the file holds."""
-    kwargs = encoder_config_kwargs(encoder)
-    wrong = layout_agrees(W2V_ENCODER.section, layout, kwargs, W2V + ".")
-    projected = layout.get(PROJECTION, (kwargs["hidden_size"],))[0]
-    adapter = kwargs_of(ADAPTOR, model)
-    return Failure(wrong) if wrong else Success(Wav2Vec2Config(**kwargs, **adapter, output_hidden_size=projected))
+    projected = layout.get(PROJECTION, (encoder.kwargs["hidden_size"],))[0]
+    adapter = {**kwargs_of(ADAPTOR, model), "output_hidden_size": projected}
+    return ENCODER.kwargs(encoder, layout).map(lambda kwargs: Wav2Vec2Config(**kwargs, **adapter))
 
 
 MBART_DECODER = {

@@ -28,31 +28,29 @@ from wmap.config_fields import (
     ConfigTable,
     Field,
     Translated,
-    Translation,
     boolean,
     fixed_back,
     ignore_all,
     integer,
-    translate,
+    section_at,
     values_back,
 )
 from wmap.errors import BadConfig, Disagrees
 from wmap.fairseq import (
     MASKING_FIELDS,
     TRANSFORMER_LAYERS,
+    EncoderConfig,
     always_masks,
-    encoder_config_kwargs,
     encoder_rows,
     fairseq_layout,
     flag,
     identity_projection,
-    layout_agrees,
     mask_embedding,
     masks,
     wav2vec2_encoder_rules,
 )
 from wmap.fairseq.processor import FEATURES, FeatureExtractorSettings, Features, feature_settings
-from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, Writer, shipped
+from wmap.models.base import Exporter, ExportSource, ModelSpec, Writer, shipped
 from wmap.pipeline import first_match, seq
 from wmap.transforms import EXACT, PARAMS, Layout, Transform, rename, route_weight_norm
 
@@ -125,14 +123,10 @@ class UnilmStyle:
             f"{self.model_class.removesuffix('Model')} cfg", (*encoder_rows(SHARED_WITH_FAIRSEQ), *self.own, NORMALIZE)
         )
 
-    def translate_config(self, meta: Mapping[str, Any], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
+    @property
+    def config_reader(self) -> EncoderConfig:
         """The file's ``cfg`` -> the target config, checked against the file's layers."""
-        return translate(self.table, meta.get("cfg")).bind(partial(self._built, layout=layout))
-
-    def _built(self, read: Translation, layout: Layout) -> Result[TranslatedConfig, BadConfig]:
-        kwargs = encoder_config_kwargs(read)
-        wrong = layout_agrees(self.table.section, layout, kwargs)
-        return Failure(wrong) if wrong else Success(TranslatedConfig(self.config_class(**kwargs), read.ignored))
+        return EncoderConfig(self.table, self.config_class, section_at("cfg"))
 
     def pipeline(self, config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
         """fairseq's encoder rules with the family's layers; the weight-norm pair routed."""
@@ -166,7 +160,7 @@ class UnilmStyle:
             made=identity_projection,
             **shipped(self.name),
             config_class=self.config_class,
-            config_from_checkpoint=self.translate_config,
+            config_from_checkpoint=self.config_reader,
             pipeline=self.pipeline,
             model_class=self.model_class,
             extras=feature_extractor,
