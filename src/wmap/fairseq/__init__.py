@@ -9,6 +9,8 @@ another one uses (``docs/porting.md``). wmap never imports fairseq itself.
   ``dict.*.txt``);
 - :mod:`wmap.fairseq.processor`: the CTC processor (vocabulary from the dictionary, feature extractor),
   both ways (the way back: the dictionary from the vocabulary, the task's settings from the extractor's);
+- :mod:`wmap.fairseq.decoder`: fairseq's ``TransformerDecoder`` as rules (the speech-to-text and
+  xm_transformer decoders), and what its way back adds to the state dict;
 - :mod:`wmap.fairseq.export`: the way back (configs from the same tables, the trainer's file).
 - :mod:`wmap.fairseq.adapters`: the adapter layers (``trf_adp``) <-> transformers' attention adapters;
 - :mod:`wmap.fairseq.family`: a wav2vec 2.0-style family from one description (:class:`Wav2Vec2Style`):
@@ -56,6 +58,7 @@ from wmap.fairseq.config import (
     pre_trained,
     wav2vec2_encoder_fields,
 )
+from wmap.fairseq.decoder import NEGATIVE, decoder_tensors, transformer_decoder_rules
 from wmap.fairseq.dictionary import STAND_INS, Dictionary
 from wmap.fairseq.export import (
     DATA,
@@ -156,6 +159,7 @@ __all__ = [
     "LAYER_NORMS",
     "MASKING_DETAIL",
     "MASKING_FIELDS",
+    "NEGATIVE",
     "NO_CONFIG",
     "ONE_POS_CONV",
     "POSITIONS",
@@ -184,6 +188,7 @@ __all__ = [
     "ctc_processor",
     "ctc_rules",
     "ctc_vocabulary",
+    "decoder_tensors",
     "encoder_cfg",
     "encoder_config_kwargs",
     "encoder_fields",
@@ -215,6 +220,7 @@ __all__ = [
     "projections",
     "trainer_exporter",
     "trainer_file",
+    "transformer_decoder_rules",
     "unadapted_layers",
     "vocabulary_dictionary",
     "wav2vec2_encoder_fields",

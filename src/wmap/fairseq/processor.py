@@ -199,23 +199,30 @@ FEATURES = "processor_config.json|preprocessor_config.json"
 """The feature extractor's settings: nested in transformers v5's processor file, or on their own."""
 
 
-def vocabulary_dictionary(vocab_json: str, size: int) -> Result[Dictionary, BadConfig]:
-    """fairseq's target dictionary from the tokenizer's vocabulary: index 0 back to ``<s>`` (fairseq's
-    blank), the four specials first, then the labels in index order. ``size``: the CTC head's outputs
-    (``config.vocab_size``), which the vocabulary must name one for one; a label fairseq's
-    ``dict.ltr.txt`` cannot hold (empty, a line break, a space before its count) is refused."""
+BLANK_SWAPPED = (SPECIALS[1], SPECIALS[0], *SPECIALS[2:])
+"""The specials' order in a CTC vocabulary the forward direction wrote: fairseq's blank ``<s>`` and
+``<pad>`` swapped (transformers' blank is the pad token)."""
+
+
+def vocabulary_dictionary(
+    vocab_json: str, size: int, first: tuple[str, ...] = BLANK_SWAPPED
+) -> Result[Dictionary, BadConfig]:
+    """fairseq's target dictionary from the tokenizer's vocabulary: ids 0 to 3 the specials in the order
+    ``first`` (a CTC vocabulary's, by default: index 0 back to ``<s>``, fairseq's blank; a seq2seq
+    tokenizer's are fairseq's own, :data:`~wmap.fairseq.dictionary.SPECIALS`), then the labels in index
+    order. ``size``: the model's outputs (``config.vocab_size``), which the vocabulary must name one for
+    one; a label fairseq's ``dict.*.txt`` cannot hold (empty, a line break, a space before its count) is refused."""
     try:
         vocab = parse_json(vocab_json)
         by_index = {int(i): str(token) for token, i in vocab.items()}
     except (ValueError, TypeError, AttributeError, OverflowError) as error:  # int(1e999): OverflowError
         return Failure(BadConfig(VOCAB, "vocab", "a token -> id mapping", f"{type(error).__name__}"))
-    bos, pad, eos, unk = SPECIALS
-    expected = {0: pad, 1: bos, 2: eos, 3: unk}  # the forward direction swapped fairseq's blank <s> and <pad>
+    expected = dict(enumerate(first))
     if {i: by_index.get(i) for i in expected} != expected or sorted(by_index) != list(range(len(by_index))):
         found = str([by_index.get(i) for i in range(4)])
-        return Failure(BadConfig(VOCAB, "vocab", "ids 0-3 <pad> <s> </s> <unk> then the labels, no gaps", found))
+        return Failure(BadConfig(VOCAB, "vocab", f"ids 0-3 {' '.join(first)} then the labels, no gaps", found))
     if len(vocab) != len(by_index) or len(by_index) != size:
-        expected_size = f"{size} distinct tokens with distinct ids (config.json's vocab_size: the CTC head's outputs)"
+        expected_size = f"{size} distinct tokens with distinct ids (config.json's vocab_size: the model's outputs)"
         return Failure(Disagrees(VOCAB, "vocab", expected_size, f"{len(vocab)} tokens with {len(by_index)} ids"))
     bad = next((t for t in by_index.values() if not t or t != t.strip() or len(t.splitlines()) != 1), None)
     if bad is not None:

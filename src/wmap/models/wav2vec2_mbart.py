@@ -37,7 +37,6 @@ from wmap.config_fields import (
     Ignored,
     Translated,
     Translation,
-    ValueMap,
     boolean,
     divides,
     fixed_back,
@@ -68,6 +67,7 @@ from wmap.fairseq import (
     projections,
     wav2vec2_encoder_fields,
 )
+from wmap.fairseq.decoder import EMBED, NEGATIVE, decoder_tensors, transformer_decoder_rules
 from wmap.fairseq.dictionary import STAND_INS
 from wmap.fairseq.export import (
     DATA,
@@ -88,17 +88,12 @@ from wmap.transforms import (
     refuse,
     rename,
     route_weight_norm,
-    skip,
-    tie,
 )
 
 SOURCE = "fairseq cfg.model (xm_transformer)"
 W2V = "encoder.w2v_encoder.w2v_model"
 PROJECTION = "encoder.w2v_encoder.proj.weight"
-EMBED = "decoder.embed_tokens.weight"
 POSITIONS = "decoder.embed_positions.weight"
-DECODER_VERSION = "decoder.version"
-"""fairseq's decoder format marker: below 3, its loader drops the final layer norm as older files lack it."""
 
 
 W2V_ENCODER = ConfigTable(
@@ -109,9 +104,6 @@ W2V_ENCODER = ConfigTable(
     ),
 )
 """The pre-trained wav2vec2 encoder (``w2v_args.model``)."""
-
-NOT = ValueMap(((True, False), (False, True)), "a flag, the other way round")
-"""fairseq's negative flags (``no_scale_embedding``) <-> transformers' positive ones."""
 
 FINE_TUNED_IN_ENCODER = (
     "copied into the encoder's config (w2v_args.model) when fine-tuning started, which holds the value in effect"
@@ -147,7 +139,7 @@ DECODER: tuple[Field, ...] = (
     Translated(
         "decoder_attention_heads", integer(1, 1024), "decoder_attention_heads", fits=divides("decoder_embed_dim")
     ),
-    Translated("no_scale_embedding", NOT, "scale_embedding", False),
+    Translated("no_scale_embedding", NEGATIVE, "scale_embedding", False),
     Translated("share_decoder_input_output_embed", boolean, "tie_word_embeddings", False),
     Translated("activation_fn", activation, "activation_function", "relu"),
     Translated("max_target_positions", integer(1, 1_000_000), "max_position_embeddings", 1024),
@@ -363,31 +355,7 @@ def decoder_rules(model: object) -> tuple[Transform, ...]:
     """fairseq's transformer decoder -> ``decoder.model.decoder``; the output projection as a tie or not."""
     shared = flag(model, "share_decoder_input_output_embed")
     pre_ln = flag(model, "decoder_normalize_before")
-    out = "decoder.model.decoder"
-    return (
-        when(
-            "share_decoder_input_output_embed",
-            shared,
-            tie("decoder.embed_tokens", f"{out}.embed_tokens", "decoder.lm_head"),
-            rename("decoder.embed_tokens", f"{out}.embed_tokens", PARAMS),
-        ),
-        when(
-            "share_decoder_input_output_embed",
-            shared,
-            skip("decoder.output_projection", "the same tensor as embed_tokens (tied); lm_head is fed from it"),
-            rename("decoder.output_projection", "decoder.lm_head", PARAMS),
-        ),
-        skip(DECODER_VERSION, "fairseq's checkpoint format marker, not a weight (the way back writes the current one)"),
-        when(
-            "not decoder_normalize_before",
-            not pre_ln,
-            refuse("decoder.layers", "post-LN decoder (decoder_normalize_before false); MBart is pre-LN"),
-        ),
-        rename("decoder.embed_positions", f"{out}.embed_positions", PARAMS),
-        rename("decoder.layernorm_embedding", f"{out}.layernorm_embedding", PARAMS),
-        rename("decoder.layers", f"{out}.layers"),
-        rename("decoder.layer_norm", f"{out}.layer_norm", PARAMS),
-    )
+    return transformer_decoder_rules(shared, pre_ln, "decoder.model.decoder", "decoder.lm_head", "MBart")
 
 
 OLDER_FILES = (DECODER_UPGRADES, upgrade(FUSED_ATTENTION.name, scoped(W2V, W2V, FUSED_ATTENTION.inner)))
@@ -473,18 +441,6 @@ def fairseq_cfg(config: PretrainedConfig, features: Features) -> dict[str, Any]:
 def composite_layout(source: ExportSource) -> dict[str, tuple[int, ...]]:
     """fairseq's names, the mask embedding as wide as the encoder."""
     return fairseq_layout(source, encoder=source.config.encoder)
-
-
-OUTPUT_PROJECTION = "decoder.output_projection.weight"
-
-
-def decoder_tensors(state: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """What fairseq's state dict holds beyond the rules: the decoder's current format marker and, when
-    tied, the output projection as the embedding's own tensor."""
-    import torch
-
-    tied = {OUTPUT_PROJECTION: state[EMBED]} if cfg["model"]["share_decoder_input_output_embed"] else {}
-    return {**state, DECODER_VERSION: torch.tensor([3.0]), **tied}
 
 
 EXPORTER = trainer_exporter(
