@@ -421,6 +421,32 @@ def dac() -> dict[str, Any]:
     )
 
 
+# fairseq's LibriSpeech ASR recipe (examples/speech_to_text/docs/librispeech_example.md): s2t_transformer_s,
+# a 10,000-piece unigram vocabulary, 80 filter banks, shared input/output embeddings.
+S2T_SMALL: dict[str, Any] = {
+    "encoder_layers": 12,
+    "decoder_layers": 6,
+    "encoder_embed_dim": 256,
+    "encoder_ffn_embed_dim": 2048,
+    "decoder_ffn_embed_dim": 2048,
+    "encoder_attention_heads": 4,
+    "decoder_attention_heads": 4,
+    "conv_channels": 1024,
+    "dropout": 0.1,
+    "share_decoder_input_output_embed": True,
+}
+
+
+def speech_to_text() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as data:
+        path = Path(data) / "checkpoint.pt"
+        originals.s2t_checkpoint(path, Path(data) / "data", vocab=10_004, features=80, **S2T_SMALL)
+        saved = torch.load(path, weights_only=False)
+    model = {key: value for key, value in vars(saved["cfg"]["model"]).items() if not isinstance(value, tuple)}
+    source = "fairseq s2t_transformer_s, LibriSpeech ASR recipe (10,000 unigram pieces), as its Trainer saves it"
+    return _entry(source, saved["model"], {"cfg": {"model": model}})
+
+
 BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
     "dac": dac,
     "encodec_audiocraft": encodec_audiocraft,
@@ -466,6 +492,7 @@ BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
     "wavlm": lambda: _unilm(WAVLM_LARGE, "unilm WavLM Large"),
     "unispeech_sat": lambda: _unilm(UNISPEECH_SAT_BASE_PLUS, "UniSpeech-SAT Base+ (s3prl's WavLM without the bias)"),
     "wav2vec2_mbart": wav2vec2_mbart,
+    "speech_to_text": speech_to_text,
     "encodec_24khz": lambda: encodec("encodec_24khz"),
     "encodec_32khz": lambda: encodec("encodec_32khz"),
     "encodec_48khz": lambda: encodec("encodec_48khz"),

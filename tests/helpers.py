@@ -275,3 +275,23 @@ def assert_unread_leaves_the_preview(name: str, path: Path, folder: Path, read: 
         again = printed("preview", name, str(folder / "run-4" / "checkpoint.pt"), *shown_as)
         assert {entry.name: entry.stat().st_mtime_ns for entry in cache.glob("*.json")} == kept  # shown again
         assert again == printed("preview", name, str(folder / "run-4" / "checkpoint.pt"), *shown_as, "--no-cache")
+
+
+def fairseq_sentencepiece(directory: Path, pieces: int = 40) -> tuple[Path, list[str]]:
+    """A unigram sentencepiece model as fairseq's speech-to-text ``gen_vocab`` trains it (``<s>``,
+    ``<pad>``, ``</s>``, ``<unk>`` at 0 to 3), and its pieces after those: the dictionary fairseq
+    writes beside it (``spm.txt``, written here too)."""
+    import sentencepiece
+
+    directory.mkdir(parents=True, exist_ok=True)
+    corpus = directory / "corpus.txt"
+    corpus.write_text("\n".join(f"speech to text sentence number {i} for a tiny test" for i in range(200)))
+    ids = {"bos_id": 0, "pad_id": 1, "eos_id": 2, "unk_id": 3}
+    prefix = directory / "spm"
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(prefix), vocab_size=pieces, model_type="unigram", **ids
+    )
+    model = sentencepiece.SentencePieceProcessor(model_file=str(prefix.with_suffix(".model")))
+    symbols = [model.id_to_piece(i) for i in range(4, model.get_piece_size())]
+    prefix.with_suffix(".txt").write_text("".join(f"{symbol} 1\n" for symbol in symbols))
+    return prefix.with_suffix(".model"), symbols

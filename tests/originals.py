@@ -671,6 +671,55 @@ def save_as_trainer(path: Path, cfg: Any, model: Any, task: Any, optimizer: Any,
     )
 
 
+def s2t_checkpoint(
+    path: Path,
+    data_dir: Path,
+    *,
+    vocab: int = 30,
+    features: int = 8,
+    pieces: list[str] | None = None,
+    arch: str = "s2t_transformer_s",
+    **args: Any,
+) -> Any:
+    """A fairseq speech-to-text checkpoint as ``fairseq-train --task speech_to_text`` saves it: the data
+    directory fairseq's recipes prepare (``config.yaml`` and the target dictionary), the command line
+    parsed by fairseq's own parser into its legacy namespace (``cfg.model``, every setting mixed in),
+    the task and model built from it, one optimizer's state. ``args``: command-line settings by their
+    ``dest`` (``encoder_layers=2``; ``True`` for a switch); ``pieces``: a sentencepiece model's pieces
+    (the dictionary's symbols, as fairseq's ``gen_vocab`` writes them), else ``vocab`` made-up ones."""
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    symbols = pieces if pieces is not None else [f"\u2581w{i}" for i in range(vocab - 4)]
+    (data_dir / "spm.txt").write_text("".join(f"{symbol} 1\n" for symbol in symbols))
+    (data_dir / "config.yaml").write_text(
+        f"vocab_filename: spm.txt\ninput_feat_per_channel: {features}\ninput_channels: 1\n"
+        "bpe_tokenizer:\n  bpe: sentencepiece\n  sentencepiece_model: spm.model\n"
+        "transforms:\n  '*':\n  - utterance_cmvn\n"
+    )
+    settings: dict[str, Any] = {
+        "encoder_layers": 2,
+        "decoder_layers": 2,
+        "encoder_embed_dim": 16,
+        "encoder_ffn_embed_dim": 32,
+    }
+    settings |= {"decoder_ffn_embed_dim": 32, "encoder_attention_heads": 4, "decoder_attention_heads": 4}
+    settings |= {"conv_channels": 24, "dropout": 0.0, **args}
+    command = [str(data_dir), "--task", "speech_to_text", "--arch", arch, "--optimizer", "adam", "--lr", "1e-3"]
+    command += ["--criterion", "label_smoothed_cross_entropy", "--max-tokens", "1000"]
+    for name, value in settings.items():
+        flag = "--" + name.replace("_", "-")
+        command += [flag] if value is True else [flag, str(value)]
+    cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(options.get_training_parser(), command))
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    randomize_parameters(model)
+    optimizer = torch.optim.Adam(model.parameters())
+    save_as_trainer(path, cfg, model, task, optimizer, "label_smoothed_cross_entropy")
+    return model.eval()
+
+
 def wav2vec2_pretraining_checkpoint(path: Path, data_dir: Path, **overrides: Any) -> Any:
     """A fairseq wav2vec 2.0 pre-training checkpoint: the ``audio_pretraining`` task built from its cfg,
     the model (quantizer, ``project_q``, ``final_proj``) built by the task, one real Adam step on the

@@ -279,6 +279,13 @@ SHIPPED: Final = (
         "UNISPEECH_SAT",
     ),
     _fairseq(
+        "speech_to_text",
+        "fairseq speech-to-text (s2t_transformer, ASR or ST; a trainer checkpoint)",
+        "transformers Speech2TextForConditionalGeneration, with its feature extractor (and tokenizer: --tokenizer)",
+        "wmap.models.speech_to_text",
+        "SPEECH_TO_TEXT",
+    ),
+    _fairseq(
         "wav2vec2_mbart",
         "fairseq xm_transformer: wav2vec2 encoder + conv adaptor + transformer decoder",
         "transformers SpeechEncoderDecoderModel(Wav2Vec2Model, MBartForCausalLM)",

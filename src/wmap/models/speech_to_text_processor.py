@@ -1,0 +1,84 @@
+"""The processor files of a converted ``speech_to_text`` directory: ``Speech2TextFeatureExtractor`` (as
+many mel bins as the model's input channels, 16 kHz, utterance CMVN), and, given the sentencepiece
+model (``--tokenizer``), ``Speech2TextTokenizer`` from it and the fairseq dictionary that fairseq's data
+preparation writes beside it (``spm_unigram10000.model`` and ``spm_unigram10000.txt``): the two as a
+``Speech2TextProcessor``, which ``AutoProcessor`` loads."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from returns.result import Failure, Result, Success
+from transformers import PretrainedConfig
+
+from wmap.errors import BadConfig
+from wmap.fairseq.dictionary import Dictionary, DictionaryError, parse_dict_file
+from wmap.io import read_small_text, save_processor
+from wmap.models.base import Writer
+
+SAMPLING_RATE = 16_000
+DICTIONARY_BESIDE = (
+    "fairseq's target dictionary beside the sentencepiece model (its name, .txt), as its data preparation writes it"
+)
+
+
+def feature_extractor(config: PretrainedConfig) -> Any:
+    """``Speech2TextFeatureExtractor`` for the model's input channels (fairseq's recipes: utterance CMVN)."""
+    from transformers import Speech2TextFeatureExtractor
+
+    bins = int(config.input_feat_per_channel)
+    return Speech2TextFeatureExtractor(feature_size=bins, num_mel_bins=bins, sampling_rate=SAMPLING_RATE)
+
+
+def processor(config: PretrainedConfig, meta: Mapping[str, Any], file: Path | None) -> Result[Writer, BadConfig]:
+    """The feature extractor alone, or with ``--tokenizer`` the ``Speech2TextProcessor``; the tokenizer is
+    checked (the dictionary has one symbol per output, the sentencepiece model loads) before anything is written."""
+    extractor = feature_extractor(config)
+    if file is None:
+        return Success(extractor.save_pretrained)
+    where = str(file.with_suffix(".txt"))
+    return (
+        read_small_text(file.with_suffix(".txt"), "--tokenizer", DICTIONARY_BESIDE)
+        .bind(partial(_dictionary, where=where, size=int(config.vocab_size)))
+        .bind(partial(_tokenizer, file))
+        .map(partial(_writer, extractor))
+    )
+
+
+def _dictionary(text: str, where: str, size: int) -> Result[Dictionary, BadConfig]:
+    try:
+        dictionary = parse_dict_file(text, where)
+    except DictionaryError as error:
+        return Failure(BadConfig(where, "--tokenizer", DICTIONARY_BESIDE, str(error)))
+    if len(dictionary.symbols) != size:
+        found = f"{len(dictionary.symbols)} symbols with fairseq's four"
+        return Failure(BadConfig(where, "symbols", f"{size}, one per row of the decoder's embedding", found))
+    return Success(dictionary)
+
+
+def _tokenizer(model: Path, dictionary: Dictionary) -> Result[Any, BadConfig]:
+    """``Speech2TextTokenizer`` of the vocabulary (fairseq's indices) and the sentencepiece model."""
+    where = str(model)
+    if not model.is_file():
+        return Failure(BadConfig(where, "--tokenizer", "an existing sentencepiece model file", "no such file"))
+    try:
+        from transformers import Speech2TextTokenizer
+
+        with tempfile.TemporaryDirectory() as staging:
+            vocab = Path(staging) / "vocab.json"
+            vocab.write_text(json.dumps(dictionary.indices, ensure_ascii=False), encoding="utf-8")
+            return Success(Speech2TextTokenizer(str(vocab), str(model)))
+    except ImportError as error:
+        expected = "sentencepiece installed (pip install 'wmap[tokenizer]')"
+        return Failure(BadConfig(where, "--tokenizer", expected, str(error)))
+    except Exception as error:
+        return Failure(BadConfig(where, "--tokenizer", "a sentencepiece model file", " ".join(str(error).split())))
+
+
+def _writer(extractor: Any, tokenizer: Any) -> Writer:
+    return partial(save_processor, "Speech2TextProcessor", extractor, tokenizer)

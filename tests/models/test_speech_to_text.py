@@ -1,0 +1,269 @@
+"""fairseq speech-to-text (``s2t_transformer``) -> Speech2TextForConditionalGeneration: parity with
+fairseq's own model on checkpoints its trainer wrote, and the refusals, named."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tests.helpers import fairseq_sentencepiece, load_pretrained_strictly
+from wmap import convert, preview
+from wmap.conversion import prepare
+from wmap.errors import BadConfig
+from wmap.models import get_model
+
+SPEC = get_model("speech_to_text").unwrap()
+
+
+def _reference() -> tuple[Mapping[str, tuple[int, ...]], dict[str, Any]]:
+    layout, meta = SPEC.reference_layout().unwrap()
+    return layout, copy.deepcopy(meta)
+
+
+def _features() -> tuple[torch.Tensor, torch.Tensor]:
+    """Two utterances of 8 filter banks, the second padded (50 frames of 64)."""
+    torch.manual_seed(0)
+    features = torch.randn(2, 64, 8)
+    lengths = torch.tensor([64, 50])
+    features[1, 50:] = 0.0
+    return features, lengths
+
+
+def _logits_both(original: Any, converted: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    features, lengths = _features()
+    tokens = torch.tensor([[2, 5, 9, 7, 11], [2, 6, 4, 8, 10]])
+    mask = (torch.arange(64)[None, :] < lengths[:, None]).long()
+    with torch.no_grad():
+        theirs, _ = original(src_tokens=features, src_lengths=lengths, prev_output_tokens=tokens)
+        ours = converted(input_features=features, attention_mask=mask, decoder_input_ids=tokens).logits
+    return theirs, ours
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"share_decoder_input_output_embed": True},
+        {"activation_fn": "gelu", "no_scale_embedding": True, "conv_kernel_sizes": "5,3,3"},
+    ],
+    ids=["shared-relu", "untied-gelu-unscaled-3convs"],
+)
+def test_a_trainer_checkpoint_converts_with_fairseqs_logits(tmp_path: Path, settings: dict[str, Any]) -> None:
+    from transformers import AutoFeatureExtractor, Speech2TextForConditionalGeneration
+
+    from tests.originals import s2t_checkpoint
+
+    original = s2t_checkpoint(tmp_path / "checkpoint.pt", tmp_path / "data", **settings)
+    prepared = preview(SPEC, tmp_path / "checkpoint.pt").unwrap()
+    assert prepared.plan.is_clean(), prepared.plan.problems(limit=5)
+    out = convert(SPEC, tmp_path / "checkpoint.pt", tmp_path / "hf").unwrap()
+    converted = load_pretrained_strictly(Speech2TextForConditionalGeneration, out)
+    theirs, ours = _logits_both(original, converted)
+    assert theirs.std() > 0.1  # not a vacuous comparison
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+    assert AutoFeatureExtractor.from_pretrained(out).feature_size == 8
+    generated = converted.generate(_features()[0], max_new_tokens=4)
+    assert generated.shape[0] == 2 and int(generated[0, 0]) == 2  # fairseq's decoder starts from </s>
+
+
+@pytest.mark.parity
+def test_a_changed_tensor_changes_the_logits(tmp_path: Path) -> None:
+    """The control: the comparison above can fail."""
+    from transformers import Speech2TextForConditionalGeneration
+
+    from tests.originals import s2t_checkpoint
+
+    original = s2t_checkpoint(tmp_path / "checkpoint.pt", tmp_path / "data")
+    out = convert(SPEC, tmp_path / "checkpoint.pt", tmp_path / "hf").unwrap()
+    converted = load_pretrained_strictly(Speech2TextForConditionalGeneration, out)
+    with torch.no_grad():
+        bias = converted.model.encoder.layers[1].fc2.bias
+        bias.add_(0.1 * torch.randn_like(bias))  # not a constant: the final layer norm would take that away
+    theirs, ours = _logits_both(original, converted)
+    assert (ours - theirs).abs().max() > 1e-3
+
+
+@pytest.mark.parity
+def test_a_file_with_the_old_args_namespace_converts_too(tmp_path: Path) -> None:
+    """fairseq before 0.10 kept the settings in ``args`` (the one layout transformers' script reads)."""
+    from transformers import Speech2TextForConditionalGeneration
+
+    from tests.originals import s2t_checkpoint
+
+    original = s2t_checkpoint(tmp_path / "checkpoint.pt", tmp_path / "data")
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    legacy = {"args": saved["cfg"]["model"], "model": saved["model"], "optimizer_history": saved["optimizer_history"]}
+    torch.save(legacy, tmp_path / "legacy.pt")
+    out = convert(SPEC, tmp_path / "legacy.pt", tmp_path / "hf").unwrap()
+    theirs, ours = _logits_both(original, load_pretrained_strictly(Speech2TextForConditionalGeneration, out))
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+
+
+def test_the_reference_layout_plans_clean_and_reads_every_model_field() -> None:
+    layout, meta = _reference()
+    prepared = prepare(SPEC, layout, meta).unwrap()
+    assert prepared.plan.is_clean(), prepared.plan.problems(limit=5)
+    config = prepared.config
+    assert (config.d_model, config.encoder_layers, config.decoder_layers, config.vocab_size) == (256, 12, 6, 10_004)
+    assert (config.input_feat_per_channel, config.conv_kernel_sizes, config.num_conv_layers) == (80, [5, 5], 2)
+    assert config.tie_word_embeddings and config.scale_embedding
+    assert {s.key for s in prepared.plan.skipped} == {"decoder.output_projection.weight", "decoder.version"}
+
+
+@pytest.mark.parametrize(
+    ("changed", "field"),
+    [
+        ({"encoder_normalize_before": False}, "encoder_normalize_before"),
+        ({"conv_version": "convtransformer"}, "conv_version"),
+        ({"decoder_embed_dim": 128}, "decoder_embed_dim"),
+        ({"decoder_learned_pos": True}, "decoder_learned_pos"),
+        ({"encoder_attention_heads": 3}, "encoder_attention_heads"),
+        ({"conv_kernel_sizes": "5,x"}, "conv_kernel_sizes"),
+        ({"encoder_layers": 11}, "encoder_layers"),
+    ],
+)
+def test_what_speech2text_cannot_hold_is_refused_naming_the_field(changed: dict[str, Any], field: str) -> None:
+    layout, meta = _reference()
+    meta["cfg"]["model"].update(changed)
+    error = prepare(SPEC, layout, meta).failure()
+    assert isinstance(error, BadConfig) and field in {error.key, *(e.key for e in error.others)}, error
+
+
+def test_a_post_ln_decoder_is_refused_by_the_plan_naming_its_keys() -> None:
+    layout, meta = _reference()
+    meta["cfg"]["model"]["decoder_normalize_before"] = False
+    plan = prepare(SPEC, layout, meta).unwrap().plan
+    assert plan.refused and all(r.key.startswith("decoder.layers.") for r in plan.refused)
+    assert "post-LN decoder" in plan.refused[0].reason
+
+
+def test_an_old_namespace_and_a_missing_config_are_read_and_refused() -> None:
+    layout, meta = _reference()
+    assert prepare(SPEC, layout, {"args": argparse.Namespace(**meta["cfg"]["model"])}).unwrap().plan.is_clean()
+    error = prepare(SPEC, layout, {}).failure()
+    assert isinstance(error, BadConfig) and error.key == "cfg.model"
+
+
+@pytest.mark.parity
+def test_with_its_sentencepiece_model_the_directory_is_a_processor(tmp_path: Path) -> None:
+    from transformers import AutoProcessor
+
+    from tests.originals import s2t_checkpoint
+
+    model, pieces = fairseq_sentencepiece(tmp_path / "data")
+    s2t_checkpoint(tmp_path / "checkpoint.pt", tmp_path / "data", vocab=len(pieces) + 4, pieces=pieces)
+    out = convert(SPEC, tmp_path / "checkpoint.pt", tmp_path / "hf", processor_file=model).unwrap()
+    loaded = AutoProcessor.from_pretrained(out)
+    assert type(loaded).__name__ == "Speech2TextProcessor"
+    ids = loaded.tokenizer("speech to text").input_ids
+    sp = __import__("sentencepiece").SentencePieceProcessor(model_file=str(model))
+    assert ids == [*sp.encode("speech to text"), 2]  # fairseq's indices are the model's; </s> closes
+    assert loaded.tokenizer.decode(ids, skip_special_tokens=True) == "speech to text"
+    features = loaded(torch.randn(16_000).numpy(), sampling_rate=16_000, return_tensors="pt").input_features
+    assert features.shape[-1] == 8
+
+
+def test_a_tokenizer_that_does_not_fit_is_refused_before_writing(tmp_path: Path) -> None:
+    from tests.helpers import reference_checkpoint
+
+    checkpoint = reference_checkpoint(tmp_path / "checkpoint.pt", "speech_to_text")
+    model, _ = fairseq_sentencepiece(tmp_path / "data")
+    error = convert(SPEC, checkpoint, tmp_path / "hf", processor_file=model).failure()
+    assert isinstance(error, BadConfig) and error.key == "symbols" and "10004" in error.message, error
+    (tmp_path / "data" / "spm.txt").unlink()
+    error = convert(SPEC, checkpoint, tmp_path / "hf", processor_file=model).failure()
+    assert "spm.txt" in error.message and "--tokenizer" in error.message, error
+    assert not (tmp_path / "hf").exists()
+
+
+def _fairseq_loads(path: Path) -> Any:
+    """fairseq's own loader on an exported file: the task from the data beside it, the model strictly."""
+    from fairseq import checkpoint_utils
+
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(path)], strict=True)
+    assert len(task.target_dictionary) == models[0].decoder.embed_tokens.num_embeddings
+    return models[0].eval()
+
+
+@pytest.mark.parity
+def test_the_way_back_gives_fairseq_its_own_file_again(tmp_path: Path) -> None:
+    """original -> convert -> export: fairseq's loader reads the file with the dict.txt and config.yaml
+    written beside it, every tensor as it was, the same logits."""
+    from transformers import Speech2TextForConditionalGeneration
+
+    from tests.originals import s2t_checkpoint
+    from wmap import export
+
+    model, pieces = fairseq_sentencepiece(tmp_path / "data")
+    original = s2t_checkpoint(tmp_path / "checkpoint.pt", tmp_path / "data", vocab=len(pieces) + 4, pieces=pieces)
+    out = convert(SPEC, tmp_path / "checkpoint.pt", tmp_path / "hf", processor_file=model).unwrap()
+    (tmp_path / "back").mkdir()
+    back = export(SPEC, out, tmp_path / "back" / "checkpoint.pt").unwrap()
+    assert (tmp_path / "back" / "dict.txt").read_text() == (tmp_path / "data" / "spm.txt").read_text()
+    loaded = _fairseq_loads(back)
+    mine, theirs = original.state_dict(), loaded.state_dict()
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    converted = load_pretrained_strictly(Speech2TextForConditionalGeneration, out)
+    first, _ = _logits_both(original, converted)
+    again, _ = _logits_both(loaded, converted)
+    torch.testing.assert_close(again, first, rtol=0, atol=0)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize(
+    "saved", [{}, {"max_shard_size": "20KB"}, {"dtype": torch.float16}], ids=["default", "sharded", "fp16"]
+)
+def test_a_transformers_model_goes_back_to_a_file_fairseq_runs(tmp_path: Path, saved: dict[str, Any]) -> None:
+    """A user's fine-tune as ``save_pretrained`` writes it (untied, GELU, unscaled) exports to a file
+    fairseq's loader reads, with the transformers model's logits."""
+    from transformers import Speech2TextConfig, Speech2TextForConditionalGeneration
+
+    from wmap import export
+
+    model_file, pieces = fairseq_sentencepiece(tmp_path / "spm")
+    settings: dict[str, Any] = {"d_model": 16, "encoder_layers": 2, "decoder_layers": 2}
+    settings |= {"encoder_ffn_dim": 32, "decoder_ffn_dim": 32}
+    settings |= {
+        "encoder_attention_heads": 4,
+        "decoder_attention_heads": 4,
+        "conv_channels": 24,
+        "conv_kernel_sizes": [5, 3],
+    }
+    settings |= {
+        "input_feat_per_channel": 8,
+        "activation_function": "gelu",
+        "scale_embedding": False,
+        "tie_word_embeddings": False,
+    }
+    config = Speech2TextConfig(**settings, vocab_size=len(pieces) + 4, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+    hf = Speech2TextForConditionalGeneration(config).eval()
+    dtype = saved.pop("dtype", None)
+    if dtype is not None:
+        hf = hf.to(dtype)
+    hf.save_pretrained(tmp_path / "hf", **saved)
+    from wmap.models.speech_to_text_processor import processor
+
+    processor(config, {}, model_file).unwrap()(tmp_path / "hf")
+    (tmp_path / "back").mkdir()
+    back = export(SPEC, tmp_path / "hf", tmp_path / "back" / "checkpoint.pt").unwrap()
+    loaded = _fairseq_loads(back).float()
+    # as saved (float16 upcast), positions made in float32 again as fairseq makes them
+    reloaded = Speech2TextForConditionalGeneration.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
+    theirs, ours = _logits_both(loaded, reloaded)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+
+
+def test_a_directory_without_its_tokenizer_has_no_dictionary_to_go_back_with(tmp_path: Path) -> None:
+    from tests.helpers import reference_checkpoint
+    from wmap import export
+
+    out = convert(SPEC, reference_checkpoint(tmp_path / "checkpoint.pt", "speech_to_text"), tmp_path / "hf").unwrap()
+    error = export(SPEC, out, tmp_path / "back.pt").failure()
+    assert "vocab.json" in error.message, error
+    assert not (tmp_path / "back.pt").exists() and not (tmp_path / "dict.txt").exists()
