@@ -430,7 +430,8 @@ def parser() -> argparse.ArgumentParser:
         dest="processor_file",
         metavar="FILE",
         help="the tokenizer's source where the checkpoint lacks it: CTC families, fairseq's dict.ltr.txt; "
-        "wav2vec2_mbart, the sentencepiece model; whisper, openai's gpt2.tiktoken or multilingual.tiktoken "
+        "wav2vec2_mbart, the sentencepiece model; speech_to_text, the sentencepiece model with fairseq's "
+        "dictionary beside it (spm.model, spm.txt); whisper, openai's gpt2.tiktoken or multilingual.tiktoken "
         "(default: the installed openai-whisper's); musicgen and audiogen, the T5's transformers directory "
         "(default: the one the LM's xp.cfg names, from the Hugging Face cache)",
     )

@@ -148,6 +148,9 @@ def test_an_old_namespace_and_a_missing_config_are_read_and_refused() -> None:
     assert prepare(SPEC, layout, {"args": argparse.Namespace(**meta["cfg"]["model"])}).unwrap().plan.is_clean()
     error = prepare(SPEC, layout, {}).failure()
     assert isinstance(error, BadConfig) and error.key == "cfg.model"
+    without = {key: shape for key, shape in layout.items() if not key.startswith("decoder.embed_tokens")}
+    error = prepare(SPEC, without, meta).failure()
+    assert isinstance(error, BadConfig) and error.key == "decoder.embed_tokens.weight", error
 
 
 @pytest.mark.parity

@@ -9,9 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from returns.result import Failure, Result, Success
+
 from wmap.config_fields import ValueMap
+from wmap.errors import BadConfig
 from wmap.pipeline import when
-from wmap.transforms import PARAMS, Transform, refuse, rename, skip, tie
+from wmap.transforms import PARAMS, Layout, Transform, refuse, rename, skip, tie
 
 DECODER_VERSION = "decoder.version"
 """fairseq's decoder format marker: below 3, its loader drops the final layer norm as older files lack it."""
@@ -21,6 +24,15 @@ EMBED = "decoder.embed_tokens.weight"
 
 OUTPUT_PROJECTION = "decoder.output_projection.weight"
 """The decoder's output projection (the embedding's own tensor where they are shared)."""
+
+
+def vocabulary_size(layout: Layout) -> Result[int, BadConfig]:
+    """The target vocabulary's size: the rows of the decoder's embedding (a file without one is refused,
+    naming it)."""
+    if EMBED not in layout:
+        return Failure(BadConfig("checkpoint", EMBED, "the decoder's token embedding", "missing"))
+    return Success(layout[EMBED][0])
+
 
 NEGATIVE = ValueMap(((True, False), (False, True)), "a flag, the other way round")
 """fairseq's negative flags (``no_scale_embedding``) <-> transformers' positive ones."""

@@ -47,7 +47,7 @@ from wmap.config_fields import (
 )
 from wmap.errors import BadConfig
 from wmap.fairseq import NO_CONFIG, TRAINING_ONLY, activation, fairseq_model_config, flag, layers_agree
-from wmap.fairseq.decoder import EMBED, NEGATIVE, decoder_tensors, transformer_decoder_rules
+from wmap.fairseq.decoder import NEGATIVE, decoder_tensors, transformer_decoder_rules, vocabulary_size
 from wmap.fairseq.dictionary import SPECIALS, STAND_INS, dict_file_text
 from wmap.fairseq.export import DATA, fairseq_layout, trainer_file
 from wmap.fairseq.processor import FEATURES, VOCAB, vocabulary_dictionary
@@ -160,12 +160,13 @@ def _built(read: Translation, layout: Layout) -> Result[TranslatedConfig, BadCon
     wrong = layers_agree(section, layout, "encoder.transformer_layers", values["encoder_layers"]) or layers_agree(
         section, layout, "decoder.layers", values["decoder_layers"], "decoder_layers"
     )
-    if wrong is None and EMBED not in layout:
-        wrong = BadConfig("checkpoint", EMBED, "the decoder's token embedding", "missing")
     if wrong is not None:
         return Failure(wrong)
-    config = Speech2TextConfig(**read.kwargs, vocab_size=layout[EMBED][0], **FAIRSEQ_IDS)
-    return Success(TranslatedConfig(config, read.ignored))
+    return vocabulary_size(layout).map(partial(_config, read))
+
+
+def _config(read: Translation, rows: int) -> TranslatedConfig:
+    return TranslatedConfig(Speech2TextConfig(**read.kwargs, vocab_size=rows, **FAIRSEQ_IDS), read.ignored)
 
 
 ENCODER = (

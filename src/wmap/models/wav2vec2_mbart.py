@@ -67,7 +67,7 @@ from wmap.fairseq import (
     projections,
     wav2vec2_encoder_fields,
 )
-from wmap.fairseq.decoder import EMBED, NEGATIVE, decoder_tensors, transformer_decoder_rules
+from wmap.fairseq.decoder import NEGATIVE, decoder_tensors, transformer_decoder_rules, vocabulary_size
 from wmap.fairseq.dictionary import STAND_INS
 from wmap.fairseq.export import (
     DATA,
@@ -256,12 +256,11 @@ MBART_DECODER = {
 
 def decoder_config(model: Translation, layout: Layout) -> Result[MBartConfig, BadConfig]:
     """fairseq's transformer decoder -> ``MBartConfig`` (vocabulary and positions from the weights)."""
-    if EMBED not in layout:
-        return Failure(BadConfig("checkpoint", EMBED, "the decoder's token embedding", "missing"))
-    sizes = {"vocab_size": layout[EMBED][0]}
-    if POSITIONS in layout:  # fairseq's learned positions hold two more rows (its padding offset)
-        sizes["max_position_embeddings"] = layout[POSITIONS][0] - 2
-    return Success(MBartConfig(**{**kwargs_of(DECODER, model), **sizes, **MBART_DECODER}))
+    # fairseq's learned positions hold two more rows (its padding offset)
+    positions = {"max_position_embeddings": layout[POSITIONS][0] - 2} if POSITIONS in layout else {}
+    return vocabulary_size(layout).map(
+        lambda rows: MBartConfig(**{**kwargs_of(DECODER, model), "vocab_size": rows, **positions, **MBART_DECODER})
+    )
 
 
 COMPOSITE = {
