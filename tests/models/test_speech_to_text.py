@@ -55,7 +55,7 @@ def _logits_both(original: Any, converted: Any) -> tuple[torch.Tensor, torch.Ten
     ids=["shared-relu", "untied-gelu-unscaled-3convs"],
 )
 def test_a_trainer_checkpoint_converts_with_fairseqs_logits(tmp_path: Path, settings: dict[str, Any]) -> None:
-    from transformers import AutoFeatureExtractor, Speech2TextForConditionalGeneration
+    from transformers import AutoFeatureExtractor, GenerationConfig, Speech2TextForConditionalGeneration
 
     from tests.originals import s2t_checkpoint
 
@@ -70,12 +70,15 @@ def test_a_trainer_checkpoint_converts_with_fairseqs_logits(tmp_path: Path, sett
     assert AutoFeatureExtractor.from_pretrained(out).feature_size == 8
     generated = converted.generate(_features()[0], max_new_tokens=4)
     assert generated.shape[0] == 2 and int(generated[0, 0]) == 2  # fairseq's decoder starts from </s>
+    decoding = GenerationConfig.from_pretrained(out)
+    assert (decoding.suppress_tokens, decoding.min_new_tokens, decoding.num_beams) == ([1], 1, 5)
 
 
 @pytest.mark.parity
 def test_greedy_generation_gives_fairseqs_own_transcripts(tmp_path: Path) -> None:
-    """``generate`` on the converted model against fairseq's ``SequenceGenerator`` (beam 1, which never
-    emits the pad token: suppressed here too), token for token on a padded batch."""
+    """``generate`` on the converted model, with the generation config written beside it (which never
+    emits the pad token, as fairseq), against fairseq's ``SequenceGenerator`` (beam 1), token for token
+    on a padded batch."""
     from fairseq.data import Dictionary
     from fairseq.sequence_generator import SequenceGenerator
     from transformers import Speech2TextForConditionalGeneration
@@ -95,9 +98,7 @@ def test_greedy_generation_gives_fairseqs_own_transcripts(tmp_path: Path) -> Non
         found = generator.generate([original], {"net_input": {"src_tokens": features, "src_lengths": lengths}})
     theirs = [hypotheses[0]["tokens"].tolist() for hypotheses in found]
     mask = (torch.arange(64)[None, :] < lengths[:, None]).long()
-    ours = converted.generate(
-        features, attention_mask=mask, max_new_tokens=steps, num_beams=1, suppress_tokens=[1], min_new_tokens=1
-    )
+    ours = converted.generate(features, attention_mask=mask, max_new_tokens=steps, num_beams=1)  # as written
     assert theirs[0] != theirs[1]  # two utterances, two transcripts
     # fairseq ends each with </s> (forced at its length limit); transformers starts each from it
     assert [row[1:] for row in ours.tolist()] == [tokens[:steps] for tokens in theirs]
@@ -301,7 +302,10 @@ def test_a_directory_without_its_tokenizer_has_no_dictionary_to_go_back_with(tmp
     from tests.helpers import reference_checkpoint
     from wmap import export
 
-    out = convert(SPEC, reference_checkpoint(tmp_path / "checkpoint.pt", "speech_to_text"), tmp_path / "hf").unwrap()
+    checkpoint = reference_checkpoint(tmp_path / "checkpoint.pt", "speech_to_text")
+    bare = convert(SPEC, checkpoint, tmp_path / "bare", processor=False).unwrap()
+    assert sorted(p.name for p in bare.iterdir()) == ["config.json", "generation_config.json", "model.safetensors"]
+    out = convert(SPEC, checkpoint, tmp_path / "hf").unwrap()
     error = export(SPEC, out, tmp_path / "back.pt").failure()
     assert "vocab.json" in error.message, error
     assert not (tmp_path / "back.pt").exists() and not (tmp_path / "dict.txt").exists()

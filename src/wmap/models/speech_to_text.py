@@ -53,7 +53,7 @@ from wmap.fairseq.export import DATA, fairseq_layout, trainer_file
 from wmap.fairseq.processor import FEATURES, VOCAB, vocabulary_dictionary
 from wmap.io import parse_json
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, shipped
-from wmap.models.speech_to_text_processor import processor
+from wmap.models.speech_to_text_processor import generation, processor
 from wmap.pipeline import first_match
 from wmap.transforms import PARAMS, Layout, Transform, rename, skip
 
@@ -271,6 +271,7 @@ SPEECH_TO_TEXT = ModelSpec(
     pipeline=pipeline,
     model_class="Speech2TextForConditionalGeneration",
     extras=processor,
+    without_processor=generation,
     takes_file="--tokenizer: the sentencepiece model (spm_*.model; its fairseq dictionary, spm_*.txt, beside it)",
     export=EXPORTER,
 )

@@ -19,7 +19,22 @@ from transformers import PretrainedConfig
 from wmap.errors import BadConfig
 from wmap.fairseq.dictionary import Dictionary, DictionaryError, parse_dict_file
 from wmap.io import read_small_text, save_processor
-from wmap.models.base import Writer
+from wmap.models.base import Writer, writing
+
+GENERATION: dict[str, Any] = {
+    "decoder_start_token_id": 2,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+    "pad_token_id": 1,
+    "suppress_tokens": [1],
+    "min_new_tokens": 1,
+    "num_beams": 5,
+    "max_length": 200,
+    "early_stopping": True,
+}
+"""How fairseq's ``SequenceGenerator`` decodes (from ``</s>``, never the pad token, at least one token
+before ``</s>``), with the beam and length transformers' own script sets: ``generate()`` as fairseq's
+recipes run it."""
 
 SAMPLING_RATE = 16_000
 DICTIONARY_BESIDE = (
@@ -35,9 +50,25 @@ def feature_extractor(config: PretrainedConfig) -> Any:
     return Speech2TextFeatureExtractor(feature_size=bins, num_mel_bins=bins, sampling_rate=SAMPLING_RATE)
 
 
+def generation(config: PretrainedConfig, meta: Mapping[str, Any], file: Path | None) -> Result[Writer, BadConfig]:
+    """The generation config (:data:`GENERATION`): written with ``--no-processor`` too."""
+    from transformers import GenerationConfig
+
+    return Success(GenerationConfig(**GENERATION).save_pretrained)
+
+
 def processor(config: PretrainedConfig, meta: Mapping[str, Any], file: Path | None) -> Result[Writer, BadConfig]:
-    """The feature extractor alone, or with ``--tokenizer`` the ``Speech2TextProcessor``; the tokenizer is
-    checked (the dictionary has one symbol per output, the sentencepiece model loads) before anything is written."""
+    """The generation config and the feature extractor, or with ``--tokenizer`` the ``Speech2TextProcessor``;
+    the tokenizer is checked (the dictionary has one symbol per output, the sentencepiece model loads)
+    before anything is written."""
+    return Result.do(
+        writing(written, settings)
+        for written in _processor(config, file)
+        for settings in generation(config, meta, file)
+    )
+
+
+def _processor(config: PretrainedConfig, file: Path | None) -> Result[Writer, BadConfig]:
     extractor = feature_extractor(config)
     if file is None:
         return Success(extractor.save_pretrained)
