@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
@@ -212,6 +213,10 @@ def _torch_file(container: object, sources: tuple[MappedFile, ...]) -> Callable[
     return write
 
 
+def _copy(source: Path, path: Path) -> None:
+    shutil.copyfile(source, path)
+
+
 def _text(text: str) -> Callable[[Path], None]:
     def write(path: Path) -> None:
         path.write_text(text)
@@ -231,7 +236,8 @@ class _Applied:
 def _write_export(
     applied: _Applied, out_file: Path, overwrite: bool, hf_dir: str | os.PathLike[str]
 ) -> Result[Path, WmapError]:
-    """The file the original's loader reads and its companions (fairseq's ``dict.ltr.txt``), all or
+    """The file the original's loader reads and its companions (fairseq's ``dict.ltr.txt``, files of the
+    directory copied beside it), all or
     none (:func:`wmap.io.write_files_atomically`); never over a file the directory reads (a Hub
     cache's blob included), and over an existing file only if it looks like a checkpoint. Tensors
     unchanged in the directory's files are copied from them record by record (the model is never
@@ -243,6 +249,8 @@ def _write_export(
     }
     for name, text in prepared.exporter.companions(prepared.meta).items():
         files[where.parent / name] = _text(text)
+    for name, source in prepared.exporter.copied(prepared.meta).items():
+        files[where.parent / name] = partial(_copy, Path(hf_dir) / source)
     for name, beside in prepared.exporter.beside(applied.state, prepared.meta, where).items():
         files[where.parent / name] = _torch_file(beside, applied.sources)
     protect, replaces = inputs_of(hf_dir), _replaceable(where)

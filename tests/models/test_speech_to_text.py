@@ -218,11 +218,14 @@ def test_a_tokenizer_that_does_not_fit_is_refused_before_writing(tmp_path: Path)
 
 
 def _fairseq_loads(path: Path) -> Any:
-    """fairseq's own loader on an exported file: the task from the data beside it, the model strictly."""
+    """fairseq's own loader on an exported file: the task from the data beside it, the model strictly;
+    and the task's text encoder (the sentencepiece model the data names) round-trips a sentence."""
     from fairseq import checkpoint_utils
 
     models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(path)], strict=True)
     assert len(task.target_dictionary) == models[0].decoder.embed_tokens.num_embeddings
+    text = task.build_bpe(None)
+    assert text.decode(text.encode("speech to text")) == "speech to text"
     return models[0].eval()
 
 
@@ -241,6 +244,7 @@ def test_the_way_back_gives_fairseq_its_own_file_again(tmp_path: Path) -> None:
     (tmp_path / "back").mkdir()
     back = export(SPEC, out, tmp_path / "back" / "checkpoint.pt").unwrap()
     assert (tmp_path / "back" / "dict.txt").read_text() == (tmp_path / "data" / "spm.txt").read_text()
+    assert (tmp_path / "back" / "spm.model").read_bytes() == model.read_bytes()
     loaded = _fairseq_loads(back)
     mine, theirs = original.state_dict(), loaded.state_dict()
     assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)

@@ -116,7 +116,8 @@ class Exporter:
       shapes the original has;
     - ``container``: (state dict, metadata, where the file goes) -> the object the original's loader reads;
     - ``reads``: small files of the transformers directory ``original`` needs (``vocab.json``);
-    - ``companions``: metadata -> files written beside the output (fairseq's ``dict.ltr.txt``);
+    - ``companions``: metadata -> files written beside the output (fairseq's ``dict.ltr.txt``), and
+      ``copied``: files of the directory copied beside it;
     - ``describes``: what the written file is, for messages;
     - ``way_back_only``: config -> rules tried before the reversed ones, for what the transformers
       model can hold and the original has no place for: refused with the reason (fairseq builds no
@@ -128,6 +129,9 @@ class Exporter:
     describes: str
     reads: tuple[str, ...] = ()
     companions: Callable[[Mapping[str, Any]], dict[str, str]] = lambda meta: {}
+    copied: Callable[[Mapping[str, Any]], dict[str, str]] = lambda meta: {}
+    """Metadata -> files of the directory copied beside the output as they are, by their name there
+    (name beside -> name in the directory: speech-to-text's sentencepiece model, its task's ``spm.model``)."""
     way_back_only: Callable[[PretrainedConfig], tuple[Transform, ...]] = lambda config: ()
     beside: Callable[[Mapping[str, Any], Mapping[str, Any], Path], dict[str, Any]] = lambda state, meta, where: {}
     """(state dict, metadata, where the file goes) -> more torch files the original's loader reads beside

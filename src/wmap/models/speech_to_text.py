@@ -193,6 +193,7 @@ S2T_ARCH = {"_name": "s2t_transformer", "arch": "s2t_transformer", "decoder_norm
 
 DATA_CONFIG = "config.yaml"
 DICTIONARY = "dict.txt"
+COPIED = "copied"
 S2T_TASK = {"_name": "speech_to_text", "task": "speech_to_text", "data": DATA, "config_yaml": DATA_CONFIG}
 """fairseq's (legacy) ``speech_to_text`` task over the data directory written beside the file."""
 
@@ -204,17 +205,26 @@ def cfg_back(config: PretrainedConfig) -> dict[str, Any]:
     return {"model": {**fixed_back(fields), **values_back(fields, config), **S2T_ARCH}, "task": S2T_TASK}
 
 
-def data_config(config: PretrainedConfig, features: str) -> Result[str, BadConfig]:
-    """The task's ``config.yaml``: the dictionary, the input's channels, and the feature extractor's
-    CMVN as fairseq's ``utterance_cmvn`` transform (whose ``norm_means``/``norm_vars`` it is)."""
+SENTENCEPIECE = "sentencepiece.bpe.model"
+"""Where ``Speech2TextTokenizer`` keeps the sentencepiece model in a directory."""
+
+SENTENCEPIECE_BESIDE = "spm.model"
+"""Its name in the data directory written beside the file (``config.yaml``'s ``bpe_tokenizer``)."""
+
+
+def data_config(config: PretrainedConfig, features: str, sentencepiece: bool) -> Result[str, BadConfig]:
+    """The task's ``config.yaml``: the dictionary, the input's channels, the feature extractor's CMVN as
+    fairseq's ``utterance_cmvn`` transform (whose ``norm_means``/``norm_vars`` it is), and the
+    sentencepiece model copied beside it where the directory has one (what fairseq's ``generate`` encodes
+    and decodes text with)."""
     try:
-        return Success(_data_config(config, parse_json(features)))
+        return Success(_data_config(config, parse_json(features), sentencepiece))
     except ValueError as error:
         expected = "a Speech2TextFeatureExtractor config (JSON)"
         return Failure(BadConfig(FEATURES, "feature_extractor", expected, str(error)))
 
 
-def _data_config(config: PretrainedConfig, features: Any) -> str:
+def _data_config(config: PretrainedConfig, features: Any, sentencepiece: bool) -> str:
     settings = get(features, "feature_extractor", features)
     cmvn = {name: bool(get(settings, f"normalize_{name[5:]}", True)) for name in ("norm_means", "norm_vars")}
     data: dict[str, Any] = {
@@ -222,6 +232,8 @@ def _data_config(config: PretrainedConfig, features: Any) -> str:
         "input_feat_per_channel": int(config.input_feat_per_channel),
         "input_channels": int(config.input_channels),
     }
+    if sentencepiece:
+        data["bpe_tokenizer"] = {"bpe": "sentencepiece", "sentencepiece_model": SENTENCEPIECE_BESIDE}
     if get(settings, "do_ceptral_normalize", True):
         data |= {"transforms": {"*": ["utterance_cmvn"]}, "utterance_cmvn": cmvn}
     import yaml
@@ -232,12 +244,21 @@ def _data_config(config: PretrainedConfig, features: Any) -> str:
 def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
     """fairseq's names (the rules reversed), its ``cfg``, and the data its task reads: the dictionary
     (from ``vocab.json``: fairseq's own indices) and ``config.yaml``."""
-    size = int(source.config.vocab_size)
+    size, sentencepiece = int(source.config.vocab_size), SENTENCEPIECE in source.listed
+    copied = {SENTENCEPIECE_BESIDE: SENTENCEPIECE} if sentencepiece else {}
     return Result.do(
-        (fairseq_layout(source, mask=False), {"cfg": cfg_back(source.config), DICTIONARY: words, DATA_CONFIG: data})
+        (
+            fairseq_layout(source, mask=False),
+            {"cfg": cfg_back(source.config), DICTIONARY: words, DATA_CONFIG: data, COPIED: copied},
+        )
         for words in vocabulary_dictionary(source.files[VOCAB], size, SPECIALS)
-        for data in data_config(source.config, source.files[FEATURES])
+        for data in data_config(source.config, source.files[FEATURES], sentencepiece)
     )
+
+
+def copied_files(meta: Mapping[str, Any]) -> dict[str, str]:
+    """The sentencepiece model, copied into the data directory where the directory has one."""
+    return dict(meta[COPIED])
 
 
 def trainer_checkpoint(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
@@ -255,12 +276,11 @@ def data_files(meta: Mapping[str, Any]) -> dict[str, str]:
 EXPORTER = Exporter(
     original,
     trainer_checkpoint,
-    "a fairseq s2t_transformer checkpoint, with its task's dict.txt and config.yaml beside it "
-    "(load_model_ensemble_and_task reads them)",
+    "a fairseq s2t_transformer checkpoint, with its task's data beside it (dict.txt, config.yaml, spm.model: "
+    "load_model_ensemble_and_task and fairseq's generate read them)",
     reads=(VOCAB, FEATURES),
     companions=data_files,
-    leaves_out="the sentencepiece model stays in the directory (sentencepiece.bpe.model): fairseq's generate "
-    "needs it named in config.yaml's bpe_tokenizer",
+    copied=copied_files,
 )
 
 SPEECH_TO_TEXT = ModelSpec(
