@@ -152,6 +152,7 @@ def test_the_reference_layout_plans_clean_and_reads_every_model_field() -> None:
     ("changed", "field"),
     [
         ({"encoder_normalize_before": False}, "encoder_normalize_before"),
+        ({"decoder_normalize_before": False}, "decoder_normalize_before"),
         ({"conv_version": "convtransformer"}, "conv_version"),
         ({"decoder_embed_dim": 128}, "decoder_embed_dim"),
         ({"decoder_learned_pos": True}, "decoder_learned_pos"),
@@ -165,14 +166,6 @@ def test_what_speech2text_cannot_hold_is_refused_naming_the_field(changed: dict[
     meta["cfg"]["model"].update(changed)
     error = prepare(SPEC, layout, meta).failure()
     assert isinstance(error, BadConfig) and field in {error.key, *(e.key for e in error.others)}, error
-
-
-def test_a_post_ln_decoder_is_refused_by_the_plan_naming_its_keys() -> None:
-    layout, meta = _reference()
-    meta["cfg"]["model"]["decoder_normalize_before"] = False
-    plan = prepare(SPEC, layout, meta).unwrap().plan
-    assert plan.refused and all(r.key.startswith("decoder.layers.") for r in plan.refused)
-    assert "post-LN decoder" in plan.refused[0].reason
 
 
 def test_an_old_namespace_and_a_missing_config_are_read_and_refused() -> None:

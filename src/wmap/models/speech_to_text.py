@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import yaml
 from returns.result import Failure, Result, Success
 from transformers import PretrainedConfig, Speech2TextConfig
 
@@ -28,7 +29,6 @@ from wmap.config_fields import (
     Checked,
     Composite,
     ConfigTable,
-    Decided,
     Derived,
     Ignored,
     Translated,
@@ -46,7 +46,7 @@ from wmap.config_fields import (
     values_back,
 )
 from wmap.errors import BadConfig
-from wmap.fairseq import NO_CONFIG, TRAINING_ONLY, activation, fairseq_model_config, flag, layers_agree
+from wmap.fairseq import NO_CONFIG, TRAINING_ONLY, activation, fairseq_model_config, layers_agree
 from wmap.fairseq.decoder import NEGATIVE, decoder_tensors, transformer_decoder_rules, vocabulary_size
 from wmap.fairseq.dictionary import SPECIALS, STAND_INS, dict_file_text
 from wmap.fairseq.export import DATA, fairseq_layout, trainer_file
@@ -123,7 +123,7 @@ S2T_TRANSFORMER = ConfigTable(
         Translated("activation_dropout", PROBABILITY, "activation_dropout", 0.1),
         Translated("decoder_layerdrop", PROBABILITY, "decoder_layerdrop", 0.0),
         Checked("encoder_normalize_before", (True,), "Speech2Text's encoder is pre-LN (a final layer norm)", True),
-        Decided("decoder_normalize_before", "a post-LN decoder is refused by the rules"),
+        Checked("decoder_normalize_before", (True,), "Speech2Text's decoder is pre-LN (a final layer norm)", True),
         Checked("decoder_learned_pos", (False,), "Speech2Text's positions are sinusoidal", False),
         Checked("no_token_positional_embeddings", (False,), "Speech2Text always adds positions", False),
         Checked("layernorm_embedding", (False,), "Speech2Text's decoder has no embedding layer norm", False),
@@ -180,16 +180,16 @@ ENCODER = (
 
 
 def pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
-    """The encoder's rules and fairseq's transformer decoder under ``model.decoder``."""
-    model = fairseq_model_config(meta)
-    shared = bool(config.tie_word_embeddings)
-    pre_ln = flag(model, "decoder_normalize_before", True)
-    decoder = transformer_decoder_rules(shared, pre_ln, "model.decoder", "lm_head", "Speech2Text")
+    """The encoder's rules and fairseq's (pre-LN: the config checked it) transformer decoder under
+    ``model.decoder``, its output projection tied as the config says."""
+    decoder = transformer_decoder_rules(
+        bool(config.tie_word_embeddings), True, "model.decoder", "lm_head", "Speech2Text"
+    )
     return first_match("speech_to_text", (*ENCODER, *decoder))
 
 
-S2T_ARCH = {"_name": "s2t_transformer", "arch": "s2t_transformer", "decoder_normalize_before": True}
-"""What the way back's ``cfg.model`` always is beyond the table: the architecture, a pre-LN decoder."""
+S2T_ARCH = {"_name": "s2t_transformer", "arch": "s2t_transformer"}
+"""What the way back's ``cfg.model`` always is beyond the table: the architecture."""
 
 DATA_CONFIG = "config.yaml"
 DICTIONARY = "dict.txt"
@@ -226,7 +226,10 @@ def data_config(config: PretrainedConfig, features: str, sentencepiece: bool) ->
 
 def _data_config(config: PretrainedConfig, features: Any, sentencepiece: bool) -> str:
     settings = get(features, "feature_extractor", features)
-    cmvn = {name: bool(get(settings, f"normalize_{name[5:]}", True)) for name in ("norm_means", "norm_vars")}
+    cmvn = {
+        "norm_means": bool(get(settings, "normalize_means", True)),
+        "norm_vars": bool(get(settings, "normalize_vars", True)),
+    }
     data: dict[str, Any] = {
         "vocab_filename": DICTIONARY,
         "input_feat_per_channel": int(config.input_feat_per_channel),
@@ -236,8 +239,6 @@ def _data_config(config: PretrainedConfig, features: Any, sentencepiece: bool) -
         data["bpe_tokenizer"] = {"bpe": "sentencepiece", "sentencepiece_model": SENTENCEPIECE_BESIDE}
     if get(settings, "do_ceptral_normalize", True):
         data |= {"transforms": {"*": ["utterance_cmvn"]}, "utterance_cmvn": cmvn}
-    import yaml
-
     return str(yaml.safe_dump(data, sort_keys=False))
 
 
