@@ -204,6 +204,8 @@ def test_a_tokenizer_that_does_not_fit_is_refused_before_writing(tmp_path: Path)
     model, _ = fairseq_sentencepiece(tmp_path / "data")
     error = convert(SPEC, checkpoint, tmp_path / "hf", processor_file=model).failure()
     assert isinstance(error, BadConfig) and error.key == "symbols" and "10004" in error.message, error
+    error = convert(SPEC, checkpoint, tmp_path / "hf", processor_file=tmp_path / "no.model").failure()
+    assert "no.model" in error.message and "no such file" in error.message, error
     (tmp_path / "data" / "spm.txt").unlink()
     error = convert(SPEC, checkpoint, tmp_path / "hf", processor_file=model).failure()
     assert "spm.txt" in error.message and "--tokenizer" in error.message, error

@@ -72,6 +72,8 @@ def _processor(config: PretrainedConfig, file: Path | None) -> Result[Writer, Ba
     extractor = feature_extractor(config)
     if file is None:
         return Success(extractor.save_pretrained)
+    if not file.is_file():
+        return Failure(BadConfig(str(file), "--tokenizer", "an existing sentencepiece model file", "no such file"))
     where = str(file.with_suffix(".txt"))
     return (
         read_small_text(file.with_suffix(".txt"), "--tokenizer", DICTIONARY_BESIDE)
@@ -95,8 +97,6 @@ def _dictionary(text: str, where: str, size: int) -> Result[Dictionary, BadConfi
 def _tokenizer(model: Path, dictionary: Dictionary) -> Result[Any, BadConfig]:
     """``Speech2TextTokenizer`` of the vocabulary (fairseq's indices) and the sentencepiece model."""
     where = str(model)
-    if not model.is_file():
-        return Failure(BadConfig(where, "--tokenizer", "an existing sentencepiece model file", "no such file"))
     try:
         from transformers import Speech2TextTokenizer
 
