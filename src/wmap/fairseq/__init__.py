@@ -58,7 +58,13 @@ from wmap.fairseq.config import (
     pre_trained,
     wav2vec2_encoder_fields,
 )
-from wmap.fairseq.decoder import NEGATIVE, decoder_tensors, transformer_decoder_rules
+from wmap.fairseq.decoder import (
+    NEGATIVE,
+    decoder_tensors,
+    plain_decoder_fields,
+    transformer_decoder_rules,
+    vocabulary_size,
+)
 from wmap.fairseq.dictionary import STAND_INS, Dictionary
 from wmap.fairseq.export import (
     DATA,
@@ -214,6 +220,7 @@ __all__ = [
     "masks",
     "nothing_made",
     "overridden",
+    "plain_decoder_fields",
     "pre_trained",
     "pretraining_exporter",
     "pretraining_rules",
@@ -223,6 +230,7 @@ __all__ = [
     "transformer_decoder_rules",
     "unadapted_layers",
     "vocabulary_dictionary",
+    "vocabulary_size",
     "wav2vec2_encoder_fields",
     "wav2vec2_encoder_rules",
     "with_adapter_corpus",

@@ -11,7 +11,7 @@ from typing import Any
 
 from returns.result import Failure, Result, Success
 
-from wmap.config_fields import ValueMap
+from wmap.config_fields import Checked, Field, Ignored, ValueMap, optional, text
 from wmap.errors import BadConfig
 from wmap.pipeline import when
 from wmap.transforms import PARAMS, Layout, Transform, refuse, rename, skip, tie
@@ -24,6 +24,19 @@ EMBED = "decoder.embed_tokens.weight"
 
 OUTPUT_PROJECTION = "decoder.output_projection.weight"
 """The decoder's output projection (the embedding's own tensor where they are shared)."""
+
+
+def plain_decoder_fields(target: str) -> tuple[Field, ...]:
+    """fairseq ``TransformerDecoder``'s options that ``target``'s decoder (a BART-style decoder: MBart,
+    Speech2Text) has no counterpart for, checked off: positions always added, a plain token embedding
+    and output projection (no adaptive input or softmax)."""
+    return (
+        Checked("no_token_positional_embeddings", (False,), f"{target} always adds positions", False),
+        Checked("adaptive_input", (False,), f"{target} has a plain token embedding", False),
+        Checked("adaptive_softmax_cutoff", (None,), f"{target} has a plain output projection", None, optional(text)),
+        Ignored("adaptive_softmax_dropout", "only used with an adaptive softmax (checked absent)"),
+        Ignored("tie_adaptive_weights", "only used with an adaptive softmax (checked absent)"),
+    )
 
 
 def vocabulary_size(layout: Layout) -> Result[int, BadConfig]:

@@ -37,17 +37,21 @@ from wmap.config_fields import (
     divides,
     fixed_back,
     get,
-    ignore_all,
     integer,
     one_of,
     optional,
-    text,
     translate,
     values_back,
 )
 from wmap.errors import BadConfig
 from wmap.fairseq import NO_CONFIG, TRAINING_ONLY, activation, fairseq_model_config, layers_agree
-from wmap.fairseq.decoder import NEGATIVE, decoder_tensors, transformer_decoder_rules, vocabulary_size
+from wmap.fairseq.decoder import (
+    NEGATIVE,
+    decoder_tensors,
+    plain_decoder_fields,
+    transformer_decoder_rules,
+    vocabulary_size,
+)
 from wmap.fairseq.dictionary import SPECIALS, STAND_INS, dict_file_text
 from wmap.fairseq.export import DATA, fairseq_layout, trainer_file
 from wmap.fairseq.processor import FEATURES, VOCAB, vocabulary_dictionary
@@ -125,12 +129,9 @@ S2T_TRANSFORMER = ConfigTable(
         Checked("encoder_normalize_before", (True,), "Speech2Text's encoder is pre-LN (a final layer norm)", True),
         Checked("decoder_normalize_before", (True,), "Speech2Text's decoder is pre-LN (a final layer norm)", True),
         Checked("decoder_learned_pos", (False,), "Speech2Text's positions are sinusoidal", False),
-        Checked("no_token_positional_embeddings", (False,), "Speech2Text always adds positions", False),
         Checked("layernorm_embedding", (False,), "Speech2Text's decoder has no embedding layer norm", False),
         Checked("cross_self_attention", (False,), "Speech2Text's decoder attends to itself, then the encoder", False),
-        Checked("adaptive_input", (False,), "Speech2Text has a plain token embedding", False),
-        Checked("adaptive_softmax_cutoff", (None,), "Speech2Text has a plain output projection", None, optional(text)),
-        *ignore_all(("adaptive_softmax_dropout", "tie_adaptive_weights"), "adaptive softmax only (checked absent)"),
+        *plain_decoder_fields("Speech2Text"),
         Ignored("ctc_weight", "the auxiliary CTC loss's weight: its projection (encoder.ctc_proj) is skipped"),
         Ignored("encoder_freezing_updates", TRAINING_ONLY + " (updates before the encoder trains)"),
         Ignored("quant_noise_pq", TRAINING_ONLY + " (quantization noise)"),

@@ -45,7 +45,6 @@ from wmap.config_fields import (
     integer,
     kwargs_of,
     optional,
-    text,
     translate_each,
     values_back,
 )
@@ -67,7 +66,13 @@ from wmap.fairseq import (
     projections,
     wav2vec2_encoder_fields,
 )
-from wmap.fairseq.decoder import NEGATIVE, decoder_tensors, transformer_decoder_rules, vocabulary_size
+from wmap.fairseq.decoder import (
+    NEGATIVE,
+    decoder_tensors,
+    plain_decoder_fields,
+    transformer_decoder_rules,
+    vocabulary_size,
+)
 from wmap.fairseq.dictionary import STAND_INS
 from wmap.fairseq.export import (
     DATA,
@@ -168,12 +173,8 @@ XM_TRANSFORMER = ConfigTable(
         Decided("encoder_proj", "the encoder projection: mapped or refused by the rules"),
         Decided("decoder_normalize_before", "a post-LN decoder is refused by the rules"),
         Checked("decoder_learned_pos", (True,), "MBart has learned positions only", True),
-        Checked("no_token_positional_embeddings", (False,), "MBart always adds positions", False),
         Checked("layernorm_embedding", (True,), "MBart always normalises the embeddings", True),
-        Checked("adaptive_input", (False,), "MBart has a plain token embedding", False),
-        Checked("adaptive_softmax_cutoff", (None,), "MBart has a plain output projection", None, optional(text)),
-        Ignored("adaptive_softmax_dropout", "only used with an adaptive softmax (checked absent)"),
-        Ignored("tie_adaptive_weights", "only used with an adaptive softmax (checked absent)"),
+        *plain_decoder_fields("MBart"),
         Ignored("decoder_embed_path", "where training loaded pre-trained embeddings; the checkpoint holds them"),
         Ignored("quant_noise_pq", TRAINING_ONLY + " (quantization noise)"),
         Ignored("pooler_activation_fn", "classification pooler; not part of the decoder"),
