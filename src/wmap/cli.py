@@ -84,11 +84,14 @@ def _preview_reverse(args: argparse.Namespace) -> int:
     result = preview_reverse(args.model, args.checkpoint, layouts=_kept_layouts(args))
     if isinstance(result, Failure):
         return _fail(result.failure())
-    plan = result.unwrap().plan
+    prepared = result.unwrap()
+    plan = prepared.plan
     if args.json:
-        print(json.dumps(plan.to_json(), indent=2))
+        print(json.dumps({**plan.to_json(), "beside": list(prepared.beside)}, indent=2))
     else:
         print_plan(plan, _console(), title=f"{args.model} (original) ← {args.checkpoint}")
+        if prepared.beside:
+            print(f"also written beside the file: {', '.join(prepared.beside)}")
     return EXIT_OK if plan.is_clean() else EXIT_REFUSED
 
 

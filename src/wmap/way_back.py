@@ -55,6 +55,12 @@ class PreparedReverse:
     meta: Mapping[str, Any]
     plan: MappingPlan
 
+    @property
+    def beside(self) -> tuple[str, ...]:
+        """The files an export writes beside its file, known before any tensor is read: its companions
+        (fairseq's ``dict.ltr.txt``) and the files of the directory it copies (``spm.model``)."""
+        return (*self.exporter.companions(self.meta), *self.exporter.copied(self.meta))
+
 
 def _exporter(spec: ModelSpec) -> Result[Exporter, WmapError]:
     if spec.export is None:

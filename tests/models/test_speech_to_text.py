@@ -231,13 +231,22 @@ def test_the_way_back_gives_fairseq_its_own_file_again(tmp_path: Path) -> None:
     from transformers import Speech2TextForConditionalGeneration
 
     from tests.originals import s2t_checkpoint
+    from tests.test_cli import wmap
     from wmap import export
 
     model, pieces = fairseq_sentencepiece(tmp_path / "data")
     original = s2t_checkpoint(tmp_path / "checkpoint.pt", tmp_path / "data", vocab=len(pieces) + 4, pieces=pieces)
     out = convert(SPEC, tmp_path / "checkpoint.pt", tmp_path / "hf", processor_file=model).unwrap()
+    shown = wmap("preview", "--reverse", "speech_to_text", str(out))
+    assert shown.returncode == 0 and "also written beside the file: dict.txt, config.yaml, spm.model" in shown.stdout
     (tmp_path / "back").mkdir()
     back = export(SPEC, out, tmp_path / "back" / "checkpoint.pt").unwrap()
+    assert sorted(p.name for p in (tmp_path / "back").iterdir()) == [
+        "checkpoint.pt",
+        "config.yaml",
+        "dict.txt",
+        "spm.model",
+    ]
     assert (tmp_path / "back" / "dict.txt").read_text() == (tmp_path / "data" / "spm.txt").read_text()
     assert (tmp_path / "back" / "spm.model").read_bytes() == model.read_bytes()
     loaded = _fairseq_loads(back)
