@@ -219,10 +219,6 @@ def _torch_file(container: object, sources: tuple[MappedFile, ...]) -> Callable[
     return write
 
 
-def _copy(source: Path, path: Path) -> None:
-    shutil.copyfile(source, path)
-
-
 def _text(text: str) -> Callable[[Path], None]:
     def write(path: Path) -> None:
         path.write_text(text)
@@ -256,7 +252,7 @@ def _write_export(
     for name, text in prepared.exporter.companions(prepared.meta).items():
         files[where.parent / name] = _text(text)
     for name, source in prepared.exporter.copied(prepared.meta).items():
-        files[where.parent / name] = partial(_copy, Path(hf_dir) / source)
+        files[where.parent / name] = partial(shutil.copyfile, Path(hf_dir) / source)
     for name, beside in prepared.exporter.beside(applied.state, prepared.meta, where).items():
         files[where.parent / name] = _torch_file(beside, applied.sources)
     protect, replaces = inputs_of(hf_dir), _replaceable(where)

@@ -96,23 +96,13 @@ def test_variants_without_an_equivalent_are_refused(
     assert not (tmp_path / "hf").exists()
 
 
-def _sentencepiece_model(directory: Path) -> Path:
-    import sentencepiece
-
-    corpus = directory / "corpus.txt"
-    corpus.write_text("\n".join(f"speech to text sentence number {i} for a tiny test model" for i in range(200)))
-    prefix = directory / "spm"
-    sentencepiece.SentencePieceTrainer.train(
-        input=str(corpus), model_prefix=str(prefix), vocab_size=40, model_type="unigram", minloglevel=2
-    )
-    return prefix.with_suffix(".model")
-
-
 def test_tokenizer_is_written_from_a_sentencepiece_model(tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
     _, checkpoint = _build(tmp_path)
-    model_file = _sentencepiece_model(tmp_path)
+    from tests.helpers import fairseq_sentencepiece
+
+    model_file, _ = fairseq_sentencepiece(tmp_path / "spm")
     out = convert("wav2vec2_mbart", checkpoint, tmp_path / "hf", processor_file=model_file).unwrap()
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert type(tokenizer).__name__.startswith("MBart50Tokenizer")

@@ -104,9 +104,11 @@ from wmap.fairseq.processor import (
     Features,
     ctc_processor,
     ctc_vocabulary,
+    extractor_settings,
     feature_extractor_settings,
     feature_extractor_writer,
     feature_settings,
+    parsed_dictionary,
     vocabulary_dictionary,
 )
 from wmap.fairseq.rules import (
@@ -200,6 +202,7 @@ __all__ = [
     "encoder_fields",
     "encoder_rows",
     "encoder_rules",
+    "extractor_settings",
     "fairseq_encoder_config",
     "fairseq_layout",
     "fairseq_model_config",
@@ -220,6 +223,7 @@ __all__ = [
     "masks",
     "nothing_made",
     "overridden",
+    "parsed_dictionary",
     "plain_decoder_fields",
     "pre_trained",
     "pretraining_exporter",

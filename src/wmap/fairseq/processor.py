@@ -103,7 +103,7 @@ def _dictionary(meta: Mapping[str, Any], file: Path | None) -> Result[Dictionary
     if file is not None:
         where = str(file)
         return read_small_text(file, "--dict", "a fairseq dictionary file (dict.ltr.txt)").bind(
-            partial(_parsed, where=where)
+            partial(parsed_dictionary, where=where)
         )
     found = find_in_task_state(meta)
     if found is None:
@@ -119,11 +119,18 @@ def _dictionary(meta: Mapping[str, Any], file: Path | None) -> Result[Dictionary
     return Success(found)
 
 
-def _parsed(text: str, where: str) -> Result[Dictionary, BadConfig]:
+DICT_FILE = "a fairseq dictionary ('<symbol> <count>' per line)"
+
+
+def parsed_dictionary(
+    text: str, where: str, option: str = "--dict", expected: str = DICT_FILE
+) -> Result[Dictionary, BadConfig]:
+    """A fairseq ``dict.*.txt`` the user gave by ``option`` (:func:`parse_dict_file`); a malformed one
+    is a :class:`BadConfig` naming the file (``where``), the option and what was ``expected``."""
     try:
         return Success(parse_dict_file(text, where))
     except DictionaryError as error:
-        return Failure(BadConfig(where, "--dict", "a fairseq dictionary ('<symbol> <count>' per line)", str(error)))
+        return Failure(BadConfig(where, option, expected, str(error)))
 
 
 def ctc_processor(config: PretrainedConfig, meta: Mapping[str, Any], file: Path | None) -> Result[Writer, BadConfig]:
@@ -234,13 +241,21 @@ def vocabulary_dictionary(
 def _settings(text: str, where: str) -> Result[Features, BadConfig]:
     """``do_normalize`` and ``sampling_rate`` of a feature extractor's file (nested in v5's processor
     file): fairseq's task table (:data:`TASK`) read back."""
+    table = ConfigTable(where, inverse(TASK.fields))
+    settings = extractor_settings(text, where, "a Wav2Vec2FeatureExtractor config (JSON)")
+    read = settings.bind(partial(translate, table, report_unknown=False))
+    return read.map(lambda found: (found.kwargs["normalize"], found.kwargs["sample_rate"]))
+
+
+def extractor_settings(text: str, where: str, expected: str) -> Result[Any, BadConfig]:
+    """A feature extractor's settings from its file: ``preprocessor_config.json``'s own, or nested in
+    transformers v5's ``processor_config.json``; text that is not JSON is a :class:`BadConfig` naming
+    the file (``where``) and what was ``expected``."""
     try:
         features = parse_json(text)
     except ValueError as error:
-        return Failure(BadConfig(where, "feature_extractor", "a Wav2Vec2FeatureExtractor config (JSON)", str(error)))
-    table = ConfigTable(where, inverse(TASK.fields))
-    read = translate(table, get(features, "feature_extractor", features), report_unknown=False)
-    return read.map(lambda found: (found.kwargs["normalize"], found.kwargs["sample_rate"]))
+        return Failure(BadConfig(where, "feature_extractor", expected, str(error)))
+    return Success(get(features, "feature_extractor", features))
 
 
 def feature_settings(files: Mapping[str, str]) -> Result[Features, BadConfig]:

@@ -54,8 +54,7 @@ from wmap.fairseq.decoder import (
 )
 from wmap.fairseq.dictionary import SPECIALS, STAND_INS, dict_file_text
 from wmap.fairseq.export import DATA, fairseq_layout, trainer_file
-from wmap.fairseq.processor import FEATURES, VOCAB, vocabulary_dictionary
-from wmap.io import parse_json
+from wmap.fairseq.processor import FEATURES, VOCAB, extractor_settings, vocabulary_dictionary
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, shipped
 from wmap.models.speech_to_text_processor import generation, processor
 from wmap.pipeline import first_match
@@ -218,15 +217,11 @@ def data_config(config: PretrainedConfig, features: str, sentencepiece: bool) ->
     fairseq's ``utterance_cmvn`` transform (whose ``norm_means``/``norm_vars`` it is), and the
     sentencepiece model copied beside it where the directory has one (what fairseq's ``generate`` encodes
     and decodes text with)."""
-    try:
-        return Success(_data_config(config, parse_json(features), sentencepiece))
-    except ValueError as error:
-        expected = "a Speech2TextFeatureExtractor config (JSON)"
-        return Failure(BadConfig(FEATURES, "feature_extractor", expected, str(error)))
+    settings = extractor_settings(features, FEATURES, "a Speech2TextFeatureExtractor config (JSON)")
+    return settings.map(partial(_data_config, config, sentencepiece=sentencepiece))
 
 
-def _data_config(config: PretrainedConfig, features: Any, sentencepiece: bool) -> str:
-    settings = get(features, "feature_extractor", features)
+def _data_config(config: PretrainedConfig, settings: Any, sentencepiece: bool) -> str:
     cmvn = {
         "norm_means": bool(get(settings, "normalize_means", True)),
         "norm_vars": bool(get(settings, "normalize_vars", True)),

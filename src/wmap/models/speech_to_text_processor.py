@@ -17,7 +17,8 @@ from returns.result import Failure, Result, Success
 from transformers import PretrainedConfig
 
 from wmap.errors import BadConfig
-from wmap.fairseq.dictionary import Dictionary, DictionaryError, parse_dict_file
+from wmap.fairseq.dictionary import Dictionary
+from wmap.fairseq.processor import parsed_dictionary
 from wmap.io import read_small_text, save_processor
 from wmap.models.base import Writer, writing
 
@@ -77,17 +78,14 @@ def _processor(config: PretrainedConfig, file: Path | None) -> Result[Writer, Ba
     where = str(file.with_suffix(".txt"))
     return (
         read_small_text(file.with_suffix(".txt"), "--tokenizer", DICTIONARY_BESIDE)
-        .bind(partial(_dictionary, where=where, size=int(config.vocab_size)))
+        .bind(partial(parsed_dictionary, where=where, option="--tokenizer", expected=DICTIONARY_BESIDE))
+        .bind(partial(_sized, where=where, size=int(config.vocab_size)))
         .bind(partial(_tokenizer, file))
         .map(partial(_writer, extractor))
     )
 
 
-def _dictionary(text: str, where: str, size: int) -> Result[Dictionary, BadConfig]:
-    try:
-        dictionary = parse_dict_file(text, where)
-    except DictionaryError as error:
-        return Failure(BadConfig(where, "--tokenizer", DICTIONARY_BESIDE, str(error)))
+def _sized(dictionary: Dictionary, where: str, size: int) -> Result[Dictionary, BadConfig]:
     if len(dictionary.symbols) != size:
         found = f"{len(dictionary.symbols)} symbols with fairseq's four"
         return Failure(BadConfig(where, "symbols", f"{size}, one per row of the decoder's embedding", found))
