@@ -354,12 +354,3 @@ def test_a_joint_row_maps_several_fields_to_several_and_back(depth: int, kernel:
     assert values_back(fields, SimpleNamespace(**read.kwargs)) == {"conv_pos": kernel * depth, "pos_conv_depth": depth}
     bad = translate(table, {"conv_pos": kernel * depth, "pos_conv_depth": 0}).failure()  # read as its own row
     assert bad.key == "pos_conv_depth"
-
-
-def test_a_slot_is_filled_wherever_it_stands_and_nothing_else_changes() -> None:
-    from wmap.config_fields import Slot, filled
-
-    here, other = Slot("here"), Slot("other")
-    tree = {"a": here, "b": [1, {"c": here, "d": other}], "e": "here"}
-    assert filled(tree, here, 7) == {"a": 7, "b": [1, {"c": 7, "d": other}], "e": "here"}
-    assert filled(tree, Slot("nowhere"), 7) == tree

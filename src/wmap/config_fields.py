@@ -593,23 +593,6 @@ def fixed_back(fields: Iterable[Field]) -> dict[str, Any]:
     return {f.source: f.allowed[0] for f in fields if isinstance(f, Checked) and len(f.allowed) == 1}
 
 
-@attrs.frozen
-class Slot:
-    """A place in a config the way back writes whose value is known only when the file is written
-    (where it goes: fairseq's tasks name that folder as their ``data``); :func:`filled` fills it."""
-
-    what: str
-
-
-def filled(tree: Any, slot: Slot, value: Any) -> Any:
-    """``tree`` (mappings and lists, as a written config nests) with ``slot`` replaced by ``value``."""
-    if isinstance(tree, Mapping):
-        return {key: filled(item, slot, value) for key, item in tree.items()}
-    if isinstance(tree, list):
-        return [filled(item, slot, value) for item in tree]
-    return value if isinstance(tree, Slot) and tree == slot else tree
-
-
 def ignore_all(names: Iterable[str], reason: str) -> tuple[Ignored, ...]:
     """Several fields ignored for one reason."""
     return tuple(Ignored(name, reason) for name in names)

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from wmap.config_back import written
 from wmap.models import get_model
-from wmap.models.wav2vec2_mbart import ADAPTOR, DECODER, model_cfg, translate_config
+from wmap.models.wav2vec2_mbart import ADAPTOR, DECODER, XM_CFG, translate_config
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +30,12 @@ def test_the_adaptor_and_decoder_rows_go_to_their_configs_and_come_back(referenc
     config = translate_config(meta, layout).unwrap().config
     assert "adapter_stride" not in config.decoder.to_dict()  # the adaptor's rows are the encoder's only
     assert (config.encoder.add_adapter, config.encoder.num_adapter_layers) == (True, 3)
-    back = model_cfg(config, normalize=True, rate=16_000)
+    back = written(XM_CFG, config)["model"]
     model = meta["cfg"]["model"]
     for name in (f.source for f in (*ADAPTOR, *DECODER)):
         assert back[name] == model[name], name
     without = translate_config(_with(meta, adaptor_n_layers=0), layout).unwrap().config
-    assert not without.encoder.add_adapter and model_cfg(without, True, 16_000)["adaptor_n_layers"] == 0
+    assert not without.encoder.add_adapter and written(XM_CFG, without)["model"]["adaptor_n_layers"] == 0
 
 
 @pytest.mark.parametrize(

@@ -2,9 +2,9 @@
 
 The names are the forward rules reversed (:mod:`wmap.reverse`); fairseq's own
 loader is what checks them (its layout is known only by building its model).
-The config is rebuilt from the transformers config by inverting the same field
-table the forward direction reads (``wav2vec2_encoder_fields``), plus the few
-derived fields (the conv spec, the norm mode, pre-LN, the positional conv). The
+The config is a tree (:mod:`wmap.config_back`) of the same field tables the forward
+direction reads (``wav2vec2_encoder_fields``), read back, and the few values they do not
+say, with slots for what the feature extractor and the file's folder give. The
 fine-tuning task reads its dictionary from ``dict.ltr.txt``, which is written
 beside the checkpoint from the directory's ``vocab.json`` (the blank swap
 undone), and the task's ``data`` points there.
@@ -13,6 +13,7 @@ undone), and the task's ``data`` points there.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ import attrs
 from returns.result import Failure, Result, Success
 from transformers import PretrainedConfig
 
-from wmap.config_fields import Field, Slot, filled, inverse, values_back
+from wmap.config_back import Back, Merged, Picked, Slot, filled, written
+from wmap.config_fields import Field, inverse
 from wmap.errors import BadConfig, Disagrees
 from wmap.fairseq.config import CTC_FINE_TUNING, WRAPPER_REPLACES, wav2vec2_encoder_fields
 from wmap.fairseq.dictionary import FAIRSEQ_GLOBAL, Dictionary, dict_file_text, saved_fields
@@ -43,12 +45,12 @@ def inverted(fields: tuple[Field, ...]) -> dict[str, str]:
 TRANSLATED_BACK = inverted(wav2vec2_encoder_fields())
 
 
-def encoder_cfg(config: PretrainedConfig, name: str, fields: tuple[Field, ...] = ()) -> dict[str, Any]:
-    """fairseq's encoder config (``w2v_args.model``) for a transformers wav2vec2-family config: the
-    family's forward ``fields`` (default: ``wav2vec2_encoder_fields()``) read back, and the conv spec.
-    What a family's config spells otherwise is its exporter's ``extra`` (data2vec-audio's)."""
-    values = values_back(fields or wav2vec2_encoder_fields(), config)
-    return {**values, "_name": name}
+def encoder_back(name: str, fields: tuple[Field, ...] = (), extra: Any = None, of: str = "") -> Merged:
+    """fairseq's encoder config (``cfg.model``, or ``w2v_args.model``) as the way back writes it: the
+    family's forward ``fields`` (default: ``wav2vec2_encoder_fields()``) read back (of the config's
+    attribute ``of``), the model's registered ``name``, and ``extra`` (a part of the tree:
+    :mod:`wmap.config_back`), what a family's config spells otherwise."""
+    return Merged(Back(fields or wav2vec2_encoder_fields(), of), {"_name": name}, extra or {})
 
 
 def normalised_features(config: PretrainedConfig) -> Result[PretrainedConfig, BadConfig]:
@@ -106,23 +108,34 @@ DATA = Slot("the data directory fairseq's tasks read: the folder the file is wri
 """Where an exported ``cfg`` names the data directory (a task's ``data``, a CTC wrapper's); filled by
 :func:`trainer_file` when the file's folder is known."""
 
+NORMALIZE = Slot("whether the model was fed normalised audio: the feature extractor's do_normalize")
+SAMPLE_RATE = Slot("the audio's rate: the feature extractor's sampling_rate")
+"""Where an exported ``cfg`` names the feature extractor's settings; filled by :func:`trainer_exporter`."""
+
 NO_OPTIMIZER = {"optimizer_name": "none", "lr_scheduler_state": {}, "num_updates": 0}
 """An optimizer history entry of a file no optimizer has stepped (its criterion beside it)."""
 
 
+CFG = Slot("the file's cfg")
+STATE = Slot("the model's state dict")
+CRITERION = Slot("the criterion the trainer ran")
+
+TRAINER_FILE = {
+    "args": None,
+    "cfg": CFG,
+    "model": STATE,
+    "optimizer_history": [{"criterion_name": CRITERION, **NO_OPTIMIZER}],
+    "extra_state": {"train_iterator": {"epoch": 1}},
+}
+"""What fairseq's loader expects around a model: the ``cfg``, the state dict, an optimizer history
+(``_upgrade_state_dict`` reads it) and the iterator's state; no optimizer state."""
+
+
 def trainer_file(cfg: Mapping[str, Any], state: Mapping[str, Any], criterion: str, data: Path) -> dict[str, Any]:
-    """What fairseq's loader expects around a model: ``cfg`` (its :data:`DATA` slots filled with ``data``,
-    the folder the file is written to), the state dict, an optimizer history (``_upgrade_state_dict``
-    reads it) and the iterator's state; no optimizer state."""
-    history = [{"criterion_name": criterion, **NO_OPTIMIZER}]
-    loop = {"train_iterator": {"epoch": 1}}
-    return {
-        "args": None,
-        "cfg": filled(cfg, DATA, str(data)),
-        "model": dict(state),
-        "optimizer_history": history,
-        "extra_state": loop,
-    }
+    """:data:`TRAINER_FILE` of ``cfg`` (its :data:`DATA` slots filled with ``data``, the folder the file is
+    written to), ``state`` and ``criterion``."""
+    slots = {CFG: filled(cfg, {DATA: str(data)}), STATE: dict(state), CRITERION: criterion}
+    return dict(filled(TRAINER_FILE, slots))
 
 
 def fairseq_layout(
@@ -142,10 +155,10 @@ def fairseq_layout(
     return {**masked, **named}
 
 
-def audio_task(name: str, features: Features, **fields: Any) -> dict[str, Any]:
-    """A fairseq audio task's config: its name, the normalisation and rate of the features, and its
-    data directory (:data:`DATA`)."""
-    return {"_name": name, "normalize": features[0], "sample_rate": features[1], "data": DATA, **fields}
+def audio_task(name: str, **fields: Any) -> dict[str, Any]:
+    """A fairseq audio task's config: its name, the normalisation and rate of the features
+    (:data:`NORMALIZE`, :data:`SAMPLE_RATE`), and its data directory (:data:`DATA`)."""
+    return {"_name": name, "normalize": NORMALIZE, "sample_rate": SAMPLE_RATE, "data": DATA, **fields}
 
 
 FAIRSEQ_CHECKPOINT = "a fairseq checkpoint (load_model_ensemble_and_task reads it)"
@@ -156,7 +169,7 @@ def _as_is(state: Mapping[str, Any], cfg: Mapping[str, Any]) -> Mapping[str, Any
 
 
 def trainer_exporter(
-    cfg: Callable[[PretrainedConfig, Features], dict[str, Any]],
+    cfg: Any,
     criterion: str,
     describes: str = FAIRSEQ_CHECKPOINT,
     *,
@@ -167,16 +180,20 @@ def trainer_exporter(
     leaves_out: str = "",
 ) -> Exporter:
     """A fairseq family's way back, as fairseq's trainer writes its files (:func:`trainer_file`):
-    ``cfg(config, features)`` is the file's ``cfg`` (``model`` and ``task``; :data:`DATA` where it names
-    the data directory), from the directory's config (once ``checked`` accepts it: by default its features
-    are normalised) and its feature extractor's settings; ``criterion`` the one the trainer ran.
+    ``cfg`` is the tree of the file's ``cfg`` (``model`` and ``task``: :mod:`wmap.config_back`), written
+    for the directory's config (once ``checked`` accepts it: by default its features are normalised),
+    its feature extractor's settings in :data:`NORMALIZE` and :data:`SAMPLE_RATE`, and :data:`DATA`
+    where it names the data directory; ``criterion`` the one the trainer ran.
     ``layout``: the original's names (:func:`fairseq_layout`); ``tensors(state, cfg)``: the state dict
     with what fairseq's holds beyond the rules (a decoder's format marker); ``made``: what the way back
     makes (:func:`mask_embedding`). A fine-tuned family's file also carries its labels: :func:`with_dictionary`."""
 
     def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
         def meta(features: Features) -> tuple[Layout, dict[str, Any]]:
-            return layout(source), {"cfg": cfg(source.config, features)}
+            normalize, rate = features
+            return layout(source), {
+                "cfg": filled(written(cfg, source.config), {NORMALIZE: normalize, SAMPLE_RATE: rate})
+            }
 
         return checked(source.config).bind(lambda _: feature_settings(source.files)).map(meta)
 
@@ -225,20 +242,35 @@ def pretraining_exporter(
     heads: ZeroHeads | None = None,
     tensors: Callable[[Mapping[str, Any], Mapping[str, Any]], Mapping[str, Any]] = _as_is,
 ) -> Exporter:
-    """The way back for a pre-trained wav2vec2-style family: its model config (``fields`` inverted, plus
-    ``extra(config)``), the ``audio_pretraining`` task. Keys the forward direction skipped are
+    """The way back for a pre-trained wav2vec2-style family: its model config (:func:`encoder_back` of
+    ``fields`` and ``extra``), the ``audio_pretraining`` task. Keys the forward direction skipped are
     unrecoverable (the plan names them) unless ``heads`` makes them (data2vec-audio's regression head);
     ``tensors`` as for :func:`trainer_exporter` (data2vec-audio's EMA teacher)."""
-
-    def cfg(config: PretrainedConfig, features: Features) -> dict[str, Any]:
-        model = {**encoder_cfg(config, encoder_name, fields), **(extra(config) if extra else {})}
-        return {"model": model, "task": audio_task("audio_pretraining", features)}
-
-    def layout(source: ExportSource) -> dict[str, tuple[int, ...]]:
-        return fairseq_layout(source, unrecoverable_names(source.pipeline))
-
-    named, made = (heads.layout, heads.made) if heads else (layout, mask_embedding)
+    cfg = {"model": encoder_back(encoder_name, fields, extra), "task": audio_task("audio_pretraining")}
+    named, made = (heads.layout, heads.made) if heads else (unrecoverable_layout, mask_embedding)
     return trainer_exporter(cfg, criterion, layout=named, tensors=tensors, made=made, leaves_out=leaves_out)
+
+
+def unrecoverable_layout(source: ExportSource) -> dict[str, tuple[int, ...]]:
+    """fairseq's names (:func:`fairseq_layout`) and the keys the forward rules skipped, named."""
+    return fairseq_layout(source, unrecoverable_names(source.pipeline))
+
+
+def ctc_cfg(
+    model_name: str,
+    encoder: Any,
+    pretraining_task: str = "audio_pretraining",
+    task_fields: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``cfg`` tree of a fine-tuned (CTC) file: the wrapper ``model_name`` around ``encoder`` (its
+    tree, in ``w2v_args.model``, with its ``pretraining_task``), the wrapper's table read back, and the
+    encoder's fields the wrapper replaces (:data:`~wmap.fairseq.config.WRAPPER_REPLACES`: fairseq builds
+    the encoder with the wrapper's); the ``audio_finetuning`` task on letter labels."""
+    pretraining = audio_task(pretraining_task, **(task_fields or {}))
+    wrapper = {"_name": model_name, "w2v_args": {"task": pretraining, "model": encoder}, "w2v_path": ""}
+    files = {"normalize": NORMALIZE, "data": DATA}
+    model = Merged(wrapper, files, Back(CTC_FINE_TUNING.fields), Picked(encoder, WRAPPER_REPLACES))
+    return {"model": model, "task": audio_task("audio_finetuning", labels="ltr")}
 
 
 def ctc_exporter(
@@ -247,44 +279,23 @@ def ctc_exporter(
     pretraining_task: str = "audio_pretraining",
     unrecoverable: tuple[str, ...] = (),
     task_fields: Mapping[str, Any] | None = None,
-    extra: Callable[[PretrainedConfig], dict[str, Any]] | None = None,
+    extra: Any = None,
     fields: tuple[Field, ...] = (),
-    encoder: Callable[[PretrainedConfig], dict[str, Any]] | None = None,
+    encoder: Any = None,
     layout: Callable[[ExportSource], dict[str, tuple[int, ...]]] | None = None,
     made: Callable[[PretrainedConfig], tuple[MakeRule, ...]] | None = None,
 ) -> Exporter:
     """The way back for a fine-tuned wav2vec2-style CTC family (``encoder_name``, ``model_name`` and the
-    encoder's ``pretraining_task`` as fairseq registers them). ``unrecoverable``: keys the original
-    model always holds that the forward rules skip (HubertCtc's unused label embeddings), named by the
-    reverse plan; ``task_fields`` and ``extra(config)``: what the pre-training task and the encoder's
-    config must spell out (nothing fills a nested config's defaults or resolves its interpolations);
-    ``fields``: the encoder's forward table (default ``wav2vec2_encoder_fields()``); the CTC wrapper
-    spells the encoder's layer kind and adapters (:data:`~wmap.fairseq.config.WRAPPER_REPLACES`: fairseq
-    builds the encoder with the wrapper's); ``encoder``: the whole encoder config, for an encoder that
-    is not wav2vec 2.0's (data2vec 2.0's ``data2vec_multi``, which holds no mask embedding either);
-    ``layout`` and ``made`` as for :func:`trainer_exporter` (HubertCtc's label embeddings, empty)."""
-
-    def encoder_model(config: PretrainedConfig) -> dict[str, Any]:
-        if encoder is not None:
-            return encoder(config)
-        return {**encoder_cfg(config, encoder_name, fields), **(extra(config) if extra else {})}
-
-    def cfg(config: PretrainedConfig, features: Features) -> dict[str, Any]:
-        pretraining = audio_task(pretraining_task, features, **(task_fields or {}))
-        inner = encoder_model(config)
-        model = {
-            "_name": model_name,
-            "w2v_args": {"task": pretraining, "model": inner},
-            "w2v_path": "",
-            "normalize": features[0],
-            "data": DATA,
-            **values_back(CTC_FINE_TUNING.fields, config),  # final_dropout, apply_mask
-            **{name: inner[name] for name in WRAPPER_REPLACES if name in inner},
-        }
-        return {"model": model, "task": audio_task("audio_finetuning", features, labels="ltr")}
-
-    def named(source: ExportSource) -> dict[str, tuple[int, ...]]:
-        return fairseq_layout(source, unrecoverable, mask=encoder is None)
-
+    encoder's ``pretraining_task`` as fairseq registers them): :func:`ctc_cfg`. ``unrecoverable``: keys
+    the original model always holds that the forward rules skip (HubertCtc's unused label embeddings),
+    named by the reverse plan; ``task_fields`` and ``extra`` (a part of the tree): what the pre-training
+    task and the encoder's config must spell out (nothing fills a nested config's defaults or resolves
+    its interpolations); ``fields``: the encoder's forward table (default ``wav2vec2_encoder_fields()``);
+    ``encoder``: the whole encoder tree, for an encoder that is not wav2vec 2.0's (data2vec 2.0's
+    ``data2vec_multi``, which holds no mask embedding either); ``layout`` and ``made`` as for
+    :func:`trainer_exporter` (HubertCtc's label embeddings, empty)."""
+    inner = encoder_back(encoder_name, fields, extra) if encoder is None else encoder
+    named = partial(fairseq_layout, unrecoverable=unrecoverable, mask=encoder is None)
     makes = made or (mask_embedding if encoder is None else nothing_made)
+    cfg = ctc_cfg(model_name, inner, pretraining_task, task_fields)
     return with_dictionary(trainer_exporter(cfg, "CtcCriterion", layout=layout or named, made=makes))

@@ -15,6 +15,7 @@ import attrs
 from returns.result import Failure, Result, Success
 from transformers import PretrainedConfig
 
+from wmap.config_back import Made, Merged
 from wmap.config_fields import (
     Checked,
     ConfigTable,
@@ -376,6 +377,16 @@ class Wav2Vec2Style:
         return encoder_fields(pretraining=False, **self.fields)
 
     @property
+    def _fixed(self) -> dict[str, Any]:
+        """The encoder table's single allowed values: what the way back must spell (a conformer's layer_type)."""
+        return fixed_back(self.encoder_fields())
+
+    @property
+    def _back(self) -> Merged:
+        """What a pre-trained export's model config spells beyond its table: the fixed values, the quantizer."""
+        return Merged(self._fixed, Made(self._quantizes))
+
+    @property
     def pretrained_table(self) -> ConfigTable:
         """The table of a pre-trained file's ``cfg.model``."""
         return ConfigTable(f"fairseq cfg.model ({self.name})", self.pretrained_fields())
@@ -399,8 +410,8 @@ class Wav2Vec2Style:
             with_upgrades(first_match(class_name(self.headless), (*encoder, *PRETRAINING_HEADS))), route_weight_norm()
         )
 
-    def _pretrained_back(self, config: PretrainedConfig) -> dict[str, Any]:
-        return {**fixed_back(self.encoder_fields()), "quantize_targets": not is_headless(self.headless, config)}
+    def _quantizes(self, config: PretrainedConfig) -> dict[str, bool]:
+        return {"quantize_targets": not is_headless(self.headless, config)}
 
     def pretrained(self) -> ModelSpec:
         """The pre-trained family: ``cfg.model`` -> the ``...ForPreTraining`` (or headless) model."""
@@ -417,14 +428,13 @@ class Wav2Vec2Style:
             model_class=self.pretraining,
             headless=self.headless,
             extras=feature_extractor_writer,
-            export=pretraining_exporter("wav2vec2", self.pretrained_fields(), self._pretrained_back),
+            export=pretraining_exporter("wav2vec2", self.pretrained_fields(), self._back),
         )
 
     def ctc(self) -> ModelSpec:
         """The fine-tuned family: the CTC wrapper around ``w2v_args.model`` -> the ``...ForCTC`` model."""
         table = self.encoder_table
         wrapper = ctc_fine_tuning(*self.layer_types)
-        back = fixed_back(self.encoder_fields())
         return ModelSpec(
             made=self.made,
             **described(f"{self.name}_ctc", f"fairseq {self.name} (fine-tuned, CTC)", self.ctc_class),
@@ -437,6 +447,6 @@ class Wav2Vec2Style:
             model_class=self.ctc_class,
             extras=self.beside(ctc_processor),
             without_processor=self.beside(no_extras),
-            export=self.beside_back(ctc_exporter("wav2vec2", fields=self.encoder_fields(), extra=lambda config: back)),
+            export=self.beside_back(ctc_exporter("wav2vec2", fields=self.encoder_fields(), extra=self._fixed)),
             takes_file="--dict: the fine-tuning dictionary (dict.ltr.txt) where task_state lacks it",
         )

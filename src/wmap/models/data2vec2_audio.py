@@ -23,6 +23,7 @@ from typing import Any
 from returns.result import Failure, Result, Success
 from transformers import Data2VecAudioConfig, PretrainedConfig
 
+from wmap.config_back import Back, Merged
 from wmap.config_fields import (
     PROBABILITY,
     Checked,
@@ -36,7 +37,6 @@ from wmap.config_fields import (
     boolean,
     conv_spec,
     divides,
-    fixed_back,
     get,
     ignore_all,
     integer,
@@ -44,7 +44,6 @@ from wmap.config_fields import (
     one_of,
     optional,
     translate_each,
-    values_back,
 )
 from wmap.errors import BadConfig
 from wmap.fairseq import (
@@ -59,7 +58,7 @@ from wmap.fairseq import (
 )
 from wmap.fairseq.dictionary import STAND_INS
 from wmap.fairseq.export import audio_task, ctc_exporter, fairseq_layout, nothing_made, trainer_exporter
-from wmap.fairseq.processor import Features, ctc_processor, feature_extractor_writer
+from wmap.fairseq.processor import ctc_processor, feature_extractor_writer
 from wmap.models.base import ModelSpec, TranslatedConfig, shipped
 from wmap.pipeline import first_match, scoped
 from wmap.plan import MakeRule
@@ -346,37 +345,32 @@ def ctc_pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform
     )
 
 
-def encoder_model(config: PretrainedConfig) -> dict[str, Any]:
-    """fairseq's model config for an export (``cfg.model``, or a CTC export's ``w2v_args.model``): the
-    two tables read back, their checked values, what is derived (depth, MLP ratio, positional width:
-    every layer a block, no prenet), and no EMA teacher or decoder (training only: fairseq builds them
-    from its config, the export has none)."""
-    layers, heads = int(config.num_hidden_layers), int(config.num_attention_heads)
-    audio = {
-        **fixed_back(AUDIO.fields),
-        **values_back(AUDIO.fields, config),
-        "prenet_depth": 0,
-        "decoder": None,
-        "num_alibi_heads": heads,
-        "model_depth": layers,
-    }
-    model = {
-        **fixed_back(MODEL.fields),
-        **values_back(MODEL.fields, config),
-        "_name": "data2vec_multi",
-        "depth": layers,
-        "skip_ema": True,
-        "ema_anneal_end_step": 0,
-        "max_update": 0,
-        "seed": 1,
-        "modalities": {"audio": audio},
-    }
-    return model
+EVERY_LAYER = tuple(Translated(name, integer(1, 512), "num_hidden_layers") for name in ("depth", "model_depth"))
+"""The depth, every layer a block (read back only: no prenet)."""
 
+ALIBI_HEADS = Translated("num_alibi_heads", integer(1, 1024), "num_attention_heads")
+"""ALiBi's heads (off), as many as the attention's, as fairseq's default interpolates them (read back only)."""
 
-def fairseq_config(config: PretrainedConfig, features: Features) -> dict[str, Any]:
-    """fairseq's ``cfg`` for a pre-trained export: the model's (:func:`encoder_model`) and the task's."""
-    return {"model": encoder_model(config), "task": audio_task("audio_pretraining", features)}
+ENCODER_MODEL = Merged(
+    Back(MODEL.fields, fixed=True),
+    {"_name": "data2vec_multi", "skip_ema": True, "ema_anneal_end_step": 0, "max_update": 0, "seed": 1},
+    Back(EVERY_LAYER[:1]),
+    {
+        "modalities": {
+            "audio": Merged(
+                Back(AUDIO.fields, fixed=True),
+                {"prenet_depth": 0, "decoder": None},
+                Back((ALIBI_HEADS, *EVERY_LAYER[1:])),
+            )
+        }
+    },
+)
+"""fairseq's model config for an export (``cfg.model``, or a CTC export's ``w2v_args.model``): the two
+tables read back with their checked values, the depth (every layer a block, no prenet), and no EMA
+teacher or decoder (training only: fairseq builds them from its config, the export has none)."""
+
+FAIRSEQ_CFG = {"model": ENCODER_MODEL, "task": audio_task("audio_pretraining")}
+"""fairseq's ``cfg`` for a pre-trained export: the model's and the task's."""
 
 
 DATA2VEC2_AUDIO = ModelSpec(
@@ -389,7 +383,7 @@ DATA2VEC2_AUDIO = ModelSpec(
     made=zero_mask,
     extras=feature_extractor_writer,
     export=trainer_exporter(
-        fairseq_config,
+        FAIRSEQ_CFG,
         "ModelCriterion",
         "a fairseq checkpoint of data2vec_multi (load_model_ensemble_and_task reads it, data2vec 2.0 imported)",
         layout=partial(fairseq_layout, mask=False),
@@ -408,6 +402,6 @@ DATA2VEC2_AUDIO_CTC = ModelSpec(
     model_class="Data2VecAudioForCTC",
     made=zero_mask,
     extras=ctc_processor,
-    export=ctc_exporter("data2vec_multi", encoder=encoder_model),
+    export=ctc_exporter("data2vec_multi", encoder=ENCODER_MODEL),
     takes_file="--dict: the fine-tuning dictionary (dict.ltr.txt) where task_state lacks it",
 )

@@ -142,7 +142,7 @@ DATA2VEC_AUDIO_CTC = ModelSpec(
     pipeline=ctc_pipeline,
     model_class="Data2VecAudioForCTC",
     extras=ctc_processor,
-    export=ctc_exporter("data2vec_audio", fields=ENCODER_FIELDS, extra=lambda config: LAYER_NORM_ONLY),
+    export=ctc_exporter("data2vec_audio", fields=ENCODER_FIELDS, extra=LAYER_NORM_ONLY),
     takes_file="--dict: the fine-tuning dictionary (dict.ltr.txt) where task_state lacks it",
 )
 
@@ -188,7 +188,7 @@ DATA2VEC_AUDIO = ModelSpec(
     export=pretraining_exporter(
         "data2vec_audio",
         ENCODER_FIELDS,
-        lambda config: LAYER_NORM_ONLY,
+        LAYER_NORM_ONLY,
         criterion="ModelCriterion",
         leaves_out=NO_TEACHER,
         heads=REGRESSION_HEAD,

@@ -20,16 +20,15 @@ from typing import Any
 from returns.result import Result, Success
 from transformers import HubertConfig, PretrainedConfig
 
+from wmap.config_back import Back, Merged, written
 from wmap.config_fields import (
     PROBABILITY,
     Checked,
     ConfigTable,
     conv_spec,
-    fixed_back,
     ignore_all,
     section_at,
     text,
-    values_back,
 )
 from wmap.errors import BadConfig
 from wmap.fairseq import (
@@ -152,11 +151,9 @@ HEADLESS = {"task_emb_type": "none", "out_layer_type": "none", "n_tasks": 1, "pr
 """A distiller without prediction heads, as s3prl's ``DistillerConfig`` spells it."""
 
 
-def distiller_fields(config: PretrainedConfig) -> dict[str, Any]:
-    """``Config.distiller`` for a ``HubertConfig``: :data:`DISTILLER`'s translated fields read back
-    (the extractor's mode among them), the conv spec, its single checked values, and no heads
-    (:data:`HEADLESS`)."""
-    return {**values_back(DISTILLER.fields, config), **fixed_back(DISTILLER.fields), **HEADLESS}
+DISTILLER_BACK = Merged(Back(DISTILLER.fields, fixed=True), HEADLESS)
+"""``Config.distiller`` for a ``HubertConfig``: :data:`DISTILLER`'s fields read back (the extractor's
+mode and the conv spec among them), its single checked values, and no heads (:data:`HEADLESS`)."""
 
 
 def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
@@ -164,7 +161,7 @@ def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadC
     unrecoverable, and its config."""
     layout = dict(weight_norm_hook_names(predicted_layout(source.pipeline, source.converted)))
     layout[HEADS] = ()  # named, not recovered
-    return Success((layout, {"Config": {"distiller": distiller_fields(source.config)}}))
+    return Success((layout, {"Config": {"distiller": written(DISTILLER_BACK, source.config)}}))
 
 
 def way_back_only(config: PretrainedConfig) -> tuple[Transform, ...]:

@@ -21,6 +21,7 @@ from typing import Any
 from returns.result import Failure, Result, Success
 from transformers import EncodecConfig, PretrainedConfig
 
+from wmap.config_back import Back, Made, Merged, written
 from wmap.config_fields import (
     Checked,
     Composite,
@@ -30,7 +31,6 @@ from wmap.config_fields import (
     Translation,
     ValueMap,
     boolean,
-    fixed_back,
     get,
     ignore_all,
     integer,
@@ -38,7 +38,6 @@ from wmap.config_fields import (
     one_of,
     strides,
     translate_each,
-    values_back,
 )
 from wmap.errors import BadConfig
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, shipped
@@ -241,18 +240,25 @@ def codebooks(config: PretrainedConfig) -> int:
     return round(float(config.target_bandwidths[-1]) * 1000 / (frame_rate(config) * bits))
 
 
-def xp_cfg(config: PretrainedConfig) -> dict[str, Any]:
-    """The sections of ``xp.cfg`` audiocraft's loader builds the model from, the tables read back."""
-    n_q = codebooks(config)
-    seanet = {**fixed_back(SEANET.fields), **values_back(SEANET.fields, config), "norm_params": {}}
-    rvq = {**values_back(RVQ.fields, config), "n_q": n_q, "q_dropout": False}
-    encodec = {
-        **fixed_back(ENCODEC.fields),
-        **values_back(ENCODEC.fields, config),
-        "channels": int(config.audio_channels),
-        "causal": bool(config.use_causal_conv),
-    }
-    return {"compression_model": "encodec", "seanet": seanet, "rvq": rvq, "encodec": encodec, "device": "cpu"}
+def quantizers(config: PretrainedConfig) -> dict[str, int]:
+    """``rvq.n_q``: the codebooks the target bandwidth uses (:func:`codebooks`)."""
+    return {"n_q": codebooks(config)}
+
+
+LAYOUT_BACK = (
+    Translated("channels", integer(1, 64), "audio_channels"),
+    Translated("causal", boolean, "use_causal_conv"),
+)
+"""``encodec``'s audio channels and causality, read back only (forward, ``seanet``'s rows say them)."""
+
+XP_CFG = {
+    "compression_model": "encodec",
+    "seanet": Merged(Back(SEANET.fields, fixed=True), {"norm_params": {}}),
+    "rvq": Merged(Back(RVQ.fields), Made(quantizers), {"q_dropout": False}),
+    "encodec": Merged(Back(ENCODEC.fields, fixed=True), Back(LAYOUT_BACK)),
+    "device": "cpu",
+}
+"""The sections of ``xp.cfg`` audiocraft's loader builds the model from, the tables read back."""
 
 
 def transposed(config: PretrainedConfig) -> frozenset[str]:
@@ -286,9 +292,8 @@ def audiocraft_names(predicted: Layout, config: PretrainedConfig, prefix: str = 
 
 
 def xp_cfg_text(config: PretrainedConfig) -> str:
-    """:func:`xp_cfg` as the YAML text audiocraft's export writes."""
-
-    return dump_yaml(xp_cfg(config))
+    """:data:`XP_CFG` as the YAML text audiocraft's export writes."""
+    return dump_yaml(written(XP_CFG, config))
 
 
 def _original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:

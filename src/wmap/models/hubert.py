@@ -16,12 +16,12 @@ from typing import Any
 
 from transformers import HubertConfig, PretrainedConfig
 
-from wmap.config_fields import ConfigTable, Translated, boolean, ignore_all
+from wmap.config_back import Back, Merged
+from wmap.config_fields import ConfigTable, Translated, boolean, ignore_all, integer
 from wmap.fairseq import (
     ONE_POS_CONV,
     STAND_INS,
     EncoderConfig,
-    Features,
     FineTunedConfig,
     ZeroHeads,
     audio_task,
@@ -29,7 +29,7 @@ from wmap.fairseq import (
     ctc_exporter,
     ctc_processor,
     ctc_rules,
-    encoder_cfg,
+    encoder_back,
     encoder_rules,
     feature_extractor_writer,
     identity_projection,
@@ -59,12 +59,12 @@ PRETRAINING_LABELS = {"label_rate": -1.0}
 """The pre-training labels' frame rate (fairseq's ``HubertConfig.label_rate`` interpolates it from the
 task): fairseq's default, as the labels are not part of the transformers model."""
 
+FINAL_DIM = Translated("final_dim", integer(0, 65536), "hidden_size")
+"""The width of the pre-training projection and label embeddings, read back: not part of the
+transformers model, so unknown; the encoder's width, as fairseq's default ``final_dim`` 0 means."""
 
-def pretraining_fields(config: PretrainedConfig) -> dict[str, Any]:
-    """What fairseq's ``HubertConfig`` needs beyond the encoder: the width of the pre-training
-    projection and label embeddings (not part of the transformers model, so unknown: the encoder's
-    width, as fairseq's default ``final_dim`` 0 means) and the labels' rate."""
-    return {"final_dim": config.hidden_size, **PRETRAINING_LABELS}
+PRETRAINING = Merged(Back((FINAL_DIM,)), PRETRAINING_LABELS)
+"""What fairseq's ``HubertConfig`` needs beyond the encoder: the projection's width, the labels' rate."""
 
 
 NO_LABELS: dict[str, Any] = {"labels": [], **PRETRAINING_LABELS}
@@ -94,11 +94,12 @@ EMPTY_HEADS = ZeroHeads(empty_heads, NO_LABEL_SETS)
 CTC_EMPTY_HEADS = ZeroHeads(ctc_empty_heads, NO_LABEL_SETS)
 
 
-def fairseq_cfg(config: PretrainedConfig, features: Features) -> dict[str, Any]:
-    """The ``cfg`` of a pre-trained export: ``hubert`` (the table read back, an untied projection) and
-    the ``hubert_pretraining`` task with no label sets, which builds the model with no label dictionary."""
-    model = {**encoder_cfg(config, "hubert", FIELDS), **pretraining_fields(config), "untie_final_proj": True}
-    return {"model": model, "task": audio_task("hubert_pretraining", features, **NO_LABELS)}
+FAIRSEQ_CFG = {
+    "model": encoder_back("hubert", FIELDS, Merged(PRETRAINING, {"untie_final_proj": True})),
+    "task": audio_task("hubert_pretraining", **NO_LABELS),
+}
+"""The ``cfg`` of a pre-trained export: ``hubert`` (the table read back, an untied projection) and the
+``hubert_pretraining`` task with no label sets, which builds the model with no label dictionary."""
 
 
 PRETRAINING_HEADS = (
@@ -122,7 +123,7 @@ HUBERT = ModelSpec(
     model_class="HubertModel",
     extras=feature_extractor_writer,
     export=trainer_exporter(
-        fairseq_cfg,
+        FAIRSEQ_CFG,
         "HubertCriterion",
         layout=EMPTY_HEADS.layout,
         made=EMPTY_HEADS.made,
@@ -144,7 +145,7 @@ HUBERT_CTC = ModelSpec(
         "hubert_ctc",
         "hubert_pretraining",
         task_fields=NO_LABELS,
-        extra=pretraining_fields,
+        extra=PRETRAINING,
         layout=CTC_EMPTY_HEADS.layout,
         made=CTC_EMPTY_HEADS.made,
     ),

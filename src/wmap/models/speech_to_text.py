@@ -24,6 +24,7 @@ import yaml
 from returns.result import Failure, Result, Success
 from transformers import PretrainedConfig, Speech2TextConfig
 
+from wmap.config_back import Back, Merged, written
 from wmap.config_fields import (
     PROBABILITY,
     Checked,
@@ -35,13 +36,11 @@ from wmap.config_fields import (
     Translation,
     boolean,
     divides,
-    fixed_back,
     get,
     integer,
     one_of,
     optional,
     translate,
-    values_back,
 )
 from wmap.errors import BadConfig
 from wmap.fairseq import NO_CONFIG, TRAINING_ONLY, activation, fairseq_model_config, layers_agree
@@ -198,11 +197,9 @@ S2T_TASK = {"_name": "speech_to_text", "task": "speech_to_text", "data": DATA, "
 """fairseq's (legacy) ``speech_to_text`` task over the data directory written beside the file."""
 
 
-def cfg_back(config: PretrainedConfig) -> dict[str, Any]:
-    """The file's ``cfg``: ``cfg.model`` from the same table read back (its single allowed values among
-    them), the task over the folder the file is written to."""
-    fields = S2T_TRANSFORMER.fields
-    return {"model": {**fixed_back(fields), **values_back(fields, config), **S2T_ARCH}, "task": S2T_TASK}
+S2T_CFG = {"model": Merged(Back(S2T_TRANSFORMER.fields, fixed=True), S2T_ARCH), "task": S2T_TASK}
+"""The file's ``cfg``: ``cfg.model`` from the same table read back (its single allowed values among
+them), the task over the folder the file is written to."""
 
 
 SENTENCEPIECE = "sentencepiece.bpe.model"
@@ -246,7 +243,7 @@ def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadC
     return Result.do(
         (
             fairseq_layout(source, mask=False),
-            {"cfg": cfg_back(source.config), DICTIONARY: words, DATA_CONFIG: data, COPIED: copied},
+            {"cfg": written(S2T_CFG, source.config), DICTIONARY: words, DATA_CONFIG: data, COPIED: copied},
         )
         for words in vocabulary_dictionary(source.files[VOCAB], size, SPECIALS)
         for data in data_config(source.config, source.files[FEATURES], sentencepiece)

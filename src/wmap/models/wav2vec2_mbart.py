@@ -27,7 +27,9 @@ from transformers import (
     Wav2Vec2Config,
 )
 
+from wmap.config_back import Back, Made, Merged, Picked
 from wmap.config_fields import (
+    PROBABILITY,
     Checked,
     Composite,
     ConfigTable,
@@ -46,7 +48,6 @@ from wmap.config_fields import (
     kwargs_of,
     optional,
     translate_each,
-    values_back,
 )
 from wmap.errors import BadConfig
 from wmap.fairseq import (
@@ -76,13 +77,13 @@ from wmap.fairseq.decoder import (
 from wmap.fairseq.dictionary import STAND_INS
 from wmap.fairseq.export import (
     DATA,
+    NORMALIZE,
     audio_task,
-    encoder_cfg,
+    encoder_back,
     fairseq_layout,
     mask_embedding,
     trainer_exporter,
 )
-from wmap.fairseq.processor import Features
 from wmap.models.base import ExportSource, ModelSpec, TranslatedConfig, shipped
 from wmap.models.wav2vec2_mbart_processor import extras
 from wmap.pipeline import first_match, scoped, seq, upgrade, when
@@ -404,24 +405,31 @@ masking, no adaptor layer norm (refused forward); and ``freeze_regex``, which fa
 ``Wav2VecEncoder`` reads when ``XMTransformerModel`` builds (a legacy model: no dataclass fills it in)."""
 
 
-def model_cfg(config: PretrainedConfig, normalize: bool, rate: int) -> dict[str, Any]:
-    """fairseq's ``cfg.model`` for a composite config, from the forward tables: the encoder's
-    (``w2v_args.model``, with the fine-tuning overrides in effect), the adaptor's, the decoder's."""
-    encoder, decoder = config.encoder, config.decoder
-    w2v = encoder_cfg(encoder, "wav2vec2", W2V_ENCODER.fields)
-    return {
-        **XM_FIXED,
-        **fixed_back(XM_TRANSFORMER.fields),
-        "w2v_args": {"task": audio_task("audio_pretraining", (normalize, rate)), "model": w2v},
-        **{name: w2v[name] for name in FINE_TUNING_OVERRIDES if name in w2v},
-        "normalize": normalize,
-        "data": DATA,
-        "encoder_embed_dim": int(encoder.hidden_size),
-        **values_back(ADAPTOR, encoder),
-        **values_back(DECODER, decoder),
-        **{name: float(getattr(decoder, target)) for name, target in DECODER_DROPOUTS.items()},
-        **variant(config),
-    }
+ENCODER_WIDTH = Translated("encoder_embed_dim", integer(1, 65536), "hidden_size")
+"""The encoder's width, which ``cfg.model`` repeats (read back only: forward, ``w2v_args.model`` says it)."""
+
+DECODER_DROPOUT_ROWS = tuple(Translated(ours, PROBABILITY, theirs) for ours, theirs in DECODER_DROPOUTS.items())
+"""The decoder's dropouts, read back only (:data:`DECODER_DROPOUTS`)."""
+
+W2V_MODEL = encoder_back("wav2vec2", W2V_ENCODER.fields, of="encoder")
+"""The encoder's config (``w2v_args.model``): its table read back from the composite's encoder."""
+
+XM_CFG = {
+    "model": Merged(
+        XM_FIXED,
+        fixed_back(XM_TRANSFORMER.fields),
+        {"w2v_args": {"task": audio_task("audio_pretraining"), "model": W2V_MODEL}},
+        {"normalize": NORMALIZE, "data": DATA},
+        Picked(W2V_MODEL, FINE_TUNING_OVERRIDES),
+        Back((ENCODER_WIDTH, *ADAPTOR), of="encoder"),
+        Back((*DECODER, *DECODER_DROPOUT_ROWS), of="decoder"),
+        Made(variant),
+    ),
+    "task": {"_name": "speech_to_text", "data": DATA},
+}
+"""The way back's ``cfg``, from the forward tables: ``cfg.model`` of the encoder's (``w2v_args.model``, with
+the fine-tuning overrides in effect), the adaptor's and the decoder's rows read back, and the variant the
+config implies (:func:`variant`); the ``speech_to_text`` task over its data directory."""
 
 
 def projects_without_layers(config: PretrainedConfig) -> Result[PretrainedConfig, BadConfig]:
@@ -433,18 +441,13 @@ def projects_without_layers(config: PretrainedConfig) -> Result[PretrainedConfig
     return Failure(BadConfig("config.json", "encoder.output_hidden_size", "hidden_size, or no adapter layers", found))
 
 
-def fairseq_cfg(config: PretrainedConfig, features: Features) -> dict[str, Any]:
-    """The ``cfg``: the model's (:func:`model_cfg`), the ``speech_to_text`` task's (its data directory)."""
-    return {"model": model_cfg(config, *features), "task": {"_name": "speech_to_text", "data": DATA}}
-
-
 def composite_layout(source: ExportSource) -> dict[str, tuple[int, ...]]:
     """fairseq's names, the mask embedding as wide as the encoder."""
     return fairseq_layout(source, encoder=source.config.encoder)
 
 
 EXPORTER = trainer_exporter(
-    fairseq_cfg,
+    XM_CFG,
     "LabelSmoothedCrossEntropyCriterion",
     "a fairseq xm_transformer checkpoint (fairseq's build_model makes the model; the task's data is not written)",
     layout=composite_layout,
