@@ -33,6 +33,7 @@ from transformers import (
     T5Config,
 )
 
+from wmap.config_back import Back, Made, Merged, Slot, filled, written
 from wmap.config_fields import (
     PROBABILITY,
     Checked,
@@ -53,7 +54,6 @@ from wmap.config_fields import (
     optional,
     text,
     translate_each,
-    values_back,
 )
 from wmap.errors import BadConfig, Disagrees
 from wmap.io import (
@@ -570,38 +570,54 @@ def t5_name(config: PretrainedConfig) -> Result[str, BadConfig]:
     return Failure(Disagrees("config.json", "text_encoder", expected, str(shape)))  # a refusal: exit 1
 
 
-def lm_xp_cfg(config: PretrainedConfig, t5: str, guidance_scale: float, seconds: float) -> dict[str, Any]:
-    """The LM's ``xp.cfg`` sections audiocraft's ``load_lm_model`` builds from: the tables read back (the
-    checked single values, the translated ones; what the tables ignore at audiocraft's defaults), torch's
-    attention (``custom: false``: the names the rules write back), the T5 named ``t5``."""
+def delays_back(config: PretrainedConfig) -> dict[str, Any]:
+    """The delay pattern's steps, by codebook (:func:`delay_steps`), nothing before the first."""
     decoder = config.decoder
-    transformer_lm = {
-        **fixed_back(TRANSFORMER_LM.fields),
-        **values_back(TRANSFORMER_LM.fields, decoder),
-        "custom": False,
-    }
-    pair = int(decoder.audio_channels)
-    delays = {"delays": delay_steps(int(decoder.num_codebooks), pair), **NOTHING_FIRST}
-    used = int(decoder.num_codebooks) // pair
-    return {
-        "lm_model": "transformer_lm",
-        "device": "cpu",
-        "dtype": "float32",
-        "dataset": {"segment_duration": seconds},
-        "transformer_lm": transformer_lm,
-        "codebooks_pattern": {**fixed_back(DELAY.fields), "delay": delays},
-        "conditioners": {"description": {"model": "t5", "t5": {"name": t5, "finetune": False, **NO_TEXT_AUGMENTATION}}},
-        "fuser": {**fixed_back(CONDITIONING.fields), "cross_attention_pos_emb_scale": 1},
-        "attribute_dropout": {},
-        "classifier_free_guidance": {"training_dropout": 0.0, "inference_coef": guidance_scale},
-        "interleave_stereo_codebooks": {**fixed_back(STEREO.fields), "use": pair == 2},
-        "compression_model_n_q": None if used == encodec_audiocraft.codebooks(config.audio_encoder) else used,
-    }
+    return {"delays": delay_steps(int(decoder.num_codebooks), int(decoder.audio_channels)), **NOTHING_FIRST}
+
+
+def stereo_back(config: PretrainedConfig) -> bool:
+    """Whether the codebooks interleave two channels."""
+    return int(config.decoder.audio_channels) == 2
+
+
+def codebooks_used(config: PretrainedConfig) -> int | None:
+    """``compression_model_n_q``: the codebooks the LM uses of each channel, where not all the compression
+    model holds (else ``None``)."""
+    used = int(config.decoder.num_codebooks) // int(config.decoder.audio_channels)
+    return None if used == encodec_audiocraft.codebooks(config.audio_encoder) else used
+
+
+NOTHING_FIRST = {"flatten_first": 0, "empty_initial": 0}
+NO_TEXT_AUGMENTATION = {"word_dropout": 0.0, "normalize_text": False}
+
+
+T5_NAME = Slot("the name audiocraft loads the text encoder by (t5_name)")
+GUIDANCE_COEFFICIENT = Slot("the classifier-free guidance coefficient of the generation settings")
+SECONDS = Slot("the training segment in seconds: the generation length")
+
+LM_XP_CFG = {
+    "lm_model": "transformer_lm",
+    "device": "cpu",
+    "dtype": "float32",
+    "dataset": {"segment_duration": SECONDS},
+    "transformer_lm": Merged(Back(TRANSFORMER_LM.fields, of="decoder", fixed=True), {"custom": False}),
+    "codebooks_pattern": {**fixed_back(DELAY.fields), "delay": Made(delays_back)},
+    "conditioners": {
+        "description": {"model": "t5", "t5": {"name": T5_NAME, "finetune": False, **NO_TEXT_AUGMENTATION}}
+    },
+    "fuser": {**fixed_back(CONDITIONING.fields), "cross_attention_pos_emb_scale": 1},
+    "attribute_dropout": {},
+    "classifier_free_guidance": {"training_dropout": 0.0, "inference_coef": GUIDANCE_COEFFICIENT},
+    "interleave_stereo_codebooks": {**fixed_back(STEREO.fields), "use": Made(stereo_back)},
+    "compression_model_n_q": Made(codebooks_used),
+}
+"""The LM's ``xp.cfg`` sections audiocraft's ``load_lm_model`` builds from: the tables read back (the
+checked single values, the translated ones; what the tables ignore at audiocraft's defaults), torch's
+attention (``custom: false``: the names the rules write back), the T5 by name (:data:`T5_NAME`)."""
 
 
 GENERATION = "generation_config.json"
-NOTHING_FIRST = {"flatten_first": 0, "empty_initial": 0}
-NO_TEXT_AUGMENTATION = {"word_dropout": 0.0, "normalize_text": False}
 
 
 def _generation_settings(files: Mapping[str, str]) -> Mapping[str, Any]:
@@ -647,8 +663,9 @@ def exporter(sampling: Sampling) -> Exporter:
             settings = _generation_settings(source.files)
             seconds = _seconds_of(settings, config, sampling.seconds)
             scale = _coefficient(settings.get("guidance_scale", DEFAULT_GUIDANCE))
-            cfg = lm_xp_cfg(config, t5, scale, seconds)
-            lm = dump_yaml(cfg)
+            lm = dump_yaml(
+                filled(written(LM_XP_CFG, config), {T5_NAME: t5, GUIDANCE_COEFFICIENT: scale, SECONDS: seconds})
+            )
             return layout, {"lm": lm, "compression": encodec_audiocraft.xp_cfg_text(audio)}
 
         return t5_name(config).map(described)

@@ -23,17 +23,16 @@ import attrs
 from returns.result import Failure, Result, Success
 from transformers import PretrainedConfig, UniSpeechSatConfig, WavLMConfig
 
+from wmap.config_back import Back, written
 from wmap.config_fields import (
     Checked,
     ConfigTable,
     Field,
     Translated,
     boolean,
-    fixed_back,
     ignore_all,
     integer,
     section_at,
-    values_back,
 )
 from wmap.errors import BadConfig, Disagrees
 from wmap.fairseq import (
@@ -142,8 +141,7 @@ class UnilmStyle:
         if rate != SAMPLING_RATE:
             expected = f"{SAMPLING_RATE} (a WavLM cfg has no sampling rate: its models take 16 kHz)"
             return Failure(Disagrees(FEATURES, "sampling_rate", expected, str(rate)))
-        fields = self.table.fields
-        return Success({**values_back(fields, config), **fixed_back(fields), "normalize": normalize})
+        return Success({**written(Back(self.table.fields, fixed=True), config), "normalize": normalize})
 
     def original(self, source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
         """The original's names (the rules reversed, hook-style weight norm, the mask embedding it
