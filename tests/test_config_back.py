@@ -57,3 +57,23 @@ def test_what_a_tree_writes_reads_forward_as_the_config_it_came_from(layers: int
     assert read.kwargs == {"num_hidden_layers": layers, "feat_extract_norm": mode}
     wrong = translate(ConfigTable("model", FIELDS), {**back, "layer_type": "transformer"}).failure()  # control
     assert wrong.key == "layer_type"
+
+
+def test_holds_gives_the_config_back_or_a_refusal_naming_the_field() -> None:
+    from transformers import HubertConfig, Wav2Vec2Config
+
+    from wmap.config_back import Holds
+    from wmap.errors import Disagrees
+
+    normalised = Holds(
+        ConfigTable("config.json", (Checked("feat_proj_layer_norm", (True,), "always normalised", True),))
+    )
+    held = HubertConfig(feat_proj_layer_norm=True)
+    assert normalised(held).unwrap() is held
+    assert normalised(Wav2Vec2Config()).unwrap().model_type == "wav2vec2"  # no such field: its default
+    refused = normalised(HubertConfig(feat_proj_layer_norm=False)).failure()
+    assert (
+        isinstance(refused, Disagrees)
+        and refused.key == "feat_proj_layer_norm"
+        and "always normalised" in refused.expected
+    )

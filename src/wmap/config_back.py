@@ -15,16 +15,20 @@ values in which some nodes stand for what only the transformers config (or the w
   rate), filled by :func:`filled`.
 
 :func:`written` evaluates a tree against a config; :func:`filled` fills its slots. Both are pure.
+What the original cannot hold of a transformers config is a table too, read forward over that config
+(:class:`Holds`): a value outside it is a refusal naming the field.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import attrs
+from returns.result import Result
 
-from wmap.config_fields import Field, fixed_back, values_back
+from wmap.config_fields import ConfigTable, Field, fixed_back, translate, values_back
+from wmap.errors import BadConfig, Disagrees
 
 
 @attrs.frozen
@@ -109,3 +113,28 @@ def filled(tree: Any, values: Mapping[Slot, Any]) -> Any:
     if isinstance(tree, list):
         return [filled(item, values) for item in tree]
     return values.get(tree, tree) if isinstance(tree, Slot) else tree
+
+
+class _Config(Protocol):
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+C = TypeVar("C", bound=_Config)
+
+
+@attrs.frozen
+class Holds:
+    """What an original can hold of a transformers config: ``table`` read over the config's fields
+    (its ``Checked`` and ``Derived`` rows: the values the original has a place for). Called, the config
+    itself, or a refusal (:class:`~wmap.errors.Disagrees`, exit 1: readable, but not a model the
+    original can be given) naming the field, why and what the config says."""
+
+    table: ConfigTable
+
+    def __call__(self, config: C) -> Result[C, BadConfig]:
+        read = translate(self.table, config.to_dict(), report_unknown=False)
+        return read.alt(_refusal).map(lambda _: config)
+
+
+def _refusal(error: BadConfig) -> BadConfig:
+    return Disagrees(error.source, error.key, error.expected, error.found)

@@ -61,10 +61,8 @@ def fairseq_encoder_config(meta: Mapping[str, Any]) -> object | None:
     """The wav2vec2-style encoder's config: ``w2v_args.model`` when fine-tuned, else the model config."""
     model = fairseq_model_config(meta)
     inner: object = get(model, "w2v_args", None)
-    if inner is not None:
-        encoder: object = get(inner, "model", None)
-        return encoder if encoder is not None else inner
-    return model
+    encoder: object = get(inner, "model", None)  # an old-style w2v_args is the namespace itself
+    return model if inner is None else inner if encoder is None else encoder
 
 
 def flag(container: object, name: str, default: bool = False) -> bool:

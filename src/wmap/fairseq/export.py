@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from returns.result import Failure, Result, Success
+from returns.result import Result
 from transformers import PretrainedConfig
 
-from wmap.config_back import Back, Merged, Picked, Slot, filled, written
-from wmap.config_fields import Field, inverse
-from wmap.errors import BadConfig, Disagrees
+from wmap.config_back import Back, Holds, Merged, Picked, Slot, filled, written
+from wmap.config_fields import Checked, ConfigTable, Field, inverse
+from wmap.errors import BadConfig
 from wmap.fairseq.config import CTC_FINE_TUNING, WRAPPER_REPLACES, wav2vec2_encoder_fields
 from wmap.fairseq.dictionary import FAIRSEQ_GLOBAL, Dictionary, dict_file_text, saved_fields
 from wmap.fairseq.processor import FEATURES, VOCAB, Features, feature_settings, vocabulary_dictionary
@@ -53,14 +53,22 @@ def encoder_back(name: str, fields: tuple[Field, ...] = (), extra: Any = None, o
     return Merged(Back(fields or wav2vec2_encoder_fields(), of), {"_name": name}, extra or {})
 
 
-def normalised_features(config: PretrainedConfig) -> Result[PretrainedConfig, BadConfig]:
-    """fairseq's wav2vec2-family models always normalise the extracted features (``layer_norm``) before
-    the projection; a ``HubertConfig`` can turn that off (``feat_proj_layer_norm: false``, as
-    DistilHuBERT's), which fairseq cannot represent: refused, naming the field."""
-    if getattr(config, "feat_proj_layer_norm", True):
-        return Success(config)
-    expected = "true: fairseq always normalises the features before the projection"
-    return Failure(Disagrees("config.json", "feat_proj_layer_norm", expected, "false"))
+FAIRSEQ_HOLDS = Holds(
+    ConfigTable(
+        "config.json",
+        (
+            Checked(
+                "feat_proj_layer_norm",
+                (True,),
+                "fairseq's wav2vec2-family models always normalise the features before the projection",
+                True,
+            ),
+        ),
+    )
+)
+"""What fairseq's wav2vec2-family models can hold of a transformers config (the way back's check): a
+``HubertConfig`` can turn the features' layer norm off (``feat_proj_layer_norm: false``, as
+DistilHuBERT's), which fairseq cannot represent; refused, naming the field."""
 
 
 def with_mask_embedding(layout: dict[str, tuple[int, ...]], config: PretrainedConfig) -> dict[str, tuple[int, ...]]:
@@ -174,14 +182,14 @@ def trainer_exporter(
     describes: str = FAIRSEQ_CHECKPOINT,
     *,
     layout: Callable[[ExportSource], dict[str, tuple[int, ...]]] = fairseq_layout,
-    checked: Callable[[PretrainedConfig], Result[PretrainedConfig, BadConfig]] = normalised_features,
+    checked: Callable[[PretrainedConfig], Result[PretrainedConfig, BadConfig]] = FAIRSEQ_HOLDS,
     tensors: Callable[[Mapping[str, Any], Mapping[str, Any]], Mapping[str, Any]] = _as_is,
     made: Callable[[PretrainedConfig], tuple[MakeRule, ...]] = mask_embedding,
     leaves_out: str = "",
 ) -> Exporter:
     """A fairseq family's way back, as fairseq's trainer writes its files (:func:`trainer_file`):
     ``cfg`` is the tree of the file's ``cfg`` (``model`` and ``task``: :mod:`wmap.config_back`), written
-    for the directory's config (once ``checked`` accepts it: by default its features are normalised),
+    for the directory's config (once ``checked`` accepts it: by default :data:`FAIRSEQ_HOLDS`),
     its feature extractor's settings in :data:`NORMALIZE` and :data:`SAMPLE_RATE`, and :data:`DATA`
     where it names the data directory; ``criterion`` the one the trainer ran.
     ``layout``: the original's names (:func:`fairseq_layout`); ``tensors(state, cfg)``: the state dict

@@ -19,6 +19,7 @@ from typing import Any
 from returns.result import Failure, Result, Success
 from transformers import WhisperConfig
 
+from wmap.config_back import Holds
 from wmap.config_fields import (
     Checked,
     Composite,
@@ -33,7 +34,7 @@ from wmap.config_fields import (
     values_back,
 )
 from wmap.config_fields import translate as read_table
-from wmap.errors import BadConfig, Disagrees
+from wmap.errors import BadConfig
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, shipped
 from wmap.models.whisper_processor import whisper_generation_config, whisper_processor
 from wmap.pipeline import first_match, scoped
@@ -192,21 +193,17 @@ DIMENSIONS_FROM = ConfigTable(
 """The transformers config -> openai's ``dims``; the fields transformers adds are accounted for."""
 
 
+OPENAI_HOLDS = Holds(DIMENSIONS_FROM)
+"""A config openai's model can hold (every field transformers adds checked), or the refusal (exit 1)."""
+
+
 def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:
     """openai's names (the rules reversed) and the ``dims`` ``whisper.load_model`` needs, when openai's
-    model can hold the directory's (every field it adds checked)."""
+    model can hold the directory's config (:data:`OPENAI_HOLDS`)."""
     dims = values_back(DIMS.fields, source.config)
-    return (
-        read_table(DIMENSIONS_FROM, source.config.to_dict(), report_unknown=False)
-        .alt(_cannot_hold)
-        .map(lambda _: (predicted_layout(source.pipeline, source.converted), {"dims": dims}))
+    return OPENAI_HOLDS(source.config).map(
+        lambda _: (predicted_layout(source.pipeline, source.converted), {"dims": dims})
     )
-
-
-def _cannot_hold(error: BadConfig) -> BadConfig:
-    """A readable config.json whose model openai's code cannot hold (untied embeddings, another MLP
-    width): a refusal (exit 1), not bad input."""
-    return Disagrees(error.source, error.key, error.expected, error.found)
 
 
 def openai_container(state: Mapping[str, Any], meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
