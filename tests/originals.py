@@ -13,7 +13,7 @@ import importlib.abc
 import importlib.machinery
 import sys
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -679,6 +679,7 @@ def s2t_checkpoint(
     features: int = 8,
     pieces: list[str] | None = None,
     arch: str = "s2t_transformer_s",
+    adjust: Callable[[Any], None] | None = None,
     **args: Any,
 ) -> Any:
     """A fairseq speech-to-text checkpoint as ``fairseq-train --task speech_to_text`` saves it: the data
@@ -686,7 +687,8 @@ def s2t_checkpoint(
     parsed by fairseq's own parser into its legacy namespace (``cfg.model``, every setting mixed in),
     the task and model built from it, one optimizer's state. ``args``: command-line settings by their
     ``dest`` (``encoder_layers=2``; ``True`` for a switch); ``pieces``: a sentencepiece model's pieces
-    (the dictionary's symbols, as fairseq's ``gen_vocab`` writes them), else ``vocab`` made-up ones."""
+    (the dictionary's symbols, as fairseq's ``gen_vocab`` writes them), else ``vocab`` made-up ones;
+    ``adjust``: changes the random weights in place before the file is written."""
     from fairseq import options, tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
@@ -715,6 +717,9 @@ def s2t_checkpoint(
     task = tasks.setup_task(cfg.task)
     model = task.build_model(cfg.model)
     randomize_parameters(model)
+    if adjust is not None:
+        with torch.no_grad():
+            adjust(model)
     optimizer = torch.optim.Adam(model.parameters())
     save_as_trainer(path, cfg, model, task, optimizer, "label_smoothed_cross_entropy")
     return model.eval()

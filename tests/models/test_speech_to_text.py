@@ -104,6 +104,54 @@ def test_greedy_generation_gives_fairseqs_own_transcripts(tmp_path: Path) -> Non
     assert [row[1:] for row in ours.tolist()] == [tokens[:steps] for tokens in theirs]
 
 
+def _ending_near(token: int, scale: float) -> Any:
+    """Makes ``</s>``'s output row ``scale`` times ``token``'s, so that a random model's hypotheses end
+    (at several lengths) instead of running to the limit."""
+
+    def adjust(model: Any) -> None:
+        rows = model.decoder.output_projection.weight
+        rows[2] = rows[token] * scale
+
+    return adjust
+
+
+@pytest.mark.parity
+def test_beam_search_gives_fairseqs_best_transcript_and_score(tmp_path: Path) -> None:
+    """``generate`` with the generation config written beside the model (5 beams, scores normalised by
+    length, done once 5 hypotheses end) against fairseq's ``SequenceGenerator`` (beam 5, its defaults):
+    the same best transcript and score for each utterance of a padded batch, hypotheses ending before the
+    limit, and a beam transcript that greedy decoding does not give (the beam matters). Below the best
+    the n-best may differ: fairseq adds no more ended hypotheses once it has 5, transformers keeps the 5
+    best it has seen."""
+    from fairseq.data import Dictionary
+    from fairseq.sequence_generator import SequenceGenerator
+    from transformers import Speech2TextForConditionalGeneration
+
+    from tests.originals import s2t_checkpoint
+
+    torch.manual_seed(2)  # its token 18 is the one a random model repeats: </s> made close to it
+    original = s2t_checkpoint(tmp_path / "checkpoint.pt", tmp_path / "data", adjust=_ending_near(18, 0.98))
+    out = convert(SPEC, tmp_path / "checkpoint.pt", tmp_path / "hf").unwrap()
+    converted = load_pretrained_strictly(Speech2TextForConditionalGeneration, out)
+    features, lengths = _features()
+    steps = 12
+    dictionary = Dictionary.load(str(tmp_path / "data" / "spm.txt"))
+    generator = SequenceGenerator([original], dictionary, beam_size=5, max_len_a=0, max_len_b=steps)
+    with torch.no_grad():
+        found = generator.generate([original], {"net_input": {"src_tokens": features, "src_lengths": lengths}})
+    theirs = [hypotheses[0]["tokens"].tolist() for hypotheses in found]
+    mask = (torch.arange(64)[None, :] < lengths[:, None]).long()
+    beam = converted.generate(
+        features, attention_mask=mask, max_new_tokens=steps, output_scores=True, return_dict_in_generate=True
+    )
+    ours = [[token for token in row[1:] if token != 1] for row in beam.sequences.tolist()]  # after </s>, no pads
+    assert ours == theirs and all(len(tokens) <= steps for tokens in theirs)  # each ended by </s>
+    scores = torch.tensor([float(hypotheses[0]["score"]) for hypotheses in found])
+    torch.testing.assert_close(beam.sequences_scores, scores, rtol=0, atol=1e-4)
+    greedy = converted.generate(features, attention_mask=mask, max_new_tokens=steps, num_beams=1)
+    assert [row[1:] for row in greedy.tolist()] != ours
+
+
 @pytest.mark.parity
 def test_a_changed_tensor_changes_the_logits(tmp_path: Path) -> None:
     """The control: the comparison above can fail."""
