@@ -491,6 +491,11 @@ def translate_each(
     return Success(tuple(done))
 
 
+def left_behind(read: Iterable[Translation]) -> tuple[IgnoredField, ...]:
+    """The fields several translations left behind, section by section (what a preview lists)."""
+    return tuple(field for section in read for field in section.ignored)
+
+
 SectionReader: TypeAlias = Callable[[Mapping[str, Any], ConfigTable], Result[Translation, BadConfig]]
 """(a checkpoint's metadata, a table) -> the family's config section read with the table; where the
 section sits is the family's (:func:`section_at`; fairseq's ``cfg.model`` or ``args``:

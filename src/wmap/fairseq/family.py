@@ -30,6 +30,7 @@ from wmap.config_fields import (
     boolean,
     fixed_back,
     integer,
+    left_behind,
     number,
     one_of,
 )
@@ -197,7 +198,7 @@ class FineTunedConfig:
         """The target config: the encoder's keyword arguments (checked under the root) and the head's."""
         outer, encoder = both
         return Result.do(
-            self.encoder.made({**kwargs, **head}, outer.ignored + encoder.ignored)
+            self.encoder.made({**kwargs, **head}, left_behind(both))
             for kwargs in attrs.evolve(self.encoder, root=FINE_TUNED_ROOT).kwargs(encoder, layout)
             for head in ctc_head_kwargs(outer, layout)
         )

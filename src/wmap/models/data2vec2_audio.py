@@ -30,7 +30,6 @@ from wmap.config_fields import (
     ConfigTable,
     Decided,
     Ignored,
-    IgnoredField,
     Joint,
     Translated,
     Translation,
@@ -40,6 +39,7 @@ from wmap.config_fields import (
     get,
     ignore_all,
     integer,
+    left_behind,
     number,
     one_of,
     optional,
@@ -231,10 +231,6 @@ def encoder_kwargs(read: Sequence[Translation], layout: Layout, root: str) -> Re
     return Failure(wrong) if wrong else Success({**model.kwargs, **audio.kwargs, "num_hidden_layers": layers})
 
 
-def _ignored(read: Sequence[Translation]) -> tuple[IgnoredField, ...]:
-    return tuple(field for section in read for field in section.ignored)
-
-
 def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
     """The model's config and its audio modality's, each by its table, into a ``Data2VecAudioConfig``
     checked against the file's own blocks."""
@@ -246,7 +242,7 @@ def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[Translat
 
 def _pretrained(read: Sequence[Translation], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
     return encoder_kwargs(read, layout, "").map(
-        lambda kwargs: TranslatedConfig(Data2VecAudioConfig(**kwargs), _ignored(read))
+        lambda kwargs: TranslatedConfig(Data2VecAudioConfig(**kwargs), left_behind(read))
     )
 
 
@@ -262,7 +258,7 @@ def translate_ctc_config(meta: Mapping[str, Any], layout: Layout) -> Result[Tran
 
 def _fine_tuned(read: Sequence[Translation], layout: Layout) -> Result[TranslatedConfig, BadConfig]:
     return Result.do(
-        TranslatedConfig(Data2VecAudioConfig(**kwargs, **head), _ignored(read))
+        TranslatedConfig(Data2VecAudioConfig(**kwargs, **head), left_behind(read))
         for kwargs in encoder_kwargs(read, layout, "w2v_encoder.w2v_model.")
         for head in ctc_head_kwargs(read[0], layout)
     )

@@ -34,6 +34,7 @@ from wmap.config_fields import (
     get,
     ignore_all,
     integer,
+    left_behind,
     number,
     one_of,
     strides,
@@ -211,7 +212,7 @@ def translate_config(meta: Mapping[str, Any], layout: Layout) -> Result[Translat
             return Failure(wrong)
         config = EncodecConfig(**seanet.kwargs, **rvq.kwargs, **encodec.kwargs, chunk_length_s=None, overlap=None)
         config.target_bandwidths = [bandwidth(config, rvq.values["n_q"])]
-        return Success(TranslatedConfig(config, seanet.ignored + rvq.ignored + encodec.ignored))
+        return Success(TranslatedConfig(config, left_behind((seanet, rvq, encodec))))
 
     if get(cfg, "compression_model", None) != "encodec":
         found = repr(get(cfg, "compression_model", None))

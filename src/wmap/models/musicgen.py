@@ -50,6 +50,7 @@ from wmap.config_fields import (
     get,
     ignore_all,
     integer,
+    left_behind,
     number,
     optional,
     text,
@@ -354,7 +355,7 @@ def _composite(parts: tuple[Any, ...], layout: Layout) -> Result[TranslatedConfi
         return Failure(BadConfig(f"{TEXT_ENCODER} config.json", "d_model", expected, str(t5.d_model)))
     encoder = encodec_audiocraft.using(audio.config, used)
     config = MusicgenConfig(text_encoder=t5.to_dict(), audio_encoder=encoder.to_dict(), decoder=decoder.to_dict())
-    ignored = tuple(field for read in reads for field in read.ignored) + audio.ignored
+    ignored = left_behind(reads) + audio.ignored  # the audio part: translated on its own
     return Success(TranslatedConfig(config, ignored))
 
 

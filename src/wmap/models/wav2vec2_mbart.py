@@ -46,6 +46,7 @@ from wmap.config_fields import (
     ignore_all,
     integer,
     kwargs_of,
+    left_behind,
     optional,
     translate_each,
 )
@@ -298,7 +299,7 @@ def _composite(read: tuple[Translation, ...], layout: Layout) -> Result[Translat
 def _joined(enc: Wav2Vec2Config, dec: MBartConfig, read: tuple[Translation, ...]) -> TranslatedConfig:
     config = SpeechEncoderDecoderConfig.from_encoder_decoder_configs(enc, dec)
     config.update(COMPOSITE)
-    return TranslatedConfig(config, tuple(field for section in read for field in section.ignored))
+    return TranslatedConfig(config, left_behind(read))
 
 
 def encoder_rules(model: object, encoder: PretrainedConfig) -> tuple[Transform, ...]:
