@@ -301,7 +301,7 @@ def test_preview_lists_the_config_fields_it_does_not_carry_over(tmp_path: Path) 
     ],
 )
 def test_an_odd_config_value_is_one_line_and_exit_2(model: str, field: str, value: Any, tmp_path: Path) -> None:
-    state, meta = reference_state(model)
+    state, meta = reference_state(model, smaller=True)
     section = meta["Config"]["distiller"] if "Config" in meta else meta["cfg"]["model"]
     section[field] = value
     path = tmp_path / "odd.pt"

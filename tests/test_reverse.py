@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import attrs
 import pytest
@@ -166,17 +165,6 @@ def _exportable() -> list[str]:
     return [f.name for f in registered() if (spec := get_model(f.name).unwrap()).export is not None and not spec.reads]
 
 
-SMALLER: dict[str, dict[str, Any]] = {
-    "wav2vec2_mbart": {"rows": {250054: 4096}, "dtype": torch.float16},
-    "speech_to_text": {"rows": {10_004: 40}},
-}
-"""A reference layout too big to round-trip in every CI run (mBART-50's 250k-token vocabulary, twice,
-beside wav2vec2-large: 4.2 GB in float32): its vocabulary cut to 4096 rows (the size is read from
-the weights), its values in float16; speech-to-text's cut to the 40 pieces of a sentencepiece model
-trained here (its way back needs the tokenizer's vocabulary). Every name and every other shape stays
-the original's."""
-
-
 CONTAINERS = {
     "whisper": "model_state_dict",
     "distilhubert": "Distiller",
@@ -215,7 +203,7 @@ def test_every_exportable_family_gives_back_every_converted_tensor(name: str, tm
     from wmap.fairseq.dictionary import FAIRSEQ_GLOBAL, Dictionary
     from wmap.way_back import export, preview_reverse
 
-    state, meta = reference_state(name, **SMALLER.get(name, {}))
+    state, meta = reference_state(name, smaller=True)
     container = CONTAINERS.get(name, "model")
     torch.save({**meta, container: state} if meta else state, tmp_path / "original.pt")
     letters = write_letter_dictionary(tmp_path) if name.endswith("_ctc") else None
