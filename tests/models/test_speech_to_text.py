@@ -7,7 +7,7 @@ import argparse
 import copy
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import torch
@@ -150,6 +150,42 @@ def test_beam_search_gives_fairseqs_best_transcript_and_score(tmp_path: Path) ->
     torch.testing.assert_close(beam.sequences_scores, scores, rtol=0, atol=1e-4)
     greedy = converted.generate(features, attention_mask=mask, max_new_tokens=steps, num_beams=1)
     assert [row[1:] for row in greedy.tolist()] != ours
+
+
+@pytest.mark.parity
+def test_the_directory_transcribes_through_pipeline_as_fairseq_generates(tmp_path: Path) -> None:
+    """As users run it: ``pipeline("automatic-speech-recognition", model=out)`` on raw audio gives the
+    text of fairseq's ``SequenceGenerator`` with its defaults (beam 5, at most 200 tokens) on the
+    processor's features, decoded by the sentencepiece model. A random model runs to the length limit,
+    so the limit is tested too: transformers' script's ``max_length`` 200 stops a token short (the
+    control)."""
+    import sentencepiece
+    from fairseq.data import Dictionary
+    from fairseq.sequence_generator import SequenceGenerator
+    from transformers import AutoProcessor, pipeline
+
+    from tests.originals import s2t_checkpoint
+
+    model, pieces = fairseq_sentencepiece(tmp_path / "data")
+    torch.manual_seed(3)
+    original = s2t_checkpoint(tmp_path / "checkpoint.pt", tmp_path / "data", vocab=len(pieces) + 4, pieces=pieces)
+    out = convert(SPEC, tmp_path / "checkpoint.pt", tmp_path / "hf", processor_file=model).unwrap()
+    recognizer = pipeline("automatic-speech-recognition", model=str(out))
+    processor = AutoProcessor.from_pretrained(out)
+    generator = SequenceGenerator([original], Dictionary.load(str(tmp_path / "data" / "spm.txt")), beam_size=5)
+    text = sentencepiece.SentencePieceProcessor(model_file=str(model))
+    torch.manual_seed(0)
+    transcripts = []
+    for audio in (torch.randn(8000) * 0.1, torch.randn(12000) * 0.1):
+        features = processor(audio.numpy(), sampling_rate=16_000, return_tensors="pt").input_features
+        source = {"src_tokens": features, "src_lengths": torch.tensor([features.shape[1]])}
+        with torch.no_grad():
+            best = generator.generate([original], {"net_input": source})[0][0]["tokens"].tolist()
+        transcripts.append(text.decode([token for token in best if token != 2]))
+        assert cast(dict[str, Any], recognizer(audio.numpy()))["text"] == transcripts[-1]
+        shorter = cast(dict[str, Any], recognizer(audio.numpy(), generate_kwargs={"max_length": 200}))["text"]
+        assert shorter != transcripts[-1] and transcripts[-1].startswith(shorter)
+    assert transcripts[0] != transcripts[1] and len(transcripts[0]) > 100  # two texts, to the limit
 
 
 @pytest.mark.parity

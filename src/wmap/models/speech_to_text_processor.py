@@ -30,11 +30,12 @@ GENERATION: dict[str, Any] = {
     "suppress_tokens": [1],
     "min_new_tokens": 1,
     "num_beams": 5,
-    "max_length": 200,
+    "max_length": 201,
     "early_stopping": True,
 }
-"""How fairseq's ``SequenceGenerator`` decodes (from ``</s>``, never the pad token, at least one token
-before ``</s>``), with the beam and length transformers' own script sets: ``generate()`` as fairseq's
+"""How fairseq's ``SequenceGenerator`` decodes with its defaults (from ``</s>``, never the pad token, at
+least one token before ``</s>``, 5 beams, at most 200 tokens: ``max_len_b``, after the ``</s>`` the
+decoder starts from, which ``max_length`` counts): ``generate()`` and ``pipeline(...)`` as fairseq's
 recipes run it (tested: the same best transcript and score as fairseq's beam 5; the n-best below it
 may differ, as transformers keeps the best ended hypotheses where fairseq stops adding at 5)."""
 
