@@ -281,6 +281,81 @@ def test_with_its_sentencepiece_model_the_directory_is_a_processor(tmp_path: Pat
     assert features.shape[-1] == 8
 
 
+CMVN_ONLY = "transforms:\n  '*':\n  - utterance_cmvn\n"
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize(
+    "normalisation",
+    [
+        CMVN_ONLY + "utterance_cmvn:\n  norm_vars: false\n",
+        "transforms:\n  _train: [utterance_cmvn, specaugment]\n  _eval: []\n",
+        "feature_transforms:\n  '*': [utterance_cmvn]\n",
+        "transforms:\n  '*': [utterance_cmvn]\nutterance_cmvn: {norm_means: false}\n",
+    ],
+    ids=["means-only", "none-at-inference", "feature-transforms", "variances-only"],
+)
+def test_the_data_config_beside_the_tokenizer_normalises_as_fairseq_does(tmp_path: Path, normalisation: str) -> None:
+    """The task's ``config.yaml`` beside the sentencepiece model says how fairseq normalises the filter
+    banks at inference: the converted feature extractor's features are fairseq's own transforms (its
+    data config reader, its ``utterance_cmvn``) of the same filter banks; the way back writes a
+    ``config.yaml`` fairseq reads as the same transforms."""
+    import numpy as np
+    from fairseq.data.audio.data_cfg import S2TDataConfig
+    from fairseq.data.audio.feature_transforms import CompositeAudioFeatureTransform
+    from transformers import AutoFeatureExtractor, Speech2TextFeatureExtractor
+
+    from tests.originals import s2t_checkpoint
+    from wmap import export
+
+    model, pieces = fairseq_sentencepiece(tmp_path / "data")
+    s2t_checkpoint(tmp_path / "checkpoint.pt", tmp_path / "data", vocab=len(pieces) + 4, pieces=pieces)
+    data = tmp_path / "data" / "config.yaml"
+    data.write_text(f"vocab_filename: spm.txt\ninput_feat_per_channel: 8\n{normalisation}")
+    out = convert(SPEC, tmp_path / "checkpoint.pt", tmp_path / "hf", processor_file=model).unwrap()
+    torch.manual_seed(0)
+    audio = (torch.randn(16_000) * 0.1).numpy()
+    banks = Speech2TextFeatureExtractor(feature_size=8, num_mel_bins=8, do_ceptral_normalize=False)
+    raw = banks(audio, sampling_rate=16_000).input_features[0]
+
+    def fairseqs(config: Path) -> Any:
+        transforms = S2TDataConfig(config).get_feature_transforms("test", False)
+        composite = CompositeAudioFeatureTransform.from_config_dict(transforms)  # None: no transform
+        return raw.astype(np.float64) if composite is None else composite(raw.astype(np.float64))
+
+    ours = AutoFeatureExtractor.from_pretrained(out)(audio, sampling_rate=16_000).input_features[0]
+    assert np.abs(ours - fairseqs(data)).max() < 1e-4
+    assert np.abs(raw).mean() > 1.0  # the banks are far from normalised: each setting shows
+    (tmp_path / "back").mkdir()
+    back = export(SPEC, out, tmp_path / "back" / "checkpoint.pt").unwrap()
+    assert np.abs(fairseqs(back.parent / "config.yaml") - fairseqs(data)).max() == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ("transforms:\n  '*': [global_cmvn]\nglobal_cmvn: {stats_npz_path: stats.npz}\n", "transforms"),
+        ("feature_transforms:\n  _eval: [utterance_cmvn, delta_deltas]\n", "feature_transforms"),
+        ("input_feat_per_channel: 40\n", "input_feat_per_channel"),
+        ("use_audio_input: true\n", "use_audio_input"),
+    ],
+)
+def test_a_data_config_the_feature_extractor_cannot_follow_is_refused_naming_it(
+    tmp_path: Path, data: str, field: str
+) -> None:
+    """Global CMVN, another transform, filter banks of another size than the model's, the waveform as
+    input: refused before anything is written, naming the data config's field."""
+    from tests.helpers import reference_checkpoint
+
+    model, _ = fairseq_sentencepiece(tmp_path / "data", pieces=40)
+    checkpoint = reference_checkpoint(tmp_path / "checkpoint.pt", "speech_to_text")
+    (tmp_path / "data" / "config.yaml").write_text("input_feat_per_channel: 80\n" * ("input_feat" not in data) + data)
+    refused = convert(SPEC, checkpoint, tmp_path / "hf", processor_file=model)
+    error = refused.failure()
+    assert isinstance(error, BadConfig) and error.key == field and "config.yaml" in error.message, error
+    assert not (tmp_path / "hf").exists()
+
+
 def test_a_tokenizer_that_does_not_fit_is_refused_before_writing(tmp_path: Path) -> None:
     from tests.helpers import reference_checkpoint
 

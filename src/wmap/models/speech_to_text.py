@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import yaml
@@ -36,7 +37,6 @@ from wmap.config_fields import (
     Translation,
     boolean,
     divides,
-    get,
     integer,
     one_of,
     optional,
@@ -55,7 +55,7 @@ from wmap.fairseq.dictionary import SPECIALS, STAND_INS, dict_file_text
 from wmap.fairseq.export import DATA, fairseq_layout, trainer_file
 from wmap.fairseq.processor import FEATURES, VOCAB, extractor_settings, vocabulary_dictionary
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, shipped
-from wmap.models.speech_to_text_processor import generation, processor
+from wmap.models.speech_to_text_processor import DATA_CONFIG, S2T_DATA, generation, processor
 from wmap.pipeline import first_match
 from wmap.transforms import PARAMS, Layout, Transform, rename, skip
 
@@ -190,7 +190,6 @@ def pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform:
 S2T_ARCH = {"_name": "s2t_transformer", "arch": "s2t_transformer"}
 """What the way back's ``cfg.model`` always is beyond the table: the architecture."""
 
-DATA_CONFIG = "config.yaml"
 DICTIONARY = "dict.txt"
 COPIED = "copied"
 S2T_TASK = {"_name": "speech_to_text", "task": "speech_to_text", "data": DATA, "config_yaml": DATA_CONFIG}
@@ -218,21 +217,18 @@ def data_config(config: PretrainedConfig, features: str, sentencepiece: bool) ->
     return settings.map(partial(_data_config, config, sentencepiece=sentencepiece))
 
 
+DATA_CONFIG_BACK = Merged({"vocab_filename": DICTIONARY}, Back(S2T_DATA.fields, fixed=True))
+"""The task's ``config.yaml`` from the feature extractor's settings: the data config's table read back."""
+
+SENTENCEPIECE_BACK = {"bpe_tokenizer": {"bpe": "sentencepiece", "sentencepiece_model": SENTENCEPIECE_BESIDE}}
+"""Where the directory has a sentencepiece model: the one copied beside the file."""
+
+
 def _data_config(config: PretrainedConfig, settings: Any, sentencepiece: bool) -> str:
-    cmvn = {
-        "norm_means": bool(get(settings, "normalize_means", True)),
-        "norm_vars": bool(get(settings, "normalize_vars", True)),
-    }
-    data: dict[str, Any] = {
-        "vocab_filename": DICTIONARY,
-        "input_feat_per_channel": int(config.input_feat_per_channel),
-        "input_channels": int(config.input_channels),
-    }
-    if sentencepiece:
-        data["bpe_tokenizer"] = {"bpe": "sentencepiece", "sentencepiece_model": SENTENCEPIECE_BESIDE}
-    if get(settings, "do_ceptral_normalize", True):
-        data |= {"transforms": {"*": ["utterance_cmvn"]}, "utterance_cmvn": cmvn}
-    return str(yaml.safe_dump(data, sort_keys=False))
+    defaults = {"do_ceptral_normalize": True, "normalize_means": True, "normalize_vars": True}
+    extractor = SimpleNamespace(**{**defaults, "num_mel_bins": int(config.input_feat_per_channel), **settings})
+    tree = Merged(DATA_CONFIG_BACK, SENTENCEPIECE_BACK) if sentencepiece else DATA_CONFIG_BACK
+    return str(yaml.safe_dump(written(tree, extractor), sort_keys=False))
 
 
 def original(source: ExportSource) -> Result[tuple[Layout, dict[str, Any]], BadConfig]:

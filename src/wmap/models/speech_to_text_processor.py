@@ -2,7 +2,8 @@
 many mel bins as the model's input channels, 16 kHz, utterance CMVN), and, given the sentencepiece
 model (``--tokenizer``), ``Speech2TextTokenizer`` from it and the fairseq dictionary that fairseq's data
 preparation writes beside it (``spm_unigram10000.model`` and ``spm_unigram10000.txt``): the two as a
-``Speech2TextProcessor``, which ``AutoProcessor`` loads."""
+``Speech2TextProcessor``, which ``AutoProcessor`` loads. The task's data config beside them
+(``config.yaml``) says how fairseq normalised the features: read by :data:`S2T_DATA`, both ways."""
 
 from __future__ import annotations
 
@@ -16,11 +17,26 @@ from typing import Any
 from returns.result import Failure, Result, Success
 from transformers import PretrainedConfig
 
+from wmap.config_fields import (
+    Checked,
+    Composite,
+    ConfigTable,
+    Ignored,
+    Joint,
+    Translated,
+    Translation,
+    boolean,
+    get,
+    integer,
+    translate,
+)
 from wmap.errors import BadConfig
+from wmap.fairseq.config import TRAINING_ONLY, fairseq_task_config
 from wmap.fairseq.dictionary import Dictionary
 from wmap.fairseq.processor import parsed_dictionary
 from wmap.io import read_small_text, save_processor
 from wmap.models.base import Writer, writing
+from wmap.yaml_text import read_yaml
 
 GENERATION: dict[str, Any] = {
     "decoder_start_token_id": 2,
@@ -45,12 +61,90 @@ DICTIONARY_BESIDE = (
 )
 
 
-def feature_extractor(config: PretrainedConfig) -> Any:
-    """``Speech2TextFeatureExtractor`` for the model's input channels (fairseq's recipes: utterance CMVN)."""
+UTTERANCE_CMVN = "utterance_cmvn"
+
+
+def inference_transforms(value: object) -> Result[Any, str]:
+    """The feature transforms fairseq's data config applies at inference (``_eval``, else ``*``: the
+    split's own name is not known here), by name; Speech2TextFeatureExtractor has utterance CMVN only."""
+    if value is None:
+        return Success(())
+    names = value.get("_eval", value.get("*", [])) if isinstance(value, Mapping) else None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        return Failure("a mapping of splits ('_eval', '*') to lists of transform names")
+    other = [name for name in names if name != UTTERANCE_CMVN]
+    if other:
+        return Failure(f"at inference only {UTTERANCE_CMVN} (Speech2TextFeatureExtractor's CMVN), not {other}")
+    return Success(tuple(names))
+
+
+def cepstral_normalisation(values: Mapping[str, Any]) -> dict[str, bool]:
+    """Whether the features are normalised per utterance (either key may list the transform)."""
+    return {"do_ceptral_normalize": UTTERANCE_CMVN in (*values["transforms"], *values["feature_transforms"])}
+
+
+def cepstral_normalisation_back(settings: Any) -> dict[str, Any]:
+    return {"transforms": {"*": [UTTERANCE_CMVN]} if settings.do_ceptral_normalize else {}}
+
+
+def cmvn_settings(value: object) -> Result[Any, str]:
+    """``utterance_cmvn``'s settings: ``norm_means`` and ``norm_vars``, booleans (fairseq's default true)."""
+    found = {} if value is None else value
+    settings = {name: get(found, name, True) for name in ("norm_means", "norm_vars")}
+    if not isinstance(found, Mapping) or not all(isinstance(flag, bool) for flag in settings.values()):
+        return Failure("a mapping with norm_means and norm_vars true or false")
+    return Success(settings)
+
+
+def cmvn_kwargs(settings: Mapping[str, bool]) -> dict[str, bool]:
+    return {"normalize_means": settings["norm_means"], "normalize_vars": settings["norm_vars"]}
+
+
+def cmvn_back(settings: Any) -> dict[str, bool]:
+    return {"norm_means": bool(settings.normalize_means), "norm_vars": bool(settings.normalize_vars)}
+
+
+def bins(count: int) -> dict[str, int]:
+    return {"feature_size": count, "num_mel_bins": count}
+
+
+def bins_back(settings: Any) -> int:
+    return int(settings.num_mel_bins)
+
+
+S2T_DATA = ConfigTable(
+    "config.yaml",
+    (
+        Composite("input_feat_per_channel", integer(1, 4096), bins, bins_back, 80),
+        Checked("input_channels", (1,), "Speech2TextFeatureExtractor gives one channel", 1, integer(1, 64)),
+        Translated("transforms", inference_transforms, None, None),
+        Joint("feature_transforms", inference_transforms, cepstral_normalisation, cepstral_normalisation_back, None),
+        Composite(UTTERANCE_CMVN, cmvn_settings, cmvn_kwargs, cmvn_back, None),
+        Checked("use_audio_input", (False,), "s2t_transformer takes filter banks, not the waveform", False, boolean),
+        Ignored("global_cmvn", "the statistics of global CMVN, which a transform (checked) would name"),
+        Ignored("vocab_filename", "the dictionary: read beside the sentencepiece model (its name, .txt)"),
+        Ignored("bpe_tokenizer", "the sentencepiece model: --tokenizer"),
+        Ignored("prepend_tgt_lang_tag", "a target language tag: give generate() its id (forced_bos_token_id)"),
+        Ignored("specaugment", TRAINING_ONLY + " (SpecAugment)"),
+        Ignored("sampling_alpha", TRAINING_ONLY + " (how languages are sampled)"),
+        Ignored("shuffle", TRAINING_ONLY),
+        Ignored("audio_root", "where the training audio was"),
+    ),
+)
+"""fairseq's speech-to-text data config (``config.yaml``) <-> ``Speech2TextFeatureExtractor``'s settings:
+the filter banks' size, and the normalisation fairseq applies at inference (utterance CMVN, its means
+and variances, or none; global CMVN and other transforms are refused, naming the field). Read forward
+from the ``config.yaml`` beside the sentencepiece model, and back to write it."""
+
+
+def feature_extractor(config: PretrainedConfig, settings: Mapping[str, Any] | None = None) -> Any:
+    """``Speech2TextFeatureExtractor`` for the model's input channels: with the data config's ``settings``
+    (:data:`S2T_DATA`), else utterance CMVN, as fairseq's recipes write it."""
     from transformers import Speech2TextFeatureExtractor
 
-    bins = int(config.input_feat_per_channel)
-    return Speech2TextFeatureExtractor(feature_size=bins, num_mel_bins=bins, sampling_rate=SAMPLING_RATE)
+    count = int(config.input_feat_per_channel)
+    kwargs = {**bins(count), **(settings or {})}
+    return Speech2TextFeatureExtractor(sampling_rate=SAMPLING_RATE, **kwargs)
 
 
 def generation(config: PretrainedConfig, meta: Mapping[str, Any], file: Path | None) -> Result[Writer, BadConfig]:
@@ -66,25 +160,64 @@ def processor(config: PretrainedConfig, meta: Mapping[str, Any], file: Path | No
     before anything is written."""
     return Result.do(
         writing(written, settings)
-        for written in _processor(config, file)
+        for written in _processor(config, meta, file)
         for settings in generation(config, meta, file)
     )
 
 
-def _processor(config: PretrainedConfig, file: Path | None) -> Result[Writer, BadConfig]:
-    extractor = feature_extractor(config)
+def _processor(config: PretrainedConfig, meta: Mapping[str, Any], file: Path | None) -> Result[Writer, BadConfig]:
     if file is None:
-        return Success(extractor.save_pretrained)
+        return Success(feature_extractor(config).save_pretrained)
     if not file.is_file():
         return Failure(BadConfig(str(file), "--tokenizer", "an existing sentencepiece model file", "no such file"))
+    named = Path(str(get(fairseq_task_config(meta), "config_yaml", DATA_CONFIG))).name  # beside it, by name only
+    return Result.do(
+        _writer(feature_extractor(config, settings), tokenizer)
+        for settings in data_settings(config, file.parent / named)
+        for tokenizer in _tokenizer_beside(config, file)
+    )
+
+
+def _tokenizer_beside(config: PretrainedConfig, file: Path) -> Result[Any, BadConfig]:
+    """The sentencepiece model's tokenizer, with the dictionary beside it (its name, ``.txt``)."""
     where = str(file.with_suffix(".txt"))
     return (
         read_small_text(file.with_suffix(".txt"), "--tokenizer", DICTIONARY_BESIDE)
         .bind(partial(parsed_dictionary, where=where, option="--tokenizer", expected=DICTIONARY_BESIDE))
         .bind(partial(_sized, where=where, size=int(config.vocab_size)))
         .bind(partial(_tokenizer, file))
-        .map(partial(_writer, extractor))
     )
+
+
+DATA_CONFIG = "config.yaml"
+"""The task's data config, beside the sentencepiece model (a file's ``cfg.task.config_yaml`` names it)."""
+
+
+def data_settings(config: PretrainedConfig, path: Path) -> Result[dict[str, Any], BadConfig]:
+    """The feature extractor's settings from the data config at ``path`` (:data:`S2T_DATA`), its
+    filter banks checked against the model's; none where there is no such file (utterance CMVN)."""
+    if not path.is_file():
+        return Success({})
+    expected = "fairseq's speech-to-text data config (YAML)"
+    return (
+        read_small_text(path, "--tokenizer", expected)
+        .bind(partial(_parsed, where=str(path)))
+        .bind(partial(translate, S2T_DATA))
+        .bind(partial(_fits, config=config, where=str(path)))
+    )
+
+
+def _parsed(text: str, where: str) -> Result[Any, BadConfig]:
+    found = read_yaml(text, DATA_CONFIG, where)
+    return Failure(found) if isinstance(found, BadConfig) else Success(found)
+
+
+def _fits(read: Translation, config: PretrainedConfig, where: str) -> Result[dict[str, Any], BadConfig]:
+    count, bins_of_model = read.kwargs["num_mel_bins"], int(config.input_feat_per_channel)
+    if count == bins_of_model:
+        return Success(dict(read.kwargs))
+    expected = f"{bins_of_model} (the model's input_feat_per_channel)"
+    return Failure(BadConfig(where, "input_feat_per_channel", expected, str(count)))
 
 
 def _sized(dictionary: Dictionary, where: str, size: int) -> Result[Dictionary, BadConfig]:
