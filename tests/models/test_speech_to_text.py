@@ -338,18 +338,22 @@ def test_the_data_config_beside_the_tokenizer_normalises_as_fairseq_does(tmp_pat
         ("feature_transforms:\n  _eval: [utterance_cmvn, delta_deltas]\n", "feature_transforms"),
         ("input_feat_per_channel: 40\n", "input_feat_per_channel"),
         ("use_audio_input: true\n", "use_audio_input"),
+        ("", "config.yaml"),
+        ("- utterance_cmvn\n", "config.yaml"),
     ],
 )
 def test_a_data_config_the_feature_extractor_cannot_follow_is_refused_naming_it(
     tmp_path: Path, data: str, field: str
 ) -> None:
     """Global CMVN, another transform, filter banks of another size than the model's, the waveform as
-    input: refused before anything is written, naming the data config's field."""
+    input, an empty file or a list: refused before anything is written, naming the data config's field."""
     from tests.helpers import reference_checkpoint
 
     model, _ = fairseq_sentencepiece(tmp_path / "data", pieces=40)
     checkpoint = reference_checkpoint(tmp_path / "checkpoint.pt", "speech_to_text")
-    (tmp_path / "data" / "config.yaml").write_text("input_feat_per_channel: 80\n" * ("input_feat" not in data) + data)
+    (tmp_path / "data" / "config.yaml").write_text(
+        "input_feat_per_channel: 80\n" * ("input_feat" not in data and ":" in data) + data
+    )
     refused = convert(SPEC, checkpoint, tmp_path / "hf", processor_file=model)
     error = refused.failure()
     assert isinstance(error, BadConfig) and error.key == field and "config.yaml" in error.message, error

@@ -209,7 +209,12 @@ def data_settings(config: PretrainedConfig, path: Path) -> Result[dict[str, Any]
 
 def _parsed(text: str, where: str) -> Result[Any, BadConfig]:
     found = read_yaml(text, DATA_CONFIG, where)
-    return Failure(found) if isinstance(found, BadConfig) else Success(found)
+    if isinstance(found, BadConfig):
+        return Failure(found)
+    if not isinstance(found, Mapping):  # fairseq's S2TDataConfig reads a mapping: an empty file is none
+        expected = "fairseq's speech-to-text data config (a YAML mapping)"
+        return Failure(BadConfig(where, DATA_CONFIG, expected, "empty" if found is None else type(found).__name__))
+    return Success(found)
 
 
 def _fits(read: Translation, config: PretrainedConfig, where: str) -> Result[dict[str, Any], BadConfig]:
