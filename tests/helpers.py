@@ -293,10 +293,11 @@ def assert_unread_leaves_the_preview(name: str, path: Path, folder: Path, read: 
         assert again == printed("preview", name, str(folder / "run-4" / "checkpoint.pt"), *shown_as, "--no-cache")
 
 
-def fairseq_sentencepiece(directory: Path, pieces: int = 40) -> tuple[Path, list[str]]:
+def fairseq_sentencepiece(directory: Path, pieces: int = 40, special: tuple[str, ...] = ()) -> tuple[Path, list[str]]:
     """A unigram sentencepiece model as fairseq's speech-to-text ``gen_vocab`` trains it (``<s>``,
-    ``<pad>``, ``</s>``, ``<unk>`` at 0 to 3), and its pieces after those: the dictionary fairseq
-    writes beside it (``spm.txt``, written here too)."""
+    ``<pad>``, ``</s>``, ``<unk>`` at 0 to 3; ``special``: its user-defined symbols, as a multilingual
+    recipe's target language tags), and its pieces after those: the dictionary fairseq writes beside it
+    (``spm.txt``, written here too)."""
     import sentencepiece
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -304,8 +305,9 @@ def fairseq_sentencepiece(directory: Path, pieces: int = 40) -> tuple[Path, list
     corpus.write_text("\n".join(f"speech to text sentence number {i} for a tiny test" for i in range(200)))
     ids = {"bos_id": 0, "pad_id": 1, "eos_id": 2, "unk_id": 3}
     prefix = directory / "spm"
+    user = {"user_defined_symbols": ",".join(special)} if special else {}
     sentencepiece.SentencePieceTrainer.train(
-        input=str(corpus), model_prefix=str(prefix), vocab_size=pieces, model_type="unigram", **ids
+        input=str(corpus), model_prefix=str(prefix), vocab_size=pieces, model_type="unigram", **ids, **user
     )
     model = sentencepiece.SentencePieceProcessor(model_file=str(prefix.with_suffix(".model")))
     symbols = [model.id_to_piece(i) for i in range(4, model.get_piece_size())]

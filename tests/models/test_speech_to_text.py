@@ -281,6 +281,57 @@ def test_with_its_sentencepiece_model_the_directory_is_a_processor(tmp_path: Pat
     assert features.shape[-1] == 8
 
 
+MUSTC = ("pt", "fr", "ru", "nl", "ro", "it", "es", "de")
+
+
+@pytest.mark.parity
+def test_a_multilingual_model_translates_into_the_language_forced_as_fairseq_does(tmp_path: Path) -> None:
+    """A multilingual model's dictionary holds MuST-C's target language tags (``<lang:de>``; fairseq's
+    ``prepend_tgt_lang_tag``): the tokenizer knows them (``lang_code_to_id``, at fairseq's indices), and
+    ``generate(forced_bos_token_id=...)`` gives what fairseq's ``SequenceGenerator`` gives with the tag
+    as its prefix, token for token, for two languages (which differ: the tag is what is compared). A
+    dictionary whose tags are not where the sentencepiece model has them is refused: transformers forces
+    the model's id."""
+    from fairseq.data import Dictionary
+    from fairseq.sequence_generator import SequenceGenerator
+    from transformers import AutoProcessor, Speech2TextForConditionalGeneration
+
+    from tests.originals import s2t_checkpoint
+
+    tags = tuple(f"<lang:{language}>" for language in MUSTC)
+    model, pieces = fairseq_sentencepiece(tmp_path / "data", pieces=48, special=tags)
+    torch.manual_seed(4)
+    original = s2t_checkpoint(tmp_path / "checkpoint.pt", tmp_path / "data", vocab=len(pieces) + 4, pieces=pieces)
+    out = convert(SPEC, tmp_path / "checkpoint.pt", tmp_path / "hf", processor_file=model).unwrap()
+    converted = load_pretrained_strictly(Speech2TextForConditionalGeneration, out)
+    tokenizer = AutoProcessor.from_pretrained(out).tokenizer
+    dictionary = Dictionary.load(str(tmp_path / "data" / "spm.txt"))
+    assert {code: dictionary.index(f"<lang:{code}>") for code in MUSTC} == tokenizer.lang_code_to_id
+    features, lengths = _features()
+    mask = (torch.arange(64)[None, :] < lengths[:, None]).long()
+    generator = SequenceGenerator([original], dictionary, beam_size=1, max_len_a=0, max_len_b=8)
+    source = {"net_input": {"src_tokens": features, "src_lengths": lengths}}
+    outputs = []
+    for code in ("de", "fr"):
+        tag = tokenizer.lang_code_to_id[code]
+        prefix = torch.full((2, 1), tag)
+        with torch.no_grad():
+            found = generator.generate([original], source, prefix_tokens=prefix)
+        theirs = [hypotheses[0]["tokens"].tolist() for hypotheses in found]
+        ours = converted.generate(features, attention_mask=mask, max_new_tokens=8, num_beams=1, forced_bos_token_id=tag)
+        assert [row[1:] for row in ours.tolist()] == [tokens[:8] for tokens in theirs]
+        outputs.append(theirs)
+    assert outputs[0] != outputs[1] and all(row[0] == tokenizer.lang_code_to_id["de"] for row in outputs[0])
+    listed = (tmp_path / "data" / "spm.txt").read_text().splitlines()
+    first, second = listed.index("<lang:pt> 1"), listed.index("<lang:fr> 1")
+    listed[first], listed[second] = listed[second], listed[first]  # the dictionary's order, not the model's
+    (tmp_path / "data" / "spm.txt").write_text("\n".join(listed) + "\n")
+    error = convert(SPEC, tmp_path / "checkpoint.pt", tmp_path / "other", processor_file=model).failure()
+    assert isinstance(error, BadConfig) and error.key == "--tokenizer", error
+    assert "<lang:pt> at the dictionary's index" in error.message
+    assert not (tmp_path / "other").exists()
+
+
 CMVN_ONLY = "transforms:\n  '*':\n  - utterance_cmvn\n"
 
 

@@ -232,8 +232,21 @@ def _sized(dictionary: Dictionary, where: str, size: int) -> Result[Dictionary, 
     return Success(dictionary)
 
 
+def language_codes(dictionary: Dictionary) -> str | None:
+    """``lang_codes`` for ``Speech2TextTokenizer`` where the dictionary holds the target language tags of a
+    set it knows (``<lang:de>``, MuST-C's: a multilingual model's, fairseq's ``prepend_tgt_lang_tag``), so
+    that ``tokenizer.lang_code_to_id`` gives the ``forced_bos_token_id`` to translate into; else none."""
+    from transformers.models.speech_to_text.tokenization_speech_to_text import LANGUAGES
+
+    for name, languages in LANGUAGES.items():
+        if all(f"<lang:{language}>" in dictionary.indices for language in languages):
+            return name
+    return None
+
+
 def _tokenizer(model: Path, dictionary: Dictionary) -> Result[Any, BadConfig]:
-    """``Speech2TextTokenizer`` of the vocabulary (fairseq's indices) and the sentencepiece model."""
+    """``Speech2TextTokenizer`` of the vocabulary (fairseq's indices) and the sentencepiece model, with the
+    language codes the dictionary's tags name (:func:`language_codes`), each at the dictionary's index."""
     where = str(model)
     try:
         from transformers import Speech2TextTokenizer
@@ -241,12 +254,18 @@ def _tokenizer(model: Path, dictionary: Dictionary) -> Result[Any, BadConfig]:
         with tempfile.TemporaryDirectory() as staging:
             vocab = Path(staging) / "vocab.json"
             vocab.write_text(json.dumps(dictionary.indices, ensure_ascii=False), encoding="utf-8")
-            return Success(Speech2TextTokenizer(str(vocab), str(model)))
+            tokenizer = Speech2TextTokenizer(str(vocab), str(model), lang_codes=language_codes(dictionary))
     except ImportError as error:
         expected = "sentencepiece installed (pip install 'wmap[tokenizer]')"
         return Failure(BadConfig(where, "--tokenizer", expected, str(error)))
     except Exception as error:
         return Failure(BadConfig(where, "--tokenizer", "a sentencepiece model file", " ".join(str(error).split())))
+    tags = {f"<lang:{code}>": index for code, index in tokenizer.lang_code_to_id.items()}
+    wrong = next((tag for tag, index in tags.items() if dictionary.indices[tag] != index), None)
+    if wrong is not None:  # transformers takes a tag's id from the sentencepiece model, fairseq from its dictionary
+        expected = f"{wrong} at the dictionary's index {dictionary.indices[wrong]} (the language tag generate() forces)"
+        return Failure(BadConfig(where, "--tokenizer", expected, f"index {tags[wrong]}"))
+    return Success(tokenizer)
 
 
 def _writer(extractor: Any, tokenizer: Any) -> Writer:
