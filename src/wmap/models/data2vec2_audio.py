@@ -341,8 +341,10 @@ def ctc_pipeline(config: PretrainedConfig, meta: Mapping[str, Any]) -> Transform
     )
 
 
-EVERY_LAYER = tuple(Translated(name, integer(1, 512), "num_hidden_layers") for name in ("depth", "model_depth"))
-"""The depth, every layer a block (read back only: no prenet)."""
+DEPTH = Translated("depth", integer(1, 512), "num_hidden_layers")
+MODEL_DEPTH = Translated("model_depth", integer(1, 512), "num_hidden_layers")
+"""The depth, in the model's section and again in the audio modality's: every layer a block (read back
+only: no prenet)."""
 
 ALIBI_HEADS = Translated("num_alibi_heads", integer(1, 1024), "num_attention_heads")
 """ALiBi's heads (off), as many as the attention's, as fairseq's default interpolates them (read back only)."""
@@ -350,13 +352,13 @@ ALIBI_HEADS = Translated("num_alibi_heads", integer(1, 1024), "num_attention_hea
 ENCODER_MODEL = Merged(
     Back(MODEL.fields, fixed=True),
     {"_name": "data2vec_multi", "skip_ema": True, "ema_anneal_end_step": 0, "max_update": 0, "seed": 1},
-    Back(EVERY_LAYER[:1]),
+    Back((DEPTH,)),
     {
         "modalities": {
             "audio": Merged(
                 Back(AUDIO.fields, fixed=True),
                 {"prenet_depth": 0, "decoder": None},
-                Back((ALIBI_HEADS, *EVERY_LAYER[1:])),
+                Back((ALIBI_HEADS, MODEL_DEPTH)),
             )
         }
     },

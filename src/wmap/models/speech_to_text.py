@@ -55,7 +55,7 @@ from wmap.fairseq.dictionary import SPECIALS, STAND_INS, dict_file_text
 from wmap.fairseq.export import DATA, fairseq_layout, trainer_file
 from wmap.fairseq.processor import FEATURES, VOCAB, extractor_settings, vocabulary_dictionary
 from wmap.models.base import Exporter, ExportSource, ModelSpec, TranslatedConfig, shipped
-from wmap.models.speech_to_text_processor import DATA_CONFIG, S2T_DATA, generation, processor
+from wmap.models.speech_to_text_processor import DATA_CONFIG, S2T_DATA, feature_extractor, generation, processor
 from wmap.pipeline import first_match
 from wmap.transforms import PARAMS, Layout, Transform, rename, skip
 
@@ -225,8 +225,8 @@ SENTENCEPIECE_BACK = {"bpe_tokenizer": {"bpe": "sentencepiece", "sentencepiece_m
 
 
 def _data_config(config: PretrainedConfig, settings: Any, sentencepiece: bool) -> str:
-    defaults = {"do_ceptral_normalize": True, "normalize_means": True, "normalize_vars": True}
-    extractor = SimpleNamespace(**{**defaults, "num_mel_bins": int(config.input_feat_per_channel), **settings})
+    # what the directory's file leaves out is what the forward direction's extractor would hold
+    extractor = SimpleNamespace(**{**feature_extractor(config).to_dict(), **settings})
     tree = Merged(DATA_CONFIG_BACK, SENTENCEPIECE_BACK) if sentencepiece else DATA_CONFIG_BACK
     return str(yaml.safe_dump(written(tree, extractor), sort_keys=False))
 

@@ -165,6 +165,10 @@ def processor(config: PretrainedConfig, meta: Mapping[str, Any], file: Path | No
     )
 
 
+DATA_CONFIG = "config.yaml"
+"""The task's data config, beside the sentencepiece model (a file's ``cfg.task.config_yaml`` names it)."""
+
+
 def _processor(config: PretrainedConfig, meta: Mapping[str, Any], file: Path | None) -> Result[Writer, BadConfig]:
     if file is None:
         return Success(feature_extractor(config).save_pretrained)
@@ -187,10 +191,6 @@ def _tokenizer_beside(config: PretrainedConfig, file: Path) -> Result[Any, BadCo
         .bind(partial(_sized, where=where, size=int(config.vocab_size)))
         .bind(partial(_tokenizer, file))
     )
-
-
-DATA_CONFIG = "config.yaml"
-"""The task's data config, beside the sentencepiece model (a file's ``cfg.task.config_yaml`` names it)."""
 
 
 def data_settings(config: PretrainedConfig, path: Path) -> Result[dict[str, Any], BadConfig]:
